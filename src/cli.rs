@@ -1,0 +1,129 @@
+//! Command-line options, as the user types them.
+//!
+//! clap rejects a bad value with a message that quotes it (`invalid value '70000' for '--port
+//! <PORT>'`) and exit status 2, before anything is bound.
+
+use std::net::IpAddr;
+
+use clap::Parser;
+
+const MAX_BUFFER: usize = 64 * 1024 * 1024;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "forkecho",
+    version,
+    about = "A process-per-connection TCP echo server (RFC 862)",
+    long_about = "A process-per-connection TCP echo server (RFC 862).\n\n\
+        forkecho listens on a TCP port and forks one child process per client; the child sends \
+        back every byte it receives, in order, until the client closes the connection.\n\n\
+        Once listening, it prints one line to stdout, `listening on ADDR` (with the real port, \
+        useful with --port 0), and nothing else. Logs go to stderr, one line per event. \
+        SIGTERM or SIGINT stops it: it stops accepting, ends the children and exits 0.",
+    after_help = "Examples:\n  \
+        forkecho                          listen on port 9999, IPv6 and IPv4\n  \
+        forkecho -p 0 -b 127.0.0.1        any free port on loopback (see the stdout line)\n  \
+        forkecho -p 7007 -q               no per-connection log lines\n  \
+        nc localhost 9999                 talk to it"
+)]
+pub struct Options {
+    /// TCP port to listen on; 0 picks any free port and the `listening on` line shows which
+    #[arg(short, long, default_value_t = 9999)]
+    pub port: u16,
+
+    /// IP address to listen on [default: `::` for IPv6 and IPv4 on one socket, or 0.0.0.0
+    /// where the host has no IPv6]
+    #[arg(short, long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+
+    /// Length of the queue of connections waiting to be accepted (the kernel caps it at
+    /// net.core.somaxconn)
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
+    pub backlog: i32,
+
+    /// Log no per-connection lines (accept and close); startup, warnings and abnormal child
+    /// exits are still logged
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Size of each child's echo buffer in bytes; K and M suffixes work (64K, 1M)
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    pub buffer_size: usize,
+}
+
+/// Parses a byte count with an optional K or M (binary) suffix, within 1 .. 64 MiB.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let (digits, unit) = match text.as_bytes().last() {
+        Some(b'k' | b'K') => (&text[..text.len() - 1], 1024),
+        Some(b'm' | b'M') => (&text[..text.len() - 1], 1024 * 1024),
+        _ => (text, 1),
+    };
+    let count: usize = digits
+        .parse()
+        .map_err(|_| "expected a byte count such as 65536, 64K or 1M".to_string())?;
+    match count.checked_mul(unit) {
+        Some(bytes) if (1..=MAX_BUFFER).contains(&bytes) => Ok(bytes),
+        _ => Err(format!("must be between 1 byte and {}M", MAX_BUFFER >> 20)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("forkecho").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Options::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let opts = parse(&[]).unwrap();
+        assert_eq!(opts.port, 9999);
+        assert_eq!(opts.bind, None);
+        assert_eq!(opts.backlog, 1024);
+        assert!(!opts.quiet);
+        assert_eq!(opts.buffer_size, 64 * 1024);
+    }
+
+    #[test]
+    fn short_and_long_flags_parse() {
+        let opts = parse(&["-p", "0", "-b", "::1", "--backlog", "5", "-q"]).unwrap();
+        assert_eq!(opts.port, 0);
+        assert_eq!(opts.bind, Some("::1".parse().unwrap()));
+        assert_eq!(opts.backlog, 5);
+        assert!(opts.quiet);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_naming_the_value() {
+        for (args, value) in [
+            (&["--port", "70000"][..], "70000"),
+            (&["--bind", "nonsense"][..], "nonsense"),
+            (&["--backlog", "0"][..], "0"),
+            (&["--buffer-size", "0"][..], "0"),
+            (&["--buffer-size", "lots"][..], "lots"),
+        ] {
+            let err = parse(args).expect_err("must be rejected").to_string();
+            assert!(err.contains(&format!("'{value}'")), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_limits() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("64M"), Ok(MAX_BUFFER));
+        assert!(parse_size("65M").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999K").is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! The echo protocol (RFC 862) over any byte stream.
+//!
+//! Every byte read is written back, in order, before the next read; so when the client's FIN
+//! arrives (a read of 0) everything it sent has already been echoed and the connection can close.
+//! Short writes are finished, EINTR is retried, and a peer that resets or stops reading ends the
+//! loop as a normal close rather than as a failure. Written over `Read + Write` so the whole
+//! protocol is unit tested without sockets.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+
+/// Why an echo session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent FIN and everything it sent was echoed.
+    ClientClosed,
+    /// The client reset the connection or went away while we were writing (ECONNRESET, EPIPE).
+    Reset,
+    /// Any other I/O error.
+    Failed(io::Error),
+}
+
+impl End {
+    fn from_error(err: io::Error) -> End {
+        match err.kind() {
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
+                End::Reset
+            }
+            _ => End::Failed(err),
+        }
+    }
+
+    /// Whether the session ended the way connections are supposed to end.
+    pub fn is_normal(&self) -> bool {
+        !matches!(self, End::Failed(_))
+    }
+}
+
+/// The close-line fields after `end=`: `client-closed`, `reset`, or `error error="…"`.
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::ClientClosed => f.write_str("client-closed"),
+            End::Reset => f.write_str("reset"),
+            End::Failed(err) => write!(f, "error error=\"{err}\""),
+        }
+    }
+}
+
+/// What an echo session did: bytes written back, and why it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub bytes: u64,
+    pub end: End,
+}
+
+/// Echoes `stream` to itself through `buf` until the peer closes or the connection fails.
+pub fn echo<S: Read + Write>(stream: &mut S, buf: &mut [u8]) -> Outcome {
+    let mut bytes = 0u64;
+    let end = loop {
+        let n = match stream.read(buf) {
+            Ok(0) => break End::ClientClosed,
+            Ok(n) => n,
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            Err(err) => break End::from_error(err),
+        };
+        if let Err(err) = write_all(stream, &buf[..n], &mut bytes) {
+            break End::from_error(err);
+        }
+    };
+    Outcome { bytes, end }
+}
+
+/// `Write::write_all`, but counting what reached the peer even when a later write fails.
+fn write_all<W: Write>(out: &mut W, mut data: &[u8], written: &mut u64) -> io::Result<()> {
+    while !data.is_empty() {
+        match out.write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *written += n as u64;
+                data = &data[n..];
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A scripted peer: reads come from a queue of chunks and errors; writes accept at most
+    /// `write_max` bytes each and can be told to fail once a number of bytes is written.
+    struct Script {
+        reads: VecDeque<io::Result<Vec<u8>>>,
+        written: Vec<u8>,
+        write_max: usize,
+        interrupt_every_other_write: bool,
+        writes: usize,
+        fail_writes_after: Option<(usize, ErrorKind)>,
+    }
+
+    impl Script {
+        fn new(reads: Vec<io::Result<Vec<u8>>>) -> Script {
+            Script {
+                reads: reads.into(),
+                written: Vec::new(),
+                write_max: usize::MAX,
+                interrupt_every_other_write: false,
+                writes: 0,
+                fail_writes_after: None,
+            }
+        }
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.reads.pop_front() {
+                None => Ok(0),
+                Some(Err(err)) => Err(err),
+                Some(Ok(mut chunk)) => {
+                    let n = chunk.len().min(buf.len());
+                    buf[..n].copy_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        self.reads.push_front(Ok(chunk.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            if self.interrupt_every_other_write && self.writes % 2 == 1 {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            if let Some((limit, kind)) = self.fail_writes_after {
+                if self.written.len() >= limit {
+                    return Err(kind.into());
+                }
+            }
+            let n = data.len().min(self.write_max);
+            self.written.extend_from_slice(&data[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn all_bytes() -> Vec<u8> {
+        (0..=255u8).cycle().take(256 * 40).collect()
+    }
+
+    #[test]
+    fn echoes_every_byte_including_nul_in_order() {
+        let data = all_bytes();
+        let mut peer = Script::new(vec![Ok(data.clone())]);
+        let outcome = echo(&mut peer, &mut [0; 1000]);
+        assert_eq!(peer.written, data);
+        assert_eq!(outcome.bytes, data.len() as u64);
+        assert!(matches!(outcome.end, End::ClientClosed));
+    }
+
+    #[test]
+    fn finishes_partial_writes_one_byte_at_a_time() {
+        let data = all_bytes();
+        let mut peer = Script::new(vec![Ok(data[..5000].to_vec()), Ok(data[5000..].to_vec())]);
+        peer.write_max = 1;
+        let outcome = echo(&mut peer, &mut [0; 4096]);
+        assert_eq!(peer.written, data);
+        assert_eq!(outcome.bytes, data.len() as u64);
+        assert_eq!(peer.writes, data.len(), "one write per byte");
+        assert!(matches!(outcome.end, End::ClientClosed));
+    }
+
+    #[test]
+    fn retries_interrupted_reads_and_writes() {
+        let mut peer = Script::new(vec![
+            Err(ErrorKind::Interrupted.into()),
+            Ok(b"abc".to_vec()),
+            Err(ErrorKind::Interrupted.into()),
+            Ok(b"def".to_vec()),
+        ]);
+        peer.interrupt_every_other_write = true;
+        peer.write_max = 2;
+        let outcome = echo(&mut peer, &mut [0; 64]);
+        assert_eq!(peer.written, b"abcdef");
+        assert_eq!(outcome.bytes, 6);
+        assert!(matches!(outcome.end, End::ClientClosed));
+    }
+
+    #[test]
+    fn a_reset_while_reading_is_a_normal_end() {
+        let mut peer = Script::new(vec![
+            Ok(b"hello".to_vec()),
+            Err(ErrorKind::ConnectionReset.into()),
+        ]);
+        let outcome = echo(&mut peer, &mut [0; 64]);
+        assert_eq!(peer.written, b"hello");
+        assert_eq!(outcome.bytes, 5);
+        assert!(matches!(outcome.end, End::Reset));
+        assert!(outcome.end.is_normal());
+    }
+
+    #[test]
+    fn a_broken_pipe_while_writing_counts_what_was_written() {
+        let mut peer = Script::new(vec![Ok(vec![7; 100])]);
+        peer.write_max = 30;
+        peer.fail_writes_after = Some((60, ErrorKind::BrokenPipe));
+        let outcome = echo(&mut peer, &mut [0; 64]);
+        assert_eq!(outcome.bytes, 60);
+        assert!(matches!(outcome.end, End::Reset));
+    }
+
+    #[test]
+    fn other_errors_end_the_session_as_failures() {
+        let mut peer = Script::new(vec![Ok(b"x".to_vec()), Err(ErrorKind::TimedOut.into())]);
+        let outcome = echo(&mut peer, &mut [0; 64]);
+        assert_eq!(outcome.bytes, 1);
+        assert!(matches!(outcome.end, End::Failed(ref e) if e.kind() == ErrorKind::TimedOut));
+        assert!(!outcome.end.is_normal());
+        assert!(outcome.end.to_string().starts_with("error error=\""));
+    }
+
+    #[test]
+    fn a_writer_that_accepts_nothing_is_a_failure_not_a_hang() {
+        let mut peer = Script::new(vec![Ok(b"abc".to_vec())]);
+        peer.write_max = 0;
+        let outcome = echo(&mut peer, &mut [0; 64]);
+        assert_eq!(outcome.bytes, 0);
+        assert!(matches!(outcome.end, End::Failed(ref e) if e.kind() == ErrorKind::WriteZero));
+    }
+
+    #[test]
+    fn an_immediate_fin_echoes_nothing() {
+        let mut peer = Script::new(vec![]);
+        let outcome = echo(&mut peer, &mut [0; 64]);
+        assert_eq!(outcome.bytes, 0);
+        assert!(peer.written.is_empty());
+        assert!(matches!(outcome.end, End::ClientClosed));
+    }
+
+    #[test]
+    fn end_reasons_read_as_the_close_line_shows_them() {
+        assert_eq!(End::ClientClosed.to_string(), "client-closed");
+        assert_eq!(End::Reset.to_string(), "reset");
+    }
+}

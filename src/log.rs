@@ -1,0 +1,239 @@
+//! Log lines on stderr, one `write(2)` per line.
+//!
+//! The parent and hundreds of children share one stderr. `eprintln!` issues several writes per line,
+//! so lines from different processes would interleave. Here a line is formatted into a stack buffer
+//! of at most `PIPE_BUF` bytes and handed to the kernel in a single write, which a pipe guarantees
+//! to keep whole. Formatting never allocates, so logging costs the accept loop no heap traffic.
+//! This module also holds the small display helpers the log lines share and a rate limiter for
+//! warnings that could otherwise flood the log.
+
+use std::fmt::{self, Write as _};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Writes of at most `PIPE_BUF` (4096 on Linux) bytes to a pipe are atomic.
+const LINE_MAX: usize = 4096;
+const PREFIX: &str = "forkecho: ";
+
+/// Formats one log line (`forkecho: ` + message + newline) and writes it to stderr in one write.
+#[macro_export]
+macro_rules! logln {
+    ($($arg:tt)*) => {
+        $crate::log::emit(format_args!($($arg)*))
+    };
+}
+
+/// Writes one formatted line to stderr. Failures are ignored: with stderr gone there is nowhere
+/// left to report them, and a lost log line must never stop the server.
+pub fn emit(args: fmt::Arguments<'_>) {
+    let line = Line::format(args);
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(io::stderr(), rest) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A log line under construction: a fixed buffer that truncates rather than grows.
+pub struct Line {
+    buf: [u8; LINE_MAX],
+    len: usize,
+    truncated: bool,
+}
+
+impl Line {
+    /// Text room: one byte stays free for the newline.
+    const TEXT_MAX: usize = LINE_MAX - 1;
+
+    /// Formats `PREFIX`, the message and a newline; a message too long for one atomic write is
+    /// cut at a character boundary and marked with `...`.
+    pub fn format(args: fmt::Arguments<'_>) -> Line {
+        let mut line = Line {
+            buf: [0; LINE_MAX],
+            len: 0,
+            truncated: false,
+        };
+        // Writing into a Line never fails: it truncates instead.
+        let _ = line.write_str(PREFIX);
+        let _ = line.write_fmt(args);
+        if line.truncated {
+            line.len = line.len.min(Self::TEXT_MAX - 3);
+            // Step back to the start of a UTF-8 sequence so the line stays valid text.
+            while line.len > 0 && line.buf[line.len] & 0b1100_0000 == 0b1000_0000 {
+                line.len -= 1;
+            }
+            line.buf[line.len..line.len + 3].copy_from_slice(b"...");
+            line.len += 3;
+        }
+        line.buf[line.len] = b'\n';
+        line.len += 1;
+        line
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut n = s.len().min(Self::TEXT_MAX - self.len);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        self.truncated |= n < s.len();
+        Ok(())
+    }
+}
+
+/// A peer address as users expect to read it: IPv4 clients of a dual-stack socket arrive as
+/// IPv4-mapped IPv6 (`[::ffff:1.2.3.4]:80`) and are shown as plain IPv4 (`1.2.3.4:80`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+impl Peer {
+    /// The address with any IPv4 mapping undone.
+    pub fn unmapped(self) -> SocketAddr {
+        match self.0 {
+            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+                None => self.0,
+            },
+            v4 => v4,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.unmapped().fmt(f)
+    }
+}
+
+/// A duration in seconds with millisecond precision: `0.412s`.
+pub struct Secs(pub Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}s", self.0.as_secs_f64())
+    }
+}
+
+/// Lets a repeated warning through at most once per interval and counts what it held back, so a
+/// fault that repeats thousands of times a second (EMFILE, EAGAIN from fork) costs a line a second.
+pub struct RateLimit {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub const fn new(interval: Duration) -> RateLimit {
+        RateLimit {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being how many were held back since the last
+    /// one; `None` when this occurrence should only be counted.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// ` (N similar suppressed)` after a rate-limited warning, or nothing when none were.
+pub struct Suppressed(pub u64);
+
+impl fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} similar suppressed)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_has_prefix_and_one_trailing_newline() {
+        let line = Line::format(format_args!("accept peer={} live={}", "1.2.3.4:5", 3));
+        assert_eq!(line.as_bytes(), b"forkecho: accept peer=1.2.3.4:5 live=3\n");
+    }
+
+    #[test]
+    fn overlong_line_is_cut_to_one_atomic_write_and_marked() {
+        let long = "x".repeat(10_000);
+        let line = Line::format(format_args!("{long}"));
+        let bytes = line.as_bytes();
+        assert_eq!(bytes.len(), LINE_MAX);
+        assert!(bytes.ends_with(b"...\n"));
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+    }
+
+    #[test]
+    fn overlong_line_is_cut_on_a_char_boundary() {
+        let long = "é".repeat(5_000);
+        let line = Line::format(format_args!("{long}"));
+        let text = std::str::from_utf8(line.as_bytes()).expect("still UTF-8 after the cut");
+        assert!(text.ends_with("...\n"));
+        assert!(line.as_bytes().len() <= LINE_MAX);
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:4242".parse().unwrap();
+        assert_eq!(Peer(mapped).to_string(), "192.0.2.7:4242");
+    }
+
+    #[test]
+    fn real_ipv6_and_ipv4_peers_are_shown_unchanged() {
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(Peer(v6).to_string(), "[::1]:80");
+        assert_eq!(Peer(v4).to_string(), "127.0.0.1:80");
+    }
+
+    #[test]
+    fn secs_shows_milliseconds() {
+        assert_eq!(Secs(Duration::from_millis(412)).to_string(), "0.412s");
+        assert_eq!(Secs(Duration::from_secs(61)).to_string(), "61.000s");
+    }
+
+    #[test]
+    fn rate_limit_allows_one_per_interval_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut limit = RateLimit::new(Duration::from_secs(1));
+        assert_eq!(limit.allow(t0), Some(0));
+        assert_eq!(limit.allow(t0 + Duration::from_millis(10)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_millis(999)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(1)), Some(2));
+        assert_eq!(limit.allow(t0 + Duration::from_millis(1500)), None);
+    }
+
+    #[test]
+    fn suppressed_count_is_silent_when_zero() {
+        assert_eq!(Suppressed(0).to_string(), "");
+        assert_eq!(Suppressed(7).to_string(), " (7 similar suppressed)");
+    }
+}
