@@ -1,0 +1,146 @@
+//! Round trips with the real clients users reach for: nc (netcat-openbsd), socat and telnet.
+//!
+//! Ignored in plain `cargo test` because they need those programs; `.ci/run` installs them and
+//! runs these with `cargo test -- --ignored`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use common::{DEADLINE, Server, assert_same_bytes, have_ipv6, pattern};
+
+/// Runs `program args`, feeding `input` on stdin then closing it, and returns its output; fails
+/// the test if it has not finished within the deadline.
+fn run_client(program: &str, args: &[&str], input: Vec<u8>) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program} (is it installed?): {e}"));
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    match done_rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("collect client output"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{program} {args:?} did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+fn binary_payload() -> Vec<u8> {
+    let mut data: Vec<u8> = (0..=255u8).collect();
+    data.extend(pattern(7, 200 * 1024));
+    data
+}
+
+#[test]
+#[ignore = "needs nc from netcat-openbsd"]
+fn nc_round_trip_over_ipv4_is_byte_exact() {
+    let server = Server::start(&[]);
+    let data = binary_payload();
+    let port = server.addr.port().to_string();
+    let out = run_client("nc", &["-N", "127.0.0.1", &port], data.clone());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_bytes(&out.stdout, &data);
+}
+
+#[test]
+#[ignore = "needs nc from netcat-openbsd"]
+fn nc_round_trip_over_ipv6_is_byte_exact() {
+    if !have_ipv6() {
+        eprintln!("skipped: this host has no IPv6 on loopback");
+        return;
+    }
+    let server = Server::start(&["--bind", "::1"]);
+    let data = binary_payload();
+    let port = server.addr.port().to_string();
+    let out = run_client("nc", &["-N", "::1", &port], data.clone());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_bytes(&out.stdout, &data);
+}
+
+#[test]
+#[ignore = "needs socat"]
+fn socat_round_trip_is_byte_exact() {
+    let server = Server::start(&[]);
+    let data = binary_payload();
+    // -t: after stdin's EOF socat half-closes and waits up to this long for the server to
+    // finish; it exits as soon as the server closes, so the bound is never reached.
+    let target = format!("TCP:{}", server.addr);
+    let out = run_client("socat", &["-t", "20", "-", &target], data.clone());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_bytes(&out.stdout, &data);
+}
+
+#[test]
+#[ignore = "needs telnet"]
+fn telnet_gets_back_what_was_typed() {
+    let server = Server::start(&[]);
+    let mut telnet = Command::new("telnet")
+        .args(["127.0.0.1", &server.addr.port().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run telnet (is it installed?)");
+    let mut stdin = telnet.stdin.take().unwrap();
+    let stdout = BufReader::new(telnet.stdout.take().unwrap());
+    let (lines_tx, lines_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    stdin.write_all(b"typed into telnet\n").unwrap();
+    stdin.flush().unwrap();
+    // telnet prints its banner (Trying / Connected / Escape character), then the echo.
+    let mut seen = Vec::new();
+    let echoed = loop {
+        match lines_rx.recv_timeout(DEADLINE) {
+            Ok(line) if line.trim_end() == "typed into telnet" => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    drop(stdin);
+    let _ = telnet.kill();
+    let _ = telnet.wait();
+    assert!(echoed, "telnet never showed the echo; it printed {seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("Connected to")),
+        "{seen:?}"
+    );
+    let close = server.wait_for_line("the close line", |l| common::event(l) == Some("close"));
+    // telnet sends the typed line with CRLF: 17 characters + "\r\n".
+    assert_eq!(common::field(&close, "bytes"), Some("19"), "{close}");
+}

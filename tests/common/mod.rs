@@ -1,0 +1,397 @@
+//! Test harness: runs the built forkecho binary as a fixture, the way users are told to.
+//!
+//! `Server::start` spawns it on `--port 0` (loopback unless the test says otherwise), reads the
+//! `listening on ADDR` line to learn the port, and collects stderr in the background so the server
+//! never blocks on a full pipe. Dropping a `Server` stops it (SIGTERM, then SIGKILL) and kills any
+//! children it left. Waiting is always polling for a state with a deadline, never a bare sleep.
+
+#![allow(dead_code)] // each test crate uses a different part of this module
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Generous, because CI machines are slow and busy; a passing test never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_forkecho")
+}
+
+/// Calls `check` until it returns true; panics naming `what` after `within`.
+pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs forkecho to completion (for invocations that must fail fast), killing it at the deadline.
+pub fn run_to_completion(mut command: Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn forkecho");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "forkecho did not exit within {DEADLINE:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Everything the server wrote to stderr so far, with a condvar to wait for more.
+#[derive(Default)]
+struct Sink {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+/// A running forkecho, stopped when dropped.
+pub struct Server {
+    process: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Sink>,
+    /// Bytes after the listening line, and whether stdout has reached EOF.
+    stdout_rest: Arc<(Mutex<Vec<u8>>, AtomicBool)>,
+}
+
+impl Server {
+    /// forkecho with `args`, on loopback port 0 unless `args` name a port or address.
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = Command::new(binary());
+        if !args.iter().any(|a| *a == "-b" || *a == "--bind") {
+            command.args(["--bind", "127.0.0.1"]);
+        }
+        if !args.iter().any(|a| *a == "-p" || *a == "--port") {
+            command.args(["--port", "0"]);
+        }
+        command.args(args);
+        Server::spawn(command)
+    }
+
+    /// Spawns `command` (a forkecho invocation) and waits for its `listening on` line.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut process = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn forkecho");
+        let stderr = Arc::new(Sink::default());
+        let mut err_pipe = process.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = err_pipe.read(&mut chunk) {
+                sink.text
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                sink.grew.notify_all();
+            }
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stdout_rest = Arc::new((Mutex::new(Vec::new()), AtomicBool::new(false)));
+        let rest = Arc::clone(&stdout_rest);
+        let mut out = BufReader::new(process.stdout.take().unwrap());
+        thread::spawn(move || {
+            let mut first = String::new();
+            let _ = out.read_line(&mut first);
+            let _ = ready_tx.send(first);
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            *rest.0.lock().unwrap() = bytes;
+            rest.1.store(true, Ordering::Release);
+        });
+        let first = ready_rx.recv_timeout(DEADLINE).unwrap_or_default();
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .and_then(|addr| addr.parse().ok());
+        let mut server = Server {
+            process,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+            stdout_rest,
+        };
+        match addr {
+            Some(addr) => server.addr = addr,
+            None => {
+                let _ = server.process.kill();
+                let _ = server.process.wait();
+                panic!(
+                    "no readiness line; stdout began {first:?}; stderr:\n{}",
+                    server.log()
+                );
+            }
+        }
+        server
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.process.id() as i32)
+    }
+
+    /// The port on loopback: `127.0.0.1:PORT` or `[::1]:PORT` to match the bound family.
+    pub fn loopback(&self) -> SocketAddr {
+        let ip = match self.addr {
+            SocketAddr::V4(_) => "127.0.0.1".parse().unwrap(),
+            SocketAddr::V6(_) => "::1".parse().unwrap(),
+        };
+        SocketAddr::new(ip, self.addr.port())
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(self.loopback())
+    }
+
+    /// All of stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.text.lock().unwrap().clone()
+    }
+
+    /// Waits for a stderr line satisfying `matches` and returns it.
+    pub fn wait_for_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut text = self.stderr.text.lock().unwrap();
+        loop {
+            if let Some(line) = text.lines().find(|l| matches(l)) {
+                return line.to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no log line with {what}; stderr:\n{text}");
+            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
+        }
+    }
+
+    /// Waits until `count` stderr lines satisfy `matches`, and returns them.
+    pub fn wait_for_lines(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut text = self.stderr.text.lock().unwrap();
+        loop {
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| matches(l))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= count {
+                return lines;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{} of {count} expected log lines; stderr:\n{text}",
+                lines.len()
+            );
+            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
+        }
+    }
+
+    /// The accept line for the client whose local address is `client`.
+    pub fn accept_line_for(&self, client: SocketAddr) -> String {
+        let peer = client.to_string();
+        self.wait_for_line(&format!("accept peer={peer}"), |l| {
+            event(l) == Some("accept") && field(l, "peer") == Some(peer.as_str())
+        })
+    }
+
+    /// The child serving the client whose local address is `client`.
+    pub fn child_for(&self, client: SocketAddr) -> Pid {
+        let line = self.accept_line_for(client);
+        Pid::from_raw(field(&line, "pid").unwrap().parse().unwrap())
+    }
+
+    /// The server's child processes (pid, state letter), read from /proc.
+    pub fn children(&self) -> Vec<(i32, char)> {
+        children_of(self.pid())
+    }
+
+    pub fn wait_for_no_children(&self) {
+        eventually("every child to be reaped", DEADLINE, || {
+            self.children().is_empty()
+        });
+    }
+
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read the server's fd table")
+            .count()
+    }
+
+    /// Sends `signal` to the server itself.
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal the server");
+    }
+
+    /// Waits for the server to exit, at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut status = None;
+        eventually("forkecho to exit", within, || {
+            status = self.process.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
+    /// What the server and its children wrote to stdout after the listening line, once every
+    /// one of them has closed it (so call it after the server exited).
+    pub fn stdout_after_listening(&self) -> Vec<u8> {
+        eventually("stdout to reach EOF", DEADLINE, || {
+            self.stdout_rest.1.load(Ordering::Acquire)
+        });
+        self.stdout_rest.0.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            let children = self.children();
+            let _ = kill(self.pid(), Signal::SIGTERM);
+            let deadline = Instant::now() + DEADLINE;
+            while matches!(self.process.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+            for (pid, _) in children {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Connects with timeouts, so a broken server fails the test instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, DEADLINE)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.set_write_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
+/// Sends `data`, half-closes, and returns everything read until the server closes. Writing
+/// runs on its own thread so a large payload cannot deadlock against the echo.
+pub fn echo_through(stream: TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut writer = stream.try_clone().unwrap();
+    let received = thread::scope(|scope| {
+        scope.spawn(|| {
+            writer.write_all(data).expect("send");
+            writer.shutdown(Shutdown::Write).expect("half-close");
+        });
+        let mut received = Vec::with_capacity(data.len());
+        (&stream).read_to_end(&mut received).expect("read the echo");
+        received
+    });
+    received
+}
+
+/// Writes `data` and reads back exactly as many bytes.
+pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).expect("send");
+    let mut back = vec![0u8; data.len()];
+    stream.read_exact(&mut back).expect("read the echo");
+    back
+}
+
+/// Asserts two byte strings are equal, reporting the first difference instead of both blobs.
+pub fn assert_same_bytes(got: &[u8], want: &[u8]) {
+    if let Some(at) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "echo differs at byte {at}: got {:#04x}, want {:#04x}",
+            got[at], want[at]
+        );
+    }
+    assert_eq!(got.len(), want.len(), "echo length differs");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// The event word of a forkecho log line: `accept`, `close`, `child`, `listening`, ...
+pub fn event(line: &str) -> Option<&str> {
+    line.strip_prefix("forkecho: ")?.split(' ').next()
+}
+
+/// The value of `key=value` in a log line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(' ')
+        .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The `key=value` fields of a log line.
+pub fn fields(line: &str) -> HashMap<&str, &str> {
+    line.split(' ').filter_map(|t| t.split_once('=')).collect()
+}
+
+/// Child processes of `parent` as (pid, state), from /proc/*/stat.
+pub fn children_of(parent: Pid) -> Vec<(i32, char)> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Processes can vanish between listing and reading: skip them.
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may hold spaces and parentheses; split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut parts = rest.split(' ');
+        let state = parts.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: i32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == parent.as_raw() {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// Whether this host can use IPv6 on loopback.
+pub fn have_ipv6() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}

@@ -1,0 +1,101 @@
+//! Echo semantics through the real binary: exact bytes back, any content, any size, many clients.
+
+mod common;
+
+use std::sync::Barrier;
+use std::thread;
+
+use common::{Server, assert_same_bytes, echo_through, have_ipv6, pattern, round_trip};
+
+#[test]
+fn round_trip_returns_exactly_what_was_sent() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    assert_eq!(
+        round_trip(&mut client, b"hello, forkecho\n"),
+        b"hello, forkecho\n"
+    );
+    assert_eq!(
+        round_trip(&mut client, b"second line\r\n"),
+        b"second line\r\n"
+    );
+}
+
+#[test]
+fn binary_bytes_including_nul_come_back_unchanged() {
+    let server = Server::start(&[]);
+    let data: Vec<u8> = (0..=255u8).cycle().take(256 * 64).collect();
+    let echoed = echo_through(server.connect(), &data);
+    assert_same_bytes(&echoed, &data);
+}
+
+#[test]
+fn sixteen_mib_through_one_connection_with_half_close_is_byte_exact() {
+    let server = Server::start(&[]);
+    let data = pattern(16, 16 << 20);
+    let echoed = echo_through(server.connect(), &data);
+    assert_same_bytes(&echoed, &data);
+    let close = server.wait_for_line("the close line", |l| common::event(l) == Some("close"));
+    assert_eq!(common::field(&close, "bytes"), Some("16777216"), "{close}");
+    assert_eq!(
+        common::field(&close, "end"),
+        Some("client-closed"),
+        "{close}"
+    );
+}
+
+#[test]
+fn a_one_byte_buffer_still_echoes_exactly() {
+    let server = Server::start(&["--buffer-size", "1"]);
+    let data = pattern(1, 64 * 1024);
+    assert_same_bytes(&echo_through(server.connect(), &data), &data);
+}
+
+#[test]
+fn two_hundred_concurrent_clients_each_get_their_own_data() {
+    const CLIENTS: usize = 200;
+    let server = Server::start(&[]);
+    // Everyone connects and completes one round trip, then all wait until the test has seen
+    // 200 live children at once, then all send the rest and half-close.
+    let connected = Barrier::new(CLIENTS + 1);
+    let counted = Barrier::new(CLIENTS + 1);
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (server, connected, counted) = (&server, &connected, &counted);
+                scope.spawn(move || {
+                    let mut client = server.connect();
+                    let hello = format!("client {i} says hello\n");
+                    assert_eq!(round_trip(&mut client, hello.as_bytes()), hello.as_bytes());
+                    connected.wait();
+                    counted.wait();
+                    let data = pattern(1000 + i as u64, 32 * 1024);
+                    let echoed = echo_through(client, &data);
+                    assert_same_bytes(&echoed, &data);
+                })
+            })
+            .collect();
+        connected.wait();
+        let live = server.children().len();
+        counted.wait();
+        assert_eq!(live, CLIENTS, "one live child per connected client");
+        for worker in workers {
+            worker.join().expect("client thread");
+        }
+    });
+    server.wait_for_no_children();
+}
+
+#[test]
+fn ipv6_loopback_is_served_and_logged_as_ipv6() {
+    if !have_ipv6() {
+        eprintln!("skipped: this host has no IPv6 on loopback");
+        return;
+    }
+    let server = Server::start(&["--bind", "::1"]);
+    assert!(server.addr.is_ipv6(), "{}", server.addr);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"over IPv6\n"), b"over IPv6\n");
+    let local = client.local_addr().unwrap();
+    assert!(server.accept_line_for(local).contains("peer=[::1]:"));
+}

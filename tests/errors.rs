@@ -1,0 +1,112 @@
+//! Bad input: bad flags and bind failures exit non-zero with a message naming the value, and
+//! never with a panic or a backtrace.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use common::run_to_completion;
+
+fn forkecho(args: &[&str]) -> Output {
+    let mut command = Command::new(common::binary());
+    command.args(args);
+    run_to_completion(command)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failed start: the given exit code, nothing on stdout, no panic, and `needles` on stderr.
+fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
+    let text = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr:\n{text}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
+    assert!(
+        !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+        "{text}"
+    );
+    for needle in needles {
+        assert!(text.contains(needle), "stderr lacks {needle:?}:\n{text}");
+    }
+}
+
+#[test]
+fn an_out_of_range_port_is_refused_naming_it() {
+    assert_refused(&forkecho(&["--port", "70000"]), 2, &["'70000'", "--port"]);
+}
+
+#[test]
+fn a_bind_address_that_is_not_an_ip_is_refused_naming_it() {
+    assert_refused(
+        &forkecho(&["--bind", "nonsense"]),
+        2,
+        &["'nonsense'", "--bind"],
+    );
+}
+
+#[test]
+fn other_bad_values_and_unknown_flags_are_refused() {
+    assert_refused(&forkecho(&["--backlog", "-5"]), 2, &["'-5'"]);
+    assert_refused(&forkecho(&["--buffer-size", "1G"]), 2, &["'1G'"]);
+    assert_refused(&forkecho(&["--frobnicate"]), 2, &["--frobnicate"]);
+}
+
+#[test]
+fn a_port_in_use_names_the_address_and_the_reason() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = forkecho(&["--bind", "127.0.0.1", "--port", &port]);
+    assert_refused(
+        &out,
+        1,
+        &[&format!(
+            "forkecho: fatal: unable to bind 127.0.0.1:{port}: Address already in use"
+        )],
+    );
+}
+
+#[test]
+fn a_privileged_port_without_privilege_names_the_address_and_the_reason() {
+    let unprivileged_start: u16 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+    if unprivileged_start <= 7 {
+        eprintln!(
+            "skipped: net.ipv4.ip_unprivileged_port_start={unprivileged_start} lets anyone bind port 7"
+        );
+        return;
+    }
+    let args = ["--bind", "127.0.0.1", "--port", "7"];
+    let out = if nix::unistd::geteuid().is_root() {
+        // Root may bind it; drop to nobody for this one run.
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(common::binary())
+            .args(args);
+        run_to_completion(command)
+    } else {
+        forkecho(&args)
+    };
+    assert_refused(&out, 1, &["unable to bind 127.0.0.1:7: Permission denied"]);
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let help = forkecho(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--port", "--bind", "--backlog", "--quiet", "--buffer-size"] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    let version = forkecho(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("forkecho {}", env!("CARGO_PKG_VERSION"))
+    );
+}

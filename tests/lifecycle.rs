@@ -1,0 +1,279 @@
+//! Process lifecycle through the real binary: reaping, fds, killed children, stopping, logs.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{ErrorKind, Read};
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+use common::{DEADLINE, Server, event, field, fields, round_trip};
+use nix::sys::signal::{Signal, kill};
+
+#[test]
+fn two_thousand_sequential_connections_leave_no_zombies_and_no_fds() {
+    let server = Server::start(&["--quiet"]);
+    let fds_before = server.fd_count();
+    for i in 0..2000u32 {
+        let mut client = server.connect();
+        let msg = i.to_be_bytes();
+        assert_eq!(round_trip(&mut client, &msg), msg, "connection {i}");
+    }
+    server.wait_for_no_children();
+    common::eventually("the fd count to return to its start", DEADLINE, || {
+        server.fd_count() == fds_before
+    });
+    assert!(server.children().is_empty(), "no zombie may remain");
+}
+
+#[test]
+fn a_child_killed_with_sigkill_is_reaped_and_logged_while_the_server_keeps_serving() {
+    let server = Server::start(&[]);
+    let mut victim = server.connect();
+    assert_eq!(round_trip(&mut victim, b"ping"), b"ping");
+    let pid = server.child_for(victim.local_addr().unwrap());
+    kill(pid, Signal::SIGKILL).unwrap();
+
+    let mut rest = Vec::new();
+    match victim.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "nothing more after the child died"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
+    let line = server.wait_for_line("the reaper's line for the killed child", |l| {
+        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
+    });
+    assert_eq!(field(&line, "signal"), Some("SIGKILL"), "{line}");
+    assert_eq!(
+        field(&line, "peer"),
+        Some(victim.local_addr().unwrap().to_string().as_str())
+    );
+    server.wait_for_no_children();
+
+    let mut next = server.connect();
+    assert_eq!(round_trip(&mut next, b"still here?"), b"still here?");
+}
+
+#[test]
+fn sigterm_with_live_clients_ends_children_and_exits_zero() {
+    let mut server = Server::start(&[]);
+    let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        assert_eq!(round_trip(client, b"x"), b"x");
+    }
+    let children: Vec<i32> = server.children().iter().map(|(pid, _)| *pid).collect();
+    assert_eq!(children.len(), 3);
+
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit(DEADLINE);
+    assert_eq!(status.code(), Some(0), "clean stop exits 0");
+    for client in &mut clients {
+        let mut rest = Vec::new();
+        // The child died: EOF or reset, never a hang.
+        let _ = client.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+    }
+    for pid in children {
+        assert!(
+            kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+            "child {pid} outlived the server"
+        );
+    }
+    // The port is free again at once.
+    TcpListener::bind(server.addr).expect("rebind the port after shutdown");
+    let log = server.log();
+    assert!(
+        log.contains("forkecho: stopping signal=SIGTERM live=3"),
+        "{log}"
+    );
+    assert!(log.contains("forkecho: stopped accepted=3 "), "{log}");
+}
+
+#[test]
+fn sigint_stops_an_idle_server_with_status_zero() {
+    let mut server = Server::start(&[]);
+    server.signal(Signal::SIGINT);
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
+    assert!(server.log().contains("stopping signal=SIGINT live=0"));
+}
+
+#[test]
+fn log_lines_stay_whole_under_concurrency() {
+    const CLIENTS: usize = 100;
+    let mut server = Server::start(&[]);
+    let locals: Vec<String> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || {
+                    let client = server.connect();
+                    let local = client.local_addr().unwrap().to_string();
+                    let data = common::pattern(i as u64, 1000 + i);
+                    common::assert_same_bytes(&common::echo_through(client, &data), &data);
+                    local
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    server.wait_for_lines(CLIENTS, |l| event(l) == Some("close"));
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(DEADLINE);
+
+    let log = server.log();
+    let (mut accepts, mut closes) = (HashSet::new(), HashSet::new());
+    for line in log.lines() {
+        let f = fields(line);
+        match event(line) {
+            Some("accept") => {
+                assert_eq!(f.len(), 3, "whole accept line: {line:?}");
+                assert!(f["pid"].parse::<u32>().is_ok() && f["live"].parse::<u32>().is_ok());
+                assert!(accepts.insert(f["peer"].to_string()), "duplicate: {line:?}");
+            }
+            Some("close") => {
+                assert_eq!(f.len(), 5, "whole close line: {line:?}");
+                assert!(f["bytes"].parse::<u64>().is_ok() && f["duration"].ends_with('s'));
+                assert_eq!(f["end"], "client-closed", "{line:?}");
+                assert!(closes.insert(f["peer"].to_string()), "duplicate: {line:?}");
+            }
+            Some("listening" | "stopping" | "stopped") => {}
+            _ => panic!("malformed or unexpected line: {line:?}\nwhole log:\n{log}"),
+        }
+    }
+    let expected: HashSet<String> = locals.into_iter().collect();
+    assert_eq!(accepts, expected, "one accept line per client");
+    assert_eq!(closes, expected, "one close line per client");
+}
+
+#[test]
+fn close_line_reports_bytes_and_the_reason() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"12345"), b"12345");
+    let local = client.local_addr().unwrap().to_string();
+    let pid = server.child_for(client.local_addr().unwrap());
+    drop(client);
+    let close = server.wait_for_line("the close line", |l| {
+        event(l) == Some("close") && field(l, "peer") == Some(local.as_str())
+    });
+    let f = fields(&close);
+    assert_eq!(f["pid"], pid.to_string());
+    assert_eq!(f["bytes"], "5");
+    assert_eq!(f["end"], "client-closed");
+}
+
+#[test]
+fn a_client_reset_ends_its_child_normally() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"bye"), b"bye");
+    let local = client.local_addr().unwrap().to_string();
+    // SO_LINGER 0 turns close into a RST.
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let close = server.wait_for_line("the close line", |l| {
+        event(l) == Some("close") && field(l, "peer") == Some(local.as_str())
+    });
+    assert_eq!(field(&close, "end"), Some("reset"), "{close}");
+    server.wait_for_no_children();
+    assert!(
+        !server.log().contains("forkecho: child "),
+        "a reset is not an abnormal exit"
+    );
+}
+
+#[test]
+fn quiet_mode_logs_no_connection_lines() {
+    let mut server = Server::start(&["-q"]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"shh"), b"shh");
+    drop(client);
+    server.wait_for_no_children();
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(DEADLINE);
+    let log = server.log();
+    assert!(log.contains("forkecho: listening on "), "{log}");
+    assert!(log.contains("forkecho: stopped accepted=1 "), "{log}");
+    assert!(!log.contains("accept peer="), "{log}");
+    assert!(!log.contains("close peer="), "{log}");
+}
+
+#[test]
+fn stdout_holds_only_the_listening_line() {
+    let mut server = Server::start(&[]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"data"), b"data");
+    drop(client);
+    server.wait_for_no_children();
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(DEADLINE);
+    assert_eq!(server.stdout_after_listening(), b"");
+}
+
+#[test]
+fn a_child_holds_neither_the_listener_nor_the_self_pipe() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"fds?"), b"fds?");
+    let child = server.child_for(client.local_addr().unwrap());
+    let parent = fd_targets(server.pid().as_raw());
+    let child = fd_targets(child.as_raw());
+
+    // The parent's own fds: its one socket (the listener; it closes client sockets after fork)
+    // and the self-pipe (one pipe inode on two fds). Anything else it got from whoever ran it.
+    let sockets: Vec<&String> = parent.iter().filter(|t| t.starts_with("socket:")).collect();
+    assert_eq!(sockets.len(), 1, "parent fds: {parent:?}");
+    let self_pipe: Vec<&String> = parent
+        .iter()
+        .filter(|t| t.starts_with("pipe:") && parent.iter().filter(|u| u == t).count() == 2)
+        .collect();
+    assert_eq!(self_pipe.len(), 2, "parent fds: {parent:?}");
+
+    assert!(
+        !child.contains(sockets[0]),
+        "child kept the listener: {child:?}"
+    );
+    assert!(
+        !child.contains(self_pipe[0]),
+        "child kept the self-pipe: {child:?}"
+    );
+    let own: Vec<&String> = child.iter().filter(|t| !parent.contains(t)).collect();
+    assert_eq!(
+        own.len(),
+        1,
+        "child fds beyond what the parent holds: {own:?}"
+    );
+    assert!(
+        own[0].starts_with("socket:"),
+        "the child's one own fd is its connection"
+    );
+}
+
+/// What each open fd of `pid` points at (`socket:[123]`, `pipe:[456]`, `/dev/null`, ...).
+fn fd_targets(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read an fd table")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn sigterm_sent_to_a_child_ends_only_that_child() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"term"), b"term");
+    let pid = server.child_for(client.local_addr().unwrap());
+    // The child must have the default disposition back: SIGTERM ends it. With the parent's
+    // handler still installed it would only set a flag and live on.
+    kill(pid, Signal::SIGTERM).unwrap();
+    let line = server.wait_for_line("the reaper's line", |l| {
+        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
+    });
+    assert_eq!(field(&line, "signal"), Some("SIGTERM"), "{line}");
+    let mut next = server.connect();
+    assert_eq!(round_trip(&mut next, b"parent lives"), b"parent lives");
+}
