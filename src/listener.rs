@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn accept_on_an_idle_listener_would_block() {
         let listener = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), 0, 16).unwrap();
-        let err = listener.accept().err().expect("no connection is waiting");
+        let err = listener.accept().expect_err("no connection is waiting");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 

@@ -299,7 +299,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 /// runs on its own thread so a large payload cannot deadlock against the echo.
 pub fn echo_through(stream: TcpStream, data: &[u8]) -> Vec<u8> {
     let mut writer = stream.try_clone().unwrap();
-    let received = thread::scope(|scope| {
+    thread::scope(|scope| {
         scope.spawn(|| {
             writer.write_all(data).expect("send");
             writer.shutdown(Shutdown::Write).expect("half-close");
@@ -307,8 +307,7 @@ pub fn echo_through(stream: TcpStream, data: &[u8]) -> Vec<u8> {
         let mut received = Vec::with_capacity(data.len());
         (&stream).read_to_end(&mut received).expect("read the echo");
         received
-    });
-    received
+    })
 }
 
 /// Writes `data` and reads back exactly as many bytes.
