@@ -63,6 +63,8 @@ pub fn run(options: &Options) -> Result<()> {
         accept_warnings: RateLimit::new(WARN_INTERVAL),
         fork_warnings: RateLimit::new(WARN_INTERVAL),
         accepted: 0,
+        accept_failures: 0,
+        fork_failures: 0,
         stopping: false,
     };
     parent.serve();
@@ -90,6 +92,9 @@ struct Parent {
     accept_warnings: RateLimit,
     fork_warnings: RateLimit,
     accepted: u64,
+    /// Resource failures (not per-connection ones), counted even when their warning is held back.
+    accept_failures: u64,
+    fork_failures: u64,
     stopping: bool,
 }
 
@@ -157,9 +162,10 @@ impl Parent {
                     // again at once would spin. Pause; the connection waits in the backlog.
                     let now = Instant::now();
                     self.paused_until = Some(now + BACKOFF);
+                    self.accept_failures += 1;
                     if let Some(held) = self.accept_warnings.allow(now) {
                         logln!(
-                            "warning: accept failed: {err}; pausing accepts for {}ms{}",
+                            "warning: accept failed (accepts paused {}ms): {err}{}",
                             BACKOFF.as_millis(),
                             Suppressed(held)
                         );
@@ -214,12 +220,13 @@ impl Parent {
                 drop(client);
                 let now = Instant::now();
                 self.paused_until = Some(now + BACKOFF);
+                self.fork_failures += 1;
                 if let Some(held) = self.fork_warnings.allow(now) {
                     logln!(
-                        "warning: fork failed: {}; closed connection peer={}; pausing accepts for {}ms{}",
-                        io::Error::from(errno),
+                        "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
                         Peer(peer),
                         BACKOFF.as_millis(),
+                        io::Error::from(errno),
                         Suppressed(held)
                     );
                 }
@@ -287,8 +294,10 @@ impl Parent {
             self.wait_for_children(Instant::now() + KILL_WAIT, None);
         }
         logln!(
-            "stopped accepted={} killed={killed} unreaped={} duration={}",
+            "stopped accepted={} accept-failures={} fork-failures={} killed={killed} unreaped={} duration={}",
             self.accepted,
+            self.accept_failures,
+            self.fork_failures,
             self.children.len(),
             Secs(started.elapsed())
         );
