@@ -35,13 +35,14 @@ pub fn serve(
     signals::reset_to_default(&blocked);
     drop(blocked);
     for &fd in inherited {
-        // SAFETY: these fds belong to the parent's objects, which the child never uses again (it
-        // never returns into the parent's code), so nothing can touch the closed numbers.
+        // The fds belong to the parent's objects, which the child never uses: it never returns
+        // into the parent's code.
+        // SAFETY: nothing in the child refers to these fd numbers after this close.
         unsafe { nix::libc::close(fd) };
     }
     let code = echo_connection(client, peer, config);
-    // SAFETY: _exit ends the process at once; nothing of ours needs running after it, and that is
-    // the point: no atexit handlers, no second flush of buffers copied from the parent.
+    // _exit, not exit: no atexit handlers, no second flush of stdio buffers copied from the parent.
+    // SAFETY: _exit ends the process at once; nothing of the child's needs to run after it.
     unsafe { nix::libc::_exit(code) }
 }
 

@@ -1,7 +1,7 @@
 //! Log lines on stderr, one `write(2)` per line.
 //!
-//! The parent and hundreds of children share one stderr. `eprintln!` issues several writes per line,
-//! so lines from different processes would interleave. Here a line is formatted into a stack buffer
+//! The parent and hundreds of children share one stderr. Rust's stderr printing macros issue
+//! several writes per line, so lines from different processes would interleave. Here a line is formatted into a stack buffer
 //! of at most `PIPE_BUF` bytes and handed to the kernel in a single write, which a pipe guarantees
 //! to keep whole. Formatting never allocates, so logging costs the accept loop no heap traffic.
 //! This module also holds the small display helpers the log lines share and a rate limiter for

@@ -72,8 +72,8 @@ impl Ring {
     pub fn reap(&self) {
         while self.has_room() {
             let mut status = 0;
-            // SAFETY: waitpid only writes the status through the valid pointer we pass; it is
-            // async-signal-safe, so it may run inside the SIGCHLD handler.
+            // waitpid is async-signal-safe, so it may run inside the SIGCHLD handler.
+            // SAFETY: waitpid writes only the status, through a pointer to a live local.
             let pid = unsafe { nix::libc::waitpid(-1, &mut status, nix::libc::WNOHANG) };
             // 0: children remain, none has exited; -1: ECHILD, no children at all.
             if pid <= 0 {

@@ -60,11 +60,9 @@ pub fn run(options: &Options) -> Result<()> {
             quiet: options.quiet,
         },
         paused_until: None,
-        accept_warnings: RateLimit::new(WARN_INTERVAL),
-        fork_warnings: RateLimit::new(WARN_INTERVAL),
+        accept_failures: Shortage::new(),
+        fork_failures: Shortage::new(),
         accepted: 0,
-        accept_failures: 0,
-        fork_failures: 0,
         stopping: false,
     };
     parent.serve();
@@ -89,13 +87,33 @@ struct Parent {
     child_config: child::Config,
     /// Accepting resumes at this instant after a resource shortage.
     paused_until: Option<Instant>,
-    accept_warnings: RateLimit,
-    fork_warnings: RateLimit,
+    /// accept and poll failures for want of resources (not per-connection ones).
+    accept_failures: Shortage,
+    fork_failures: Shortage,
     accepted: u64,
-    /// Resource failures (not per-connection ones), counted even when their warning is held back.
-    accept_failures: u64,
-    fork_failures: u64,
     stopping: bool,
+}
+
+/// One kind of resource failure: every occurrence counted, warned about at most once per
+/// `WARN_INTERVAL`.
+struct Shortage {
+    count: u64,
+    warnings: RateLimit,
+}
+
+impl Shortage {
+    fn new() -> Shortage {
+        Shortage {
+            count: 0,
+            warnings: RateLimit::new(WARN_INTERVAL),
+        }
+    }
+
+    /// Counts one failure; `Some(held back)` when it should be logged.
+    fn record(&mut self, now: Instant) -> Option<u64> {
+        self.count += 1;
+        self.warnings.allow(now)
+    }
 }
 
 impl Parent {
@@ -131,7 +149,7 @@ impl Parent {
                 && errno != Errno::EINTR
             {
                 // Only ENOMEM is plausible here; do not spin while memory is short.
-                if let Some(held) = self.accept_warnings.allow(Instant::now()) {
+                if let Some(held) = self.accept_failures.record(Instant::now()) {
                     logln!(
                         "warning: poll failed: {errno}; retrying in 100ms{}",
                         Suppressed(held)
@@ -160,10 +178,8 @@ impl Parent {
                 Err(err) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays readable, so polling it
                     // again at once would spin. Pause; the connection waits in the backlog.
-                    let now = Instant::now();
-                    self.paused_until = Some(now + BACKOFF);
-                    self.accept_failures += 1;
-                    if let Some(held) = self.accept_warnings.allow(now) {
+                    let now = self.pause_accepting();
+                    if let Some(held) = self.accept_failures.record(now) {
                         logln!(
                             "warning: accept failed (accepts paused {}ms): {err}{}",
                             BACKOFF.as_millis(),
@@ -180,9 +196,9 @@ impl Parent {
     /// runs in the child, and so the child's SIGCHLD cannot be handled before it is in the table.
     fn spawn(&mut self, client: Socket, peer: SocketAddr) {
         let blocked = signals::block();
-        // SAFETY: the parent is single-threaded (it never starts a thread; signal handlers run
-        // on the main thread and are blocked here), so the child may use the allocator and
-        // anything else, exactly as the parent could.
+        // The parent never starts a thread; signal handlers run on the main thread and are
+        // blocked here. So the child may use the allocator and anything else, as the parent could.
+        // SAFETY: fork in a single-threaded process leaves the child in a consistent state.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 let listener = self.listener.as_ref().expect("listening").raw_fd();
@@ -218,10 +234,8 @@ impl Parent {
                 drop(blocked);
                 // The client sees the connection closed; the server pauses, then goes on.
                 drop(client);
-                let now = Instant::now();
-                self.paused_until = Some(now + BACKOFF);
-                self.fork_failures += 1;
-                if let Some(held) = self.fork_warnings.allow(now) {
+                let now = self.pause_accepting();
+                if let Some(held) = self.fork_failures.record(now) {
                     logln!(
                         "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
                         Peer(peer),
@@ -232,6 +246,13 @@ impl Parent {
                 }
             }
         }
+    }
+
+    /// Stops polling the listener for `BACKOFF`; returns now.
+    fn pause_accepting(&mut self) -> Instant {
+        let now = Instant::now();
+        self.paused_until = Some(now + BACKOFF);
+        now
     }
 
     /// Takes the exits the SIGCHLD handler reaped, logging the abnormal ones.
@@ -296,8 +317,8 @@ impl Parent {
         logln!(
             "stopped accepted={} accept-failures={} fork-failures={} killed={killed} unreaped={} duration={}",
             self.accepted,
-            self.accept_failures,
-            self.fork_failures,
+            self.accept_failures.count,
+            self.fork_failures.count,
             self.children.len(),
             Secs(started.elapsed())
         );

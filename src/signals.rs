@@ -61,8 +61,9 @@ pub fn install() -> Result<Wakeup> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
         .context("unable to create the self-pipe")?;
     WAKE_FD.store(write.as_raw_fd(), Ordering::Release);
-    // SAFETY: the action only calls waitpid(2), touches atomics and writes to a pipe, all
-    // async-signal-safe; it neither allocates nor locks nor panics.
+    // The action only calls waitpid(2), touches atomics and writes to a pipe: no allocation, no
+    // locks, no panics.
+    // SAFETY: the action is async-signal-safe.
     unsafe { signal_hook::low_level::register(Signal::SIGCHLD as i32, on_sigchld) }
         .context("unable to install the SIGCHLD handler")?;
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
@@ -88,8 +89,8 @@ fn on_stop(signal: Signal) {
 fn wake() {
     let fd = WAKE_FD.load(Ordering::Acquire);
     let byte = 1u8;
-    // SAFETY: write(2) is async-signal-safe and reads one byte from a live stack variable; the
-    // fd stays open for the parent's lifetime once set.
+    // The fd stays open for the parent's lifetime once set.
+    // SAFETY: write(2) is async-signal-safe and reads one byte from a live stack variable.
     unsafe { nix::libc::write(fd, (&raw const byte).cast(), 1) };
 }
 

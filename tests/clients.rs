@@ -49,19 +49,29 @@ fn binary_payload() -> Vec<u8> {
     data
 }
 
-#[test]
-#[ignore = "needs nc from netcat-openbsd"]
-fn nc_round_trip_over_ipv4_is_byte_exact() {
-    let server = Server::start(&[]);
+/// Runs a client that sends its stdin and prints what comes back: it must exit successfully
+/// with the binary payload echoed byte for byte.
+fn echo_with_client(program: &str, args: &[&str]) {
     let data = binary_payload();
-    let port = server.addr.port().to_string();
-    let out = run_client("nc", &["-N", "127.0.0.1", &port], data.clone());
+    let out = run_client(program, args, data.clone());
     assert!(
         out.status.success(),
-        "{}",
+        "{program}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_same_bytes(&out.stdout, &data);
+}
+
+/// `nc -N HOST PORT` against a server bound to `bind`.
+fn nc_round_trip(bind: &str, host: &str) {
+    let server = Server::start(&["--bind", bind]);
+    echo_with_client("nc", &["-N", host, &server.addr.port().to_string()]);
+}
+
+#[test]
+#[ignore = "needs nc from netcat-openbsd"]
+fn nc_round_trip_over_ipv4_is_byte_exact() {
+    nc_round_trip("127.0.0.1", "127.0.0.1");
 }
 
 #[test]
@@ -71,33 +81,16 @@ fn nc_round_trip_over_ipv6_is_byte_exact() {
         eprintln!("skipped: this host has no IPv6 on loopback");
         return;
     }
-    let server = Server::start(&["--bind", "::1"]);
-    let data = binary_payload();
-    let port = server.addr.port().to_string();
-    let out = run_client("nc", &["-N", "::1", &port], data.clone());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_same_bytes(&out.stdout, &data);
+    nc_round_trip("::1", "::1");
 }
 
 #[test]
 #[ignore = "needs socat"]
 fn socat_round_trip_is_byte_exact() {
     let server = Server::start(&[]);
-    let data = binary_payload();
     // -t: after stdin's EOF socat half-closes and waits up to this long for the server to
     // finish; it exits as soon as the server closes, so the bound is never reached.
-    let target = format!("TCP:{}", server.addr);
-    let out = run_client("socat", &["-t", "20", "-", &target], data.clone());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_same_bytes(&out.stdout, &data);
+    echo_with_client("socat", &["-t", "20", "-", &format!("TCP:{}", server.addr)]);
 }
 
 #[test]

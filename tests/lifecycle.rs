@@ -5,6 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
 use std::net::TcpListener;
+use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
@@ -27,31 +28,34 @@ fn two_thousand_sequential_connections_leave_no_zombies_and_no_fds() {
     assert!(server.children().is_empty(), "no zombie may remain");
 }
 
+/// Kills the child serving a fresh client with `signal`, checks the reaper logged it with the
+/// client's address, that it was reaped, and that the server still serves. Returns the client.
+fn kill_a_child_with(server: &Server, signal: Signal) -> std::net::TcpStream {
+    let mut victim = server.connect();
+    assert_eq!(round_trip(&mut victim, b"ping"), b"ping");
+    let local = victim.local_addr().unwrap().to_string();
+    let pid = server.child_for(victim.local_addr().unwrap());
+    kill(pid, signal).unwrap();
+    let line = server.wait_for_line("the reaper's line for the killed child", |l| {
+        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
+    });
+    assert_eq!(field(&line, "signal"), Some(signal.as_str()), "{line}");
+    assert_eq!(field(&line, "peer"), Some(local.as_str()), "{line}");
+    server.wait_for_no_children();
+    let mut next = server.connect();
+    assert_eq!(round_trip(&mut next, b"still here?"), b"still here?");
+    victim
+}
+
 #[test]
 fn a_child_killed_with_sigkill_is_reaped_and_logged_while_the_server_keeps_serving() {
     let server = Server::start(&[]);
-    let mut victim = server.connect();
-    assert_eq!(round_trip(&mut victim, b"ping"), b"ping");
-    let pid = server.child_for(victim.local_addr().unwrap());
-    kill(pid, Signal::SIGKILL).unwrap();
-
+    let mut victim = kill_a_child_with(&server, Signal::SIGKILL);
     let mut rest = Vec::new();
     match victim.read_to_end(&mut rest) {
         Ok(_) => assert!(rest.is_empty(), "nothing more after the child died"),
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
     }
-    let line = server.wait_for_line("the reaper's line for the killed child", |l| {
-        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
-    });
-    assert_eq!(field(&line, "signal"), Some("SIGKILL"), "{line}");
-    assert_eq!(
-        field(&line, "peer"),
-        Some(victim.local_addr().unwrap().to_string().as_str())
-    );
-    server.wait_for_no_children();
-
-    let mut next = server.connect();
-    assert_eq!(round_trip(&mut next, b"still here?"), b"still here?");
 }
 
 #[test]
@@ -61,7 +65,12 @@ fn sigterm_with_live_clients_ends_children_and_exits_zero() {
     for client in &mut clients {
         assert_eq!(round_trip(client, b"x"), b"x");
     }
-    let children: Vec<i32> = server.children().iter().map(|(pid, _)| *pid).collect();
+    // Identify children by pid and start time: pid_max may be small and pids recycled.
+    let children: Vec<(i32, Option<u64>)> = server
+        .children()
+        .iter()
+        .map(|&(pid, _)| (pid, common::start_time(pid)))
+        .collect();
     assert_eq!(children.len(), 3);
 
     server.signal(Signal::SIGTERM);
@@ -73,9 +82,11 @@ fn sigterm_with_live_clients_ends_children_and_exits_zero() {
         let _ = client.read_to_end(&mut rest);
         assert!(rest.is_empty());
     }
-    for pid in children {
-        assert!(
-            kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+    for (pid, started) in children {
+        assert!(started.is_some());
+        assert_ne!(
+            common::start_time(pid),
+            started,
             "child {pid} outlived the server"
         );
     }
@@ -101,13 +112,17 @@ fn sigint_stops_an_idle_server_with_status_zero() {
 fn log_lines_stay_whole_under_concurrency() {
     const CLIENTS: usize = 100;
     let mut server = Server::start(&[]);
+    // All clients are connected at once before any closes, so no two share a local port (on
+    // loopback Linux may reuse a port still in TIME_WAIT for a later connection).
+    let all_connected = Barrier::new(CLIENTS);
     let locals: Vec<String> = thread::scope(|scope| {
         let workers: Vec<_> = (0..CLIENTS)
             .map(|i| {
-                let server = &server;
+                let (server, all_connected) = (&server, &all_connected);
                 scope.spawn(move || {
                     let client = server.connect();
                     let local = client.local_addr().unwrap().to_string();
+                    all_connected.wait();
                     let data = common::pattern(i as u64, 1000 + i);
                     common::assert_same_bytes(&common::echo_through(client, &data), &data);
                     local
@@ -150,12 +165,10 @@ fn close_line_reports_bytes_and_the_reason() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     assert_eq!(round_trip(&mut client, b"12345"), b"12345");
-    let local = client.local_addr().unwrap().to_string();
-    let pid = server.child_for(client.local_addr().unwrap());
+    let local = client.local_addr().unwrap();
+    let pid = server.child_for(local);
     drop(client);
-    let close = server.wait_for_line("the close line", |l| {
-        event(l) == Some("close") && field(l, "peer") == Some(local.as_str())
-    });
+    let close = server.close_line_for(local);
     let f = fields(&close);
     assert_eq!(f["pid"], pid.to_string());
     assert_eq!(f["bytes"], "5");
@@ -167,15 +180,13 @@ fn a_client_reset_ends_its_child_normally() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     assert_eq!(round_trip(&mut client, b"bye"), b"bye");
-    let local = client.local_addr().unwrap().to_string();
+    let local = client.local_addr().unwrap();
     // SO_LINGER 0 turns close into a RST.
     socket2::SockRef::from(&client)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(client);
-    let close = server.wait_for_line("the close line", |l| {
-        event(l) == Some("close") && field(l, "peer") == Some(local.as_str())
-    });
+    let close = server.close_line_for(local);
     assert_eq!(field(&close, "end"), Some("reset"), "{close}");
     server.wait_for_no_children();
     assert!(
@@ -263,17 +274,7 @@ fn fd_targets(pid: i32) -> Vec<String> {
 
 #[test]
 fn sigterm_sent_to_a_child_ends_only_that_child() {
-    let server = Server::start(&[]);
-    let mut client = server.connect();
-    assert_eq!(round_trip(&mut client, b"term"), b"term");
-    let pid = server.child_for(client.local_addr().unwrap());
     // The child must have the default disposition back: SIGTERM ends it. With the parent's
     // handler still installed it would only set a flag and live on.
-    kill(pid, Signal::SIGTERM).unwrap();
-    let line = server.wait_for_line("the reaper's line", |l| {
-        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
-    });
-    assert_eq!(field(&line, "signal"), Some("SIGTERM"), "{line}");
-    let mut next = server.connect();
-    assert_eq!(round_trip(&mut next, b"parent lives"), b"parent lives");
+    kill_a_child_with(&Server::start(&[]), Signal::SIGTERM);
 }

@@ -214,9 +214,18 @@ impl Server {
 
     /// The accept line for the client whose local address is `client`.
     pub fn accept_line_for(&self, client: SocketAddr) -> String {
+        self.line_for("accept", client)
+    }
+
+    /// The close line for the client whose local address is `client`.
+    pub fn close_line_for(&self, client: SocketAddr) -> String {
+        self.line_for("close", client)
+    }
+
+    fn line_for(&self, what: &str, client: SocketAddr) -> String {
         let peer = client.to_string();
-        self.wait_for_line(&format!("accept peer={peer}"), |l| {
-            event(l) == Some("accept") && field(l, "peer") == Some(peer.as_str())
+        self.wait_for_line(&format!("{what} peer={peer}"), |l| {
+            event(l) == Some(what) && field(l, "peer") == Some(peer.as_str())
         })
     }
 
@@ -388,6 +397,14 @@ pub fn children_of(parent: Pid) -> Vec<(i32, char)> {
         }
     }
     found
+}
+
+/// When process `pid` started (clock ticks since boot): with the pid, it names one process even
+/// across pid reuse. None when no such process exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 overall; the 20th after "pid (comm) ".
+    stat.rsplit_once(") ")?.1.split(' ').nth(19)?.parse().ok()
 }
 
 /// Whether this host can use IPv6 on loopback.
