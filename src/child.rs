@@ -1,17 +1,20 @@
 //! The child half: serve one connection, log how it ended, and `_exit`.
 //!
 //! The child first undoes what it inherited and does not need: the parent's signal handlers
-//! (back to the defaults, then unblocked), the listener and the self-pipe. Then it echoes, logs
-//! its close line and leaves with `_exit`, never returning into the parent's code: `exit` would
-//! run the parent's atexit handlers and flush stdio buffers the child only holds copies of.
+//! (replaced by the child's own, then unblocked), the listener and the self-pipe. It asks to be
+//! sent SIGTERM if the parent dies, so no child outlives a killed server. Then it echoes, logs its
+//! close line and leaves with `_exit`, never returning into the parent's code: `exit` would run
+//! the parent's atexit handlers and flush stdio buffers the child only holds copies of.
 
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::RawFd;
-use std::time::Instant;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
+use nix::unistd::Pid;
 use socket2::Socket;
 
-use crate::echo;
+use crate::echo::{self, End};
 use crate::log::{Peer, Secs};
 use crate::logln;
 use crate::signals::{self, Blocked};
@@ -21,6 +24,11 @@ use crate::signals::{self, Blocked};
 pub struct Config {
     pub buffer_size: usize,
     pub quiet: bool,
+    /// Zero: no timeout.
+    pub idle_timeout: Duration,
+    /// The server-wide bytes-echoed counter, in memory shared with the parent.
+    pub bytes_total: &'static AtomicU64,
+    pub parent: Pid,
 }
 
 /// Runs in the child right after fork, with the handled signals still blocked by `blocked`.
@@ -32,7 +40,7 @@ pub fn serve(
     inherited: &[RawFd],
     config: Config,
 ) -> ! {
-    signals::reset_to_default(&blocked);
+    let parent_alive = signals::prepare_child(&blocked, client.as_raw_fd(), config.parent);
     drop(blocked);
     for &fd in inherited {
         // The fds belong to the parent's objects, which the child never uses: it never returns
@@ -40,7 +48,11 @@ pub fn serve(
         // SAFETY: nothing in the child refers to these fd numbers after this close.
         unsafe { nix::libc::close(fd) };
     }
-    let code = echo_connection(client, peer, config);
+    let code = if parent_alive {
+        echo_connection(client, peer, config)
+    } else {
+        0
+    };
     // _exit, not exit: no atexit handlers, no second flush of stdio buffers copied from the parent.
     // SAFETY: _exit ends the process at once; nothing of the child's needs to run after it.
     unsafe { nix::libc::_exit(code) }
@@ -52,9 +64,18 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
     let started = Instant::now();
     // Each read is written back at once; Nagle's algorithm would only hold small echoes back.
     let _ = client.set_tcp_nodelay(true);
+    if !config.idle_timeout.is_zero() {
+        // A read that gets nothing, or a write that moves nothing, for this long fails with
+        // EAGAIN, which the echo loop reports as an idle or stalled client.
+        let _ = client.set_read_timeout(Some(config.idle_timeout));
+        let _ = client.set_write_timeout(Some(config.idle_timeout));
+    }
     let mut stream = TcpStream::from(client);
     let mut buf = vec![0u8; config.buffer_size];
-    let outcome = echo::echo(&mut stream, &mut buf);
+    let mut outcome = echo::echo(&mut stream, &mut buf, config.bytes_total);
+    if signals::child_stopped() {
+        outcome.end = End::Shutdown;
+    }
     if !config.quiet {
         logln!(
             "close peer={} pid={} bytes={} duration={} end={}",

@@ -4,6 +4,7 @@
 //! <PORT>'`) and exit status 2, before anything is bound.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -19,11 +20,14 @@ const MAX_BUFFER: usize = 64 * 1024 * 1024;
         back every byte it receives, in order, until the client closes the connection.\n\n\
         Once listening, it prints one line to stdout, `listening on ADDR` (with the real port, \
         useful with --port 0), and nothing else. Logs go to stderr, one line per event. \
-        SIGTERM or SIGINT stops it: it stops accepting, ends the children and exits 0.",
+        SIGTERM, SIGINT or SIGHUP stops it: it closes the listening socket, asks the children to \
+        close their connections, and exits 0. SIGUSR1 logs a line of statistics.",
     after_help = "Examples:\n  \
         forkecho                          listen on port 9999, IPv6 and IPv4\n  \
         forkecho -p 0 -b 127.0.0.1        any free port on loopback (see the stdout line)\n  \
         forkecho -p 7007 -q               no per-connection log lines\n  \
+        forkecho --max-per-ip 8 --idle-timeout 60\n  \
+        sudo forkecho -p 7 --user nobody  the RFC 862 port, serving as nobody\n  \
         nc localhost 9999                 talk to it"
 )]
 pub struct Options {
@@ -49,6 +53,45 @@ pub struct Options {
     /// Size of each child's echo buffer in bytes; K and M suffixes work (64K, 1M)
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
     pub buffer_size: usize,
+
+    /// Most clients served at once (one process each). At the limit new connections wait in the
+    /// kernel's backlog until a child exits
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients: u32,
+
+    /// Most connections at once from one client IP address; more are closed at once and logged
+    /// as refused. 0 = no limit
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_per_ip: u32,
+
+    /// Close a connection whose client sends nothing, or reads nothing of the echo, for this many
+    /// seconds (decimals allowed). 0 = never
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+
+    /// At shutdown, how long children get to close their connections before they are killed
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub grace: Duration,
+
+    /// After binding, switch to this user (name or numeric uid): needs root. Its primary group
+    /// is used unless --group says otherwise
+    #[arg(short, long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// After binding, switch to this group (name or numeric gid): needs root
+    #[arg(short, long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+/// Parses a non-negative number of seconds, decimals allowed (`0.5`), up to a day.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| "expected a number of seconds such as 30 or 0.5".to_string())?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err("must be between 0 and 86400 seconds".to_string());
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parses a byte count with an optional K or M (binary) suffix, within 1 .. 64 MiB.
@@ -89,6 +132,11 @@ mod tests {
         assert_eq!(opts.backlog, 1024);
         assert!(!opts.quiet);
         assert_eq!(opts.buffer_size, 64 * 1024);
+        assert_eq!(opts.max_clients, 4096);
+        assert_eq!(opts.max_per_ip, 0);
+        assert_eq!(opts.idle_timeout, Duration::from_secs(300));
+        assert_eq!(opts.grace, Duration::from_secs(5));
+        assert_eq!((opts.user, opts.group), (None, None));
     }
 
     #[test]
@@ -108,10 +156,24 @@ mod tests {
             (&["--backlog", "0"][..], "0"),
             (&["--buffer-size", "0"][..], "0"),
             (&["--buffer-size", "lots"][..], "lots"),
+            (&["--max-clients", "0"][..], "0"),
+            (&["--max-per-ip", "-1"][..], "-1"),
+            (&["--idle-timeout", "soon"][..], "soon"),
+            (&["--grace", "-2"][..], "-2"),
+            (&["--grace", "NaN"][..], "NaN"),
         ] {
             let err = parse(args).expect_err("must be rejected").to_string();
             assert!(err.contains(&format!("'{value}'")), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn seconds_take_decimals_and_zero() {
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("300"), Ok(Duration::from_secs(300)));
+        assert!(parse_seconds("86401").is_err());
+        assert!(parse_seconds("inf").is_err());
     }
 
     #[test]

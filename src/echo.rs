@@ -3,11 +3,13 @@
 //! Every byte read is written back, in order, before the next read; so when the client's FIN
 //! arrives (a read of 0) everything it sent has already been echoed and the connection can close.
 //! Short writes are finished, EINTR is retried, and a peer that resets or stops reading ends the
-//! loop as a normal close rather than as a failure. Written over `Read + Write` so the whole
-//! protocol is unit tested without sockets.
+//! loop as a normal close rather than as a failure. A read or write that times out (the socket's
+//! SO_RCVTIMEO / SO_SNDTIMEO, set from `--idle-timeout`) ends it as an idle client or a stalled
+//! one. Written over `Read + Write` so the whole protocol is unit tested without sockets.
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why an echo session ended.
 #[derive(Debug)]
@@ -16,16 +18,25 @@ pub enum End {
     ClientClosed,
     /// The client reset the connection or went away while we were writing (ECONNRESET, EPIPE).
     Reset,
+    /// The client sent nothing for the idle timeout.
+    IdleTimeout,
+    /// The client read none of the echo for the idle timeout.
+    WriteTimeout,
+    /// The server is stopping and closed the connection (set by the child, not by `echo`).
+    Shutdown,
     /// Any other I/O error.
     Failed(io::Error),
 }
 
 impl End {
-    fn from_error(err: io::Error) -> End {
+    /// `timed_out` is what a timeout means where the error happened (reading or writing).
+    fn from_error(err: io::Error, timed_out: End) -> End {
         match err.kind() {
             ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
                 End::Reset
             }
+            // A blocking socket reports an expired SO_RCVTIMEO/SO_SNDTIMEO as EAGAIN.
+            ErrorKind::WouldBlock => timed_out,
             _ => End::Failed(err),
         }
     }
@@ -36,12 +47,16 @@ impl End {
     }
 }
 
-/// The close-line fields after `end=`: `client-closed`, `reset`, or `error error="…"`.
+/// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
+/// `write-timeout`, `shutdown`, or `error error="…"`.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::ClientClosed => f.write_str("client-closed"),
             End::Reset => f.write_str("reset"),
+            End::IdleTimeout => f.write_str("idle-timeout"),
+            End::WriteTimeout => f.write_str("write-timeout"),
+            End::Shutdown => f.write_str("shutdown"),
             End::Failed(err) => write!(f, "error error=\"{err}\""),
         }
     }
@@ -55,29 +70,36 @@ pub struct Outcome {
 }
 
 /// Echoes `stream` to itself through `buf` until the peer closes or the connection fails.
-pub fn echo<S: Read + Write>(stream: &mut S, buf: &mut [u8]) -> Outcome {
+/// Every byte written is also added to `total` (the server-wide counter).
+pub fn echo<S: Read + Write>(stream: &mut S, buf: &mut [u8], total: &AtomicU64) -> Outcome {
     let mut bytes = 0u64;
     let end = loop {
         let n = match stream.read(buf) {
             Ok(0) => break End::ClientClosed,
             Ok(n) => n,
             Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-            Err(err) => break End::from_error(err),
+            Err(err) => break End::from_error(err, End::IdleTimeout),
         };
-        if let Err(err) = write_all(stream, &buf[..n], &mut bytes) {
-            break End::from_error(err);
+        if let Err(err) = write_all(stream, &buf[..n], &mut bytes, total) {
+            break End::from_error(err, End::WriteTimeout);
         }
     };
     Outcome { bytes, end }
 }
 
 /// `Write::write_all`, but counting what reached the peer even when a later write fails.
-fn write_all<W: Write>(out: &mut W, mut data: &[u8], written: &mut u64) -> io::Result<()> {
+fn write_all<W: Write>(
+    out: &mut W,
+    mut data: &[u8],
+    written: &mut u64,
+    total: &AtomicU64,
+) -> io::Result<()> {
     while !data.is_empty() {
         match out.write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => {
                 *written += n as u64;
+                total.fetch_add(n as u64, Ordering::Relaxed);
                 data = &data[n..];
             }
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
@@ -154,6 +176,14 @@ mod tests {
         }
     }
 
+    /// Runs `echo`, checking the shared total agrees with the session's own count.
+    fn run(peer: &mut Script, buf_len: usize) -> Outcome {
+        let total = AtomicU64::new(0);
+        let outcome = echo(peer, &mut vec![0; buf_len], &total);
+        assert_eq!(total.load(Ordering::Relaxed), outcome.bytes);
+        outcome
+    }
+
     fn all_bytes() -> Vec<u8> {
         (0..=255u8).cycle().take(256 * 40).collect()
     }
@@ -162,7 +192,7 @@ mod tests {
     fn echoes_every_byte_including_nul_in_order() {
         let data = all_bytes();
         let mut peer = Script::new(vec![Ok(data.clone())]);
-        let outcome = echo(&mut peer, &mut [0; 1000]);
+        let outcome = run(&mut peer, 1000);
         assert_eq!(peer.written, data);
         assert_eq!(outcome.bytes, data.len() as u64);
         assert!(matches!(outcome.end, End::ClientClosed));
@@ -173,7 +203,7 @@ mod tests {
         let data = all_bytes();
         let mut peer = Script::new(vec![Ok(data[..5000].to_vec()), Ok(data[5000..].to_vec())]);
         peer.write_max = 1;
-        let outcome = echo(&mut peer, &mut [0; 4096]);
+        let outcome = run(&mut peer, 4096);
         assert_eq!(peer.written, data);
         assert_eq!(outcome.bytes, data.len() as u64);
         assert_eq!(peer.writes, data.len(), "one write per byte");
@@ -190,7 +220,7 @@ mod tests {
         ]);
         peer.interrupt_every_other_write = true;
         peer.write_max = 2;
-        let outcome = echo(&mut peer, &mut [0; 64]);
+        let outcome = run(&mut peer, 64);
         assert_eq!(peer.written, b"abcdef");
         assert_eq!(outcome.bytes, 6);
         assert!(matches!(outcome.end, End::ClientClosed));
@@ -202,7 +232,7 @@ mod tests {
             Ok(b"hello".to_vec()),
             Err(ErrorKind::ConnectionReset.into()),
         ]);
-        let outcome = echo(&mut peer, &mut [0; 64]);
+        let outcome = run(&mut peer, 64);
         assert_eq!(peer.written, b"hello");
         assert_eq!(outcome.bytes, 5);
         assert!(matches!(outcome.end, End::Reset));
@@ -214,7 +244,7 @@ mod tests {
         let mut peer = Script::new(vec![Ok(vec![7; 100])]);
         peer.write_max = 30;
         peer.fail_writes_after = Some((60, ErrorKind::BrokenPipe));
-        let outcome = echo(&mut peer, &mut [0; 64]);
+        let outcome = run(&mut peer, 64);
         assert_eq!(outcome.bytes, 60);
         assert!(matches!(outcome.end, End::Reset));
     }
@@ -222,7 +252,7 @@ mod tests {
     #[test]
     fn other_errors_end_the_session_as_failures() {
         let mut peer = Script::new(vec![Ok(b"x".to_vec()), Err(ErrorKind::TimedOut.into())]);
-        let outcome = echo(&mut peer, &mut [0; 64]);
+        let outcome = run(&mut peer, 64);
         assert_eq!(outcome.bytes, 1);
         assert!(matches!(outcome.end, End::Failed(ref e) if e.kind() == ErrorKind::TimedOut));
         assert!(!outcome.end.is_normal());
@@ -233,7 +263,7 @@ mod tests {
     fn a_writer_that_accepts_nothing_is_a_failure_not_a_hang() {
         let mut peer = Script::new(vec![Ok(b"abc".to_vec())]);
         peer.write_max = 0;
-        let outcome = echo(&mut peer, &mut [0; 64]);
+        let outcome = run(&mut peer, 64);
         assert_eq!(outcome.bytes, 0);
         assert!(matches!(outcome.end, End::Failed(ref e) if e.kind() == ErrorKind::WriteZero));
     }
@@ -241,14 +271,36 @@ mod tests {
     #[test]
     fn an_immediate_fin_echoes_nothing() {
         let mut peer = Script::new(vec![]);
-        let outcome = echo(&mut peer, &mut [0; 64]);
+        let outcome = run(&mut peer, 64);
         assert_eq!(outcome.bytes, 0);
         assert!(peer.written.is_empty());
         assert!(matches!(outcome.end, End::ClientClosed));
     }
 
     #[test]
+    fn a_read_timeout_is_an_idle_client() {
+        let mut peer = Script::new(vec![Ok(b"hi".to_vec()), Err(ErrorKind::WouldBlock.into())]);
+        let outcome = run(&mut peer, 64);
+        assert_eq!(outcome.bytes, 2);
+        assert!(matches!(outcome.end, End::IdleTimeout));
+        assert!(outcome.end.is_normal());
+    }
+
+    #[test]
+    fn a_write_timeout_is_a_stalled_client() {
+        let mut peer = Script::new(vec![Ok(vec![1; 50])]);
+        peer.write_max = 10;
+        peer.fail_writes_after = Some((20, ErrorKind::WouldBlock));
+        let outcome = run(&mut peer, 64);
+        assert_eq!(outcome.bytes, 20);
+        assert!(matches!(outcome.end, End::WriteTimeout));
+    }
+
+    #[test]
     fn end_reasons_read_as_the_close_line_shows_them() {
+        assert_eq!(End::IdleTimeout.to_string(), "idle-timeout");
+        assert_eq!(End::WriteTimeout.to_string(), "write-timeout");
+        assert_eq!(End::Shutdown.to_string(), "shutdown");
         assert_eq!(End::ClientClosed.to_string(), "client-closed");
         assert_eq!(End::Reset.to_string(), "reset");
     }

@@ -9,9 +9,11 @@ mod cli;
 mod echo;
 mod listener;
 mod log;
+mod privileges;
 mod reaper;
 mod server;
 mod signals;
+mod stats;
 
 use std::process::ExitCode;
 

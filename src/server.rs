@@ -2,9 +2,11 @@
 //!
 //! One thread, one loop. poll(2) waits on the self-pipe (signals) and the listener. A ready
 //! listener is accepted in batches; each client gets a child via fork(2) with the handled signals
-//! blocked across it. Exits reaped by the SIGCHLD handler are collected and logged here. Failures
-//! of accept or fork concern one connection or a passing shortage: they are logged (rate-limited)
-//! and answered with a short pause in accepting, never with an exit or a busy loop.
+//! blocked across it. Exits reaped by the SIGCHLD handler are collected and logged here. At
+//! `--max-clients` the listener is simply left out of the poll set, so new connections wait in the
+//! kernel's backlog and the next child exit (SIGCHLD, through the self-pipe) resumes accepting.
+//! Failures of accept or fork concern one connection or a passing shortage: they are logged
+//! (rate-limited) and answered with a short pause in accepting, never with an exit or a busy loop.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -24,33 +26,46 @@ use crate::cli::Options;
 use crate::listener::{self, Listener};
 use crate::log::{Peer, RateLimit, Secs, Suppressed};
 use crate::logln;
+use crate::privileges;
 use crate::reaper;
 use crate::signals::{self, Wakeup};
+use crate::stats::{self, Counts, Snapshot};
 
 /// Connections accepted per wake-up before the loop looks at signals and exits again.
 const ACCEPT_BATCH: usize = 64;
 /// How long accepting pauses after a resource shortage (EMFILE, fork's EAGAIN, ...).
 const BACKOFF: Duration = Duration::from_millis(100);
-/// How long children get to end after SIGTERM at shutdown before SIGKILL.
-const GRACE: Duration = Duration::from_secs(5);
 /// How long to wait for SIGKILLed children to be reaped before giving up on them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// At most one warning line per second for each kind of fault.
 const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Binds, announces readiness, serves until SIGTERM or SIGINT, then stops the children.
-/// Errors are setup failures only; once listening, nothing ends the server but a stop signal.
+/// Binds, drops privileges, announces readiness, serves until a stop signal, then stops the
+/// children. Errors are setup failures only; once listening, only a stop signal ends the server.
 pub fn run(options: &Options) -> Result<()> {
+    let started = Instant::now();
+    // Unknown users and groups are refused before anything is bound.
+    let identity = privileges::resolve(options.user.as_deref(), options.group.as_deref())?;
     let listener = Listener::bind(options.bind, options.port, options.backlog)?;
+    if let Some(identity) = &identity {
+        privileges::drop_to(identity)?;
+    }
+    let bytes_total = stats::shared_byte_counter()?;
     let wakeup = signals::install()?;
     announce(listener.addr());
     logln!(
-        "listening on {} pid={} backlog={} buffer={}",
+        "listening on {} pid={} backlog={} buffer={} max-clients={} max-per-ip={} idle-timeout={}",
         listener.addr(),
         std::process::id(),
         options.backlog,
-        options.buffer_size
+        options.buffer_size,
+        options.max_clients,
+        options.max_per_ip,
+        Secs(options.idle_timeout)
     );
+    if let Some(identity) = &identity {
+        logln!("privileges dropped {}", identity.description);
+    }
     let mut parent = Parent {
         listener: Some(listener),
         wakeup,
@@ -58,11 +73,20 @@ pub fn run(options: &Options) -> Result<()> {
         child_config: child::Config {
             buffer_size: options.buffer_size,
             quiet: options.quiet,
+            idle_timeout: options.idle_timeout,
+            bytes_total,
+            parent: nix::unistd::getpid(),
         },
+        max_clients: options.max_clients as usize,
+        max_per_ip: options.max_per_ip,
+        grace: options.grace,
+        started,
         paused_until: None,
-        accept_failures: Shortage::new(),
-        fork_failures: Shortage::new(),
-        accepted: 0,
+        counts: Counts::default(),
+        accept_warnings: RateLimit::new(WARN_INTERVAL),
+        fork_warnings: RateLimit::new(WARN_INTERVAL),
+        refusal_warnings: RateLimit::new(WARN_INTERVAL),
+        capacity_warnings: RateLimit::new(WARN_INTERVAL),
         stopping: false,
     };
     parent.serve();
@@ -85,39 +109,24 @@ struct Parent {
     wakeup: Wakeup,
     children: Children,
     child_config: child::Config,
+    max_clients: usize,
+    /// Zero: no limit.
+    max_per_ip: u32,
+    grace: Duration,
+    started: Instant,
     /// Accepting resumes at this instant after a resource shortage.
     paused_until: Option<Instant>,
-    /// accept and poll failures for want of resources (not per-connection ones).
-    accept_failures: Shortage,
-    fork_failures: Shortage,
-    accepted: u64,
+    counts: Counts,
+    accept_warnings: RateLimit,
+    fork_warnings: RateLimit,
+    refusal_warnings: RateLimit,
+    capacity_warnings: RateLimit,
     stopping: bool,
-}
-
-/// One kind of resource failure: every occurrence counted, warned about at most once per
-/// `WARN_INTERVAL`.
-struct Shortage {
-    count: u64,
-    warnings: RateLimit,
-}
-
-impl Shortage {
-    fn new() -> Shortage {
-        Shortage {
-            count: 0,
-            warnings: RateLimit::new(WARN_INTERVAL),
-        }
-    }
-
-    /// Counts one failure; `Some(held back)` when it should be logged.
-    fn record(&mut self, now: Instant) -> Option<u64> {
-        self.count += 1;
-        self.warnings.allow(now)
-    }
 }
 
 impl Parent {
     fn serve(&mut self) {
+        let mut was_full = false;
         loop {
             let now = Instant::now();
             let pause = self
@@ -127,17 +136,27 @@ impl Parent {
             if pause.is_none() {
                 self.paused_until = None;
             }
+            let full = self.children.len() >= self.max_clients;
+            if full && !was_full {
+                if let Some(held) = self.capacity_warnings.allow(now) {
+                    logln!(
+                        "limit max-clients={} reached: new connections wait in the backlog{}",
+                        self.max_clients,
+                        Suppressed(held)
+                    );
+                }
+            }
+            was_full = full;
             let (polled, listener_ready) = {
                 let listener = self.listener.as_ref().expect("listening until shutdown");
                 let mut fds = [
                     PollFd::new(self.wakeup.fd(), PollFlags::POLLIN),
                     PollFd::new(listener.fd(), PollFlags::POLLIN),
                 ];
-                // While paused, only signals (and the end of the pause) wake us.
-                let (fds, timeout) = match pause {
-                    None => (&mut fds[..], PollTimeout::NONE),
-                    Some(left) => (&mut fds[..1], timeout_of(left)),
-                };
+                // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
+                let watched = if pause.is_some() || full { 1 } else { 2 };
+                let timeout = pause.map_or(PollTimeout::NONE, timeout_of);
+                let fds = &mut fds[..watched];
                 let polled = poll(fds, timeout);
                 let ready = fds.len() == 2 && fds[1].any().unwrap_or(false);
                 (polled, ready)
@@ -149,9 +168,10 @@ impl Parent {
                 && errno != Errno::EINTR
             {
                 // Only ENOMEM is plausible here; do not spin while memory is short.
-                if let Some(held) = self.accept_failures.record(Instant::now()) {
+                self.counts.accept_failures += 1;
+                if let Some(held) = self.accept_warnings.allow(Instant::now()) {
                     logln!(
-                        "warning: poll failed: {errno}; retrying in 100ms{}",
+                        "warning: poll failed (retrying in 100ms): {errno}{}",
                         Suppressed(held)
                     );
                 }
@@ -159,27 +179,40 @@ impl Parent {
             }
             self.wakeup.drain();
             self.collect_exits();
+            if signals::stats_requested() {
+                logln!("stats {}", self.snapshot());
+            }
             if listener_ready {
                 self.accept_batch();
             }
         }
     }
 
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::take(
+            self.children.len(),
+            self.counts,
+            self.child_config.bytes_total,
+            self.started,
+        )
+    }
+
     fn accept_batch(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            if signals::stop_requested().is_some() {
+            if signals::stop_requested().is_some() || self.children.len() >= self.max_clients {
                 return;
             }
             let accepted = self.listener.as_ref().expect("listening").accept();
             match accepted {
-                Ok((client, peer)) => self.spawn(client, peer),
+                Ok((client, peer)) => self.admit(client, peer),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if listener::is_per_connection(&err) => {}
                 Err(err) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays readable, so polling it
                     // again at once would spin. Pause; the connection waits in the backlog.
                     let now = self.pause_accepting();
-                    if let Some(held) = self.accept_failures.record(now) {
+                    self.counts.accept_failures += 1;
+                    if let Some(held) = self.accept_warnings.allow(now) {
                         logln!(
                             "warning: accept failed (accepts paused {}ms): {err}{}",
                             BACKOFF.as_millis(),
@@ -190,6 +223,26 @@ impl Parent {
                 }
             }
         }
+    }
+
+    /// Serves `client` unless its address is at `--max-per-ip`: then it is closed at once, told
+    /// nothing, and logged (rate-limited) as refused.
+    fn admit(&mut self, client: Socket, peer: SocketAddr) {
+        if self.max_per_ip > 0 && self.children.from_ip(peer) >= self.max_per_ip {
+            drop(client);
+            self.counts.refused_per_ip += 1;
+            if let Some(held) = self.refusal_warnings.allow(Instant::now()) {
+                logln!(
+                    "refused peer={} reason=max-per-ip limit={}{}",
+                    Peer(peer),
+                    self.max_per_ip,
+                    Suppressed(held)
+                );
+            }
+            return;
+        }
+        self.counts.accepted += 1;
+        self.spawn(client, peer);
     }
 
     /// Forks a child for `client`. The handled signals stay blocked across fork so no handler
@@ -221,7 +274,6 @@ impl Parent {
                 );
                 drop(client);
                 drop(blocked);
-                self.accepted += 1;
                 if !self.child_config.quiet {
                     logln!(
                         "accept peer={} pid={child} live={}",
@@ -235,7 +287,8 @@ impl Parent {
                 // The client sees the connection closed; the server pauses, then goes on.
                 drop(client);
                 let now = self.pause_accepting();
-                if let Some(held) = self.fork_failures.record(now) {
+                self.counts.fork_failures += 1;
+                if let Some(held) = self.fork_warnings.allow(now) {
                     logln!(
                         "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
                         Peer(peer),
@@ -266,6 +319,7 @@ impl Parent {
     }
 
     fn child_exited(&mut self, pid: Pid, status: i32) {
+        self.counts.reaped += 1;
         let Some(child) = self.children.remove(pid) else {
             logln!("warning: reaped a child that was not in the table pid={pid}");
             return;
@@ -277,9 +331,8 @@ impl Parent {
             Ok(WaitStatus::Exited(_, code)) => {
                 logln!("child pid={pid} peer={peer} exited status={code} after={lived}");
             }
-            // At shutdown we sent these ourselves; the summary line counts them.
-            Ok(WaitStatus::Signaled(_, Signal::SIGTERM | Signal::SIGINT | Signal::SIGKILL, _))
-                if self.stopping => {}
+            // At shutdown we sent it ourselves; the summary line counts them.
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) if self.stopping => {}
             Ok(WaitStatus::Signaled(_, signal, core)) => {
                 let core = if core { " core-dumped" } else { "" };
                 logln!(
@@ -292,8 +345,8 @@ impl Parent {
         }
     }
 
-    /// Closes the listener, asks the children to stop (SIGTERM), waits up to `GRACE` (cut short
-    /// by a second stop signal), then SIGKILLs the rest and reaps them.
+    /// Closes the listener, asks the children to stop (SIGTERM: each closes its connection), waits
+    /// up to `--grace` (cut short by a second stop signal), then SIGKILLs the rest and reaps them.
     fn shutdown(mut self) {
         let Some((signal, stops)) = signals::stop_requested() else {
             return;
@@ -309,18 +362,16 @@ impl Parent {
         );
         self.signal_children(Signal::SIGTERM);
         let mut killed = 0;
-        if !self.wait_for_children(started + GRACE, Some(stops)) {
+        if !self.wait_for_children(started + self.grace, Some(stops)) {
             killed = self.children.len();
             self.signal_children(Signal::SIGKILL);
             self.wait_for_children(Instant::now() + KILL_WAIT, None);
         }
         logln!(
-            "stopped accepted={} accept-failures={} fork-failures={} killed={killed} unreaped={} duration={}",
-            self.accepted,
-            self.accept_failures.count,
-            self.fork_failures.count,
+            "stopped killed={killed} unreaped={} duration={} {}",
             self.children.len(),
-            Secs(started.elapsed())
+            Secs(started.elapsed()),
+            self.snapshot()
         );
     }
 

@@ -1,24 +1,40 @@
-//! The parent's signal handling: handlers record and wake; the main loop does the work.
+//! Signal handling: in the parent, handlers record and wake and the main loop does the work; in
+//! a child, a stop signal closes the connection.
 //!
 //! Handlers installed with signal-hook use SA_RESTART, so a parent blocked in accept(2) would
 //! never notice them. Instead every handler writes one byte to a non-blocking self-pipe that the
 //! main loop polls beside the listener. The handlers only do async-signal-safe work: SIGCHLD
-//! reaps into `reaper::EXITS`; SIGTERM and SIGINT count a stop request. Around fork the parent
-//! blocks these signals (`block`) so a signal can never run our handlers in a half-made child; the
-//! child puts the default dispositions back (`reset_to_default`) before it unblocks them.
+//! reaps into `reaper::EXITS`; SIGTERM, SIGINT and SIGHUP count a stop request; SIGUSR1 asks for
+//! a statistics line. Around fork the parent blocks these signals (`block`) so a signal can never
+//! run the parent's handlers in a half-made child; the child installs its own (`prepare_child`)
+//! before it unblocks them.
+//!
+//! In a child, SIGTERM (sent by the stopping parent, or as the parent-death signal), SIGINT and
+//! SIGHUP call shutdown(2) on the connection: async-signal-safe, and it wakes a read or write
+//! blocked on the socket with no window for a lost wake-up. The kernel still sends what was
+//! already written, then FIN, so the client sees a clean close.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
+use nix::unistd::Pid;
 
 use crate::reaper;
 
-/// The signals we handle, and so block around fork and reset in the child.
-const HANDLED: [Signal; 3] = [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT];
+/// Signals that stop the server (in the parent) or close the connection (in a child).
+const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+/// Every signal the parent handles, and so blocks around fork.
+const HANDLED: [Signal; 5] = [
+    Signal::SIGCHLD,
+    Signal::SIGUSR1,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+];
 
 /// Write end of the self-pipe, for the handlers. -1 until `install`.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -26,6 +42,13 @@ static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 static STOPS: AtomicUsize = AtomicUsize::new(0);
 /// The last stop signal's number.
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Set by SIGUSR1, cleared when the main loop has logged the statistics.
+static STATS_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// In a child: its connection's fd, for the stop handler to shut down. -1 until set.
+static CHILD_SOCKET: AtomicI32 = AtomicI32::new(-1);
+/// In a child: whether a stop signal closed the connection.
+static CHILD_STOPPED: AtomicBool = AtomicBool::new(false);
 
 /// The self-pipe the main loop polls: readable whenever a handler has run since the last `drain`.
 pub struct Wakeup {
@@ -66,12 +89,25 @@ pub fn install() -> Result<Wakeup> {
     // SAFETY: the action is async-signal-safe.
     unsafe { signal_hook::low_level::register(Signal::SIGCHLD as i32, on_sigchld) }
         .context("unable to install the SIGCHLD handler")?;
-    for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: as above; the action only stores to atomics and writes to a pipe.
+    for signal in STOP {
+        // SAFETY: the action only stores to atomics and writes to a pipe.
         unsafe { signal_hook::low_level::register(signal as i32, move || on_stop(signal)) }
             .with_context(|| format!("unable to install the {} handler", signal.as_str()))?;
     }
+    // SAFETY: the action only stores to an atomic and writes to a pipe.
+    unsafe { signal_hook::low_level::register(Signal::SIGUSR1 as i32, on_usr1) }
+        .context("unable to install the SIGUSR1 handler")?;
     Ok(Wakeup { read, write })
+}
+
+fn on_usr1() {
+    STATS_WANTED.store(true, Ordering::Release);
+    wake();
+}
+
+/// Whether SIGUSR1 asked for statistics since the last call.
+pub fn stats_requested() -> bool {
+    STATS_WANTED.swap(false, Ordering::AcqRel)
 }
 
 fn on_sigchld() {
@@ -129,12 +165,41 @@ impl Drop for Blocked {
     }
 }
 
-/// In the child, while the signals are still blocked: back to the default dispositions, so a
-/// SIGTERM sent to the child ends it and our handlers never run in it.
-pub fn reset_to_default(_still_blocked: &Blocked) {
+/// In a child, while the signals are still blocked: replaces every parent handler. Stop signals
+/// shut `socket` down; SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and
+/// its default action would kill them); SIGCHLD goes back to the default. Then asks for SIGTERM
+/// when the parent dies, and returns false if the parent is already gone (it died before the
+/// request took effect), in which case the child should not serve at all.
+pub fn prepare_child(_still_blocked: &Blocked, socket: RawFd, parent: Pid) -> bool {
+    CHILD_SOCKET.store(socket, Ordering::Release);
+    let stop = SigAction::new(
+        SigHandler::Handler(on_child_stop),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for signal in HANDLED {
-        // SAFETY: installing SIG_DFL replaces a handler; it cannot introduce unsafety.
-        let _ = unsafe { sigaction(signal, &default) };
+    for signal in STOP {
+        // SAFETY: on_child_stop is async-signal-safe: shutdown(2) and atomic stores only.
+        let _ = unsafe { sigaction(signal, &stop) };
     }
+    // SAFETY: SIG_IGN and SIG_DFL run no code of ours.
+    let _ = unsafe { sigaction(Signal::SIGUSR1, &ignore) };
+    // SAFETY: as above.
+    let _ = unsafe { sigaction(Signal::SIGCHLD, &default) };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    // If the parent died before prctl, no signal will come: we were reparented already.
+    nix::unistd::getppid() == parent
+}
+
+extern "C" fn on_child_stop(_signal: nix::libc::c_int) {
+    CHILD_STOPPED.store(true, Ordering::Release);
+    let fd = CHILD_SOCKET.load(Ordering::Acquire);
+    // SAFETY: shutdown(2) is async-signal-safe; on a stale or invalid fd it only fails.
+    unsafe { nix::libc::shutdown(fd, nix::libc::SHUT_RDWR) };
+}
+
+/// In a child: whether a stop signal closed the connection.
+pub fn child_stopped() -> bool {
+    CHILD_STOPPED.load(Ordering::Acquire)
 }

@@ -28,34 +28,25 @@ fn two_thousand_sequential_connections_leave_no_zombies_and_no_fds() {
     assert!(server.children().is_empty(), "no zombie may remain");
 }
 
-/// Kills the child serving a fresh client with `signal`, checks the reaper logged it with the
-/// client's address, that it was reaped, and that the server still serves. Returns the client.
-fn kill_a_child_with(server: &Server, signal: Signal) -> std::net::TcpStream {
-    let mut victim = server.connect();
-    assert_eq!(round_trip(&mut victim, b"ping"), b"ping");
-    let local = victim.local_addr().unwrap().to_string();
-    let pid = server.child_for(victim.local_addr().unwrap());
-    kill(pid, signal).unwrap();
-    let line = server.wait_for_line("the reaper's line for the killed child", |l| {
-        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
-    });
-    assert_eq!(field(&line, "signal"), Some(signal.as_str()), "{line}");
-    assert_eq!(field(&line, "peer"), Some(local.as_str()), "{line}");
-    server.wait_for_no_children();
-    let mut next = server.connect();
-    assert_eq!(round_trip(&mut next, b"still here?"), b"still here?");
-    victim
-}
-
 #[test]
 fn a_child_killed_with_sigkill_is_reaped_and_logged_while_the_server_keeps_serving() {
     let server = Server::start(&[]);
-    let mut victim = kill_a_child_with(&server, Signal::SIGKILL);
+    let (mut victim, pid) = server.connected_child();
+    let local = victim.local_addr().unwrap().to_string();
+    kill(pid, Signal::SIGKILL).unwrap();
+    let line = server.wait_for_line("the reaper's line for the killed child", |l| {
+        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
+    });
+    assert_eq!(field(&line, "signal"), Some("SIGKILL"), "{line}");
+    assert_eq!(field(&line, "peer"), Some(local.as_str()), "{line}");
     let mut rest = Vec::new();
     match victim.read_to_end(&mut rest) {
         Ok(_) => assert!(rest.is_empty(), "nothing more after the child died"),
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
     }
+    server.wait_for_no_children();
+    let mut next = server.connect();
+    assert_eq!(round_trip(&mut next, b"still here?"), b"still here?");
 }
 
 #[test]
@@ -77,9 +68,9 @@ fn sigterm_with_live_clients_ends_children_and_exits_zero() {
     let status = server.wait_exit(DEADLINE);
     assert_eq!(status.code(), Some(0), "clean stop exits 0");
     for client in &mut clients {
+        // Each child closed its connection cleanly: FIN (EOF here), not a reset.
         let mut rest = Vec::new();
-        // The child died: EOF or reset, never a hang.
-        let _ = client.read_to_end(&mut rest);
+        client.read_to_end(&mut rest).expect("a clean EOF");
         assert!(rest.is_empty());
     }
     for (pid, started) in children {
@@ -97,7 +88,18 @@ fn sigterm_with_live_clients_ends_children_and_exits_zero() {
         log.contains("forkecho: stopping signal=SIGTERM live=3"),
         "{log}"
     );
-    assert!(log.contains("forkecho: stopped accepted=3 "), "{log}");
+    let shutdowns = log
+        .lines()
+        .filter(|l| event(l) == Some("close") && field(l, "end") == Some("shutdown"))
+        .count();
+    assert_eq!(shutdowns, 3, "every child logs its clean close:\n{log}");
+    let stopped = server.stopped_line();
+    assert_eq!(field(&stopped, "accepted"), Some("3"), "{stopped}");
+    assert_eq!(field(&stopped, "killed"), Some("0"), "{stopped}");
+    assert!(
+        !log.contains("forkecho: child "),
+        "no abnormal exits:\n{log}"
+    );
 }
 
 #[test]
@@ -206,7 +208,7 @@ fn quiet_mode_logs_no_connection_lines() {
     server.wait_exit(DEADLINE);
     let log = server.log();
     assert!(log.contains("forkecho: listening on "), "{log}");
-    assert!(log.contains("forkecho: stopped accepted=1 "), "{log}");
+    assert_eq!(field(&server.stopped_line(), "accepted"), Some("1"));
     assert!(!log.contains("accept peer="), "{log}");
     assert!(!log.contains("close peer="), "{log}");
 }
@@ -273,8 +275,24 @@ fn fd_targets(pid: i32) -> Vec<String> {
 }
 
 #[test]
-fn sigterm_sent_to_a_child_ends_only_that_child() {
-    // The child must have the default disposition back: SIGTERM ends it. With the parent's
-    // handler still installed it would only set a flag and live on.
-    kill_a_child_with(&Server::start(&[]), Signal::SIGTERM);
+fn sigterm_sent_to_a_child_closes_only_that_connection_cleanly() {
+    let server = Server::start(&[]);
+    let (mut other, _) = server.connected_child();
+    let (mut client, pid) = server.connected_child();
+    // The child has its own handler: a SIGTERM closes its connection (FIN) and it exits 0. Had
+    // it kept the parent's handler, it would only set a flag and live on.
+    kill(pid, Signal::SIGTERM).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("a clean EOF");
+    assert!(rest.is_empty());
+    let close = server.close_line_for(client.local_addr().unwrap());
+    assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+    assert_eq!(round_trip(&mut other, b"unaffected"), b"unaffected");
+    common::eventually("the child to be reaped", DEADLINE, || {
+        server.children().len() == 1
+    });
+    assert!(
+        !server.log().contains("forkecho: child "),
+        "exit 0 is no abnormal exit"
+    );
 }

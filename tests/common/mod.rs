@@ -235,6 +235,19 @@ impl Server {
         Pid::from_raw(field(&line, "pid").unwrap().parse().unwrap())
     }
 
+    /// A connected client that has completed a round trip, and the child serving it.
+    pub fn connected_child(&self) -> (TcpStream, Pid) {
+        let mut client = self.connect();
+        assert_eq!(round_trip(&mut client, b"ping"), b"ping");
+        let pid = self.child_for(client.local_addr().unwrap());
+        (client, pid)
+    }
+
+    /// The `stopped` summary line (once the server has stopped).
+    pub fn stopped_line(&self) -> String {
+        self.wait_for_line("the stopped line", |l| event(l) == Some("stopped"))
+    }
+
     /// The server's child processes (pid, state letter), read from /proc.
     pub fn children(&self) -> Vec<(i32, char)> {
         children_of(self.pid())

@@ -1,0 +1,115 @@
+//! Counters for the SIGUSR1 statistics line.
+//!
+//! The parent counts what it sees (accepts, refusals, failures, reaps). Bytes are echoed by the
+//! children, so their total lives in one page of anonymous shared memory, mapped before the first
+//! fork: every child inherits the same page and adds to its atomic counter as it writes, and the
+//! parent reads it. Atomics on shared memory are async-signal-safe and need no locks.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+
+use crate::log::Secs;
+
+/// Maps one shared page holding the bytes-echoed counter; it stays mapped for the process's life.
+pub fn shared_byte_counter() -> Result<&'static AtomicU64> {
+    let len = NonZeroUsize::new(4096).expect("non-zero");
+    // SAFETY: a fresh anonymous mapping aliases nothing; the kernel returns it zero-filled and
+    // page-aligned, which is a valid, aligned AtomicU64.
+    let page = unsafe {
+        mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )
+    }
+    .context("unable to map shared memory for the byte counter")?;
+    // SAFETY: the mapping is never unmapped, so the reference may be 'static; every access to it
+    // is atomic, in this process and in the children that share the page.
+    Ok(unsafe { page.cast::<AtomicU64>().as_ref() })
+}
+
+/// What the parent counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub refused_per_ip: u64,
+    pub accept_failures: u64,
+    pub fork_failures: u64,
+    pub reaped: u64,
+}
+
+/// One statistics line's fields, after `stats `.
+pub struct Snapshot {
+    pub live: usize,
+    pub counts: Counts,
+    pub bytes: u64,
+    pub uptime: Duration,
+}
+
+impl Snapshot {
+    pub fn take(live: usize, counts: Counts, bytes: &AtomicU64, started: Instant) -> Snapshot {
+        Snapshot {
+            live,
+            counts,
+            bytes: bytes.load(Ordering::Relaxed),
+            uptime: started.elapsed(),
+        }
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        write!(
+            f,
+            "live={} accepted={} refused={} accept-failures={} fork-failures={} reaped={} bytes={} uptime={}",
+            self.live,
+            c.accepted,
+            c.refused_per_ip,
+            c.accept_failures,
+            c.fork_failures,
+            c.reaped,
+            self.bytes,
+            Secs(self.uptime)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_counter_starts_at_zero_and_counts() {
+        let bytes = shared_byte_counter().unwrap();
+        assert_eq!(bytes.load(Ordering::Relaxed), 0);
+        bytes.fetch_add(42, Ordering::Relaxed);
+        assert_eq!(bytes.load(Ordering::Relaxed), 42);
+    }
+
+    #[test]
+    fn the_line_names_every_count() {
+        let snapshot = Snapshot {
+            live: 3,
+            counts: Counts {
+                accepted: 10,
+                refused_per_ip: 2,
+                accept_failures: 1,
+                fork_failures: 4,
+                reaped: 7,
+            },
+            bytes: 1234,
+            uptime: Duration::from_millis(61_500),
+        };
+        assert_eq!(
+            snapshot.to_string(),
+            "live=3 accepted=10 refused=2 accept-failures=1 fork-failures=4 reaped=7 bytes=1234 uptime=61.500s"
+        );
+    }
+}
