@@ -56,8 +56,8 @@ impl Children {
         Some(child)
     }
 
-    /// Live children serving clients from `peer`'s address.
-    pub fn from_ip(&self, peer: SocketAddr) -> u32 {
+    /// How many live children serve clients from `peer`'s address.
+    pub fn serving(&self, peer: SocketAddr) -> u32 {
         self.per_ip.get(&client_ip(peer)).copied().unwrap_or(0)
     }
 
@@ -106,12 +106,12 @@ mod tests {
         children.insert(Pid::from_raw(2), child("[::ffff:192.0.2.1]:1001"));
         children.insert(Pid::from_raw(3), child("192.0.2.2:1000"));
         let probe: SocketAddr = "192.0.2.1:9".parse().unwrap();
-        assert_eq!(children.from_ip(probe), 2);
-        assert_eq!(children.from_ip("192.0.2.2:9".parse().unwrap()), 1);
-        assert_eq!(children.from_ip("[::1]:9".parse().unwrap()), 0);
+        assert_eq!(children.serving(probe), 2);
+        assert_eq!(children.serving("192.0.2.2:9".parse().unwrap()), 1);
+        assert_eq!(children.serving("[::1]:9".parse().unwrap()), 0);
         children.remove(Pid::from_raw(2));
         children.remove(Pid::from_raw(1));
-        assert_eq!(children.from_ip(probe), 0);
+        assert_eq!(children.serving(probe), 0);
         assert_eq!(children.per_ip.len(), 1, "empty counts are dropped");
     }
 }

@@ -228,7 +228,7 @@ impl Parent {
     /// Serves `client` unless its address is at `--max-per-ip`: then it is closed at once, told
     /// nothing, and logged (rate-limited) as refused.
     fn admit(&mut self, client: Socket, peer: SocketAddr) {
-        if self.max_per_ip > 0 && self.children.from_ip(peer) >= self.max_per_ip {
+        if self.max_per_ip > 0 && self.children.serving(peer) >= self.max_per_ip {
             drop(client);
             self.counts.refused_per_ip += 1;
             if let Some(held) = self.refusal_warnings.allow(Instant::now()) {
