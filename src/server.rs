@@ -199,7 +199,12 @@ impl Parent {
 
     fn accept_batch(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            if signals::stop_requested().is_some() || self.children.len() >= self.max_clients {
+            // A failed fork pauses accepting: the rest of the backlog waits for the pause to end
+            // (processes may have freed up by then) instead of being accepted and closed at once.
+            if signals::stop_requested().is_some()
+                || self.children.len() >= self.max_clients
+                || self.paused_until.is_some()
+            {
                 return;
             }
             let accepted = self.listener.as_ref().expect("listening").accept();

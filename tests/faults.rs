@@ -60,6 +60,22 @@ fn fork_failure_closes_that_client_and_serving_resumes_when_processes_free_up() 
         "{warning}"
     );
 
+    // More clients while processes are short: fork fails for each in turn, but with accepting
+    // paused after every failure, so they are closed about ten a second, not all at once. The
+    // second warning comes a second after the first and counts the failures in between.
+    let mut more: Vec<_> = (0..15).map(|_| server.connect()).collect();
+    let warnings = server.wait_for_lines(2, |l| l.contains("fork failed"));
+    let held = suppressed_count(&warnings[1]);
+    assert!(
+        (1..=30).contains(&held),
+        "{held} fork failures in one second"
+    );
+    for client in &mut more {
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+    }
+
     drop(first);
     common::eventually("a child slot to free up", DEADLINE, || {
         server.children().len() == 1
@@ -109,4 +125,12 @@ fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
         "{}",
         server.log()
     );
+}
+
+/// N in a warning that ends `(N similar suppressed)`.
+fn suppressed_count(line: &str) -> u64 {
+    line.strip_suffix(" similar suppressed)")
+        .and_then(|s| s.rsplit_once('('))
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no suppressed count in {line:?}"))
 }
