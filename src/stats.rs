@@ -18,8 +18,8 @@ use crate::log::Secs;
 /// Maps one shared page holding the bytes-echoed counter; it stays mapped for the process's life.
 pub fn shared_byte_counter() -> Result<&'static AtomicU64> {
     let len = NonZeroUsize::new(4096).expect("non-zero");
-    // SAFETY: a fresh anonymous mapping aliases nothing; the kernel returns it zero-filled and
-    // page-aligned, which is a valid, aligned AtomicU64.
+    // A fresh anonymous mapping aliases nothing, and arrives zero-filled and page-aligned.
+    // SAFETY: mmap_anonymous with no address hint cannot clobber any existing mapping.
     let page = unsafe {
         mmap_anonymous(
             None,
@@ -29,8 +29,9 @@ pub fn shared_byte_counter() -> Result<&'static AtomicU64> {
         )
     }
     .context("unable to map shared memory for the byte counter")?;
-    // SAFETY: the mapping is never unmapped, so the reference may be 'static; every access to it
-    // is atomic, in this process and in the children that share the page.
+    // The mapping is never unmapped, and every access to it, here and in the children sharing
+    // the page, is atomic.
+    // SAFETY: zeroed, page-aligned memory is a valid AtomicU64 that lives for the whole process.
     Ok(unsafe { page.cast::<AtomicU64>().as_ref() })
 }
 

@@ -71,6 +71,16 @@ fn is_gone(pid: i32, started: Option<u64>) -> bool {
     start_time(pid) != started || state == Some('Z')
 }
 
+/// A connected client whose child has been stopped with SIGSTOP.
+fn stopped_child(server: &Server) -> (TcpStream, nix::unistd::Pid) {
+    let (client, pid) = server.connected_child();
+    kill(pid, Signal::SIGSTOP).unwrap();
+    common::eventually("the child to stop", DEADLINE, || {
+        server.children().contains(&(pid.as_raw(), 'T'))
+    });
+    (client, pid)
+}
+
 #[test]
 fn at_max_clients_new_connections_wait_and_are_served_when_a_slot_frees() {
     let server = Server::start(&["--max-clients", "2"]);
@@ -237,11 +247,7 @@ fn sighup_stops_the_server_like_sigterm() {
 #[test]
 fn a_stopped_child_is_not_reaped_and_resumes_on_sigcont() {
     let server = Server::start(&[]);
-    let (mut client, pid) = server.connected_child();
-    kill(pid, Signal::SIGSTOP).unwrap();
-    common::eventually("the child to stop", DEADLINE, || {
-        server.children().contains(&(pid.as_raw(), 'T'))
-    });
+    let (mut client, pid) = stopped_child(&server);
     let mut other = server.connect();
     assert_eq!(round_trip(&mut other, b"others go on"), b"others go on");
     server.signal(Signal::SIGUSR1);
@@ -255,12 +261,8 @@ fn a_stopped_child_is_not_reaped_and_resumes_on_sigcont() {
 #[test]
 fn children_that_outlast_the_grace_period_are_killed() {
     let mut server = Server::start(&["--grace", "0.3"]);
-    let (_client, pid) = server.connected_child();
     // A stopped child cannot act on SIGTERM: only SIGKILL ends it.
-    kill(pid, Signal::SIGSTOP).unwrap();
-    common::eventually("the child to stop", DEADLINE, || {
-        server.children().contains(&(pid.as_raw(), 'T'))
-    });
+    let (_client, _) = stopped_child(&server);
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
     let stopped = server.stopped_line();
@@ -272,11 +274,7 @@ fn children_that_outlast_the_grace_period_are_killed() {
 fn a_second_stop_signal_cuts_the_grace_period_short() {
     // A grace period far beyond the test's deadline: only the second signal can end it in time.
     let mut server = Server::start(&["--grace", "3600"]);
-    let (_client, pid) = server.connected_child();
-    kill(pid, Signal::SIGSTOP).unwrap();
-    common::eventually("the child to stop", DEADLINE, || {
-        server.children().contains(&(pid.as_raw(), 'T'))
-    });
+    let (_client, _) = stopped_child(&server);
     server.signal(Signal::SIGTERM);
     server.wait_for_line("the stopping line", |l| event(l) == Some("stopping"));
     server.signal(Signal::SIGINT);
