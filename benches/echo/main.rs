@@ -1,0 +1,393 @@
+//! `cargo bench`: forkecho against the textbook C fork server, a C thread-per-connection server
+//! and socat, side by side in one run.
+//!
+//! Each round starts every server in turn (the order alternates between rounds, A B … B A …) and
+//! runs four scenarios against it: connection rate, round-trip latency, bulk throughput, and a
+//! crowd of concurrent clients with their memory. Every response is verified byte for byte. The
+//! report gives each server's medians over the rounds and the median of its per-round ratios to
+//! the C fork baseline, as a markdown table on stdout and JSON, a copy of the table and an SVG
+//! chart under target/forkecho-bench/.
+//!
+//! Flags (after `cargo bench --`): `--quick` (a short smoke run, as CI does), `--rounds N`,
+//! `--clients N` (scenario 4; default 2000), `--seconds S` (scenarios 1 and 2).
+
+mod chart;
+mod load;
+mod servers;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use load::{Crowd, Rate};
+use servers::{Kind, Setup};
+
+/// Connection-rate client threads.
+const CLIENT_THREADS: usize = 4;
+
+struct Plan {
+    quick: bool,
+    rounds: usize,
+    clients: usize,
+    seconds: f64,
+    bulk_bytes: usize,
+}
+
+impl Plan {
+    fn from_args() -> Result<Plan> {
+        let mut args = std::env::args().skip(1);
+        let mut plan = Plan {
+            quick: false,
+            rounds: 3,
+            clients: 2000,
+            seconds: 5.0,
+            bulk_bytes: 512 << 20,
+        };
+        let (mut rounds, mut clients, mut seconds) = (None, None, None);
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| -> Result<String> {
+                args.next().with_context(|| format!("{name} needs a value"))
+            };
+            match arg.as_str() {
+                "--quick" => plan.quick = true,
+                "--rounds" => rounds = Some(value("--rounds")?.parse()?),
+                "--clients" => clients = Some(value("--clients")?.parse()?),
+                "--seconds" => seconds = Some(value("--seconds")?.parse()?),
+                // cargo passes --bench to harness = false targets.
+                "--bench" => {}
+                other => bail!(
+                    "unknown argument {other:?} (try --quick, --rounds N, --clients N, --seconds S)"
+                ),
+            }
+        }
+        if plan.quick {
+            (plan.rounds, plan.clients, plan.seconds) = (1, 100, 0.5);
+            plan.bulk_bytes = 16 << 20;
+        }
+        plan.rounds = rounds.unwrap_or(plan.rounds).max(1);
+        plan.clients = clients.unwrap_or(plan.clients).max(1);
+        plan.seconds = seconds.unwrap_or(plan.seconds);
+        Ok(plan)
+    }
+}
+
+/// One server's results in one round.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    pub conn: Rate,
+    pub rtt: Rate,
+    pub bulk_mib_s: f64,
+    pub crowd: Crowd,
+}
+
+/// What is compared, and which way is better.
+#[derive(Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub higher_is_better: bool,
+    pub value: fn(&Sample) -> f64,
+}
+
+pub const METRICS: [Metric; 5] = [
+    Metric {
+        name: "connections/s",
+        higher_is_better: true,
+        value: |s| s.conn.per_sec,
+    },
+    Metric {
+        name: "round trips/s",
+        higher_is_better: true,
+        value: |s| s.rtt.per_sec,
+    },
+    Metric {
+        name: "bulk MiB/s",
+        higher_is_better: true,
+        value: |s| s.bulk_mib_s,
+    },
+    Metric {
+        name: "KiB per connection",
+        higher_is_better: false,
+        value: |s| s.crowd.per_connection_kib,
+    },
+    Metric {
+        name: "crowd setup s",
+        higher_is_better: false,
+        value: |s| s.crowd.setup.as_secs_f64(),
+    },
+];
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("benchmark failed: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let plan = Plan::from_args()?;
+    raise_fd_limit(plan.clients + 256)?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .context("target directory")?
+        .join("forkecho-bench");
+    let setup = Setup::prepare(
+        Path::new(env!("CARGO_BIN_EXE_forkecho")),
+        &root.join("benches/baselines"),
+        &out_dir,
+    )?;
+    if !setup.have_socat {
+        eprintln!("note: socat is not installed; its column is left out");
+    }
+    let kinds = setup.kinds();
+    let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
+    for round in 0..plan.rounds {
+        let mut order = kinds.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for &kind in &order {
+            eprintln!("round {}/{}: {}", round + 1, plan.rounds, kind.name());
+            let sample = measure(&setup, kind, &plan)
+                .with_context(|| format!("{} in round {}", kind.name(), round + 1))?;
+            samples.entry(index(&kinds, kind)).or_default().push(sample);
+        }
+    }
+    let report = Report {
+        kinds: &kinds,
+        samples: &samples,
+        plan: &plan,
+    };
+    let markdown = report.markdown();
+    println!("{markdown}");
+    std::fs::write(out_dir.join("results.md"), &markdown)?;
+    std::fs::write(out_dir.join("results.json"), report.json())?;
+    chart::draw(&out_dir.join("chart.svg"), &report.ratio_rows())?;
+    eprintln!(
+        "wrote results.md, results.json and chart.svg to {}",
+        out_dir.display()
+    );
+    Ok(())
+}
+
+fn index(kinds: &[Kind], kind: Kind) -> usize {
+    kinds.iter().position(|&k| k == kind).expect("known kind")
+}
+
+fn measure(setup: &Setup, kind: Kind, plan: &Plan) -> Result<Sample> {
+    let run_for = Duration::from_secs_f64(plan.seconds);
+    let server = setup.start(kind, plan.clients.max(4096) + 64)?;
+    let conn =
+        load::connection_rate(server.addr, CLIENT_THREADS, run_for).context("connection rate")?;
+    let rtt = load::round_trips(server.addr, run_for).context("round trips")?;
+    let bulk_mib_s = load::bulk(server.addr, plan.bulk_bytes).context("bulk")?;
+    let crowd =
+        load::crowd(server.addr, plan.clients, server.pid(), kind.forks()).context("crowd")?;
+    Ok(Sample {
+        conn,
+        rtt,
+        bulk_mib_s,
+        crowd,
+    })
+}
+
+fn raise_fd_limit(needed: usize) -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if (hard as usize) < needed {
+        bail!("--clients needs {needed} file descriptors; the hard limit is {hard} (ulimit -Hn)");
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+struct Report<'a> {
+    kinds: &'a [Kind],
+    samples: &'a BTreeMap<usize, Vec<Sample>>,
+    plan: &'a Plan,
+}
+
+impl Report<'_> {
+    fn of(&self, kind: Kind) -> &[Sample] {
+        &self.samples[&index(self.kinds, kind)]
+    }
+
+    fn median_of(&self, kind: Kind, f: impl Fn(&Sample) -> f64) -> f64 {
+        median(self.of(kind).iter().map(f).collect())
+    }
+
+    /// The median over rounds of this kind's value divided by the baseline's in the same round.
+    fn ratio(&self, kind: Kind, metric: &Metric) -> f64 {
+        let base = self.of(Kind::CFork);
+        median(
+            self.of(kind)
+                .iter()
+                .zip(base)
+                .map(|(s, b)| (metric.value)(s) / (metric.value)(b))
+                .collect(),
+        )
+    }
+
+    /// Per server (baseline excluded): its ratio for every metric.
+    fn ratio_rows(&self) -> Vec<(&'static str, Vec<(&'static str, f64)>)> {
+        self.kinds
+            .iter()
+            .filter(|&&k| k != Kind::CFork)
+            .map(|&k| {
+                let ratios = METRICS.iter().map(|m| (m.name, self.ratio(k, m))).collect();
+                (k.name(), ratios)
+            })
+            .collect()
+    }
+
+    fn markdown(&self) -> String {
+        let ms = |d: f64| d * 1e3;
+        let mut out = String::new();
+        let _ = writeln!(out, "{}\n", machine_line(self.plan));
+        out.push_str(
+            "| server | connections/s | conn p50 ms | conn p99 ms | round trips/s | rtt p50 ms | rtt p99 ms | bulk MiB/s | crowd setup s | KiB per connection | parent PSS KiB |\n",
+        );
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for &kind in self.kinds {
+            let m = |f: fn(&Sample) -> f64| self.median_of(kind, f);
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:.2} | {:.0} | {:.0} |",
+                kind.name(),
+                m(|s| s.conn.per_sec),
+                ms(m(|s| s.conn.p50.as_secs_f64())),
+                ms(m(|s| s.conn.p99.as_secs_f64())),
+                m(|s| s.rtt.per_sec),
+                ms(m(|s| s.rtt.p50.as_secs_f64())),
+                ms(m(|s| s.rtt.p99.as_secs_f64())),
+                m(|s| s.bulk_mib_s),
+                m(|s| s.crowd.setup.as_secs_f64()),
+                m(|s| s.crowd.per_connection_kib),
+                m(|s| s.crowd.parent_pss_kib),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nRatios to the C fork baseline (median of per-round ratios; for KiB and setup, lower is better):\n"
+        );
+        out.push_str("| server |");
+        for metric in &METRICS {
+            let _ = write!(out, " {} |", metric.name);
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(METRICS.len()));
+        out.push('\n');
+        for (name, ratios) in self.ratio_rows() {
+            let _ = write!(out, "| {name} |");
+            for (_, ratio) in ratios {
+                let _ = write!(out, " {ratio:.2} |");
+            }
+            out.push('\n');
+        }
+        out.push_str(&self.targets());
+        out
+    }
+
+    /// forkecho -q against issue #4's targets.
+    fn targets(&self) -> String {
+        let r = |i: usize| self.ratio(Kind::ForkechoQuiet, &METRICS[i]);
+        let check = |ok: bool| if ok { "met" } else { "NOT met" };
+        let mut out = String::from("\nTargets (forkecho -q / C fork):\n\n");
+        for (what, value, ok) in [
+            ("connections/s >= 1.00", r(0), r(0) >= 1.0),
+            ("round trips/s >= 1.00", r(1), r(1) >= 1.0),
+            ("bulk MiB/s >= 1.25", r(2), r(2) >= 1.25),
+            ("KiB per connection <= 1.15", r(3), r(3) <= 1.15),
+        ] {
+            let _ = writeln!(out, "- {what}: {value:.2}, {}", check(ok));
+        }
+        let _ = writeln!(
+            out,
+            "- {} concurrent clients echoed by every server",
+            self.plan.clients
+        );
+        out
+    }
+
+    fn json(&self) -> String {
+        let mut out = String::from("{\n");
+        let _ = writeln!(out, "  \"machine\": {:?},", machine_line(self.plan));
+        out.push_str("  \"servers\": {\n");
+        for (i, &kind) in self.kinds.iter().enumerate() {
+            let _ = writeln!(out, "    {:?}: {{", kind.id());
+            let _ = writeln!(out, "      \"name\": {:?},", kind.name());
+            out.push_str("      \"rounds\": [\n");
+            let rounds = self.of(kind);
+            for (j, s) in rounds.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "        {{\"connections_per_s\": {:.1}, \"conn_p50_ms\": {:.4}, \"conn_p99_ms\": {:.4}, \"round_trips_per_s\": {:.1}, \"rtt_p50_ms\": {:.4}, \"rtt_p99_ms\": {:.4}, \"bulk_mib_per_s\": {:.1}, \"crowd_clients\": {}, \"crowd_setup_s\": {:.4}, \"kib_per_connection\": {:.1}, \"parent_pss_kib\": {:.1}, \"children\": {}}}",
+                    s.conn.per_sec,
+                    s.conn.p50.as_secs_f64() * 1e3,
+                    s.conn.p99.as_secs_f64() * 1e3,
+                    s.rtt.per_sec,
+                    s.rtt.p50.as_secs_f64() * 1e3,
+                    s.rtt.p99.as_secs_f64() * 1e3,
+                    s.bulk_mib_s,
+                    self.plan.clients,
+                    s.crowd.setup.as_secs_f64(),
+                    s.crowd.per_connection_kib,
+                    s.crowd.parent_pss_kib,
+                    s.crowd.children
+                );
+                out.push_str(if j + 1 < rounds.len() { ",\n" } else { "\n" });
+            }
+            out.push_str("      ],\n      \"ratio_to_c_fork\": {");
+            for (k, metric) in METRICS.iter().enumerate() {
+                let sep = if k + 1 < METRICS.len() { ", " } else { "" };
+                let _ = write!(
+                    out,
+                    "{:?}: {:.4}{sep}",
+                    metric.name,
+                    self.ratio(kind, metric)
+                );
+            }
+            out.push_str("}\n    }");
+            out.push_str(if i + 1 < self.kinds.len() {
+                ",\n"
+            } else {
+                "\n"
+            });
+        }
+        out.push_str("  }\n}\n");
+        out
+    }
+}
+
+/// The machine and the run, for the table's heading.
+fn machine_line(plan: &Plan) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} × {cpu}, Linux {}; {} round(s), {} s per rate scenario, {} MiB bulk, {} concurrent clients{}",
+        kernel.trim(),
+        plan.rounds,
+        plan.seconds,
+        plan.bulk_bytes >> 20,
+        plan.clients,
+        if plan.quick { " (--quick)" } else { "" }
+    )
+}
