@@ -7,17 +7,20 @@
 //! the parent's atexit handlers and flush stdio buffers the child only holds copies of.
 
 use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::unistd::Pid;
 use socket2::Socket;
 
-use crate::echo::{self, End};
+use crate::echo::{self, End, Outcome};
 use crate::log::{Peer, Secs};
 use crate::logln;
 use crate::signals::{self, Blocked};
+use crate::splice::{self, Spliced};
 
 /// What every child needs to know, fixed at startup.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +31,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// The server-wide bytes-echoed counter, in memory shared with the parent.
     pub bytes_total: &'static AtomicU64,
+    /// Echo with splice(2) (falling back to read/write where it is refused), or read/write only.
+    pub splice: bool,
     pub parent: Pid,
 }
 
@@ -71,8 +76,13 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
         let _ = client.set_write_timeout(Some(config.idle_timeout));
     }
     let mut stream = TcpStream::from(client);
-    let mut buf = vec![0u8; config.buffer_size];
-    let mut outcome = echo::echo(&mut stream, &mut buf, config.bytes_total);
+    let mut outcome = match config.splice {
+        true => match splice::echo(&stream, config.buffer_size, config.bytes_total) {
+            Spliced::Done(outcome) => outcome,
+            Spliced::Unsupported => copy_echo(&mut stream, config),
+        },
+        false => copy_echo(&mut stream, config),
+    };
     if signals::child_stopped() {
         outcome.end = End::Shutdown;
     }
@@ -87,4 +97,29 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
+}
+
+/// The read/write echo, through a buffer of fresh anonymous memory: the child dirties only the
+/// pages its reads fill, where a zeroed heap allocation would dirty all of them at once.
+fn copy_echo(stream: &mut TcpStream, config: Config) -> Outcome {
+    let len = NonZeroUsize::new(config.buffer_size).expect("--buffer-size is at least 1");
+    // SAFETY: a fresh private anonymous mapping with no address hint aliases nothing.
+    let mapped = unsafe {
+        mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    };
+    match mapped {
+        Ok(ptr) => {
+            // The child never unmaps it (it ends with _exit) and nothing else refers to it.
+            // SAFETY: `len` readable, writable, zero-filled bytes, borrowed only here.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr().cast::<u8>(), len.get()) };
+            echo::echo(stream, buf, config.bytes_total)
+        }
+        Err(_) => echo::echo(stream, &mut vec![0u8; len.get()], config.bytes_total),
+    }
 }

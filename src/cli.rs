@@ -73,6 +73,11 @@ pub struct Options {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub grace: Duration,
 
+    /// Echo through a buffer with read(2)/write(2) instead of splice(2). splice moves the bytes
+    /// inside the kernel and is used by default (with this fallback wherever it is refused)
+    #[arg(long)]
+    pub no_splice: bool,
+
     /// After binding, switch to this user (name or numeric uid): needs root. Its primary group
     /// is used unless --group says otherwise
     #[arg(short, long, value_name = "USER")]
@@ -137,6 +142,7 @@ mod tests {
         assert_eq!(opts.idle_timeout, Duration::from_secs(300));
         assert_eq!(opts.grace, Duration::from_secs(5));
         assert_eq!((opts.user, opts.group), (None, None));
+        assert!(!opts.no_splice);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub enum End {
 
 impl End {
     /// `timed_out` is what a timeout means where the error happened (reading or writing).
-    fn from_error(err: io::Error, timed_out: End) -> End {
+    pub(crate) fn from_error(err: io::Error, timed_out: End) -> End {
         match err.kind() {
             ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
                 End::Reset

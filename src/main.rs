@@ -13,6 +13,7 @@ mod privileges;
 mod reaper;
 mod server;
 mod signals;
+mod splice;
 mod stats;
 
 use std::process::ExitCode;

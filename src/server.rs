@@ -75,6 +75,7 @@ pub fn run(options: &Options) -> Result<()> {
             quiet: options.quiet,
             idle_timeout: options.idle_timeout,
             bytes_total,
+            splice: !options.no_splice,
             parent: nix::unistd::getpid(),
         },
         max_clients: options.max_clients as usize,

@@ -99,3 +99,13 @@ fn ipv6_loopback_is_served_and_logged_as_ipv6() {
     let local = client.local_addr().unwrap();
     assert!(server.accept_line_for(local).contains("peer=[::1]:"));
 }
+
+#[test]
+fn the_read_write_fallback_echoes_exactly_too() {
+    // --no-splice forces the path forkecho takes where splice(2) is refused.
+    let server = Server::start(&["--no-splice", "--buffer-size", "1000"]);
+    let data = pattern(2, 4 << 20);
+    assert_same_bytes(&echo_through(server.connect(), &data), &data);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(256 * 64).collect();
+    assert_same_bytes(&echo_through(server.connect(), &binary), &binary);
+}

@@ -137,7 +137,16 @@ fn over_max_per_ip_a_client_is_closed_at_once_and_other_addresses_are_served() {
 
 #[test]
 fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let server = Server::start(&["--idle-timeout", "0.5"]);
+    silent_client_is_closed(&[]);
+}
+
+#[test]
+fn a_silent_client_is_closed_after_the_idle_timeout_without_splice() {
+    silent_client_is_closed(&["--no-splice"]);
+}
+
+fn silent_client_is_closed(extra: &[&str]) {
+    let server = Server::start(&[&["--idle-timeout", "0.5"], extra].concat());
     let (mut silent, _) = server.connected_child();
     assert!(read_until_closed(&mut silent).is_empty());
     let close = server.close_line_for(silent.local_addr().unwrap());
@@ -147,7 +156,16 @@ fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn a_client_that_never_reads_is_closed_while_another_is_served() {
-    let server = Server::start(&["--idle-timeout", "2"]);
+    stalled_client_is_closed(&[]);
+}
+
+#[test]
+fn a_client_that_never_reads_is_closed_while_another_is_served_without_splice() {
+    stalled_client_is_closed(&["--no-splice"]);
+}
+
+fn stalled_client_is_closed(extra: &[&str]) {
+    let server = Server::start(&[&["--idle-timeout", "2"], extra].concat());
     let stalled = server.connect();
     let stalled_addr = stalled.local_addr().unwrap();
     // Send, never read: the echo backs up until the child's write stalls, then times out.
