@@ -23,8 +23,10 @@ pub struct Child {
 #[derive(Default)]
 pub struct Children {
     live: HashMap<Pid, Child>,
-    /// Live children per client address (IPv4-mapped addresses counted as IPv4).
+    /// Live children per client address (IPv4-mapped addresses counted as IPv4), kept only
+    /// when `count_per_ip`: every write the parent makes after a fork costs the child a page.
     per_ip: HashMap<IpAddr, u32>,
+    count_per_ip: bool,
 }
 
 /// The address a client is counted under for `--max-per-ip`.
@@ -33,20 +35,28 @@ fn client_ip(peer: SocketAddr) -> IpAddr {
 }
 
 impl Children {
-    pub fn with_capacity(capacity: usize) -> Children {
+    /// A table for `capacity` children; `count_per_ip` keeps the per-address counts `serving`
+    /// answers from.
+    pub fn new(capacity: usize, count_per_ip: bool) -> Children {
         Children {
             live: HashMap::with_capacity(capacity),
-            per_ip: HashMap::with_capacity(capacity),
+            per_ip: HashMap::with_capacity(if count_per_ip { capacity } else { 0 }),
+            count_per_ip,
         }
     }
 
     pub fn insert(&mut self, pid: Pid, child: Child) {
-        *self.per_ip.entry(client_ip(child.peer)).or_default() += 1;
+        if self.count_per_ip {
+            *self.per_ip.entry(client_ip(child.peer)).or_default() += 1;
+        }
         self.live.insert(pid, child);
     }
 
     pub fn remove(&mut self, pid: Pid) -> Option<Child> {
         let child = self.live.remove(&pid)?;
+        if !self.count_per_ip {
+            return Some(child);
+        }
         if let Entry::Occupied(mut count) = self.per_ip.entry(client_ip(child.peer)) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
@@ -56,7 +66,7 @@ impl Children {
         Some(child)
     }
 
-    /// How many live children serve clients from `peer`'s address.
+    /// How many live children serve clients from `peer`'s address (0 unless counting per IP).
     pub fn serving(&self, peer: SocketAddr) -> u32 {
         self.per_ip.get(&client_ip(peer)).copied().unwrap_or(0)
     }
@@ -87,7 +97,7 @@ mod tests {
 
     #[test]
     fn tracks_insertions_and_removals() {
-        let mut children = Children::with_capacity(4);
+        let mut children = Children::new(4, false);
         children.insert(Pid::from_raw(10), child("127.0.0.1:5000"));
         children.insert(Pid::from_raw(11), child("127.0.0.1:5001"));
         assert_eq!(children.len(), 2);
@@ -101,7 +111,7 @@ mod tests {
 
     #[test]
     fn counts_per_address_across_ports_and_ipv4_mapping() {
-        let mut children = Children::default();
+        let mut children = Children::new(4, true);
         children.insert(Pid::from_raw(1), child("192.0.2.1:1000"));
         children.insert(Pid::from_raw(2), child("[::ffff:192.0.2.1]:1001"));
         children.insert(Pid::from_raw(3), child("192.0.2.2:1000"));
@@ -113,5 +123,14 @@ mod tests {
         children.remove(Pid::from_raw(1));
         assert_eq!(children.serving(probe), 0);
         assert_eq!(children.per_ip.len(), 1, "empty counts are dropped");
+    }
+
+    #[test]
+    fn without_per_ip_counting_nothing_is_counted() {
+        let mut children = Children::new(4, false);
+        children.insert(Pid::from_raw(1), child("192.0.2.1:1000"));
+        assert_eq!(children.serving("192.0.2.1:9".parse().unwrap()), 0);
+        assert!(children.per_ip.is_empty());
+        assert!(children.remove(Pid::from_raw(1)).is_some());
     }
 }

@@ -32,7 +32,11 @@ pub fn shared_byte_counter() -> Result<&'static AtomicU64> {
     // The mapping is never unmapped, and every access to it, here and in the children sharing
     // the page, is atomic.
     // SAFETY: zeroed, page-aligned memory is a valid AtomicU64 that lives for the whole process.
-    Ok(unsafe { page.cast::<AtomicU64>().as_ref() })
+    let counter = unsafe { page.cast::<AtomicU64>().as_ref() };
+    // Fault the page in now, in the parent: children then map the parent's page (shared) instead
+    // of each child's first add allocating it as memory of its own.
+    counter.store(0, Ordering::Relaxed);
+    Ok(counter)
 }
 
 /// What the parent counts.
