@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::unistd::Pid;
@@ -27,8 +27,6 @@ use crate::splice::{self, Spliced};
 pub struct Config {
     pub buffer_size: usize,
     pub quiet: bool,
-    /// Zero: no timeout.
-    pub idle_timeout: Duration,
     /// The server-wide bytes-echoed counter, in memory shared with the parent.
     pub bytes_total: &'static AtomicU64,
     /// Echo with splice(2) (falling back to read/write where it is refused), or read/write only.
@@ -67,14 +65,9 @@ pub fn serve(
 /// I/O failures (the parent logs those exits too).
 fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
     let started = Instant::now();
-    // Each read is written back at once; Nagle's algorithm would only hold small echoes back.
-    let _ = client.set_tcp_nodelay(true);
-    if !config.idle_timeout.is_zero() {
-        // A read that gets nothing, or a write that moves nothing, for this long fails with
-        // EAGAIN, which the echo loop reports as an idle or stalled client.
-        let _ = client.set_read_timeout(Some(config.idle_timeout));
-        let _ = client.set_write_timeout(Some(config.idle_timeout));
-    }
+    // TCP_NODELAY and the idle timeouts (SO_RCVTIMEO/SO_SNDTIMEO) came with the socket from the
+    // listener (`Listener::set_connection_options`). A read that gets nothing, or a write that
+    // moves nothing, for that long fails with EAGAIN: an idle or stalled client.
     let mut stream = TcpStream::from(client);
     let mut outcome = match config.splice {
         true => match splice::echo(&stream, config.buffer_size, config.bytes_total) {
@@ -86,6 +79,8 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
     if signals::child_stopped() {
         outcome.end = End::Shutdown;
     }
+    // _exit closes the connection: a close here would only be one more system call.
+    std::mem::forget(stream);
     if !config.quiet {
         logln!(
             "close peer={} pid={} bytes={} duration={} end={}",

@@ -8,6 +8,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -45,6 +46,24 @@ impl Listener {
             .and_then(|a| a.as_socket())
             .with_context(|| format!("unable to read the address bound for {addr}"))?;
         Ok(Listener { socket, addr })
+    }
+
+    /// Sets what every connection should start with: TCP_NODELAY (each read is written back at
+    /// once; Nagle's algorithm would only hold small echoes back) and, unless `idle_timeout` is
+    /// zero, SO_RCVTIMEO/SO_SNDTIMEO. Linux copies these into every accepted socket, so they
+    /// are set once here instead of three system calls in every child.
+    pub fn set_connection_options(&self, idle_timeout: Duration) -> Result<()> {
+        let addr = self.addr;
+        self.socket
+            .set_tcp_nodelay(true)
+            .with_context(|| format!("unable to set TCP_NODELAY on {addr}"))?;
+        if !idle_timeout.is_zero() {
+            self.socket
+                .set_read_timeout(Some(idle_timeout))
+                .and_then(|()| self.socket.set_write_timeout(Some(idle_timeout)))
+                .with_context(|| format!("unable to set the idle timeout on {addr}"))?;
+        }
+        Ok(())
     }
 
     /// The address actually bound, with the real port.
@@ -151,6 +170,32 @@ mod tests {
         let listener = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), 0, 16).unwrap();
         let err = listener.accept().expect_err("no connection is waiting");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_the_timeouts() {
+        let listener = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), 0, 16).unwrap();
+        listener
+            .set_connection_options(Duration::from_millis(1500))
+            .unwrap();
+        let _client = std::net::TcpStream::connect(listener.addr()).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((socket, _)) => break socket,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert!(accepted.tcp_nodelay().unwrap());
+        assert_eq!(
+            accepted.read_timeout().unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            accepted.write_timeout().unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(!accepted.nonblocking().unwrap(), "accepted sockets block");
     }
 
     #[test]

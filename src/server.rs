@@ -47,6 +47,7 @@ pub fn run(options: &Options) -> Result<()> {
     // Unknown users and groups are refused before anything is bound.
     let identity = privileges::resolve(options.user.as_deref(), options.group.as_deref())?;
     let listener = Listener::bind(options.bind, options.port, options.backlog)?;
+    listener.set_connection_options(options.idle_timeout)?;
     if let Some(identity) = &identity {
         privileges::drop_to(identity)?;
     }
@@ -73,7 +74,6 @@ pub fn run(options: &Options) -> Result<()> {
         child_config: child::Config {
             buffer_size: options.buffer_size,
             quiet: options.quiet,
-            idle_timeout: options.idle_timeout,
             bytes_total,
             splice: !options.no_splice,
             parent: nix::unistd::getpid(),
@@ -148,7 +148,7 @@ impl Parent {
                 }
             }
             was_full = full;
-            let (polled, listener_ready) = {
+            let (polled, signalled, listener_ready) = {
                 let listener = self.listener.as_ref().expect("listening until shutdown");
                 let mut fds = [
                     PollFd::new(self.wakeup.fd(), PollFlags::POLLIN),
@@ -159,8 +159,9 @@ impl Parent {
                 let timeout = pause.map_or(PollTimeout::NONE, timeout_of);
                 let fds = &mut fds[..watched];
                 let polled = poll(fds, timeout);
+                let signalled = fds[0].any().unwrap_or(false);
                 let ready = fds.len() == 2 && fds[1].any().unwrap_or(false);
-                (polled, ready)
+                (polled, signalled, ready)
             };
             if signals::stop_requested().is_some() {
                 return;
@@ -178,7 +179,9 @@ impl Parent {
                 }
                 std::thread::sleep(BACKOFF);
             }
-            self.wakeup.drain();
+            if signalled {
+                self.wakeup.drain();
+            }
             self.collect_exits();
             if signals::stats_requested() {
                 logln!("stats {}", self.snapshot());
