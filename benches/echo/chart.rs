@@ -56,10 +56,17 @@ pub fn draw(path: &Path, rows: &[(&str, Vec<(&str, f64)>)]) -> Result<()> {
     for (s, (name, ratios)) in rows.iter().enumerate() {
         let color = COLORS[s % COLORS.len()];
         chart
-            .draw_series(ratios.iter().enumerate().map(|(m, (_, v))| {
-                let x0 = m as f64 + 0.1 + s as f64 * width;
-                Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v.max(0.0))], color.filled())
-            }))
+            // A ratio against a zero baseline (too short a run to measure) is not drawn.
+            .draw_series(
+                ratios
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, v))| v.is_finite())
+                    .map(|(m, (_, v))| {
+                        let x0 = m as f64 + 0.1 + s as f64 * width;
+                        Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v.max(0.0))], color.filled())
+                    }),
+            )
             .map_err(|e| anyhow!("{e}"))?
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));

@@ -85,8 +85,57 @@ pub fn round_trips(addr: SocketAddr, run_for: Duration) -> Result<Rate> {
     Ok(rate(samples, started.elapsed()))
 }
 
+/// What scenario 3 found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bulk {
+    pub mib_per_s: f64,
+    /// CPU the server spent on the transfer (its own and its reaped children's), ms per GiB.
+    pub server_cpu_ms_per_gib: f64,
+}
+
+/// Scenario 3 with the server's CPU: `bulk`, then the CPU the server (and, once reaped, the
+/// child that served the transfer) used, from /proc/PID/stat.
+pub fn bulk_with_cpu(addr: SocketAddr, total: usize, server: Pid, forks: bool) -> Result<Bulk> {
+    // A child's time reaches the parent's cutime/cstime when it is reaped: wait for the
+    // children of earlier scenarios before the first reading, and for this one's after.
+    let all_reaped = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while forks && !children_of(server).is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    all_reaped();
+    let before = cpu_ticks(server)?;
+    let mib_per_s = bulk(addr, total)?;
+    all_reaped();
+    let used = cpu_ticks(server)? - before;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    let gib = total as f64 / (1u64 << 30) as f64;
+    Ok(Bulk {
+        mib_per_s,
+        server_cpu_ms_per_gib: used as f64 / ticks_per_s * 1e3 / gib,
+    })
+}
+
+/// utime + stime + cutime + cstime of `pid`, in clock ticks.
+fn cpu_ticks(pid: Pid) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .context("malformed stat")?
+        .1
+        .split(' ')
+        .collect();
+    // Fields 14-17 overall are the 12th-15th after "pid (comm) ".
+    fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().context("malformed stat"))
+        .sum()
+}
+
 /// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. MiB/s.
-pub fn bulk(addr: SocketAddr, total: usize) -> Result<f64> {
+fn bulk(addr: SocketAddr, total: usize) -> Result<f64> {
     let block = pattern(1 << 20);
     let stream = connect(addr)?;
     let mut writer = stream.try_clone()?;

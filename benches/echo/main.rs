@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use load::{Crowd, Rate};
+use load::{Bulk, Crowd, Rate};
 use servers::{Kind, Setup};
 
 /// Connection-rate client threads.
@@ -78,7 +78,7 @@ impl Plan {
 pub struct Sample {
     pub conn: Rate,
     pub rtt: Rate,
-    pub bulk_mib_s: f64,
+    pub bulk: Bulk,
     pub crowd: Crowd,
 }
 
@@ -90,7 +90,7 @@ pub struct Metric {
     pub value: fn(&Sample) -> f64,
 }
 
-pub const METRICS: [Metric; 5] = [
+pub const METRICS: [Metric; 6] = [
     Metric {
         name: "connections/s",
         higher_is_better: true,
@@ -104,7 +104,12 @@ pub const METRICS: [Metric; 5] = [
     Metric {
         name: "bulk MiB/s",
         higher_is_better: true,
-        value: |s| s.bulk_mib_s,
+        value: |s| s.bulk.mib_per_s,
+    },
+    Metric {
+        name: "bulk server CPU ms/GiB",
+        higher_is_better: false,
+        value: |s| s.bulk.server_cpu_ms_per_gib,
     },
     Metric {
         name: "KiB per connection",
@@ -182,13 +187,14 @@ fn measure(setup: &Setup, kind: Kind, plan: &Plan) -> Result<Sample> {
     let conn =
         load::connection_rate(server.addr, CLIENT_THREADS, run_for).context("connection rate")?;
     let rtt = load::round_trips(server.addr, run_for).context("round trips")?;
-    let bulk_mib_s = load::bulk(server.addr, plan.bulk_bytes).context("bulk")?;
+    let bulk = load::bulk_with_cpu(server.addr, plan.bulk_bytes, server.pid(), kind.forks())
+        .context("bulk")?;
     let crowd =
         load::crowd(server.addr, plan.clients, server.pid(), kind.forks()).context("crowd")?;
     Ok(Sample {
         conn,
         rtt,
-        bulk_mib_s,
+        bulk,
         crowd,
     })
 }
@@ -257,14 +263,14 @@ impl Report<'_> {
         let mut out = String::new();
         let _ = writeln!(out, "{}\n", machine_line(self.plan));
         out.push_str(
-            "| server | connections/s | conn p50 ms | conn p99 ms | round trips/s | rtt p50 ms | rtt p99 ms | bulk MiB/s | crowd setup s | KiB per connection | parent PSS KiB |\n",
+            "| server | connections/s | conn p50 ms | conn p99 ms | round trips/s | rtt p50 ms | rtt p99 ms | bulk MiB/s | bulk server CPU ms/GiB | crowd setup s | KiB per connection | parent PSS KiB |\n",
         );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for &kind in self.kinds {
             let m = |f: fn(&Sample) -> f64| self.median_of(kind, f);
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:.2} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
                 kind.name(),
                 m(|s| s.conn.per_sec),
                 ms(m(|s| s.conn.p50.as_secs_f64())),
@@ -272,7 +278,8 @@ impl Report<'_> {
                 m(|s| s.rtt.per_sec),
                 ms(m(|s| s.rtt.p50.as_secs_f64())),
                 ms(m(|s| s.rtt.p99.as_secs_f64())),
-                m(|s| s.bulk_mib_s),
+                m(|s| s.bulk.mib_per_s),
+                m(|s| s.bulk.server_cpu_ms_per_gib),
                 m(|s| s.crowd.setup.as_secs_f64()),
                 m(|s| s.crowd.per_connection_kib),
                 m(|s| s.crowd.parent_pss_kib),
@@ -280,7 +287,7 @@ impl Report<'_> {
         }
         let _ = writeln!(
             out,
-            "\nRatios to the C fork baseline (median of per-round ratios; for KiB and setup, lower is better):\n"
+            "\nRatios to the C fork baseline (median of per-round ratios; for CPU, KiB and setup, lower is better):\n"
         );
         out.push_str("| server |");
         for metric in &METRICS {
@@ -309,10 +316,15 @@ impl Report<'_> {
             ("connections/s >= 1.00", r(0), r(0) >= 1.0),
             ("round trips/s >= 1.00", r(1), r(1) >= 1.0),
             ("bulk MiB/s >= 1.25", r(2), r(2) >= 1.25),
-            ("KiB per connection <= 1.15", r(3), r(3) <= 1.15),
+            ("KiB per connection <= 1.15", r(4), r(4) <= 1.15),
         ] {
             let _ = writeln!(out, "- {what}: {value:.2}, {}", check(ok));
         }
+        let _ = writeln!(
+            out,
+            "- (bulk server CPU per GiB, lower is better: {:.2})",
+            r(3)
+        );
         let _ = writeln!(
             out,
             "- {} concurrent clients echoed by every server",
@@ -333,14 +345,15 @@ impl Report<'_> {
             for (j, s) in rounds.iter().enumerate() {
                 let _ = write!(
                     out,
-                    "        {{\"connections_per_s\": {:.1}, \"conn_p50_ms\": {:.4}, \"conn_p99_ms\": {:.4}, \"round_trips_per_s\": {:.1}, \"rtt_p50_ms\": {:.4}, \"rtt_p99_ms\": {:.4}, \"bulk_mib_per_s\": {:.1}, \"crowd_clients\": {}, \"crowd_setup_s\": {:.4}, \"kib_per_connection\": {:.1}, \"parent_pss_kib\": {:.1}, \"children\": {}}}",
+                    "        {{\"connections_per_s\": {:.1}, \"conn_p50_ms\": {:.4}, \"conn_p99_ms\": {:.4}, \"round_trips_per_s\": {:.1}, \"rtt_p50_ms\": {:.4}, \"rtt_p99_ms\": {:.4}, \"bulk_mib_per_s\": {:.1}, \"bulk_server_cpu_ms_per_gib\": {:.1}, \"crowd_clients\": {}, \"crowd_setup_s\": {:.4}, \"kib_per_connection\": {:.1}, \"parent_pss_kib\": {:.1}, \"children\": {}}}",
                     s.conn.per_sec,
                     s.conn.p50.as_secs_f64() * 1e3,
                     s.conn.p99.as_secs_f64() * 1e3,
                     s.rtt.per_sec,
                     s.rtt.p50.as_secs_f64() * 1e3,
                     s.rtt.p99.as_secs_f64() * 1e3,
-                    s.bulk_mib_s,
+                    s.bulk.mib_per_s,
+                    s.bulk.server_cpu_ms_per_gib,
                     self.plan.clients,
                     s.crowd.setup.as_secs_f64(),
                     s.crowd.per_connection_kib,
