@@ -70,7 +70,7 @@ pub fn run(options: &Options) -> Result<()> {
     let mut parent = Parent {
         listener: Some(listener),
         wakeup,
-        children: Children::new(1024, options.max_per_ip > 0),
+        children: Children::new(options.max_clients as usize, options.max_per_ip > 0)?,
         child_config: child::Config {
             buffer_size: options.buffer_size,
             quiet: options.quiet,
