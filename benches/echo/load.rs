@@ -93,54 +93,62 @@ pub struct Bulk {
     pub server_cpu_ms_per_gib: f64,
 }
 
-/// Scenario 3 with the server's CPU: `bulk`, then the CPU the server (and, once reaped, the
-/// child that served the transfer) used, from /proc/PID/stat.
+/// Scenario 3 with the server's CPU time for it, in nanoseconds from /proc/PID/schedstat:
+/// the child serving the transfer (read while it waits for the half-close), or the sum over
+/// the threaded server's threads.
 pub fn bulk_with_cpu(addr: SocketAddr, total: usize, server: Pid, forks: bool) -> Result<Bulk> {
-    // A child's time reaches the parent's cutime/cstime when it is reaped: wait for the
-    // children of earlier scenarios before the first reading, and for this one's after.
-    let all_reaped = || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while forks && !children_of(server).is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
+    // Earlier scenarios' children must be gone so the serving child is the only one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while forks && !children_of(server).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let before = if forks { 0 } else { threads_cpu_ns(server) };
+    let measure = || -> Result<u64> {
+        if !forks {
+            return Ok(threads_cpu_ns(server) - before);
         }
+        let child = *children_of(server)
+            .first()
+            .context("no child serving the transfer")?;
+        schedstat_ns(&format!("/proc/{child}/schedstat"))
     };
-    all_reaped();
-    let before = cpu_ticks(server)?;
-    let mib_per_s = bulk(addr, total)?;
-    all_reaped();
-    let used = cpu_ticks(server)? - before;
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_s = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    let (mib_per_s, cpu_ns) = bulk(addr, total, measure)?;
     let gib = total as f64 / (1u64 << 30) as f64;
     Ok(Bulk {
         mib_per_s,
-        server_cpu_ms_per_gib: used as f64 / ticks_per_s * 1e3 / gib,
+        server_cpu_ms_per_gib: cpu_ns as f64 / 1e6 / gib,
     })
 }
 
-/// utime + stime + cutime + cstime of `pid`, in clock ticks.
-fn cpu_ticks(pid: Pid) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .context("malformed stat")?
-        .1
-        .split(' ')
-        .collect();
-    // Fields 14-17 overall are the 12th-15th after "pid (comm) ".
-    fields[11..15]
-        .iter()
-        .map(|f| f.parse::<u64>().context("malformed stat"))
-        .sum()
+/// Nanoseconds on CPU, the first field of a schedstat file.
+fn schedstat_ns(path: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("malformed {path}"))
 }
 
-/// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. MiB/s.
-fn bulk(addr: SocketAddr, total: usize) -> Result<f64> {
+/// Nanoseconds on CPU summed over the live threads of `pid`.
+fn threads_cpu_ns(pid: Pid) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| schedstat_ns(&format!("{}/schedstat", t.path().display())).ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. Returns
+/// MiB/s and what `measure` returned once every byte had come back, just before the half-close.
+fn bulk(addr: SocketAddr, total: usize, measure: impl Fn() -> Result<u64>) -> Result<(f64, u64)> {
     let block = pattern(1 << 20);
     let stream = connect(addr)?;
     let mut writer = stream.try_clone()?;
     let started = Instant::now();
-    let received = thread::scope(|scope| -> Result<usize> {
+    let received = thread::scope(|scope| -> Result<(usize, Option<u64>)> {
         let sender = scope.spawn(|| -> Result<()> {
             let mut sent = 0;
             while sent < total {
@@ -148,13 +156,19 @@ fn bulk(addr: SocketAddr, total: usize) -> Result<f64> {
                 writer.write_all(&block[..n])?;
                 sent += n;
             }
-            writer.shutdown(Shutdown::Write)?;
             Ok(())
         });
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0usize;
         let mut reader = &stream;
+        let mut measured = None;
         loop {
+            if got == total && measured.is_none() {
+                // Everything came back and the server is waiting for more: measure it now,
+                // then half-close; the server must answer with EOF.
+                measured = Some(measure()?);
+                stream.shutdown(Shutdown::Write)?;
+            }
             let n = reader.read(&mut buf)?;
             if n == 0 {
                 break;
@@ -174,13 +188,16 @@ fn bulk(addr: SocketAddr, total: usize) -> Result<f64> {
             got += n;
         }
         sender.join().expect("sender thread")?;
-        Ok(got)
+        Ok((got, measured))
     })?;
+    let (received, measured) = received;
     ensure!(
         received == total,
         "bulk echo returned {received} of {total} bytes"
     );
-    Ok(total as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64())
+    let measured = measured.context("the echo ended before all bytes came back")?;
+    let mib_per_s = total as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
+    Ok((mib_per_s, measured))
 }
 
 /// What scenario 4 found.
