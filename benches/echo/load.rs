@@ -93,9 +93,9 @@ pub struct Bulk {
     pub server_cpu_ms_per_gib: f64,
 }
 
-/// Scenario 3 with the server's CPU time for it, in nanoseconds from /proc/PID/schedstat:
-/// the child serving the transfer (read while it waits for the half-close), or the sum over
-/// the threaded server's threads.
+/// Scenario 3 with the server's CPU time for it: the child serving the transfer, from its
+/// /proc/PID/schedstat (nanoseconds) while it waits for the half-close; or the threaded
+/// server's process time.
 pub fn bulk_with_cpu(addr: SocketAddr, total: usize, server: Pid, forks: bool) -> Result<Bulk> {
     // Earlier scenarios' children must be gone so the serving child is the only one.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -105,7 +105,7 @@ pub fn bulk_with_cpu(addr: SocketAddr, total: usize, server: Pid, forks: bool) -
     let before = if forks { 0 } else { threads_cpu_ns(server) };
     let measure = || -> Result<u64> {
         if !forks {
-            return Ok(threads_cpu_ns(server) - before);
+            return Ok(threads_cpu_ns(server).saturating_sub(before));
         }
         let child = *children_of(server)
             .first()
@@ -129,16 +129,26 @@ fn schedstat_ns(path: &str) -> Result<u64> {
         .with_context(|| format!("malformed {path}"))
 }
 
-/// Nanoseconds on CPU summed over the live threads of `pid`.
+/// Nanoseconds on CPU of process `pid`, all its threads, exited ones included: utime + stime
+/// from /proc/PID/stat (clock-tick resolution; per-thread schedstat loses exited threads).
 fn threads_cpu_ns(pid: Pid) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .filter_map(|t| schedstat_ns(&format!("{}/schedstat", t.path().display())).ok())
-                .sum()
+    let ticks: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(") ")?
+                .1
+                .split(' ')
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum())
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_s = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as u64;
+    ticks * 1_000_000_000 / per_s.max(1)
 }
 
 /// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. Returns
