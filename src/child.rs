@@ -109,10 +109,10 @@ fn copy_echo(stream: &mut TcpStream, config: Config) -> Outcome {
     };
     match mapped {
         Ok(ptr) => {
+            let start = ptr.as_ptr().cast::<u8>();
             // The child never unmaps it (it ends with _exit) and nothing else refers to it.
             // SAFETY: `len` readable, writable, zero-filled bytes, borrowed only here.
-            let buf =
-                unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr().cast::<u8>(), len.get()) };
+            let buf = unsafe { std::slice::from_raw_parts_mut(start, len.get()) };
             echo::echo(stream, buf, config.bytes_total)
         }
         Err(_) => echo::echo(stream, &mut vec![0u8; len.get()], config.bytes_total),

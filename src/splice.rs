@@ -82,30 +82,30 @@ mod tests {
     /// what the client got back and the outcome.
     fn through_splice(data: &[u8], chunk: usize) -> (Vec<u8>, Outcome, u64) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = thread::spawn(move || {
-            let (socket, _) = listener.accept().unwrap();
-            let total = AtomicU64::new(0);
-            match echo(&socket, chunk, &total) {
-                Spliced::Done(outcome) => (outcome, total.load(Ordering::Relaxed)),
-                Spliced::Unsupported => panic!("splice unsupported on a TCP socket"),
-            }
-        });
-        let client = TcpStream::connect(addr).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
+        let (socket, _) = listener.accept().unwrap();
         let mut writer = client.try_clone().unwrap();
-        let data_owned = data.to_vec();
-        let sender = thread::spawn(move || {
-            writer.write_all(&data_owned).unwrap();
-            writer.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut back = Vec::new();
-        (&client).read_to_end(&mut back).unwrap();
-        sender.join().unwrap();
-        let (outcome, total) = server.join().unwrap();
-        (back, outcome, total)
+        thread::scope(|scope| {
+            // The thread owns the socket, so it closes (FIN) when the echo ends.
+            let server = scope.spawn(move || {
+                let total = AtomicU64::new(0);
+                match echo(&socket, chunk, &total) {
+                    Spliced::Done(outcome) => (outcome, total.load(Ordering::Relaxed)),
+                    Spliced::Unsupported => panic!("splice unsupported on a TCP socket"),
+                }
+            });
+            scope.spawn(move || {
+                writer.write_all(data).unwrap();
+                writer.shutdown(Shutdown::Write).unwrap();
+            });
+            let mut back = Vec::new();
+            (&client).read_to_end(&mut back).unwrap();
+            let (outcome, total) = server.join().unwrap();
+            (back, outcome, total)
+        })
     }
 
     #[test]

@@ -6,6 +6,8 @@
  * usage: fork_server PORT   (binds 127.0.0.1; PORT 0 = any free port)
  * Prints "listening on 127.0.0.1:PORT" on stdout once listening, like forkecho.
  */
+#include "echo_common.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -25,19 +27,6 @@ static void sig_chld(int signo) {
     errno = saved;
 }
 
-static int write_all(int fd, const char *buf, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static void str_echo(int fd) {
     static char buf[65536];
     for (;;) {
@@ -55,19 +44,7 @@ static void str_echo(int fd) {
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 9999;
     signal(SIGPIPE, SIG_IGN);
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    if (lfd < 0) { perror("socket"); return 1; }
-    int on = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons((unsigned short)port);
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("bind"); return 1; }
-    if (listen(lfd, 1024) < 0) { perror("listen"); return 1; }
-    socklen_t alen = sizeof addr;
-    getsockname(lfd, (struct sockaddr *)&addr, &alen);
+    int lfd = listen_on_loopback(port);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -76,8 +53,6 @@ int main(int argc, char **argv) {
     sa.sa_flags = SA_RESTART;
     sigaction(SIGCHLD, &sa, NULL);
 
-    printf("listening on 127.0.0.1:%d\n", ntohs(addr.sin_port));
-    fflush(stdout);
     for (;;) {
         int cfd = accept(lfd, NULL, NULL);
         if (cfd < 0) {

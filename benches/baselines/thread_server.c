@@ -5,6 +5,8 @@
  * usage: thread_server PORT   (binds 127.0.0.1; PORT 0 = any free port)
  * Prints "listening on 127.0.0.1:PORT" on stdout once listening, like forkecho.
  */
+#include "echo_common.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -16,19 +18,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static int write_all(int fd, const char *buf, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static void *serve(void *arg) {
     int fd = (int)(intptr_t)arg;
@@ -49,27 +38,13 @@ static void *serve(void *arg) {
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 9999;
     signal(SIGPIPE, SIG_IGN);
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    if (lfd < 0) { perror("socket"); return 1; }
-    int on = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons((unsigned short)port);
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("bind"); return 1; }
-    if (listen(lfd, 1024) < 0) { perror("listen"); return 1; }
-    socklen_t alen = sizeof addr;
-    getsockname(lfd, (struct sockaddr *)&addr, &alen);
+    int lfd = listen_on_loopback(port);
 
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
 
-    printf("listening on 127.0.0.1:%d\n", ntohs(addr.sin_port));
-    fflush(stdout);
     for (;;) {
         int cfd = accept(lfd, NULL, NULL);
         if (cfd < 0) {
