@@ -159,7 +159,9 @@ impl Parent {
                 let timeout = pause.map_or(PollTimeout::NONE, timeout_of);
                 let fds = &mut fds[..watched];
                 let polled = poll(fds, timeout);
-                let signalled = fds[0].any().unwrap_or(false);
+                // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than
+                // pay another poll to find it.
+                let signalled = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
                 let ready = fds.len() == 2 && fds[1].any().unwrap_or(false);
                 (polled, signalled, ready)
             };
