@@ -7,18 +7,18 @@
 //! the parent's atexit handlers and flush stdio buffers the child only holds copies of.
 
 use std::net::{SocketAddr, TcpStream};
-use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use nix::sys::mman::MapFlags;
 use nix::unistd::Pid;
 use socket2::Socket;
 
 use crate::echo::{self, End, Outcome};
 use crate::log::{Peer, Secs};
 use crate::logln;
+use crate::memory;
 use crate::signals::{self, Blocked};
 use crate::splice::{self, Spliced};
 
@@ -79,8 +79,8 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
     if signals::child_stopped() {
         outcome.end = End::Shutdown;
     }
-    // _exit closes the connection: a close here would only be one more system call.
-    std::mem::forget(stream);
+    // Close before logging, so the client's FIN does not wait for the log line.
+    drop(stream);
     if !config.quiet {
         logln!(
             "close peer={} pid={} bytes={} duration={} end={}",
@@ -97,24 +97,14 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
 /// The read/write echo, through a buffer of fresh anonymous memory: the child dirties only the
 /// pages its reads fill, where a zeroed heap allocation would dirty all of them at once.
 fn copy_echo(stream: &mut TcpStream, config: Config) -> Outcome {
-    let len = NonZeroUsize::new(config.buffer_size).expect("--buffer-size is at least 1");
-    // SAFETY: a fresh private anonymous mapping with no address hint aliases nothing.
-    let mapped = unsafe {
-        mmap_anonymous(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE,
-        )
-    };
-    match mapped {
-        Ok(ptr) => {
-            let start = ptr.as_ptr().cast::<u8>();
+    let len = config.buffer_size;
+    match memory::map(len, MapFlags::MAP_PRIVATE) {
+        Ok(start) => {
             // The child never unmaps it (it ends with _exit) and nothing else refers to it.
             // SAFETY: `len` readable, writable, zero-filled bytes, borrowed only here.
-            let buf = unsafe { std::slice::from_raw_parts_mut(start, len.get()) };
+            let buf = unsafe { std::slice::from_raw_parts_mut(start.as_ptr(), len) };
             echo::echo(stream, buf, config.bytes_total)
         }
-        Err(_) => echo::echo(stream, &mut vec![0u8; len.get()], config.bytes_total),
+        Err(_) => echo::echo(stream, &mut vec![0u8; len], config.bytes_total),
     }
 }

@@ -14,14 +14,14 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous};
+use nix::sys::mman::{MapFlags, MmapAdvise, madvise};
 use nix::unistd::Pid;
 
 use crate::log::Peer;
+use crate::memory;
 
 /// What the parent remembers of one child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +63,11 @@ impl Children {
     /// `serving` answers from.
     pub fn new(capacity: usize, count_per_ip: bool) -> Result<Children> {
         let slots = (capacity.max(1) * 2).next_power_of_two();
-        let bytes = NonZeroUsize::new(slots * size_of::<Slot>()).expect("non-zero");
-        let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE;
-        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        // SAFETY: a fresh anonymous mapping with no address hint aliases nothing.
-        let mapping = unsafe { mmap_anonymous(None, bytes, prot, flags) }
+        let bytes = slots * size_of::<Slot>();
+        let mapping = memory::map(bytes, MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE)
             .with_context(|| format!("unable to map the child table ({bytes} bytes)"))?;
         // SAFETY: the range is exactly the mapping just made; DONTFORK only affects children.
-        unsafe { madvise(mapping, bytes.get(), MmapAdvise::MADV_DONTFORK) }
+        unsafe { madvise(mapping.cast(), bytes, MmapAdvise::MADV_DONTFORK) }
             .context("unable to keep the child table out of children (MADV_DONTFORK)")?;
         // The mapping is never unmapped and only this table refers to it.
         // SAFETY: zero-filled, page-aligned memory is `slots` valid, aligned, empty Slots.

@@ -9,6 +9,7 @@ mod cli;
 mod echo;
 mod listener;
 mod log;
+mod memory;
 mod privileges;
 mod reaper;
 mod server;

@@ -6,29 +6,19 @@
 //! parent reads it. Atomics on shared memory are async-signal-safe and need no locks.
 
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use nix::sys::mman::MapFlags;
 
 use crate::log::Secs;
+use crate::memory;
 
 /// Maps one shared page holding the bytes-echoed counter; it stays mapped for the process's life.
 pub fn shared_byte_counter() -> Result<&'static AtomicU64> {
-    let len = NonZeroUsize::new(4096).expect("non-zero");
-    // A fresh anonymous mapping aliases nothing, and arrives zero-filled and page-aligned.
-    // SAFETY: mmap_anonymous with no address hint cannot clobber any existing mapping.
-    let page = unsafe {
-        mmap_anonymous(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-        )
-    }
-    .context("unable to map shared memory for the byte counter")?;
+    let page = memory::map(4096, MapFlags::MAP_SHARED)
+        .context("unable to map shared memory for the byte counter")?;
     // The mapping is never unmapped, and every access to it, here and in the children sharing
     // the page, is atomic.
     // SAFETY: zeroed, page-aligned memory is a valid AtomicU64 that lives for the whole process.

@@ -102,10 +102,10 @@ pub fn bulk_with_cpu(addr: SocketAddr, total: usize, server: Pid, forks: bool) -
     while forks && !children_of(server).is_empty() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
     }
-    let before = if forks { 0 } else { threads_cpu_ns(server) };
+    let before = if forks { 0 } else { process_cpu_ns(server) };
     let measure = || -> Result<u64> {
         if !forks {
-            return Ok(threads_cpu_ns(server).saturating_sub(before));
+            return Ok(process_cpu_ns(server).saturating_sub(before));
         }
         let child = *children_of(server)
             .first()
@@ -131,7 +131,7 @@ fn schedstat_ns(path: &str) -> Result<u64> {
 
 /// Nanoseconds on CPU of process `pid`, all its threads, exited ones included: utime + stime
 /// from /proc/PID/stat (clock-tick resolution; per-thread schedstat loses exited threads).
-fn threads_cpu_ns(pid: Pid) -> u64 {
+fn process_cpu_ns(pid: Pid) -> u64 {
     let ticks: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
