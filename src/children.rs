@@ -17,7 +17,6 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use nix::sys::mman::{MapFlags, MmapAdvise, madvise};
 use nix::unistd::Pid;
 
 use crate::log::Peer;
@@ -64,11 +63,8 @@ impl Children {
     pub fn new(capacity: usize, count_per_ip: bool) -> Result<Children> {
         let slots = (capacity.max(1) * 2).next_power_of_two();
         let bytes = slots * size_of::<Slot>();
-        let mapping = memory::map(bytes, MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE)
+        let mapping = memory::map_parent_only(bytes)
             .with_context(|| format!("unable to map the child table ({bytes} bytes)"))?;
-        // SAFETY: the range is exactly the mapping just made; DONTFORK only affects children.
-        unsafe { madvise(mapping.cast(), bytes, MmapAdvise::MADV_DONTFORK) }
-            .context("unable to keep the child table out of children (MADV_DONTFORK)")?;
         // The mapping is never unmapped and only this table refers to it.
         // SAFETY: zero-filled, page-aligned memory is `slots` valid, aligned, empty Slots.
         let slots = unsafe { std::slice::from_raw_parts_mut(mapping.as_ptr().cast(), slots) };

@@ -1,7 +1,7 @@
 //! Reaping exited children from the SIGCHLD handler, and handing their statuses to the main loop.
 //!
 //! The handler calls `reap`, which runs `waitpid(WNOHANG)` until no exited child is left and
-//! pushes each (pid, raw status) into `EXITS`, a fixed ring of atomics. The main loop pops them
+//! pushes each (pid, raw status) into `exits()`, a fixed ring of atomics. The main loop pops them
 //! and does the logging and bookkeeping the handler may not do. Nothing here allocates or locks.
 //!
 //! The ring has one producer at a time: the handler (SIGCHLD is blocked while its own handler
@@ -9,13 +9,42 @@
 //! as zombies and raises `backlogged`; the consumer reaps them once it has made room, so a burst
 //! of exits larger than the ring is delayed, never lost.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+
+use crate::memory;
 
 /// How many exits can wait for the main loop. A burst beyond this waits as zombies for a moment.
 const CAPACITY: usize = 1024;
 
-/// The ring the SIGCHLD handler fills and the main loop drains.
-pub static EXITS: Ring = Ring::new();
+/// The ring the SIGCHLD handler fills and the main loop drains, once `init` has mapped it.
+static EXITS: AtomicPtr<Ring> = AtomicPtr::new(ptr::null_mut());
+
+/// Maps the ring in memory children do not inherit, so the handler's and the main loop's writes
+/// after each fork cost no page copies (see `memory`). Call before the SIGCHLD handler exists.
+pub fn init() -> Result<()> {
+    if EXITS.load(Ordering::Acquire).is_null() {
+        let ring = memory::map_parent_only(size_of::<Ring>())
+            .context("unable to map the reaper's ring")?;
+        // Zero-filled memory is a valid empty Ring: it is all atomics whose zero means empty.
+        EXITS.store(ring.as_ptr().cast(), Ordering::Release);
+    }
+    Ok(())
+}
+
+/// The ring `init` mapped.
+pub fn exits() -> &'static Ring {
+    let ring = EXITS.load(Ordering::Acquire);
+    assert!(
+        !ring.is_null(),
+        "reaper::init runs before any handler or loop"
+    );
+    // SAFETY: non-null means `init` stored a mapping of a whole Ring that is never unmapped,
+    // page-aligned and zero-filled, which is a valid Ring; a Ring is only used through `&`.
+    unsafe { &*ring }
+}
 
 /// A single-producer single-consumer ring of (pid, wait status) pairs, safe to push from a
 /// signal handler that interrupts the consumer.
@@ -30,6 +59,7 @@ pub struct Ring {
 }
 
 impl Ring {
+    #[cfg(test)]
     pub const fn new() -> Ring {
         Ring {
             slots: [const { AtomicU64::new(0) }; CAPACITY],

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
@@ -26,6 +26,7 @@ use crate::cli::Options;
 use crate::listener::{self, Listener};
 use crate::log::{Peer, RateLimit, Secs, Suppressed};
 use crate::logln;
+use crate::memory::ForkShared;
 use crate::privileges;
 use crate::reaper;
 use crate::signals::{self, Wakeup};
@@ -67,7 +68,8 @@ pub fn run(options: &Options) -> Result<()> {
     if let Some(identity) = &identity {
         logln!("privileges dropped {}", identity.description);
     }
-    let mut parent = Parent {
+    // In memory fork does not write-protect: updating it after every fork costs no page copies.
+    let mut parent = ForkShared::new(Parent {
         listener: Some(listener),
         wakeup,
         children: Children::new(options.max_clients as usize, options.max_per_ip > 0)?,
@@ -89,7 +91,8 @@ pub fn run(options: &Options) -> Result<()> {
         refusal_warnings: RateLimit::new(WARN_INTERVAL),
         capacity_warnings: RateLimit::new(WARN_INTERVAL),
         stopping: false,
-    };
+    })
+    .context("unable to map the server's state")?;
     parent.serve();
     parent.shutdown();
     Ok(())
@@ -259,22 +262,16 @@ impl Parent {
     /// Forks a child for `client`. The handled signals stay blocked across fork so no handler
     /// runs in the child, and so the child's SIGCHLD cannot be handled before it is in the table.
     fn spawn(&mut self, client: Socket, peer: SocketAddr) {
+        let listener = self.listener.as_ref().expect("listening").raw_fd();
+        let [pipe_read, pipe_write] = self.wakeup.raw_fds();
+        let inherited = [listener, pipe_read, pipe_write];
+        let config = self.child_config;
         let blocked = signals::block();
         // The parent never starts a thread; signal handlers run on the main thread and are
         // blocked here. So the child may use the allocator and anything else, as the parent could.
         // SAFETY: fork in a single-threaded process leaves the child in a consistent state.
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => {
-                let listener = self.listener.as_ref().expect("listening").raw_fd();
-                let [pipe_read, pipe_write] = self.wakeup.raw_fds();
-                child::serve(
-                    blocked,
-                    client,
-                    peer,
-                    &[listener, pipe_read, pipe_write],
-                    self.child_config,
-                )
-            }
+            Ok(ForkResult::Child) => child::serve(blocked, client, peer, &inherited, config),
             Ok(ForkResult::Parent { child }) => {
                 self.children.insert(
                     child,
@@ -321,11 +318,11 @@ impl Parent {
 
     /// Takes the exits the SIGCHLD handler reaped, logging the abnormal ones.
     fn collect_exits(&mut self) {
-        while reaper::EXITS.drain(|pid, status| self.child_exited(Pid::from_raw(pid), status)) {
+        while reaper::exits().drain(|pid, status| self.child_exited(Pid::from_raw(pid), status)) {
             // The ring overflowed and the handler left zombies: reap them here, with SIGCHLD
             // blocked so this loop is the ring's only producer meanwhile.
             let _blocked = signals::block();
-            reaper::EXITS.reap();
+            reaper::exits().reap();
         }
     }
 
@@ -358,7 +355,7 @@ impl Parent {
 
     /// Closes the listener, asks the children to stop (SIGTERM: each closes its connection), waits
     /// up to `--grace` (cut short by a second stop signal), then SIGKILLs the rest and reaps them.
-    fn shutdown(mut self) {
+    fn shutdown(&mut self) {
         let Some((signal, stops)) = signals::stop_requested() else {
             return;
         };

@@ -4,7 +4,7 @@
 //! Handlers installed with signal-hook use SA_RESTART, so a parent blocked in accept(2) would
 //! never notice them. Instead every handler writes one byte to a non-blocking self-pipe that the
 //! main loop polls beside the listener. The handlers only do async-signal-safe work: SIGCHLD
-//! reaps into `reaper::EXITS`; SIGTERM, SIGINT and SIGHUP count a stop request; SIGUSR1 asks for
+//! reaps into `reaper::exits()`; SIGTERM, SIGINT and SIGHUP count a stop request; SIGUSR1 asks for
 //! a statistics line. Around fork the parent blocks these signals (`block`) so a signal can never
 //! run the parent's handlers in a half-made child; the child installs its own (`prepare_child`)
 //! before it unblocks them.
@@ -84,6 +84,7 @@ pub fn install() -> Result<Wakeup> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
         .context("unable to create the self-pipe")?;
     WAKE_FD.store(write.as_raw_fd(), Ordering::Release);
+    reaper::init()?;
     // The action only calls waitpid(2), touches atomics and writes to a pipe: no allocation, no
     // locks, no panics.
     // SAFETY: the action is async-signal-safe.
@@ -111,7 +112,7 @@ pub fn stats_requested() -> bool {
 }
 
 fn on_sigchld() {
-    reaper::EXITS.reap();
+    reaper::exits().reap();
     wake();
 }
 
