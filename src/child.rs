@@ -15,7 +15,7 @@ use nix::sys::mman::MapFlags;
 use nix::unistd::Pid;
 use socket2::Socket;
 
-use crate::echo::{self, End, Outcome};
+use crate::echo::{self, Echoed, End, Outcome};
 use crate::log::{Peer, Secs};
 use crate::logln;
 use crate::memory;
@@ -70,10 +70,7 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
     // moves nothing, for that long fails with EAGAIN: an idle or stalled client.
     let mut stream = TcpStream::from(client);
     let mut outcome = match config.splice {
-        true => match splice::echo(&stream, config.buffer_size, config.bytes_total) {
-            Spliced::Done(outcome) => outcome,
-            Spliced::Unsupported => copy_echo(&mut stream, config),
-        },
+        true => small_then_splice(&mut stream, config),
         false => copy_echo(&mut stream, config),
     };
     if signals::child_stopped() {
@@ -92,6 +89,28 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
+}
+
+/// How much a read must fill before the connection counts as bulk and moves to splice.
+const SMALL: usize = 4096;
+
+/// Echoes with read/write through a small stack buffer until one read fills it, then with
+/// splice. Most connections never send that much at once, and for them read/write is cheaper
+/// than creating a pipe and splicing twice per message (`Echoed`); bulk transfers fill it at once
+/// and are spliced after their first few KiB.
+fn small_then_splice(stream: &mut TcpStream, config: Config) -> Outcome {
+    let mut small = [0u8; SMALL];
+    let len = SMALL.min(config.buffer_size);
+    let echoed = match echo::echo_small(stream, &mut small[..len], config.bytes_total) {
+        Echoed::Ended(outcome) => return outcome,
+        Echoed::Filled { bytes } => bytes,
+    };
+    let mut rest = match splice::echo(stream, config.buffer_size, config.bytes_total) {
+        Spliced::Done(outcome) => outcome,
+        Spliced::Unsupported => copy_echo(stream, config),
+    };
+    rest.bytes += echoed;
+    rest
 }
 
 /// The read/write echo, through a buffer of fresh anonymous memory: the child dirties only the

@@ -72,6 +72,37 @@ pub struct Outcome {
 /// Echoes `stream` to itself through `buf` until the peer closes or the connection fails.
 /// Every byte written is also added to `total` (the server-wide counter).
 pub fn echo<S: Read + Write>(stream: &mut S, buf: &mut [u8], total: &AtomicU64) -> Outcome {
+    match echo_loop(stream, buf, total, false) {
+        Echoed::Ended(outcome) => outcome,
+        Echoed::Filled { .. } => {
+            unreachable!("echo_loop stops on a full buffer only when asked to")
+        }
+    }
+}
+
+/// How `echo_small` returned.
+#[derive(Debug)]
+pub enum Echoed {
+    /// The session ended.
+    Ended(Outcome),
+    /// A read filled the whole buffer (the client is sending in bulk); it was echoed, and
+    /// `bytes` in all so far. The session goes on, best served by splice or a larger buffer.
+    Filled { bytes: u64 },
+}
+
+/// `echo` through a small buffer, but returns as soon as a read fills it. Most connections
+/// (interactive sessions, test fixtures, request/response traffic) never fill a few KiB at once,
+/// and for them one read and one write per message cost less than two splices and a pipe.
+pub fn echo_small<S: Read + Write>(stream: &mut S, buf: &mut [u8], total: &AtomicU64) -> Echoed {
+    echo_loop(stream, buf, total, true)
+}
+
+fn echo_loop<S: Read + Write>(
+    stream: &mut S,
+    buf: &mut [u8],
+    total: &AtomicU64,
+    stop_when_full: bool,
+) -> Echoed {
     let mut bytes = 0u64;
     let end = loop {
         let n = match stream.read(buf) {
@@ -83,8 +114,11 @@ pub fn echo<S: Read + Write>(stream: &mut S, buf: &mut [u8], total: &AtomicU64) 
         if let Err(err) = write_all(stream, &buf[..n], &mut bytes, total) {
             break End::from_error(err, End::WriteTimeout);
         }
+        if stop_when_full && n == buf.len() {
+            return Echoed::Filled { bytes };
+        }
     };
-    Outcome { bytes, end }
+    Echoed::Ended(Outcome { bytes, end })
 }
 
 /// `Write::write_all`, but counting what reached the peer even when a later write fails.
@@ -303,5 +337,36 @@ mod tests {
         assert_eq!(End::Shutdown.to_string(), "shutdown");
         assert_eq!(End::ClientClosed.to_string(), "client-closed");
         assert_eq!(End::Reset.to_string(), "reset");
+    }
+
+    #[test]
+    fn small_messages_are_echoed_to_the_end_without_a_handover() {
+        let total = AtomicU64::new(0);
+        let mut peer = Script::new(vec![Ok(b"hello\n".to_vec()), Ok(vec![0; 63])]);
+        match echo_small(&mut peer, &mut [0; 64], &total) {
+            Echoed::Ended(outcome) => {
+                assert_eq!(outcome.bytes, 69);
+                assert!(matches!(outcome.end, End::ClientClosed));
+            }
+            other => panic!("handed over with no full read: {other:?}"),
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 69);
+    }
+
+    #[test]
+    fn a_full_read_is_echoed_then_handed_over_with_the_rest_unread() {
+        let data = all_bytes();
+        let total = AtomicU64::new(0);
+        let mut peer = Script::new(vec![Ok(b"hi".to_vec()), Ok(data.clone())]);
+        match echo_small(&mut peer, &mut [0; 64], &total) {
+            Echoed::Filled { bytes } => assert_eq!(bytes, 66),
+            other => panic!("no handover after a full read: {other:?}"),
+        }
+        assert_eq!(peer.written, [b"hi", &data[..64]].concat());
+        assert_eq!(total.load(Ordering::Relaxed), 66);
+        // The rest is still waiting for whoever takes over.
+        let rest = run(&mut peer, 1000);
+        assert_eq!(peer.written, [b"hi".as_slice(), &data].concat());
+        assert_eq!(rest.bytes, data.len() as u64 - 64);
     }
 }

@@ -252,22 +252,23 @@ fn a_child_holds_neither_the_listener_nor_the_self_pipe() {
         !child.contains(self_pipe[0]),
         "child kept the self-pipe: {child:?}"
     );
-    // Its own: the connection, and the pipe splice(2) moves the echo through (both ends).
-    let own: Vec<&String> = child.iter().filter(|t| !parent.contains(t)).collect();
-    let sockets = own.iter().filter(|t| t.starts_with("socket:")).count();
-    let pipes = own.iter().filter(|t| t.starts_with("pipe:")).count();
-    assert_eq!(
-        (sockets, pipes, own.len()),
-        (1, 2, 3),
-        "child's own fds: {own:?}"
-    );
-    assert_eq!(
-        own.iter()
-            .filter(|t| t.starts_with("pipe:"))
-            .collect::<std::collections::HashSet<_>>()
-            .len(),
-        1
-    );
+    // Its own: the connection. Small echoes go through read/write; no pipe yet.
+    let own = |child: &[String]| -> (usize, usize, usize) {
+        let own: Vec<&String> = child.iter().filter(|t| !parent.contains(t)).collect();
+        let sockets = own.iter().filter(|t| t.starts_with("socket:")).count();
+        let pipes: HashSet<&&String> = own.iter().filter(|t| t.starts_with("pipe:")).collect();
+        let pipe_fds = own.iter().filter(|t| t.starts_with("pipe:")).count();
+        assert_eq!(own.len(), sockets + pipe_fds, "child's own fds: {own:?}");
+        (sockets, pipe_fds, pipes.len())
+    };
+    assert_eq!(own(&child), (1, 0, 0));
+
+    // A read that fills the small buffer moves the connection to splice(2): then the child
+    // also holds both ends of one pipe.
+    let bulk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    assert_eq!(round_trip(&mut client, &bulk), bulk);
+    let child = fd_targets(server.child_for(client.local_addr().unwrap()).as_raw());
+    assert_eq!(own(&child), (1, 2, 1));
 }
 
 /// What each open fd of `pid` points at (`socket:[123]`, `pipe:[456]`, `/dev/null`, ...).
