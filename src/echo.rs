@@ -91,7 +91,7 @@ pub enum Echoed {
 }
 
 /// `echo` through a small buffer, but returns as soon as a read fills it. Most connections
-/// (interactive sessions, test fixtures, request/response traffic) never fill a few KiB at once,
+/// (interactive sessions, test fixtures, request/response traffic) never fill a KiB at once,
 /// and for them one read and one write per message cost less than two splices and a pipe.
 pub fn echo_small<S: Read + Write>(stream: &mut S, buf: &mut [u8], total: &AtomicU64) -> Echoed {
     echo_loop(stream, buf, total, true)
