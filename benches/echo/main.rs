@@ -140,6 +140,7 @@ fn run() -> Result<()> {
         .join("forkecho-bench");
     let setup = Setup::prepare(
         Path::new(env!("CARGO_BIN_EXE_forkecho")),
+        &root.join("Cargo.toml"),
         &root.join("benches/baselines"),
         &out_dir,
     )?;

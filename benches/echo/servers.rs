@@ -1,5 +1,8 @@
 //! The servers compared: forkecho (per-connection logging off and on), the C fork-per-connection
 //! and thread-per-connection baselines (compiled here with the system C compiler), and socat.
+//! Also forkecho built statically (`-C target-feature=+crt-static`, built here into the output
+//! directory): the same code with a smaller process image, which shows how much of forkecho's
+//! cost per fork is dynamic linking rather than its own work.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,6 +21,7 @@ pub enum Kind {
     CFork,
     ForkechoQuiet,
     ForkechoLogging,
+    ForkechoStatic,
     CThread,
     Socat,
 }
@@ -28,6 +32,7 @@ impl Kind {
             Kind::CFork => "C fork (baseline)",
             Kind::ForkechoQuiet => "forkecho -q",
             Kind::ForkechoLogging => "forkecho (logging)",
+            Kind::ForkechoStatic => "forkecho -q, static build",
             Kind::CThread => "C threads",
             Kind::Socat => "socat fork",
         }
@@ -39,6 +44,7 @@ impl Kind {
             Kind::CFork => "c_fork",
             Kind::ForkechoQuiet => "forkecho_quiet",
             Kind::ForkechoLogging => "forkecho_logging",
+            Kind::ForkechoStatic => "forkecho_static",
             Kind::CThread => "c_thread",
             Kind::Socat => "socat",
         }
@@ -57,11 +63,19 @@ pub struct Setup {
     pub c_thread: PathBuf,
     pub out_dir: PathBuf,
     pub have_socat: bool,
+    /// None when the static build failed (the reason is printed).
+    pub forkecho_static: Option<PathBuf>,
 }
 
 impl Setup {
-    /// Compiles the C baselines into `out_dir` and looks for socat.
-    pub fn prepare(forkecho: &Path, sources: &Path, out_dir: &Path) -> Result<Setup> {
+    /// Compiles the C baselines and the static forkecho into `out_dir` and looks for socat.
+    /// `manifest` is forkecho's Cargo.toml.
+    pub fn prepare(
+        forkecho: &Path,
+        manifest: &Path,
+        sources: &Path,
+        out_dir: &Path,
+    ) -> Result<Setup> {
         std::fs::create_dir_all(out_dir)
             .with_context(|| format!("create {}", out_dir.display()))?;
         let compile = |source: &str, binary: &str, extra: &[&str]| -> Result<PathBuf> {
@@ -88,6 +102,11 @@ impl Setup {
             c_thread: compile("thread_server.c", "c_thread_server", &["-pthread"])?,
             out_dir: out_dir.to_path_buf(),
             have_socat,
+            forkecho_static: build_static(manifest, out_dir)
+                .inspect_err(|err| {
+                    eprintln!("note: no static build, its column is left out: {err:#}")
+                })
+                .ok(),
         })
     }
 
@@ -98,6 +117,9 @@ impl Setup {
             Kind::ForkechoLogging,
             Kind::CThread,
         ];
+        if self.forkecho_static.is_some() {
+            kinds.insert(3, Kind::ForkechoStatic);
+        }
         if self.have_socat {
             kinds.push(Kind::Socat);
         }
@@ -112,13 +134,17 @@ impl Setup {
         let mut command = match kind {
             Kind::CFork => plain(&self.c_fork, &["0"]),
             Kind::CThread => plain(&self.c_thread, &["0"]),
-            Kind::ForkechoQuiet | Kind::ForkechoLogging => {
+            Kind::ForkechoQuiet | Kind::ForkechoLogging | Kind::ForkechoStatic => {
                 let mut args = vec!["--bind", "127.0.0.1", "--port", "0"];
                 args.extend(["--max-clients", &max_clients, "--backlog", "1024"]);
-                if kind == Kind::ForkechoQuiet {
+                if kind != Kind::ForkechoLogging {
                     args.push("--quiet");
                 }
-                plain(&self.forkecho, &args)
+                let program = match kind {
+                    Kind::ForkechoStatic => self.forkecho_static.as_deref().context("static")?,
+                    _ => &self.forkecho,
+                };
+                plain(program, &args)
             }
             Kind::Socat => {
                 let port = free_port()?;
@@ -147,6 +173,43 @@ impl Setup {
             .with_context(|| format!("{} did not announce its port: {line:?}", kind.name()))?;
         Ok(Server { process, addr })
     }
+}
+
+/// Builds forkecho's release binary with glibc linked statically (crt-static needs an explicit
+/// `--target` so build scripts and proc macros stay dynamic) and returns its path.
+fn build_static(manifest: &Path, out_dir: &Path) -> Result<PathBuf> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let version = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .context("run rustc -vV")?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    let host = version
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .context("rustc -vV printed no host")?;
+    let target_dir = out_dir.join("static");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bin",
+            "forkecho",
+            "--target",
+            host,
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .context("run cargo build for the static binary")?;
+    ensure!(status.success(), "cargo build with crt-static failed");
+    Ok(target_dir.join(host).join("release/forkecho"))
 }
 
 fn plain(program: &Path, args: &[&str]) -> Command {
