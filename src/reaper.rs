@@ -41,8 +41,9 @@ pub fn exits() -> &'static Ring {
         !ring.is_null(),
         "reaper::init runs before any handler or loop"
     );
-    // SAFETY: non-null means `init` stored a mapping of a whole Ring that is never unmapped,
-    // page-aligned and zero-filled, which is a valid Ring; a Ring is only used through `&`.
+    // Non-null: `init` stored a mapping of a whole Ring, never unmapped, page-aligned and
+    // zero-filled, which is a valid Ring.
+    // SAFETY: a valid Ring for the rest of the process, and a Ring is only used through `&`.
     unsafe { &*ring }
 }
 
