@@ -6,6 +6,8 @@
 //! close line and leaves with `_exit`, never returning into the parent's code: `exit` would run
 //! the parent's atexit handlers and flush stdio buffers the child only holds copies of.
 
+use std::fmt::Display;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU64;
@@ -62,8 +64,8 @@ pub fn serve(
 }
 
 /// Echoes one client and returns the exit status: 0 for connections that ended normally, 1 for
-/// I/O failures (the parent logs those exits too).
-fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
+/// I/O failures (the parent logs those exits too). Also serves `--inetd`'s one connection.
+pub fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
     let started = Instant::now();
     // TCP_NODELAY and the idle timeouts (SO_RCVTIMEO/SO_SNDTIMEO) came with the socket from the
     // listener (`Listener::set_connection_options`). A read that gets nothing, or a write that
@@ -78,10 +80,14 @@ fn echo_connection(client: Socket, peer: SocketAddr, config: Config) -> i32 {
     }
     // Close before logging, so the client's FIN does not wait for the log line.
     drop(stream);
-    if !config.quiet {
+    finish(Peer(peer), started, outcome, config.quiet)
+}
+
+/// Logs the close line (unless `quiet`) and returns the exit status for `outcome`.
+pub fn finish(peer: impl Display, started: Instant, outcome: Outcome, quiet: bool) -> i32 {
+    if !quiet {
         logln!(
-            "close peer={} pid={} bytes={} duration={} end={}",
-            Peer(peer),
+            "close peer={peer} pid={} bytes={} duration={} end={}",
             std::process::id(),
             outcome.bytes,
             Secs(started.elapsed()),
@@ -116,7 +122,7 @@ fn small_then_splice(stream: &mut TcpStream, config: Config) -> Outcome {
 
 /// The read/write echo, through a buffer of fresh anonymous memory: the child dirties only the
 /// pages its reads fill, where a zeroed heap allocation would dirty all of them at once.
-fn copy_echo(stream: &mut TcpStream, config: Config) -> Outcome {
+pub fn copy_echo<S: Read + Write>(stream: &mut S, config: Config) -> Outcome {
     let len = config.buffer_size;
     match memory::map(len, MapFlags::MAP_PRIVATE) {
         Ok(start) => {

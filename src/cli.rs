@@ -3,10 +3,12 @@
 //! clap rejects a bad value with a message that quotes it (`invalid value '70000' for '--port
 //! <PORT>'`) and exit status 2, before anything is bound.
 
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use clap_complete::Shell;
 
 const MAX_BUFFER: usize = 64 * 1024 * 1024;
 
@@ -28,7 +30,8 @@ const MAX_BUFFER: usize = 64 * 1024 * 1024;
         forkecho -p 7007 -q               no per-connection log lines\n  \
         forkecho --max-per-ip 8 --idle-timeout 60\n  \
         sudo forkecho -p 7 --user nobody  the RFC 862 port, serving as nobody\n  \
-        nc localhost 9999                 talk to it"
+        nc localhost 9999                 talk to it\n  \
+        tcpserver 0 7 forkecho --inetd    one forkecho per connection, started by tcpserver"
 )]
 pub struct Options {
     /// TCP port to listen on; 0 picks any free port and the `listening on` line shows which
@@ -86,6 +89,32 @@ pub struct Options {
     /// After binding, switch to this group (name or numeric gid): needs root
     #[arg(short, long, value_name = "GROUP")]
     pub group: Option<String>,
+
+    /// Serve one connection that inetd, xinetd, tcpserver or systemd (Accept=yes) accepted,
+    /// on stdin/stdout (or fd 3 with LISTEN_FDS), then exit
+    #[arg(long, conflicts_with_all = ["port", "bind", "backlog", "max_clients", "max_per_ip", "grace", "user", "group"])]
+    pub inetd: bool,
+
+    /// Print the man page (roff) to stdout and exit
+    #[arg(long, exclusive = true)]
+    pub man: bool,
+
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
+}
+
+/// Writes the man page, generated from these options.
+pub fn write_man(out: &mut impl Write) -> io::Result<()> {
+    clap_mangen::Man::new(Options::command()).render(out)
+}
+
+/// Writes the completion script for `shell`, generated from these options.
+pub fn write_completions(shell: Shell, out: &mut impl Write) -> io::Result<()> {
+    // Generated into memory first: clap_complete panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Options::command(), "forkecho", &mut script);
+    out.write_all(&script)
 }
 
 /// Parses a non-negative number of seconds, decimals allowed (`0.5`), up to a day.
@@ -118,7 +147,6 @@ fn parse_size(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Options, clap::Error> {
         Options::try_parse_from(std::iter::once("forkecho").chain(args.iter().copied()))

@@ -48,22 +48,26 @@ impl Listener {
         Ok(Listener { socket, addr })
     }
 
-    /// Sets what every connection should start with: TCP_NODELAY (each read is written back at
-    /// once; Nagle's algorithm would only hold small echoes back) and, unless `idle_timeout` is
-    /// zero, SO_RCVTIMEO/SO_SNDTIMEO. Linux copies these into every accepted socket, so they
-    /// are set once here instead of three system calls in every child.
+    /// Serves a listening socket someone else bound (systemd socket activation): made
+    /// non-blocking like ours; its address, port and backlog are whatever it was given.
+    pub fn adopt(socket: Socket) -> Result<Listener> {
+        socket
+            .set_nonblocking(true)
+            .context("unable to make the passed socket non-blocking")?;
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .context("unable to read the passed socket's address")?;
+        Ok(Listener { socket, addr })
+    }
+
+    /// Sets what every connection should start with (see `connection_options`) on the listener:
+    /// Linux copies these into every accepted socket, so they are set once here instead of
+    /// three system calls in every child.
     pub fn set_connection_options(&self, idle_timeout: Duration) -> Result<()> {
-        let addr = self.addr;
-        self.socket
-            .set_tcp_nodelay(true)
-            .with_context(|| format!("unable to set TCP_NODELAY on {addr}"))?;
-        if !idle_timeout.is_zero() {
-            self.socket
-                .set_read_timeout(Some(idle_timeout))
-                .and_then(|()| self.socket.set_write_timeout(Some(idle_timeout)))
-                .with_context(|| format!("unable to set the idle timeout on {addr}"))?;
-        }
-        Ok(())
+        connection_options(&self.socket, idle_timeout)
+            .with_context(|| format!("unable to set socket options on {}", self.addr))
     }
 
     /// The address actually bound, with the real port.
@@ -88,6 +92,17 @@ impl Listener {
             .ok_or_else(|| io::Error::other("peer address is not an IP address"))?;
         Ok((socket, peer))
     }
+}
+
+/// TCP_NODELAY (each read is written back at once; Nagle's algorithm would only hold small
+/// echoes back) and, unless `idle_timeout` is zero, SO_RCVTIMEO/SO_SNDTIMEO.
+pub fn connection_options(socket: &Socket, idle_timeout: Duration) -> io::Result<()> {
+    socket.set_tcp_nodelay(true)?;
+    if !idle_timeout.is_zero() {
+        socket.set_read_timeout(Some(idle_timeout))?;
+        socket.set_write_timeout(Some(idle_timeout))?;
+    }
+    Ok(())
 }
 
 fn listen_on(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {

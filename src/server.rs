@@ -20,6 +20,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid, fork};
 use socket2::Socket;
 
+use crate::activation::{self, Expect};
 use crate::child;
 use crate::children::{Child, Children};
 use crate::cli::Options;
@@ -45,9 +46,24 @@ const WARN_INTERVAL: Duration = Duration::from_secs(1);
 /// children. Errors are setup failures only; once listening, only a stop signal ends the server.
 pub fn run(options: &Options) -> Result<()> {
     let started = Instant::now();
+    let passed = activation::passed_sockets()?;
     // Unknown users and groups are refused before anything is bound.
     let identity = privileges::resolve(options.user.as_deref(), options.group.as_deref())?;
-    let listener = Listener::bind(options.bind, options.port, options.backlog)?;
+    // A passed socket comes bound and listening: --port, --bind and --backlog do not apply.
+    let (listener, origin, backlog) = match passed {
+        0 => {
+            let listener = Listener::bind(options.bind, options.port, options.backlog)?;
+            (listener, "", options.backlog.to_string())
+        }
+        n => {
+            let socket = activation::take_socket(n, Expect::Listening)?;
+            (
+                Listener::adopt(socket)?,
+                " from=systemd",
+                "unit".to_string(),
+            )
+        }
+    };
     listener.set_connection_options(options.idle_timeout)?;
     if let Some(identity) = &identity {
         privileges::drop_to(identity)?;
@@ -56,10 +72,10 @@ pub fn run(options: &Options) -> Result<()> {
     let wakeup = signals::install()?;
     announce(listener.addr());
     logln!(
-        "listening on {} pid={} backlog={} buffer={} max-clients={} max-per-ip={} idle-timeout={}",
+        "listening on {}{origin} pid={} backlog={} buffer={} max-clients={} max-per-ip={} idle-timeout={}",
         listener.addr(),
         std::process::id(),
-        options.backlog,
+        backlog,
         options.buffer_size,
         options.max_clients,
         options.max_per_ip,

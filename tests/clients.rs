@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use common::{DEADLINE, Server, assert_same_bytes, have_ipv6, pattern};
+use common::{DEADLINE, Server, assert_same_bytes, have_ipv6, output_within_deadline, pattern};
 
 /// Runs `program args`, feeding `input` on stdin then closing it, and returns its output; fails
 /// the test if it has not finished within the deadline.
@@ -22,25 +22,11 @@ fn run_client(program: &str, args: &[&str], input: Vec<u8>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run {program} (is it installed?): {e}"));
-    let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
     thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let (done_tx, done_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done_tx.send(child.wait_with_output());
-    });
-    match done_rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("collect client output"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("{program} {args:?} did not finish within {DEADLINE:?}");
-        }
-    }
+    output_within_deadline(child, &format!("{program} {args:?}"))
 }
 
 fn binary_payload() -> Vec<u8> {

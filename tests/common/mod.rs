@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -62,6 +62,45 @@ pub fn run_to_completion(mut command: Command) -> Output {
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Waits for `child` (a client or launcher started by a test) to exit and returns its output;
+/// kills it and fails the test, naming `what`, if it has not exited within the deadline.
+pub fn output_within_deadline(child: Child, what: &str) -> Output {
+    let pid = Pid::from_raw(child.id() as i32);
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    match done_rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("collect output"),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            panic!("{what} did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago, for programs that cannot bind port 0 and say
+/// which port they got.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// Connects to `addr`, retrying while the program that will listen there is starting.
+pub fn connect_when_up(addr: SocketAddr) -> TcpStream {
+    let mut stream = None;
+    eventually(&format!("{addr} accepting"), DEADLINE, || {
+        stream = TcpStream::connect(addr).ok();
+        stream.is_some()
+    });
+    let stream = stream.unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.set_write_timeout(Some(DEADLINE)).unwrap();
+    stream
 }
 
 /// Everything the server wrote to stderr so far, with a condvar to wait for more.

@@ -1,0 +1,160 @@
+//! Sockets handed over by a service manager: systemd's socket activation (sd_listen_fds(3)).
+//!
+//! systemd (or `systemd-socket-activate`) opens the sockets, puts them at fd 3 onwards and sets
+//! LISTEN_PID to the pid it started and LISTEN_FDS to how many there are. The variables are for
+//! this process only, so they are removed from the environment at once, whatever they say, and
+//! children never see them. With `Accept=no` fd 3 is a listening socket, served like one forkecho
+//! bound itself; with `Accept=yes` it is one connection, served by `--inetd`.
+
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+
+use anyhow::{Context, Result, bail, ensure};
+use nix::sys::stat::{SFlag, fstat};
+use socket2::{Domain, Socket, Type};
+
+/// The first passed fd (SD_LISTEN_FDS_START).
+pub const FIRST_FD: RawFd = 3;
+
+const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// How many sockets were passed to this process (0 when none), after removing the variables
+/// from the environment. Malformed variables addressed to us are an error that names them.
+pub fn passed_sockets() -> Result<u32> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    for name in VARIABLES {
+        // SAFETY: called at startup, before the server starts anything that could read the
+        // environment concurrently: forkecho never starts a thread.
+        unsafe { std::env::remove_var(name) };
+    }
+    count(pid.as_deref(), fds.as_deref(), std::process::id())
+}
+
+/// The decision `passed_sockets` makes, on the variables' values.
+fn count(pid: Option<&str>, fds: Option<&str>, us: u32) -> Result<u32> {
+    let Some(pid) = pid else {
+        return Ok(0);
+    };
+    let pid: u32 = pid
+        .parse()
+        .map_err(|_| anyhow::anyhow!("LISTEN_PID is not a process id: '{pid}'"))?;
+    if pid != us {
+        // Meant for another process (say, a parent that did not clear them): not ours to use.
+        return Ok(0);
+    }
+    let fds = fds.context("LISTEN_PID names this process but LISTEN_FDS is not set")?;
+    fds.parse()
+        .map_err(|_| anyhow::anyhow!("LISTEN_FDS is not a number of sockets: '{fds}'"))
+}
+
+/// What the passed socket is expected to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A listening socket (`Accept=no`).
+    Listening,
+    /// One accepted connection (`Accept=yes`).
+    Connection,
+}
+
+/// Takes ownership of fd 3 after checking it is a TCP stream socket of the expected kind, and
+/// closes any further passed fds (forkecho serves one socket; they would otherwise be inherited
+/// by every child). The error names the fd and what is wrong with it.
+pub fn take_socket(passed: u32, expect: Expect) -> Result<Socket> {
+    ensure!(passed >= 1, "no sockets were passed");
+    for fd in FIRST_FD + 1..FIRST_FD.saturating_add(passed.min(i32::MAX as u32) as i32) {
+        // SAFETY: the passed fds beyond the first belong to us and nothing else refers to them.
+        unsafe { nix::libc::close(fd) };
+    }
+    // SAFETY: fd 3 is only borrowed for fstat; if it is not open, fstat says EBADF.
+    let stat = fstat(unsafe { BorrowedFd::borrow_raw(FIRST_FD) })
+        .with_context(|| format!("LISTEN_FDS={passed} but fd {FIRST_FD} is not open"))?;
+    ensure!(
+        SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK,
+        "fd {FIRST_FD} (from LISTEN_FDS) is not a socket"
+    );
+    // SAFETY: fd 3 is an open socket passed to this process alone; from here `socket` owns it.
+    let socket = unsafe { Socket::from_raw_fd(FIRST_FD) };
+    let kind = socket
+        .r#type()
+        .context("unable to read the passed socket's type")?;
+    ensure!(
+        kind == Type::STREAM,
+        "fd {FIRST_FD} (from LISTEN_FDS) is not a stream socket (it is {kind:?}); \
+         forkecho serves TCP: ListenStream= in the .socket unit"
+    );
+    let domain = socket
+        .domain()
+        .context("unable to read the passed socket's domain")?;
+    if domain != Domain::IPV4 && domain != Domain::IPV6 {
+        bail!("fd {FIRST_FD} (from LISTEN_FDS) is not an IPv4 or IPv6 socket ({domain:?})");
+    }
+    let listening = socket
+        .is_listener()
+        .context("unable to read whether the passed socket listens")?;
+    match (expect, listening) {
+        (Expect::Listening, false) => bail!(
+            "fd {FIRST_FD} (from LISTEN_FDS) is not listening: a connection (Accept=yes) is \
+             served with --inetd"
+        ),
+        (Expect::Connection, true) => bail!(
+            "fd {FIRST_FD} (from LISTEN_FDS) is a listening socket: with --inetd forkecho \
+             serves one connection (Accept=yes); without --inetd it serves a listening socket"
+        ),
+        _ => {}
+    }
+    socket
+        .set_cloexec(true)
+        .context("unable to set FD_CLOEXEC on the passed socket")?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_variables_means_no_sockets() {
+        assert_eq!(count(None, None, 42).unwrap(), 0);
+        assert_eq!(count(None, Some("2"), 42).unwrap(), 0);
+    }
+
+    #[test]
+    fn variables_for_another_process_are_ignored() {
+        assert_eq!(count(Some("41"), Some("1"), 42).unwrap(), 0);
+    }
+
+    #[test]
+    fn variables_for_us_give_the_count() {
+        assert_eq!(count(Some("42"), Some("1"), 42).unwrap(), 1);
+        assert_eq!(count(Some("42"), Some("3"), 42).unwrap(), 3);
+        assert_eq!(count(Some("42"), Some("0"), 42).unwrap(), 0);
+    }
+
+    #[test]
+    fn malformed_variables_are_errors_that_quote_them() {
+        let err = count(Some("x1"), Some("1"), 42).unwrap_err().to_string();
+        assert_eq!(err, "LISTEN_PID is not a process id: 'x1'");
+        let err = count(Some("42"), Some("one"), 42).unwrap_err().to_string();
+        assert_eq!(err, "LISTEN_FDS is not a number of sockets: 'one'");
+        let err = count(Some("42"), None, 42).unwrap_err().to_string();
+        assert!(err.contains("LISTEN_FDS is not set"), "{err}");
+    }
+
+    #[test]
+    fn the_variables_are_removed_whatever_they_say() {
+        // SAFETY: no other test in this binary reads or writes the environment.
+        unsafe {
+            std::env::set_var("LISTEN_PID", "1");
+            std::env::set_var("LISTEN_FDS", "1");
+            std::env::set_var("LISTEN_FDNAMES", "echo");
+        }
+        assert_eq!(passed_sockets().unwrap(), 0);
+        for name in VARIABLES {
+            assert_eq!(
+                std::env::var_os(name),
+                None,
+                "{name} left in the environment"
+            );
+        }
+    }
+}

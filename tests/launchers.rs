@@ -1,0 +1,416 @@
+//! forkecho started by other programs: systemd socket activation (`Accept=no`), inetd-style
+//! launchers (`--inetd`), and the generated man page and completions.
+//!
+//! The protocol cases run without third-party programs: the test itself plays the launcher,
+//! passing a socket as fd 3 (with LISTEN_PID/LISTEN_FDS, through `sh -c 'exec …'` so the pid is
+//! known) or as stdin/stdout. The real launchers (systemd-socket-activate, tcpserver) and
+//! `systemd-analyze verify` of the shipped units are `#[ignore]`d: `.ci/run` installs them and
+//! runs these with `cargo test -- --ignored`.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{
+    Server, assert_same_bytes, binary, connect, connect_when_up, echo_through, event, field,
+    free_port, output_within_deadline, pattern, run_to_completion,
+};
+
+/// `forkecho args` run the way a service manager runs it: `passed` becomes fd 3, and
+/// LISTEN_PID/LISTEN_FDS name the process (a shell that execs forkecho keeps its pid).
+fn activated(passed: RawFd, args: &[&str]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"",
+            binary(),
+        ])
+        .args(args);
+    // SAFETY: only dup2, which is async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 onto 3 clears close-on-exec; if it is fd 3 already, clear it by hand.
+            let done = match passed {
+                3 => nix::libc::fcntl(3, nix::libc::F_SETFD, 0),
+                _ => nix::libc::dup2(passed, 3),
+            };
+            if done < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// A connected pair on loopback: (the client's end, the server's end).
+fn connection() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = connect(listener.local_addr().unwrap());
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// Waits for a forkecho started by a test to exit.
+fn finish(child: Child) -> Output {
+    output_within_deadline(child, "forkecho")
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_passed_listening_socket_is_served_instead_of_binding() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // --port 1 would fail to bind as a normal user and is not used: the passed socket is.
+    let server = Server::spawn(activated(listener.as_raw_fd(), &["--port", "1"]));
+    drop(listener);
+    assert_eq!(server.addr, addr, "announces the passed socket's address");
+    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
+    assert!(
+        line.contains(&format!("listening on {addr} from=systemd ")),
+        "{line}"
+    );
+    let data = pattern(3, 200_000);
+    let client = server.connect();
+    let client_addr = client.local_addr().unwrap();
+    assert_same_bytes(&echo_through(client, &data), &data);
+    let close = server.close_line_for(client_addr);
+    assert_eq!(field(&close, "bytes"), Some("200000"), "{close}");
+}
+
+#[test]
+fn a_passed_fd_that_is_not_a_socket_is_refused_by_name() {
+    let file = std::fs::File::open("/proc/self/stat").unwrap();
+    let output = run_to_completion(activated(file.as_raw_fd(), &[]));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr_of(&output);
+    assert!(
+        err.contains("fatal: fd 3 (from LISTEN_FDS) is not a socket"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_passed_connection_is_refused_without_inetd() {
+    let (_client, server_end) = connection();
+    let output = run_to_completion(activated(server_end.as_raw_fd(), &[]));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr_of(&output);
+    assert!(
+        err.contains("fd 3 (from LISTEN_FDS) is not listening") && err.contains("--inetd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn listen_fds_without_fd_3_is_refused() {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "exec 3>&-; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\"",
+        binary(),
+    ]);
+    let output = run_to_completion(command);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr_of(&output);
+    assert!(err.contains("LISTEN_FDS=1 but fd 3 is not open"), "{err}");
+}
+
+#[test]
+fn listen_variables_for_another_process_are_ignored() {
+    let mut command = Command::new(binary());
+    command
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1");
+    let server = Server::spawn(command);
+    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
+    assert!(!line.contains("from=systemd"), "{line}");
+    let data = pattern(4, 1000);
+    assert_same_bytes(&echo_through(server.connect(), &data), &data);
+}
+
+#[test]
+fn inetd_mode_echoes_stdin_to_stdout_through_pipes() {
+    let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let mut child = Command::new(binary())
+        .arg("--inetd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let output = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            stdin.write_all(&data).unwrap();
+            drop(stdin);
+        });
+        finish(child)
+    });
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_same_bytes(&output.stdout, &data);
+    let err = stderr_of(&output);
+    let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
+    assert_eq!(field(close, "peer"), Some("stdin"), "{close}");
+    assert_eq!(field(close, "bytes"), Some("300000"), "{close}");
+    assert_eq!(field(close, "end"), Some("client-closed"), "{close}");
+}
+
+/// Runs `forkecho --inetd` on the server end of a fresh connection, as inetd would (stdin and
+/// stdout, and stderr too when `stderr_too`), echoes `data` through the client end, and returns
+/// what came back and forkecho's output.
+fn inetd_on_stdio(data: &[u8], stderr_too: bool) -> (Vec<u8>, Output) {
+    let (client, server_end) = connection();
+    let client_addr = client.local_addr().unwrap();
+    let fd = OwnedFd::from(server_end);
+    let mut command = Command::new(binary());
+    command
+        .arg("--inetd")
+        .stdin(fd.try_clone().unwrap())
+        .stdout(fd.try_clone().unwrap());
+    if stderr_too {
+        command.stderr(fd);
+    } else {
+        drop(fd);
+        command.stderr(Stdio::piped());
+    }
+    let child = command.spawn().unwrap();
+    drop(command);
+    let back = echo_through(client, data);
+    let output = finish(child);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    if !stderr_too {
+        let err = stderr_of(&output);
+        let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
+        assert_eq!(field(close, "peer"), Some(&*client_addr.to_string()));
+        assert_eq!(field(close, "bytes"), Some(&*data.len().to_string()));
+    }
+    (back, output)
+}
+
+#[test]
+fn inetd_mode_serves_a_socket_on_stdin_and_stdout_with_half_close() {
+    let data = pattern(5, 4 << 20);
+    let (back, _) = inetd_on_stdio(&data, false);
+    assert_same_bytes(&back, &data);
+}
+
+#[test]
+fn inetd_mode_logs_nothing_into_a_connection_that_is_also_stderr() {
+    let data = pattern(6, 10_000);
+    let (back, _) = inetd_on_stdio(&data, true);
+    // Exactly the echo: a close line written to stderr would have reached the client.
+    assert_same_bytes(&back, &data);
+}
+
+#[test]
+fn inetd_mode_serves_a_connection_passed_as_fd_3() {
+    let (client, server_end) = connection();
+    let mut command = activated(server_end.as_raw_fd(), &["--inetd"]);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(command);
+    drop(server_end);
+    let data = pattern(7, 100_000);
+    assert_same_bytes(&echo_through(client, &data), &data);
+    let output = finish(child);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
+
+#[test]
+fn inetd_mode_refuses_server_options() {
+    let mut command = Command::new(binary());
+    command.args(["--inetd", "--port", "7"]);
+    let output = run_to_completion(command);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr_of(&output);
+    assert!(
+        err.contains("'--inetd' cannot be used with '--port <PORT>'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_man_page_is_roff_and_documents_every_option() {
+    let output = run_to_completion({
+        let mut command = Command::new(binary());
+        command.arg("--man");
+        command
+    });
+    assert_eq!(output.status.code(), Some(0));
+    let page = String::from_utf8(output.stdout).unwrap();
+    assert!(page.contains(".TH forkecho 1"), "{page}");
+    assert!(page.contains(".SH NAME") && page.contains(".SH OPTIONS"));
+    let help = Command::new(binary()).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|flag| !flag.is_empty())
+        .collect();
+    assert!(flags.len() >= 15, "{flags:?}");
+    for flag in flags {
+        // roff escapes the dashes: \-\-port
+        let escaped = format!("\\-\\-{}", flag.replace('-', "\\-"));
+        assert!(
+            page.contains(&escaped),
+            "--{flag} missing from the man page"
+        );
+    }
+}
+
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish() {
+    let script = |shell: &str| {
+        let output = Command::new(binary())
+            .args(["--completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{shell}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bash = script("bash");
+    assert!(bash.contains("complete -F _forkecho"), "{bash}");
+    assert!(bash.contains("--max-per-ip"));
+    let check = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(bash.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(check.success(), "bash -n rejects the bash completions");
+    assert!(script("zsh").starts_with("#compdef forkecho"));
+    assert!(script("fish").contains("complete -c forkecho -s p -l port"));
+
+    let bad = Command::new(binary())
+        .args(["--completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'tcsh'"));
+}
+
+/// A launcher process, killed when dropped.
+struct Launcher(Child);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn launch(program: &str, args: &[&str]) -> Launcher {
+    Launcher(
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {program} (is it installed?): {e}")),
+    )
+}
+
+/// Three clients in turn through a launcher that runs forkecho per connection.
+fn three_clients_through(addr: SocketAddr) {
+    for seed in 0..3 {
+        let data = pattern(seed, 50_000 * (seed as usize + 1));
+        assert_same_bytes(&echo_through(connect_when_up(addr), &data), &data);
+    }
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (package systemd)"]
+fn systemd_socket_activate_starts_the_server_on_its_socket() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = Command::new("systemd-socket-activate");
+    command.args(["-l", &listen, binary(), "--quiet"]);
+    // systemd-socket-activate starts forkecho when the first client connects.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let data = pattern(8, 1 << 20);
+    let server = std::thread::scope(|scope| {
+        let first = scope.spawn(|| echo_through(connect_when_up(addr), &data));
+        let server = Server::spawn(command);
+        assert_same_bytes(&first.join().unwrap(), &data);
+        server
+    });
+    assert_eq!(server.addr, addr);
+    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
+    assert!(line.contains("from=systemd"), "{line}");
+    assert_same_bytes(&echo_through(server.connect(), &data), &data);
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (package systemd)"]
+fn systemd_socket_activate_accept_runs_inetd_mode_per_connection() {
+    // --accept passes each connection as fd 3 (LISTEN_FDS); with --inetd also, on stdin/stdout.
+    for inetd_style in [false, true] {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["--accept", "-l", &listen];
+        if inetd_style {
+            args.push("--inetd");
+        }
+        args.extend([binary(), "--inetd"]);
+        let _launcher = launch("systemd-socket-activate", &args);
+        three_clients_through(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+}
+
+#[test]
+#[ignore = "needs tcpserver (package ucspi-tcp)"]
+fn tcpserver_runs_inetd_mode_per_connection() {
+    let port = free_port().to_string();
+    let _launcher = launch("tcpserver", &["127.0.0.1", &port, binary(), "--inetd"]);
+    three_clients_through(SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())));
+}
+
+#[test]
+#[ignore = "needs systemd-analyze and man (packages systemd, man-db)"]
+fn the_shipped_systemd_units_verify() {
+    let dir = std::env::temp_dir().join(format!("forkecho-units-{}", std::process::id()));
+    let man1 = dir.join("man/man1");
+    std::fs::create_dir_all(&man1).unwrap();
+    // The man page installed where `Documentation=man:forkecho(1)` can find it.
+    let page = Command::new(binary()).arg("--man").output().unwrap().stdout;
+    std::fs::write(man1.join("forkecho.1"), page).unwrap();
+    let units = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/systemd");
+    let socket = std::fs::read_to_string(format!("{units}/forkecho.socket")).unwrap();
+    let service = std::fs::read_to_string(format!("{units}/forkecho.service")).unwrap();
+    assert!(service.contains("ExecStart=/usr/local/bin/forkecho "));
+    std::fs::write(dir.join("forkecho.socket"), socket).unwrap();
+    let service = service.replace("/usr/local/bin/forkecho", binary());
+    std::fs::write(dir.join("forkecho.service"), service).unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("forkecho.socket"))
+        .arg(dir.join("forkecho.service"))
+        .env("MANPATH", dir.join("man"))
+        .output()
+        .expect("run systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        stderr_of(&output)
+    );
+}
