@@ -65,6 +65,16 @@ fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs `command`, which must exit with `code` and say every one of `wanted` on stderr.
+fn assert_fails(command: Command, code: i32, wanted: &[&str]) {
+    let output = run_to_completion(command);
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(code), "{err}");
+    for text in wanted {
+        assert!(err.contains(text), "{text:?} not in: {err}");
+    }
+}
+
 #[test]
 fn a_passed_listening_socket_is_served_instead_of_binding() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -89,25 +99,15 @@ fn a_passed_listening_socket_is_served_instead_of_binding() {
 #[test]
 fn a_passed_fd_that_is_not_a_socket_is_refused_by_name() {
     let file = std::fs::File::open("/proc/self/stat").unwrap();
-    let output = run_to_completion(activated(file.as_raw_fd(), &[]));
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr_of(&output);
-    assert!(
-        err.contains("fatal: fd 3 (from LISTEN_FDS) is not a socket"),
-        "{err}"
-    );
+    let wanted = ["fatal: fd 3 (from LISTEN_FDS) is not a socket"];
+    assert_fails(activated(file.as_raw_fd(), &[]), 1, &wanted);
 }
 
 #[test]
 fn a_passed_connection_is_refused_without_inetd() {
     let (_client, server_end) = connection();
-    let output = run_to_completion(activated(server_end.as_raw_fd(), &[]));
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr_of(&output);
-    assert!(
-        err.contains("fd 3 (from LISTEN_FDS) is not listening") && err.contains("--inetd"),
-        "{err}"
-    );
+    let wanted = ["fd 3 (from LISTEN_FDS) is not listening", "--inetd"];
+    assert_fails(activated(server_end.as_raw_fd(), &[]), 1, &wanted);
 }
 
 #[test]
@@ -118,10 +118,7 @@ fn listen_fds_without_fd_3_is_refused() {
         "exec 3>&-; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\"",
         binary(),
     ]);
-    let output = run_to_completion(command);
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr_of(&output);
-    assert!(err.contains("LISTEN_FDS=1 but fd 3 is not open"), "{err}");
+    assert_fails(command, 1, &["LISTEN_FDS=1 but fd 3 is not open"]);
 }
 
 #[test]
@@ -234,12 +231,10 @@ fn inetd_mode_serves_a_connection_passed_as_fd_3() {
 fn inetd_mode_refuses_server_options() {
     let mut command = Command::new(binary());
     command.args(["--inetd", "--port", "7"]);
-    let output = run_to_completion(command);
-    assert_eq!(output.status.code(), Some(2));
-    let err = stderr_of(&output);
-    assert!(
-        err.contains("'--inetd' cannot be used with '--port <PORT>'"),
-        "{err}"
+    assert_fails(
+        command,
+        2,
+        &["'--inetd' cannot be used with '--port <PORT>'"],
     );
 }
 
