@@ -23,8 +23,8 @@ pub fn passed_sockets() -> Result<u32> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     for name in VARIABLES {
-        // SAFETY: called at startup, before the server starts anything that could read the
-        // environment concurrently: forkecho never starts a thread.
+        // Called at startup; forkecho never starts a thread.
+        // SAFETY: nothing can read or write the environment concurrently.
         unsafe { std::env::remove_var(name) };
     }
     count(pid.as_deref(), fds.as_deref(), std::process::id())
