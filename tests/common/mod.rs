@@ -41,31 +41,18 @@ pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool)
 
 /// Runs forkecho to completion (for invocations that must fail fast), killing it at the deadline.
 pub fn run_to_completion(mut command: Command) -> Output {
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn forkecho");
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("collect output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "forkecho did not exit within {DEADLINE:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
+    output_within_deadline(child, "forkecho")
 }
 
-/// Waits for `child` (a client or launcher started by a test) to exit and returns its output;
-/// kills it and fails the test, naming `what`, if it has not exited within the deadline.
+/// Waits for `child` (forkecho, or a client or launcher started by a test) to exit and returns
+/// its output; kills it and fails the test, naming `what` and quoting its stderr, if it has not
+/// exited within the deadline.
 pub fn output_within_deadline(child: Child, what: &str) -> Output {
     let pid = Pid::from_raw(child.id() as i32);
     let (done_tx, done_rx) = mpsc::channel();
@@ -76,7 +63,14 @@ pub fn output_within_deadline(child: Child, what: &str) -> Output {
         Ok(output) => output.expect("collect output"),
         Err(_) => {
             let _ = kill(pid, Signal::SIGKILL);
-            panic!("{what} did not finish within {DEADLINE:?}");
+            // Killed, it exits and the waiting thread hands over what it wrote.
+            let stderr = done_rx
+                .recv_timeout(DEADLINE)
+                .ok()
+                .and_then(Result::ok)
+                .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
+                .unwrap_or_default();
+            panic!("{what} did not finish within {DEADLINE:?}; stderr:\n{stderr}");
         }
     }
 }
