@@ -104,6 +104,34 @@ pub struct Options {
     pub completions: Option<Shell>,
 }
 
+/// What one invocation of forkecho does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Listen and fork a child per client (the default).
+    Serve,
+    /// Echo the one connection a launcher accepted (`--inetd`).
+    Inetd,
+    /// Print the man page (`--man`).
+    Man,
+    /// Print a completion script (`--completions SHELL`).
+    Completions(Shell),
+}
+
+impl Options {
+    /// The mode these options ask for; clap has already refused contradictory combinations.
+    pub fn mode(&self) -> Mode {
+        if self.man {
+            Mode::Man
+        } else if let Some(shell) = self.completions {
+            Mode::Completions(shell)
+        } else if self.inetd {
+            Mode::Inetd
+        } else {
+            Mode::Serve
+        }
+    }
+}
+
 /// Writes the man page, generated from these options.
 pub fn write_man(out: &mut impl Write) -> io::Result<()> {
     clap_mangen::Man::new(Options::command()).render(out)
@@ -199,6 +227,17 @@ mod tests {
             let err = parse(args).expect_err("must be rejected").to_string();
             assert!(err.contains(&format!("'{value}'")), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn each_mode_has_its_flag() {
+        assert_eq!(parse(&[]).unwrap().mode(), Mode::Serve);
+        assert_eq!(parse(&["--inetd"]).unwrap().mode(), Mode::Inetd);
+        assert_eq!(parse(&["--man"]).unwrap().mode(), Mode::Man);
+        assert_eq!(
+            parse(&["--completions", "bash"]).unwrap().mode(),
+            Mode::Completions(Shell::Bash)
+        );
     }
 
     #[test]

@@ -39,6 +39,25 @@ pub fn emit(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Logs a panic as one line like any other, naming the process (in a child, the parent then logs
+/// its exit too): `panic pid=N at src/file.rs:L:C: message`. The default hook writes several
+/// pieces, which lines from other processes could split.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        crate::logln!("panic pid={}{place}: {message}", std::process::id());
+    }));
+}
+
 /// A log line under construction: a fixed buffer that truncates rather than grows.
 pub struct Line {
     buf: [u8; LINE_MAX],
@@ -98,22 +117,9 @@ impl fmt::Write for Line {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 
-impl Peer {
-    /// The address with any IPv4 mapping undone.
-    pub fn unmapped(self) -> SocketAddr {
-        match self.0 {
-            SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-                Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-                None => self.0,
-            },
-            v4 => v4,
-        }
-    }
-}
-
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.unmapped().fmt(f)
+        SocketAddr::new(self.0.ip().to_canonical(), self.0.port()).fmt(f)
     }
 }
 

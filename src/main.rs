@@ -1,42 +1,44 @@
 //! forkecho: a blocking, process-per-connection TCP echo server (RFC 862) for Linux.
 //!
-//! `main` parses the options, runs the server (or, with `--inetd`, serves one connection) and
-//! prints a setup failure once, as one line on stderr, with exit status 1. clap prints its own
-//! usage errors and exits with 2. `--man` and `--completions` print what clap_mangen and
-//! clap_complete generate from the options and exit.
+//! `main` parses the options and dispatches on the mode they ask for: serve (`server`), echo one
+//! connection a launcher accepted (`inetd`), or print the man page or a completion script. It is
+//! the one place an error is printed: once, as one line on stderr, with exit status 1. clap
+//! prints its own usage errors and exits with 2.
+//!
+//! Where things live: `setup/` holds what happens before the first fork (the listening socket,
+//! systemd's sockets, privileges); `parent/` the accept loop and everything it keeps (signals, the
+//! SIGCHLD reaper, the table of children, limits, statistics) and `parent/fork.rs`, the one place
+//! that forks; `child/` the other side of that call: what a child undoes, then one connection's
+//! echo from first byte to close line.
 
-mod activation;
 mod child;
-mod children;
 mod cli;
-mod echo;
+mod debug;
 mod inetd;
-mod listener;
 mod log;
 mod memory;
-mod privileges;
-mod reaper;
+mod parent;
 mod server;
-mod signals;
-mod splice;
-mod stats;
+mod setup;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use cli::Mode;
 
 fn main() -> ExitCode {
     let options = cli::Options::parse();
-    let result = if options.man {
-        print("the man page", |out| cli::write_man(out))
-    } else if let Some(shell) = options.completions {
-        print("the completions", |out| cli::write_completions(shell, out))
-    } else if options.inetd {
-        inetd::serve(&options).map(|code| ExitCode::from(code as u8))
-    } else {
-        server::run(&options).map(|()| ExitCode::SUCCESS)
+    log::install_panic_hook();
+    debug::init();
+    let result = match options.mode() {
+        Mode::Serve => server::run(&options).map(|()| ExitCode::SUCCESS),
+        Mode::Inetd => inetd::run(&options).map(ExitCode::from),
+        Mode::Man => print("the man page", |out| cli::write_man(out)),
+        Mode::Completions(shell) => {
+            print("the completions", |out| cli::write_completions(shell, out))
+        }
     };
     result.unwrap_or_else(|err| {
         logln!("fatal: {err:#}");

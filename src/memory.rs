@@ -1,17 +1,25 @@
-//! Fresh anonymous memory straight from the kernel: zero-filled, page-aligned, never unmapped.
+//! Memory and fork: where each thing forkecho keeps lives, so that forking stays cheap.
 //!
-//! Some things live outside the heap on purpose, each for what it does to children's memory:
-//! the byte counter every child shares (MAP_SHARED), the fallback echo buffer (a child dirties
-//! only the pages its reads fill), and the parent's own state: the child table and the reaper's
-//! ring (`map_parent_only`: children do not inherit them) and the rest of its bookkeeping
-//! (`ForkShared`). Each is mapped once and lives until the process ends, so nothing here unmaps.
+//! This is the one place the copy-on-write story is told. fork(2) write-protects every private
+//! page of the parent; the first write to such a page afterwards, by either process, faults and
+//! copies it while the other still shares it. The parent writes its bookkeeping after every fork
+//! (the new child's entry, counters), so in ordinary memory (its heap or statics) every
+//! connection would pay two or three page copies on the parent's critical path, and each child
+//! would end up owning copies of pages it never uses: measured with perf as the largest
+//! difference from the C baseline's parent. Hence three kinds of memory:
+//! - `ParentOnly`: the parent's mutable bookkeeping (the child table, the reaper's ring, the
+//!   counters, `parent::Books`) in private mappings marked MADV_DONTFORK. A child has no mapping
+//!   there at all, so fork neither copies nor write-protects them, and a child that strayed into
+//!   them would fault instead of corrupting the parent's state. Nothing a child runs may read
+//!   them: what a child needs is copied out and handed to `parent::fork` by value.
+//! - `map(.., MAP_SHARED)`: the one page parent and children both write, the bytes-echoed
+//!   counter (atomics only).
+//! - `map(.., MAP_PRIVATE)`: a child's echo buffer, fresh from the kernel, so the child dirties
+//!   only the pages its reads fill.
 //!
-//! Why: fork write-protects every private page of the parent, so the first write to a page after
-//! each fork faults and copies the page while the child still shares it. The parent updates its
-//! bookkeeping after every fork; in ordinary memory (its stack, the heap, statics) that cost two
-//! or three page copies per connection on the parent's critical path, measured with perf as the
-//! largest difference from the C baseline's parent. Neither MADV_DONTFORK nor MAP_SHARED memory
-//! is write-protected by fork.
+//! What the parent fixes at startup and only reads afterwards (the listener, the child's
+//! settings) stays in ordinary memory: pages nobody writes are shared by fork at no cost.
+//! Each mapping lives until the process ends, so nothing here unmaps.
 
 use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};
@@ -39,25 +47,23 @@ pub fn map_parent_only(len: usize) -> nix::Result<NonNull<u8>> {
     Ok(mapping)
 }
 
-/// A value in MAP_SHARED memory, which fork neither copies nor write-protects: the parent's
-/// writes after a fork cost no page copies. A child sees the same pages, so it must only read
-/// them; it can, which matters because the compiler may load a field the child uses (say a
-/// copied-out setting) after the fork rather than before it.
-pub struct ForkShared<T> {
+/// A value in a `map_parent_only` mapping: the parent's own, never copied or write-protected by
+/// fork, and absent from every child.
+pub struct ParentOnly<T> {
     value: NonNull<T>,
 }
 
-impl<T> ForkShared<T> {
-    pub fn new(value: T) -> nix::Result<ForkShared<T>> {
+impl<T> ParentOnly<T> {
+    pub fn new(value: T) -> nix::Result<ParentOnly<T>> {
         assert!(align_of::<T>() <= 4096, "mappings are page-aligned");
-        let ptr = map(size_of::<T>().max(1), MapFlags::MAP_SHARED)?.cast::<T>();
+        let ptr = map_parent_only(size_of::<T>().max(1))?.cast::<T>();
         // SAFETY: the mapping is fresh, large enough and aligned for T, and nothing else uses it.
         unsafe { ptr.as_ptr().write(value) };
-        Ok(ForkShared { value: ptr })
+        Ok(ParentOnly { value: ptr })
     }
 }
 
-impl<T> Deref for ForkShared<T> {
+impl<T> Deref for ParentOnly<T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: `new` wrote a T there, which lives until `drop`; borrows follow `self`'s.
@@ -65,14 +71,14 @@ impl<T> Deref for ForkShared<T> {
     }
 }
 
-impl<T> DerefMut for ForkShared<T> {
+impl<T> DerefMut for ParentOnly<T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this borrow unique.
         unsafe { self.value.as_mut() }
     }
 }
 
-impl<T> Drop for ForkShared<T> {
+impl<T> Drop for ParentOnly<T> {
     fn drop(&mut self) {
         // The mapping itself stays, like every mapping here.
         // SAFETY: the T written by `new`, dropped once, never used again.
@@ -95,9 +101,9 @@ mod tests {
     }
 
     #[test]
-    fn a_fork_shared_value_is_usable_and_dropped() {
+    fn a_parent_only_value_is_usable_and_dropped() {
         let dropped = std::rc::Rc::new(());
-        let mut value = ForkShared::new((41u64, std::rc::Rc::clone(&dropped))).unwrap();
+        let mut value = ParentOnly::new((41u64, std::rc::Rc::clone(&dropped))).unwrap();
         value.0 += 1;
         assert_eq!(value.0, 42);
         assert_eq!(std::rc::Rc::strong_count(&dropped), 2);

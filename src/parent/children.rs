@@ -1,25 +1,22 @@
-//! The parent's table of live children: who they serve, since when, and how many per address.
+//! The parent's table of live children: which client each serves, and since when.
 //!
 //! A pid enters right after fork, before SIGCHLD is unblocked, and leaves when the main loop
 //! drains its exit from the reaper. So while SIGCHLD is blocked, every pid in the table is a
-//! child of ours that has not been reaped, and signalling it can never hit a recycled pid.
+//! child of ours that has not been reaped, and signalling it can never hit a recycled pid. The
+//! loop collects the reaped exits under the mask held across fork before it inserts, so the pid
+//! fork returns is never still in the table; `insert` treats one that is as the bug it would be.
 //!
-//! The table lives in its own anonymous mapping marked MADV_DONTFORK, so children do not
-//! inherit it. That matters for memory: a page the parent writes after a fork stays behind as
-//! the child's own copy, and the parent writes this table after every fork. On the heap, each
-//! child would end up owning a page or two of it. It is a fixed-size open-addressing table of
-//! plain integers (so the zero-filled mapping is a valid empty table), sized at startup for
-//! `--max-clients` at half load.
+//! The slots live in memory children do not inherit (`memory::map_parent_only`): the parent
+//! writes them after every fork. It is a fixed-size open-addressing table of plain integers (so
+//! the zero-filled mapping is a valid empty table), sized at startup for `--max-clients` at half
+//! load.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
 
-use crate::log::Peer;
 use crate::memory;
 
 /// What the parent remembers of one child.
@@ -46,21 +43,11 @@ pub struct Children {
     slots: &'static mut [Slot],
     len: usize,
     epoch: Instant,
-    /// Live children per client address (IPv4-mapped addresses counted as IPv4), kept only
-    /// when `count_per_ip` (it lives on the heap, so it costs children memory).
-    per_ip: HashMap<IpAddr, u32>,
-    count_per_ip: bool,
-}
-
-/// The address a client is counted under for `--max-per-ip`.
-fn client_ip(peer: SocketAddr) -> IpAddr {
-    Peer(peer).unmapped().ip()
 }
 
 impl Children {
-    /// A table for up to `capacity` children; `count_per_ip` keeps the per-address counts
-    /// `serving` answers from.
-    pub fn new(capacity: usize, count_per_ip: bool) -> Result<Children> {
+    /// A table for up to `capacity` children.
+    pub fn new(capacity: usize) -> Result<Children> {
         let slots = (capacity.max(1) * 2).next_power_of_two();
         let bytes = slots * size_of::<Slot>();
         let mapping = memory::map_parent_only(bytes)
@@ -72,8 +59,6 @@ impl Children {
             slots,
             len: 0,
             epoch: Instant::now(),
-            per_ip: HashMap::with_capacity(if count_per_ip { capacity } else { 0 }),
-            count_per_ip,
         })
     }
 
@@ -97,6 +82,8 @@ impl Children {
         }
     }
 
+    /// Records a new child. Panics if `pid` is already in the table: the caller collects reaped
+    /// exits before inserting, so that would mean a live child's entry was about to be lost.
     pub fn insert(&mut self, pid: Pid, child: Child) {
         let pid = pid.as_raw();
         assert!(
@@ -104,12 +91,14 @@ impl Children {
             "more children than --max-clients"
         );
         let mut i = self.home(pid);
-        while self.slots[i].pid != 0 && self.slots[i].pid != pid {
+        while self.slots[i].pid != 0 {
+            assert!(
+                self.slots[i].pid != pid,
+                "pid {pid} is already in the child table: its exit was reaped but not collected"
+            );
             i = (i + 1) & self.mask();
         }
-        if self.slots[i].pid == 0 {
-            self.len += 1;
-        }
+        self.len += 1;
         let (ip, is_v6) = match child.peer {
             SocketAddr::V4(v4) => (v4.ip().to_ipv6_mapped(), 0),
             SocketAddr::V6(v6) => (*v6.ip(), 1),
@@ -121,9 +110,6 @@ impl Children {
             ip: ip.octets(),
             since_ns: child.since.saturating_duration_since(self.epoch).as_nanos() as u64,
         };
-        if self.count_per_ip {
-            *self.per_ip.entry(client_ip(child.peer)).or_default() += 1;
-        }
     }
 
     pub fn remove(&mut self, pid: Pid) -> Option<Child> {
@@ -152,14 +138,6 @@ impl Children {
         }
         self.slots[hole] = Slot::default();
         self.len -= 1;
-        if self.count_per_ip {
-            if let Entry::Occupied(mut count) = self.per_ip.entry(client_ip(child.peer)) {
-                *count.get_mut() -= 1;
-                if *count.get() == 0 {
-                    count.remove();
-                }
-            }
-        }
         Some(child)
     }
 
@@ -178,11 +156,6 @@ impl Children {
             peer,
             since: self.epoch + Duration::from_nanos(slot.since_ns),
         }
-    }
-
-    /// How many live children serve clients from `peer`'s address (0 unless counting per IP).
-    pub fn serving(&self, peer: SocketAddr) -> u32 {
-        self.per_ip.get(&client_ip(peer)).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -214,7 +187,7 @@ mod tests {
 
     #[test]
     fn tracks_insertions_and_removals() {
-        let mut children = Children::new(4, false).unwrap();
+        let mut children = Children::new(4).unwrap();
         let first = child("127.0.0.1:5000");
         children.insert(Pid::from_raw(10), first);
         children.insert(Pid::from_raw(11), child("[::1]:5001"));
@@ -230,15 +203,15 @@ mod tests {
     #[test]
     fn agrees_with_a_hash_map_under_many_random_operations() {
         // Few slots and pids that collide a lot, so probe runs wrap and deletions shift.
-        let mut children = Children::new(64, false).unwrap();
-        let mut model: HashMap<i32, Child> = HashMap::new();
+        let mut children = Children::new(64).unwrap();
+        let mut model: std::collections::HashMap<i32, Child> = Default::default();
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         for step in 0..50_000u32 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             let pid = (state % 300) as i32 + 1;
-            if model.len() < 64 && (state >> 20) % 2 == 0 {
+            if model.len() < 64 && (state >> 20) % 2 == 0 && !model.contains_key(&pid) {
                 let c = child(&format!("10.0.{}.{}:{}", pid % 7, pid % 250, step % 60000));
                 children.insert(Pid::from_raw(pid), c);
                 model.insert(pid, c);
@@ -259,27 +232,10 @@ mod tests {
     }
 
     #[test]
-    fn counts_per_address_across_ports_and_ipv4_mapping() {
-        let mut children = Children::new(4, true).unwrap();
-        children.insert(Pid::from_raw(1), child("192.0.2.1:1000"));
-        children.insert(Pid::from_raw(2), child("[::ffff:192.0.2.1]:1001"));
-        children.insert(Pid::from_raw(3), child("192.0.2.2:1000"));
-        let probe: SocketAddr = "192.0.2.1:9".parse().unwrap();
-        assert_eq!(children.serving(probe), 2);
-        assert_eq!(children.serving("192.0.2.2:9".parse().unwrap()), 1);
-        assert_eq!(children.serving("[::1]:9".parse().unwrap()), 0);
-        children.remove(Pid::from_raw(2));
-        children.remove(Pid::from_raw(1));
-        assert_eq!(children.serving(probe), 0);
-        assert_eq!(children.per_ip.len(), 1, "empty counts are dropped");
-    }
-
-    #[test]
-    fn without_per_ip_counting_nothing_is_counted() {
-        let mut children = Children::new(4, false).unwrap();
-        children.insert(Pid::from_raw(1), child("192.0.2.1:1000"));
-        assert_eq!(children.serving("192.0.2.1:9".parse().unwrap()), 0);
-        assert!(children.per_ip.is_empty());
-        assert!(children.remove(Pid::from_raw(1)).is_some());
+    #[should_panic(expected = "pid 7 is already in the child table")]
+    fn inserting_a_pid_that_is_present_is_a_loud_bug() {
+        let mut children = Children::new(4).unwrap();
+        children.insert(Pid::from_raw(7), child("127.0.0.1:1"));
+        children.insert(Pid::from_raw(7), child("127.0.0.1:2"));
     }
 }

@@ -1,18 +1,14 @@
-//! Signal handling: in the parent, handlers record and wake and the main loop does the work; in
-//! a child, a stop signal closes the connection.
+//! The parent's signals: handlers record and wake, and the main loop does the work.
 //!
 //! Handlers installed with signal-hook use SA_RESTART, so a parent blocked in accept(2) would
 //! never notice them. Instead every handler writes one byte to a non-blocking self-pipe that the
 //! main loop polls beside the listener. The handlers only do async-signal-safe work: SIGCHLD
 //! reaps into `reaper::exits()`; SIGTERM, SIGINT and SIGHUP count a stop request; SIGUSR1 asks for
-//! a statistics line. Around fork the parent blocks these signals (`block`) so a signal can never
-//! run the parent's handlers in a half-made child; the child installs its own (`prepare_child`)
-//! before it unblocks them.
-//!
-//! In a child, SIGTERM (sent by the stopping parent, or as the parent-death signal), SIGINT and
-//! SIGHUP call shutdown(2) on the connection: async-signal-safe, and it wakes a read or write
-//! blocked on the socket with no window for a lost wake-up. The kernel still sends what was
-//! already written, then FIN, so the client sees a clean close.
+//! a statistics line. The loop takes a wake-up with `Wakeup::take`: it clears the pipe first and
+//! reads the flags second (PostgreSQL's ServerLoop: `ResetLatch`, then the `pending_*` flags), so
+//! a signal that lands in between leaves its flag for this look or its byte for the next poll,
+//! and is never lost. Around fork the parent blocks these signals (`block`): no handler of the
+//! parent's can run in a half-made child, and no child can be reaped before it is in the table.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -20,13 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
-use nix::unistd::Pid;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use crate::reaper;
+use super::reaper;
+use crate::debug::{self, Hook};
 
 /// Signals that stop the server (in the parent) or close the connection (in a child).
-const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+pub const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 /// Every signal the parent handles, and so blocks around fork.
 const HANDLED: [Signal; 5] = [
     Signal::SIGCHLD,
@@ -45,11 +41,6 @@ static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// Set by SIGUSR1, cleared when the main loop has logged the statistics.
 static STATS_WANTED: AtomicBool = AtomicBool::new(false);
 
-/// In a child: its connection's fd, for the stop handler to shut down. -1 until set.
-static CHILD_SOCKET: AtomicI32 = AtomicI32::new(-1);
-/// In a child: whether a stop signal closed the connection.
-static CHILD_STOPPED: AtomicBool = AtomicBool::new(false);
-
 /// The self-pipe the main loop polls: readable whenever a handler has run since the last `drain`.
 pub struct Wakeup {
     read: OwnedFd,
@@ -66,6 +57,23 @@ impl Wakeup {
         [self.read.as_raw_fd(), self.write.as_raw_fd()]
     }
 
+    /// Takes a wake-up: empties the pipe when `woken` (poll found it readable, or was
+    /// interrupted by a handler), then reads what the handlers recorded. In that order: a
+    /// handler that runs after the pipe was emptied has set its flag before its byte, so either
+    /// this look sees the flag or the next poll sees the byte.
+    pub fn take(&self, woken: bool) -> Pending {
+        if woken {
+            self.drain();
+        }
+        if debug::take(Hook::SigtermWhileWaking) {
+            let _ = nix::sys::signal::raise(Signal::SIGTERM);
+        }
+        Pending {
+            stop: stop_requested(),
+            stats: STATS_WANTED.swap(false, Ordering::AcqRel),
+        }
+    }
+
     /// Empties the pipe so the next poll sleeps until the next signal.
     pub fn drain(&self) {
         let mut buf = [0u8; 64];
@@ -77,6 +85,15 @@ impl Wakeup {
             }
         }
     }
+}
+
+/// What the handlers asked of the main loop since it last looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// The last stop signal and how many have arrived, once one has.
+    pub stop: Option<(Signal, usize)>,
+    /// SIGUSR1 asked for a statistics line.
+    pub stats: bool,
 }
 
 /// Creates the self-pipe and installs the handlers. Call once, before the first fork.
@@ -104,11 +121,6 @@ pub fn install() -> Result<Wakeup> {
 fn on_usr1() {
     STATS_WANTED.store(true, Ordering::Release);
     wake();
-}
-
-/// Whether SIGUSR1 asked for statistics since the last call.
-pub fn stats_requested() -> bool {
-    STATS_WANTED.swap(false, Ordering::AcqRel)
 }
 
 fn on_sigchld() {
@@ -147,6 +159,13 @@ pub struct Blocked {
     previous: SigSet,
 }
 
+impl Blocked {
+    /// The mask from before: what a child restores once its own handlers are in place.
+    pub fn previous(&self) -> SigSet {
+        self.previous
+    }
+}
+
 /// Blocks the handled signals: for fork, and whenever the main loop must not race a handler.
 pub fn block() -> Blocked {
     let mut set = SigSet::empty();
@@ -164,43 +183,4 @@ impl Drop for Blocked {
     fn drop(&mut self) {
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.previous), None);
     }
-}
-
-/// In a child, while the signals are still blocked: replaces every parent handler. Stop signals
-/// shut `socket` down; SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and
-/// its default action would kill them); SIGCHLD goes back to the default. Then asks for SIGTERM
-/// when the parent dies, and returns false if the parent is already gone (it died before the
-/// request took effect), in which case the child should not serve at all.
-pub fn prepare_child(_still_blocked: &Blocked, socket: RawFd, parent: Pid) -> bool {
-    CHILD_SOCKET.store(socket, Ordering::Release);
-    let stop = SigAction::new(
-        SigHandler::Handler(on_child_stop),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for signal in STOP {
-        // SAFETY: on_child_stop is async-signal-safe: shutdown(2) and atomic stores only.
-        let _ = unsafe { sigaction(signal, &stop) };
-    }
-    // SAFETY: SIG_IGN and SIG_DFL run no code of ours.
-    let _ = unsafe { sigaction(Signal::SIGUSR1, &ignore) };
-    // SAFETY: as above.
-    let _ = unsafe { sigaction(Signal::SIGCHLD, &default) };
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    // If the parent died before prctl, no signal will come: we were reparented already.
-    nix::unistd::getppid() == parent
-}
-
-extern "C" fn on_child_stop(_signal: nix::libc::c_int) {
-    CHILD_STOPPED.store(true, Ordering::Release);
-    let fd = CHILD_SOCKET.load(Ordering::Acquire);
-    // SAFETY: shutdown(2) is async-signal-safe; on a stale or invalid fd it only fails.
-    unsafe { nix::libc::shutdown(fd, nix::libc::SHUT_RDWR) };
-}
-
-/// In a child: whether a stop signal closed the connection.
-pub fn child_stopped() -> bool {
-    CHILD_STOPPED.load(Ordering::Acquire)
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 
-use crate::echo::{End, Outcome};
+use super::echo::{End, Outcome};
 
 /// The result of trying splice: an ended session, or "use read/write instead".
 #[derive(Debug)]

@@ -61,9 +61,8 @@ pub enum Expect {
 /// by every child). The error names the fd and what is wrong with it.
 pub fn take_socket(passed: u32, expect: Expect) -> Result<Socket> {
     ensure!(passed >= 1, "no sockets were passed");
-    for fd in FIRST_FD + 1..FIRST_FD.saturating_add(passed.min(i32::MAX as u32) as i32) {
-        // SAFETY: the passed fds beyond the first belong to us and nothing else refers to them.
-        unsafe { nix::libc::close(fd) };
+    if passed > 1 {
+        close_extra(passed);
     }
     // SAFETY: fd 3 is only borrowed for fstat; if it is not open, fstat says EBADF.
     let stat = fstat(unsafe { BorrowedFd::borrow_raw(FIRST_FD) })
@@ -108,6 +107,24 @@ pub fn take_socket(passed: u32, expect: Expect) -> Result<Socket> {
     Ok(socket)
 }
 
+/// Closes the passed fds after the first: 4 up to 3 + `passed` - 1. One close_range(2) call,
+/// since a bogus count can be as large as 4 294 967 295; where the kernel lacks it (before
+/// Linux 5.9), the fds up to the descriptor limit, which no fd can exceed.
+fn close_extra(passed: u32) {
+    let first = (FIRST_FD + 1) as u32;
+    let last = (FIRST_FD as u32).saturating_add(passed - 1);
+    // SAFETY: the passed fds beyond the first belong to us and nothing else refers to them.
+    if unsafe { nix::libc::close_range(first, last, 0) } == 0 {
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let limit = unsafe { nix::libc::sysconf(nix::libc::_SC_OPEN_MAX) }.clamp(0, i32::MAX as i64);
+    for fd in first..=last.min(limit as u32) {
+        // SAFETY: as above.
+        unsafe { nix::libc::close(fd as i32) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,23 +155,5 @@ mod tests {
         assert_eq!(err, "LISTEN_FDS is not a number of sockets: 'one'");
         let err = count(Some("42"), None, 42).unwrap_err().to_string();
         assert!(err.contains("LISTEN_FDS is not set"), "{err}");
-    }
-
-    #[test]
-    fn the_variables_are_removed_whatever_they_say() {
-        // SAFETY: no other test in this binary reads or writes the environment.
-        unsafe {
-            std::env::set_var("LISTEN_PID", "1");
-            std::env::set_var("LISTEN_FDS", "1");
-            std::env::set_var("LISTEN_FDNAMES", "echo");
-        }
-        assert_eq!(passed_sockets().unwrap(), 0);
-        for name in VARIABLES {
-            assert_eq!(
-                std::env::var_os(name),
-                None,
-                "{name} left in the environment"
-            );
-        }
     }
 }

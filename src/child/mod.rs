@@ -1,0 +1,94 @@
+//! The child half: everything that runs on the child's side of `parent::fork`.
+//!
+//! `run` is where a forked child starts. It first undoes what it inherited and does not need, in
+//! one function, `after_fork` (PostgreSQL's `ClosePostmasterPorts`, djb's `/* ---- child */`
+//! half): the parent's signal handlers give way to the child's own (`stop`), the kernel is asked
+//! to send SIGTERM if the parent dies, the signal mask the parent held across fork is lifted, and
+//! the listener and the self-pipe are closed (stdin and stdout are /dev/null already: the parent
+//! pointed its own there once it announced itself). Then it serves its one connection
+//! (`connection`: time it, echo it with `echo` or `splice`, log its close line) and leaves with
+//! `_exit`, never returning into the parent's code: `exit` would run the parent's atexit handlers
+//! and flush stdio buffers the child only holds copies of, and unwinding would run the parent's
+//! destructors. A panic is caught here and ends the child with status 101 (in a release build,
+//! which aborts on panic, with SIGABRT); the parent logs that exit like any other.
+
+pub mod connection;
+pub mod echo;
+pub mod splice;
+mod stop;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::AtomicU64;
+
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::unistd::Pid;
+use socket2::Socket;
+
+use connection::Stream;
+
+use crate::debug::{self, Hook};
+use crate::log::Peer;
+
+/// The exit status of a child that panicked (Rust's own status for a panicking `main`).
+pub const PANICKED: i32 = 101;
+
+/// How every child echoes, fixed at startup.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub buffer_size: usize,
+    pub quiet: bool,
+    /// The server-wide bytes-echoed counter, in memory shared with the parent.
+    pub bytes_total: &'static AtomicU64,
+    /// Echo with splice(2) (falling back to read/write where it is refused), or read/write only.
+    pub splice: bool,
+}
+
+/// What a child inherits from the parent only to undo it.
+#[derive(Debug, Clone, Copy)]
+pub struct Inherited {
+    /// The parent's descriptors: the listener and both ends of the self-pipe.
+    pub fds: [RawFd; 3],
+    /// The signal mask from before the parent blocked its handled signals for the fork.
+    pub mask: SigSet,
+    /// The parent's pid, to notice a parent that died before the child asked to follow it.
+    pub parent: Pid,
+}
+
+/// A forked child's whole life: set up, serve `client`, `_exit`.
+pub fn run(client: Socket, peer: SocketAddr, config: Config, inherited: Inherited) -> ! {
+    let code = panic::catch_unwind(AssertUnwindSafe(move || {
+        if !after_fork(&client, &inherited) {
+            // The parent is gone: nobody is left to serve for.
+            return 0;
+        }
+        if debug::armed(Hook::ChildPanics) {
+            panic!("FORKECHO_DEBUG=child-panics");
+        }
+        connection::serve(Stream::Socket(client.into()), Peer(peer), config)
+    }))
+    .unwrap_or(PANICKED);
+    // _exit, not exit: no atexit handlers, no second flush of stdio buffers copied from the parent.
+    // SAFETY: _exit ends the process at once; nothing of the child's needs to run after it.
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// Undoes in the child what belongs to the parent, with the parent's signals still blocked.
+/// Returns false if the parent has already died (then no parent-death signal will come).
+fn after_fork(client: &Socket, inherited: &Inherited) -> bool {
+    // Handlers first, mask second: a stop signal that arrived since the fork is pending, and must
+    // find the child's handler, not the parent's.
+    stop::install(client.as_raw_fd());
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    // sigprocmask fails only for an invalid `how`, which is a constant here.
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&inherited.mask), None);
+    for &fd in &inherited.fds {
+        // The fds belong to the parent's objects, which the child never uses: it never returns
+        // into the parent's code.
+        // SAFETY: nothing in the child refers to these fd numbers after this close.
+        unsafe { nix::libc::close(fd) };
+    }
+    // If the parent died before prctl, no signal will come: we were reparented already.
+    nix::unistd::getppid() == inherited.parent
+}

@@ -1,0 +1,118 @@
+//! The limits on who is served: `--max-clients` in all, `--max-per-ip` from one address.
+//!
+//! Address policy: a client counts under its IP address, whatever its port, and an IPv4 client
+//! of a dual-stack socket (`::ffff:192.0.2.1`) counts as the IPv4 address it is, so it shares its
+//! count with the same host reaching an IPv4 listener. Per-address counts are kept only when
+//! `--max-per-ip` is set: they live on the heap, which children inherit.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, SocketAddr};
+
+/// The address a client is counted under.
+pub fn client_ip(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
+pub struct Limits {
+    max_clients: usize,
+    /// Zero: no limit.
+    max_per_ip: u32,
+    /// Live children per client address, when `max_per_ip` is set.
+    per_ip: HashMap<IpAddr, u32>,
+}
+
+impl Limits {
+    pub fn new(max_clients: usize, max_per_ip: u32) -> Limits {
+        let counted = if max_per_ip > 0 { max_clients } else { 0 };
+        Limits {
+            max_clients,
+            max_per_ip,
+            per_ip: HashMap::with_capacity(counted),
+        }
+    }
+
+    pub fn max_clients(&self) -> usize {
+        self.max_clients
+    }
+
+    pub fn max_per_ip(&self) -> u32 {
+        self.max_per_ip
+    }
+
+    /// Whether `live` children are as many as may be: then accepting waits.
+    pub fn full(&self, live: usize) -> bool {
+        live >= self.max_clients
+    }
+
+    /// Whether a new client from `peer` would go over `--max-per-ip`.
+    pub fn refuses(&self, peer: SocketAddr) -> bool {
+        self.max_per_ip > 0 && self.serving(peer) >= self.max_per_ip
+    }
+
+    /// How many live children serve clients from `peer`'s address (0 unless counting per IP).
+    pub fn serving(&self, peer: SocketAddr) -> u32 {
+        self.per_ip.get(&client_ip(peer)).copied().unwrap_or(0)
+    }
+
+    /// A child now serves `peer`.
+    pub fn opened(&mut self, peer: SocketAddr) {
+        if self.max_per_ip > 0 {
+            *self.per_ip.entry(client_ip(peer)).or_default() += 1;
+        }
+    }
+
+    /// The child serving `peer` is gone.
+    pub fn closed(&mut self, peer: SocketAddr) {
+        if let Entry::Occupied(mut count) = self.per_ip.entry(client_ip(peer)) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn counts_per_address_across_ports_and_ipv4_mapping() {
+        let mut limits = Limits::new(4, 2);
+        limits.opened(addr("192.0.2.1:1000"));
+        limits.opened(addr("[::ffff:192.0.2.1]:1001"));
+        limits.opened(addr("192.0.2.2:1000"));
+        let probe = addr("192.0.2.1:9");
+        assert_eq!(limits.serving(probe), 2);
+        assert!(limits.refuses(probe));
+        assert_eq!(limits.serving(addr("192.0.2.2:9")), 1);
+        assert!(!limits.refuses(addr("192.0.2.2:9")));
+        assert_eq!(limits.serving(addr("[::1]:9")), 0);
+        limits.closed(addr("[::ffff:192.0.2.1]:1001"));
+        limits.closed(addr("192.0.2.1:1000"));
+        assert_eq!(limits.serving(probe), 0);
+        assert_eq!(limits.per_ip.len(), 1, "empty counts are dropped");
+    }
+
+    #[test]
+    fn without_max_per_ip_nothing_is_counted_or_refused() {
+        let mut limits = Limits::new(4, 0);
+        limits.opened(addr("192.0.2.1:1000"));
+        assert_eq!(limits.serving(addr("192.0.2.1:9")), 0);
+        assert!(!limits.refuses(addr("192.0.2.1:9")));
+        assert!(limits.per_ip.is_empty());
+        limits.closed(addr("192.0.2.1:1000"));
+    }
+
+    #[test]
+    fn full_at_max_clients() {
+        let limits = Limits::new(2, 0);
+        assert!(!limits.full(1));
+        assert!(limits.full(2));
+    }
+}

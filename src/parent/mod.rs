@@ -1,0 +1,452 @@
+//! The parent: poll, accept, fork, keep count of the children, and stop cleanly.
+//!
+//! One thread, one loop (`Parent::serve`). poll(2) waits on the self-pipe (`signals`) and the
+//! listener. A ready listener is accepted in batches; each client is checked against the
+//! `limits` and gets a child through `fork`, with the handled signals blocked across it. The
+//! SIGCHLD handler reaps exits into the `reaper`'s ring; the loop collects them into the table
+//! of `children` and logs the abnormal ones. At `--max-clients` the listener is simply left out of
+//! the poll set, so new connections wait in the kernel's backlog and the next child exit (SIGCHLD,
+//! through the self-pipe) resumes accepting. Failures of accept or fork concern one connection or
+//! a passing shortage: they are logged (rate-limited) and answered with a short pause in
+//! accepting, never with an exit or a busy loop.
+//!
+//! What the parent fixes at startup (the listener, the self-pipe, the children's settings) sits
+//! in `Parent` itself; what it writes while serving sits in `Books`, in memory children do not
+//! inherit (see `memory`).
+
+mod children;
+mod fork;
+pub mod limits;
+mod reaper;
+pub mod signals;
+pub mod stats;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use socket2::Socket;
+
+use crate::child::{self, Inherited};
+use crate::cli::Options;
+use crate::log::{Peer, RateLimit, Secs, Suppressed};
+use crate::logln;
+use crate::memory::ParentOnly;
+use crate::setup::listener::Listener;
+use children::{Child, Children};
+use limits::Limits;
+use signals::Wakeup;
+use stats::{Counts, Snapshot};
+
+/// Connections accepted per wake-up before the loop looks at signals and exits again.
+const ACCEPT_BATCH: usize = 64;
+/// How long accepting pauses after a resource shortage (EMFILE, fork's EAGAIN, ...).
+const BACKOFF: Duration = Duration::from_millis(100);
+/// How long to wait for SIGKILLed children to be reaped before giving up on them.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// At most one warning line per second for each kind of fault.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Parent {
+    /// None once shutdown has closed it.
+    listener: Option<Listener>,
+    wakeup: Wakeup,
+    /// What every child gets, by value.
+    child: child::Config,
+    pid: Pid,
+    grace: Duration,
+    started: Instant,
+    books: ParentOnly<Books>,
+}
+
+/// What the parent writes while it serves: never seen by a child.
+struct Books {
+    children: Children,
+    limits: Limits,
+    counts: Counts,
+    /// Accepting resumes at this instant after a resource shortage.
+    paused_until: Option<Instant>,
+    /// Whether the last look found the server at --max-clients (to log reaching it once).
+    was_full: bool,
+    accept_warnings: RateLimit,
+    fork_warnings: RateLimit,
+    refusal_warnings: RateLimit,
+    capacity_warnings: RateLimit,
+    stopping: bool,
+}
+
+impl Parent {
+    /// Everything the loop needs, made before the server says it is ready: the shared byte
+    /// counter, the signal handlers and their self-pipe, the reaper's ring, the child table.
+    pub fn new(listener: Listener, options: &Options, started: Instant) -> Result<Parent> {
+        let bytes_total = stats::shared_byte_counter()?;
+        let wakeup = signals::install()?;
+        let max_clients = options.max_clients as usize;
+        let books = ParentOnly::new(Books {
+            children: Children::new(max_clients)?,
+            limits: Limits::new(max_clients, options.max_per_ip),
+            counts: Counts::default(),
+            paused_until: None,
+            was_full: false,
+            accept_warnings: RateLimit::new(WARN_INTERVAL),
+            fork_warnings: RateLimit::new(WARN_INTERVAL),
+            refusal_warnings: RateLimit::new(WARN_INTERVAL),
+            capacity_warnings: RateLimit::new(WARN_INTERVAL),
+            stopping: false,
+        })
+        .context("unable to map the parent's bookkeeping")?;
+        Ok(Parent {
+            listener: Some(listener),
+            wakeup,
+            child: child::Config {
+                buffer_size: options.buffer_size,
+                quiet: options.quiet,
+                bytes_total,
+                splice: !options.no_splice,
+            },
+            pid: nix::unistd::getpid(),
+            grace: options.grace,
+            started,
+            books,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.as_ref().expect("listening").addr()
+    }
+
+    /// Serves until a stop signal.
+    pub fn serve(&mut self) {
+        loop {
+            let now = Instant::now();
+            let pause = self
+                .books
+                .paused_until
+                .map(|until| until.saturating_duration_since(now))
+                .filter(|left| !left.is_zero());
+            if pause.is_none() {
+                self.books.paused_until = None;
+            }
+            let full = self.note_capacity(now);
+            let (polled, woken, listener_ready) = {
+                let listener = self.listener.as_ref().expect("listening until shutdown");
+                let mut fds = [
+                    PollFd::new(self.wakeup.fd(), PollFlags::POLLIN),
+                    PollFd::new(listener.fd(), PollFlags::POLLIN),
+                ];
+                // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
+                let watched = if pause.is_some() || full { 1 } else { 2 };
+                let timeout = pause.map_or(PollTimeout::NONE, timeout_of);
+                let fds = &mut fds[..watched];
+                let polled = poll(fds, timeout);
+                // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than
+                // pay another poll to find it.
+                let woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
+                let ready = fds.len() == 2 && fds[1].any().unwrap_or(false);
+                (polled, woken, ready)
+            };
+            let pending = self.wakeup.take(woken);
+            if pending.stop.is_some() {
+                return;
+            }
+            if let Err(errno) = polled
+                && errno != Errno::EINTR
+            {
+                // Only ENOMEM is plausible here; do not spin while memory is short.
+                self.books.counts.accept_failures += 1;
+                if let Some(held) = self.books.accept_warnings.allow(Instant::now()) {
+                    logln!(
+                        "warning: poll failed (retrying in 100ms): {errno}{}",
+                        Suppressed(held)
+                    );
+                }
+                std::thread::sleep(BACKOFF);
+            }
+            self.collect_exits();
+            if pending.stats {
+                logln!("stats {}", self.snapshot());
+            }
+            if listener_ready {
+                self.accept_batch();
+            }
+        }
+    }
+
+    /// Whether the server is at --max-clients; logs (rate-limited) when it gets there.
+    fn note_capacity(&mut self, now: Instant) -> bool {
+        let books = &mut *self.books;
+        let full = books.limits.full(books.children.len());
+        if full
+            && !books.was_full
+            && let Some(held) = books.capacity_warnings.allow(now)
+        {
+            logln!(
+                "limit max-clients={} reached: new connections wait in the backlog{}",
+                books.limits.max_clients(),
+                Suppressed(held)
+            );
+        }
+        books.was_full = full;
+        full
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::take(
+            self.books.children.len(),
+            self.books.counts,
+            self.child.bytes_total,
+            self.started,
+        )
+    }
+
+    fn accept_batch(&mut self) {
+        for _ in 0..ACCEPT_BATCH {
+            // A failed fork pauses accepting: the rest of the backlog waits for the pause to end
+            // (processes may have freed up by then) instead of being accepted and closed at once.
+            if signals::stop_requested().is_some()
+                || self.books.limits.full(self.books.children.len())
+                || self.books.paused_until.is_some()
+            {
+                return;
+            }
+            let accepted = self.listener.as_ref().expect("listening").accept();
+            match accepted {
+                Ok((client, peer)) => self.admit(client, peer),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if crate::setup::listener::is_per_connection(&err) => {}
+                Err(err) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays readable, so polling it
+                    // again at once would spin. Pause; the connection waits in the backlog.
+                    let now = self.pause_accepting();
+                    self.books.counts.accept_failures += 1;
+                    if let Some(held) = self.books.accept_warnings.allow(now) {
+                        logln!(
+                            "warning: accept failed (accepts paused {}ms): {err}{}",
+                            BACKOFF.as_millis(),
+                            Suppressed(held)
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Serves `client` unless its address is at `--max-per-ip`: then it is closed at once, told
+    /// nothing, and logged (rate-limited) as refused.
+    fn admit(&mut self, client: Socket, peer: SocketAddr) {
+        let books = &mut *self.books;
+        if books.limits.refuses(peer) {
+            drop(client);
+            books.counts.refused_per_ip += 1;
+            if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
+                logln!(
+                    "refused peer={} reason=max-per-ip limit={}{}",
+                    Peer(peer),
+                    books.limits.max_per_ip(),
+                    Suppressed(held)
+                );
+            }
+            return;
+        }
+        books.counts.accepted += 1;
+        self.spawn(client, peer);
+    }
+
+    /// Forks a child for `client`, with the handled signals blocked from before the fork until
+    /// the child is in the table.
+    fn spawn(&mut self, client: Socket, peer: SocketAddr) {
+        let blocked = signals::block();
+        let inherited = Inherited {
+            fds: self.inherited_fds(),
+            mask: blocked.previous(),
+            parent: self.pid,
+        };
+        match fork::fork_child(client, peer, self.child, inherited) {
+            Ok(pid) => {
+                // With SIGCHLD blocked nothing more can be reaped, so once the exits reaped so
+                // far are collected, no pid in the table has been freed: the one fork just
+                // returned, possibly a recycled one, cannot collide with a stale entry.
+                self.collect_exits();
+                let books = &mut *self.books;
+                books.children.insert(
+                    pid,
+                    Child {
+                        peer,
+                        since: Instant::now(),
+                    },
+                );
+                books.limits.opened(peer);
+                drop(blocked);
+                if !self.child.quiet {
+                    logln!(
+                        "accept peer={} pid={pid} live={}",
+                        Peer(peer),
+                        books.children.len()
+                    );
+                }
+            }
+            Err(errno) => {
+                drop(blocked);
+                // The client saw the connection closed; the server pauses, then goes on.
+                let now = self.pause_accepting();
+                self.books.counts.fork_failures += 1;
+                if let Some(held) = self.books.fork_warnings.allow(now) {
+                    logln!(
+                        "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
+                        Peer(peer),
+                        BACKOFF.as_millis(),
+                        io::Error::from(errno),
+                        Suppressed(held)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The parent's fds a child must close: the listener and both ends of the self-pipe.
+    fn inherited_fds(&self) -> [RawFd; 3] {
+        let [pipe_read, pipe_write] = self.wakeup.raw_fds();
+        let listener = self.listener.as_ref().expect("listening").raw_fd();
+        [listener, pipe_read, pipe_write]
+    }
+
+    /// Stops polling the listener for `BACKOFF`; returns now.
+    fn pause_accepting(&mut self) -> Instant {
+        let now = Instant::now();
+        self.books.paused_until = Some(now + BACKOFF);
+        now
+    }
+
+    /// Takes the exits the SIGCHLD handler reaped, logging the abnormal ones.
+    fn collect_exits(&mut self) {
+        while reaper::exits().drain(|pid, status| self.child_exited(Pid::from_raw(pid), status)) {
+            // The ring overflowed and the handler left zombies: reap them here, with SIGCHLD
+            // blocked so this loop is the ring's only producer meanwhile.
+            let _blocked = signals::block();
+            reaper::exits().reap();
+        }
+    }
+
+    fn child_exited(&mut self, pid: Pid, status: i32) {
+        let books = &mut *self.books;
+        books.counts.reaped += 1;
+        let Some(child) = books.children.remove(pid) else {
+            logln!("warning: reaped a child that was not in the table pid={pid}");
+            return;
+        };
+        books.limits.closed(child.peer);
+        let peer = Peer(child.peer);
+        let lived = Secs(child.since.elapsed());
+        match WaitStatus::from_raw(pid, status) {
+            Ok(WaitStatus::Exited(_, 0)) => {}
+            Ok(WaitStatus::Exited(_, code)) => {
+                logln!("child pid={pid} peer={peer} exited status={code} after={lived}");
+            }
+            // At shutdown we sent it ourselves; the summary line counts them.
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) if books.stopping => {}
+            Ok(WaitStatus::Signaled(_, signal, core)) => {
+                let core = if core { " core-dumped" } else { "" };
+                logln!(
+                    "child pid={pid} peer={peer} killed signal={}{core} after={lived}",
+                    signal.as_str()
+                );
+            }
+            // waitpid without WUNTRACED/WCONTINUED reports only exits and deaths.
+            _ => {}
+        }
+    }
+
+    /// Closes the listener, asks the children to stop (SIGTERM: each closes its connection), waits
+    /// up to `--grace` (cut short by a second stop signal), then SIGKILLs the rest and reaps them.
+    pub fn shutdown(&mut self) {
+        let Some((signal, stops)) = signals::stop_requested() else {
+            return;
+        };
+        self.books.stopping = true;
+        // Closing the listener first frees the port for a successor at once.
+        self.listener = None;
+        let started = Instant::now();
+        logln!(
+            "stopping signal={} live={}",
+            signal.as_str(),
+            self.books.children.len()
+        );
+        self.signal_children(Signal::SIGTERM);
+        let mut killed = 0;
+        if !self.wait_for_children(started + self.grace, Some(stops)) {
+            killed = self.books.children.len();
+            self.signal_children(Signal::SIGKILL);
+            self.wait_for_children(Instant::now() + KILL_WAIT, None);
+        }
+        logln!(
+            "stopped killed={killed} unreaped={} duration={} {}",
+            self.books.children.len(),
+            Secs(started.elapsed()),
+            self.snapshot()
+        );
+    }
+
+    fn signal_children(&mut self, signal: Signal) {
+        // With SIGCHLD blocked no child can be reaped, so every pid left in the table after
+        // this collect is still ours: the signal cannot reach a recycled pid.
+        let _blocked = signals::block();
+        self.collect_exits();
+        for pid in self.books.children.pids() {
+            let _ = kill(pid, signal);
+        }
+    }
+
+    /// Waits until every child is reaped (true) or the deadline passes (false). With
+    /// `stops_seen`, a further stop signal ends the wait early.
+    fn wait_for_children(&mut self, deadline: Instant, stops_seen: Option<usize>) -> bool {
+        let mut woken = false;
+        loop {
+            let pending = self.wakeup.take(woken);
+            self.collect_exits();
+            if self.books.children.is_empty() {
+                return true;
+            }
+            let hurry = pending.stop.map(|(_, n)| n);
+            if stops_seen.is_some() && hurry > stops_seen {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut fds = [PollFd::new(self.wakeup.fd(), PollFlags::POLLIN)];
+            let polled = poll(&mut fds, timeout_of(left));
+            woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
+        }
+    }
+}
+
+/// A poll timeout that never rounds a pending wait down to zero (which would spin).
+fn timeout_of(left: Duration) -> PollTimeout {
+    let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_whole_milliseconds() {
+        assert_eq!(i32::from(timeout_of(Duration::from_micros(1))), 1);
+        assert_eq!(i32::from(timeout_of(Duration::from_millis(100))), 100);
+        assert_eq!(i32::from(timeout_of(Duration::from_micros(100_001))), 101);
+        assert_eq!(
+            i32::from(timeout_of(Duration::from_secs(u64::MAX))),
+            i32::MAX
+        );
+    }
+}

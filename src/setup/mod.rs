@@ -1,0 +1,96 @@
+//! Setting up, before the first fork: everything that can fail happens here or in
+//! `parent::Parent::new`, before the server says it is ready.
+//!
+//! `listen` points stdin at /dev/null and makes sure fds 1 and 2 are open (so nothing of ours
+//! lands on 0–2, and `server` can later point stdout where stdin points), finds the listening
+//! socket, either one systemd passed (`activation`) or one bound here (`listener`: dual stack,
+//! socket options every connection inherits), and then gives up root if asked (`privileges`).
+//! Unknown users and groups are refused before anything is bound.
+
+pub mod activation;
+pub mod listener;
+pub mod privileges;
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+use nix::sys::stat::Mode;
+
+use crate::cli::Options;
+use activation::Expect;
+use listener::Listener;
+use privileges::Identity;
+
+/// A bound (or adopted) listener, ready for the parent.
+pub struct Listening {
+    pub listener: Listener,
+    /// Whether systemd passed the socket (then --port, --bind and --backlog did not apply).
+    pub from_systemd: bool,
+    /// Who the server now runs as, when --user or --group asked for a change.
+    pub identity: Option<Identity>,
+}
+
+/// Finds or binds the listening socket, sets the options connections inherit from it, and drops
+/// privileges.
+pub fn listen(options: &Options) -> Result<Listening> {
+    standard_fds()?;
+    let passed = activation::passed_sockets()?;
+    let identity = privileges::resolve(options.user.as_deref(), options.group.as_deref())?;
+    let (listener, from_systemd) = match passed {
+        0 => (
+            Listener::bind(options.bind, options.port, options.backlog)?,
+            false,
+        ),
+        n => {
+            let socket = activation::take_socket(n, Expect::Listening)?;
+            (Listener::adopt(socket)?, true)
+        }
+    };
+    listener.set_connection_options(options.idle_timeout)?;
+    if let Some(identity) = &identity {
+        privileges::drop_to(identity)?;
+    }
+    Ok(Listening {
+        listener,
+        from_systemd,
+        identity,
+    })
+}
+
+/// Points stdin at /dev/null (the server never reads it, and children should not hold a
+/// launcher's pipe), and opens /dev/null on fd 1 or 2 if a launcher left it closed, so that no
+/// socket or pipe of ours gets one of those numbers.
+fn standard_fds() -> Result<()> {
+    to_dev_null(&[0])?;
+    for fd in 1..=2 {
+        // SAFETY: only borrowed for F_GETFD, which reports EBADF for a closed fd.
+        if fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, FcntlArg::F_GETFD).is_err() {
+            to_dev_null(&[fd])?;
+        }
+    }
+    Ok(())
+}
+
+/// Points each of `fds` at /dev/null, so it neither holds a pipe or connection open nor writes
+/// into it.
+pub fn to_dev_null(fds: &[RawFd]) -> Result<()> {
+    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .context("unable to open /dev/null")?;
+    let mut landed_on_one = false;
+    for &fd in fds {
+        if fd == null.as_raw_fd() {
+            // open(2) took the lowest free number, this very fd: it stays open there.
+            landed_on_one = true;
+            continue;
+        }
+        // SAFETY: dup2 onto a standard fd replaces it atomically; nothing holds it as an object.
+        let result = unsafe { nix::libc::dup2(null.as_raw_fd(), fd) };
+        nix::errno::Errno::result(result)
+            .with_context(|| format!("unable to point fd {fd} at /dev/null"))?;
+    }
+    if landed_on_one {
+        std::mem::forget(null);
+    }
+    Ok(())
+}
