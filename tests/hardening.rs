@@ -48,27 +48,11 @@ fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 
 /// CPU time (user + system) process `pid` has used.
 fn cpu_time(pid: nix::unistd::Pid) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<u64> = stat
-        .rsplit_once(") ")
-        .unwrap()
-        .1
-        .split(' ')
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse().unwrap())
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis((fields[0] + fields[1]) * 1000 / ticks)
+    common::procfs::stat(pid.as_raw()).unwrap().cpu()
 }
 
 fn is_gone(pid: i32, started: Option<u64>) -> bool {
-    let state = common::children_of(nix::unistd::Pid::from_raw(1))
-        .into_iter()
-        .find(|&(p, _)| p == pid)
-        .map(|(_, s)| s);
-    start_time(pid) != started || state == Some('Z')
+    start_time(pid) != started || common::process_state(pid) == Some('Z')
 }
 
 /// A connected client whose child has been stopped with SIGSTOP.

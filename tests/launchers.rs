@@ -22,12 +22,13 @@ use common::{
 
 /// `forkecho args` run the way a service manager runs it: `passed` becomes fd 3, and
 /// LISTEN_PID/LISTEN_FDS name the process (a shell that execs forkecho keeps its pid).
+/// LISTEN_FDS is 1 unless the command's environment sets FORKECHO_TEST_LISTEN_FDS.
 fn activated(passed: RawFd, args: &[&str]) -> Command {
     let mut command = Command::new("sh");
     command
         .args([
             "-c",
-            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"",
+            "LISTEN_PID=$$ LISTEN_FDS=${FORKECHO_TEST_LISTEN_FDS:-1} exec \"$0\" \"$@\"",
             binary(),
         ])
         .args(args);
@@ -136,6 +137,18 @@ fn listen_variables_for_another_process_are_ignored() {
 }
 
 #[test]
+fn a_huge_listen_fds_count_starts_at_once() {
+    // Up to 4 294 967 294 further fds to close: one close_range(2), not a loop of close(2).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut command = activated(listener.as_raw_fd(), &[]);
+    command.env("FORKECHO_TEST_LISTEN_FDS", "4294967295");
+    let server = Server::spawn(command);
+    drop(listener);
+    let data = pattern(8, 1000);
+    assert_same_bytes(&echo_through(server.connect(), &data), &data);
+}
+
+#[test]
 fn inetd_mode_echoes_stdin_to_stdout_through_pipes() {
     let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
     let mut child = Command::new(binary())
@@ -225,6 +238,34 @@ fn inetd_mode_serves_a_connection_passed_as_fd_3() {
     assert_same_bytes(&echo_through(client, &data), &data);
     let output = finish(child);
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
+
+#[test]
+fn inetd_mode_blocks_on_a_socket_the_launcher_left_non_blocking() {
+    let (mut client, server_end) = connection();
+    server_end.set_nonblocking(true).unwrap();
+    let mut command = activated(server_end.as_raw_fd(), &["--inetd"]);
+    let forkecho = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(command);
+    drop(server_end);
+    let pid = forkecho.id() as i32;
+    assert_eq!(common::round_trip(&mut client, b"one"), b"one");
+    // Wait until forkecho sleeps in its next read (or has given up, which fails below): a
+    // non-blocking read would have failed at once, taken for an idle timeout.
+    common::eventually("forkecho to wait for more", common::DEADLINE, || {
+        common::process_state(pid).is_none_or(|state| state == 'S' || state == 'Z')
+    });
+    assert_eq!(common::round_trip(&mut client, b"two"), b"two");
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let output = finish(forkecho);
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("end=client-closed"), "{err}");
 }
 
 #[test]

@@ -226,6 +226,21 @@ fn stdout_holds_only_the_listening_line() {
 }
 
 #[test]
+fn stdout_reaches_its_end_after_the_listening_line_while_the_server_serves() {
+    // A harness that reads stdout to its end must not wait for the server, or a child, to exit.
+    let server = Server::start(&[]);
+    let (_client, child) = server.connected_child();
+    assert_eq!(server.stdout_after_listening(), b"");
+    assert!(
+        server
+            .children()
+            .iter()
+            .any(|&(pid, _)| pid == child.as_raw()),
+        "the child still serves"
+    );
+}
+
+#[test]
 fn a_child_holds_neither_the_listener_nor_the_self_pipe() {
     let server = Server::start(&[]);
     let mut client = server.connect();
@@ -252,6 +267,10 @@ fn a_child_holds_neither_the_listener_nor_the_self_pipe() {
         !child.contains(self_pipe[0]),
         "child kept the self-pipe: {child:?}"
     );
+    // stdin and stdout are /dev/null, not the harness's pipes (stderr is the log).
+    let standard = fd_targets_by_number(server.child_for(client.local_addr().unwrap()).as_raw());
+    assert_eq!(standard[0].1, "/dev/null", "{standard:?}");
+    assert_eq!(standard[1].1, "/dev/null", "{standard:?}");
     // Its own: the connection. Small echoes go through read/write; no pipe yet.
     let own = |child: &[String]| -> (usize, usize, usize) {
         let own: Vec<&String> = child.iter().filter(|t| !parent.contains(t)).collect();
@@ -271,13 +290,26 @@ fn a_child_holds_neither_the_listener_nor_the_self_pipe() {
     assert_eq!(own(&child), (1, 2, 1));
 }
 
+/// Each open fd of `pid` and what it points at, in fd order.
+fn fd_targets_by_number(pid: i32) -> Vec<(i32, String)> {
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the fd table")
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// What each open fd of `pid` points at (`socket:[123]`, `pipe:[456]`, `/dev/null`, ...).
 fn fd_targets(pid: i32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read an fd table")
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|t| t.to_string_lossy().into_owned())
+    fd_targets_by_number(pid)
+        .into_iter()
+        .map(|(_, target)| target)
         .collect()
 }
 

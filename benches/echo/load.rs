@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use nix::unistd::Pid;
 
+use crate::procfs;
+
 /// Throughput with its latency distribution.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rate {
@@ -132,23 +134,7 @@ fn schedstat_ns(path: &str) -> Result<u64> {
 /// Nanoseconds on CPU of process `pid`, all its threads, exited ones included: utime + stime
 /// from /proc/PID/stat (clock-tick resolution; per-thread schedstat loses exited threads).
 fn process_cpu_ns(pid: Pid) -> u64 {
-    let ticks: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<u64> = stat
-                .rsplit_once(") ")?
-                .1
-                .split(' ')
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            Some(fields.iter().sum())
-        })
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let per_s = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as u64;
-    ticks * 1_000_000_000 / per_s.max(1)
+    procfs::stat(pid.as_raw()).map_or(0, |stat| stat.cpu().as_nanos() as u64)
 }
 
 /// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. Returns
@@ -304,26 +290,9 @@ pub fn smaps_rollup(pid: Pid) -> Result<Rollup> {
 
 /// Child pids of `parent`, from /proc/*/stat.
 pub fn children_of(parent: Pid) -> Vec<Pid> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(") ")?
-                        .1
-                        .split(' ')
-                        .nth(1)?
-                        .parse::<i32>()
-                        .ok()
-                })
-                == Some(parent.as_raw())
-        })
-        .map(Pid::from_raw)
+    procfs::children_of(parent.as_raw())
+        .into_iter()
+        .map(|(pid, _)| Pid::from_raw(pid))
         .collect()
 }
 

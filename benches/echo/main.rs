@@ -12,7 +12,11 @@
 //! `--clients N` (scenario 4; default 2000), `--seconds S` (scenarios 1 and 2).
 
 mod chart;
+#[path = "../../tests/common/fixture.rs"]
+mod fixture;
 mod load;
+#[path = "../../tests/common/procfs.rs"]
+mod procfs;
 mod servers;
 
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! directory): the same code with a smaller process image, which shows how much of forkecho's
 //! cost per fork is dynamic linking rather than its own work.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,8 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::fixture;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -164,13 +165,10 @@ impl Setup {
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("start {}", kind.name()))?;
-        let mut line = String::new();
-        BufReader::new(process.stdout.take().unwrap()).read_line(&mut line)?;
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("{} did not announce its port: {line:?}", kind.name()))?;
+        let mut stdout = BufReader::new(process.stdout.take().unwrap());
+        let addr = fixture::read_readiness(&mut stdout).map_err(|line| {
+            anyhow::anyhow!("{} did not announce its port: {line:?}", kind.name())
+        })?;
         Ok(Server { process, addr })
     }
 }
@@ -247,12 +245,6 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = kill(self.pid(), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.process.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        fixture::stop(&mut self.process, Duration::from_secs(10));
     }
 }

@@ -156,4 +156,38 @@ mod tests {
         let err = count(Some("42"), None, 42).unwrap_err().to_string();
         assert!(err.contains("LISTEN_FDS is not set"), "{err}");
     }
+
+    /// Set in the copy of this test binary that `the_variables_are_removed_whatever_they_say`
+    /// runs, so that the environment is changed in a process where no other test runs.
+    const ALONE: &str = "FORKECHO_TEST_ENV_ALONE";
+
+    #[test]
+    fn the_variables_are_removed_whatever_they_say() {
+        if std::env::var_os(ALONE).is_none() {
+            // Changing the environment while other test threads may read it is undefined
+            // behaviour: run this test alone, in a fresh copy of this binary, with the
+            // variables set from the start.
+            let name = "setup::activation::tests::the_variables_are_removed_whatever_they_say";
+            let output = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([name, "--exact", "--test-threads=1"])
+                .env(ALONE, "1")
+                .env("LISTEN_PID", "1")
+                .env("LISTEN_FDS", "1")
+                .env("LISTEN_FDNAMES", "echo")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "{text}");
+            return;
+        }
+        assert_eq!(passed_sockets().unwrap(), 0);
+        for name in VARIABLES {
+            assert_eq!(
+                std::env::var_os(name),
+                None,
+                "{name} left in the environment"
+            );
+        }
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,28 +153,24 @@ impl Server {
         let rest = Arc::clone(&stdout_rest);
         let mut out = BufReader::new(process.stdout.take().unwrap());
         thread::spawn(move || {
-            let mut first = String::new();
-            let _ = out.read_line(&mut first);
-            let _ = ready_tx.send(first);
+            let _ = ready_tx.send(fixture::read_readiness(&mut out));
             let mut bytes = Vec::new();
             let _ = out.read_to_end(&mut bytes);
             *rest.0.lock().unwrap() = bytes;
             rest.1.store(true, Ordering::Release);
         });
-        let first = ready_rx.recv_timeout(DEADLINE).unwrap_or_default();
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.strip_suffix('\n'))
-            .and_then(|addr| addr.parse().ok());
+        let ready = ready_rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| Err(String::new()));
         let mut server = Server {
             process,
             addr: "0.0.0.0:0".parse().unwrap(),
             stderr,
             stdout_rest,
         };
-        match addr {
-            Some(addr) => server.addr = addr,
-            None => {
+        match ready {
+            Ok(addr) => server.addr = addr,
+            Err(first) => {
                 let _ = server.process.kill();
                 let _ = server.process.wait();
                 panic!(
@@ -327,13 +323,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.process.try_wait() {
             let children = self.children();
-            let _ = kill(self.pid(), Signal::SIGTERM);
-            let deadline = Instant::now() + DEADLINE;
-            while matches!(self.process.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
-            }
-            let _ = self.process.kill();
-            let _ = self.process.wait();
+            fixture::stop(&mut self.process, DEADLINE);
             for (pid, _) in children {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
@@ -413,44 +403,23 @@ pub fn fields(line: &str) -> HashMap<&str, &str> {
     line.split(' ').filter_map(|t| t.split_once('=')).collect()
 }
 
+pub mod fixture;
+pub mod procfs;
+
 /// Child processes of `parent` as (pid, state), from /proc/*/stat.
 pub fn children_of(parent: Pid) -> Vec<(i32, char)> {
-    let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // Processes can vanish between listing and reading: skip them.
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) S ppid ...": comm may hold spaces and parentheses; split after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let mut parts = rest.split(' ');
-        let state = parts.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid: i32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if ppid == parent.as_raw() {
-            found.push((pid, state));
-        }
-    }
-    found
+    procfs::children_of(parent.as_raw())
 }
 
 /// When process `pid` started (clock ticks since boot): with the pid, it names one process even
 /// across pid reuse. None when no such process exists.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22 overall; the 20th after "pid (comm) ".
-    stat.rsplit_once(") ")?.1.split(' ').nth(19)?.parse().ok()
+    procfs::stat(pid).map(|stat| stat.starttime)
+}
+
+/// Process `pid`'s state letter (R, S, Z, ...), or None when there is no such process.
+pub fn process_state(pid: i32) -> Option<char> {
+    procfs::stat(pid).map(|stat| stat.state)
 }
 
 /// Whether this host can use IPv6 on loopback.

@@ -1,0 +1,38 @@
+//! Starting forkecho as a fixture and stopping it, for the tests (`Server`) and the benchmark
+//! (which includes this file by path): the two halves every harness of forkecho needs.
+
+#![allow(dead_code)] // each test crate, and the benchmark, uses a different part of this module
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Reads forkecho's readiness line, `listening on ADDR`, from its stdout and returns the
+/// address, or the line (perhaps empty) that came instead.
+pub fn read_readiness(stdout: &mut impl BufRead) -> Result<SocketAddr, String> {
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    line.strip_prefix("listening on ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .and_then(|addr| addr.parse().ok())
+        .ok_or(line)
+}
+
+/// Stops `process` the way a service manager would: SIGTERM, up to `within` to exit, then
+/// SIGKILL. It is reaped either way.
+pub fn stop(process: &mut Child, within: Duration) {
+    if let Ok(None) = process.try_wait() {
+        let _ = kill(Pid::from_raw(process.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while matches!(process.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let _ = process.kill();
+    let _ = process.wait();
+}
