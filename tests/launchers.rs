@@ -222,18 +222,22 @@ fn inetd_mode_logs_nothing_into_a_connection_that_is_also_stderr() {
     assert_same_bytes(&back, &data);
 }
 
-#[test]
-fn inetd_mode_serves_a_connection_passed_as_fd_3() {
-    let (client, server_end) = connection();
+/// `forkecho --inetd` started on `server_end` as fd 3, the way systemd's `Accept=yes` does;
+/// the test's copies of the connection's server end are closed once it runs.
+fn inetd_on_fd_3(server_end: TcpStream) -> Child {
     let mut command = activated(server_end.as_raw_fd(), &["--inetd"]);
-    let child = command
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    drop(command);
-    drop(server_end);
+        .unwrap()
+}
+
+#[test]
+fn inetd_mode_serves_a_connection_passed_as_fd_3() {
+    let (client, server_end) = connection();
+    let child = inetd_on_fd_3(server_end);
     let data = pattern(7, 100_000);
     assert_same_bytes(&echo_through(client, &data), &data);
     let output = finish(child);
@@ -244,15 +248,7 @@ fn inetd_mode_serves_a_connection_passed_as_fd_3() {
 fn inetd_mode_blocks_on_a_socket_the_launcher_left_non_blocking() {
     let (mut client, server_end) = connection();
     server_end.set_nonblocking(true).unwrap();
-    let mut command = activated(server_end.as_raw_fd(), &["--inetd"]);
-    let forkecho = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(command);
-    drop(server_end);
+    let forkecho = inetd_on_fd_3(server_end);
     let pid = forkecho.id() as i32;
     assert_eq!(common::round_trip(&mut client, b"one"), b"one");
     // Wait until forkecho sleeps in its next read (or has given up, which fails below): a
