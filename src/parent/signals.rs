@@ -70,7 +70,10 @@ impl Wakeup {
         }
         Pending {
             stop: stop_requested(),
-            stats: STATS_WANTED.swap(false, Ordering::AcqRel),
+            // Looked at before it is cleared: a swap writes even an unchanged value, and a page
+            // the parent writes after a fork becomes one more page of the child's own memory.
+            stats: STATS_WANTED.load(Ordering::Acquire)
+                && STATS_WANTED.swap(false, Ordering::AcqRel),
         }
     }
 
