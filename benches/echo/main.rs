@@ -9,7 +9,9 @@
 //! chart under target/forkecho-bench/.
 //!
 //! Flags (after `cargo bench --`): `--quick` (a short smoke run, as CI does), `--rounds N`,
-//! `--clients N` (scenario 4; default 2000), `--seconds S` (scenarios 1 and 2).
+//! `--clients N` (scenario 4; default 2000), `--seconds S` (scenarios 1 and 2), `--compare PATH`
+//! (another forkecho binary, say a build of an earlier commit, measured `-q` in the same rounds:
+//! an A/B of a change, interleaved with everything else).
 
 mod chart;
 #[path = "../../tests/common/fixture.rs"]
@@ -33,6 +35,7 @@ const CLIENT_THREADS: usize = 4;
 
 struct Plan {
     quick: bool,
+    compare: Option<std::path::PathBuf>,
     rounds: usize,
     clients: usize,
     seconds: f64,
@@ -44,6 +47,7 @@ impl Plan {
         let mut args = std::env::args().skip(1);
         let mut plan = Plan {
             quick: false,
+            compare: None,
             rounds: 3,
             clients: 2000,
             seconds: 5.0,
@@ -59,10 +63,12 @@ impl Plan {
                 "--rounds" => rounds = Some(value("--rounds")?.parse()?),
                 "--clients" => clients = Some(value("--clients")?.parse()?),
                 "--seconds" => seconds = Some(value("--seconds")?.parse()?),
+                "--compare" => plan.compare = Some(value("--compare")?.into()),
                 // cargo passes --bench to harness = false targets.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other:?} (try --quick, --rounds N, --clients N, --seconds S)"
+                    "unknown argument {other:?} (try --quick, --rounds N, --clients N, --seconds S, \
+                     --compare PATH)"
                 ),
             }
         }
@@ -147,6 +153,7 @@ fn run() -> Result<()> {
         &root.join("Cargo.toml"),
         &root.join("benches/baselines"),
         &out_dir,
+        plan.compare.as_deref(),
     )?;
     if !setup.have_socat {
         eprintln!("note: socat is not installed; its column is left out");

@@ -23,6 +23,8 @@ pub enum Kind {
     ForkechoQuiet,
     ForkechoLogging,
     ForkechoStatic,
+    /// `--compare PATH`: another forkecho binary, run with `-q`.
+    ForkechoCompare,
     CThread,
     Socat,
 }
@@ -34,6 +36,7 @@ impl Kind {
             Kind::ForkechoQuiet => "forkecho -q",
             Kind::ForkechoLogging => "forkecho (logging)",
             Kind::ForkechoStatic => "forkecho -q, static build",
+            Kind::ForkechoCompare => "forkecho -q, --compare build",
             Kind::CThread => "C threads",
             Kind::Socat => "socat fork",
         }
@@ -46,6 +49,7 @@ impl Kind {
             Kind::ForkechoQuiet => "forkecho_quiet",
             Kind::ForkechoLogging => "forkecho_logging",
             Kind::ForkechoStatic => "forkecho_static",
+            Kind::ForkechoCompare => "forkecho_compare",
             Kind::CThread => "c_thread",
             Kind::Socat => "socat",
         }
@@ -66,6 +70,8 @@ pub struct Setup {
     pub have_socat: bool,
     /// None when the static build failed (the reason is printed).
     pub forkecho_static: Option<PathBuf>,
+    /// `--compare PATH`.
+    pub forkecho_compare: Option<PathBuf>,
 }
 
 impl Setup {
@@ -76,6 +82,7 @@ impl Setup {
         manifest: &Path,
         sources: &Path,
         out_dir: &Path,
+        compare: Option<&Path>,
     ) -> Result<Setup> {
         std::fs::create_dir_all(out_dir)
             .with_context(|| format!("create {}", out_dir.display()))?;
@@ -108,6 +115,7 @@ impl Setup {
                     eprintln!("note: no static build, its column is left out: {err:#}")
                 })
                 .ok(),
+            forkecho_compare: compare.map(Path::to_path_buf),
         })
     }
 
@@ -120,6 +128,9 @@ impl Setup {
         ];
         if self.forkecho_static.is_some() {
             kinds.insert(3, Kind::ForkechoStatic);
+        }
+        if self.forkecho_compare.is_some() {
+            kinds.insert(2, Kind::ForkechoCompare);
         }
         if self.have_socat {
             kinds.push(Kind::Socat);
@@ -135,7 +146,10 @@ impl Setup {
         let mut command = match kind {
             Kind::CFork => plain(&self.c_fork, &["0"]),
             Kind::CThread => plain(&self.c_thread, &["0"]),
-            Kind::ForkechoQuiet | Kind::ForkechoLogging | Kind::ForkechoStatic => {
+            Kind::ForkechoQuiet
+            | Kind::ForkechoLogging
+            | Kind::ForkechoStatic
+            | Kind::ForkechoCompare => {
                 let mut args = vec!["--bind", "127.0.0.1", "--port", "0"];
                 args.extend(["--max-clients", &max_clients, "--backlog", "1024"]);
                 if kind != Kind::ForkechoLogging {
@@ -143,6 +157,7 @@ impl Setup {
                 }
                 let program = match kind {
                     Kind::ForkechoStatic => self.forkecho_static.as_deref().context("static")?,
+                    Kind::ForkechoCompare => self.forkecho_compare.as_deref().context("compare")?,
                     _ => &self.forkecho,
                 };
                 plain(program, &args)

@@ -195,10 +195,10 @@ mod tests {
             if self.interrupt_every_other_write && self.writes % 2 == 1 {
                 return Err(ErrorKind::Interrupted.into());
             }
-            if let Some((limit, kind)) = self.fail_writes_after {
-                if self.written.len() >= limit {
-                    return Err(kind.into());
-                }
+            if let Some((limit, kind)) = self.fail_writes_after
+                && self.written.len() >= limit
+            {
+                return Err(kind.into());
             }
             let n = data.len().min(self.write_max);
             self.written.extend_from_slice(&data[..n]);

@@ -211,7 +211,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let pid = (state % 300) as i32 + 1;
-            if model.len() < 64 && (state >> 20) % 2 == 0 && !model.contains_key(&pid) {
+            if model.len() < 64 && (state >> 20).is_multiple_of(2) && !model.contains_key(&pid) {
                 let c = child(&format!("10.0.{}.{}:{}", pid % 7, pid % 250, step % 60000));
                 children.insert(Pid::from_raw(pid), c);
                 model.insert(pid, c);
