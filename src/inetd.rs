@@ -55,6 +55,7 @@ pub fn run(options: &Options) -> Result<u8> {
         let socket = unsafe { Socket::from_raw_fd(0) };
         return serve_socket(socket, options, config);
     }
+    crate::log::init();
     // Two different files: a pipe or two, most likely.
     // SAFETY: fds 0 and 1 are open (fstat said so) and owned by these Files alone from here.
     let pipes = unsafe { Stream::Pipes(File::from_raw_fd(0), File::from_raw_fd(1)) };
@@ -62,6 +63,8 @@ pub fn run(options: &Options) -> Result<u8> {
 }
 
 fn serve_socket(socket: Socket, options: &Options, mut config: Config) -> Result<u8> {
+    // Once the connection is ours (it may be fd 3, where the log's own fd must not land).
+    crate::log::init();
     // A launcher may hand the socket over non-blocking; a read would then fail at once with
     // EAGAIN, which the echo takes for an idle timeout.
     socket

@@ -1,16 +1,21 @@
-//! Log lines on stderr, one `write(2)` per line.
+//! Log lines on stderr: one `write(2)` per line, and never a wait for a reader.
 //!
 //! The parent and hundreds of children share one stderr. Rust's stderr printing macros issue
-//! several writes per line, so lines from different processes would interleave. Here a line is formatted into a stack buffer
-//! of at most `PIPE_BUF` bytes and handed to the kernel in a single write, which a pipe guarantees
-//! to keep whole. Formatting never allocates, so logging costs the accept loop no heap traffic.
-//! This module also holds the small display helpers the log lines share and a rate limiter for
-//! warnings that could otherwise flood the log.
+//! several writes per line, so lines from different processes would interleave. Here a line is
+//! formatted into a stack buffer of at most `PIPE_BUF` bytes and handed to the kernel in a single
+//! write, which a pipe guarantees to keep whole. Formatting never allocates, so logging costs the
+//! accept loop no heap traffic. `sink` writes it without waiting: a line stderr cannot take at
+//! once is dropped and counted, and the next line that gets through is followed by
+//! `log-dropped lines=N`. This module also holds the small display helpers the log lines share
+//! and a rate limiter for warnings that could otherwise flood the log.
+
+mod sink;
 
 use std::fmt::{self, Write as _};
-use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+pub use sink::{Drops, share as share_drops};
 
 /// Writes of at most `PIPE_BUF` (4096 on Linux) bytes to a pipe are atomic.
 const LINE_MAX: usize = 4096;
@@ -24,18 +29,37 @@ macro_rules! logln {
     };
 }
 
-/// Writes one formatted line to stderr. Failures are ignored: with stderr gone there is nowhere
-/// left to report them, and a lost log line must never stop the server.
+/// Chooses how lines are written, from what stderr is. Call at startup, before anything is
+/// logged, and again whenever fd 2 is replaced.
+pub fn init() {
+    sink::init();
+}
+
+/// Writes one formatted line to stderr, or counts it as dropped. A lost log line must never
+/// stop or slow the server.
 pub fn emit(args: fmt::Arguments<'_>) {
     let line = Line::format(args);
-    let mut rest = line.as_bytes();
-    while !rest.is_empty() {
-        match nix::unistd::write(io::stderr(), rest) {
-            Ok(0) => return,
-            Ok(n) => rest = &rest[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return,
-        }
+    if !sink::write(line.as_bytes()) {
+        sink::dropped();
+        return;
+    }
+    let lost = sink::take_unreported();
+    if lost > 0 {
+        report_dropped(lost);
+    }
+}
+
+/// The line after a stall: how many lines were lost. A frame of its own, so that `emit` (which
+/// every child runs) does not reserve stack for a second line.
+#[cold]
+#[inline(never)]
+fn report_dropped(lost: u64) {
+    let notice = Line::format(format_args!(
+        "log-dropped lines={lost} (stderr was taking no lines; stats and stopped lines count them \
+         all in log-dropped=)"
+    ));
+    if !sink::write(notice.as_bytes()) {
+        sink::unreport(lost);
     }
 }
 

@@ -233,6 +233,7 @@ fn sigusr1_logs_the_statistics_line() {
     assert_eq!(f["accept-failures"], "0", "{line}");
     assert_eq!(f["reaped"], "2", "{line}");
     assert_eq!(f["bytes"], (5 + 5 + 4 + 2).to_string(), "{line}");
+    assert_eq!(f["log-dropped"], "0", "{line}");
     assert!(f["uptime"].ends_with('s'), "{line}");
 }
 

@@ -60,6 +60,8 @@ pub struct Parent {
     wakeup: Wakeup,
     /// What every child gets, by value.
     child: child::Config,
+    /// Counters the children add to.
+    shared: &'static stats::Shared,
     pid: Pid,
     grace: Duration,
     started: Instant,
@@ -86,7 +88,7 @@ impl Parent {
     /// Everything the loop needs, made before the server says it is ready: the shared byte
     /// counter, the signal handlers and their self-pipe, the reaper's ring, the child table.
     pub fn new(listener: Listener, options: &Options, started: Instant) -> Result<Parent> {
-        let bytes_total = stats::shared_byte_counter()?;
+        let shared = stats::shared()?;
         let wakeup = signals::install()?;
         let max_clients = options.max_clients as usize;
         let books = ParentOnly::new(Books {
@@ -108,9 +110,10 @@ impl Parent {
             child: child::Config {
                 buffer_size: options.buffer_size,
                 quiet: options.quiet,
-                bytes_total,
+                bytes_total: &shared.bytes,
                 splice: !options.no_splice,
             },
+            shared,
             pid: nix::unistd::getpid(),
             grace: options.grace,
             started,
@@ -201,7 +204,7 @@ impl Parent {
         Snapshot::take(
             self.books.children.len(),
             self.books.counts,
-            self.child.bytes_total,
+            self.shared,
             self.started,
         )
     }

@@ -1,9 +1,10 @@
-//! Counters for the SIGUSR1 statistics line.
+//! Counters for the SIGUSR1 statistics line and the stopped line.
 //!
-//! The parent counts what it sees (accepts, refusals, failures, reaps). Bytes are echoed by the
-//! children, so their total lives in one page of anonymous shared memory, mapped before the first
-//! fork: every child inherits the same page and adds to its atomic counter as it writes, and the
-//! parent reads it. Atomics on shared memory are async-signal-safe and need no locks.
+//! The parent counts what it sees (accepts, refusals, failures, reaps). Bytes are echoed, and log
+//! lines dropped, by the children too, so those counts live in one page of anonymous shared
+//! memory, mapped before the first fork: every child inherits the same page and adds to its
+//! atomic counters, and the parent reads them. Atomics on shared memory are async-signal-safe and
+//! need no locks.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,21 +13,33 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::sys::mman::MapFlags;
 
-use crate::log::Secs;
+use crate::log::{self, Drops, Secs};
 use crate::memory;
 
-/// Maps one shared page holding the bytes-echoed counter; it stays mapped for the process's life.
-pub fn shared_byte_counter() -> Result<&'static AtomicU64> {
+/// What the parent and every child count together.
+pub struct Shared {
+    /// Bytes echoed by all children.
+    pub bytes: AtomicU64,
+    /// Log lines nobody could write.
+    pub log: Drops,
+}
+
+/// Maps the shared page and starts counting dropped log lines in it; it stays mapped for the
+/// process's life.
+pub fn shared() -> Result<&'static Shared> {
+    const { assert!(size_of::<Shared>() <= 4096) };
     let page = memory::map(4096, MapFlags::MAP_SHARED)
-        .context("unable to map shared memory for the byte counter")?;
+        .context("unable to map shared memory for the counters")?;
     // The mapping is never unmapped, and every access to it, here and in the children sharing
     // the page, is atomic.
-    // SAFETY: zeroed, page-aligned memory is a valid AtomicU64 that lives for the whole process.
-    let counter = unsafe { page.cast::<AtomicU64>().as_ref() };
+    // SAFETY: zeroed, page-aligned memory is a valid Shared (atomics whose zero is a count of
+    // nothing) that lives for the whole process.
+    let shared = unsafe { page.cast::<Shared>().as_ref() };
     // Fault the page in now, in the parent: children then map the parent's page (shared) instead
     // of each child's first add allocating it as memory of its own.
-    counter.store(0, Ordering::Relaxed);
-    Ok(counter)
+    shared.bytes.store(0, Ordering::Relaxed);
+    log::share_drops(&shared.log);
+    Ok(shared)
 }
 
 /// What the parent counts.
@@ -44,15 +57,17 @@ pub struct Snapshot {
     pub live: usize,
     pub counts: Counts,
     pub bytes: u64,
+    pub log_dropped: u64,
     pub uptime: Duration,
 }
 
 impl Snapshot {
-    pub fn take(live: usize, counts: Counts, bytes: &AtomicU64, started: Instant) -> Snapshot {
+    pub fn take(live: usize, counts: Counts, shared: &Shared, started: Instant) -> Snapshot {
         Snapshot {
             live,
             counts,
-            bytes: bytes.load(Ordering::Relaxed),
+            bytes: shared.bytes.load(Ordering::Relaxed),
+            log_dropped: shared.log.total.load(Ordering::Relaxed),
             uptime: started.elapsed(),
         }
     }
@@ -63,7 +78,7 @@ impl fmt::Display for Snapshot {
         let c = &self.counts;
         write!(
             f,
-            "live={} accepted={} refused={} accept-failures={} fork-failures={} reaped={} bytes={} uptime={}",
+            "live={} accepted={} refused={} accept-failures={} fork-failures={} reaped={} bytes={} log-dropped={} uptime={}",
             self.live,
             c.accepted,
             c.refused_per_ip,
@@ -71,6 +86,7 @@ impl fmt::Display for Snapshot {
             c.fork_failures,
             c.reaped,
             self.bytes,
+            self.log_dropped,
             Secs(self.uptime)
         )
     }
@@ -81,11 +97,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shared_counter_starts_at_zero_and_counts() {
-        let bytes = shared_byte_counter().unwrap();
-        assert_eq!(bytes.load(Ordering::Relaxed), 0);
-        bytes.fetch_add(42, Ordering::Relaxed);
-        assert_eq!(bytes.load(Ordering::Relaxed), 42);
+    fn the_shared_counters_start_at_zero_and_count() {
+        let shared = shared().unwrap();
+        assert_eq!(shared.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.log.total.load(Ordering::Relaxed), 0);
+        shared.bytes.fetch_add(42, Ordering::Relaxed);
+        assert_eq!(shared.bytes.load(Ordering::Relaxed), 42);
     }
 
     #[test]
@@ -100,11 +117,12 @@ mod tests {
                 reaped: 7,
             },
             bytes: 1234,
+            log_dropped: 5,
             uptime: Duration::from_millis(61_500),
         };
         assert_eq!(
             snapshot.to_string(),
-            "live=3 accepted=10 refused=2 accept-failures=1 fork-failures=4 reaped=7 bytes=1234 uptime=61.500s"
+            "live=3 accepted=10 refused=2 accept-failures=1 fork-failures=4 reaped=7 bytes=1234 log-dropped=5 uptime=61.500s"
         );
     }
 }

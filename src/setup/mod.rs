@@ -5,7 +5,8 @@
 //! lands on 0–2, and `server` can later point stdout where stdin points), finds the listening
 //! socket, either one systemd passed (`activation`) or one bound here (`listener`: dual stack,
 //! socket options every connection inherits), and then gives up root if asked (`privileges`).
-//! Unknown users and groups are refused before anything is bound.
+//! Unknown users and groups are refused before anything is bound. Then the log chooses how it
+//! writes to stderr (`log::init`); until then, lines are plain writes.
 
 pub mod activation;
 pub mod listener;
@@ -51,6 +52,9 @@ pub fn listen(options: &Options) -> Result<Listening> {
     if let Some(identity) = &identity {
         privileges::drop_to(identity)?;
     }
+    // Now that systemd's fds are taken (the log's own fd must not land on fd 3), and before the
+    // first line a client could make us write.
+    crate::log::init();
     Ok(Listening {
         listener,
         from_systemd,

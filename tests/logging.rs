@@ -1,0 +1,173 @@
+//! Logging never stalls serving: stderr that nobody reads (a pipe, a socket, a terminal), or a
+//! log file at its size limit, costs log lines, never connections.
+//!
+//! Each test starts forkecho with stderr on something the test holds open and does not read, then
+//! makes many more connections than that stderr can buffer lines for. Every one of them must be
+//! echoed. Once stderr is read again, one line says how many lines were dropped, and the stats and
+//! stopped lines count them.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+
+use common::{DEADLINE, binary, event, field, fixture, round_trip};
+
+/// forkecho on loopback with `stderr` as its stderr; returns it and its address.
+fn start_with_stderr(stderr: impl Into<Stdio>, prefix: &[&str]) -> (Child, SocketAddr) {
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary());
+            command
+        }
+        None => Command::new(binary()),
+    };
+    let mut process = command
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn forkecho");
+    let mut stdout = BufReader::new(process.stdout.take().unwrap());
+    let addr = fixture::read_readiness(&mut stdout).expect("the readiness line");
+    (process, addr)
+}
+
+/// Makes `count` connections one after another, each a round trip; panics (naming it) if one
+/// is not served within the deadline.
+fn connections(addr: SocketAddr, count: usize) {
+    for i in 0..count {
+        let mut client = common::connect(addr);
+        let msg = format!("message {i}\n");
+        assert_eq!(round_trip(&mut client, msg.as_bytes()), msg.as_bytes());
+    }
+}
+
+/// Stops forkecho with SIGTERM; it must exit 0.
+fn stop(process: Child) {
+    let pid = nix::unistd::Pid::from_raw(process.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = common::output_within_deadline(process, "forkecho").status;
+    assert!(status.success(), "{status}");
+}
+
+/// Reads everything `reader` gives until the complete lines so far satisfy `done`, then returns
+/// those lines.
+fn read_until(
+    mut reader: impl Read + Send + 'static,
+    done: impl Fn(&str) -> bool + Send + 'static,
+) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let mut chunk = [0u8; 65536];
+        while let Ok(n @ 1..) = reader.read(&mut chunk) {
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+            if done(complete) {
+                let _ = tx.send(complete.to_string());
+                return;
+            }
+        }
+        let _ = tx.send(text);
+    });
+    rx.recv_timeout(DEADLINE).expect("the lines in time")
+}
+
+/// After a stall: reads stderr again, makes one more connection, and checks the dropped-lines
+/// notice and the stats line's count.
+fn recovers(reader: impl Read + Send + 'static, process: &Child, addr: SocketAddr) {
+    let pid = process.id() as i32;
+    // On a terminal a line that went in only in part is finished after a short wait, and another
+    // process's line can land in between: look for the notice anywhere, and for a whole stats
+    // line (one comes every round below).
+    let wanted = |text: &str| dropped_notice(text).is_some() && stats_line(text).is_some();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(read_until(reader, wanted));
+    });
+    // Lines flow again once stderr is read: keep logging until the notice and the stats line
+    // have come through.
+    let text = loop {
+        connections(addr, 1);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap();
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(text) => break text,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    };
+    let dropped = dropped_notice(&text).unwrap();
+    assert!(dropped > 0, "{text}");
+    let stats = stats_line(&text).unwrap();
+    let counted: u64 = field(stats, "log-dropped").unwrap().parse().unwrap();
+    assert!(counted >= dropped, "{dropped} dropped, but {stats}");
+}
+
+/// N from the first `log-dropped lines=N` notice in `text`.
+fn dropped_notice(text: &str) -> Option<u64> {
+    let (_, rest) = text.split_once("forkecho: log-dropped lines=")?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// The first whole stats line in `text`.
+fn stats_line(text: &str) -> Option<&str> {
+    text.lines()
+        .find(|l| event(l) == Some("stats") && field(l, "uptime").is_some())
+}
+
+#[test]
+fn a_stderr_pipe_nobody_reads_never_stops_serving() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let (process, addr) = start_with_stderr(writer, &[]);
+    // About 150 bytes of log per connection: 2 000 fill a 64 KiB pipe several times over.
+    connections(addr, 2000);
+    recovers(reader, &process, addr);
+    stop(process);
+}
+
+#[test]
+fn a_stderr_socket_nobody_reads_never_stops_serving() {
+    // journald's way: stderr is a stream socket.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let (process, addr) = start_with_stderr(OwnedFd::from(theirs), &[]);
+    connections(addr, 2000);
+    recovers(ours, &process, addr);
+    stop(process);
+}
+
+#[test]
+fn a_stderr_terminal_nobody_reads_never_stops_serving() {
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let (process, addr) = start_with_stderr(pty.slave, &[]);
+    connections(addr, 2000);
+    recovers(File::from(pty.master), &process, addr);
+    stop(process);
+}
+
+#[test]
+fn a_log_file_at_its_size_limit_costs_lines_not_the_server() {
+    let dir = std::env::temp_dir().join(format!("forkecho-fsize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("forkecho.log");
+    let file = File::create(&path).unwrap();
+    // prlimit sets the limit on itself and then execs forkecho: files may grow to 4 KiB.
+    let (process, addr) = start_with_stderr(file, &["prlimit", "--fsize=4096", "--"]);
+    connections(addr, 200);
+    stop(process);
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(log.len() <= 4096, "{} bytes", log.len());
+    assert!(log.starts_with("forkecho: listening on "), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
