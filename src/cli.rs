@@ -11,6 +11,8 @@ use clap::{CommandFactory, Parser};
 use clap_complete::Shell;
 
 const MAX_BUFFER: usize = 64 * 1024 * 1024;
+/// The most processes Linux can have (PID_MAX_LIMIT on 64-bit systems).
+const PID_MAX_LIMIT: i64 = 4_194_304;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -40,7 +42,7 @@ pub struct Options {
 
     /// IP address to listen on [default: `::` for IPv6 and IPv4 on one socket, or 0.0.0.0
     /// where the host has no IPv6]
-    #[arg(short, long, value_name = "ADDR")]
+    #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Option<IpAddr>,
 
     /// Length of the queue of connections waiting to be accepted (the kernel caps it at
@@ -57,9 +59,9 @@ pub struct Options {
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
     pub buffer_size: usize,
 
-    /// Most clients served at once (one process each). At the limit new connections wait in the
-    /// kernel's backlog until a child exits
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most clients served at once (one process each), up to 4194304, the most processes Linux
+    /// can have. At the limit new connections wait in the kernel's backlog until a child exits
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=PID_MAX_LIMIT))]
     pub max_clients: u32,
 
     /// Most connections at once from one client IP address; more are closed at once and logged
@@ -68,8 +70,8 @@ pub struct Options {
     pub max_per_ip: u32,
 
     /// Close a connection whose client sends nothing, or reads nothing of the echo, for this many
-    /// seconds (decimals allowed). 0 = never
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    /// seconds (decimals allowed, at least 0.001). 0 = never
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
     /// At shutdown, how long children get to close their connections before they are killed
@@ -154,6 +156,29 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err("must be between 0 and 86400 seconds".to_string());
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a timeout: seconds as `parse_seconds`, but never below a millisecond, which a socket
+/// timeout would round down to zero, and zero means "never".
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_seconds(text)?;
+    if !timeout.is_zero() && timeout < Duration::from_millis(1) {
+        return Err("must be 0 (never) or at least 0.001 seconds".to_string());
+    }
+    Ok(timeout)
+}
+
+/// Parses the address to listen on: any address of this host, but not a multicast or
+/// broadcast one, which TCP can bind and no client can ever reach.
+fn parse_bind(text: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| "expected an IP address such as 127.0.0.1 or ::1".to_string())?;
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_multicast() || broadcast {
+        return Err("a multicast or broadcast address cannot accept TCP connections".to_string());
+    }
+    Ok(ip)
 }
 
 /// Parses a byte count with an optional K or M (binary) suffix, within 1 .. 64 MiB.
@@ -247,6 +272,30 @@ mod tests {
         assert_eq!(parse_seconds("300"), Ok(Duration::from_secs(300)));
         assert!(parse_seconds("86401").is_err());
         assert!(parse_seconds("inf").is_err());
+    }
+
+    #[test]
+    fn timeouts_below_a_millisecond_are_refused_but_zero_is_never() {
+        assert_eq!(parse_timeout("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_timeout("0.001"), Ok(Duration::from_millis(1)));
+        assert!(parse_timeout("0.0009").is_err());
+        assert!(parse_timeout("-1").is_err());
+    }
+
+    #[test]
+    fn only_addresses_a_client_can_reach_are_bound() {
+        assert!(parse_bind("127.0.0.1").is_ok());
+        assert!(parse_bind("::").is_ok());
+        assert!(parse_bind("0.0.0.0").is_ok());
+        for refused in [
+            "224.0.0.1",
+            "239.1.2.3",
+            "255.255.255.255",
+            "ff02::1",
+            "nonsense",
+        ] {
+            assert!(parse_bind(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::setup::{self, listener};
 /// Serves the connection and returns the exit status.
 pub fn run(options: &Options) -> Result<u8> {
     let passed = activation::passed_sockets()?;
+    setup::clean(passed);
     let mut config = Config {
         buffer_size: options.buffer_size,
         quiet: options.quiet,

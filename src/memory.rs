@@ -19,7 +19,7 @@
 //!
 //! What the parent fixes at startup and only reads afterwards (the listener, the child's
 //! settings) stays in ordinary memory: pages nobody writes are shared by fork at no cost.
-//! Each mapping lives until the process ends, so nothing here unmaps.
+//! Each mapping lives until the process ends, except the child table's when it grows.
 
 use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};
@@ -36,6 +36,15 @@ pub fn map(len: usize, flags: MapFlags) -> nix::Result<NonNull<u8>> {
     // SAFETY: a fresh anonymous mapping with no address hint cannot alias or clobber anything.
     let mapping = unsafe { mmap_anonymous(None, len, prot, flags) }?;
     Ok(mapping.cast())
+}
+
+/// Unmaps what `map` or `map_parent_only` mapped: for the child table, which grows.
+///
+/// # Safety
+/// `start` and `len` are exactly one earlier mapping's, and nothing refers to it any more.
+pub unsafe fn unmap(start: NonNull<u8>, len: usize) {
+    // SAFETY: the caller's promise.
+    let _ = unsafe { nix::sys::mman::munmap(start.cast(), len) };
 }
 
 /// Maps `len` zero-filled private bytes that children do not inherit (MADV_DONTFORK): a child

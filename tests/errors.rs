@@ -54,6 +54,44 @@ fn other_bad_values_and_unknown_flags_are_refused() {
 }
 
 #[test]
+fn settings_no_system_can_run_are_refused_naming_them() {
+    // More processes than Linux can ever have (PID_MAX_LIMIT is 4 194 304).
+    assert_refused(
+        &forkecho(&[
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--max-clients",
+            "4294967295",
+        ]),
+        2,
+        &["'4294967295'", "--max-clients"],
+    );
+    // Below a millisecond a socket timeout rounds to zero, which means "never".
+    assert_refused(
+        &forkecho(&[
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--idle-timeout",
+            "0.0000009",
+        ]),
+        2,
+        &["'0.0000009'", "--idle-timeout"],
+    );
+    // Addresses no client can connect to.
+    for address in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+        assert_refused(
+            &forkecho(&["--bind", address, "--port", "0"]),
+            2,
+            &[&format!("'{address}'"), "--bind"],
+        );
+    }
+}
+
+#[test]
 fn a_port_in_use_names_the_address_and_the_reason() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

@@ -208,6 +208,37 @@ fn inetd_on_stdio(data: &[u8], stderr_too: bool) -> (Vec<u8>, Output) {
 }
 
 #[test]
+fn inetd_mode_echoes_a_unix_stream_socket_too() {
+    // A launcher that is not TCP (a Unix socket server, say): no TCP options, the same echo.
+    let (client, server_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = OwnedFd::from(server_end);
+    let mut command = Command::new(binary());
+    command
+        .arg("--inetd")
+        .stdin(fd.try_clone().unwrap())
+        .stdout(fd)
+        .stderr(Stdio::piped());
+    let forkecho = command.spawn().unwrap();
+    drop(command);
+    let data = pattern(9, 300_000);
+    let mut writer = client.try_clone().unwrap();
+    let sent = data.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut &client, &mut back).unwrap();
+    sender.join().unwrap();
+    assert_same_bytes(&back, &data);
+    let output = finish(forkecho);
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
+    assert_eq!(field(close, "peer"), Some("unix"), "{close}");
+}
+
+#[test]
 fn inetd_mode_serves_a_socket_on_stdin_and_stdout_with_half_close() {
     let data = pattern(5, 4 << 20);
     let (back, _) = inetd_on_stdio(&data, false);

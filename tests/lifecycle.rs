@@ -344,3 +344,122 @@ fn sigterm_sent_to_a_child_closes_only_that_connection_cleanly() {
         "exit 0 is no abnormal exit"
     );
 }
+
+/// forkecho on loopback port 0, spawned with `prepare` run in the child before exec: the way a
+/// careless launcher leaves things.
+fn spawn_after(prepare: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static) -> Server {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(common::binary());
+    command.args(["--bind", "127.0.0.1", "--port", "0"]);
+    // SAFETY: `prepare` calls only async-signal-safe functions (sigprocmask, dup2).
+    unsafe { command.pre_exec(prepare) };
+    Server::spawn(command)
+}
+
+#[test]
+fn signals_a_launcher_left_blocked_are_unblocked() {
+    let mut server = spawn_after(|| {
+        let mut blocked = nix::sys::signal::SigSet::empty();
+        blocked.add(Signal::SIGCHLD);
+        blocked.add(Signal::SIGTERM);
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&blocked),
+            None,
+        )?;
+        Ok(())
+    });
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"hello"), b"hello");
+    drop(client);
+    // With SIGCHLD blocked the child would stay a zombie, and SIGTERM would do nothing.
+    server.wait_for_no_children();
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success(), "{}", server.log());
+}
+
+#[test]
+fn descriptors_a_launcher_left_open_are_closed() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let writer_fd = std::os::fd::AsRawFd::as_raw_fd(&writer);
+    let harness_pipe = std::fs::read_link(format!("/proc/self/fd/{writer_fd}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let server = spawn_after(move || {
+        // A harness's pipe, inherited on fd 7 (dup2 clears close-on-exec).
+        // SAFETY: dup2 is async-signal-safe; fd 7 is free or only the harness's.
+        if unsafe { nix::libc::dup2(writer_fd, 7) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    });
+    drop(writer);
+    let (_client, child) = server.connected_child();
+    for pid in [server.pid(), child] {
+        let fds = fd_targets_by_number(pid.as_raw());
+        assert!(
+            fds.iter().all(|(_, target)| *target != harness_pipe),
+            "{pid} holds the harness's {harness_pipe}: {fds:?}"
+        );
+    }
+    // So the harness sees its pipe's end while forkecho and its child run on.
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = tx.send((&reader).read_to_end(&mut rest).map(|_| rest));
+    });
+    let rest = rx
+        .recv_timeout(DEADLINE)
+        .expect("EOF on the harness's pipe");
+    assert!(rest.unwrap().is_empty());
+}
+
+#[test]
+fn children_are_the_oom_killers_first_choice() {
+    let server = Server::start(&[]);
+    let (_client, child) = server.connected_child();
+    let score = |pid: nix::unistd::Pid| -> i32 {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(score(child), 1000);
+    assert!(score(server.pid()) < 1000);
+}
+
+#[test]
+fn huge_limits_cost_nothing_until_clients_come() {
+    // Memory and shutdown time follow the live clients, not the settings.
+    let rss = |server: &Server| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix(" kB"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let small = Server::start(&[]);
+    let mut huge = Server::start(&["--max-clients", "4194304", "--max-per-ip", "1000000"]);
+    let (mut client, _) = huge.connected_child();
+    assert_eq!(round_trip(&mut client, b"still"), b"still");
+    let (small_kib, huge_kib) = (rss(&small), rss(&huge));
+    assert!(
+        huge_kib < small_kib + 1024,
+        "{huge_kib} KiB resident against {small_kib} KiB with the default limits"
+    );
+    drop(client);
+    huge.wait_for_no_children();
+    let stopping = std::time::Instant::now();
+    huge.signal(Signal::SIGTERM);
+    assert!(huge.wait_exit(DEADLINE).success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+}

@@ -7,9 +7,9 @@
 //! fork returns is never still in the table; `insert` treats one that is as the bug it would be.
 //!
 //! The slots live in memory children do not inherit (`memory::map_parent_only`): the parent
-//! writes them after every fork. It is a fixed-size open-addressing table of plain integers (so
-//! the zero-filled mapping is a valid empty table), sized at startup for `--max-clients` at half
-//! load.
+//! writes them after every fork. It is an open-addressing table of plain integers (so a
+//! zero-filled mapping is a valid empty table) that starts at 32 KiB and doubles at half load, so
+//! its size follows the children that are live, whatever `--max-clients` says.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -45,21 +45,49 @@ pub struct Children {
     epoch: Instant,
 }
 
+/// Slots to start with: 32 KiB, room for 512 children before the table first grows.
+const INITIAL_SLOTS: usize = 1024;
+
+/// `count` empty slots in a fresh mapping children do not inherit.
+fn mapped_slots(count: usize) -> nix::Result<&'static mut [Slot]> {
+    let mapping = memory::map_parent_only(count * size_of::<Slot>())?;
+    // Only the table that gets these slots refers to the mapping, until `grow` unmaps it.
+    // SAFETY: zero-filled, page-aligned memory is `count` valid, aligned, empty Slots.
+    Ok(unsafe { std::slice::from_raw_parts_mut(mapping.as_ptr().cast(), count) })
+}
+
 impl Children {
-    /// A table for up to `capacity` children.
-    pub fn new(capacity: usize) -> Result<Children> {
-        let slots = (capacity.max(1) * 2).next_power_of_two();
-        let bytes = slots * size_of::<Slot>();
-        let mapping = memory::map_parent_only(bytes)
-            .with_context(|| format!("unable to map the child table ({bytes} bytes)"))?;
-        // The mapping is never unmapped and only this table refers to it.
-        // SAFETY: zero-filled, page-aligned memory is `slots` valid, aligned, empty Slots.
-        let slots = unsafe { std::slice::from_raw_parts_mut(mapping.as_ptr().cast(), slots) };
+    /// An empty table. It grows with the children it holds, not with `--max-clients`.
+    pub fn new() -> Result<Children> {
+        let slots = mapped_slots(INITIAL_SLOTS).context("unable to map the child table")?;
         Ok(Children {
             slots,
             len: 0,
             epoch: Instant::now(),
         })
+    }
+
+    /// Makes sure one more child fits, doubling the table at half load. Call before fork: a
+    /// table that cannot grow (no memory) is a reason not to fork, never a child left out.
+    pub fn make_room(&mut self) -> nix::Result<()> {
+        if self.len < self.slots.len() / 2 {
+            return Ok(());
+        }
+        let bigger = mapped_slots(self.slots.len() * 2)?;
+        let old = std::mem::replace(&mut self.slots, bigger);
+        for slot in old.iter().filter(|slot| slot.pid != 0) {
+            let mut i = self.home(slot.pid);
+            while self.slots[i].pid != 0 {
+                i = (i + 1) & self.mask();
+            }
+            self.slots[i] = *slot;
+        }
+        let bytes = size_of_val(old);
+        let start = std::ptr::NonNull::from(old).cast::<u8>();
+        // SAFETY: `old` was mapped by `mapped_slots` with exactly this length, and the table
+        // (its only user) now uses `bigger`.
+        unsafe { memory::unmap(start, bytes) };
+        Ok(())
     }
 
     fn mask(&self) -> usize {
@@ -82,14 +110,12 @@ impl Children {
         }
     }
 
-    /// Records a new child. Panics if `pid` is already in the table: the caller collects reaped
-    /// exits before inserting, so that would mean a live child's entry was about to be lost.
+    /// Records a new child, in the room `make_room` made. Panics if `pid` is already in the
+    /// table: the caller collects reaped exits before inserting, so that would mean a live
+    /// child's entry was about to be lost.
     pub fn insert(&mut self, pid: Pid, child: Child) {
         let pid = pid.as_raw();
-        assert!(
-            self.len < self.slots.len() / 2,
-            "more children than --max-clients"
-        );
+        assert!(self.len < self.slots.len() / 2, "insert without make_room");
         let mut i = self.home(pid);
         while self.slots[i].pid != 0 {
             assert!(
@@ -187,7 +213,7 @@ mod tests {
 
     #[test]
     fn tracks_insertions_and_removals() {
-        let mut children = Children::new(4).unwrap();
+        let mut children = Children::new().unwrap();
         let first = child("127.0.0.1:5000");
         children.insert(Pid::from_raw(10), first);
         children.insert(Pid::from_raw(11), child("[::1]:5001"));
@@ -203,7 +229,7 @@ mod tests {
     #[test]
     fn agrees_with_a_hash_map_under_many_random_operations() {
         // Few slots and pids that collide a lot, so probe runs wrap and deletions shift.
-        let mut children = Children::new(64).unwrap();
+        let mut children = Children::new().unwrap();
         let mut model: std::collections::HashMap<i32, Child> = Default::default();
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         for step in 0..50_000u32 {
@@ -213,6 +239,7 @@ mod tests {
             let pid = (state % 300) as i32 + 1;
             if model.len() < 64 && (state >> 20).is_multiple_of(2) && !model.contains_key(&pid) {
                 let c = child(&format!("10.0.{}.{}:{}", pid % 7, pid % 250, step % 60000));
+                children.make_room().unwrap();
                 children.insert(Pid::from_raw(pid), c);
                 model.insert(pid, c);
             } else {
@@ -232,9 +259,25 @@ mod tests {
     }
 
     #[test]
+    fn grows_with_the_children_and_keeps_every_one() {
+        let mut children = Children::new().unwrap();
+        let count = 5 * INITIAL_SLOTS as i32;
+        for pid in 1..=count {
+            children.make_room().unwrap();
+            children.insert(Pid::from_raw(pid), child("127.0.0.1:1"));
+        }
+        assert_eq!(children.len(), count as usize);
+        assert!(children.slots.len() >= 2 * count as usize);
+        for pid in (1..=count).rev() {
+            assert!(children.remove(Pid::from_raw(pid)).is_some(), "pid {pid}");
+        }
+        assert!(children.is_empty());
+    }
+
+    #[test]
     #[should_panic(expected = "pid 7 is already in the child table")]
     fn inserting_a_pid_that_is_present_is_a_loud_bug() {
-        let mut children = Children::new(4).unwrap();
+        let mut children = Children::new().unwrap();
         children.insert(Pid::from_raw(7), child("127.0.0.1:1"));
         children.insert(Pid::from_raw(7), child("127.0.0.1:2"));
     }

@@ -23,12 +23,12 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The counts start empty and grow with the addresses being served, whatever the limits.
     pub fn new(max_clients: usize, max_per_ip: u32) -> Limits {
-        let counted = if max_per_ip > 0 { max_clients } else { 0 };
         Limits {
             max_clients,
             max_per_ip,
-            per_ip: HashMap::with_capacity(counted),
+            per_ip: HashMap::new(),
         }
     }
 

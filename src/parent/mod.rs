@@ -92,7 +92,7 @@ impl Parent {
         let wakeup = signals::install()?;
         let max_clients = options.max_clients as usize;
         let books = ParentOnly::new(Books {
-            children: Children::new(max_clients)?,
+            children: Children::new()?,
             limits: Limits::new(max_clients, options.max_per_ip),
             counts: Counts::default(),
             paused_until: None,
@@ -266,6 +266,10 @@ impl Parent {
     /// Forks a child for `client`, with the handled signals blocked from before the fork until
     /// the child is in the table.
     fn spawn(&mut self, client: Socket, peer: SocketAddr) {
+        if let Err(errno) = self.books.children.make_room() {
+            self.fork_failed(peer, errno);
+            return;
+        }
         let blocked = signals::block();
         let inherited = Inherited {
             fds: self.inherited_fds(),
@@ -298,19 +302,24 @@ impl Parent {
             }
             Err(errno) => {
                 drop(blocked);
-                // The client saw the connection closed; the server pauses, then goes on.
-                let now = self.pause_accepting();
-                self.books.counts.fork_failures += 1;
-                if let Some(held) = self.books.fork_warnings.allow(now) {
-                    logln!(
-                        "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
-                        Peer(peer),
-                        BACKOFF.as_millis(),
-                        io::Error::from(errno),
-                        Suppressed(held)
-                    );
-                }
+                self.fork_failed(peer, errno);
             }
+        }
+    }
+
+    /// A child for `peer` could not be made (fork failed, or the table could not grow): the
+    /// client saw its connection closed; the server pauses, then goes on.
+    fn fork_failed(&mut self, peer: SocketAddr, errno: Errno) {
+        let now = self.pause_accepting();
+        self.books.counts.fork_failures += 1;
+        if let Some(held) = self.books.fork_warnings.allow(now) {
+            logln!(
+                "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
+                Peer(peer),
+                BACKOFF.as_millis(),
+                io::Error::from(errno),
+                Suppressed(held)
+            );
         }
     }
 

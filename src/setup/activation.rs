@@ -107,22 +107,10 @@ pub fn take_socket(passed: u32, expect: Expect) -> Result<Socket> {
     Ok(socket)
 }
 
-/// Closes the passed fds after the first: 4 up to 3 + `passed` - 1. One close_range(2) call,
-/// since a bogus count can be as large as 4 294 967 295; where the kernel lacks it (before
-/// Linux 5.9), the fds up to the descriptor limit, which no fd can exceed.
+/// Closes the passed fds after the first: 4 up to 3 + `passed` - 1.
 fn close_extra(passed: u32) {
     let first = (FIRST_FD + 1) as u32;
-    let last = (FIRST_FD as u32).saturating_add(passed - 1);
-    // SAFETY: the passed fds beyond the first belong to us and nothing else refers to them.
-    if unsafe { nix::libc::close_range(first, last, 0) } == 0 {
-        return;
-    }
-    // SAFETY: sysconf has no preconditions.
-    let limit = unsafe { nix::libc::sysconf(nix::libc::_SC_OPEN_MAX) }.clamp(0, i32::MAX as i64);
-    for fd in first..=last.min(limit as u32) {
-        // SAFETY: as above.
-        unsafe { nix::libc::close(fd as i32) };
-    }
+    super::close_range(first, (FIRST_FD as u32).saturating_add(passed - 1));
 }
 
 #[cfg(test)]

@@ -94,10 +94,13 @@ impl Listener {
     }
 }
 
-/// TCP_NODELAY (each read is written back at once; Nagle's algorithm would only hold small
-/// echoes back) and, unless `idle_timeout` is zero, SO_RCVTIMEO/SO_SNDTIMEO.
+/// TCP_NODELAY on a TCP socket (each read is written back at once; Nagle's algorithm would only
+/// hold small echoes back) and, unless `idle_timeout` is zero, SO_RCVTIMEO/SO_SNDTIMEO.
 pub fn connection_options(socket: &Socket, idle_timeout: Duration) -> io::Result<()> {
-    socket.set_tcp_nodelay(true)?;
+    let domain = socket.domain()?;
+    if domain == Domain::IPV4 || domain == Domain::IPV6 {
+        socket.set_tcp_nodelay(true)?;
+    }
     if !idle_timeout.is_zero() {
         socket.set_read_timeout(Some(idle_timeout))?;
         socket.set_write_timeout(Some(idle_timeout))?;

@@ -1,8 +1,10 @@
 //! Setting up, before the first fork: everything that can fail happens here or in
 //! `parent::Parent::new`, before the server says it is ready.
 //!
-//! `listen` points stdin at /dev/null and makes sure fds 1 and 2 are open (so nothing of ours
-//! lands on 0–2, and `server` can later point stdout where stdin points), finds the listening
+//! `listen` first starts from a clean process (`clean`: no signal a launcher left blocked, no fd
+//! it left open but 0–2 and systemd's), points stdin at /dev/null and makes sure fds 1 and 2 are
+//! open (so nothing of ours lands on 0–2, and `server` can later point stdout where stdin
+//! points), finds the listening
 //! socket, either one systemd passed (`activation`) or one bound here (`listener`: dual stack,
 //! socket options every connection inherits), and then gives up root if asked (`privileges`).
 //! Unknown users and groups are refused before anything is bound. Then the log chooses how it
@@ -16,6 +18,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use anyhow::{Context, Result};
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::Mode;
 
 use crate::cli::Options;
@@ -35,8 +38,9 @@ pub struct Listening {
 /// Finds or binds the listening socket, sets the options connections inherit from it, and drops
 /// privileges.
 pub fn listen(options: &Options) -> Result<Listening> {
-    standard_fds()?;
     let passed = activation::passed_sockets()?;
+    clean(passed);
+    standard_fds()?;
     let identity = privileges::resolve(options.user.as_deref(), options.group.as_deref())?;
     let (listener, from_systemd) = match passed {
         0 => (
@@ -60,6 +64,34 @@ pub fn listen(options: &Options) -> Result<Listening> {
         from_systemd,
         identity,
     })
+}
+
+/// Undoes what a launcher may have left: a blocked signal (every child would stay a zombie and
+/// SIGTERM would do nothing) and open fds other than 0–2 and the `passed` sockets from fd 3 on
+/// (every child would hold them, and a harness would never see its pipe's end).
+pub fn clean(passed: u32) {
+    // sigprocmask fails only for an invalid `how`, which is a constant here.
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    close_range(3u32.saturating_add(passed), u32::MAX);
+}
+
+/// Closes fds `first` to `last`. One close_range(2) call, however wide the range; where the
+/// kernel lacks it (before Linux 5.9), a close(2) for each up to the descriptor limit, which no
+/// fd can exceed.
+pub fn close_range(first: u32, last: u32) {
+    if first > last {
+        return;
+    }
+    // SAFETY: callers own every fd in the range: nothing in this process refers to them.
+    if unsafe { nix::libc::close_range(first, last, 0) } == 0 {
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let limit = unsafe { nix::libc::sysconf(nix::libc::_SC_OPEN_MAX) }.clamp(0, i32::MAX as i64);
+    for fd in first..=last.min(limit as u32) {
+        // SAFETY: as above.
+        unsafe { nix::libc::close(fd as i32) };
+    }
 }
 
 /// Points stdin at /dev/null (the server never reads it, and children should not hold a
