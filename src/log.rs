@@ -36,7 +36,10 @@ pub fn init() {
 }
 
 /// Writes one formatted line to stderr, or counts it as dropped. A lost log line must never
-/// stop or slow the server.
+/// stop or slow the server. Never inlined: the 4 KiB line buffer must live in this frame alone,
+/// not in the frame of every function that might log (the parent's loop, say), whose stack pages
+/// would then be touched on every call and copied after every fork.
+#[inline(never)]
 pub fn emit(args: fmt::Arguments<'_>) {
     let line = Line::format(args);
     if !sink::write(line.as_bytes()) {
