@@ -95,9 +95,9 @@ fn fork_failure_closes_that_client_and_serving_resumes_when_processes_free_up() 
 
 #[test]
 fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
-    // fds 0-2, the listener, the self-pipe and the log's own description of stderr (a pipe
-    // here) fill a limit of seven: every accept gets EMFILE.
-    let mut server = Server::spawn(limited("--nofile=7", false));
+    // fds 0-2, the listener, the self-pipe, the log's own description of stderr (a pipe here)
+    // and the oom_score_adj file fill a limit of eight: every accept gets EMFILE.
+    let mut server = Server::spawn(limited("--nofile=8", false));
     let _waiting = server.connect(); // completes in the kernel backlog; accept then fails
     let lines = server.wait_for_lines(2, |l| {
         l.contains("accept failed") && l.contains("Too many open files")

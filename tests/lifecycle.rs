@@ -428,6 +428,9 @@ fn children_are_the_oom_killers_first_choice() {
     };
     assert_eq!(score(child), 1000);
     assert!(score(server.pid()) < 1000);
+    // The parent sets it through a file of its own, which no child keeps.
+    let fds = fd_targets(child.as_raw());
+    assert!(!fds.iter().any(|t| t.ends_with("oom_score_adj")), "{fds:?}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! one function, `after_fork` (PostgreSQL's `ClosePostmasterPorts`, djb's `/* ---- child */`
 //! half): the parent's signal handlers give way to the child's own (`stop`), the kernel is asked
 //! to send SIGTERM if the parent dies, the signal mask the parent held across fork is lifted, the
-//! listener and the self-pipe are closed, and the child makes itself the OOM killer's first choice (stdin and stdout are /dev/null already: the parent
+//! listener, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout are /dev/null already: the parent
 //! pointed its own there once it announced itself). Then it serves its one connection
 //! (`connection`: time it, echo it with `echo` or `splice`, log its close line) and leaves with
 //! `_exit`, never returning into the parent's code: `exit` would run the parent's atexit handlers
@@ -22,9 +22,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 
-use nix::fcntl::{OFlag, open};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use socket2::Socket;
 
@@ -50,8 +48,9 @@ pub struct Config {
 /// What a child inherits from the parent only to undo it.
 #[derive(Debug, Clone, Copy)]
 pub struct Inherited {
-    /// The parent's descriptors: the listener and both ends of the self-pipe.
-    pub fds: [RawFd; 3],
+    /// The parent's descriptors: the listener, both ends of the self-pipe, and the parent's
+    /// oom_score_adj file (-1 when it has none).
+    pub fds: [RawFd; 4],
     /// The signal mask from before the parent blocked its handled signals for the fork.
     pub mask: SigSet,
     /// The parent's pid, to notice a parent that died before the child asked to follow it.
@@ -91,17 +90,6 @@ fn after_fork(client: &Socket, inherited: &Inherited) -> bool {
         // SAFETY: nothing in the child refers to these fd numbers after this close.
         unsafe { nix::libc::close(fd) };
     }
-    first_for_the_oom_killer();
     // If the parent died before prctl, no signal will come: we were reparented already.
     nix::unistd::getppid() == inherited.parent
-}
-
-/// Raises this child's oom_score_adj to the maximum (no privilege needed to raise it): short of
-/// memory, the kernel then ends one connection rather than the parent, the largest process,
-/// and with it the whole service. Best effort: without /proc the score stays the parent's.
-fn first_for_the_oom_killer() {
-    let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
-    if let Ok(score) = open("/proc/self/oom_score_adj", flags, Mode::empty()) {
-        let _ = nix::unistd::write(&score, b"1000");
-    }
 }

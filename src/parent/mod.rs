@@ -17,6 +17,7 @@
 mod children;
 mod fork;
 pub mod limits;
+mod oom;
 mod reaper;
 pub mod signals;
 pub mod stats;
@@ -62,6 +63,8 @@ pub struct Parent {
     child: child::Config,
     /// Counters the children add to.
     shared: &'static stats::Shared,
+    /// Raises the parent's oom_score_adj across each fork, for the child to inherit.
+    oom: Option<oom::OomScore>,
     pid: Pid,
     grace: Duration,
     started: Instant,
@@ -114,6 +117,7 @@ impl Parent {
                 splice: !options.no_splice,
             },
             shared,
+            oom: oom::OomScore::open(),
             pid: nix::unistd::getpid(),
             grace: options.grace,
             started,
@@ -276,7 +280,13 @@ impl Parent {
             mask: blocked.previous(),
             parent: self.pid,
         };
-        match fork::fork_child(client, peer, self.child, inherited) {
+        // The child is born with the raised score; the parent takes its own back at once.
+        let oom = self.oom.as_ref().filter(|oom| oom.raise());
+        let forked = fork::fork_child(client, peer, self.child, inherited);
+        if let Some(oom) = oom {
+            oom.restore();
+        }
+        match forked {
             Ok(pid) => {
                 // With SIGCHLD blocked nothing more can be reaped, so once the exits reaped so
                 // far are collected, no pid in the table has been freed: the one fork just
@@ -323,11 +333,13 @@ impl Parent {
         }
     }
 
-    /// The parent's fds a child must close: the listener and both ends of the self-pipe.
-    fn inherited_fds(&self) -> [RawFd; 3] {
+    /// The parent's fds a child must close: the listener, both ends of the self-pipe, and the
+    /// oom_score_adj file (-1, which close ignores, when there is none).
+    fn inherited_fds(&self) -> [RawFd; 4] {
         let [pipe_read, pipe_write] = self.wakeup.raw_fds();
         let listener = self.listener.as_ref().expect("listening").raw_fd();
-        [listener, pipe_read, pipe_write]
+        let oom = self.oom.as_ref().map_or(-1, oom::OomScore::fd);
+        [listener, pipe_read, pipe_write, oom]
     }
 
     /// Stops polling the listener for `BACKOFF`; returns now.
