@@ -109,3 +109,41 @@ fn the_read_write_fallback_echoes_exactly_too() {
     let binary: Vec<u8> = (0..=255u8).cycle().take(256 * 64).collect();
     assert_same_bytes(&echo_through(server.connect(), &binary), &binary);
 }
+
+/// Sends `before`, one urgent byte (MSG_OOB, as telnet's "send synch" does), then `after`,
+/// half-closes, and returns everything echoed until the server closed.
+fn echo_with_urgent_byte(server: &Server, before: &[u8], after: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let stream = server.connect();
+    let mut writer = stream.try_clone().unwrap();
+    let (before, after) = (before.to_vec(), after.to_vec());
+    let sender = thread::spawn(move || {
+        writer.write_all(&before).unwrap();
+        let fd = writer.as_raw_fd();
+        let sent = nix::sys::socket::send(fd, b"!", nix::sys::socket::MsgFlags::MSG_OOB);
+        assert_eq!(sent, Ok(1));
+        writer.write_all(&after).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    (&stream).read_to_end(&mut back).expect("read the echo");
+    sender.join().unwrap();
+    back
+}
+
+#[test]
+fn an_urgent_byte_is_data_echoed_in_order_on_every_path() {
+    // Small messages (read/write), a bulk stream (splice after the first full read), and the
+    // read/write fallback.
+    let small = (b"abc".to_vec(), b"def".to_vec());
+    let bulk = (pattern(3, 100_000), pattern(4, 100_000));
+    for args in [&[][..], &["--no-splice"][..]] {
+        let server = Server::start(args);
+        for (before, after) in [&small, &bulk] {
+            let back = echo_with_urgent_byte(&server, before, after);
+            let sent = [&before[..], b"!", &after[..]].concat();
+            assert_same_bytes(&back, &sent);
+        }
+    }
+}

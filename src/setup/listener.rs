@@ -94,12 +94,15 @@ impl Listener {
     }
 }
 
-/// TCP_NODELAY on a TCP socket (each read is written back at once; Nagle's algorithm would only
-/// hold small echoes back) and, unless `idle_timeout` is zero, SO_RCVTIMEO/SO_SNDTIMEO.
+/// On a TCP socket, TCP_NODELAY (each read is written back at once; Nagle's algorithm would only
+/// hold small echoes back) and SO_OOBINLINE (an urgent byte, telnet's "send synch", is data to
+/// echo in order; without it read(2) skips it); and, unless `idle_timeout` is zero,
+/// SO_RCVTIMEO/SO_SNDTIMEO.
 pub fn connection_options(socket: &Socket, idle_timeout: Duration) -> io::Result<()> {
     let domain = socket.domain()?;
     if domain == Domain::IPV4 || domain == Domain::IPV6 {
         socket.set_tcp_nodelay(true)?;
+        socket.set_out_of_band_inline(true)?;
     }
     if !idle_timeout.is_zero() {
         socket.set_read_timeout(Some(idle_timeout))?;
