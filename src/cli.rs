@@ -30,7 +30,7 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
         forkecho                          listen on port 9999, IPv6 and IPv4\n  \
         forkecho -p 0 -b 127.0.0.1        any free port on loopback (see the stdout line)\n  \
         forkecho -p 7007 -q               no per-connection log lines\n  \
-        forkecho --max-per-ip 8 --idle-timeout 60\n  \
+        forkecho --max-per-ip 8 --idle-timeout 60 --max-duration 600\n  \
         sudo forkecho -p 7 --user nobody  the RFC 862 port, serving as nobody\n  \
         nc localhost 9999                 talk to it\n  \
         tcpserver 0 7 forkecho --inetd    one forkecho per connection, started by tcpserver"
@@ -73,6 +73,12 @@ pub struct Options {
     /// seconds (decimals allowed, at least 0.001). 0 = never
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
+
+    /// Close a connection this many seconds after it opened, whatever it is doing (decimals
+    /// allowed, at least 0.001): the defense against clients that trickle a byte just inside
+    /// --idle-timeout to hold a process forever. 0 = never
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_timeout)]
+    pub max_duration: Duration,
 
     /// At shutdown, how long children get to close their connections before they are killed
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
@@ -222,6 +228,7 @@ mod tests {
         assert_eq!(opts.max_per_ip, 0);
         assert_eq!(opts.idle_timeout, Duration::from_secs(300));
         assert_eq!(opts.grace, Duration::from_secs(5));
+        assert_eq!(opts.max_duration, Duration::ZERO);
         assert_eq!((opts.user, opts.group), (None, None));
         assert!(!opts.no_splice);
     }

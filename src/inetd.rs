@@ -33,6 +33,7 @@ pub fn run(options: &Options) -> Result<u8> {
         quiet: options.quiet,
         bytes_total: Box::leak(Box::new(AtomicU64::new(0))),
         splice: !options.no_splice,
+        max_duration: options.max_duration,
     };
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;

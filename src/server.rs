@@ -51,12 +51,13 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
         false => ("", options.backlog.to_string()),
     };
     logln!(
-        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={}",
+        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={}",
         std::process::id(),
         options.buffer_size,
         options.max_clients,
         options.max_per_ip,
-        Secs(options.idle_timeout)
+        Secs(options.idle_timeout),
+        Secs(options.max_duration)
     );
     // SAFETY: dup2 replaces fd 1 atomically with a copy of fd 0 (/dev/null since `setup`);
     // nothing holds fd 1 as an object (std's stdout writes to the number, and was just flushed).

@@ -379,3 +379,41 @@ fn an_unknown_user_or_group_is_refused_before_binding() {
         assert!(out.stdout.is_empty(), "never announced as listening");
     }
 }
+
+#[test]
+fn max_duration_ends_a_trickling_client_that_the_idle_timeout_never_would() {
+    // One byte every 50 ms keeps a connection alive under --idle-timeout forever.
+    let server = Server::start(&["--idle-timeout", "5", "--max-duration", "0.5"]);
+    let mut client = server.connect();
+    let local = client.local_addr().unwrap();
+    let started = Instant::now();
+    let mut echoed = 0;
+    let ended = loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "still open after {DEADLINE:?}"
+        );
+        if let Err(err) = client.write_all(b".") {
+            break err.to_string();
+        }
+        let mut byte = [0u8; 1];
+        match client.read(&mut byte) {
+            Ok(1) => echoed += 1,
+            Ok(_) => break "closed".to_string(),
+            Err(err) => break err.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50)); // the trickle itself, not a wait for state
+    };
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_millis(450),
+        "closed after {lived:?}: {ended}"
+    );
+    let close = server.close_line_for(local);
+    assert_eq!(field(&close, "end"), Some("max-duration"), "{close}");
+    assert_eq!(
+        field(&close, "bytes"),
+        Some(echoed.to_string().as_str()),
+        "{close}"
+    );
+}

@@ -5,13 +5,14 @@
 //! transfers are spliced after their first KiB; most connections never send that much at once,
 //! and for them read/write is cheaper than a pipe and two splices per message). stdin and stdout
 //! that are not one socket (`--inetd` under a launcher that passes pipes) are echoed with
-//! read/write. The connection is closed before its line is logged, so the client's FIN never
-//! waits for the log.
+//! read/write. With `--max-duration` a timer shuts a socket down when its time is up. The
+//! connection is closed before its line is logged, so the client's FIN never waits for the log.
 
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use nix::sys::mman::MapFlags;
@@ -40,6 +41,9 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
     let started = Instant::now();
     let mut outcome = match stream {
         Stream::Socket(mut socket) => {
+            if !config.max_duration.is_zero() {
+                stop::expire_after(socket.as_raw_fd(), config.max_duration);
+            }
             let outcome = match config.splice {
                 true => small_then_splice(&mut socket, config),
                 false => copy_echo(&mut socket, config),
@@ -52,6 +56,8 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
     };
     if stop::stopped() {
         outcome.end = End::Shutdown;
+    } else if stop::expired() {
+        outcome.end = End::MaxDuration;
     }
     if !config.quiet {
         logln!(

@@ -24,6 +24,8 @@ pub enum End {
     WriteTimeout,
     /// The server is stopping and closed the connection (set by the child, not by `echo`).
     Shutdown,
+    /// The connection reached `--max-duration` (set by the child, not by `echo`).
+    MaxDuration,
     /// Any other I/O error.
     Failed(io::Error),
 }
@@ -48,7 +50,7 @@ impl End {
 }
 
 /// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
-/// `write-timeout`, `shutdown`, or `error error="…"`.
+/// `write-timeout`, `shutdown`, `max-duration`, or `error error="…"`.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -57,6 +59,7 @@ impl fmt::Display for End {
             End::IdleTimeout => f.write_str("idle-timeout"),
             End::WriteTimeout => f.write_str("write-timeout"),
             End::Shutdown => f.write_str("shutdown"),
+            End::MaxDuration => f.write_str("max-duration"),
             End::Failed(err) => write!(f, "error error=\"{err}\""),
         }
     }
@@ -335,6 +338,7 @@ mod tests {
         assert_eq!(End::IdleTimeout.to_string(), "idle-timeout");
         assert_eq!(End::WriteTimeout.to_string(), "write-timeout");
         assert_eq!(End::Shutdown.to_string(), "shutdown");
+        assert_eq!(End::MaxDuration.to_string(), "max-duration");
         assert_eq!(End::ClientClosed.to_string(), "client-closed");
         assert_eq!(End::Reset.to_string(), "reset");
     }

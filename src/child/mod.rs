@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::Pid;
@@ -43,6 +44,8 @@ pub struct Config {
     pub bytes_total: &'static AtomicU64,
     /// Echo with splice(2) (falling back to read/write where it is refused), or read/write only.
     pub splice: bool,
+    /// `--max-duration`: a connection's whole life at most (zero: no limit).
+    pub max_duration: Duration,
 }
 
 /// What a child inherits from the parent only to undo it.

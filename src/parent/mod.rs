@@ -115,6 +115,7 @@ impl Parent {
                 quiet: options.quiet,
                 bytes_total: &shared.bytes,
                 splice: !options.no_splice,
+                max_duration: options.max_duration,
             },
             shared,
             oom: oom::OomScore::open(),
