@@ -53,34 +53,19 @@ fn other_bad_values_and_unknown_flags_are_refused() {
     assert_refused(&forkecho(&["--frobnicate"]), 2, &["--frobnicate"]);
 }
 
+/// forkecho on loopback port 0 with `flag value`, which must be refused naming both.
+fn assert_value_refused(flag: &str, value: &str) {
+    let out = forkecho(&["--bind", "127.0.0.1", "--port", "0", flag, value]);
+    assert_refused(&out, 2, &[&format!("'{value}'"), flag]);
+}
+
 #[test]
 fn settings_no_system_can_run_are_refused_naming_them() {
     // More processes than Linux can ever have (PID_MAX_LIMIT is 4 194 304).
-    assert_refused(
-        &forkecho(&[
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--max-clients",
-            "4294967295",
-        ]),
-        2,
-        &["'4294967295'", "--max-clients"],
-    );
+    assert_value_refused("--max-clients", "4294967295");
     // Below a millisecond a socket timeout rounds to zero, which means "never".
-    assert_refused(
-        &forkecho(&[
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--idle-timeout",
-            "0.0000009",
-        ]),
-        2,
-        &["'0.0000009'", "--idle-timeout"],
-    );
+    assert_value_refused("--idle-timeout", "0.0000009");
+    assert_value_refused("--max-duration", "0.0000009");
     // Addresses no client can connect to.
     for address in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
         assert_refused(
