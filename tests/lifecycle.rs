@@ -466,3 +466,81 @@ fn huge_limits_cost_nothing_until_clients_come() {
         stopping.elapsed()
     );
 }
+
+/// A client that sends a byte stream (`i % 251`) and reads its echo at once, checking every
+/// byte; it stops sending when the echo ends. Returns what it received and how reading ended.
+fn streaming_client(
+    stream: std::net::TcpStream,
+    streaming: std::sync::mpsc::Sender<()>,
+) -> thread::JoinHandle<(u64, std::io::Result<()>)> {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    thread::spawn(move || {
+        let done = Arc::new(AtomicBool::new(false));
+        let mut writer = stream.try_clone().unwrap();
+        let writer_done = Arc::clone(&done);
+        let sender = thread::spawn(move || {
+            let chunk: Vec<u8> = (0..251 * 64).map(|i| (i % 251) as u8).collect();
+            while !writer_done.load(Ordering::Acquire) && writer.write_all(&chunk).is_ok() {}
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+        });
+        let mut received = 0u64;
+        let mut told = false;
+        let mut buf = vec![0u8; 65536];
+        let ended = loop {
+            match (&stream).read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    for (i, &byte) in buf[..n].iter().enumerate() {
+                        let at = received + i as u64;
+                        assert_eq!(byte, (at % 251) as u8, "echo differs at byte {at}");
+                    }
+                    received += n as u64;
+                    if !told && received > 1 << 20 {
+                        told = true;
+                        let _ = streaming.send(());
+                    }
+                }
+                Err(err) => break Err(err),
+            }
+        };
+        done.store(true, Ordering::Release);
+        sender.join().unwrap();
+        (received, ended)
+    })
+}
+
+#[test]
+fn at_sigterm_streaming_clients_get_all_that_was_echoed_then_fin() {
+    for args in [&[][..], &["--no-splice"][..]] {
+        let mut server = Server::start(args);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let stream = server.connect();
+                let local = stream.local_addr().unwrap();
+                (local, streaming_client(stream, tx.clone()))
+            })
+            .collect();
+        for _ in 0..clients.len() {
+            rx.recv_timeout(DEADLINE).expect("every client streaming");
+        }
+        server.signal(Signal::SIGTERM);
+        for (local, client) in clients {
+            let (received, ended) = client.join().unwrap();
+            let close = server.close_line_for(local);
+            assert!(
+                ended.is_ok(),
+                "{args:?}: {ended:?} after {received} bytes; {close}"
+            );
+            assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+            assert_eq!(
+                field(&close, "bytes"),
+                Some(received.to_string().as_str()),
+                "{args:?}: the client got {received} bytes"
+            );
+        }
+        assert!(server.wait_exit(DEADLINE).success(), "{}", server.log());
+    }
+}

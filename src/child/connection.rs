@@ -10,12 +10,13 @@
 
 use std::fmt::Display;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::mman::MapFlags;
+use socket2::SockRef;
 
 use super::Config;
 use super::echo::{self, Echoed, End, Outcome};
@@ -49,7 +50,7 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
                 false => copy_echo(&mut socket, config),
             };
             stop::forget_socket();
-            drop(socket);
+            close(socket, &outcome.end);
             outcome
         }
         Stream::Pipes(from, to) => copy_echo(&mut Pipes(from, to), config),
@@ -71,6 +72,50 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
     if outcome.end.is_normal() { 0 } else { 1 }
 }
 
+/// How long a stopped connection waits for the client to finish: see `close`.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes the socket the way its end calls for.
+/// - Ended by a stop signal or `--max-duration`: a lingering close (Apache's). The client may
+///   still be sending, and closing with unread input, or receiving input after our FIN once the
+///   receiving side is shut, makes the kernel answer with a reset that throws away the echo still
+///   queued for the client. So: FIN after the queued echo (shutdown of the sending side only),
+///   then read and discard until the client closes too, for at most `LINGER`, then close.
+/// - A client that read nothing of its echo for the timeout: abort with a reset (SO_LINGER 0),
+///   so its unsent echo does not sit in kernel memory for minutes.
+/// - Otherwise the client has closed, reset or gone idle: a plain close.
+fn close(socket: TcpStream, end: &End) {
+    match end {
+        End::WriteTimeout => {
+            let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+        }
+        End::Reset | End::ClientClosed | End::Failed(_) => {}
+        _ if stop::requested() => linger(&socket),
+        _ => {}
+    }
+}
+
+fn linger(socket: &TcpStream) {
+    if socket.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut discard = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*socket).read(&mut discard) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            // Timed out (perhaps early, after a second stop signal), or reset: done.
+            Err(_) => return,
+        }
+    }
+}
+
 /// How much a read must fill before the connection counts as bulk and moves to splice. 1 KiB,
 /// not 4: a 4 KiB buffer dirtied one more stack page in every child (USS 36 KiB against 32).
 const SMALL: usize = 1024;
@@ -80,11 +125,21 @@ const SMALL: usize = 1024;
 fn small_then_splice(stream: &mut TcpStream, config: Config) -> Outcome {
     let mut small = [0u8; SMALL];
     let len = SMALL.min(config.buffer_size);
-    let echoed = match echo::echo_small(stream, &mut small[..len], config.bytes_total) {
+    let echoed = match echo::echo_small(
+        stream,
+        &mut small[..len],
+        config.bytes_total,
+        stop::requested,
+    ) {
         Echoed::Ended(outcome) => return outcome,
         Echoed::Filled { bytes } => bytes,
     };
-    let mut rest = match splice::echo(stream, config.buffer_size, config.bytes_total) {
+    let mut rest = match splice::echo(
+        stream,
+        config.buffer_size,
+        config.bytes_total,
+        stop::requested,
+    ) {
         Spliced::Done(outcome) => outcome,
         Spliced::Unsupported => copy_echo(stream, config),
     };
@@ -101,9 +156,14 @@ fn copy_echo<S: Read + Write>(stream: &mut S, config: Config) -> Outcome {
             // The child never unmaps it (it ends with _exit) and nothing else refers to it.
             // SAFETY: `len` readable, writable, zero-filled bytes, borrowed only here.
             let buf = unsafe { std::slice::from_raw_parts_mut(start.as_ptr(), len) };
-            echo::echo(stream, buf, config.bytes_total)
+            echo::echo(stream, buf, config.bytes_total, stop::requested)
         }
-        Err(_) => echo::echo(stream, &mut vec![0u8; len], config.bytes_total),
+        Err(_) => echo::echo(
+            stream,
+            &mut vec![0u8; len],
+            config.bytes_total,
+            stop::requested,
+        ),
     }
 }
 

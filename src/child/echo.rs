@@ -72,10 +72,16 @@ pub struct Outcome {
     pub end: End,
 }
 
-/// Echoes `stream` to itself through `buf` until the peer closes or the connection fails.
-/// Every byte written is also added to `total` (the server-wide counter).
-pub fn echo<S: Read + Write>(stream: &mut S, buf: &mut [u8], total: &AtomicU64) -> Outcome {
-    match echo_loop(stream, buf, total, false) {
+/// Echoes `stream` to itself through `buf` until the peer closes, the connection fails, or
+/// `stopped` says so (it is asked before every read; the stop handler makes a read about to
+/// block return soon). Every byte written is also added to `total` (the server-wide counter).
+pub fn echo<S: Read + Write>(
+    stream: &mut S,
+    buf: &mut [u8],
+    total: &AtomicU64,
+    stopped: fn() -> bool,
+) -> Outcome {
+    match echo_loop(stream, buf, total, stopped, false) {
         Echoed::Ended(outcome) => outcome,
         Echoed::Filled { .. } => {
             unreachable!("echo_loop stops on a full buffer only when asked to")
@@ -96,18 +102,28 @@ pub enum Echoed {
 /// `echo` through a small buffer, but returns as soon as a read fills it. Most connections
 /// (interactive sessions, test fixtures, request/response traffic) never fill a KiB at once,
 /// and for them one read and one write per message cost less than two splices and a pipe.
-pub fn echo_small<S: Read + Write>(stream: &mut S, buf: &mut [u8], total: &AtomicU64) -> Echoed {
-    echo_loop(stream, buf, total, true)
+pub fn echo_small<S: Read + Write>(
+    stream: &mut S,
+    buf: &mut [u8],
+    total: &AtomicU64,
+    stopped: fn() -> bool,
+) -> Echoed {
+    echo_loop(stream, buf, total, stopped, true)
 }
 
 fn echo_loop<S: Read + Write>(
     stream: &mut S,
     buf: &mut [u8],
     total: &AtomicU64,
+    stopped: fn() -> bool,
     stop_when_full: bool,
 ) -> Echoed {
     let mut bytes = 0u64;
     let end = loop {
+        // Before the read, never between a read and its echo: what was read is written back.
+        if stopped() {
+            break End::Shutdown;
+        }
         let n = match stream.read(buf) {
             Ok(0) => break End::ClientClosed,
             Ok(n) => n,
@@ -213,10 +229,14 @@ mod tests {
         }
     }
 
+    fn never() -> bool {
+        false
+    }
+
     /// Runs `echo`, checking the shared total agrees with the session's own count.
     fn run(peer: &mut Script, buf_len: usize) -> Outcome {
         let total = AtomicU64::new(0);
-        let outcome = echo(peer, &mut vec![0; buf_len], &total);
+        let outcome = echo(peer, &mut vec![0; buf_len], &total, never);
         assert_eq!(total.load(Ordering::Relaxed), outcome.bytes);
         outcome
     }
@@ -334,6 +354,19 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_ends_the_session_before_the_next_read_never_after_one() {
+        fn always() -> bool {
+            true
+        }
+        let mut peer = Script::new(vec![Ok(b"unread".to_vec())]);
+        let outcome = echo(&mut peer, &mut [0; 64], &AtomicU64::new(0), always);
+        assert!(matches!(outcome.end, End::Shutdown));
+        assert_eq!(outcome.bytes, 0);
+        assert!(peer.written.is_empty());
+        assert_eq!(peer.reads.len(), 1, "nothing was read");
+    }
+
+    #[test]
     fn end_reasons_read_as_the_close_line_shows_them() {
         assert_eq!(End::IdleTimeout.to_string(), "idle-timeout");
         assert_eq!(End::WriteTimeout.to_string(), "write-timeout");
@@ -347,7 +380,7 @@ mod tests {
     fn small_messages_are_echoed_to_the_end_without_a_handover() {
         let total = AtomicU64::new(0);
         let mut peer = Script::new(vec![Ok(b"hello\n".to_vec()), Ok(vec![0; 63])]);
-        match echo_small(&mut peer, &mut [0; 64], &total) {
+        match echo_small(&mut peer, &mut [0; 64], &total, never) {
             Echoed::Ended(outcome) => {
                 assert_eq!(outcome.bytes, 69);
                 assert!(matches!(outcome.end, End::ClientClosed));
@@ -362,7 +395,7 @@ mod tests {
         let data = all_bytes();
         let total = AtomicU64::new(0);
         let mut peer = Script::new(vec![Ok(b"hi".to_vec()), Ok(data.clone())]);
-        match echo_small(&mut peer, &mut [0; 64], &total) {
+        match echo_small(&mut peer, &mut [0; 64], &total, never) {
             Echoed::Filled { bytes } => assert_eq!(bytes, 66),
             other => panic!("no handover after a full read: {other:?}"),
         }

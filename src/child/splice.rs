@@ -24,8 +24,14 @@ pub enum Spliced {
     Unsupported,
 }
 
-/// Echoes `socket` to itself through a pipe, `chunk` bytes at most per transfer.
-pub fn echo<S: AsFd>(socket: &S, chunk: usize, total: &AtomicU64) -> Spliced {
+/// Echoes `socket` to itself through a pipe, `chunk` bytes at most per transfer, until the
+/// client closes, the connection fails, or `stopped` says so (asked before every read).
+pub fn echo<S: AsFd>(
+    socket: &S,
+    chunk: usize,
+    total: &AtomicU64,
+    stopped: fn() -> bool,
+) -> Spliced {
     let Ok((from_pipe, into_pipe)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else {
         return Spliced::Unsupported;
     };
@@ -41,6 +47,9 @@ pub fn echo<S: AsFd>(socket: &S, chunk: usize, total: &AtomicU64) -> Spliced {
     let mut bytes = 0u64;
     let mut first = true;
     let end = 'session: loop {
+        if stopped() {
+            break End::Shutdown;
+        }
         let n = match splice(socket, None, &into_pipe, None, chunk, flags) {
             Ok(0) => match at_urgent_mark(socket) {
                 // Nothing to read, and not for want of data: the client's FIN.
@@ -146,7 +155,7 @@ mod tests {
             // The thread owns the socket, so it closes (FIN) when the echo ends.
             let server = scope.spawn(move || {
                 let total = AtomicU64::new(0);
-                match echo(&socket, chunk, &total) {
+                match echo(&socket, chunk, &total, || false) {
                     Spliced::Done(outcome) => (outcome, total.load(Ordering::Relaxed)),
                     Spliced::Unsupported => panic!("splice unsupported on a TCP socket"),
                 }
@@ -191,7 +200,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let total = AtomicU64::new(0);
-        match echo(&socket, 4096, &total) {
+        match echo(&socket, 4096, &total, || false) {
             Spliced::Done(outcome) => {
                 assert!(matches!(outcome.end, End::IdleTimeout), "{:?}", outcome.end);
                 assert_eq!(outcome.bytes, 0);

@@ -1,13 +1,17 @@
 //! How a child stops: SIGTERM (sent by the stopping parent, or as the parent-death signal),
-//! SIGINT and SIGHUP shut its connection down.
+//! SIGINT and SIGHUP end its echo, and the connection closes the way the client expects: what
+//! was echoed is delivered, then FIN.
 //!
-//! shutdown(2) is async-signal-safe, and it wakes a read or write blocked on the socket with no
-//! window for a lost wake-up. The kernel still sends what was already written, then FIN, so the
-//! client sees a clean close, and the echo loop ends as if the client had closed; `stopped` then
-//! tells the close line it was a shutdown. SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the
-//! children too, and its default action would kill them); SIGCHLD goes back to the default.
-//! `--max-duration` works the same way: a timer's SIGALRM shuts the connection down, and
-//! `expired` tells the close line.
+//! The handler sets a flag the echo loops read before every read, and wakes a loop that is
+//! waiting: it is installed without SA_RESTART, so a blocked read returns EINTR, and it sets a
+//! 1 ms receive timeout (setsockopt is async-signal-safe), so a read that was about to block
+//! returns within a millisecond instead; no window is left for a lost wake-up. It does not
+//! shut the socket down: once the receiving side is shut, data the client is still sending would
+//! draw a reset, which throws away the echo still queued for it (`connection` closes with a
+//! lingering close instead). A write waiting for a client that reads nothing gets a 1 s send
+//! timeout. SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and its default
+//! action would kill them); SIGCHLD goes back to the default. `--max-duration` works the same
+//! way, from a timer's SIGALRM; `stopped` and `expired` tell the close line which it was.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-/// The connection's fd, for the handler to shut down; -1 when there is none (any more).
+/// The connection's fd, for the handler to wake; -1 when there is none (any more).
 static SOCKET: AtomicI32 = AtomicI32::new(-1);
 /// Whether a stop signal closed the connection.
 static STOPPED: AtomicBool = AtomicBool::new(false);
@@ -25,15 +29,16 @@ static EXPIRED: AtomicBool = AtomicBool::new(false);
 /// Replaces every handler the parent installed, while its signals are still blocked.
 pub fn install(socket: RawFd) {
     SOCKET.store(socket, Ordering::Release);
+    // No SA_RESTART: a read blocked when the signal comes must return (EINTR).
     let stop = SigAction::new(
         SigHandler::Handler(on_stop),
-        SaFlags::SA_RESTART,
+        SaFlags::empty(),
         SigSet::empty(),
     );
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for signal in crate::parent::signals::STOP {
-        // SAFETY: on_stop is async-signal-safe: shutdown(2) and atomic stores only.
+        // SAFETY: on_stop is async-signal-safe: setsockopt(2) and atomic stores only.
         let _ = unsafe { sigaction(signal, &stop) };
     }
     // SAFETY: SIG_IGN and SIG_DFL run no code of ours.
@@ -42,16 +47,16 @@ pub fn install(socket: RawFd) {
     let _ = unsafe { sigaction(Signal::SIGCHLD, &default) };
 }
 
-/// Arranges for `socket` to be shut down `after` from now (`--max-duration`): a SIGALRM from
+/// Arranges for the echo on `socket` to end `after` from now (`--max-duration`): a SIGALRM from
 /// a one-shot ITIMER_REAL, handled like a stop signal.
 pub fn expire_after(socket: RawFd, after: Duration) {
     SOCKET.store(socket, Ordering::Release);
     let expire = SigAction::new(
         SigHandler::Handler(on_expire),
-        SaFlags::SA_RESTART,
+        SaFlags::empty(),
         SigSet::empty(),
     );
-    // SAFETY: on_expire is async-signal-safe: shutdown(2) and atomic stores only.
+    // SAFETY: on_expire is async-signal-safe: setsockopt(2) and atomic stores only.
     let _ = unsafe { sigaction(Signal::SIGALRM, &expire) };
     let timer = nix::libc::itimerval {
         it_interval: nix::libc::timeval {
@@ -67,38 +72,62 @@ pub fn expire_after(socket: RawFd, after: Duration) {
     unsafe { nix::libc::setitimer(nix::libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
 }
 
-/// Whether `--max-duration` closed the connection.
+/// Whether `--max-duration` ended the connection.
 pub fn expired() -> bool {
     EXPIRED.load(Ordering::Acquire)
 }
 
-extern "C" fn on_expire(_signal: nix::libc::c_int) {
-    EXPIRED.store(true, Ordering::Release);
-    shut_down();
+/// Whether a stop signal or `--max-duration` has ended the echo.
+pub fn requested() -> bool {
+    STOPPED.load(Ordering::Acquire) || EXPIRED.load(Ordering::Acquire)
 }
 
-/// Call before the connection's fd is closed: from then on a stop signal has nothing to shut
-/// down, and must not shut down whatever else might get the same fd number.
+extern "C" fn on_expire(_signal: nix::libc::c_int) {
+    EXPIRED.store(true, Ordering::Release);
+    wake();
+}
+
+/// Call before the connection's fd is closed: from then on a stop signal has nothing to wake,
+/// and must not touch whatever else might get the same fd number.
 pub fn forget_socket() {
     SOCKET.store(-1, Ordering::Release);
 }
 
-/// Whether a stop signal closed the connection.
+/// Whether a stop signal ended the connection.
 pub fn stopped() -> bool {
     STOPPED.load(Ordering::Acquire)
 }
 
 extern "C" fn on_stop(_signal: nix::libc::c_int) {
     STOPPED.store(true, Ordering::Release);
-    shut_down();
+    wake();
 }
 
-/// Async-signal-safe: one load and shutdown(2).
-fn shut_down() {
+/// Async-signal-safe: one load and two setsockopt(2) calls. A read about to block returns
+/// within 1 ms; a write blocked on a client that reads nothing gives up after 1 s.
+fn wake() {
     let fd = SOCKET.load(Ordering::Acquire);
-    if fd >= 0 {
-        // SAFETY: shutdown(2) is async-signal-safe; the fd is the connection's until
-        // `forget_socket`, which runs before it is closed.
-        unsafe { nix::libc::shutdown(fd, nix::libc::SHUT_RDWR) };
+    if fd < 0 {
+        return;
+    }
+    for (option, micros) in [
+        (nix::libc::SO_RCVTIMEO, 1_000),
+        (nix::libc::SO_SNDTIMEO, 1_000_000),
+    ] {
+        let timeout = nix::libc::timeval {
+            tv_sec: micros / 1_000_000,
+            tv_usec: micros % 1_000_000,
+        };
+        // SAFETY: setsockopt is async-signal-safe and reads the timeval on this stack; the fd
+        // is the connection's until `forget_socket`, which runs before it is closed.
+        unsafe {
+            nix::libc::setsockopt(
+                fd,
+                nix::libc::SOL_SOCKET,
+                option,
+                (&raw const timeout).cast(),
+                size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
+            )
+        };
     }
 }
