@@ -34,6 +34,8 @@ pub fn run(options: &Options) -> Result<u8> {
         bytes_total: Box::leak(Box::new(AtomicU64::new(0))),
         splice: !options.no_splice,
         max_duration: options.max_duration,
+        marks: None,
+        serial: 0,
     };
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;

@@ -417,3 +417,24 @@ fn max_duration_ends_a_trickling_client_that_the_idle_timeout_never_would() {
         "{close}"
     );
 }
+
+#[test]
+fn a_client_that_saw_its_connection_close_is_never_refused_for_it() {
+    // With --max-per-ip 1, a client that waits for the server's FIN before it reconnects must
+    // be served every time: the count once dropped only when the parent reaped the child, after
+    // the client had already seen the close.
+    let server = Server::start(&["--max-per-ip", "1", "--quiet"]);
+    for i in 0..300u32 {
+        let mut client = server.connect();
+        let msg = i.to_be_bytes();
+        assert_eq!(
+            round_trip(&mut client, &msg),
+            msg,
+            "connection {i} was refused; log:\n{}",
+            server.log()
+        );
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(read_until_closed(&mut client).is_empty());
+    }
+    assert!(!server.log().contains("refused"), "{}", server.log());
+}

@@ -50,6 +50,11 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
                 false => copy_echo(&mut socket, config),
             };
             stop::forget_socket();
+            // Before the client can see the close: the parent must not count it against
+            // --max-per-ip once the client may reconnect.
+            if let Some(marks) = config.marks {
+                marks.mark_closed(config.serial);
+            }
             close(socket, &outcome.end);
             outcome
         }

@@ -31,6 +31,7 @@ use connection::Stream;
 
 use crate::debug::{self, Hook};
 use crate::log::Peer;
+use crate::parent::limits::Marks;
 
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
 pub const PANICKED: i32 = 101;
@@ -46,6 +47,10 @@ pub struct Config {
     pub splice: bool,
     /// `--max-duration`: a connection's whole life at most (zero: no limit).
     pub max_duration: Duration,
+    /// With `--max-per-ip`: where to mark the connection closed, just before closing it.
+    pub marks: Option<Marks>,
+    /// This child's serial number, for its mark (set by the parent for each child).
+    pub serial: u32,
 }
 
 /// What a child inherits from the parent only to undo it.

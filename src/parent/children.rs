@@ -24,6 +24,8 @@ use crate::memory;
 pub struct Child {
     pub peer: SocketAddr,
     pub since: Instant,
+    /// Its serial number (see `limits::Marks`).
+    pub serial: u32,
 }
 
 /// One slot: all plain integers, so all-zero bytes are a valid empty slot (pid 0).
@@ -37,6 +39,7 @@ struct Slot {
     ip: [u8; 16],
     /// Since the table's epoch.
     since_ns: u64,
+    serial: u32,
 }
 
 pub struct Children {
@@ -135,6 +138,7 @@ impl Children {
             is_v6,
             ip: ip.octets(),
             since_ns: child.since.saturating_duration_since(self.epoch).as_nanos() as u64,
+            serial: child.serial,
         };
     }
 
@@ -181,7 +185,15 @@ impl Children {
         Child {
             peer,
             since: self.epoch + Duration::from_nanos(slot.since_ns),
+            serial: slot.serial,
         }
+    }
+
+    /// Every child, with its pid.
+    pub fn iter(&self) -> impl Iterator<Item = (Pid, Child)> + '_ {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].pid != 0)
+            .map(|i| (Pid::from_raw(self.slots[i].pid), self.child_at(i)))
     }
 
     pub fn len(&self) -> usize {
@@ -208,6 +220,7 @@ mod tests {
         Child {
             peer: peer.parse().unwrap(),
             since: Instant::now(),
+            serial: 1,
         }
     }
 

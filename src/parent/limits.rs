@@ -4,14 +4,65 @@
 //! of a dual-stack socket (`::ffff:192.0.2.1`) counts as the IPv4 address it is, so it shares its
 //! count with the same host reaching an IPv4 listener. Per-address counts are kept only when
 //! `--max-per-ip` is set: they live on the heap, which children inherit.
+//!
+//! A child's count drops when the parent reaps it, which is after its client saw the connection
+//! close; a client that reconnects at once would be refused for a connection it knows is over.
+//! So with `--max-per-ip`, a child marks its connection closed (`Marks`, shared memory indexed
+//! by pid) just before it closes it, and the parent, about to refuse, discounts the children of
+//! that address that have marked theirs. A mark holds the child's serial number, not a flag, so a
+//! stale mark from an earlier child with the same pid never counts.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sys::mman::MapFlags;
+use nix::unistd::Pid;
+
+use crate::memory;
 
 /// The address a client is counted under.
 pub fn client_ip(peer: SocketAddr) -> IpAddr {
     peer.ip().to_canonical()
+}
+
+/// Which children have closed their connections: one serial number per pid, in memory the
+/// parent and every child share. Pages are touched only where pids land.
+#[derive(Debug, Clone, Copy)]
+pub struct Marks {
+    by_pid: &'static [AtomicU32],
+}
+
+impl Marks {
+    /// Room for every pid up to kernel.pid_max (PID_MAX_LIMIT if it cannot be read); a child
+    /// whose pid lies beyond (pid_max raised later) simply does not mark.
+    pub fn map() -> nix::Result<Marks> {
+        let pids = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(4_194_304);
+        let len = pids * size_of::<AtomicU32>();
+        let start = memory::map(len, MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE)?;
+        // Never unmapped, only ever accessed atomically, by the parent and its children.
+        // SAFETY: zero-filled, page-aligned memory is `pids` valid AtomicU32s.
+        let by_pid = unsafe { std::slice::from_raw_parts(start.as_ptr().cast(), pids) };
+        Ok(Marks { by_pid })
+    }
+
+    /// In a child, just before it closes its connection: child number `serial` is done.
+    pub fn mark_closed(&self, serial: u32) {
+        if let Some(mark) = self.by_pid.get(std::process::id() as usize) {
+            mark.store(serial, Ordering::Release);
+        }
+    }
+
+    /// Whether child number `serial`, pid `pid`, has closed its connection.
+    pub fn closed(&self, pid: Pid, serial: u32) -> bool {
+        self.by_pid
+            .get(pid.as_raw() as usize)
+            .is_some_and(|mark| mark.load(Ordering::Acquire) == serial)
+    }
 }
 
 pub struct Limits {
@@ -45,9 +96,12 @@ impl Limits {
         live >= self.max_clients
     }
 
-    /// Whether a new client from `peer` would go over `--max-per-ip`.
-    pub fn refuses(&self, peer: SocketAddr) -> bool {
-        self.max_per_ip > 0 && self.serving(peer) >= self.max_per_ip
+    /// Whether a new client from `peer` would go over `--max-per-ip`, counting `closed` of that
+    /// address's children as gone already (see `Marks`); `closed` is asked only when it matters.
+    pub fn refuses(&self, peer: SocketAddr, closed: impl FnOnce() -> u32) -> bool {
+        self.max_per_ip > 0
+            && self.serving(peer) >= self.max_per_ip
+            && self.serving(peer) - closed() >= self.max_per_ip
     }
 
     /// How many live children serve clients from `peer`'s address (0 unless counting per IP).
@@ -89,9 +143,10 @@ mod tests {
         limits.opened(addr("192.0.2.2:1000"));
         let probe = addr("192.0.2.1:9");
         assert_eq!(limits.serving(probe), 2);
-        assert!(limits.refuses(probe));
+        assert!(limits.refuses(probe, || 0));
+        assert!(!limits.refuses(probe, || 1), "one of the two has closed");
         assert_eq!(limits.serving(addr("192.0.2.2:9")), 1);
-        assert!(!limits.refuses(addr("192.0.2.2:9")));
+        assert!(!limits.refuses(addr("192.0.2.2:9"), || 0));
         assert_eq!(limits.serving(addr("[::1]:9")), 0);
         limits.closed(addr("[::ffff:192.0.2.1]:1001"));
         limits.closed(addr("192.0.2.1:1000"));
@@ -104,7 +159,7 @@ mod tests {
         let mut limits = Limits::new(4, 0);
         limits.opened(addr("192.0.2.1:1000"));
         assert_eq!(limits.serving(addr("192.0.2.1:9")), 0);
-        assert!(!limits.refuses(addr("192.0.2.1:9")));
+        assert!(!limits.refuses(addr("192.0.2.1:9"), || 0));
         assert!(limits.per_ip.is_empty());
         limits.closed(addr("192.0.2.1:1000"));
     }

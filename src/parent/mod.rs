@@ -116,6 +116,11 @@ impl Parent {
                 bytes_total: &shared.bytes,
                 splice: !options.no_splice,
                 max_duration: options.max_duration,
+                marks: match options.max_per_ip {
+                    0 => None,
+                    _ => Some(limits::Marks::map().context("unable to map the close marks")?),
+                },
+                serial: 0,
             },
             shared,
             oom: oom::OomScore::open(),
@@ -251,7 +256,11 @@ impl Parent {
     /// nothing, and logged (rate-limited) as refused.
     fn admit(&mut self, client: Socket, peer: SocketAddr) {
         let books = &mut *self.books;
-        if books.limits.refuses(peer) {
+        let closed = || match self.child.marks {
+            Some(marks) => closed_from(&books.children, &marks, peer),
+            None => 0,
+        };
+        if books.limits.refuses(peer, closed) {
             drop(client);
             books.counts.refused_per_ip += 1;
             if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
@@ -282,8 +291,13 @@ impl Parent {
             parent: self.pid,
         };
         // The child is born with the raised score; the parent takes its own back at once.
+        let serial = (self.books.counts.accepted as u32).max(1);
+        let config = child::Config {
+            serial,
+            ..self.child
+        };
         let oom = self.oom.as_ref().filter(|oom| oom.raise());
-        let forked = fork::fork_child(client, peer, self.child, inherited);
+        let forked = fork::fork_child(client, peer, config, inherited);
         if let Some(oom) = oom {
             oom.restore();
         }
@@ -299,6 +313,7 @@ impl Parent {
                     Child {
                         peer,
                         since: Instant::now(),
+                        serial,
                     },
                 );
                 books.limits.opened(peer);
@@ -452,6 +467,17 @@ impl Parent {
             woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
         }
     }
+}
+
+/// How many children serving `peer`'s address have marked their connection closed.
+fn closed_from(children: &Children, marks: &limits::Marks, peer: SocketAddr) -> u32 {
+    let ip = limits::client_ip(peer);
+    children
+        .iter()
+        .filter(|(pid, child)| {
+            limits::client_ip(child.peer) == ip && marks.closed(*pid, child.serial)
+        })
+        .count() as u32
 }
 
 /// A poll timeout that never rounds a pending wait down to zero (which would spin).
