@@ -34,6 +34,7 @@ pub fn run(options: &Options) -> Result<u8> {
         bytes_total: Box::leak(Box::new(AtomicU64::new(0))),
         splice: !options.no_splice,
         max_duration: options.max_duration,
+        idle_timeout: options.idle_timeout,
         marks: None,
         serial: 0,
     };

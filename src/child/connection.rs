@@ -121,6 +121,15 @@ fn linger(socket: &TcpStream) {
     }
 }
 
+/// What ends the echo besides the client: a stop or `--max-duration`, and a client that takes
+/// none of its echo for `--idle-timeout`.
+fn watch(config: Config) -> echo::Watch {
+    echo::Watch {
+        stopped: stop::requested,
+        stall: config.idle_timeout,
+    }
+}
+
 /// How much a read must fill before the connection counts as bulk and moves to splice. 1 KiB,
 /// not 4: a 4 KiB buffer dirtied one more stack page in every child (USS 36 KiB against 32).
 const SMALL: usize = 1024;
@@ -130,20 +139,16 @@ const SMALL: usize = 1024;
 fn small_then_splice(stream: &mut TcpStream, config: Config) -> Outcome {
     let mut small = [0u8; SMALL];
     let len = SMALL.min(config.buffer_size);
-    let echoed = match echo::echo_small(
-        stream,
-        &mut small[..len],
-        config.bytes_total,
-        stop::requested,
-    ) {
-        Echoed::Ended(outcome) => return outcome,
-        Echoed::Filled { bytes } => bytes,
-    };
+    let echoed =
+        match echo::echo_small(stream, &mut small[..len], config.bytes_total, watch(config)) {
+            Echoed::Ended(outcome) => return outcome,
+            Echoed::Filled { bytes } => bytes,
+        };
     let mut rest = match splice::echo(
         stream,
         config.buffer_size,
         config.bytes_total,
-        stop::requested,
+        watch(config),
     ) {
         Spliced::Done(outcome) => outcome,
         Spliced::Unsupported => copy_echo(stream, config),
@@ -154,20 +159,20 @@ fn small_then_splice(stream: &mut TcpStream, config: Config) -> Outcome {
 
 /// The read/write echo, through a buffer of fresh anonymous memory: the child dirties only the
 /// pages its reads fill, where a zeroed heap allocation would dirty all of them at once.
-fn copy_echo<S: Read + Write>(stream: &mut S, config: Config) -> Outcome {
+fn copy_echo<S: echo::Conn>(stream: &mut S, config: Config) -> Outcome {
     let len = config.buffer_size;
     match memory::map(len, MapFlags::MAP_PRIVATE) {
         Ok(start) => {
             // The child never unmaps it (it ends with _exit) and nothing else refers to it.
             // SAFETY: `len` readable, writable, zero-filled bytes, borrowed only here.
             let buf = unsafe { std::slice::from_raw_parts_mut(start.as_ptr(), len) };
-            echo::echo(stream, buf, config.bytes_total, stop::requested)
+            echo::echo(stream, buf, config.bytes_total, watch(config))
         }
         Err(_) => echo::echo(
             stream,
             &mut vec![0u8; len],
             config.bytes_total,
-            stop::requested,
+            watch(config),
         ),
     }
 }
@@ -180,6 +185,8 @@ impl Read for Pipes {
         self.0.read(buf)
     }
 }
+
+impl echo::Conn for Pipes {}
 
 impl Write for Pipes {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {

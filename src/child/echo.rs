@@ -9,7 +9,14 @@
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, send};
 
 /// Why an echo session ended.
 #[derive(Debug)]
@@ -72,16 +79,100 @@ pub struct Outcome {
     pub end: End,
 }
 
+/// What ends a session besides the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// Asked before every read (the stop handler makes a read about to block return soon).
+    pub stopped: fn() -> bool,
+    /// How long a client may take none of its echo, counted from the last byte it took; zero
+    /// for never. Once stopped, one second at most.
+    pub stall: Duration,
+}
+
+impl Watch {
+    /// How long the current stall may last; None for no limit.
+    pub fn stall_limit(&self) -> Option<Duration> {
+        let stopped = (self.stopped)();
+        let limit = match self.stall.is_zero() {
+            true if stopped => STOPPED_STALL,
+            false if stopped => self.stall.min(STOPPED_STALL),
+            _ => self.stall,
+        };
+        Some(limit).filter(|limit| !limit.is_zero())
+    }
+}
+
+/// Once the server is stopping, a client that reads nothing of its echo for this long is let go.
+const STOPPED_STALL: Duration = Duration::from_secs(1);
+
+/// A stream the echo writes to. `write_now` never waits and `wait_writable` waits for room, so
+/// that a stall is timed from the last byte the client took (a blocking write with SO_SNDTIMEO
+/// times each call instead: a call that moved a few bytes and then waited the whole timeout
+/// counts as progress, and the next call waits again). The defaults, for pipes and scripted
+/// tests, write blocking and never wait.
+pub trait Conn: Read + Write {
+    fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write(data)
+    }
+
+    /// Waits up to `timeout` (None: no limit) until a write can move bytes; false if the time
+    /// ran out. A signal ends the wait early with true: the caller looks again.
+    fn wait_writable(&mut self, _timeout: Option<Duration>) -> io::Result<bool> {
+        Ok(true)
+    }
+}
+
+impl Conn for TcpStream {
+    fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        Ok(send(self.as_raw_fd(), data, flags)?)
+    }
+
+    fn wait_writable(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        wait_for(self, PollFlags::POLLOUT, timeout)
+    }
+}
+
+/// After a write found no room: waits for room with `wait`, for what is left of the stall limit
+/// counted from `stalled_since` (set now if this stall just began). WouldBlock, a write timeout,
+/// once the limit has passed.
+pub fn wait_for_room(
+    stalled_since: &mut Option<Instant>,
+    watch: Watch,
+    wait: impl FnOnce(Option<Duration>) -> io::Result<bool>,
+) -> io::Result<()> {
+    let since = *stalled_since.get_or_insert_with(Instant::now);
+    let left = watch
+        .stall_limit()
+        .map(|limit| limit.saturating_sub(since.elapsed()));
+    if left.is_some_and(|left| left.is_zero()) || !wait(left)? {
+        return Err(ErrorKind::WouldBlock.into());
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` (None: no limit) for `events` on `fd`; false if the time ran out,
+/// true if they came or a signal ended the wait.
+pub fn wait_for(fd: &impl AsFd, events: PollFlags, timeout: Option<Duration>) -> io::Result<bool> {
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(left) => {
+            let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    let mut fds = [PollFd::new(fd.as_fd(), events)];
+    match poll(&mut fds, timeout) {
+        Ok(0) => Ok(false),
+        Ok(_) | Err(Errno::EINTR) => Ok(true),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 /// Echoes `stream` to itself through `buf` until the peer closes, the connection fails, or
-/// `stopped` says so (it is asked before every read; the stop handler makes a read about to
-/// block return soon). Every byte written is also added to `total` (the server-wide counter).
-pub fn echo<S: Read + Write>(
-    stream: &mut S,
-    buf: &mut [u8],
-    total: &AtomicU64,
-    stopped: fn() -> bool,
-) -> Outcome {
-    match echo_loop(stream, buf, total, stopped, false) {
+/// `watch` ends it. Every byte written is also added to `total` (the server-wide counter).
+pub fn echo<S: Conn>(stream: &mut S, buf: &mut [u8], total: &AtomicU64, watch: Watch) -> Outcome {
+    match echo_loop(stream, buf, total, watch, false) {
         Echoed::Ended(outcome) => outcome,
         Echoed::Filled { .. } => {
             unreachable!("echo_loop stops on a full buffer only when asked to")
@@ -102,26 +193,26 @@ pub enum Echoed {
 /// `echo` through a small buffer, but returns as soon as a read fills it. Most connections
 /// (interactive sessions, test fixtures, request/response traffic) never fill a KiB at once,
 /// and for them one read and one write per message cost less than two splices and a pipe.
-pub fn echo_small<S: Read + Write>(
+pub fn echo_small<S: Conn>(
     stream: &mut S,
     buf: &mut [u8],
     total: &AtomicU64,
-    stopped: fn() -> bool,
+    watch: Watch,
 ) -> Echoed {
-    echo_loop(stream, buf, total, stopped, true)
+    echo_loop(stream, buf, total, watch, true)
 }
 
-fn echo_loop<S: Read + Write>(
+fn echo_loop<S: Conn>(
     stream: &mut S,
     buf: &mut [u8],
     total: &AtomicU64,
-    stopped: fn() -> bool,
+    watch: Watch,
     stop_when_full: bool,
 ) -> Echoed {
     let mut bytes = 0u64;
     let end = loop {
         // Before the read, never between a read and its echo: what was read is written back.
-        if stopped() {
+        if (watch.stopped)() {
             break End::Shutdown;
         }
         let n = match stream.read(buf) {
@@ -130,7 +221,7 @@ fn echo_loop<S: Read + Write>(
             Err(err) if err.kind() == ErrorKind::Interrupted => continue,
             Err(err) => break End::from_error(err, End::IdleTimeout),
         };
-        if let Err(err) = write_all(stream, &buf[..n], &mut bytes, total) {
+        if let Err(err) = write_all(stream, &buf[..n], &mut bytes, total, watch) {
             break End::from_error(err, End::WriteTimeout);
         }
         if stop_when_full && n == buf.len() {
@@ -140,22 +231,30 @@ fn echo_loop<S: Read + Write>(
     Echoed::Ended(Outcome { bytes, end })
 }
 
-/// `Write::write_all`, but counting what reached the peer even when a later write fails.
-fn write_all<W: Write>(
+/// `Write::write_all`, but counting what reached the peer even when a later write fails, and
+/// failing with WouldBlock (a write timeout) once the client has taken nothing for the stall
+/// limit, counted from the first write that found no room.
+fn write_all<W: Conn>(
     out: &mut W,
     mut data: &[u8],
     written: &mut u64,
     total: &AtomicU64,
+    watch: Watch,
 ) -> io::Result<()> {
+    let mut stalled_since = None;
     while !data.is_empty() {
-        match out.write(data) {
+        match out.write_now(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => {
                 *written += n as u64;
                 total.fetch_add(n as u64, Ordering::Relaxed);
                 data = &data[n..];
+                stalled_since = None;
             }
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                wait_for_room(&mut stalled_since, watch, |left| out.wait_writable(left))?;
+            }
             Err(err) => return Err(err),
         }
     }
@@ -233,10 +332,23 @@ mod tests {
         false
     }
 
+    const WATCH: Watch = Watch {
+        stopped: never,
+        stall: Duration::ZERO,
+    };
+
+    /// A script's WouldBlock from a write stands for a client that stopped reading: waiting
+    /// for room finds none.
+    impl Conn for Script {
+        fn wait_writable(&mut self, _timeout: Option<Duration>) -> io::Result<bool> {
+            Ok(false)
+        }
+    }
+
     /// Runs `echo`, checking the shared total agrees with the session's own count.
     fn run(peer: &mut Script, buf_len: usize) -> Outcome {
         let total = AtomicU64::new(0);
-        let outcome = echo(peer, &mut vec![0; buf_len], &total, never);
+        let outcome = echo(peer, &mut vec![0; buf_len], &total, WATCH);
         assert_eq!(total.load(Ordering::Relaxed), outcome.bytes);
         outcome
     }
@@ -359,7 +471,11 @@ mod tests {
             true
         }
         let mut peer = Script::new(vec![Ok(b"unread".to_vec())]);
-        let outcome = echo(&mut peer, &mut [0; 64], &AtomicU64::new(0), always);
+        let watch = Watch {
+            stopped: always,
+            ..WATCH
+        };
+        let outcome = echo(&mut peer, &mut [0; 64], &AtomicU64::new(0), watch);
         assert!(matches!(outcome.end, End::Shutdown));
         assert_eq!(outcome.bytes, 0);
         assert!(peer.written.is_empty());
@@ -380,7 +496,7 @@ mod tests {
     fn small_messages_are_echoed_to_the_end_without_a_handover() {
         let total = AtomicU64::new(0);
         let mut peer = Script::new(vec![Ok(b"hello\n".to_vec()), Ok(vec![0; 63])]);
-        match echo_small(&mut peer, &mut [0; 64], &total, never) {
+        match echo_small(&mut peer, &mut [0; 64], &total, WATCH) {
             Echoed::Ended(outcome) => {
                 assert_eq!(outcome.bytes, 69);
                 assert!(matches!(outcome.end, End::ClientClosed));
@@ -395,7 +511,7 @@ mod tests {
         let data = all_bytes();
         let total = AtomicU64::new(0);
         let mut peer = Script::new(vec![Ok(b"hi".to_vec()), Ok(data.clone())]);
-        match echo_small(&mut peer, &mut [0; 64], &total, never) {
+        match echo_small(&mut peer, &mut [0; 64], &total, WATCH) {
             Echoed::Filled { bytes } => assert_eq!(bytes, 66),
             other => panic!("no handover after a full read: {other:?}"),
         }

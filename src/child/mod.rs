@@ -47,6 +47,9 @@ pub struct Config {
     pub splice: bool,
     /// `--max-duration`: a connection's whole life at most (zero: no limit).
     pub max_duration: Duration,
+    /// `--idle-timeout`: how long a client may send nothing, or take none of its echo (zero:
+    /// no limit). Reads are timed by the socket (SO_RCVTIMEO); stalled writes by the echo.
+    pub idle_timeout: Duration,
     /// With `--max-per-ip`: where to mark the connection closed, just before closing it.
     pub marks: Option<Marks>,
     /// This child's serial number, for its mark (set by the parent for each child).

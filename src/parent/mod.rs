@@ -116,6 +116,7 @@ impl Parent {
                 bytes_total: &shared.bytes,
                 splice: !options.no_splice,
                 max_duration: options.max_duration,
+                idle_timeout: options.idle_timeout,
                 marks: match options.max_per_ip {
                     0 => None,
                     _ => Some(limits::Marks::map().context("unable to map the close marks")?),
