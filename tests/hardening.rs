@@ -172,6 +172,14 @@ fn stalled_client_is_closed(extra: &[&str]) {
     }
     let close = server.close_line_for(stalled_addr);
     assert_eq!(field(&close, "end"), Some("write-timeout"), "{close}");
+    // One timeout after the last byte the client took (plus the moment it takes to fill the
+    // buffers): per-call socket timeouts once made it two (read/write) or three (splice).
+    let lived: f64 = field(&close, "duration")
+        .and_then(|d| d.strip_suffix('s'))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2.0..2.6).contains(&lived), "{close}");
     let sent = writer.join().unwrap();
     assert!(
         sent < 512 << 20,
@@ -437,35 +445,4 @@ fn a_client_that_saw_its_connection_close_is_never_refused_for_it() {
         assert!(read_until_closed(&mut client).is_empty());
     }
     assert!(!server.log().contains("refused"), "{}", server.log());
-}
-
-#[test]
-fn a_client_that_stops_reading_is_closed_one_timeout_after_its_last_byte_on_every_path() {
-    // Per-call socket timeouts let a write that moved a few bytes and then waited the whole
-    // timeout count as progress: such a client was closed after 2 (read/write) or 3 (splice)
-    // timeouts. Now one timeout after the last byte it took, plus the time to fill the buffers.
-    for extra in [&[][..], &["--no-splice"][..]] {
-        let server = Server::start(&[&["--idle-timeout", "1"], extra].concat());
-        let stalled = server.connect();
-        let local = stalled.local_addr().unwrap();
-        let writer = thread::spawn(move || {
-            let mut stalled = stalled;
-            let chunk = vec![b's'; 64 * 1024];
-            // Bounded: the buffers on both sides hold far less than this.
-            for _ in 0..256 {
-                if stalled.write_all(&chunk).is_err() {
-                    break;
-                }
-            }
-        });
-        let close = server.close_line_for(local);
-        assert_eq!(field(&close, "end"), Some("write-timeout"), "{close}");
-        let lived: f64 = field(&close, "duration")
-            .and_then(|d| d.strip_suffix('s'))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!((1.0..1.6).contains(&lived), "{extra:?}: {close}");
-        writer.join().unwrap();
-    }
 }
