@@ -59,8 +59,8 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
         Secs(options.idle_timeout),
         Secs(options.max_duration)
     );
-    // SAFETY: dup2 replaces fd 1 atomically with a copy of fd 0 (/dev/null since `setup`);
-    // nothing holds fd 1 as an object (std's stdout writes to the number, and was just flushed).
+    // fd 0 is /dev/null since `setup`; std's stdout writes to the number and was just flushed.
+    // SAFETY: dup2 replaces fd 1 atomically, and nothing holds fd 1 as an object.
     if unsafe { nix::libc::dup2(0, 1) } < 0 {
         let err = io::Error::last_os_error();
         logln!("warning: stdout stays open to whoever started forkecho: {err}");

@@ -74,8 +74,8 @@ fn bring_up_loopback() -> io::Result<()> {
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: both ioctls read and write only the ifreq we pass, which outlives the calls; we
-    // touch only the flags member of the union, which SIOCGIFFLAGS fills in.
+    // We touch only the flags member of the union, which SIOCGIFFLAGS fills in.
+    // SAFETY: both ioctls read and write only the ifreq we pass, which outlives the calls.
     let result = unsafe {
         if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
             Err(io::Error::last_os_error())

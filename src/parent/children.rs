@@ -87,8 +87,8 @@ impl Children {
         }
         let bytes = size_of_val(old);
         let start = std::ptr::NonNull::from(old).cast::<u8>();
-        // SAFETY: `old` was mapped by `mapped_slots` with exactly this length, and the table
-        // (its only user) now uses `bigger`.
+        // The table, the mapping's only user, now uses `bigger`.
+        // SAFETY: `old` is exactly one mapping made by `mapped_slots`, and nothing refers to it.
         unsafe { memory::unmap(start, bytes) };
         Ok(())
     }

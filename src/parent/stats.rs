@@ -31,9 +31,8 @@ pub fn shared() -> Result<&'static Shared> {
     let page = memory::map(4096, MapFlags::MAP_SHARED)
         .context("unable to map shared memory for the counters")?;
     // The mapping is never unmapped, and every access to it, here and in the children sharing
-    // the page, is atomic.
-    // SAFETY: zeroed, page-aligned memory is a valid Shared (atomics whose zero is a count of
-    // nothing) that lives for the whole process.
+    // the page, is atomic; zero is a count of nothing.
+    // SAFETY: zeroed, page-aligned memory is a valid Shared that lives for the whole process.
     let shared = unsafe { page.cast::<Shared>().as_ref() };
     // Fault the page in now, in the parent: children then map the parent's page (shared) instead
     // of each child's first add allocating it as memory of its own.
