@@ -20,6 +20,7 @@ mod memory;
 mod parent;
 mod server;
 mod setup;
+mod wait;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

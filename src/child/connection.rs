@@ -5,8 +5,9 @@
 //! transfers are spliced after their first KiB; most connections never send that much at once,
 //! and for them read/write is cheaper than a pipe and two splices per message). stdin and stdout
 //! that are not one socket (`--inetd` under a launcher that passes pipes) are echoed with
-//! read/write. With `--max-duration` a timer shuts a socket down when its time is up. The
-//! connection is closed before its line is logged, so the client's FIN never waits for the log.
+//! read/write. A stop signal or `--max-duration` ends the echo before its next read (`stop`), and
+//! `close` then closes the socket the way the end calls for. The connection is closed before its
+//! line is logged, so the client's FIN never waits for the log.
 
 use std::fmt::Display;
 use std::fs::File;
@@ -28,9 +29,9 @@ use crate::memory;
 
 /// What a connection arrives as.
 pub enum Stream {
-    /// A connected socket. TCP_NODELAY and the idle timeouts (SO_RCVTIMEO/SO_SNDTIMEO) are set
-    /// on it already: a read that gets nothing, or a write that moves nothing, for that long
-    /// fails with EAGAIN, an idle or stalled client.
+    /// A connected socket, with TCP_NODELAY, SO_OOBINLINE and the idle timeout (SO_RCVTIMEO)
+    /// set on it already: a read that gets nothing for that long fails with EAGAIN, an idle
+    /// client.
     Socket(TcpStream),
     /// Something to read from and something to write to (stdin and stdout pipes).
     Pipes(File, File),

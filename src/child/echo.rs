@@ -3,20 +3,23 @@
 //! Every byte read is written back, in order, before the next read; so when the client's FIN
 //! arrives (a read of 0) everything it sent has already been echoed and the connection can close.
 //! Short writes are finished, EINTR is retried, and a peer that resets or stops reading ends the
-//! loop as a normal close rather than as a failure. A read or write that times out (the socket's
-//! SO_RCVTIMEO / SO_SNDTIMEO, set from `--idle-timeout`) ends it as an idle client or a stalled
-//! one. Written over `Read + Write` so the whole protocol is unit tested without sockets.
+//! loop as a normal close rather than as a failure. A read that times out (the socket's
+//! SO_RCVTIMEO, set from `--idle-timeout`) ends it as an idle client; a client that takes none of
+//! its echo for that long, timed from the last byte it took (`Conn`, `wait_for_room`), as a
+//! stalled one. Written over `Read + Write` (`Conn`) so the whole protocol is unit tested without
+//! sockets.
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, send};
+
+use crate::wait;
 
 /// Why an echo session ended.
 #[derive(Debug)]
@@ -44,7 +47,7 @@ impl End {
             ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
                 End::Reset
             }
-            // A blocking socket reports an expired SO_RCVTIMEO/SO_SNDTIMEO as EAGAIN.
+            // An expired SO_RCVTIMEO, or a stall past its limit (`wait_for_room`), is EAGAIN.
             ErrorKind::WouldBlock => timed_out,
             _ => End::Failed(err),
         }
@@ -92,13 +95,11 @@ pub struct Watch {
 impl Watch {
     /// How long the current stall may last; None for no limit.
     pub fn stall_limit(&self) -> Option<Duration> {
-        let stopped = (self.stopped)();
-        let limit = match self.stall.is_zero() {
-            true if stopped => STOPPED_STALL,
-            false if stopped => self.stall.min(STOPPED_STALL),
-            _ => self.stall,
-        };
-        Some(limit).filter(|limit| !limit.is_zero())
+        let limit = Some(self.stall).filter(|stall| !stall.is_zero());
+        match (self.stopped)() {
+            true => Some(limit.map_or(STOPPED_STALL, |limit| limit.min(STOPPED_STALL))),
+            false => limit,
+        }
     }
 }
 
@@ -129,7 +130,7 @@ impl Conn for TcpStream {
     }
 
     fn wait_writable(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        wait_for(self, PollFlags::POLLOUT, timeout)
+        wait::wait_for(self, PollFlags::POLLOUT, timeout)
     }
 }
 
@@ -149,24 +150,6 @@ pub fn wait_for_room(
         return Err(ErrorKind::WouldBlock.into());
     }
     Ok(())
-}
-
-/// Waits up to `timeout` (None: no limit) for `events` on `fd`; false if the time ran out,
-/// true if they came or a signal ended the wait.
-pub fn wait_for(fd: &impl AsFd, events: PollFlags, timeout: Option<Duration>) -> io::Result<bool> {
-    let timeout = match timeout {
-        None => PollTimeout::NONE,
-        Some(left) => {
-            let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
-        }
-    };
-    let mut fds = [PollFd::new(fd.as_fd(), events)];
-    match poll(&mut fds, timeout) {
-        Ok(0) => Ok(false),
-        Ok(_) | Err(Errno::EINTR) => Ok(true),
-        Err(errno) => Err(errno.into()),
-    }
 }
 
 /// Echoes `stream` to itself through `buf` until the peer closes, the connection fails, or

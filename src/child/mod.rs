@@ -3,9 +3,10 @@
 //! `run` is where a forked child starts. It first undoes what it inherited and does not need, in
 //! one function, `after_fork` (PostgreSQL's `ClosePostmasterPorts`, djb's `/* ---- child */`
 //! half): the parent's signal handlers give way to the child's own (`stop`), the kernel is asked
-//! to send SIGTERM if the parent dies, the signal mask the parent held across fork is lifted, the
-//! listener, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout are /dev/null already: the parent
-//! pointed its own there once it announced itself). Then it serves its one connection
+//! to send SIGTERM if the parent dies, the signal mask the parent held across fork is lifted, and
+//! the listener, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout
+//! are /dev/null already: the parent pointed its own there once it announced itself). Then it
+//! serves its one connection
 //! (`connection`: time it, echo it with `echo` or `splice`, log its close line) and leaves with
 //! `_exit`, never returning into the parent's code: `exit` would run the parent's atexit handlers
 //! and flush stdio buffers the child only holds copies of, and unwinding would run the parent's

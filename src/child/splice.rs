@@ -1,8 +1,9 @@
 //! Zero-copy echo with splice(2): socket → pipe → socket, so the bytes never enter user space.
 //!
 //! The same protocol as `echo::echo`: everything read is written back before the next read, a
-//! read of 0 is the client's FIN, the socket's SO_RCVTIMEO/SO_SNDTIMEO (which splice honours)
-//! end idle or stalled clients. The child keeps no echo buffer of its own: the data sits in a
+//! read of 0 is the client's FIN, and idle or stalled clients are ended on the same terms (the
+//! session runs the socket non-blocking and waits in poll(2), see `echo`). The child keeps no
+//! echo buffer of its own: the data sits in a
 //! pipe, in kernel memory. SPLICE_F_MORE is never set: it would make the kernel hold small echoes
 //! back, waiting for more (round trips went from 0.26 ms to 208 ms when it was measured).
 
@@ -17,6 +18,7 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, recv};
 
 use super::echo::{self, End, Outcome, Watch};
+use crate::wait;
 
 /// The result of trying splice: an ended session, or "use read/write instead".
 #[derive(Debug)]
@@ -27,7 +29,7 @@ pub enum Spliced {
 }
 
 /// Echoes `socket` to itself through a pipe, `chunk` bytes at most per transfer, until the
-/// client closes, the connection fails, or `stopped` says so (asked before every read).
+/// client closes, the connection fails, or `watch` ends it.
 pub fn echo(socket: &TcpStream, chunk: usize, total: &AtomicU64, watch: Watch) -> Spliced {
     let Ok((from_pipe, into_pipe)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else {
         return Spliced::Unsupported;
@@ -91,7 +93,7 @@ pub fn echo(socket: &TcpStream, chunk: usize, total: &AtomicU64, watch: Watch) -
                     }
                 }
             }
-            Err(Errno::EAGAIN) => match echo::wait_for(socket, PollFlags::POLLIN, idle) {
+            Err(Errno::EAGAIN) => match wait::wait_for(socket, PollFlags::POLLIN, idle) {
                 Ok(true) => {
                     readable = true;
                     continue;
@@ -117,7 +119,7 @@ pub fn echo(socket: &TcpStream, chunk: usize, total: &AtomicU64, watch: Watch) -
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
-                    let wait = |left| echo::wait_for(socket, PollFlags::POLLOUT, left);
+                    let wait = |left| wait::wait_for(socket, PollFlags::POLLOUT, left);
                     if let Err(err) = echo::wait_for_room(&mut stalled_since, watch, wait) {
                         break 'session End::from_error(err, End::WriteTimeout);
                     }
@@ -190,7 +192,7 @@ fn copy_at_mark(
             }
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
-                let wait = |left| echo::wait_for(socket, PollFlags::POLLOUT, left);
+                let wait = |left| wait::wait_for(socket, PollFlags::POLLOUT, left);
                 echo::wait_for_room(&mut stalled_since, watch, wait).map_err(|err| (done, err))?;
             }
             Err(errno) => return Err((done, errno.into())),

@@ -8,8 +8,8 @@
 //! returns within a millisecond instead; no window is left for a lost wake-up. It does not
 //! shut the socket down: once the receiving side is shut, data the client is still sending would
 //! draw a reset, which throws away the echo still queued for it (`connection` closes with a
-//! lingering close instead). A write waiting for a client that reads nothing gets a 1 s send
-//! timeout. SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and its default
+//! lingering close instead). Writes never block (see `echo`); once stopping, a client that
+//! reads nothing of its echo is given 1 s. SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and its default
 //! action would kill them); SIGCHLD goes back to the default. `--max-duration` works the same
 //! way, from a timer's SIGALRM; `stopped` and `expired` tell the close line which it was.
 
@@ -29,17 +29,10 @@ static EXPIRED: AtomicBool = AtomicBool::new(false);
 /// Replaces every handler the parent installed, while its signals are still blocked.
 pub fn install(socket: RawFd) {
     SOCKET.store(socket, Ordering::Release);
-    // No SA_RESTART: a read blocked when the signal comes must return (EINTR).
-    let stop = SigAction::new(
-        SigHandler::Handler(on_stop),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for signal in crate::parent::signals::STOP {
-        // SAFETY: on_stop is async-signal-safe: setsockopt(2) and atomic stores only.
-        let _ = unsafe { sigaction(signal, &stop) };
+        handle(signal);
     }
     // SAFETY: SIG_IGN and SIG_DFL run no code of ours.
     let _ = unsafe { sigaction(Signal::SIGUSR1, &ignore) };
@@ -51,13 +44,7 @@ pub fn install(socket: RawFd) {
 /// a one-shot ITIMER_REAL, handled like a stop signal.
 pub fn expire_after(socket: RawFd, after: Duration) {
     SOCKET.store(socket, Ordering::Release);
-    let expire = SigAction::new(
-        SigHandler::Handler(on_expire),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: on_expire is async-signal-safe: setsockopt(2) and atomic stores only.
-    let _ = unsafe { sigaction(Signal::SIGALRM, &expire) };
+    handle(Signal::SIGALRM);
     let timer = nix::libc::itimerval {
         it_interval: nix::libc::timeval {
             tv_sec: 0,
@@ -72,6 +59,23 @@ pub fn expire_after(socket: RawFd, after: Duration) {
     unsafe { nix::libc::setitimer(nix::libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
 }
 
+/// Installs `on_signal` for `signal`, without SA_RESTART: a read blocked when it comes must
+/// return (EINTR).
+fn handle(signal: Signal) {
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: on_signal is async-signal-safe: atomic stores and setsockopt(2) only.
+    let _ = unsafe { sigaction(signal, &action) };
+}
+
+/// Whether a stop signal ended the connection.
+pub fn stopped() -> bool {
+    STOPPED.load(Ordering::Acquire)
+}
+
 /// Whether `--max-duration` ended the connection.
 pub fn expired() -> bool {
     EXPIRED.load(Ordering::Acquire)
@@ -79,12 +83,7 @@ pub fn expired() -> bool {
 
 /// Whether a stop signal or `--max-duration` has ended the echo.
 pub fn requested() -> bool {
-    STOPPED.load(Ordering::Acquire) || EXPIRED.load(Ordering::Acquire)
-}
-
-extern "C" fn on_expire(_signal: nix::libc::c_int) {
-    EXPIRED.store(true, Ordering::Release);
-    wake();
+    stopped() || expired()
 }
 
 /// Call before the connection's fd is closed: from then on a stop signal has nothing to wake,
@@ -93,41 +92,30 @@ pub fn forget_socket() {
     SOCKET.store(-1, Ordering::Release);
 }
 
-/// Whether a stop signal ended the connection.
-pub fn stopped() -> bool {
-    STOPPED.load(Ordering::Acquire)
-}
-
-extern "C" fn on_stop(_signal: nix::libc::c_int) {
-    STOPPED.store(true, Ordering::Release);
-    wake();
-}
-
-/// Async-signal-safe: one load and two setsockopt(2) calls. A read about to block returns
-/// within 1 ms; a write blocked on a client that reads nothing gives up after 1 s.
-fn wake() {
+/// Records which it was (SIGALRM: `--max-duration`; the others: a stop), then makes a read
+/// about to block return within 1 ms (a blocked read or poll has already returned EINTR).
+extern "C" fn on_signal(signal: nix::libc::c_int) {
+    match signal == nix::libc::SIGALRM {
+        true => EXPIRED.store(true, Ordering::Release),
+        false => STOPPED.store(true, Ordering::Release),
+    }
     let fd = SOCKET.load(Ordering::Acquire);
     if fd < 0 {
         return;
     }
-    for (option, micros) in [
-        (nix::libc::SO_RCVTIMEO, 1_000),
-        (nix::libc::SO_SNDTIMEO, 1_000_000),
-    ] {
-        let timeout = nix::libc::timeval {
-            tv_sec: micros / 1_000_000,
-            tv_usec: micros % 1_000_000,
-        };
-        // SAFETY: setsockopt is async-signal-safe and reads the timeval on this stack; the fd
-        // is the connection's until `forget_socket`, which runs before it is closed.
-        unsafe {
-            nix::libc::setsockopt(
-                fd,
-                nix::libc::SOL_SOCKET,
-                option,
-                (&raw const timeout).cast(),
-                size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
-            )
-        };
-    }
+    let timeout = nix::libc::timeval {
+        tv_sec: 0,
+        tv_usec: 1_000,
+    };
+    // The fd is the connection's until `forget_socket`, which runs before it is closed.
+    // SAFETY: setsockopt is async-signal-safe and only reads the timeval on this stack.
+    unsafe {
+        nix::libc::setsockopt(
+            fd,
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
+        )
+    };
 }

@@ -14,29 +14,29 @@
 //!   file at its size limit (RLIMIT_FSIZE) fails the write with EFBIG instead of killing the
 //!   process with SIGXFSZ, which is ignored.
 
-use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollFlags;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::socket::MsgFlags;
 use nix::sys::stat::{Mode, SFlag, fstat};
 
-/// How a line that was only partly taken is finished: up to this many waits of `PART_WAIT_MS`
+use crate::wait;
+
+/// How a line that was only partly taken is finished: up to this many waits of `PART_WAIT`
 /// for room, so that lines stay whole without letting a stuck reader hold us for long.
 const PART_WAITS: u32 = 5;
-const PART_WAIT_MS: u8 = 10;
+const PART_WAIT: Duration = Duration::from_millis(10);
 
-const PLAIN: u8 = 0;
-const NON_BLOCKING: u8 = 1;
-const SOCKET: u8 = 2;
-
-/// How lines are written (`PLAIN`, `NON_BLOCKING`, `SOCKET`), and to which fd.
-static KIND: AtomicU8 = AtomicU8::new(PLAIN);
+/// Where lines go (fd 2, or a private non-blocking description of it), and whether that is a
+/// socket (written with send and MSG_DONTWAIT).
 static FD: AtomicI32 = AtomicI32::new(2);
+static SOCKET: AtomicBool = AtomicBool::new(false);
 
 /// Lines that could not be written.
 pub struct Drops {
@@ -83,7 +83,7 @@ pub fn init() {
     // SAFETY: SIG_IGN runs no code of ours.
     let _ = unsafe { sigaction(Signal::SIGXFSZ, &ignore) };
     let previous = FD.swap(2, Ordering::AcqRel);
-    KIND.store(PLAIN, Ordering::Release);
+    SOCKET.store(false, Ordering::Release);
     if previous != 2 {
         // The private description an earlier `init` opened, used by nothing else.
         // SAFETY: closing an fd this module owns.
@@ -97,13 +97,12 @@ pub fn init() {
     // SAFETY: isatty only queries fd 2.
     let terminal = unsafe { nix::libc::isatty(2) } == 1;
     if kind == SFlag::S_IFSOCK {
-        KIND.store(SOCKET, Ordering::Release);
+        SOCKET.store(true, Ordering::Release);
     } else if kind == SFlag::S_IFIFO || terminal {
         let flags = OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         // Where /proc is missing or the reader has gone, plain writes are left.
         if let Ok(private) = open("/proc/self/fd/2", flags, Mode::empty()) {
             FD.store(private.into_raw_fd(), Ordering::Release);
-            KIND.store(NON_BLOCKING, Ordering::Release);
         }
     }
 }
@@ -111,40 +110,25 @@ pub fn init() {
 /// Writes `line` without waiting for the reader (see the module docs); true if all of it went.
 pub fn write(line: &[u8]) -> bool {
     let fd = FD.load(Ordering::Acquire);
-    match KIND.load(Ordering::Acquire) {
-        SOCKET => without_waiting(fd, line, |fd, rest| {
+    // SAFETY: borrowed for this line only; the fd stays open for the process's life.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    match SOCKET.load(Ordering::Acquire) {
+        true => whole(fd, line, |fd, rest| {
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            nix::sys::socket::send(fd, rest, flags)
+            nix::sys::socket::send(fd.as_raw_fd(), rest, flags)
         }),
-        NON_BLOCKING => without_waiting(fd, line, |fd, rest| {
-            // SAFETY: borrowed for this write only; the fd stays open for the process's life.
-            nix::unistd::write(unsafe { BorrowedFd::borrow_raw(fd) }, rest)
-        }),
-        _ => plain(fd, line),
+        false => whole(fd, line, |fd, rest| nix::unistd::write(fd, rest)),
     }
 }
 
-fn plain(fd: RawFd, line: &[u8]) -> bool {
-    let mut rest = line;
-    while !rest.is_empty() {
-        // SAFETY: borrowed for this write only.
-        match nix::unistd::write(unsafe { BorrowedFd::borrow_raw(fd) }, rest) {
-            Ok(0) => return false,
-            Ok(n) => rest = &rest[n..],
-            Err(Errno::EINTR) => {}
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-/// Writes with `op`, which must not block. A line nothing of which fits is dropped at once; one
-/// that went in part (a terminal or a socket short of room) is finished if room comes within
-/// `PART_WAITS` short waits, so that it stays whole.
-fn without_waiting(
-    fd: RawFd,
+/// Writes with `op`. A line nothing of which fits is dropped at once (EAGAIN, from a
+/// non-blocking fd or send); one that went in part (a terminal or a socket short of room) is
+/// finished if room comes within `PART_WAITS` short waits, so that it stays whole. On a plain fd
+/// `op` simply blocks, as writes to a file do.
+fn whole(
+    fd: BorrowedFd<'_>,
     line: &[u8],
-    op: impl Fn(RawFd, &[u8]) -> nix::Result<usize>,
+    op: impl Fn(BorrowedFd<'_>, &[u8]) -> nix::Result<usize>,
 ) -> bool {
     let mut rest = line;
     let mut waits = 0;
@@ -155,10 +139,7 @@ fn without_waiting(
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) if rest.len() < line.len() && waits < PART_WAITS => {
                 waits += 1;
-                // SAFETY: borrowed for this poll only.
-                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-                let mut fds = [PollFd::new(borrowed, PollFlags::POLLOUT)];
-                let _ = poll(&mut fds, PollTimeout::from(PART_WAIT_MS));
+                let _ = wait::wait_for(&fd, PollFlags::POLLOUT, Some(PART_WAIT));
             }
             Err(_) => return false,
         }

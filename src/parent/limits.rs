@@ -99,9 +99,11 @@ impl Limits {
     /// Whether a new client from `peer` would go over `--max-per-ip`, counting `closed` of that
     /// address's children as gone already (see `Marks`); `closed` is asked only when it matters.
     pub fn refuses(&self, peer: SocketAddr, closed: impl FnOnce() -> u32) -> bool {
-        self.max_per_ip > 0
-            && self.serving(peer) >= self.max_per_ip
-            && self.serving(peer) - closed() >= self.max_per_ip
+        if self.max_per_ip == 0 {
+            return false;
+        }
+        let serving = self.serving(peer);
+        serving >= self.max_per_ip && serving - closed() >= self.max_per_ip
     }
 
     /// How many live children serve clients from `peer`'s address (0 unless counting per IP).

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
@@ -41,6 +41,7 @@ use crate::log::{Peer, RateLimit, Secs, Suppressed};
 use crate::logln;
 use crate::memory::ParentOnly;
 use crate::setup::listener::Listener;
+use crate::wait;
 use children::{Child, Children};
 use limits::Limits;
 use signals::Wakeup;
@@ -157,7 +158,7 @@ impl Parent {
                 ];
                 // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
                 let watched = if pause.is_some() || full { 1 } else { 2 };
-                let timeout = pause.map_or(PollTimeout::NONE, timeout_of);
+                let timeout = wait::timeout(pause);
                 let fds = &mut fds[..watched];
                 let polled = poll(fds, timeout);
                 // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than
@@ -291,12 +292,12 @@ impl Parent {
             mask: blocked.previous(),
             parent: self.pid,
         };
-        // The child is born with the raised score; the parent takes its own back at once.
         let serial = (self.books.counts.accepted as u32).max(1);
         let config = child::Config {
             serial,
             ..self.child
         };
+        // The child is born with the raised score; the parent takes its own back at once.
         let oom = self.oom.as_ref().filter(|oom| oom.raise());
         let forked = fork::fork_child(client, peer, config, inherited);
         if let Some(oom) = oom {
@@ -464,7 +465,7 @@ impl Parent {
                 return false;
             }
             let mut fds = [PollFd::new(self.wakeup.fd(), PollFlags::POLLIN)];
-            let polled = poll(&mut fds, timeout_of(left));
+            let polled = poll(&mut fds, wait::timeout(Some(left)));
             woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
         }
     }
@@ -479,26 +480,4 @@ fn closed_from(children: &Children, marks: &limits::Marks, peer: SocketAddr) -> 
             limits::client_ip(child.peer) == ip && marks.closed(*pid, child.serial)
         })
         .count() as u32
-}
-
-/// A poll timeout that never rounds a pending wait down to zero (which would spin).
-fn timeout_of(left: Duration) -> PollTimeout {
-    let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts_round_up_to_whole_milliseconds() {
-        assert_eq!(i32::from(timeout_of(Duration::from_micros(1))), 1);
-        assert_eq!(i32::from(timeout_of(Duration::from_millis(100))), 100);
-        assert_eq!(i32::from(timeout_of(Duration::from_micros(100_001))), 101);
-        assert_eq!(
-            i32::from(timeout_of(Duration::from_secs(u64::MAX))),
-            i32::MAX
-        );
-    }
 }
