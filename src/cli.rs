@@ -7,15 +7,21 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
+use clap::{ArgGroup, CommandFactory, Parser};
 use clap_complete::Shell;
+
+use crate::child::faults::{self, CHUNK_GAP, Chunk, Delay, Faults, Limit, LimitKind};
 
 const MAX_BUFFER: usize = 64 * 1024 * 1024;
 /// The most processes Linux can have (PID_MAX_LIMIT on 64-bit systems).
 const PID_MAX_LIMIT: i64 = 4_194_304;
 
+/// The help section of the faults.
+const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
+
 #[derive(Parser, Debug, Clone)]
 #[command(
+    group(ArgGroup::new("faults").multiple(true).args(["delay", "rate", "chunk", "close_after", "reset_after", "stall_after", "slow_close"])),
     name = "forkecho",
     version,
     about = "A process-per-connection TCP echo server (RFC 862)",
@@ -103,6 +109,50 @@ pub struct Options {
     #[arg(long, conflicts_with_all = ["port", "bind", "backlog", "max_clients", "max_per_ip", "grace", "user", "group"])]
     pub inetd: bool,
 
+    /// Hold each echoed chunk back MS milliseconds, ± up to JITTER (uniform): a slow server or
+    /// a long path. Input is still read meanwhile, so throughput does not suffer
+    #[arg(long, value_name = "MS[:JITTER]", value_parser = parse_delay, help_heading = FAULTS)]
+    pub delay: Option<Delay>,
+
+    /// Throttle the echo to this many bytes a second (K and M suffixes: 64K); bursts are at
+    /// most a twentieth of a second's worth
+    #[arg(long, value_name = "BYTES_PER_S", value_parser = parse_rate, help_heading = FAULTS)]
+    pub rate: Option<u64>,
+
+    /// Write the echo in pieces of at most SIZE bytes, DELAY_MS apart (default 1): catches
+    /// clients that assume one read is one message
+    #[arg(long, value_name = "SIZE[:DELAY_MS]", value_parser = parse_chunk, help_heading = FAULTS)]
+    pub chunk: Option<Chunk>,
+
+    /// After echoing BYTES, close the connection cleanly (FIN); what the client sends after
+    /// that is read and dropped
+    #[arg(long, value_name = "BYTES", value_parser = parse_count, group = "limit", help_heading = FAULTS)]
+    pub close_after: Option<u64>,
+
+    /// After echoing BYTES (and the client acknowledging them), reset the connection (RST): the
+    /// client's next read fails with ECONNRESET
+    #[arg(long, value_name = "BYTES", value_parser = parse_count, group = "limit", help_heading = FAULTS)]
+    pub reset_after: Option<u64>,
+
+    /// After echoing BYTES, read and write nothing more, and hold the connection open until the
+    /// client closes it or --idle-timeout passes
+    #[arg(long, value_name = "BYTES", value_parser = parse_count, group = "limit", help_heading = FAULTS)]
+    pub stall_after: Option<u64>,
+
+    /// After the client's FIN, wait MS milliseconds before closing the connection
+    #[arg(long, value_name = "MS", value_parser = parse_millis, help_heading = FAULTS)]
+    pub slow_close: Option<Duration>,
+
+    /// Apply the faults to this fraction of connections only (0 < P <= 1), chosen per
+    /// connection
+    #[arg(long, value_name = "P", value_parser = parse_fraction, requires = "faults", help_heading = FAULTS)]
+    pub fault_rate: Option<f64>,
+
+    /// Seed for the faults' random choices (jitter, --fault-rate): the same seed makes the same
+    /// choices for the same connection numbers. Without it a random seed is used and logged
+    #[arg(long, value_name = "N", requires = "faults", help_heading = FAULTS)]
+    pub seed: Option<u64>,
+
     /// Print the man page (roff) to stdout and exit
     #[arg(long, exclusive = true)]
     pub man: bool,
@@ -137,6 +187,38 @@ impl Options {
         } else {
             Mode::Serve
         }
+    }
+}
+
+impl Options {
+    /// The faults asked for, with the seed chosen (`--seed`, or a random one); None without
+    /// any fault.
+    pub fn faults(&self) -> Option<Faults> {
+        let limits = [
+            (LimitKind::Close, self.close_after),
+            (LimitKind::Reset, self.reset_after),
+            (LimitKind::Stall, self.stall_after),
+        ];
+        let limit = limits.into_iter().find_map(|(kind, bytes)| {
+            Some(Limit {
+                kind,
+                bytes: bytes?,
+            })
+        });
+        let any = self.delay.is_some()
+            || self.rate.is_some()
+            || self.chunk.is_some()
+            || limit.is_some()
+            || self.slow_close.is_some();
+        any.then(|| Faults {
+            delay: self.delay,
+            rate: self.rate,
+            chunk: self.chunk,
+            limit,
+            slow_close: self.slow_close,
+            fault_rate: self.fault_rate.unwrap_or(1.0),
+            seed: self.seed.unwrap_or_else(faults::random_seed),
+        })
     }
 }
 
@@ -187,19 +269,84 @@ fn parse_bind(text: &str) -> Result<IpAddr, String> {
     Ok(ip)
 }
 
-/// Parses a byte count with an optional K or M (binary) suffix, within 1 .. 64 MiB.
-fn parse_size(text: &str) -> Result<usize, String> {
+/// Parses a byte count with an optional K, M or G (binary) suffix.
+fn parse_bytes(text: &str) -> Result<u64, String> {
     let (digits, unit) = match text.as_bytes().last() {
-        Some(b'k' | b'K') => (&text[..text.len() - 1], 1024),
-        Some(b'm' | b'M') => (&text[..text.len() - 1], 1024 * 1024),
+        Some(b'k' | b'K') => (&text[..text.len() - 1], 1 << 10),
+        Some(b'm' | b'M') => (&text[..text.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&text[..text.len() - 1], 1 << 30),
         _ => (text, 1),
     };
-    let count: usize = digits
+    let count: u64 = digits
         .parse()
         .map_err(|_| "expected a byte count such as 65536, 64K or 1M".to_string())?;
-    match count.checked_mul(unit) {
-        Some(bytes) if (1..=MAX_BUFFER).contains(&bytes) => Ok(bytes),
+    count
+        .checked_mul(unit)
+        .ok_or_else(|| "too large a byte count".to_string())
+}
+
+/// Parses a buffer size: a byte count within 1 .. 64 MiB.
+fn parse_size(text: &str) -> Result<usize, String> {
+    match parse_bytes(text)? {
+        bytes @ 1.. if bytes <= MAX_BUFFER as u64 => Ok(bytes as usize),
         _ => Err(format!("must be between 1 byte and {}M", MAX_BUFFER >> 20)),
+    }
+}
+
+/// Parses a byte count for the limits: zero allowed (`--reset-after 0` resets at once).
+fn parse_count(text: &str) -> Result<u64, String> {
+    parse_bytes(text)
+}
+
+/// Parses `--rate`: at least a byte a second.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match parse_bytes(text)? {
+        0 => Err("must be at least 1 byte a second".to_string()),
+        rate => Ok(rate),
+    }
+}
+
+/// The longest delay a fault takes: an hour.
+const MAX_FAULT_MS: u64 = 3_600_000;
+
+/// Parses whole milliseconds, up to an hour.
+fn parse_millis(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(ms) if ms <= MAX_FAULT_MS => Ok(Duration::from_millis(ms)),
+        Ok(_) => Err(format!("must be at most {MAX_FAULT_MS} ms (an hour)")),
+        Err(_) => Err("expected whole milliseconds such as 100".to_string()),
+    }
+}
+
+/// Parses `MS[:JITTER]`.
+fn parse_delay(text: &str) -> Result<Delay, String> {
+    let (base, jitter) = text.split_once(':').unwrap_or((text, "0"));
+    Ok(Delay {
+        base: parse_millis(base)?,
+        jitter: parse_millis(jitter)?,
+    })
+}
+
+/// Parses `SIZE[:DELAY_MS]`.
+fn parse_chunk(text: &str) -> Result<Chunk, String> {
+    let (size, gap) = match text.split_once(':') {
+        Some((size, gap)) => (size, parse_millis(gap)?),
+        None => (text, CHUNK_GAP),
+    };
+    Ok(Chunk {
+        size: parse_size(size)?,
+        gap,
+    })
+}
+
+/// Parses `--fault-rate`: a fraction in (0, 1].
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        _ => Err(
+            "expected a fraction of connections, more than 0 and at most 1, such as 0.25"
+                .to_string(),
+        ),
     }
 }
 
@@ -302,6 +449,91 @@ mod tests {
             "nonsense",
         ] {
             assert!(parse_bind(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn faults_parse_into_what_the_children_apply() {
+        assert_eq!(parse(&[]).unwrap().faults(), None);
+        let opts = parse(&[
+            "--delay",
+            "100:20",
+            "--rate",
+            "64K",
+            "--chunk",
+            "1",
+            "--reset-after",
+            "1K",
+            "--slow-close",
+            "250",
+            "--fault-rate",
+            "0.5",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        let faults = opts.faults().unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            faults.delay,
+            Some(Delay {
+                base: ms(100),
+                jitter: ms(20)
+            })
+        );
+        assert_eq!(faults.rate, Some(65536));
+        assert_eq!(
+            faults.chunk,
+            Some(Chunk {
+                size: 1,
+                gap: CHUNK_GAP
+            })
+        );
+        assert_eq!(
+            faults.limit,
+            Some(Limit {
+                kind: LimitKind::Reset,
+                bytes: 1024
+            })
+        );
+        assert_eq!(faults.slow_close, Some(ms(250)));
+        assert_eq!((faults.fault_rate, faults.seed), (0.5, 7));
+        let faults = parse(&["--chunk", "8:0", "--stall-after", "0"])
+            .unwrap()
+            .faults()
+            .unwrap();
+        assert_eq!(
+            faults.chunk,
+            Some(Chunk {
+                size: 8,
+                gap: Duration::ZERO
+            })
+        );
+        assert_eq!(
+            faults.limit,
+            Some(Limit {
+                kind: LimitKind::Stall,
+                bytes: 0
+            })
+        );
+        assert_eq!(faults.fault_rate, 1.0);
+    }
+
+    #[test]
+    fn fault_values_out_of_range_are_refused() {
+        for args in [
+            &["--delay", "-1"][..],
+            &["--delay", "1:x"],
+            &["--delay", "3600001"],
+            &["--chunk", "1:"],
+            &["--chunk", "65M"],
+            &["--rate", "0"],
+            &["--close-after", "-5"],
+            &["--delay", "1", "--fault-rate", "1.5"],
+            &["--delay", "1", "--fault-rate", "NaN"],
+            &["--reset-after", "1", "--stall-after", "1"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
         }
     }
 

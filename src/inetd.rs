@@ -36,7 +36,9 @@ pub fn run(options: &Options) -> Result<u8> {
         max_duration: options.max_duration,
         idle_timeout: options.idle_timeout,
         marks: None,
-        serial: 0,
+        // The one connection this process serves is its connection number 1.
+        serial: 1,
+        faults: options.faults().map(|faults| &*Box::leak(Box::new(faults))),
     };
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;

@@ -59,6 +59,9 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
         Secs(options.idle_timeout),
         Secs(options.max_duration)
     );
+    if let Some(faults) = parent.faults() {
+        logln!("faults {faults}");
+    }
     // fd 0 is /dev/null since `setup`; std's stdout writes to the number and was just flushed.
     // SAFETY: dup2 replaces fd 1 atomically, and nothing holds fd 1 as an object.
     if unsafe { nix::libc::dup2(0, 1) } < 0 {

@@ -21,6 +21,8 @@ use socket2::SockRef;
 
 use super::Config;
 use super::echo::{self, Echoed, End, Outcome};
+use super::faults::Faults;
+use super::shaped::{self, Acted};
 use super::splice::{self, Spliced};
 use super::stop;
 use crate::log::Secs;
@@ -41,14 +43,24 @@ pub enum Stream {
 /// for I/O failures (the parent logs those exits too). `peer` is what the close line calls it.
 pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
     let started = Instant::now();
+    // With faults asked for: which acted on this connection (none, if `--fault-rate` left it out).
+    let mut faulted = None;
     let mut outcome = match stream {
         Stream::Socket(mut socket) => {
             if !config.max_duration.is_zero() {
                 stop::expire_after(socket.as_raw_fd(), config.max_duration);
             }
-            let outcome = match config.splice {
-                true => small_then_splice(&mut socket, config),
-                false => copy_echo(&mut socket, config),
+            let outcome = match config.faults {
+                Some(faults) if faults.applies(config.serial) => {
+                    let (outcome, acted) = shaped(&mut socket, faults, config);
+                    faulted = Some(acted);
+                    outcome
+                }
+                Some(_) => {
+                    faulted = Some(Acted::default());
+                    echo_socket(&mut socket, config)
+                }
+                None => echo_socket(&mut socket, config),
             };
             stop::forget_socket();
             // Before the client can see the close: the parent must not count it against
@@ -61,18 +73,26 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
         }
         Stream::Pipes(from, to) => copy_echo(&mut Pipes(from, to), config),
     };
-    if stop::stopped() {
-        outcome.end = End::Shutdown;
-    } else if stop::expired() {
-        outcome.end = End::MaxDuration;
+    // A stop or expiry makes a read or a stall time out: say which it was. (Other ends stand,
+    // whatever signal came after them.)
+    if matches!(
+        outcome.end,
+        End::IdleTimeout | End::WriteTimeout | End::Shutdown
+    ) {
+        if stop::stopped() {
+            outcome.end = End::Shutdown;
+        } else if stop::expired() {
+            outcome.end = End::MaxDuration;
+        }
     }
     if !config.quiet {
         logln!(
-            "close peer={peer} pid={} bytes={} duration={} end={}",
+            "close peer={peer} pid={} bytes={} duration={} end={}{}",
             std::process::id(),
             outcome.bytes,
             Secs(started.elapsed()),
-            outcome.end
+            outcome.end,
+            FaultField(faulted)
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
@@ -88,13 +108,17 @@ const LINGER: Duration = Duration::from_secs(2);
 ///   queued for the client. So: FIN after the queued echo (shutdown of the sending side only),
 ///   then read and discard until the client closes too, for at most `LINGER`, then close.
 /// - A client that read nothing of its echo for the timeout: abort with a reset (SO_LINGER 0),
-///   so its unsent echo does not sit in kernel memory for minutes.
+///   so its unsent echo does not sit in kernel memory for minutes. `--reset-after`: the same
+///   reset, on purpose.
+/// - `--close-after`: the lingering close, so the client gets exactly the bytes before the FIN
+///   and no reset, whatever it still sends.
 /// - Otherwise the client has closed, reset or gone idle: a plain close.
 fn close(socket: TcpStream, end: &End) {
     match end {
-        End::WriteTimeout => {
+        End::WriteTimeout | End::ResetAfter => {
             let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
         }
+        End::CloseAfter => linger(&socket),
         End::Reset | End::ClientClosed | End::Failed(_) => {}
         _ if stop::requested() => linger(&socket),
         _ => {}
@@ -128,6 +152,42 @@ fn watch(config: Config) -> echo::Watch {
     echo::Watch {
         stopped: stop::requested,
         stall: config.idle_timeout,
+    }
+}
+
+/// A socket's echo without faults: small reads first, then splice, or read/write throughout.
+fn echo_socket(socket: &mut TcpStream, config: Config) -> Outcome {
+    match config.splice {
+        true => small_then_splice(socket, config),
+        false => copy_echo(socket, config),
+    }
+}
+
+/// The echo of a connection `faults` picked (always read/write: splice cannot shape).
+#[cold]
+#[inline(never)]
+fn shaped(socket: &mut TcpStream, faults: &Faults, config: Config) -> (Outcome, Acted) {
+    let rng = faults.rng(config.serial);
+    shaped::echo(
+        socket,
+        config.buffer_size,
+        faults,
+        rng,
+        config.bytes_total,
+        watch(config),
+        config.idle_timeout,
+    )
+}
+
+/// The close line's ` fault=…` field: present only when faults were asked for.
+struct FaultField(Option<Acted>);
+
+impl Display for FaultField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(acted) => write!(f, " fault={acted}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -36,6 +36,10 @@ pub enum End {
     Shutdown,
     /// The connection reached `--max-duration` (set by the child, not by `echo`).
     MaxDuration,
+    /// `--close-after`: the limit was echoed; the connection closes with a FIN.
+    CloseAfter,
+    /// `--reset-after`: the limit was echoed and acknowledged; the connection closes with a reset.
+    ResetAfter,
     /// Any other I/O error.
     Failed(io::Error),
 }
@@ -60,7 +64,8 @@ impl End {
 }
 
 /// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
-/// `write-timeout`, `shutdown`, `max-duration`, or `error error="…"`.
+/// `write-timeout`, `shutdown`, `max-duration`, `close-after`, `reset-after`, or
+/// `error error="…"`.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -70,6 +75,8 @@ impl fmt::Display for End {
             End::WriteTimeout => f.write_str("write-timeout"),
             End::Shutdown => f.write_str("shutdown"),
             End::MaxDuration => f.write_str("max-duration"),
+            End::CloseAfter => f.write_str("close-after"),
+            End::ResetAfter => f.write_str("reset-after"),
             End::Failed(err) => write!(f, "error error=\"{err}\""),
         }
     }
@@ -473,6 +480,8 @@ mod tests {
         assert_eq!(End::MaxDuration.to_string(), "max-duration");
         assert_eq!(End::ClientClosed.to_string(), "client-closed");
         assert_eq!(End::Reset.to_string(), "reset");
+        assert_eq!(End::CloseAfter.to_string(), "close-after");
+        assert_eq!(End::ResetAfter.to_string(), "reset-after");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! the listener, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout
 //! are /dev/null already: the parent pointed its own there once it announced itself). Then it
 //! serves its one connection
-//! (`connection`: time it, echo it with `echo` or `splice`, log its close line) and leaves with
+//! (`connection`: time it, echo it with `echo` or `splice`, or `shaped` if `faults` picked it,
+//! log its close line) and leaves with
 //! `_exit`, never returning into the parent's code: `exit` would run the parent's atexit handlers
 //! and flush stdio buffers the child only holds copies of, and unwinding would run the parent's
 //! destructors. A panic is caught here and ends the child with status 101 (in a release build,
@@ -15,6 +16,8 @@
 
 pub mod connection;
 pub mod echo;
+pub mod faults;
+mod shaped;
 pub mod splice;
 mod stop;
 
@@ -53,8 +56,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// With `--max-per-ip`: where to mark the connection closed, just before closing it.
     pub marks: Option<Marks>,
-    /// This child's serial number, for its mark (set by the parent for each child).
+    /// This child's serial number (set by the parent for each child: the count of connections
+    /// accepted), for its mark and for `faults`.
     pub serial: u32,
+    /// `--delay`, `--chunk` and the other faults, if any are asked for.
+    pub faults: Option<&'static faults::Faults>,
 }
 
 /// What a child inherits from the parent only to undo it.

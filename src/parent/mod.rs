@@ -123,6 +123,7 @@ impl Parent {
                     _ => Some(limits::Marks::map().context("unable to map the close marks")?),
                 },
                 serial: 0,
+                faults: options.faults().map(|faults| &*Box::leak(Box::new(faults))),
             },
             shared,
             oom: oom::OomScore::open(),
@@ -131,6 +132,11 @@ impl Parent {
             started,
             books,
         })
+    }
+
+    /// The faults children apply, if any were asked for (with the seed chosen).
+    pub fn faults(&self) -> Option<&'static child::faults::Faults> {
+        self.child.faults
     }
 
     pub fn addr(&self) -> SocketAddr {

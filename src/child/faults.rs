@@ -1,0 +1,217 @@
+//! Misbehaviour on purpose (`--delay`, `--rate`, `--chunk`, `--close-after`, `--reset-after`,
+//! `--stall-after`, `--slow-close`, `--fault-rate`, `--seed`): what the faults are and which
+//! connections get them.
+//!
+//! The faults follow toxiproxy's toxics (latency, bandwidth, slicer, limit_data, reset_peer,
+//! timeout), but each child applies them to its own connection alone, so one server can serve a
+//! slow connection next to a healthy one. The parent fixes the faults and the seed at startup and
+//! does nothing per connection; a child decides from the seed and its connection number (the
+//! count of connections accepted, 1 for the first) whether it misbehaves, and draws its delays'
+//! jitter from the same seed: the same seed gives the same decisions for the same connection
+//! numbers. A chosen connection is echoed by `shaped`; every other one by the usual path, at
+//! the usual cost.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+/// The faults the options ask for, fixed at startup.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// `--delay MS[:JITTER]`: each echoed chunk held back this long.
+    pub delay: Option<Delay>,
+    /// `--rate BYTES_PER_S`: the echo throttled to this many bytes a second.
+    pub rate: Option<u64>,
+    /// `--chunk SIZE[:DELAY_MS]`: the echo written in pieces of at most this many bytes.
+    pub chunk: Option<Chunk>,
+    /// `--close-after`, `--reset-after` or `--stall-after` (at most one: each ends the echo).
+    pub limit: Option<Limit>,
+    /// `--slow-close MS`: after the client's FIN, this long before the connection is closed.
+    pub slow_close: Option<Duration>,
+    /// `--fault-rate P`: the fraction of connections that get the faults, in (0, 1].
+    pub fault_rate: f64,
+    /// `--seed N`, or a random one (logged at startup, so a run can be repeated).
+    pub seed: u64,
+}
+
+/// `--delay MS[:JITTER]`: each chunk is written `base` ± up to `jitter` (uniform) after it was
+/// read, never before the chunk read ahead of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delay {
+    pub base: Duration,
+    pub jitter: Duration,
+}
+
+/// `--chunk SIZE[:DELAY_MS]`: pieces of at most `size` bytes, `gap` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub size: usize,
+    pub gap: Duration,
+}
+
+/// Without `:DELAY_MS`, pieces are this far apart: long enough for a reader that is waiting to
+/// take each piece on its own, so `--chunk 1` splits every message a client reads.
+pub const CHUNK_GAP: Duration = Duration::from_millis(1);
+
+/// What happens once `bytes` have been echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub kind: LimitKind,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// A clean close (FIN); what the client sends after the limit is read and dropped.
+    Close,
+    /// A reset (RST), once the client has received the bytes before it.
+    Reset,
+    /// Nothing more read or written; the connection stays open until the client closes it or
+    /// the idle timeout passes.
+    Stall,
+}
+
+impl LimitKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::Close => "close-after",
+            LimitKind::Reset => "reset-after",
+            LimitKind::Stall => "stall-after",
+        }
+    }
+}
+
+impl Faults {
+    /// Whether connection number `serial` gets the faults (`--fault-rate`).
+    pub fn applies(&self, serial: u32) -> bool {
+        self.fault_rate >= 1.0 || Rng::new(self.seed, serial).unit() < self.fault_rate
+    }
+
+    /// The random numbers of connection `serial` for its delays' jitter: the draws after the
+    /// one that decided `applies`.
+    pub fn rng(&self, serial: u32) -> Rng {
+        let mut rng = Rng::new(self.seed, serial);
+        rng.next();
+        rng
+    }
+}
+
+/// A seed for a run without `--seed`: from the operating system's randomness (std seeds its
+/// hash maps from getrandom).
+pub fn random_seed() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// The startup line's description: `delay=100ms±20ms rate=65536 … seed=N`.
+impl fmt::Display for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_millis();
+        if let Some(Delay { base, jitter }) = self.delay {
+            write!(f, "delay={}ms jitter={}ms ", ms(base), ms(jitter))?;
+        }
+        if let Some(rate) = self.rate {
+            write!(f, "rate={rate}B/s ")?;
+        }
+        if let Some(Chunk { size, gap }) = self.chunk {
+            write!(f, "chunk={size} chunk-delay={}ms ", ms(gap))?;
+        }
+        if let Some(Limit { kind, bytes }) = self.limit {
+            write!(f, "{}={bytes} ", kind.name())?;
+        }
+        if let Some(wait) = self.slow_close {
+            write!(f, "slow-close={}ms ", ms(wait))?;
+        }
+        write!(f, "fault-rate={} seed={}", self.fault_rate, self.seed)
+    }
+}
+
+/// splitmix64: small, fast, and good enough to pick connections and jitter; the same seed and
+/// connection number always give the same sequence.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, serial: u32) -> Rng {
+        let mut rng = Rng(seed ^ u64::from(serial).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        // Mix once, so that neighbouring connection numbers start far apart.
+        rng.next();
+        rng
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `base` moved by a uniform amount in [-jitter, +jitter], never below zero.
+    pub fn around(&mut self, base: Duration, jitter: Duration) -> Duration {
+        if jitter.is_zero() {
+            return base;
+        }
+        let offset = jitter.mul_f64(self.unit() * 2.0);
+        (base + offset).saturating_sub(jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faults(fault_rate: f64, seed: u64) -> Faults {
+        Faults {
+            delay: None,
+            rate: None,
+            chunk: None,
+            limit: None,
+            slow_close: None,
+            fault_rate,
+            seed,
+        }
+    }
+
+    #[test]
+    fn the_same_seed_picks_the_same_connections() {
+        let picks =
+            |seed| -> Vec<bool> { (1..=200).map(|n| faults(0.3, seed).applies(n)).collect() };
+        assert_eq!(picks(7), picks(7));
+        assert_ne!(picks(7), picks(8));
+    }
+
+    #[test]
+    fn the_fault_rate_is_the_fraction_of_connections_picked() {
+        let picked = (1..=10_000)
+            .filter(|&n| faults(0.25, 42).applies(n))
+            .count();
+        assert!((2_250..=2_750).contains(&picked), "{picked} of 10000");
+        assert!((1..=100).all(|n| faults(1.0, 42).applies(n)));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds_and_covers_them() {
+        let mut rng = faults(1.0, 3).rng(1);
+        let base = Duration::from_millis(100);
+        let jitter = Duration::from_millis(20);
+        let draws: Vec<Duration> = (0..1000).map(|_| rng.around(base, jitter)).collect();
+        assert!(draws.iter().all(|d| (80..=120).contains(&d.as_millis())));
+        assert!(draws.iter().any(|d| d.as_millis() < 85));
+        assert!(draws.iter().any(|d| d.as_millis() >= 115));
+        let mut rng = faults(1.0, 3).rng(1);
+        assert_eq!(
+            rng.around(Duration::from_millis(5), Duration::ZERO)
+                .as_millis(),
+            5
+        );
+        // A jitter larger than the delay never makes it negative.
+        assert!((0..100).all(|_| rng.around(Duration::ZERO, jitter) <= jitter));
+    }
+}

@@ -1,0 +1,489 @@
+//! The echo of a connection that `faults` picked: the same protocol as `echo`, shaped.
+//!
+//! One loop, one poll: what was read waits in the buffer as chunks, each stamped with the
+//! instant it may be written (`--delay`); a chunk goes out in pieces no larger than `--chunk`
+//! allows, spaced by its delay, and no faster than the `--rate` token bucket refills (which holds
+//! at most one piece, so the echo never runs ahead of the rate by more than that). Reading goes
+//! on while chunks wait, as long as the buffer has room, so a delay delays the echo without
+//! slowing it. Reads stop at a `--close-after`, `--reset-after` or `--stall-after` limit, so the
+//! client receives exactly that many bytes; then the connection is closed (FIN), reset once
+//! the client has every byte before the reset, or left hanging. `--slow-close` waits before
+//! answering the client's FIN. Stop signals, `--max-duration`, `--idle-timeout` and clients that
+//! take none of their echo end it as they end the plain echo.
+
+use std::fmt;
+use std::io::{self, ErrorKind};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::socket::{MsgFlags, recv};
+
+use super::echo::{Conn, End, Outcome, Watch};
+use super::faults::{Faults, LimitKind, Rng};
+use crate::wait;
+
+/// Which faults acted on a connection, for its close line (`fault=delay,chunk`, `fault=none`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Acted(u8);
+
+impl Acted {
+    pub const DELAY: Acted = Acted(1);
+    pub const RATE: Acted = Acted(2);
+    pub const CHUNK: Acted = Acted(4);
+    pub const CLOSE_AFTER: Acted = Acted(8);
+    pub const RESET_AFTER: Acted = Acted(16);
+    pub const STALL_AFTER: Acted = Acted(32);
+    pub const SLOW_CLOSE: Acted = Acted(64);
+    const NAMES: [&str; 7] = [
+        "delay",
+        "rate",
+        "chunk",
+        "close-after",
+        "reset-after",
+        "stall-after",
+        "slow-close",
+    ];
+
+    fn add(&mut self, fault: Acted) {
+        self.0 |= fault.0;
+    }
+
+    fn limit(kind: LimitKind) -> Acted {
+        match kind {
+            LimitKind::Close => Acted::CLOSE_AFTER,
+            LimitKind::Reset => Acted::RESET_AFTER,
+            LimitKind::Stall => Acted::STALL_AFTER,
+        }
+    }
+}
+
+impl fmt::Display for Acted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("none");
+        }
+        let mut names = Acted::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| self.0 & (1 << bit) != 0)
+            .map(|(_, name)| name);
+        if let Some(first) = names.next() {
+            f.write_str(first)?;
+        }
+        names.try_for_each(|name| write!(f, ",{name}"))
+    }
+}
+
+/// How long a reset waits for the client to acknowledge the echo before it, at most.
+const RESET_WAIT: Duration = Duration::from_secs(2);
+
+/// Echoes `socket` to itself through a buffer of `capacity` bytes, shaped by `faults`; returns
+/// the outcome and which faults acted. A `reset-after` end leaves the socket to be closed with a
+/// reset; the bytes counted are those the client acknowledged.
+pub fn echo(
+    socket: &mut TcpStream,
+    capacity: usize,
+    faults: &Faults,
+    rng: Rng,
+    total: &AtomicU64,
+    watch: Watch,
+    idle: Duration,
+) -> (Outcome, Acted) {
+    let mut shaper = Shaper {
+        faults,
+        rng,
+        total,
+        watch,
+        idle,
+        buf: vec![0; capacity],
+        start: 0,
+        end: 0,
+        chunks: std::collections::VecDeque::new(),
+        read: 0,
+        echoed: 0,
+        acted: Acted::default(),
+        tokens: 0.0,
+        refilled: Instant::now(),
+        next_piece: Instant::now(),
+        last_due: Instant::now(),
+        last_read: Instant::now(),
+        stalled_since: None,
+    };
+    shaper.tokens = shaper.burst() as f64;
+    let end = shaper.run(socket);
+    (
+        Outcome {
+            bytes: shaper.echoed,
+            end,
+        },
+        shaper.acted,
+    )
+}
+
+struct Shaper<'a> {
+    faults: &'a Faults,
+    rng: Rng,
+    total: &'a AtomicU64,
+    watch: Watch,
+    idle: Duration,
+    /// Bytes read and not yet echoed are `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The chunks in `buf`, in order: when each may be written, and how many bytes are left.
+    chunks: std::collections::VecDeque<(Instant, usize)>,
+    read: u64,
+    echoed: u64,
+    acted: Acted,
+    /// The rate's token bucket: bytes that may be written now, and when it was last refilled.
+    tokens: f64,
+    refilled: Instant,
+    /// `--chunk`: when the next piece may go.
+    next_piece: Instant,
+    last_due: Instant,
+    last_read: Instant,
+    /// Since when the client has taken none of its echo.
+    stalled_since: Option<Instant>,
+}
+
+/// What the loop does next.
+enum Step {
+    /// Poll for these events until `until` (None: no limit).
+    Wait(PollFlags, Option<Instant>),
+    End(End),
+}
+
+impl Shaper<'_> {
+    fn run(&mut self, socket: &mut TcpStream) -> End {
+        let mut eof = false;
+        loop {
+            if (self.watch.stopped)() {
+                return End::Shutdown;
+            }
+            if let Some(limit) = self.faults.limit
+                && self.echoed >= limit.bytes
+            {
+                self.acted.add(Acted::limit(limit.kind));
+                return self.at_limit(socket, limit.kind);
+            }
+            if eof && self.chunks.is_empty() {
+                return self.slow_close(socket);
+            }
+            let now = Instant::now();
+            let (out, write_at) = match self.write(socket, now) {
+                Ok(Some(step)) => step,
+                Ok(None) => continue,
+                Err(end) => return end,
+            };
+            let reading = !eof && self.room() > 0;
+            let step = self.next_step(now, reading, out, write_at);
+            let (events, until) = match step {
+                Step::End(end) => return end,
+                Step::Wait(events, until) => (events, until),
+            };
+            let mut fds = [PollFd::new(socket_fd(socket), events)];
+            let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+            let revents = match poll(&mut fds, wait::timeout(left)) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
+                Err(errno) => return End::Failed(errno.into()),
+            };
+            let gone = revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR);
+            if !reading && gone {
+                // Reset, or closed both ways: nothing more can be written (and a poll that
+                // reports it at once would otherwise spin until the next piece is due).
+                return End::Reset;
+            }
+            if reading && (gone || revents.contains(PollFlags::POLLIN)) {
+                match self.read_chunk(socket) {
+                    Ok(0) => eof = true,
+                    Ok(_) => {}
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                    Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                    Err(err) => return End::from_error(err, End::IdleTimeout),
+                }
+            }
+        }
+    }
+
+    /// Writes the next piece if it is due. Ok(None): wrote (look again at once);
+    /// Ok(Some((out, at))): nothing written, `out` if the socket had no room, `at` when the next
+    /// piece is due.
+    fn write(
+        &mut self,
+        socket: &mut TcpStream,
+        now: Instant,
+    ) -> Result<Option<(bool, Option<Instant>)>, End> {
+        let Some(&(due, left)) = self.chunks.front() else {
+            return Ok(Some((false, None)));
+        };
+        let mut piece = left;
+        if let Some(chunk) = self.faults.chunk {
+            piece = piece.min(chunk.size);
+        }
+        if let Some(limit) = self.faults.limit {
+            piece = piece.min((limit.bytes - self.echoed) as usize);
+        }
+        let mut at = due.max(self.next_piece);
+        if let Some(rate) = self.faults.rate {
+            piece = piece.min(self.burst());
+            self.refill(now, rate);
+            if self.tokens < piece as f64 {
+                let wait = (piece as f64 - self.tokens) / rate as f64;
+                at = at.max(now + Duration::from_secs_f64(wait));
+            }
+        }
+        if at > now {
+            return Ok(Some((false, Some(at))));
+        }
+        let data = &self.buf[self.start..self.start + piece];
+        match socket.write_now(data) {
+            Ok(0) => Err(End::Failed(ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                self.wrote(n, now);
+                Ok(None)
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => Ok(None),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                self.stalled_since.get_or_insert(now);
+                Ok(Some((true, None)))
+            }
+            Err(err) => Err(End::from_error(err, End::WriteTimeout)),
+        }
+    }
+
+    fn wrote(&mut self, n: usize, now: Instant) {
+        self.start += n;
+        self.echoed += n as u64;
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
+        self.stalled_since = None;
+        let front = self.chunks.front_mut().expect("a piece comes from a chunk");
+        front.1 -= n;
+        if front.1 == 0 {
+            self.chunks.pop_front();
+        }
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        if let Some(delay) = self.faults.delay
+            && !(delay.base.is_zero() && delay.jitter.is_zero())
+        {
+            self.acted.add(Acted::DELAY);
+        }
+        if let Some(rate) = self.faults.rate {
+            self.acted.add(Acted::RATE);
+            self.refill(now, rate);
+            self.tokens -= n as f64;
+        }
+        if let Some(chunk) = self.faults.chunk {
+            self.acted.add(Acted::CHUNK);
+            self.next_piece = now + chunk.gap;
+        }
+    }
+
+    /// What to wait for: input while there is room for it, room to write if a write found none,
+    /// until the next piece is due, the client has been idle or stalled too long.
+    fn next_step(&self, now: Instant, reading: bool, out: bool, write_at: Option<Instant>) -> Step {
+        let mut events = PollFlags::empty();
+        let mut until = write_at;
+        let mut earliest = |at: Instant| until = Some(until.map_or(at, |u| u.min(at)));
+        if reading {
+            events |= PollFlags::POLLIN;
+            // Idle: nothing to echo and nothing sent for the idle timeout.
+            if self.chunks.is_empty() && !self.idle.is_zero() {
+                let deadline = self.last_read + self.idle;
+                if deadline <= now {
+                    return Step::End(End::IdleTimeout);
+                }
+                earliest(deadline);
+            }
+        }
+        if out {
+            events |= PollFlags::POLLOUT;
+            if let (Some(since), Some(limit)) = (self.stalled_since, self.watch.stall_limit()) {
+                let deadline = since + limit;
+                if deadline <= now {
+                    return Step::End(End::WriteTimeout);
+                }
+                earliest(deadline);
+            }
+        }
+        Step::Wait(events, until)
+    }
+
+    /// Free space at the end of the buffer (moving what waits to the front if that makes
+    /// room), but no more than the limit leaves to read.
+    fn room(&mut self) -> usize {
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        let room = self.buf.len() - self.end;
+        match self.faults.limit {
+            Some(limit) => room.min(limit.bytes.saturating_sub(self.read) as usize),
+            None => room,
+        }
+    }
+
+    /// Reads what the socket has (without waiting) into the buffer as one chunk.
+    fn read_chunk(&mut self, socket: &TcpStream) -> io::Result<usize> {
+        let room = self.room();
+        let flags = MsgFlags::MSG_DONTWAIT;
+        let n = recv(
+            socket.as_raw_fd(),
+            &mut self.buf[self.end..self.end + room],
+            flags,
+        )?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let now = Instant::now();
+        self.end += n;
+        self.read += n as u64;
+        self.last_read = now;
+        let delay = match self.faults.delay {
+            Some(delay) => self.rng.around(delay.base, delay.jitter),
+            None => Duration::ZERO,
+        };
+        // Never before the chunk ahead of it: the echo keeps the stream's order.
+        let due = (now + delay).max(self.last_due);
+        self.last_due = due;
+        self.chunks.push_back((due, n));
+        Ok(n)
+    }
+
+    /// The limit is reached: every byte before it has been written.
+    fn at_limit(&mut self, socket: &TcpStream, kind: LimitKind) -> End {
+        match kind {
+            LimitKind::Close => End::CloseAfter,
+            LimitKind::Reset => {
+                let unacknowledged = wait_acknowledged(socket, self.watch);
+                self.echoed -= unacknowledged;
+                self.total.fetch_sub(unacknowledged, Ordering::Relaxed);
+                End::ResetAfter
+            }
+            LimitKind::Stall => self.hang(socket),
+        }
+    }
+
+    /// `--stall-after`: neither read nor write; wait for the client to close (or reset), the
+    /// idle timeout counted from here, or a stop.
+    fn hang(&self, socket: &TcpStream) -> End {
+        let since = Instant::now();
+        let limit = Some(self.idle).filter(|idle| !idle.is_zero());
+        loop {
+            if (self.watch.stopped)() {
+                return End::Shutdown;
+            }
+            let left = limit.map(|limit| limit.saturating_sub(since.elapsed()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return End::IdleTimeout;
+            }
+            // POLLRDHUP: the client's FIN, even with its data still unread.
+            let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+            let mut fds = [PollFd::new(socket_fd(socket), rdhup)];
+            match poll(&mut fds, wait::timeout(left)) {
+                Ok(0) | Err(Errno::EINTR) => {}
+                Ok(_) => {
+                    return match socket.take_error() {
+                        Ok(Some(_)) => End::Reset,
+                        _ => End::ClientClosed,
+                    };
+                }
+                Err(errno) => return End::Failed(errno.into()),
+            }
+        }
+    }
+
+    /// The client closed and everything it sent was echoed: with `--slow-close`, wait before
+    /// the close (a stop cuts the wait short).
+    fn slow_close(&mut self, socket: &TcpStream) -> End {
+        let Some(wait) = self.faults.slow_close else {
+            return End::ClientClosed;
+        };
+        self.acted.add(Acted::SLOW_CLOSE);
+        let deadline = Instant::now() + wait;
+        loop {
+            if (self.watch.stopped)() {
+                return End::Shutdown;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return End::ClientClosed;
+            }
+            // No events asked for: only an error (a reset) or the time ends the wait early.
+            let mut fds = [PollFd::new(socket_fd(socket), PollFlags::empty())];
+            if let Ok(n) = poll(&mut fds, wait::timeout(Some(left)))
+                && n > 0
+            {
+                return End::Reset;
+            }
+        }
+    }
+
+    /// The most a piece may be with `--rate`: a twentieth of a second's worth of bytes, at
+    /// least one and at most the buffer.
+    fn burst(&self) -> usize {
+        match self.faults.rate {
+            Some(rate) => ((rate / 20) as usize).clamp(1, self.buf.len()),
+            None => self.buf.len(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: u64) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate as f64).min(self.burst() as f64);
+        self.refilled = now;
+    }
+}
+
+fn socket_fd(socket: &TcpStream) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    socket.as_fd()
+}
+
+/// Waits (up to `RESET_WAIT`, or the stall limit if shorter, or a stop) until the client has
+/// acknowledged everything written; returns how many bytes it had not, which a reset now
+/// throws away.
+fn wait_acknowledged(socket: &TcpStream, watch: Watch) -> u64 {
+    let since = Instant::now();
+    let limit = watch
+        .stall_limit()
+        .map_or(RESET_WAIT, |l| l.min(RESET_WAIT));
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let queued = unacknowledged(socket);
+        if queued == 0 || since.elapsed() >= limit || (watch.stopped)() {
+            return queued;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Bytes written to `socket` that the peer has not acknowledged (SIOCOUTQ).
+fn unacknowledged(socket: &TcpStream) -> u64 {
+    let mut queued: nix::libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ on a TCP socket) writes one int into `queued`.
+    let done = unsafe { nix::libc::ioctl(socket.as_raw_fd(), nix::libc::TIOCOUTQ, &mut queued) };
+    if done < 0 { 0 } else { queued.max(0) as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_close_line_names_the_faults_that_acted() {
+        assert_eq!(Acted::default().to_string(), "none");
+        let mut acted = Acted::DELAY;
+        acted.add(Acted::CHUNK);
+        acted.add(Acted::limit(LimitKind::Reset));
+        assert_eq!(acted.to_string(), "delay,chunk,reset-after");
+        assert_eq!(Acted::SLOW_CLOSE.to_string(), "slow-close");
+    }
+}
