@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use clap::{ArgGroup, CommandFactory, Parser};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::child::faults::{self, CHUNK_GAP, Chunk, Delay, Faults, Limit, LimitKind};
@@ -21,6 +21,7 @@ const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
 
 #[derive(Parser, Debug, Clone)]
 #[command(
+    args_conflicts_with_subcommands = true,
     group(ArgGroup::new("faults").multiple(true).args(["delay", "rate", "chunk", "close_after", "reset_after", "stall_after", "slow_close"])),
     name = "forkecho",
     version,
@@ -39,9 +40,14 @@ const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
         forkecho --max-per-ip 8 --idle-timeout 60 --max-duration 600\n  \
         sudo forkecho -p 7 --user nobody  the RFC 862 port, serving as nobody\n  \
         nc localhost 9999                 talk to it\n  \
-        tcpserver 0 7 forkecho --inetd    one forkecho per connection, started by tcpserver"
+        tcpserver 0 7 forkecho --inetd    one forkecho per connection, started by tcpserver\n  \
+        forkecho --chunk 1 --delay 50     a slow server that answers one byte at a time\n  \
+        forkecho ping -c 3 localhost:9999 check the path: three probes, verified byte for byte"
 )]
 pub struct Options {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TCP port to listen on; 0 picks any free port and the `listening on` line shows which
     #[arg(short, long, default_value_t = 9999)]
     pub port: u16,
@@ -162,6 +168,64 @@ pub struct Options {
     pub completions: Option<Shell>,
 }
 
+/// forkecho's subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Send probes to an echo server and check every echo byte for byte, like ping(8)
+    #[command(
+        long_about = "Send probes to an echo server (forkecho or any RFC 862 server) and check \
+            every echo byte for byte, like ping(8).\n\n\
+            Each probe carries a payload that differs per sequence number; an echo that comes \
+            back different or cut short is reported as corrupt, one that does not come back \
+            within --timeout as lost. One line per probe, then ping's summary (on Ctrl-C or \
+            after --count probes). Exit status: 0 if every probe came back intact, 1 if some \
+            were lost or corrupt, 2 for usage or name-resolution errors.",
+        after_help = "Examples:\n  \
+            forkecho ping localhost:9999               a probe a second until Ctrl-C\n  \
+            forkecho ping -c 3 -W 1 host:7 || alert    a health check\n  \
+            forkecho ping -c 100 -i 0 -s 1400 [::1]:7  a hundred back to back, 1400 bytes each\n  \
+            forkecho ping --connect -c 5 host:7        a connection per probe, connect timed apart\n  \
+            forkecho ping -c 10 --json host:7          the summary as JSON, for scripts"
+    )]
+    Ping(PingOptions),
+}
+
+/// `forkecho ping`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct PingOptions {
+    /// The echo server: HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT)
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
+
+    /// Stop after COUNT probes [default: until Ctrl-C]
+    #[arg(short, long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Seconds between probes (decimals allowed; 0 sends each as soon as the last is back)
+    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
+    pub interval: Duration,
+
+    /// Payload bytes per probe; K and M suffixes work
+    #[arg(short, long, value_name = "BYTES", default_value = "56", value_parser = parse_size)]
+    pub size: usize,
+
+    /// Seconds to wait for each probe's whole echo (connect included), at least 0.001
+    #[arg(short = 'W', long, value_name = "SECS", default_value = "10", value_parser = parse_positive)]
+    pub timeout: Duration,
+
+    /// Open a new connection for every probe, and report connect time and echo time apart
+    #[arg(long)]
+    pub connect: bool,
+
+    /// Print only the first line and the summary
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print only the summary, as one JSON object
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+}
+
 /// What one invocation of forkecho does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -173,12 +237,16 @@ pub enum Mode {
     Man,
     /// Print a completion script (`--completions SHELL`).
     Completions(Shell),
+    /// Probe an echo server (`forkecho ping`).
+    Ping,
 }
 
 impl Options {
     /// The mode these options ask for; clap has already refused contradictory combinations.
     pub fn mode(&self) -> Mode {
-        if self.man {
+        if self.command.is_some() {
+            Mode::Ping
+        } else if self.man {
             Mode::Man
         } else if let Some(shell) = self.completions {
             Mode::Completions(shell)
@@ -222,9 +290,46 @@ impl Options {
     }
 }
 
-/// Writes the man page, generated from these options.
+/// Writes the man page, generated from these options: the server's sections, then `forkecho
+/// ping` in a section of its own (one page documents the whole binary), then the examples.
 pub fn write_man(out: &mut impl Write) -> io::Result<()> {
-    clap_mangen::Man::new(Options::command()).render(out)
+    let command = Options::command();
+    let ping = command
+        .find_subcommand("ping")
+        .expect("the ping subcommand")
+        .clone()
+        .bin_name("forkecho ping");
+    let server = clap_mangen::Man::new(command);
+    let mut page = Vec::new();
+    server.render_title(&mut page)?;
+    server.render_name_section(&mut page)?;
+    server.render_synopsis_section(&mut page)?;
+    server.render_description_section(&mut page)?;
+    server.render_options_section(&mut page)?;
+    page.extend_from_slice(b".SH \"FORKECHO PING\"\n");
+    let ping = clap_mangen::Man::new(ping);
+    let mut part = Vec::new();
+    ping.render_synopsis_section(&mut part)?;
+    ping.render_description_section(&mut part)?;
+    ping.render_options_section(&mut part)?;
+    ping.render_extra_section(&mut part)?;
+    // Its sections become subsections of this one.
+    for line in part.split_inclusive(|&b| b == b'\n') {
+        match line.strip_prefix(b".SH ") {
+            Some(rest) => {
+                page.extend_from_slice(b".SS ");
+                page.extend_from_slice(rest);
+            }
+            None => page.extend_from_slice(line),
+        }
+    }
+    server.render_extra_section(&mut page)?;
+    server.render_version_section(&mut page)?;
+    // clap_mangen calls the after-help text EXTRA; ours is examples.
+    let page = String::from_utf8_lossy(&page)
+        .replace(".SH EXTRA\n", ".SH EXAMPLES\n")
+        .replace(".SS EXTRA\n", ".SS EXAMPLES\n");
+    out.write_all(page.as_bytes())
 }
 
 /// Writes the completion script for `shell`, generated from these options.
@@ -244,6 +349,14 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err("must be between 0 and 86400 seconds".to_string());
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a wait that must end: seconds as `parse_seconds`, at least a millisecond.
+fn parse_positive(text: &str) -> Result<Duration, String> {
+    match parse_seconds(text)? {
+        wait if wait >= Duration::from_millis(1) => Ok(wait),
+        _ => Err("must be at least 0.001 seconds".to_string()),
+    }
 }
 
 /// Parses a timeout: seconds as `parse_seconds`, but never below a millisecond, which a socket

@@ -1,7 +1,8 @@
 //! forkecho: a blocking, process-per-connection TCP echo server (RFC 862) for Linux.
 //!
 //! `main` parses the options and dispatches on the mode they ask for: serve (`server`), echo one
-//! connection a launcher accepted (`inetd`), or print the man page or a completion script. It is
+//! connection a launcher accepted (`inetd`), probe an echo server (`forkecho ping`: `ping`), or
+//! print the man page or a completion script. It is
 //! the one place an error is printed: once, as one line on stderr, with exit status 1. clap
 //! prints its own usage errors and exits with 2.
 //!
@@ -18,6 +19,7 @@ mod inetd;
 mod log;
 mod memory;
 mod parent;
+mod ping;
 mod server;
 mod setup;
 mod wait;
@@ -39,6 +41,12 @@ fn main() -> ExitCode {
         Mode::Man => print("the man page", |out| cli::write_man(out)),
         Mode::Completions(shell) => {
             print("the completions", |out| cli::write_completions(shell, out))
+        }
+        Mode::Ping => {
+            let Some(cli::Command::Ping(ping)) = &options.command else {
+                unreachable!("Mode::Ping comes from the ping subcommand")
+            };
+            Ok(ExitCode::from(ping::run(ping)))
         }
     };
     result.unwrap_or_else(|err| {

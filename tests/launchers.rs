@@ -317,15 +317,23 @@ fn the_man_page_is_roff_and_documents_every_option() {
     let page = String::from_utf8(output.stdout).unwrap();
     assert!(page.contains(".TH forkecho 1"), "{page}");
     assert!(page.contains(".SH NAME") && page.contains(".SH OPTIONS"));
-    let help = Command::new(binary()).arg("--help").output().unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(page.contains(".SH \"FORKECHO PING\""), "{page}");
+    // Every flag of the server's --help and of `forkecho ping --help`.
+    let help = |args: &[&str]| {
+        let help = Command::new(binary()).args(args).output().unwrap();
+        String::from_utf8(help.stdout).unwrap()
+    };
+    let help = help(&["--help"]) + &help(&["ping", "--help"]);
     let flags: Vec<&str> = help
         .split_whitespace()
         .filter_map(|word| word.strip_prefix("--"))
         .map(|flag| flag.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
         .filter(|flag| !flag.is_empty())
         .collect();
-    assert!(flags.len() >= 15, "{flags:?}");
+    assert!(flags.len() >= 30, "{flags:?}");
+    for flag in ["delay", "fault-rate", "seed", "count", "connect", "json"] {
+        assert!(flags.contains(&flag), "--{flag} missing from --help");
+    }
     for flag in flags {
         // roff escapes the dashes: \-\-port
         let escaped = format!("\\-\\-{}", flag.replace('-', "\\-"));
@@ -349,6 +357,10 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
     let bash = script("bash");
     assert!(bash.contains("complete -F _forkecho"), "{bash}");
     assert!(bash.contains("--max-per-ip"));
+    assert!(
+        bash.contains("forkecho__subcmd__ping") && bash.contains("--connect"),
+        "{bash}"
+    );
     let check = Command::new("bash")
         .arg("-n")
         .stdin(Stdio::piped())
@@ -361,6 +373,8 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
     assert!(check.success(), "bash -n rejects the bash completions");
     assert!(script("zsh").starts_with("#compdef forkecho"));
     assert!(script("fish").contains("complete -c forkecho -s p -l port"));
+    assert!(script("fish").contains("__fish_seen_subcommand_from ping"));
+    assert!(script("zsh").contains("(ping)"));
 
     let bad = Command::new(binary())
         .args(["--completions", "tcsh"])

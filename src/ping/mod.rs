@@ -1,0 +1,193 @@
+//! `forkecho ping HOST:PORT`: the client side of a network-path test, like ping(8) for an echo
+//! server.
+//!
+//! Every `--interval`, a probe of `--size` bytes (a payload that differs per sequence number:
+//! `probe`) is sent and read back within `--timeout`, and checked byte for byte: a middlebox that
+//! corrupts or truncates is reported as such, not as loss. By default one connection carries
+//! the whole run (a probe that fails leaves the stream out of step, so the next probe opens a
+//! fresh one); `--connect` opens one per probe and times the connect apart from the echo, as
+//! echoping does. Ctrl-C or `--count` ends the run with ping's summary (`report`). The exit
+//! status is 0 when every probe came back intact, 1 when some did not, and 2 for usage and
+//! name-resolution errors, so scripts can use it as a health check.
+
+mod probe;
+mod report;
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use socket2::Socket;
+
+use crate::cli::PingOptions;
+use crate::wait;
+use probe::Failure;
+use report::Report;
+
+/// The exit status for usage and name-resolution errors.
+pub const USAGE: u8 = 2;
+
+/// Runs the probes and returns the exit status.
+pub fn run(options: &PingOptions) -> u8 {
+    let addrs = match resolve(&options.target) {
+        Ok(addrs) => addrs,
+        Err(message) => {
+            crate::logln!("ping: {message}");
+            return USAGE;
+        }
+    };
+    on_ctrl_c();
+    let mut out = io::stdout().lock();
+    let mut say = |line: &str| {
+        // A reader that went away (`| head`) does not stop the probes or change the status.
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    let lines = !options.quiet && !options.json;
+    if !options.json {
+        say(&format!(
+            "PING {} ({}): {} bytes per probe",
+            options.target, addrs[0], options.size
+        ));
+    }
+    let mut report = Report::new(&options.target, options.size, options.connect);
+    let mut connection: Option<(Socket, SocketAddr)> = None;
+    let started = Instant::now();
+    for seq in 1.. {
+        if options.count.is_some_and(|count| seq > count) {
+            break;
+        }
+        if seq > 1 && !sleep_until(started + options.interval * (seq as u32 - 1)) {
+            break;
+        }
+        let deadline = Instant::now() + options.timeout;
+        let payload = probe::payload(seq, options.size);
+        let connected = Instant::now();
+        if connection.is_none() {
+            match connect(&addrs, deadline) {
+                Ok(made) => connection = Some(made),
+                Err(Failure::Interrupted) => break,
+                Err(failure) => {
+                    let line = report.failed(seq, None, &failure);
+                    if lines {
+                        say(&line);
+                    }
+                    continue;
+                }
+            }
+        }
+        let connect_time = connected.elapsed();
+        let (socket, addr) = connection.as_ref().expect("connected above");
+        let addr = *addr;
+        report.address = Some(addr);
+        let line = match probe::echo(socket, &payload, deadline, interrupted) {
+            Ok(rtt) => report.echoed(seq, addr, Some(connect_time), rtt),
+            Err(Failure::Interrupted) => break,
+            Err(failure) => {
+                // The stream is out of step (or gone): the next probe starts afresh.
+                connection = None;
+                report.failed(seq, Some(addr), &failure)
+            }
+        };
+        if options.connect {
+            connection = None;
+        }
+        if lines {
+            say(&line);
+        }
+    }
+    let elapsed = started.elapsed();
+    match options.json {
+        true => say(&report.json(elapsed)),
+        false => say(&format!("\n{}", report.summary(elapsed))),
+    }
+    report.exit_status()
+}
+
+/// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`).
+fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return Err(format!(
+            "'{target}': expected HOST:PORT, such as localhost:9999"
+        ));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!(
+            "'{target}': expected HOST:PORT, such as localhost:9999"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|err| format!("unable to resolve '{target}': {err}"))?
+        .collect();
+    match addrs.is_empty() {
+        true => Err(format!("unable to resolve '{target}': no addresses")),
+        false => Ok(addrs),
+    }
+}
+
+/// Connects to the first of `addrs` that accepts, before `deadline`.
+fn connect(addrs: &[SocketAddr], deadline: Instant) -> Result<(Socket, SocketAddr), Failure> {
+    let mut last = None;
+    for &addr in addrs {
+        match probe::connect(addr, deadline, interrupted) {
+            Ok(socket) => return Ok((socket, addr)),
+            Err(Failure::Interrupted) => return Err(Failure::Interrupted),
+            Err(failure) => last = Some(failure),
+        }
+    }
+    Err(last.expect("at least one address"))
+}
+
+/// Waits until `at`; false if Ctrl-C came first.
+fn sleep_until(at: Instant) -> bool {
+    loop {
+        if interrupted() {
+            return false;
+        }
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        // No fds: poll only sleeps, and a signal always ends it early.
+        let _ = nix::poll::poll(&mut [], wait::timeout(Some(left)));
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+extern "C" fn on_interrupt(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C ends the run with its summary: the handler sets a flag, and every wait is a poll,
+/// which the signal interrupts.
+fn on_ctrl_c() {
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: on_interrupt only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_need_a_host_and_a_port() {
+        assert!(resolve("127.0.0.1:7").is_ok());
+        assert!(resolve("[::1]:7").is_ok());
+        for bad in ["127.0.0.1", ":7", "host:", "host:port", "h:70000"] {
+            let err = resolve(bad).expect_err(bad);
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+}
