@@ -372,8 +372,9 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
         .unwrap();
     assert!(check.success(), "bash -n rejects the bash completions");
     assert!(script("zsh").starts_with("#compdef forkecho"));
-    assert!(script("fish").contains("complete -c forkecho -s p -l port"));
-    assert!(script("fish").contains("__fish_seen_subcommand_from ping"));
+    let fish = script("fish");
+    assert!(fish.contains("-s p -l port"), "{fish}");
+    assert!(fish.contains("__fish_forkecho_using_subcommand ping\" -s c -l count"));
     assert!(script("zsh").contains("(ping)"));
 
     let bad = Command::new(binary())
