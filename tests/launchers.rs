@@ -266,6 +266,27 @@ fn inetd_on_fd_3(server_end: TcpStream) -> Child {
 }
 
 #[test]
+fn inetd_mode_applies_the_faults_too() {
+    let (client, server_end) = connection();
+    let mut command = activated(server_end.as_raw_fd(), &["--inetd", "--close-after", "10"]);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(command);
+    drop(server_end);
+    let data = pattern(8, 10_000);
+    assert_same_bytes(&echo_through(client, &data), &data[..10]);
+    let output = finish(child);
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
+    assert_eq!(field(close, "end"), Some("close-after"), "{close}");
+}
+
+#[test]
 fn inetd_mode_serves_a_connection_passed_as_fd_3() {
     let (client, server_end) = connection();
     let child = inetd_on_fd_3(server_end);

@@ -73,6 +73,18 @@ fn probes_to_forkecho_all_come_back_intact() {
 }
 
 #[test]
+fn a_connection_the_server_closed_while_idle_is_replaced_not_counted_corrupt() {
+    // The server drops the connection 0.1 s after each echo; the probes come 0.5 s apart.
+    let server = Server::start(&["--idle-timeout", "0.1"]);
+    let out = ping(&["-c", "2", "-i", "0.5", &server.addr.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(counts(&out), [2, 2, 0, 0]);
+    // The first connection timed out idle; the second served the second probe.
+    let closes = server.wait_for_lines(2, |l| event(l) == Some("close"));
+    assert_eq!(common::field(&closes[0], "end"), Some("idle-timeout"), "{closes:?}");
+}
+
+#[test]
 fn connect_opens_a_connection_per_probe_and_times_it_apart() {
     let server = Server::start(&[]);
     let out = ping(&["--connect", "-c", "3", "-i", "0", &server.addr.to_string()]);

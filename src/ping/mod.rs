@@ -16,7 +16,7 @@ mod report;
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use socket2::Socket;
@@ -63,31 +63,15 @@ pub fn run(options: &PingOptions) -> u8 {
         }
         let deadline = Instant::now() + options.timeout;
         let payload = probe::payload(seq, options.size);
-        let connected = Instant::now();
-        if connection.is_none() {
-            match connect(&addrs, deadline) {
-                Ok(made) => connection = Some(made),
-                Err(Failure::Interrupted) => break,
-                Err(failure) => {
-                    let line = report.failed(seq, None, &failure);
-                    if lines {
-                        say(&line);
-                    }
-                    continue;
-                }
+        let line = match attempt(&mut connection, &addrs, &payload, deadline) {
+            Ok(echo) => {
+                report.address = Some(echo.addr);
+                report.echoed(seq, echo.addr, Some(echo.connect), echo.rtt)
             }
-        }
-        let connect_time = connected.elapsed();
-        let (socket, addr) = connection.as_ref().expect("connected above");
-        let addr = *addr;
-        report.address = Some(addr);
-        let line = match probe::echo(socket, &payload, deadline, interrupted) {
-            Ok(rtt) => report.echoed(seq, addr, Some(connect_time), rtt),
-            Err(Failure::Interrupted) => break,
-            Err(failure) => {
-                // The stream is out of step (or gone): the next probe starts afresh.
-                connection = None;
-                report.failed(seq, Some(addr), &failure)
+            Err((_, Failure::Interrupted)) => break,
+            Err((addr, failure)) => {
+                report.address = addr.or(report.address);
+                report.failed(seq, addr, &failure)
             }
         };
         if options.connect {
@@ -103,6 +87,45 @@ pub fn run(options: &PingOptions) -> u8 {
         false => say(&format!("\n{}", report.summary(elapsed))),
     }
     report.exit_status()
+}
+
+/// A probe that came back intact.
+struct Echo {
+    addr: SocketAddr,
+    /// How long connecting took (zero on a connection kept from the probe before).
+    connect: Duration,
+    rtt: Duration,
+}
+
+/// One probe on the run's connection, made first if there is none. After a failure the
+/// connection is dropped: its stream is out of step (or gone). A connection kept from an earlier
+/// probe may have been closed by the server meanwhile (an idle timeout, a restart): if it turns
+/// out closed before any of the echo came back, the probe goes once more on a fresh connection.
+fn attempt(
+    connection: &mut Option<(Socket, SocketAddr)>,
+    addrs: &[SocketAddr],
+    payload: &[u8],
+    deadline: Instant,
+) -> Result<Echo, (Option<SocketAddr>, Failure)> {
+    loop {
+        let kept = connection.is_some();
+        let started = Instant::now();
+        if !kept {
+            *connection = Some(connect(addrs, deadline).map_err(|failure| (None, failure))?);
+        }
+        let connect = started.elapsed();
+        let (socket, addr) = connection.as_ref().expect("connected above");
+        let addr = *addr;
+        match probe::echo(socket, payload, deadline, interrupted) {
+            Ok(rtt) => return Ok(Echo { addr, connect, rtt }),
+            Err(failure) => {
+                *connection = None;
+                if !(kept && failure.is_closed_before_echo()) {
+                    return Err((Some(addr), failure));
+                }
+            }
+        }
+    }
 }
 
 /// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`).

@@ -38,6 +38,19 @@ impl Failure {
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Failure::Corrupt { .. } | Failure::Truncated { .. })
     }
+
+    /// Whether the connection turned out closed (FIN or reset) before any of the echo came
+    /// back: what a connection the server closed while idle looks like.
+    pub fn is_closed_before_echo(&self) -> bool {
+        match self {
+            Failure::Truncated { received } => *received == 0,
+            Failure::Error(err) => matches!(
+                err.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Failure {
