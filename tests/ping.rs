@@ -81,7 +81,11 @@ fn a_connection_the_server_closed_while_idle_is_replaced_not_counted_corrupt() {
     assert_eq!(counts(&out), [2, 2, 0, 0]);
     // The first connection timed out idle; the second served the second probe.
     let closes = server.wait_for_lines(2, |l| event(l) == Some("close"));
-    assert_eq!(common::field(&closes[0], "end"), Some("idle-timeout"), "{closes:?}");
+    assert_eq!(
+        common::field(&closes[0], "end"),
+        Some("idle-timeout"),
+        "{closes:?}"
+    );
 }
 
 #[test]
