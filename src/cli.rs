@@ -101,6 +101,11 @@ pub struct Options {
     #[arg(long)]
     pub no_splice: bool,
 
+    /// Serve without the child sandbox (no seccomp allow-list, no resource limits). The sandbox
+    /// is on by default; a kernel that refuses it stops the server at startup with a message
+    #[arg(long)]
+    pub no_sandbox: bool,
+
     /// After binding, switch to this user (name or numeric uid): needs root. Its primary group
     /// is used unless --group says otherwise
     #[arg(short, long, value_name = "USER")]

@@ -15,6 +15,9 @@ pub enum Hook {
     SigtermWhileWaking,
     /// `child-panics`: every child panics right after its setup, before it echoes anything.
     ChildPanics,
+    /// `forbidden-syscall`: the child of the first connection (and `--inetd`), once in its
+    /// sandbox, makes a system call the sandbox forbids (socket(2)), and must die of SIGSYS.
+    ForbiddenSyscall,
 }
 
 #[cfg(debug_assertions)]
@@ -23,9 +26,10 @@ mod armed {
 
     use super::Hook;
 
-    const NAMES: [(&str, Hook); 2] = [
+    const NAMES: [(&str, Hook); 3] = [
         ("sigterm-while-waking", Hook::SigtermWhileWaking),
         ("child-panics", Hook::ChildPanics),
+        ("forbidden-syscall", Hook::ForbiddenSyscall),
     ];
 
     static ARMED: AtomicU32 = AtomicU32::new(0);

@@ -39,6 +39,10 @@ pub fn run(options: &Options) -> Result<u8> {
         // The one connection this process serves is its connection number 1.
         serial: 1,
         faults: options.faults().map(|faults| &*Box::leak(Box::new(faults))),
+        // One process per connection: it installs the allow-list itself.
+        sandbox: crate::child::sandbox::prepare(options.no_sandbox)
+            .map_err(anyhow::Error::msg)?
+            .map(crate::child::sandbox::Confine::Install),
     };
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;

@@ -21,6 +21,12 @@ pub use sink::{Drops, share as share_drops};
 const LINE_MAX: usize = 4096;
 const PREFIX: &str = "forkecho: ";
 
+/// The descriptor log lines go to (2, or a private description of it): a sandboxed child must
+/// keep it.
+pub fn fd() -> std::os::fd::RawFd {
+    sink::fd()
+}
+
 /// Formats one log line (`forkecho: ` + message + newline) and writes it to stderr in one write.
 #[macro_export]
 macro_rules! logln {

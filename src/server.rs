@@ -1,7 +1,7 @@
 //! `forkecho` serving, from start to exit: the table of contents of the server.
 //!
 //! Set up (the listening socket, privileges) → build the parent (signals, reaper, tables: every
-//! step that can fail) → announce readiness → serve until a stop signal → shut down. Nothing that
+//! step that can fail) → install the sandbox (`child/sandbox.rs`) → announce readiness → serve until a stop signal → shut down. Nothing that
 //! can fail comes after the readiness line: once a harness has read it, only a stop signal ends
 //! the server.
 
@@ -25,6 +25,7 @@ pub fn run(options: &Options) -> Result<()> {
         identity,
     } = setup::listen(options)?;
     let mut parent = Parent::new(listener, options, started)?;
+    parent.confine()?;
     announce(&parent, options, from_systemd);
     if let Some(identity) = &identity {
         logln!("privileges dropped {}", identity.description);
@@ -51,13 +52,14 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
         false => ("", options.backlog.to_string()),
     };
     logln!(
-        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={}",
+        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={} sandbox={}",
         std::process::id(),
         options.buffer_size,
         options.max_clients,
         options.max_per_ip,
         Secs(options.idle_timeout),
-        Secs(options.max_duration)
+        Secs(options.max_duration),
+        if options.no_sandbox { "off" } else { "on" }
     );
     if let Some(faults) = parent.faults() {
         logln!("faults {faults}");

@@ -21,6 +21,8 @@ pub enum Kind {
     /// The baseline every ratio is taken against.
     CFork,
     ForkechoQuiet,
+    /// `forkecho -q --no-sandbox`: what the sandbox (on by default) costs.
+    ForkechoNoSandbox,
     ForkechoLogging,
     ForkechoStatic,
     /// `--compare PATH`: another forkecho binary, run with `-q`.
@@ -34,6 +36,7 @@ impl Kind {
         match self {
             Kind::CFork => "C fork (baseline)",
             Kind::ForkechoQuiet => "forkecho -q",
+            Kind::ForkechoNoSandbox => "forkecho -q --no-sandbox",
             Kind::ForkechoLogging => "forkecho (logging)",
             Kind::ForkechoStatic => "forkecho -q, static build",
             Kind::ForkechoCompare => "forkecho -q, --compare build",
@@ -47,6 +50,7 @@ impl Kind {
         match self {
             Kind::CFork => "c_fork",
             Kind::ForkechoQuiet => "forkecho_quiet",
+            Kind::ForkechoNoSandbox => "forkecho_no_sandbox",
             Kind::ForkechoLogging => "forkecho_logging",
             Kind::ForkechoStatic => "forkecho_static",
             Kind::ForkechoCompare => "forkecho_compare",
@@ -123,11 +127,12 @@ impl Setup {
         let mut kinds = vec![
             Kind::CFork,
             Kind::ForkechoQuiet,
+            Kind::ForkechoNoSandbox,
             Kind::ForkechoLogging,
             Kind::CThread,
         ];
         if self.forkecho_static.is_some() {
-            kinds.insert(3, Kind::ForkechoStatic);
+            kinds.insert(4, Kind::ForkechoStatic);
         }
         if self.forkecho_compare.is_some() {
             kinds.insert(2, Kind::ForkechoCompare);
@@ -147,6 +152,7 @@ impl Setup {
             Kind::CFork => plain(&self.c_fork, &["0"]),
             Kind::CThread => plain(&self.c_thread, &["0"]),
             Kind::ForkechoQuiet
+            | Kind::ForkechoNoSandbox
             | Kind::ForkechoLogging
             | Kind::ForkechoStatic
             | Kind::ForkechoCompare => {
@@ -154,6 +160,9 @@ impl Setup {
                 args.extend(["--max-clients", &max_clients, "--backlog", "1024"]);
                 if kind != Kind::ForkechoLogging {
                     args.push("--quiet");
+                }
+                if kind == Kind::ForkechoNoSandbox {
+                    args.push("--no-sandbox");
                 }
                 let program = match kind {
                     Kind::ForkechoStatic => self.forkecho_static.as_deref().context("static")?,

@@ -22,9 +22,11 @@ use socket2::SockRef;
 use super::Config;
 use super::echo::{self, Echoed, End, Outcome};
 use super::faults::Faults;
+use super::sandbox::Confine;
 use super::shaped::{self, Acted};
 use super::splice::{self, Spliced};
 use super::stop;
+use crate::debug::{self, Hook};
 use crate::log::Secs;
 use crate::logln;
 use crate::memory;
@@ -43,13 +45,24 @@ pub enum Stream {
 /// for I/O failures (the parent logs those exits too). `peer` is what the close line calls it.
 pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
     let started = Instant::now();
+    if let Stream::Socket(socket) = &stream
+        && !config.max_duration.is_zero()
+    {
+        stop::expire_after(socket.as_raw_fd(), config.max_duration);
+    }
+    // Last: the timer's handler is installed, and nothing else is left to set up.
+    if let Some(sandbox) = config.sandbox
+        && let Err(err) = enter(sandbox, &stream, config.serial)
+    {
+        logln!(
+            "warning: connection from {peer} closed: unable to enter the sandbox ({err}); --no-sandbox serves without it"
+        );
+        return 1;
+    }
     // With faults asked for: which acted on this connection (none, if `--fault-rate` left it out).
     let mut faulted = None;
     let mut outcome = match stream {
         Stream::Socket(mut socket) => {
-            if !config.max_duration.is_zero() {
-                stop::expire_after(socket.as_raw_fd(), config.max_duration);
-            }
             let outcome = match config.faults {
                 Some(faults) if faults.applies(config.serial) => {
                     let (outcome, acted) = shaped(&mut socket, faults, config);
@@ -96,6 +109,22 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
+}
+
+/// Enters the sandbox, keeping the connection's descriptors and the log's. `serial` is the
+/// connection number (for the test hook).
+fn enter(sandbox: Confine, stream: &Stream, serial: u32) -> io::Result<()> {
+    let highest = match stream {
+        Stream::Socket(socket) => socket.as_raw_fd(),
+        Stream::Pipes(from, to) => from.as_raw_fd().max(to.as_raw_fd()),
+    };
+    sandbox.enter(highest.max(crate::log::fd()))?;
+    if serial == 1 && debug::armed(Hook::ForbiddenSyscall) {
+        // A system call no child makes: the sandbox kills the child here.
+        // SAFETY: socket(2) with constant arguments; whatever it returns is left alone.
+        unsafe { nix::libc::socket(nix::libc::AF_INET, nix::libc::SOCK_STREAM, 0) };
+    }
+    Ok(())
 }
 
 /// How long a stopped connection waits for the client to finish: see `close`.

@@ -17,6 +17,7 @@
 pub mod connection;
 pub mod echo;
 pub mod faults;
+pub mod sandbox;
 mod shaped;
 pub mod splice;
 mod stop;
@@ -61,6 +62,8 @@ pub struct Config {
     pub serial: u32,
     /// `--delay`, `--chunk` and the other faults, if any are asked for.
     pub faults: Option<&'static faults::Faults>,
+    /// How the child confines itself before its first read (None with `--no-sandbox`).
+    pub sandbox: Option<sandbox::Confine>,
 }
 
 /// What a child inherits from the parent only to undo it.

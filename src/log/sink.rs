@@ -61,6 +61,11 @@ static SHARED: AtomicPtr<Drops> = AtomicPtr::new(ptr::null_mut());
 
 /// Counts drops in `drops` from now on: memory shared by the parent and every child, so that
 /// the stats line counts the children's lost close lines too. Call before the first fork.
+/// The descriptor lines are written to.
+pub fn fd() -> std::os::fd::RawFd {
+    FD.load(Ordering::Relaxed)
+}
+
 pub fn share(drops: &'static Drops) {
     SHARED.store(ptr::from_ref(drops).cast_mut(), Ordering::Release);
 }

@@ -69,6 +69,8 @@ pub struct Parent {
     pid: Pid,
     grace: Duration,
     started: Instant,
+    /// Installed on the parent (and so on every child) by `confine`.
+    sandbox: Option<&'static child::sandbox::Sandbox>,
     books: ParentOnly<Books>,
 }
 
@@ -93,6 +95,7 @@ impl Parent {
     /// counter, the signal handlers and their self-pipe, the reaper's ring, the child table.
     pub fn new(listener: Listener, options: &Options, started: Instant) -> Result<Parent> {
         let shared = stats::shared()?;
+        let sandbox = child::sandbox::prepare(options.no_sandbox).map_err(anyhow::Error::msg)?;
         let wakeup = signals::install()?;
         let max_clients = options.max_clients as usize;
         let books = ParentOnly::new(Books {
@@ -124,7 +127,9 @@ impl Parent {
                 },
                 serial: 0,
                 faults: options.faults().map(|faults| &*Box::leak(Box::new(faults))),
+                sandbox: sandbox.map(|_| child::sandbox::Confine::Inherited),
             },
+            sandbox,
             shared,
             oom: oom::OomScore::open(),
             pid: nix::unistd::getpid(),
@@ -132,6 +137,19 @@ impl Parent {
             started,
             books,
         })
+    }
+
+    /// Installs the sandbox on the parent, once everything before serving is done: from here
+    /// on the parent and every child it forks make only the system calls serving needs.
+    pub fn confine(&self) -> Result<()> {
+        if let Some(sandbox) = self.sandbox {
+            sandbox.install().map_err(|err| {
+                anyhow::anyhow!(
+                    "unable to install the sandbox: {err}; --no-sandbox serves without it"
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// The faults children apply, if any were asked for (with the seed chosen).
