@@ -11,6 +11,7 @@ use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::child::faults::{self, CHUNK_GAP, Chunk, Delay, Faults, Limit, LimitKind};
+use crate::setup::listener::{self, Bind};
 
 const MAX_BUFFER: usize = 64 * 1024 * 1024;
 /// The most processes Linux can have (PID_MAX_LIMIT on 64-bit systems).
@@ -30,7 +31,8 @@ const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
         forkecho listens on a TCP port and forks one child process per client; the child sends \
         back every byte it receives, in order, until the client closes the connection.\n\n\
         Once listening, it prints one line to stdout, `listening on ADDR` (with the real port, \
-        useful with --port 0), and nothing else. Logs go to stderr, one line per event. \
+        useful with --port 0; with several listeners, their addresses separated by spaces), and \
+        nothing else. Logs go to stderr, one line per event. \
         SIGTERM, SIGINT or SIGHUP stops it: it closes the listening socket, asks the children to \
         close their connections, and exits 0. SIGUSR1 logs a line of statistics.",
     after_help = "Examples:\n  \
@@ -52,10 +54,16 @@ pub struct Options {
     #[arg(short, long, default_value_t = 9999)]
     pub port: u16,
 
-    /// IP address to listen on [default: `::` for IPv6 and IPv4 on one socket, or 0.0.0.0
-    /// where the host has no IPv6]
+    /// Address or host name to listen on; give it several times for several (-b 127.0.0.1 -b
+    /// ::1). A name listens on every address it resolves to [default: `::` for IPv6 and IPv4 on
+    /// one socket, or 0.0.0.0 where the host has no IPv6]
     #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
-    pub bind: Option<IpAddr>,
+    pub bind: Vec<Bind>,
+
+    /// Set SO_REUSEPORT on the listening sockets, so several forkecho processes (one per core,
+    /// say) can listen on one port and the kernel spreads connections among them
+    #[arg(long)]
+    pub reuse_port: bool,
 
     /// Length of the queue of connections waiting to be accepted (the kernel caps it at
     /// net.core.somaxconn)
@@ -117,7 +125,7 @@ pub struct Options {
 
     /// Serve one connection that inetd, xinetd, tcpserver or systemd (Accept=yes) accepted,
     /// on stdin/stdout (or fd 3 with LISTEN_FDS), then exit
-    #[arg(long, conflicts_with_all = ["port", "bind", "backlog", "max_clients", "max_per_ip", "grace", "user", "group"])]
+    #[arg(long, conflicts_with_all = ["port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "grace", "user", "group"])]
     pub inetd: bool,
 
     /// Hold each echoed chunk back MS milliseconds, ± up to JITTER (uniform): a slow server or
@@ -374,17 +382,31 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(timeout)
 }
 
-/// Parses the address to listen on: any address of this host, but not a multicast or
-/// broadcast one, which TCP can bind and no client can ever reach.
-fn parse_bind(text: &str) -> Result<IpAddr, String> {
-    let ip: IpAddr = text
-        .parse()
-        .map_err(|_| "expected an IP address such as 127.0.0.1 or ::1".to_string())?;
-    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    if ip.is_multicast() || broadcast {
-        return Err("a multicast or broadcast address cannot accept TCP connections".to_string());
+/// Parses where to listen: an IP address of this host (not a multicast or broadcast one, which
+/// TCP can bind and no client can ever reach), or a host name, resolved when forkecho starts.
+fn parse_bind(text: &str) -> Result<Bind, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        listener::reachable(ip)?;
+        return Ok(Bind::Ip(ip));
     }
-    Ok(ip)
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.len() <= 253
+        && name.split('.').all(label)
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        return Ok(Bind::Name(text.to_string()));
+    }
+    Err(
+        "expected an IP address such as 127.0.0.1 or ::1, or a host name such as localhost"
+            .to_string(),
+    )
 }
 
 /// Parses a byte count with an optional K, M or G (binary) suffix.
@@ -485,7 +507,8 @@ mod tests {
     fn defaults_match_the_documentation() {
         let opts = parse(&[]).unwrap();
         assert_eq!(opts.port, 9999);
-        assert_eq!(opts.bind, None);
+        assert_eq!(opts.bind, vec![]);
+        assert!(!opts.reuse_port);
         assert_eq!(opts.backlog, 1024);
         assert!(!opts.quiet);
         assert_eq!(opts.buffer_size, 64 * 1024);
@@ -502,16 +525,25 @@ mod tests {
     fn short_and_long_flags_parse() {
         let opts = parse(&["-p", "0", "-b", "::1", "--backlog", "5", "-q"]).unwrap();
         assert_eq!(opts.port, 0);
-        assert_eq!(opts.bind, Some("::1".parse().unwrap()));
+        assert_eq!(opts.bind, vec![Bind::Ip("::1".parse().unwrap())]);
         assert_eq!(opts.backlog, 5);
         assert!(opts.quiet);
+        let opts = parse(&["-b", "127.0.0.1", "--bind", "localhost", "--reuse-port"]).unwrap();
+        assert_eq!(
+            opts.bind,
+            vec![
+                Bind::Ip([127, 0, 0, 1].into()),
+                Bind::Name("localhost".into())
+            ]
+        );
+        assert!(opts.reuse_port);
     }
 
     #[test]
     fn bad_values_are_rejected_naming_the_value() {
         for (args, value) in [
             (&["--port", "70000"][..], "70000"),
-            (&["--bind", "nonsense"][..], "nonsense"),
+            (&["--bind", "no such host"][..], "no such host"),
             (&["--backlog", "0"][..], "0"),
             (&["--buffer-size", "0"][..], "0"),
             (&["--buffer-size", "lots"][..], "lots"),
@@ -564,9 +596,21 @@ mod tests {
             "239.1.2.3",
             "255.255.255.255",
             "ff02::1",
-            "nonsense",
+            "not a name",
+            "-x",
+            "1.2.3.4.5",
+            "host..example",
+            "",
         ] {
-            assert!(parse_bind(refused).is_err(), "{refused}");
+            assert!(parse_bind(refused).is_err(), "{refused:?}");
+        }
+        for name in [
+            "localhost",
+            "db-1.example.org",
+            "example.org.",
+            "ip6-localhost",
+        ] {
+            assert_eq!(parse_bind(name), Ok(Bind::Name(name.to_string())));
         }
     }
 

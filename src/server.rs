@@ -20,11 +20,11 @@ use crate::setup::{self, Listening};
 pub fn run(options: &Options) -> Result<()> {
     let started = Instant::now();
     let Listening {
-        listener,
+        listeners,
         from_systemd,
         identity,
     } = setup::listen(options)?;
-    let mut parent = Parent::new(listener, options, started)?;
+    let mut parent = Parent::new(listeners, options, started)?;
     parent.confine()?;
     announce(&parent, options, from_systemd);
     if let Some(identity) = &identity {
@@ -35,13 +35,28 @@ pub fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// The addresses listened on, as the readiness line shows them: separated by spaces.
+struct Addrs<'a>(&'a Parent);
+
+impl std::fmt::Display for Addrs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, addr) in self.0.addrs().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{addr}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The readiness line on stdout (the only thing forkecho ever writes there, flushed at once so a
 /// program that spawned us on port 0 can read the port), the startup line on stderr, and then
 /// stdout goes where stdin already points, to /dev/null: a harness reading stdout to its end gets
 /// there now, not when the last child exits, and no child holds the launcher's pipe. A closed
 /// stdout is not fatal.
 fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
-    let addr = parent.addr();
+    let addr = Addrs(parent);
     let mut out = io::stdout().lock();
     if let Err(err) = writeln!(out, "listening on {addr}").and_then(|()| out.flush()) {
         logln!("warning: unable to write the listening line to stdout: {err}");

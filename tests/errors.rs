@@ -38,11 +38,21 @@ fn an_out_of_range_port_is_refused_naming_it() {
 }
 
 #[test]
-fn a_bind_address_that_is_not_an_ip_is_refused_naming_it() {
+fn a_bind_address_that_is_neither_an_ip_nor_a_name_is_refused_naming_it() {
     assert_refused(
-        &forkecho(&["--bind", "nonsense"]),
+        &forkecho(&["--bind", "not an address"]),
         2,
-        &["'nonsense'", "--bind"],
+        &["'not an address'", "--bind"],
+    );
+}
+
+#[test]
+fn a_bind_name_that_does_not_resolve_is_refused_naming_it() {
+    // .invalid never resolves (RFC 6761).
+    assert_refused(
+        &forkecho(&["--bind", "no-such-host.invalid", "--port", "0"]),
+        1,
+        &["forkecho: fatal: unable to resolve --bind 'no-such-host.invalid'"],
     );
 }
 

@@ -499,10 +499,23 @@ fn the_shipped_systemd_units_verify() {
     std::fs::write(dir.join("forkecho.socket"), socket).unwrap();
     let service = service.replace("/usr/local/bin/forkecho", binary());
     std::fs::write(dir.join("forkecho.service"), service).unwrap();
+    // The SO_REUSEPORT template, verified as instance 1.
+    let template = std::fs::read_to_string(format!("{units}/forkecho@.service")).unwrap();
+    for unit in [
+        &template,
+        &std::fs::read_to_string(format!("{units}/forkecho.service")).unwrap(),
+    ] {
+        // forkecho's own sandbox needs seccomp(2), which @system-service leaves out.
+        assert!(unit.contains("\nSystemCallFilter=seccomp\n"), "{unit}");
+    }
+    assert!(template.contains(" --reuse-port "));
+    let template = template.replace("/usr/local/bin/forkecho", binary());
+    std::fs::write(dir.join("forkecho@.service"), template).unwrap();
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.join("forkecho.socket"))
         .arg(dir.join("forkecho.service"))
+        .arg(dir.join("forkecho@1.service"))
         .env("MANPATH", dir.join("man"))
         .output()
         .expect("run systemd-analyze");

@@ -4,7 +4,7 @@
 //! one function, `after_fork` (PostgreSQL's `ClosePostmasterPorts`, djb's `/* ---- child */`
 //! half): the parent's signal handlers give way to the child's own (`stop`), the kernel is asked
 //! to send SIGTERM if the parent dies, the signal mask the parent held across fork is lifted, and
-//! the listener, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout
+//! the listeners, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout
 //! are /dev/null already: the parent pointed its own there once it announced itself). Then it
 //! serves its one connection
 //! (`connection`: time it, echo it with `echo` or `splice`, or `shaped` if `faults` picked it,
@@ -69,9 +69,11 @@ pub struct Config {
 /// What a child inherits from the parent only to undo it.
 #[derive(Debug, Clone, Copy)]
 pub struct Inherited {
-    /// The parent's descriptors: the listener, both ends of the self-pipe, and the parent's
-    /// oom_score_adj file (-1 when it has none).
-    pub fds: [RawFd; 4],
+    /// The parent's descriptors: both ends of the self-pipe, and the parent's oom_score_adj
+    /// file (-1 when it has none).
+    pub fds: [RawFd; 3],
+    /// The listening sockets.
+    pub listeners: &'static [RawFd],
     /// The signal mask from before the parent blocked its handled signals for the fork.
     pub mask: SigSet,
     /// The parent's pid, to notice a parent that died before the child asked to follow it.
@@ -105,7 +107,7 @@ fn after_fork(client: &Socket, inherited: &Inherited) -> bool {
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     // sigprocmask fails only for an invalid `how`, which is a constant here.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&inherited.mask), None);
-    for &fd in &inherited.fds {
+    for &fd in inherited.fds.iter().chain(inherited.listeners) {
         // The fds belong to the parent's objects, which the child never uses: it never returns
         // into the parent's code.
         // SAFETY: nothing in the child refers to these fd numbers after this close.

@@ -1,16 +1,16 @@
 //! The parent: poll, accept, fork, keep count of the children, and stop cleanly.
 //!
 //! One thread, one loop (`Parent::serve`). poll(2) waits on the self-pipe (`signals`) and the
-//! listener. A ready listener is accepted in batches; each client is checked against the
+//! listeners. A ready listener is accepted in batches; each client is checked against the
 //! `limits` and gets a child through `fork`, with the handled signals blocked across it. The
 //! SIGCHLD handler reaps exits into the `reaper`'s ring; the loop collects them into the table
-//! of `children` and logs the abnormal ones. At `--max-clients` the listener is simply left out of
+//! of `children` and logs the abnormal ones. At `--max-clients` the listeners are simply left out of
 //! the poll set, so new connections wait in the kernel's backlog and the next child exit (SIGCHLD,
 //! through the self-pipe) resumes accepting. Failures of accept or fork concern one connection or
 //! a passing shortage: they are logged (rate-limited) and answered with a short pause in
 //! accepting, never with an exit or a busy loop.
 //!
-//! What the parent fixes at startup (the listener, the self-pipe, the children's settings) sits
+//! What the parent fixes at startup (the listeners, the self-pipe, the children's settings) sits
 //! in `Parent` itself; what it writes while serving sits in `Books`, in memory children do not
 //! inherit (see `memory`).
 
@@ -57,8 +57,10 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Parent {
-    /// None once shutdown has closed it.
-    listener: Option<Listener>,
+    /// Empty once shutdown has closed them.
+    listeners: Vec<Listener>,
+    /// Their fds, which every child closes.
+    listener_fds: &'static [RawFd],
     wakeup: Wakeup,
     /// What every child gets, by value.
     child: child::Config,
@@ -93,7 +95,7 @@ struct Books {
 impl Parent {
     /// Everything the loop needs, made before the server says it is ready: the shared byte
     /// counter, the signal handlers and their self-pipe, the reaper's ring, the child table.
-    pub fn new(listener: Listener, options: &Options, started: Instant) -> Result<Parent> {
+    pub fn new(listeners: Vec<Listener>, options: &Options, started: Instant) -> Result<Parent> {
         let shared = stats::shared()?;
         let sandbox = child::sandbox::prepare(options.no_sandbox).map_err(anyhow::Error::msg)?;
         let wakeup = signals::install()?;
@@ -111,8 +113,10 @@ impl Parent {
             stopping: false,
         })
         .context("unable to map the parent's bookkeeping")?;
+        let listener_fds = listeners.iter().map(Listener::raw_fd).collect::<Vec<_>>();
         Ok(Parent {
-            listener: Some(listener),
+            listener_fds: Vec::leak(listener_fds),
+            listeners,
             wakeup,
             child: child::Config {
                 buffer_size: options.buffer_size,
@@ -157,8 +161,9 @@ impl Parent {
         self.child.faults
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.listener.as_ref().expect("listening").addr()
+    /// The addresses listened on, with the real ports.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listeners.iter().map(Listener::addr)
     }
 
     /// Serves until a stop signal.
@@ -174,21 +179,25 @@ impl Parent {
                 self.books.paused_until = None;
             }
             let full = self.note_capacity(now);
-            let (polled, woken, listener_ready) = {
-                let listener = self.listener.as_ref().expect("listening until shutdown");
-                let mut fds = [
-                    PollFd::new(self.wakeup.fd(), PollFlags::POLLIN),
-                    PollFd::new(listener.fd(), PollFlags::POLLIN),
-                ];
+            let (polled, woken, ready) = {
+                let mut fds = Vec::with_capacity(1 + self.listeners.len());
+                fds.push(PollFd::new(self.wakeup.fd(), PollFlags::POLLIN));
                 // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
-                let watched = if pause.is_some() || full { 1 } else { 2 };
-                let timeout = wait::timeout(pause);
-                let fds = &mut fds[..watched];
-                let polled = poll(fds, timeout);
+                if pause.is_none() && !full {
+                    let listening = self.listeners.iter();
+                    fds.extend(listening.map(|l| PollFd::new(l.fd(), PollFlags::POLLIN)));
+                }
+                let polled = poll(&mut fds, wait::timeout(pause));
                 // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than
                 // pay another poll to find it.
                 let woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
-                let ready = fds.len() == 2 && fds[1].any().unwrap_or(false);
+                // Which listeners have connections waiting, as a bit set (up to 64 listeners
+                // are polled; `setup` refuses more).
+                let ready = fds[1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, fd)| fd.any().unwrap_or(false))
+                    .fold(0u64, |bits, (i, _)| bits | 1 << i);
                 (polled, woken, ready)
             };
             let pending = self.wakeup.take(woken);
@@ -212,8 +221,10 @@ impl Parent {
             if pending.stats {
                 logln!("stats {}", self.snapshot());
             }
-            if listener_ready {
-                self.accept_batch();
+            for index in 0..self.listeners.len() {
+                if ready & (1 << index) != 0 {
+                    self.accept_batch(index);
+                }
             }
         }
     }
@@ -245,7 +256,7 @@ impl Parent {
         )
     }
 
-    fn accept_batch(&mut self) {
+    fn accept_batch(&mut self, index: usize) {
         for _ in 0..ACCEPT_BATCH {
             // A failed fork pauses accepting: the rest of the backlog waits for the pause to end
             // (processes may have freed up by then) instead of being accepted and closed at once.
@@ -255,7 +266,7 @@ impl Parent {
             {
                 return;
             }
-            let accepted = self.listener.as_ref().expect("listening").accept();
+            let accepted = self.listeners[index].accept();
             match accepted {
                 Ok((client, peer)) => self.admit(client, peer),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -313,6 +324,7 @@ impl Parent {
         let blocked = signals::block();
         let inherited = Inherited {
             fds: self.inherited_fds(),
+            listeners: self.listener_fds,
             mask: blocked.previous(),
             parent: self.pid,
         };
@@ -375,13 +387,12 @@ impl Parent {
         }
     }
 
-    /// The parent's fds a child must close: the listener, both ends of the self-pipe, and the
-    /// oom_score_adj file (-1, which close ignores, when there is none).
-    fn inherited_fds(&self) -> [RawFd; 4] {
+    /// The parent's fds a child must close besides the listeners: both ends of the self-pipe,
+    /// and the oom_score_adj file (-1, which close ignores, when there is none).
+    fn inherited_fds(&self) -> [RawFd; 3] {
         let [pipe_read, pipe_write] = self.wakeup.raw_fds();
-        let listener = self.listener.as_ref().expect("listening").raw_fd();
         let oom = self.oom.as_ref().map_or(-1, oom::OomScore::fd);
-        [listener, pipe_read, pipe_write, oom]
+        [pipe_read, pipe_write, oom]
     }
 
     /// Stops polling the listener for `BACKOFF`; returns now.
@@ -437,8 +448,8 @@ impl Parent {
             return;
         };
         self.books.stopping = true;
-        // Closing the listener first frees the port for a successor at once.
-        self.listener = None;
+        // Closing the listeners first frees the port for a successor at once.
+        self.listeners.clear();
         let started = Instant::now();
         logln!(
             "stopping signal={} live={}",

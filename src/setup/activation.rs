@@ -3,8 +3,9 @@
 //! systemd (or `systemd-socket-activate`) opens the sockets, puts them at fd 3 onwards and sets
 //! LISTEN_PID to the pid it started and LISTEN_FDS to how many there are. The variables are for
 //! this process only, so they are removed from the environment at once, whatever they say, and
-//! children never see them. With `Accept=no` fd 3 is a listening socket, served like one forkecho
-//! bound itself; with `Accept=yes` it is one connection, served by `--inetd`.
+//! children never see them. With `Accept=no` fd 3 on are listening sockets (one per
+//! `ListenStream=`), served like ones forkecho bound itself; with `Accept=yes` fd 3 is one
+//! connection, served by `--inetd`.
 
 use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
 
@@ -57,46 +58,75 @@ pub enum Expect {
 }
 
 /// Takes ownership of fd 3 after checking it is a TCP stream socket of the expected kind, and
-/// closes any further passed fds (forkecho serves one socket; they would otherwise be inherited
-/// by every child). The error names the fd and what is wrong with it.
+/// closes any further passed fds (with `--inetd` forkecho serves one connection; they would
+/// otherwise stay open in it). The error names the fd and what is wrong with it.
 pub fn take_socket(passed: u32, expect: Expect) -> Result<Socket> {
     ensure!(passed >= 1, "no sockets were passed");
     if passed > 1 {
-        close_extra(passed);
+        close_extra(passed, FIRST_FD + 1);
     }
-    // SAFETY: fd 3 is only borrowed for fstat; if it is not open, fstat says EBADF.
-    let stat = fstat(unsafe { BorrowedFd::borrow_raw(FIRST_FD) })
-        .with_context(|| format!("LISTEN_FDS={passed} but fd {FIRST_FD} is not open"))?;
+    take_at(FIRST_FD, passed, expect)
+}
+
+/// Takes every passed listening socket (a unit with several `ListenStream=`): fd 3, which must
+/// be one, and the fds after it up to the first that is not open. Further fds LISTEN_FDS counts
+/// are closed.
+pub fn take_listeners(passed: u32) -> Result<Vec<Socket>> {
+    ensure!(passed >= 1, "no sockets were passed");
+    let mut sockets = vec![take_at(FIRST_FD, passed, Expect::Listening)?];
+    let last = (FIRST_FD as u32).saturating_add(passed - 1);
+    let mut fd = FIRST_FD + 1;
+    while (fd as u32) <= last && is_open(fd) {
+        sockets.push(take_at(fd, passed, Expect::Listening)?);
+        fd += 1;
+    }
+    if (fd as u32) <= last {
+        close_extra(passed, fd);
+    }
+    Ok(sockets)
+}
+
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: only borrowed for fstat; a closed fd gives EBADF.
+    fstat(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
+}
+
+/// Takes ownership of passed fd `fd` after checking it is a TCP stream socket of the expected
+/// kind.
+fn take_at(fd: RawFd, passed: u32, expect: Expect) -> Result<Socket> {
+    // SAFETY: the fd is only borrowed for fstat; if it is not open, fstat says EBADF.
+    let stat = fstat(unsafe { BorrowedFd::borrow_raw(fd) })
+        .with_context(|| format!("LISTEN_FDS={passed} but fd {fd} is not open"))?;
     ensure!(
         SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK,
-        "fd {FIRST_FD} (from LISTEN_FDS) is not a socket"
+        "fd {fd} (from LISTEN_FDS) is not a socket"
     );
-    // SAFETY: fd 3 is an open socket passed to this process alone; from here `socket` owns it.
-    let socket = unsafe { Socket::from_raw_fd(FIRST_FD) };
+    // SAFETY: the fd is an open socket passed to this process alone; from here `socket` owns it.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
     let kind = socket
         .r#type()
         .context("unable to read the passed socket's type")?;
     ensure!(
         kind == Type::STREAM,
-        "fd {FIRST_FD} (from LISTEN_FDS) is not a stream socket (it is {kind:?}); \
+        "fd {fd} (from LISTEN_FDS) is not a stream socket (it is {kind:?}); \
          forkecho serves TCP: ListenStream= in the .socket unit"
     );
     let domain = socket
         .domain()
         .context("unable to read the passed socket's domain")?;
     if domain != Domain::IPV4 && domain != Domain::IPV6 {
-        bail!("fd {FIRST_FD} (from LISTEN_FDS) is not an IPv4 or IPv6 socket ({domain:?})");
+        bail!("fd {fd} (from LISTEN_FDS) is not an IPv4 or IPv6 socket ({domain:?})");
     }
     let listening = socket
         .is_listener()
         .context("unable to read whether the passed socket listens")?;
     match (expect, listening) {
         (Expect::Listening, false) => bail!(
-            "fd {FIRST_FD} (from LISTEN_FDS) is not listening: a connection (Accept=yes) is \
+            "fd {fd} (from LISTEN_FDS) is not listening: a connection (Accept=yes) is \
              served with --inetd"
         ),
         (Expect::Connection, true) => bail!(
-            "fd {FIRST_FD} (from LISTEN_FDS) is a listening socket: with --inetd forkecho \
+            "fd {fd} (from LISTEN_FDS) is a listening socket: with --inetd forkecho \
              serves one connection (Accept=yes); without --inetd it serves a listening socket"
         ),
         _ => {}
@@ -107,10 +137,9 @@ pub fn take_socket(passed: u32, expect: Expect) -> Result<Socket> {
     Ok(socket)
 }
 
-/// Closes the passed fds after the first: 4 up to 3 + `passed` - 1.
-fn close_extra(passed: u32) {
-    let first = (FIRST_FD + 1) as u32;
-    super::close_range(first, (FIRST_FD as u32).saturating_add(passed - 1));
+/// Closes the passed fds from `from` up to 3 + `passed` - 1.
+fn close_extra(passed: u32, from: RawFd) {
+    super::close_range(from as u32, (FIRST_FD as u32).saturating_add(passed - 1));
 }
 
 #[cfg(test)]

@@ -1,12 +1,18 @@
-//! The listening socket: dual-stack by default, non-blocking, with errors that name the address.
+//! The listening sockets: dual-stack by default, one per address asked for, non-blocking, with
+//! errors that name the address.
 //!
 //! With no `--bind`, forkecho listens on `[::]` with IPV6_V6ONLY off, so one socket takes IPv6 and
-//! IPv4 clients alike; on a host without IPv6 it falls back to `0.0.0.0`. The socket is
+//! IPv4 clients alike; on a host without IPv6 it falls back to `0.0.0.0`. Each `--bind` adds
+//! listeners: an IP address one, a host name one for every address it resolves to (addresses of a
+//! family this host lacks are skipped, as long as one binds). With `--port 0` and several
+//! addresses, all share the port the kernel picked for the first. `--reuse-port` sets
+//! SO_REUSEPORT, so that several forkecho processes can share the port. The sockets are
 //! non-blocking because the main loop learns of connections from poll(2), never by blocking in
 //! accept(2).
 
+use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
@@ -19,26 +25,86 @@ pub struct Listener {
     addr: SocketAddr,
 }
 
+/// Where to listen, as `--bind` gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Ip(ip) => write!(f, "{ip}"),
+            Bind::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// How the listeners are made.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub port: u16,
+    pub backlog: i32,
+    pub reuse_port: bool,
+}
+
+/// How often binding several addresses on a port the kernel picks is tried afresh when the
+/// port turns out taken on a later address.
+const PICK_TRIES: usize = 8;
+
 impl Listener {
-    /// Binds `ip:port` (the dual-stack default when `ip` is None) and listens.
-    pub fn bind(ip: Option<IpAddr>, port: u16, backlog: i32) -> Result<Listener> {
-        match ip {
-            Some(ip) => Listener::open(SocketAddr::new(ip, port), backlog),
-            None => {
-                let dual = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-                match Listener::open(dual, backlog) {
-                    Err(err) if no_ipv6(&err) => {
-                        let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
-                        Listener::open(v4, backlog)
-                    }
-                    result => result,
-                }
+    /// Binds every address `binds` stands for (the dual-stack default when it is empty) and
+    /// listens on each.
+    pub fn bind_all(binds: &[Bind], settings: Settings) -> Result<Vec<Listener>> {
+        if binds.is_empty() {
+            return Ok(vec![Listener::bind_default(settings)?]);
+        }
+        let addrs = resolve(binds)?;
+        for attempt in 1.. {
+            match Listener::bind_addrs(&addrs, settings) {
+                // The port picked for the first address was taken on another: pick again.
+                Err(err) if settings.port == 0 && attempt < PICK_TRIES && in_use(&err) => {}
+                result => return result,
             }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    fn bind_default(settings: Settings) -> Result<Listener> {
+        let dual = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), settings.port);
+        match Listener::open(dual, settings) {
+            Err(err) if no_family(&err) => {
+                let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), settings.port);
+                Listener::open(v4, settings)
+            }
+            result => result,
         }
     }
 
-    fn open(addr: SocketAddr, backlog: i32) -> Result<Listener> {
-        let socket = listen_on(addr, backlog).with_context(|| format!("unable to bind {addr}"))?;
+    /// One listener per address, all on one port. An address of a family this host lacks is
+    /// skipped if it came from a name (with a warning); at least one must bind.
+    fn bind_addrs(addrs: &[(IpAddr, &Bind)], settings: Settings) -> Result<Vec<Listener>> {
+        let mut listeners: Vec<Listener> = Vec::new();
+        let mut port = settings.port;
+        for &(ip, bind) in addrs {
+            match Listener::open(SocketAddr::new(ip, port), Settings { port, ..settings }) {
+                Ok(listener) => {
+                    port = listener.addr.port();
+                    listeners.push(listener);
+                }
+                Err(err) if matches!(bind, Bind::Name(_)) && no_family(&err) => {
+                    crate::logln!("warning: --bind {bind}: skipping {ip}: {err:#}");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        anyhow::ensure!(!listeners.is_empty(), "no address of --bind could be bound");
+        Ok(listeners)
+    }
+
+    fn open(addr: SocketAddr, settings: Settings) -> Result<Listener> {
+        let socket = listen_on(addr, settings).with_context(|| format!("unable to bind {addr}"))?;
         // With port 0 the kernel picked the port: report the real one.
         let addr = socket
             .local_addr()
@@ -111,7 +177,42 @@ pub fn connection_options(socket: &Socket, idle_timeout: Duration) -> io::Result
     Ok(())
 }
 
-fn listen_on(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+/// The addresses `binds` stand for, in order, each once, with the `--bind` it came from. A name
+/// that resolves to nothing, or to an address no client can reach, is an error naming it.
+fn resolve(binds: &[Bind]) -> Result<Vec<(IpAddr, &Bind)>> {
+    let mut addrs: Vec<(IpAddr, &Bind)> = Vec::new();
+    for bind in binds {
+        let ips: Vec<IpAddr> = match bind {
+            Bind::Ip(ip) => vec![*ip],
+            Bind::Name(name) => (name.as_str(), 0)
+                .to_socket_addrs()
+                .with_context(|| format!("unable to resolve --bind '{name}'"))?
+                .map(|addr| addr.ip())
+                .collect(),
+        };
+        anyhow::ensure!(!ips.is_empty(), "--bind '{bind}' resolves to no address");
+        for ip in ips {
+            if let Err(why) = reachable(ip) {
+                anyhow::bail!("--bind '{bind}' resolves to {ip}: {why}");
+            }
+            if !addrs.iter().any(|&(seen, _)| seen == ip) {
+                addrs.push((ip, bind));
+            }
+        }
+    }
+    Ok(addrs)
+}
+
+/// Whether a client can reach a TCP listener on `ip`: not a multicast or broadcast address.
+pub fn reachable(ip: IpAddr) -> Result<(), String> {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_multicast() || broadcast {
+        return Err("a multicast or broadcast address cannot accept TCP connections".to_string());
+    }
+    Ok(())
+}
+
+fn listen_on(addr: SocketAddr, settings: Settings) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         socket.set_only_v6(false)?;
@@ -119,14 +220,25 @@ fn listen_on(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     // Lets a restarted server bind while old connections sit in TIME_WAIT; on Linux it does not
     // let two listeners share a port.
     socket.set_reuse_address(true)?;
+    if settings.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
+    socket.listen(settings.backlog)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
-/// True when the failure means "this host has no IPv6", so the IPv4 fallback applies.
-fn no_ipv6(err: &anyhow::Error) -> bool {
+/// True when the failure means the port is taken.
+fn in_use(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<io::Error>()
+        .and_then(io::Error::raw_os_error)
+        .is_some_and(|errno| errno == Errno::EADDRINUSE as i32)
+}
+
+/// True when the failure means "this host has no such address family" (no IPv6, say), so the
+/// IPv4 fallback applies, or a name's address of that family is skipped.
+fn no_family(err: &anyhow::Error) -> bool {
     let errno = err
         .downcast_ref::<io::Error>()
         .and_then(io::Error::raw_os_error)
@@ -163,18 +275,77 @@ pub fn is_per_connection(err: &io::Error) -> bool {
 mod tests {
     use super::*;
 
+    fn settings(port: u16) -> Settings {
+        Settings {
+            port,
+            backlog: 16,
+            reuse_port: false,
+        }
+    }
+
+    /// One listener on 127.0.0.1:`port`.
+    fn bind(port: u16) -> Result<Listener> {
+        let mut all = Listener::bind_all(&[Bind::Ip(Ipv4Addr::LOCALHOST.into())], settings(port))?;
+        assert_eq!(all.len(), 1);
+        Ok(all.remove(0))
+    }
+
     #[test]
     fn port_zero_reports_the_real_port() {
-        let listener = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), 0, 16).unwrap();
+        let listener = bind(0).unwrap();
         assert_eq!(listener.addr().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_ne!(listener.addr().port(), 0);
     }
 
     #[test]
+    fn several_addresses_share_the_port_picked_for_the_first() {
+        let binds = [
+            Bind::Ip(Ipv4Addr::LOCALHOST.into()),
+            Bind::Ip("127.0.0.2".parse().unwrap()),
+            // Twice: bound once.
+            Bind::Ip(Ipv4Addr::LOCALHOST.into()),
+        ];
+        let all = Listener::bind_all(&binds, settings(0)).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_ne!(all[0].addr().port(), 0);
+        assert_eq!(all[0].addr().port(), all[1].addr().port());
+        assert_eq!(all[1].addr().ip().to_string(), "127.0.0.2");
+    }
+
+    #[test]
+    fn a_name_binds_every_address_it_resolves_to() {
+        let all = Listener::bind_all(&[Bind::Name("localhost".into())], settings(0)).unwrap();
+        assert!(
+            all.iter().all(|l| l.addr().ip().is_loopback()),
+            "{:?}",
+            all.len()
+        );
+        assert!(
+            all.iter()
+                .any(|l| l.addr().ip() == IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+    }
+
+    #[test]
+    fn reuse_port_lets_two_listeners_share_a_port() {
+        let shared = Settings {
+            reuse_port: true,
+            ..settings(0)
+        };
+        let v4 = [Bind::Ip(Ipv4Addr::LOCALHOST.into())];
+        let first = Listener::bind_all(&v4, shared).unwrap();
+        let port = first[0].addr().port();
+        let second = Listener::bind_all(&v4, Settings { port, ..shared }).unwrap();
+        assert_eq!(second[0].addr().port(), port);
+        // Without it, the port stays taken.
+        assert!(bind(port).is_err());
+    }
+
+    #[test]
     fn a_busy_port_is_an_error_naming_the_address() {
-        let first = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), 0, 16).unwrap();
+        let first = bind(0).unwrap();
         let port = first.addr().port();
-        let err = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), port, 16)
+        let err = bind(port)
             .err()
             .expect("second bind of the same port must fail");
         let text = format!("{err:#}");
@@ -183,19 +354,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Address already in use"), "{text}");
-        assert!(!no_ipv6(&err));
+        assert!(!no_family(&err));
+        assert!(in_use(&err));
     }
 
     #[test]
     fn accept_on_an_idle_listener_would_block() {
-        let listener = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), 0, 16).unwrap();
+        let listener = bind(0).unwrap();
         let err = listener.accept().expect_err("no connection is waiting");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
     fn accepted_sockets_inherit_nodelay_and_the_timeouts() {
-        let listener = Listener::bind(Some(Ipv4Addr::LOCALHOST.into()), 0, 16).unwrap();
+        let listener = bind(0).unwrap();
         listener
             .set_connection_options(Duration::from_millis(1500))
             .unwrap();

@@ -22,14 +22,16 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::Mode;
 
 use crate::cli::Options;
-use activation::Expect;
 use listener::Listener;
 use privileges::Identity;
 
-/// A bound (or adopted) listener, ready for the parent.
+/// The most listening sockets one forkecho serves (the parent's loop tracks them in a 64-bit set).
+pub const MAX_LISTENERS: usize = 64;
+
+/// The bound (or adopted) listeners, ready for the parent.
 pub struct Listening {
-    pub listener: Listener,
-    /// Whether systemd passed the socket (then --port, --bind and --backlog did not apply).
+    pub listeners: Vec<Listener>,
+    /// Whether systemd passed the sockets (then --port, --bind and --backlog did not apply).
     pub from_systemd: bool,
     /// Who the server now runs as, when --user or --group asked for a change.
     pub identity: Option<Identity>,
@@ -42,17 +44,27 @@ pub fn listen(options: &Options) -> Result<Listening> {
     clean(passed);
     standard_fds()?;
     let identity = privileges::resolve(options.user.as_deref(), options.group.as_deref())?;
-    let (listener, from_systemd) = match passed {
-        0 => (
-            Listener::bind(options.bind, options.port, options.backlog)?,
-            false,
-        ),
+    let settings = listener::Settings {
+        port: options.port,
+        backlog: options.backlog,
+        reuse_port: options.reuse_port,
+    };
+    let (listeners, from_systemd) = match passed {
+        0 => (Listener::bind_all(&options.bind, settings)?, false),
         n => {
-            let socket = activation::take_socket(n, Expect::Listening)?;
-            (Listener::adopt(socket)?, true)
+            let sockets = activation::take_listeners(n)?;
+            let adopted = sockets.into_iter().map(Listener::adopt);
+            (adopted.collect::<Result<Vec<_>>>()?, true)
         }
     };
-    listener.set_connection_options(options.idle_timeout)?;
+    anyhow::ensure!(
+        listeners.len() <= MAX_LISTENERS,
+        "{} listening sockets: forkecho serves at most {MAX_LISTENERS}",
+        listeners.len()
+    );
+    for listener in &listeners {
+        listener.set_connection_options(options.idle_timeout)?;
+    }
     if let Some(identity) = &identity {
         privileges::drop_to(identity)?;
     }
@@ -60,7 +72,7 @@ pub fn listen(options: &Options) -> Result<Listening> {
     // first line a client could make us write.
     crate::log::init();
     Ok(Listening {
-        listener,
+        listeners,
         from_systemd,
         identity,
     })

@@ -12,15 +12,22 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Reads forkecho's readiness line, `listening on ADDR`, from its stdout and returns the
-/// address, or the line (perhaps empty) that came instead.
+/// Reads forkecho's readiness line, `listening on ADDR[ ADDR...]`, from its stdout and returns
+/// the first address, or the line (perhaps empty) that came instead.
 pub fn read_readiness(stdout: &mut impl BufRead) -> Result<SocketAddr, String> {
+    read_readiness_all(stdout).map(|addrs| addrs[0])
+}
+
+/// Reads the readiness line and returns every address on it.
+pub fn read_readiness_all(stdout: &mut impl BufRead) -> Result<Vec<SocketAddr>, String> {
     let mut line = String::new();
     let _ = stdout.read_line(&mut line);
-    line.strip_prefix("listening on ")
+    let addrs: Option<Vec<SocketAddr>> = line
+        .strip_prefix("listening on ")
         .and_then(|rest| rest.strip_suffix('\n'))
-        .and_then(|addr| addr.parse().ok())
-        .ok_or(line)
+        .map(|rest| rest.split(' ').map(|addr| addr.parse().ok()).collect())
+        .and_then(|addrs: Option<Vec<SocketAddr>>| addrs.filter(|a| !a.is_empty()));
+    addrs.ok_or(line)
 }
 
 /// Stops `process` the way a service manager would: SIGTERM, up to `within` to exit, then

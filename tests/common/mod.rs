@@ -107,7 +107,10 @@ struct Sink {
 /// A running forkecho, stopped when dropped.
 pub struct Server {
     process: Child,
+    /// The first address of the readiness line.
     pub addr: SocketAddr,
+    /// Every address of the readiness line (several with several --bind).
+    pub addrs: Vec<SocketAddr>,
     stderr: Arc<Sink>,
     /// Bytes after the listening line, and whether stdout has reached EOF.
     stdout_rest: Arc<(Mutex<Vec<u8>>, AtomicBool)>,
@@ -153,7 +156,7 @@ impl Server {
         let rest = Arc::clone(&stdout_rest);
         let mut out = BufReader::new(process.stdout.take().unwrap());
         thread::spawn(move || {
-            let _ = ready_tx.send(fixture::read_readiness(&mut out));
+            let _ = ready_tx.send(fixture::read_readiness_all(&mut out));
             let mut bytes = Vec::new();
             let _ = out.read_to_end(&mut bytes);
             *rest.0.lock().unwrap() = bytes;
@@ -165,11 +168,15 @@ impl Server {
         let mut server = Server {
             process,
             addr: "0.0.0.0:0".parse().unwrap(),
+            addrs: Vec::new(),
             stderr,
             stdout_rest,
         };
         match ready {
-            Ok(addr) => server.addr = addr,
+            Ok(addrs) => {
+                server.addr = addrs[0];
+                server.addrs = addrs;
+            }
             Err(first) => {
                 let _ = server.process.kill();
                 let _ = server.process.wait();
