@@ -11,6 +11,7 @@ use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::child::faults::{self, CHUNK_GAP, Chunk, Delay, Faults, Limit, LimitKind};
+use crate::parent::rate::Rate;
 use crate::setup::listener::{self, Bind};
 
 const MAX_BUFFER: usize = 64 * 1024 * 1024;
@@ -89,6 +90,22 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_per_ip: u32,
 
+    /// Most new connections from one client address group: N at once, then N every S seconds
+    /// (S defaults to 1: `--rate-per-ip 20` is 20 a second). Connections over the rate are closed
+    /// before any fork and logged as refused
+    #[arg(long, value_name = "N[/S]", value_parser = parse_rate_per_ip)]
+    pub rate_per_ip: Option<Rate>,
+
+    /// IPv6 clients count per prefix of this many bits for --max-per-ip and --rate-per-ip (one
+    /// host usually owns a whole /64)
+    #[arg(long, value_name = "LEN", default_value_t = 64, value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub ipv6_prefix: u8,
+
+    /// IPv4 clients count per prefix of this many bits for --max-per-ip and --rate-per-ip (32:
+    /// per address)
+    #[arg(long, value_name = "LEN", default_value_t = 32, value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub ipv4_prefix: u8,
+
     /// Close a connection whose client sends nothing, or reads nothing of the echo, for this many
     /// seconds (decimals allowed, at least 0.001). 0 = never
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
@@ -125,7 +142,7 @@ pub struct Options {
 
     /// Serve one connection that inetd, xinetd, tcpserver or systemd (Accept=yes) accepted,
     /// on stdin/stdout (or fd 3 with LISTEN_FDS), then exit
-    #[arg(long, conflicts_with_all = ["port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "grace", "user", "group"])]
+    #[arg(long, conflicts_with_all = ["port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip", "ipv6_prefix", "ipv4_prefix", "grace", "user", "group"])]
     pub inetd: bool,
 
     /// Hold each echoed chunk back MS milliseconds, ± up to JITTER (uniform): a slow server or
@@ -364,6 +381,19 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses `--rate-per-ip`: `N` or `N/S`, N at least 1, S seconds (decimals allowed) above zero.
+fn parse_rate_per_ip(text: &str) -> Result<Rate, String> {
+    let (count, per) = text.split_once('/').unwrap_or((text, "1"));
+    let count = match count.parse::<u32>() {
+        Ok(count @ 1..) => count,
+        _ => return Err("expected N or N/S: N connections (at least 1) per S seconds".to_string()),
+    };
+    match parse_seconds(per)? {
+        per if per >= Duration::from_millis(1) => Ok(Rate { count, per }),
+        _ => Err("the interval must be at least 0.001 seconds".to_string()),
+    }
+}
+
 /// Parses a wait that must end: seconds as `parse_seconds`, at least a millisecond.
 fn parse_positive(text: &str) -> Result<Duration, String> {
     match parse_seconds(text)? {
@@ -567,6 +597,56 @@ mod tests {
             parse(&["--completions", "bash"]).unwrap().mode(),
             Mode::Completions(Shell::Bash)
         );
+    }
+
+    #[test]
+    fn rates_and_prefixes_parse() {
+        let opts = parse(&[
+            "--rate-per-ip",
+            "20",
+            "--ipv6-prefix",
+            "56",
+            "--ipv4-prefix",
+            "24",
+        ])
+        .unwrap();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            opts.rate_per_ip,
+            Some(Rate {
+                count: 20,
+                per: second
+            })
+        );
+        assert_eq!((opts.ipv6_prefix, opts.ipv4_prefix), (56, 24));
+        let opts = parse(&["--rate-per-ip", "5/0.5"]).unwrap();
+        let half = Duration::from_millis(500);
+        assert_eq!(
+            opts.rate_per_ip,
+            Some(Rate {
+                count: 5,
+                per: half
+            })
+        );
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(
+            (
+                defaults.rate_per_ip,
+                defaults.ipv6_prefix,
+                defaults.ipv4_prefix
+            ),
+            (None, 64, 32)
+        );
+        for bad in [
+            &["--rate-per-ip", "0"][..],
+            &["--rate-per-ip", "5/0"],
+            &["--rate-per-ip", "x/1"],
+            &["--rate-per-ip", "5/-1"],
+            &["--ipv6-prefix", "129"],
+            &["--ipv4-prefix", "33"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

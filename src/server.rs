@@ -67,13 +67,19 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
         false => ("", options.backlog.to_string()),
     };
     logln!(
-        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={} sandbox={}",
+        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={} rate-per-ip={} ipv6-prefix={} ipv4-prefix={} sandbox={}",
         std::process::id(),
         options.buffer_size,
         options.max_clients,
         options.max_per_ip,
         Secs(options.idle_timeout),
         Secs(options.max_duration),
+        match options.rate_per_ip {
+            Some(rate) => rate.to_string(),
+            None => "off".to_string(),
+        },
+        options.ipv6_prefix,
+        options.ipv4_prefix,
         if options.no_sandbox { "off" } else { "on" }
     );
     if let Some(faults) = parent.faults() {

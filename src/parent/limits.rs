@@ -1,9 +1,12 @@
-//! The limits on who is served: `--max-clients` in all, `--max-per-ip` from one address.
+//! The limits on who is served: `--max-clients` in all, `--max-per-ip` from one address group
+//! (and, in `rate`, `--rate-per-ip`).
 //!
-//! Address policy: a client counts under its IP address, whatever its port, and an IPv4 client
-//! of a dual-stack socket (`::ffff:192.0.2.1`) counts as the IPv4 address it is, so it shares its
-//! count with the same host reaching an IPv4 listener. Per-address counts are kept only when
-//! `--max-per-ip` is set: they live on the heap, which children inherit.
+//! Address policy (`Grouping`): a client counts under its IP address, whatever its port, and an
+//! IPv4 client of a dual-stack socket (`::ffff:192.0.2.1`) counts as the IPv4 address it is, so it
+//! shares its count with the same host reaching an IPv4 listener. IPv6 clients count per prefix,
+//! `--ipv6-prefix` bits (64 by default: one host owns a whole /64, so a per-address cap would be
+//! no cap), IPv4 clients per `--ipv4-prefix` (32, the address, by default). Per-group counts are
+//! kept only when `--max-per-ip` is set: they live on the heap, which children inherit.
 //!
 //! A child's count drops when the parent reaps it, which is after its client saw the connection
 //! close; a client that reconnects at once would be refused for a connection it knows is over.
@@ -22,9 +25,58 @@ use nix::unistd::Pid;
 
 use crate::memory;
 
-/// The address a client is counted under.
+/// The address a client is logged as: IPv4 clients of a dual-stack socket as IPv4.
 pub fn client_ip(peer: SocketAddr) -> IpAddr {
     peer.ip().to_canonical()
+}
+
+/// How clients are grouped for `--max-per-ip` and `--rate-per-ip`: by the first `v4` bits of an
+/// IPv4 address and the first `v6` bits of an IPv6 one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Grouping {
+    /// The group `peer` counts under: its address with the bits past the prefix cleared.
+    pub fn key(&self, peer: SocketAddr) -> IpAddr {
+        match client_ip(peer) {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.v4)).unwrap_or(0);
+                IpAddr::V4((v4.to_bits() & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.v6)).unwrap_or(0);
+                IpAddr::V6((v6.to_bits() & mask).into())
+            }
+        }
+    }
+
+    /// How a group reads in a log line: the address, or `prefix/len` when it is more than one.
+    pub fn show(&self, peer: SocketAddr) -> Group {
+        let key = self.key(peer);
+        let len = match key {
+            IpAddr::V4(_) => self.v4,
+            IpAddr::V6(_) => self.v6,
+        };
+        Group { key, len }
+    }
+}
+
+/// A group as a log line shows it (see `Grouping::show`).
+pub struct Group {
+    key: IpAddr,
+    len: u8,
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.key, self.len) {
+            (IpAddr::V4(_), 32) | (IpAddr::V6(_), 128) => write!(f, "{}", self.key),
+            (key, len) => write!(f, "{key}/{len}"),
+        }
+    }
 }
 
 /// Which children have closed their connections: one serial number per pid, in memory the
@@ -69,18 +121,25 @@ pub struct Limits {
     max_clients: usize,
     /// Zero: no limit.
     max_per_ip: u32,
-    /// Live children per client address, when `max_per_ip` is set.
+    grouping: Grouping,
+    /// Live children per client address group, when `max_per_ip` is set.
     per_ip: HashMap<IpAddr, u32>,
 }
 
 impl Limits {
-    /// The counts start empty and grow with the addresses being served, whatever the limits.
-    pub fn new(max_clients: usize, max_per_ip: u32) -> Limits {
+    /// The counts start empty and grow with the groups being served, whatever the limits.
+    pub fn new(max_clients: usize, max_per_ip: u32, grouping: Grouping) -> Limits {
         Limits {
             max_clients,
             max_per_ip,
+            grouping,
             per_ip: HashMap::new(),
         }
+    }
+
+    /// How clients are grouped.
+    pub fn grouping(&self) -> Grouping {
+        self.grouping
     }
 
     pub fn max_clients(&self) -> usize {
@@ -106,21 +165,22 @@ impl Limits {
         serving >= self.max_per_ip && serving - closed() >= self.max_per_ip
     }
 
-    /// How many live children serve clients from `peer`'s address (0 unless counting per IP).
+    /// How many live children serve clients from `peer`'s group (0 unless counting per IP).
     pub fn serving(&self, peer: SocketAddr) -> u32 {
-        self.per_ip.get(&client_ip(peer)).copied().unwrap_or(0)
+        let key = self.grouping.key(peer);
+        self.per_ip.get(&key).copied().unwrap_or(0)
     }
 
     /// A child now serves `peer`.
     pub fn opened(&mut self, peer: SocketAddr) {
         if self.max_per_ip > 0 {
-            *self.per_ip.entry(client_ip(peer)).or_default() += 1;
+            *self.per_ip.entry(self.grouping.key(peer)).or_default() += 1;
         }
     }
 
     /// The child serving `peer` is gone.
     pub fn closed(&mut self, peer: SocketAddr) {
-        if let Entry::Occupied(mut count) = self.per_ip.entry(client_ip(peer)) {
+        if let Entry::Occupied(mut count) = self.per_ip.entry(self.grouping.key(peer)) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
                 count.remove();
@@ -137,9 +197,43 @@ mod tests {
         text.parse().unwrap()
     }
 
+    const EXACT: Grouping = Grouping { v4: 32, v6: 128 };
+    const DEFAULT: Grouping = Grouping { v4: 32, v6: 64 };
+
+    #[test]
+    fn ipv6_clients_group_by_prefix_and_ipv4_ones_by_address() {
+        let key = |g: Grouping, a: &str| g.key(addr(a)).to_string();
+        assert_eq!(key(DEFAULT, "[2001:db8:1:2:aaaa::1]:5"), "2001:db8:1:2::");
+        assert_eq!(key(DEFAULT, "[2001:db8:1:2:bbbb::9]:6"), "2001:db8:1:2::");
+        assert_ne!(key(DEFAULT, "[2001:db8:1:3::1]:5"), "2001:db8:1:2::");
+        assert_eq!(key(DEFAULT, "192.0.2.77:5"), "192.0.2.77");
+        assert_eq!(key(DEFAULT, "[::ffff:192.0.2.77]:5"), "192.0.2.77");
+        let wide = Grouping { v4: 24, v6: 48 };
+        assert_eq!(key(wide, "192.0.2.77:5"), "192.0.2.0");
+        assert_eq!(key(wide, "[2001:db8:1:2::1]:5"), "2001:db8:1::");
+        let all = Grouping { v4: 0, v6: 0 };
+        assert_eq!(key(all, "192.0.2.77:5"), "0.0.0.0");
+        assert_eq!(key(all, "[2001:db8::1]:5"), "::");
+        assert_eq!(key(EXACT, "[2001:db8::1]:5"), "2001:db8::1");
+        assert_eq!(
+            DEFAULT.show(addr("[2001:db8::1]:5")).to_string(),
+            "2001:db8::/64"
+        );
+        assert_eq!(DEFAULT.show(addr("192.0.2.1:5")).to_string(), "192.0.2.1");
+        assert_eq!(wide.show(addr("192.0.2.1:5")).to_string(), "192.0.2.0/24");
+    }
+
+    #[test]
+    fn one_prefix_is_one_count() {
+        let mut limits = Limits::new(8, 1, DEFAULT);
+        limits.opened(addr("[2001:db8::1]:1000"));
+        assert!(limits.refuses(addr("[2001:db8::2]:1000"), || 0));
+        assert!(!limits.refuses(addr("[2001:db8:0:1::2]:1000"), || 0));
+    }
+
     #[test]
     fn counts_per_address_across_ports_and_ipv4_mapping() {
-        let mut limits = Limits::new(4, 2);
+        let mut limits = Limits::new(4, 2, DEFAULT);
         limits.opened(addr("192.0.2.1:1000"));
         limits.opened(addr("[::ffff:192.0.2.1]:1001"));
         limits.opened(addr("192.0.2.2:1000"));
@@ -158,7 +252,7 @@ mod tests {
 
     #[test]
     fn without_max_per_ip_nothing_is_counted_or_refused() {
-        let mut limits = Limits::new(4, 0);
+        let mut limits = Limits::new(4, 0, DEFAULT);
         limits.opened(addr("192.0.2.1:1000"));
         assert_eq!(limits.serving(addr("192.0.2.1:9")), 0);
         assert!(!limits.refuses(addr("192.0.2.1:9"), || 0));
@@ -168,7 +262,7 @@ mod tests {
 
     #[test]
     fn full_at_max_clients() {
-        let limits = Limits::new(2, 0);
+        let limits = Limits::new(2, 0, DEFAULT);
         assert!(!limits.full(1));
         assert!(limits.full(2));
     }

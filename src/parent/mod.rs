@@ -18,6 +18,7 @@ mod children;
 mod fork;
 pub mod limits;
 mod oom;
+pub mod rate;
 mod reaper;
 pub mod signals;
 pub mod stats;
@@ -80,6 +81,8 @@ pub struct Parent {
 struct Books {
     children: Children,
     limits: Limits,
+    /// `--rate-per-ip`'s table, when it is set.
+    rates: Option<rate::RateTable>,
     counts: Counts,
     /// Accepting resumes at this instant after a resource shortage.
     paused_until: Option<Instant>,
@@ -102,7 +105,19 @@ impl Parent {
         let max_clients = options.max_clients as usize;
         let books = ParentOnly::new(Books {
             children: Children::new()?,
-            limits: Limits::new(max_clients, options.max_per_ip),
+            limits: Limits::new(
+                max_clients,
+                options.max_per_ip,
+                limits::Grouping {
+                    v4: options.ipv4_prefix,
+                    v6: options.ipv6_prefix,
+                },
+            ),
+            rates: options
+                .rate_per_ip
+                .map(rate::RateTable::new)
+                .transpose()
+                .context("unable to map the --rate-per-ip table")?,
             counts: Counts::default(),
             paused_until: None,
             was_full: false,
@@ -289,12 +304,30 @@ impl Parent {
         }
     }
 
-    /// Serves `client` unless its address is at `--max-per-ip`: then it is closed at once, told
-    /// nothing, and logged (rate-limited) as refused.
+    /// Serves `client` unless its address group is over `--rate-per-ip` or at `--max-per-ip`:
+    /// then it is closed at once, before any fork, told nothing, and logged (rate-limited) as
+    /// refused.
     fn admit(&mut self, client: Socket, peer: SocketAddr) {
         let books = &mut *self.books;
+        let grouping = books.limits.grouping();
+        if let Some(rates) = &mut books.rates
+            && !rates.admit(grouping.key(peer), Instant::now())
+        {
+            drop(client);
+            books.counts.rate_limited += 1;
+            if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
+                logln!(
+                    "refused peer={} reason=rate-per-ip limit={} group={}{}",
+                    Peer(peer),
+                    rates.rate(),
+                    grouping.show(peer),
+                    Suppressed(held)
+                );
+            }
+            return;
+        }
         let closed = || match self.child.marks {
-            Some(marks) => closed_from(&books.children, &marks, peer),
+            Some(marks) => closed_from(&books.children, &marks, grouping, peer),
             None => 0,
         };
         if books.limits.refuses(peer, closed) {
@@ -302,9 +335,10 @@ impl Parent {
             books.counts.refused_per_ip += 1;
             if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
                 logln!(
-                    "refused peer={} reason=max-per-ip limit={}{}",
+                    "refused peer={} reason=max-per-ip limit={} group={}{}",
                     Peer(peer),
                     books.limits.max_per_ip(),
+                    grouping.show(peer),
                     Suppressed(held)
                 );
             }
@@ -506,13 +540,18 @@ impl Parent {
     }
 }
 
-/// How many children serving `peer`'s address have marked their connection closed.
-fn closed_from(children: &Children, marks: &limits::Marks, peer: SocketAddr) -> u32 {
-    let ip = limits::client_ip(peer);
+/// How many children serving `peer`'s address group have marked their connection closed.
+fn closed_from(
+    children: &Children,
+    marks: &limits::Marks,
+    grouping: limits::Grouping,
+    peer: SocketAddr,
+) -> u32 {
+    let group = grouping.key(peer);
     children
         .iter()
         .filter(|(pid, child)| {
-            limits::client_ip(child.peer) == ip && marks.closed(*pid, child.serial)
+            grouping.key(child.peer) == group && marks.closed(*pid, child.serial)
         })
         .count() as u32
 }

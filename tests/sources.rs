@@ -1,0 +1,212 @@
+//! Limits per source: `--rate-per-ip` (a token bucket per address group, checked before any
+//! fork) and the address grouping both it and `--max-per-ip` use (`--ipv4-prefix`,
+//! `--ipv6-prefix`). Clients connect from several loopback addresses (127.0.0.2, 127.0.0.3, ...);
+//! the IPv6 test runs in a private network namespace with a /64 of its own on loopback.
+
+mod common;
+
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Server, event, field, round_trip};
+use nix::libc;
+use nix::sched::{CloneFlags, unshare};
+use socket2::{Domain, Socket, Type};
+
+/// A connection to `to` from address `from` (any port).
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let from: IpAddr = from.parse().unwrap();
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    socket.connect_timeout(&to.into(), DEADLINE).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
+/// Whether the server echoes on this connection (true), or closed it unserved (false).
+fn served(mut stream: TcpStream) -> bool {
+    use std::io::Write;
+    if stream.write_all(b"hello?").is_err() {
+        return false;
+    }
+    let mut back = [0u8; 6];
+    match stream.read_exact(&mut back) {
+        Ok(()) => back == *b"hello?",
+        Err(_) => false,
+    }
+}
+
+fn accepts(server: &Server) -> usize {
+    server
+        .log()
+        .lines()
+        .filter(|l| event(l) == Some("accept"))
+        .count()
+}
+
+#[test]
+fn rate_per_ip_closes_connections_over_the_rate_before_any_fork() {
+    // Three a minute: no token comes back during the test.
+    let mut server = Server::start(&["--rate-per-ip", "3/60"]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut client = connect_from("127.0.0.1", server.addr);
+        assert_eq!(round_trip(&mut client, b"ok"), b"ok");
+        held.push(client);
+    }
+    let over = connect_from("127.0.0.1", server.addr);
+    let local = over.local_addr().unwrap();
+    assert!(
+        !served(over),
+        "the fourth within the minute is closed unserved"
+    );
+    let refused = server.wait_for_line("the refusal", |l| {
+        event(l) == Some("refused") && field(l, "peer") == Some(&*local.to_string())
+    });
+    assert_eq!(field(&refused, "reason"), Some("rate-per-ip"), "{refused}");
+    assert_eq!(field(&refused, "limit"), Some("3/60s"), "{refused}");
+    assert_eq!(accepts(&server), 3, "no child for the refused one");
+    // Another source has its own bucket.
+    assert!(served(connect_from("127.0.0.2", server.addr)));
+    drop(held);
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success());
+    let stopped = server.stopped_line();
+    assert_eq!(field(&stopped, "rate-limited"), Some("1"), "{stopped}");
+    assert_eq!(field(&stopped, "accepted"), Some("4"), "{stopped}");
+}
+
+#[test]
+fn a_token_comes_back_after_its_interval() {
+    let server = Server::start(&["--rate-per-ip", "1/0.3"]);
+    let first = Instant::now();
+    assert!(served(connect_from("127.0.0.1", server.addr)));
+    assert!(!served(connect_from("127.0.0.1", server.addr)));
+    // Try again every 20 ms: refusals take no token, so the next one is served once 0.3 s
+    // have passed, and not before.
+    let deadline = Instant::now() + DEADLINE;
+    while !served(connect_from("127.0.0.1", server.addr)) {
+        assert!(Instant::now() < deadline, "never served again");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        first.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        first.elapsed()
+    );
+}
+
+#[test]
+fn ipv4_prefix_groups_neighbours_for_max_per_ip() {
+    let server = Server::start(&["--max-per-ip", "1", "--ipv4-prefix", "24"]);
+    let mut holder = connect_from("127.0.0.2", server.addr);
+    assert_eq!(round_trip(&mut holder, b"mine"), b"mine");
+    // 127.0.0.3 is in the same /24: refused, and the log names the group.
+    let neighbour = connect_from("127.0.0.3", server.addr);
+    let local = neighbour.local_addr().unwrap().to_string();
+    assert!(!served(neighbour));
+    let refused = server.wait_for_line("the refusal", |l| {
+        event(l) == Some("refused") && field(l, "peer") == Some(local.as_str())
+    });
+    assert_eq!(field(&refused, "group"), Some("127.0.0.0/24"), "{refused}");
+    // 127.0.1.2 is not.
+    assert!(served(connect_from("127.0.1.2", server.addr)));
+
+    // Per address by default: the neighbour is served.
+    let server = Server::start(&["--max-per-ip", "1"]);
+    let mut holder = connect_from("127.0.0.2", server.addr);
+    assert_eq!(round_trip(&mut holder, b"mine"), b"mine");
+    assert!(served(connect_from("127.0.0.3", server.addr)));
+}
+
+#[test]
+fn ipv6_clients_count_per_64_by_default() {
+    thread::spawn(|| {
+        if let Err(err) = unshare(CloneFlags::CLONE_NEWNET) {
+            eprintln!("skipped: a private network namespace needs CAP_SYS_ADMIN ({err})");
+            return;
+        }
+        if let Err(err) = loopback_with(&["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:2::1"])
+        {
+            eprintln!("skipped: no IPv6 addresses on loopback here ({err})");
+            return;
+        }
+        let mut command = Command::new(common::binary());
+        command.args(["--port", "0", "--bind", "::", "--max-per-ip", "1"]);
+        let server = Server::spawn(command);
+        let to = SocketAddr::new("2001:db8:0:1::1".parse().unwrap(), server.addr.port());
+        let mut holder = connect_from("2001:db8:0:1::1", to);
+        assert_eq!(round_trip(&mut holder, b"mine"), b"mine");
+        // Another address of the same /64: the same host, for all forkecho can tell.
+        let same_host = connect_from("2001:db8:0:1::2", to);
+        let local = same_host.local_addr().unwrap().to_string();
+        assert!(!served(same_host));
+        let refused = server.wait_for_line("the refusal", |l| {
+            event(l) == Some("refused") && field(l, "peer") == Some(local.as_str())
+        });
+        assert_eq!(
+            field(&refused, "group"),
+            Some("2001:db8:0:1::/64"),
+            "{refused}"
+        );
+        // Another /64 is another host.
+        assert!(served(connect_from("2001:db8:0:2::1", to)));
+    })
+    .join()
+    .expect("the namespace thread");
+}
+
+/// Brings `lo` up with `addrs` (each a /64) in this thread's network namespace, with ioctls only.
+fn loopback_with(addrs: &[&str]) -> io::Result<()> {
+    // SAFETY: plain socket(2) calls; the results are checked before use.
+    let v4 = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: as above.
+    let v6 = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if v4 < 0 || v6 < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let check = |done: libc::c_int| match done {
+        0.. => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    };
+    let result = (|| {
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: the ioctls read and write only `req`, which outlives them; only the flags
+        // member of its union is used, and SIOCGIFFLAGS fills it in.
+        unsafe {
+            check(libc::ioctl(v4, libc::SIOCGIFFLAGS, &mut req))?;
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            check(libc::ioctl(v4, libc::SIOCSIFFLAGS, &req))?;
+            check(libc::ioctl(v4, libc::SIOCGIFINDEX, &mut req))?;
+        }
+        // SAFETY: SIOCGIFINDEX filled in the index member.
+        let index = unsafe { req.ifr_ifru.ifru_ifindex };
+        for addr in addrs {
+            let ip: std::net::Ipv6Addr = addr.parse().unwrap();
+            let add = libc::in6_ifreq {
+                ifr6_addr: libc::in6_addr {
+                    s6_addr: ip.octets(),
+                },
+                ifr6_prefixlen: 64,
+                ifr6_ifindex: index,
+            };
+            // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads one in6_ifreq.
+            check(unsafe { libc::ioctl(v6, libc::SIOCSIFADDR, &add) })?;
+        }
+        Ok(())
+    })();
+    // SAFETY: both fds are ours and closed once.
+    unsafe {
+        libc::close(v4);
+        libc::close(v6);
+    }
+    result
+}
