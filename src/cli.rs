@@ -90,6 +90,12 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_per_ip: u32,
 
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy-v2, nginx, AWS NLB and
+    /// Envoy send it) before each connection's data: logs and the per-source limits use the
+    /// client address it names. A connection without a valid header within 5 s is closed
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
     /// Most new connections from one client address group: N at once, then N every S seconds
     /// (S defaults to 1: `--rate-per-ip 20` is 20 a second). Connections over the rate are closed
     /// before any fork and logged as refused
@@ -142,7 +148,7 @@ pub struct Options {
 
     /// Serve one connection that inetd, xinetd, tcpserver or systemd (Accept=yes) accepted,
     /// on stdin/stdout (or fd 3 with LISTEN_FDS), then exit
-    #[arg(long, conflicts_with_all = ["port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip", "ipv6_prefix", "ipv4_prefix", "grace", "user", "group"])]
+    #[arg(long, conflicts_with_all = ["port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip", "ipv6_prefix", "ipv4_prefix", "proxy_protocol", "grace", "user", "group"])]
     pub inetd: bool,
 
     /// Hold each echoed chunk back MS milliseconds, ± up to JITTER (uniform): a slow server or

@@ -156,6 +156,33 @@ impl fmt::Display for Peer {
     }
 }
 
+/// How a connection reached forkecho, for the log lines that name its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Straight from the peer.
+    Direct,
+    /// Through a balancer at this address, whose PROXY header named the peer.
+    Proxy(SocketAddr),
+    /// A balancer's own connection (a PROXY header saying LOCAL: a health check, say); the peer
+    /// is the balancer.
+    Local,
+}
+
+/// A peer and how it came: `192.0.2.1:5000`, `192.0.2.1:5000 via=127.0.0.1:41000`,
+/// `127.0.0.1:41000 proxy=local`: the value of `peer=`, and the field after it.
+pub struct PeerVia(pub SocketAddr, pub Via);
+
+impl fmt::Display for PeerVia {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Peer(self.0).fmt(f)?;
+        match self.1 {
+            Via::Direct => Ok(()),
+            Via::Proxy(balancer) => write!(f, " via={}", Peer(balancer)),
+            Via::Local => f.write_str(" proxy=local"),
+        }
+    }
+}
+
 /// A duration in seconds with millisecond precision: `0.412s`.
 pub struct Secs(pub Duration);
 
@@ -256,6 +283,17 @@ mod tests {
     #[test]
     fn secs_shows_milliseconds() {
         assert_eq!(Secs(Duration::from_millis(412)).to_string(), "0.412s");
+        let client: SocketAddr = "[::ffff:192.0.2.1]:5000".parse().unwrap();
+        let balancer: SocketAddr = "127.0.0.1:41000".parse().unwrap();
+        assert_eq!(PeerVia(client, Via::Direct).to_string(), "192.0.2.1:5000");
+        assert_eq!(
+            PeerVia(client, Via::Proxy(balancer)).to_string(),
+            "192.0.2.1:5000 via=127.0.0.1:41000"
+        );
+        assert_eq!(
+            PeerVia(balancer, Via::Local).to_string(),
+            "127.0.0.1:41000 proxy=local"
+        );
         assert_eq!(Secs(Duration::from_secs(61)).to_string(), "61.000s");
     }
 

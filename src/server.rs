@@ -67,7 +67,7 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
         false => ("", options.backlog.to_string()),
     };
     logln!(
-        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={} rate-per-ip={} ipv6-prefix={} ipv4-prefix={} sandbox={}",
+        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={} rate-per-ip={} ipv6-prefix={} ipv4-prefix={} proxy-protocol={} sandbox={}",
         std::process::id(),
         options.buffer_size,
         options.max_clients,
@@ -80,6 +80,7 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
         },
         options.ipv6_prefix,
         options.ipv4_prefix,
+        if options.proxy_protocol { "on" } else { "off" },
         if options.no_sandbox { "off" } else { "on" }
     );
     if let Some(faults) = parent.faults() {

@@ -1,11 +1,12 @@
-//! The scale-out recipe: contrib/haproxy.cfg in front of two forkecho instances on loopback.
+//! The scale-out recipe: contrib/haproxy.cfg in front of two forkecho instances on loopback,
+//! speaking the PROXY protocol to them (send-proxy-v2, forkecho --proxy-protocol).
 //!
 //! `#[ignore]`d because it needs HAProxy (Debian package haproxy); `.ci/run` installs it and
 //! runs this with `cargo test -- --ignored`.
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -76,15 +77,9 @@ fn served(server: &Server, bytes: usize) -> usize {
         .count()
 }
 
-#[test]
-#[ignore = "needs haproxy (package haproxy)"]
-fn haproxy_spreads_clients_and_survives_a_killed_backend() {
-    let echo1 = Server::start(&[]);
-    let mut echo2_holder = Some(Server::start(&[]));
-    let echo2 = echo2_holder.as_ref().unwrap();
-    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
-
-    // The shipped file, with its example addresses replaced by this test's.
+/// contrib/haproxy.cfg, with its example addresses replaced by `front` and the two backends',
+/// written to a file of its own.
+fn shipped_config(front: SocketAddr, backends: [SocketAddr; 2], name: &str) -> std::path::PathBuf {
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/haproxy.cfg"))
             .unwrap();
@@ -92,6 +87,7 @@ fn haproxy_spreads_clients_and_survives_a_killed_backend() {
         "bind 127.0.0.1:9999",
         "127.0.0.1:10001 check",
         "127.0.0.1:10002 check",
+        "send-proxy-v2 check-send-proxy",
     ] {
         assert_eq!(
             shipped.matches(example).count(),
@@ -101,10 +97,21 @@ fn haproxy_spreads_clients_and_survives_a_killed_backend() {
     }
     let config = shipped
         .replace("bind 127.0.0.1:9999", &format!("bind {front}"))
-        .replace("127.0.0.1:10001 check", &format!("{} check", echo1.addr))
-        .replace("127.0.0.1:10002 check", &format!("{} check", echo2.addr));
-    let path = std::env::temp_dir().join(format!("forkecho-haproxy-{}.cfg", std::process::id()));
+        .replace("127.0.0.1:10001 check", &format!("{} check", backends[0]))
+        .replace("127.0.0.1:10002 check", &format!("{} check", backends[1]));
+    let path = std::env::temp_dir().join(format!("forkecho-{name}-{}.cfg", std::process::id()));
     std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+#[ignore = "needs haproxy (package haproxy)"]
+fn haproxy_spreads_clients_and_survives_a_killed_backend() {
+    let echo1 = Server::start(&["--proxy-protocol"]);
+    let mut echo2_holder = Some(Server::start(&["--proxy-protocol"]));
+    let echo2 = echo2_holder.as_ref().unwrap();
+    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let path = shipped_config(front, [echo1.addr, echo2.addr], "haproxy");
     let haproxy = Haproxy::start(&path);
 
     // Four clients at once: leastconn puts two on each backend. Each is echoed byte for byte.
@@ -127,12 +134,27 @@ fn haproxy_spreads_clients_and_survives_a_killed_backend() {
         echo1.log(),
         echo2.log()
     );
-    // The health check is a real echo: HAProxy's line came back from forkecho.
+    // The health check is a real echo: HAProxy's line came back from forkecho, under a PROXY
+    // header saying LOCAL.
     assert!(
         served(&echo1, "haproxy-check\n".len()) >= 1,
         "no health check reached echo1:\n{}",
         echo1.log()
     );
+    assert!(echo1.log().contains(" proxy=local "), "{}", echo1.log());
+    // The clients are logged as themselves, HAProxy as the way they came.
+    let client_lines = echo1
+        .log()
+        .lines()
+        .filter(|l| l.contains(" close ") && field(l, "bytes") == Some(&*size.to_string()))
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    for line in &client_lines {
+        let peer: SocketAddr = field(line, "peer").unwrap().parse().unwrap();
+        let via: SocketAddr = field(line, "via").unwrap().parse().unwrap();
+        assert_ne!(peer.port(), via.port(), "{line}");
+    }
+    assert!(!echo1.log().contains("proxy-error"), "{}", echo1.log());
 
     // Kill one backend outright; every client is still echoed, by the other one.
     let echo2 = echo2_holder.take().unwrap();
@@ -152,5 +174,52 @@ fn haproxy_spreads_clients_and_survives_a_killed_backend() {
         Duration::from_secs(30),
         || haproxy.log().contains("echo2 is DOWN"),
     );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A connection to `to` from address `from` (any port), with the test's timeouts.
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect_timeout(&to.into(), DEADLINE).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
+#[test]
+#[ignore = "needs haproxy (package haproxy)"]
+fn through_haproxy_max_per_ip_counts_each_client_not_the_balancer() {
+    // Both of the shipped backends point at one forkecho, so every connection meets its limit.
+    let echo = Server::start(&["--proxy-protocol", "--max-per-ip", "1"]);
+    let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let path = shipped_config(front, [echo.addr, echo.addr], "haproxy-per-ip");
+    let _haproxy = Haproxy::start(&path);
+    let _ = connect_when_up(front);
+
+    // Client A (127.0.0.2) holds a connection.
+    let mut a1 = connect_from([127, 0, 0, 2], front);
+    a1.write_all(b"first from A").unwrap();
+    let mut back = [0u8; 12];
+    a1.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"first from A");
+    let accepted = echo.wait_for_line("A's accept line", |l| l.contains("accept peer=127.0.0.2:"));
+    assert!(accepted.contains(" via=127.0.0.1:"), "{accepted}");
+    // A second connection from A: refused by forkecho, so HAProxy closes it.
+    let mut a2 = connect_from([127, 0, 0, 2], front);
+    let _ = a2.write_all(b"second from A");
+    let mut rest = Vec::new();
+    let _ = a2.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    let refused = echo.wait_for_line("A's refusal", |l| l.contains("refused peer=127.0.0.2:"));
+    assert_eq!(field(&refused, "reason"), Some("max-per-ip"), "{refused}");
+    // Client B (127.0.0.3), through the same HAProxy: served.
+    let data = pattern(3, 10_000);
+    assert_same_bytes(
+        &echo_through(connect_from([127, 0, 0, 3], front), &data),
+        &data,
+    );
+    echo.wait_for_line("B's accept line", |l| l.contains("accept peer=127.0.0.3:"));
+    drop(a1);
     let _ = std::fs::remove_file(&path);
 }

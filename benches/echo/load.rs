@@ -28,16 +28,28 @@ fn rate(mut samples: Vec<Duration>, elapsed: Duration) -> Rate {
     }
 }
 
-fn connect(addr: SocketAddr) -> Result<TcpStream> {
-    let stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
+/// Where the load goes: the server's address, and what every connection sends first (a PROXY
+/// protocol header for `forkecho --proxy-protocol`, nothing for the others).
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub prelude: &'static [u8],
+}
+
+fn connect(to: Target) -> Result<TcpStream> {
+    let addr = to.addr;
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     stream.set_nodelay(true)?;
+    if !to.prelude.is_empty() {
+        stream.write_all(to.prelude)?;
+    }
     Ok(stream)
 }
 
 /// Scenario 1: `threads` clients each connect, echo 32 bytes, close, as fast as they can.
-pub fn connection_rate(addr: SocketAddr, threads: usize, run_for: Duration) -> Result<Rate> {
+pub fn connection_rate(addr: Target, threads: usize, run_for: Duration) -> Result<Rate> {
     let started = Instant::now();
     let samples = thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -70,7 +82,7 @@ pub fn connection_rate(addr: SocketAddr, threads: usize, run_for: Duration) -> R
 }
 
 /// Scenario 2: one connection, 64-byte ping-pong.
-pub fn round_trips(addr: SocketAddr, run_for: Duration) -> Result<Rate> {
+pub fn round_trips(addr: Target, run_for: Duration) -> Result<Rate> {
     let mut stream = connect(addr)?;
     let mut msg = [0u8; 64];
     let mut back = [0u8; 64];
@@ -98,7 +110,7 @@ pub struct Bulk {
 /// Scenario 3 with the server's CPU time for it: the child serving the transfer, from its
 /// /proc/PID/schedstat (nanoseconds) while it waits for the half-close; or the threaded
 /// server's process time.
-pub fn bulk_with_cpu(addr: SocketAddr, total: usize, server: Pid, forks: bool) -> Result<Bulk> {
+pub fn bulk_with_cpu(addr: Target, total: usize, server: Pid, forks: bool) -> Result<Bulk> {
     // Earlier scenarios' children must be gone so the serving child is the only one.
     let deadline = Instant::now() + Duration::from_secs(10);
     while forks && !children_of(server).is_empty() && Instant::now() < deadline {
@@ -139,7 +151,7 @@ fn process_cpu_ns(pid: Pid) -> u64 {
 
 /// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. Returns
 /// MiB/s and what `measure` returned once every byte had come back, just before the half-close.
-fn bulk(addr: SocketAddr, total: usize, measure: impl Fn() -> Result<u64>) -> Result<(f64, u64)> {
+fn bulk(addr: Target, total: usize, measure: impl Fn() -> Result<u64>) -> Result<(f64, u64)> {
     let block = pattern(1 << 20);
     let stream = connect(addr)?;
     let mut writer = stream.try_clone()?;
@@ -210,7 +222,7 @@ pub struct Crowd {
 }
 
 /// Scenario 4: `clients` connections open at once, each echoing twice.
-pub fn crowd(addr: SocketAddr, clients: usize, server: Pid, forks: bool) -> Result<Crowd> {
+pub fn crowd(addr: Target, clients: usize, server: Pid, forks: bool) -> Result<Crowd> {
     let idle_uss = smaps_rollup(server)?.uss_kib();
     let started = Instant::now();
     let mut streams = Vec::with_capacity(clients);

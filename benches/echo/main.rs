@@ -196,13 +196,15 @@ fn index(kinds: &[Kind], kind: Kind) -> usize {
 fn measure(setup: &Setup, kind: Kind, plan: &Plan) -> Result<Sample> {
     let run_for = Duration::from_secs_f64(plan.seconds);
     let server = setup.start(kind, plan.clients.max(4096) + 64)?;
-    let conn =
-        load::connection_rate(server.addr, CLIENT_THREADS, run_for).context("connection rate")?;
-    let rtt = load::round_trips(server.addr, run_for).context("round trips")?;
-    let bulk = load::bulk_with_cpu(server.addr, plan.bulk_bytes, server.pid(), kind.forks())
-        .context("bulk")?;
-    let crowd =
-        load::crowd(server.addr, plan.clients, server.pid(), kind.forks()).context("crowd")?;
+    let to = load::Target {
+        addr: server.addr,
+        prelude: kind.prelude(),
+    };
+    let conn = load::connection_rate(to, CLIENT_THREADS, run_for).context("connection rate")?;
+    let rtt = load::round_trips(to, run_for).context("round trips")?;
+    let bulk =
+        load::bulk_with_cpu(to, plan.bulk_bytes, server.pid(), kind.forks()).context("bulk")?;
+    let crowd = load::crowd(to, plan.clients, server.pid(), kind.forks()).context("crowd")?;
     Ok(Sample {
         conn,
         rtt,

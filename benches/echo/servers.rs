@@ -23,6 +23,9 @@ pub enum Kind {
     ForkechoQuiet,
     /// `forkecho -q --no-sandbox`: what the sandbox (on by default) costs.
     ForkechoNoSandbox,
+    /// `forkecho -q --proxy-protocol`, every connection starting with a PROXY v2 header: what
+    /// reading the header costs.
+    ForkechoProxy,
     ForkechoLogging,
     ForkechoStatic,
     /// `--compare PATH`: another forkecho binary, run with `-q`.
@@ -37,6 +40,7 @@ impl Kind {
             Kind::CFork => "C fork (baseline)",
             Kind::ForkechoQuiet => "forkecho -q",
             Kind::ForkechoNoSandbox => "forkecho -q --no-sandbox",
+            Kind::ForkechoProxy => "forkecho -q --proxy-protocol",
             Kind::ForkechoLogging => "forkecho (logging)",
             Kind::ForkechoStatic => "forkecho -q, static build",
             Kind::ForkechoCompare => "forkecho -q, --compare build",
@@ -51,11 +55,23 @@ impl Kind {
             Kind::CFork => "c_fork",
             Kind::ForkechoQuiet => "forkecho_quiet",
             Kind::ForkechoNoSandbox => "forkecho_no_sandbox",
+            Kind::ForkechoProxy => "forkecho_proxy",
             Kind::ForkechoLogging => "forkecho_logging",
             Kind::ForkechoStatic => "forkecho_static",
             Kind::ForkechoCompare => "forkecho_compare",
             Kind::CThread => "c_thread",
             Kind::Socat => "socat",
+        }
+    }
+
+    /// What each connection sends before its data: a PROXY v2 header (client 192.0.2.1:5000)
+    /// for `--proxy-protocol`, nothing for the others.
+    pub fn prelude(self) -> &'static [u8] {
+        const V2_HEADER: &[u8] =
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x01\x7f\x00\x00\x01\x13\x88\x27\x0f";
+        match self {
+            Kind::ForkechoProxy => V2_HEADER,
+            _ => b"",
         }
     }
 
@@ -128,11 +144,12 @@ impl Setup {
             Kind::CFork,
             Kind::ForkechoQuiet,
             Kind::ForkechoNoSandbox,
+            Kind::ForkechoProxy,
             Kind::ForkechoLogging,
             Kind::CThread,
         ];
         if self.forkecho_static.is_some() {
-            kinds.insert(4, Kind::ForkechoStatic);
+            kinds.insert(5, Kind::ForkechoStatic);
         }
         if self.forkecho_compare.is_some() {
             kinds.insert(2, Kind::ForkechoCompare);
@@ -153,6 +170,7 @@ impl Setup {
             Kind::CThread => plain(&self.c_thread, &["0"]),
             Kind::ForkechoQuiet
             | Kind::ForkechoNoSandbox
+            | Kind::ForkechoProxy
             | Kind::ForkechoLogging
             | Kind::ForkechoStatic
             | Kind::ForkechoCompare => {
@@ -163,6 +181,9 @@ impl Setup {
                 }
                 if kind == Kind::ForkechoNoSandbox {
                     args.push("--no-sandbox");
+                }
+                if kind == Kind::ForkechoProxy {
+                    args.push("--proxy-protocol");
                 }
                 let program = match kind {
                     Kind::ForkechoStatic => self.forkecho_static.as_deref().context("static")?,

@@ -35,7 +35,7 @@ use socket2::Socket;
 use connection::Stream;
 
 use crate::debug::{self, Hook};
-use crate::log::Peer;
+use crate::log::{PeerVia, Via};
 use crate::parent::limits::Marks;
 
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
@@ -81,7 +81,7 @@ pub struct Inherited {
 }
 
 /// A forked child's whole life: set up, serve `client`, `_exit`.
-pub fn run(client: Socket, peer: SocketAddr, config: Config, inherited: Inherited) -> ! {
+pub fn run(client: Socket, peer: SocketAddr, via: Via, config: Config, inherited: Inherited) -> ! {
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
         if !after_fork(&client, &inherited) {
             // The parent is gone: nobody is left to serve for.
@@ -90,7 +90,7 @@ pub fn run(client: Socket, peer: SocketAddr, config: Config, inherited: Inherite
         if debug::armed(Hook::ChildPanics) {
             panic!("FORKECHO_DEBUG=child-panics");
         }
-        connection::serve(Stream::Socket(client.into()), Peer(peer), config)
+        connection::serve(Stream::Socket(client.into()), PeerVia(peer, via), config)
     }))
     .unwrap_or(PANICKED);
     // _exit, not exit: no atexit handlers, no second flush of stdio buffers copied from the parent.

@@ -18,6 +18,7 @@ mod children;
 mod fork;
 pub mod limits;
 mod oom;
+pub mod proxy;
 pub mod rate;
 mod reaper;
 pub mod signals;
@@ -25,7 +26,7 @@ pub mod stats;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -38,7 +39,7 @@ use socket2::Socket;
 
 use crate::child::{self, Inherited};
 use crate::cli::Options;
-use crate::log::{Peer, RateLimit, Secs, Suppressed};
+use crate::log::{Peer, PeerVia, RateLimit, Secs, Suppressed, Via};
 use crate::logln;
 use crate::memory::ParentOnly;
 use crate::setup::listener::Listener;
@@ -71,6 +72,8 @@ pub struct Parent {
     oom: Option<oom::OomScore>,
     pid: Pid,
     grace: Duration,
+    /// How long a connection may take to send its PROXY header.
+    proxy_deadline: Duration,
     started: Instant,
     /// Installed on the parent (and so on every child) by `confine`.
     sandbox: Option<&'static child::sandbox::Sandbox>,
@@ -83,6 +86,10 @@ struct Books {
     limits: Limits,
     /// `--rate-per-ip`'s table, when it is set.
     rates: Option<rate::RateTable>,
+    /// With `--proxy-protocol`: where headers are read, and the connections whose header has
+    /// not come in full yet.
+    proxy: Option<proxy::Reader>,
+    waiting: Vec<proxy::Waiting>,
     counts: Counts,
     /// Accepting resumes at this instant after a resource shortage.
     paused_until: Option<Instant>,
@@ -92,6 +99,7 @@ struct Books {
     fork_warnings: RateLimit,
     refusal_warnings: RateLimit,
     capacity_warnings: RateLimit,
+    proxy_warnings: RateLimit,
     stopping: bool,
 }
 
@@ -118,6 +126,13 @@ impl Parent {
                 .map(rate::RateTable::new)
                 .transpose()
                 .context("unable to map the --rate-per-ip table")?,
+            proxy: match options.proxy_protocol {
+                true => {
+                    Some(proxy::Reader::new().context("unable to map the PROXY header buffer")?)
+                }
+                false => None,
+            },
+            waiting: Vec::new(),
             counts: Counts::default(),
             paused_until: None,
             was_full: false,
@@ -125,6 +140,7 @@ impl Parent {
             fork_warnings: RateLimit::new(WARN_INTERVAL),
             refusal_warnings: RateLimit::new(WARN_INTERVAL),
             capacity_warnings: RateLimit::new(WARN_INTERVAL),
+            proxy_warnings: RateLimit::new(WARN_INTERVAL),
             stopping: false,
         })
         .context("unable to map the parent's bookkeeping")?;
@@ -153,6 +169,7 @@ impl Parent {
             oom: oom::OomScore::open(),
             pid: nix::unistd::getpid(),
             grace: options.grace,
+            proxy_deadline: proxy::deadline(options.idle_timeout),
             started,
             books,
         })
@@ -194,26 +211,44 @@ impl Parent {
                 self.books.paused_until = None;
             }
             let full = self.note_capacity(now);
-            let (polled, woken, ready) = {
-                let mut fds = Vec::with_capacity(1 + self.listeners.len());
+            // Waiting for a PROXY header: until the first deadline at most.
+            let until_deadline = self.books.waiting.iter().map(|w| w.deadline).min();
+            let timeout = match (pause, until_deadline) {
+                (Some(pause), Some(at)) => Some(pause.min(at.saturating_duration_since(now))),
+                (None, Some(at)) => Some(at.saturating_duration_since(now)),
+                (pause, None) => pause,
+            };
+            let (polled, woken, ready, headers) = {
+                let listening = match pause.is_none() && !full {
+                    true => self.listeners.len(),
+                    false => 0,
+                };
+                let waiting = &self.books.waiting;
+                let mut fds = Vec::with_capacity(1 + listening + waiting.len());
                 fds.push(PollFd::new(self.wakeup.fd(), PollFlags::POLLIN));
                 // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
-                if pause.is_none() && !full {
-                    let listening = self.listeners.iter();
-                    fds.extend(listening.map(|l| PollFd::new(l.fd(), PollFlags::POLLIN)));
-                }
-                let polled = poll(&mut fds, wait::timeout(pause));
+                let listeners = self.listeners[..listening].iter();
+                fds.extend(listeners.map(|l| PollFd::new(l.fd(), PollFlags::POLLIN)));
+                fds.extend(
+                    waiting
+                        .iter()
+                        .map(|w| PollFd::new(w.socket.as_fd(), PollFlags::POLLIN)),
+                );
+                let polled = poll(&mut fds, wait::timeout(timeout));
                 // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than
                 // pay another poll to find it.
                 let woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
+                let has_input = |fd: &PollFd| fd.any().unwrap_or(false);
                 // Which listeners have connections waiting, as a bit set (up to 64 listeners
                 // are polled; `setup` refuses more).
-                let ready = fds[1..]
+                let ready = fds[1..1 + listening]
                     .iter()
                     .enumerate()
-                    .filter(|(_, fd)| fd.any().unwrap_or(false))
+                    .filter(|(_, fd)| has_input(fd))
                     .fold(0u64, |bits, (i, _)| bits | 1 << i);
-                (polled, woken, ready)
+                // Which waiting connections have more of their header (or an error, or EOF).
+                let headers: Vec<bool> = fds[1 + listening..].iter().map(has_input).collect();
+                (polled, woken, ready, headers)
             };
             let pending = self.wakeup.take(woken);
             if pending.stop.is_some() {
@@ -236,6 +271,9 @@ impl Parent {
             if pending.stats {
                 logln!("stats {}", self.snapshot());
             }
+            if !self.books.waiting.is_empty() {
+                self.read_headers(&headers);
+            }
             for index in 0..self.listeners.len() {
                 if ready & (1 << index) != 0 {
                     self.accept_batch(index);
@@ -247,7 +285,9 @@ impl Parent {
     /// Whether the server is at --max-clients; logs (rate-limited) when it gets there.
     fn note_capacity(&mut self, now: Instant) -> bool {
         let books = &mut *self.books;
-        let full = books.limits.full(books.children.len());
+        let full = books
+            .limits
+            .full(books.children.len() + books.waiting.len());
         if full
             && !books.was_full
             && let Some(held) = books.capacity_warnings.allow(now)
@@ -275,15 +315,21 @@ impl Parent {
         for _ in 0..ACCEPT_BATCH {
             // A failed fork pauses accepting: the rest of the backlog waits for the pause to end
             // (processes may have freed up by then) instead of being accepted and closed at once.
+            let books = &*self.books;
             if signals::stop_requested().is_some()
-                || self.books.limits.full(self.books.children.len())
-                || self.books.paused_until.is_some()
+                || books
+                    .limits
+                    .full(books.children.len() + books.waiting.len())
+                || books.paused_until.is_some()
             {
                 return;
             }
             let accepted = self.listeners[index].accept();
             match accepted {
-                Ok((client, peer)) => self.admit(client, peer),
+                Ok((client, peer)) => match self.books.proxy.is_some() {
+                    true => self.read_header(client, peer),
+                    false => self.admit(client, peer, Via::Direct),
+                },
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if crate::setup::listener::is_per_connection(&err) => {}
                 Err(err) => {
@@ -304,10 +350,82 @@ impl Parent {
         }
     }
 
+    /// With `--proxy-protocol`, a new connection from `from`: its header is read at once if it
+    /// is all there (the usual case), or the connection waits for the rest (`read_headers`).
+    fn read_header(&mut self, client: Socket, from: SocketAddr) {
+        let reader = self.books.proxy.as_mut().expect("--proxy-protocol");
+        match reader.read(&client) {
+            proxy::Read::Done(source) => self.admit_proxied(client, from, source),
+            proxy::Read::More => {
+                let deadline = Instant::now() + self.proxy_deadline;
+                let waiting = proxy::Waiting {
+                    socket: client,
+                    from,
+                    deadline,
+                };
+                self.books.waiting.push(waiting);
+            }
+            proxy::Read::Fail(why) => self.proxy_failed(client, from, &why),
+        }
+    }
+
+    /// Reads on the waiting connections that `readable` (in the order of `waiting` when the loop
+    /// polled) says have something, and gives up on those past their deadline.
+    fn read_headers(&mut self, readable: &[bool]) {
+        let now = Instant::now();
+        for index in (0..self.books.waiting.len()).rev() {
+            let books = &mut *self.books;
+            let waiting = &books.waiting[index];
+            let expired = waiting.deadline <= now;
+            if !readable.get(index).copied().unwrap_or(false) && !expired {
+                continue;
+            }
+            let reader = books.proxy.as_mut().expect("--proxy-protocol");
+            let read = reader.read(&waiting.socket);
+            if matches!(read, proxy::Read::More) && !expired {
+                continue;
+            }
+            let proxy::Waiting { socket, from, .. } = books.waiting.swap_remove(index);
+            match read {
+                proxy::Read::Done(source) => self.admit_proxied(socket, from, source),
+                proxy::Read::Fail(why) => self.proxy_failed(socket, from, &why),
+                proxy::Read::More => {
+                    let why = format!(
+                        "no complete PROXY header within {}",
+                        Secs(self.proxy_deadline)
+                    );
+                    self.proxy_failed(socket, from, &why);
+                }
+            }
+        }
+    }
+
+    /// Serves a connection whose PROXY header said where it comes from.
+    fn admit_proxied(&mut self, client: Socket, from: SocketAddr, source: proxy::Source) {
+        match source {
+            proxy::Source::Client(peer) => self.admit(client, peer, Via::Proxy(from)),
+            proxy::Source::Local => self.admit(client, from, Via::Local),
+        }
+    }
+
+    /// Closes a connection whose PROXY header is missing or broken, and says why.
+    fn proxy_failed(&mut self, client: Socket, from: SocketAddr, why: &str) {
+        drop(client);
+        let books = &mut *self.books;
+        books.counts.proxy_errors += 1;
+        if let Some(held) = books.proxy_warnings.allow(Instant::now()) {
+            logln!(
+                "proxy-error peer={} error=\"{why}\"{}",
+                Peer(from),
+                Suppressed(held)
+            );
+        }
+    }
+
     /// Serves `client` unless its address group is over `--rate-per-ip` or at `--max-per-ip`:
     /// then it is closed at once, before any fork, told nothing, and logged (rate-limited) as
-    /// refused.
-    fn admit(&mut self, client: Socket, peer: SocketAddr) {
+    /// refused. `peer` is the client (from the PROXY header, if there was one).
+    fn admit(&mut self, client: Socket, peer: SocketAddr, via: Via) {
         let books = &mut *self.books;
         let grouping = books.limits.grouping();
         if let Some(rates) = &mut books.rates
@@ -318,7 +436,7 @@ impl Parent {
             if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
                 logln!(
                     "refused peer={} reason=rate-per-ip limit={} group={}{}",
-                    Peer(peer),
+                    PeerVia(peer, via),
                     rates.rate(),
                     grouping.show(peer),
                     Suppressed(held)
@@ -336,7 +454,7 @@ impl Parent {
             if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
                 logln!(
                     "refused peer={} reason=max-per-ip limit={} group={}{}",
-                    Peer(peer),
+                    PeerVia(peer, via),
                     books.limits.max_per_ip(),
                     grouping.show(peer),
                     Suppressed(held)
@@ -345,12 +463,12 @@ impl Parent {
             return;
         }
         books.counts.accepted += 1;
-        self.spawn(client, peer);
+        self.spawn(client, peer, via);
     }
 
     /// Forks a child for `client`, with the handled signals blocked from before the fork until
     /// the child is in the table.
-    fn spawn(&mut self, client: Socket, peer: SocketAddr) {
+    fn spawn(&mut self, client: Socket, peer: SocketAddr, via: Via) {
         if let Err(errno) = self.books.children.make_room() {
             self.fork_failed(peer, errno);
             return;
@@ -369,7 +487,7 @@ impl Parent {
         };
         // The child is born with the raised score; the parent takes its own back at once.
         let oom = self.oom.as_ref().filter(|oom| oom.raise());
-        let forked = fork::fork_child(client, peer, config, inherited);
+        let forked = fork::fork_child(client, peer, via, config, inherited);
         if let Some(oom) = oom {
             oom.restore();
         }
@@ -393,7 +511,7 @@ impl Parent {
                 if !self.child.quiet {
                     logln!(
                         "accept peer={} pid={pid} live={}",
-                        Peer(peer),
+                        PeerVia(peer, via),
                         books.children.len()
                     );
                 }
@@ -482,8 +600,10 @@ impl Parent {
             return;
         };
         self.books.stopping = true;
-        // Closing the listeners first frees the port for a successor at once.
+        // Closing the listeners first frees the port for a successor at once; connections still
+        // waiting for their PROXY header go with them.
         self.listeners.clear();
+        self.books.waiting.clear();
         let started = Instant::now();
         logln!(
             "stopping signal={} live={}",

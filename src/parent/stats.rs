@@ -47,6 +47,7 @@ pub struct Counts {
     pub accepted: u64,
     pub refused_per_ip: u64,
     pub rate_limited: u64,
+    pub proxy_errors: u64,
     pub accept_failures: u64,
     pub fork_failures: u64,
     pub reaped: u64,
@@ -78,11 +79,12 @@ impl fmt::Display for Snapshot {
         let c = &self.counts;
         write!(
             f,
-            "live={} accepted={} refused={} rate-limited={} accept-failures={} fork-failures={} reaped={} bytes={} log-dropped={} uptime={}",
+            "live={} accepted={} refused={} rate-limited={} proxy-errors={} accept-failures={} fork-failures={} reaped={} bytes={} log-dropped={} uptime={}",
             self.live,
             c.accepted,
             c.refused_per_ip,
             c.rate_limited,
+            c.proxy_errors,
             c.accept_failures,
             c.fork_failures,
             c.reaped,
@@ -114,6 +116,7 @@ mod tests {
                 accepted: 10,
                 refused_per_ip: 2,
                 rate_limited: 6,
+                proxy_errors: 8,
                 accept_failures: 1,
                 fork_failures: 4,
                 reaped: 7,
@@ -124,7 +127,7 @@ mod tests {
         };
         assert_eq!(
             snapshot.to_string(),
-            "live=3 accepted=10 refused=2 rate-limited=6 accept-failures=1 fork-failures=4 reaped=7 bytes=1234 log-dropped=5 uptime=61.500s"
+            "live=3 accepted=10 refused=2 rate-limited=6 proxy-errors=8 accept-failures=1 fork-failures=4 reaped=7 bytes=1234 log-dropped=5 uptime=61.500s"
         );
     }
 }

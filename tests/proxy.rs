@@ -1,0 +1,206 @@
+//! `--proxy-protocol`: PROXY v1 and v2 headers from a client that plays the balancer. The echo
+//! never sees the header and loses nothing after it; logs and `--max-per-ip` use the address the
+//! header names; a missing, broken or late header closes that connection alone, and a client
+//! that sends nothing never holds up the others. (HAProxy itself: tests/scaleout.rs.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Server, event, field, round_trip};
+
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+fn v1(client: &str, port: u16) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 127.0.0.1 {port} 9999\r\n").into_bytes()
+}
+
+/// A v2 PROXY header for an IPv4 client, with a TLV (a unique id) HAProxy may add.
+fn v2(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut body = client.to_vec();
+    body.extend_from_slice(&[127, 0, 0, 1]);
+    body.extend_from_slice(&port.to_be_bytes());
+    body.extend_from_slice(&9999u16.to_be_bytes());
+    body.extend_from_slice(&[0x05, 0x00, 0x03, b'a', b'b', b'c']);
+    let mut header = V2_SIGNATURE.to_vec();
+    header.extend_from_slice(&[0x21, 0x11]);
+    header.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    header.extend_from_slice(&body);
+    header
+}
+
+fn v2_local() -> Vec<u8> {
+    let mut header = V2_SIGNATURE.to_vec();
+    header.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    header
+}
+
+/// Sends `header` and `data` in one write, half-closes, and returns the whole echo.
+fn through(server: &Server, header: &[u8], data: &[u8]) -> (Vec<u8>, String) {
+    let client = server.connect();
+    let local = client.local_addr().unwrap().to_string();
+    let mut first = header.to_vec();
+    first.extend_from_slice(data);
+    let back = common::echo_through(client, &first);
+    (back, local)
+}
+
+fn close_line_via(server: &Server, balancer: &str) -> String {
+    server.wait_for_line(&format!("the close line via {balancer}"), |l| {
+        event(l) == Some("close") && l.contains(&format!(" via={balancer} "))
+    })
+}
+
+#[test]
+fn a_v1_header_names_the_client_and_is_not_echoed() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let data = common::pattern(1, 300_000);
+    let (back, local) = through(&server, &v1("192.0.2.7", 41000), &data);
+    common::assert_same_bytes(&back, &data);
+    let close = close_line_via(&server, &local);
+    assert_eq!(field(&close, "peer"), Some("192.0.2.7:41000"), "{close}");
+    assert_eq!(field(&close, "bytes"), Some("300000"), "{close}");
+    let accept = server.wait_for_line("the accept line", |l| event(l) == Some("accept"));
+    assert!(
+        accept.contains(&format!("peer=192.0.2.7:41000 via={local} ")),
+        "{accept}"
+    );
+}
+
+#[test]
+fn a_v2_header_with_tlvs_names_the_client_and_nothing_after_it_is_lost() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let (back, local) = through(
+        &server,
+        &v2([203, 0, 113, 9], 5000),
+        b"right after the header",
+    );
+    assert_eq!(back, b"right after the header");
+    let close = close_line_via(&server, &local);
+    assert_eq!(field(&close, "peer"), Some("203.0.113.9:5000"), "{close}");
+}
+
+#[test]
+fn a_header_in_pieces_is_waited_for_without_holding_up_others() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let header = v2([198, 51, 100, 1], 6000);
+    let mut slow = server.connect();
+    slow.write_all(&header[..10]).unwrap();
+    // Meanwhile another connection is served at once.
+    let (back, _) = through(&server, &v1("192.0.2.8", 7000), b"not held up");
+    assert_eq!(back, b"not held up");
+    slow.write_all(&header[10..]).unwrap();
+    assert_eq!(round_trip(&mut slow, b"late but whole"), b"late but whole");
+}
+
+#[test]
+fn local_connections_are_served_under_the_balancers_address() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let (back, local) = through(&server, &v2_local(), b"health check");
+    assert_eq!(back, b"health check");
+    let close = server.wait_for_line("the close line", |l| event(l) == Some("close"));
+    assert_eq!(field(&close, "peer"), Some(local.as_str()), "{close}");
+    assert!(close.contains(" proxy=local "), "{close}");
+    // v1's UNKNOWN is the same.
+    let (back, _) = through(&server, b"PROXY UNKNOWN\r\n", b"unknown");
+    assert_eq!(back, b"unknown");
+}
+
+/// Sends `first` and returns what comes back before the server closes (nothing, here), and the
+/// proxy-error line for this connection.
+fn refused(server: &Server, first: &[u8]) -> String {
+    let mut client = server.connect();
+    let local = client.local_addr().unwrap().to_string();
+    let _ = client.write_all(first);
+    let mut back = Vec::new();
+    let _ = client.read_to_end(&mut back);
+    assert!(back.is_empty(), "{back:?}");
+    server.wait_for_line("the proxy-error line", |l| {
+        event(l) == Some("proxy-error") && field(l, "peer") == Some(local.as_str())
+    })
+}
+
+#[test]
+fn a_missing_broken_or_over_long_header_closes_that_connection_and_says_why() {
+    let mut huge = v2([192, 0, 2, 1], 1);
+    huge[14..16].copy_from_slice(&60000u16.to_be_bytes());
+    let cases = [
+        (
+            b"hello, no header\r\n".to_vec(),
+            "error=\"no PROXY protocol header\"",
+        ),
+        (
+            b"PROXY TCP4 192.0.2.1 127.0.0.1 99999 1\r\n".to_vec(),
+            "bad address or port",
+        ),
+        (
+            [b"PROXY TCP4 ".as_slice(), &[b'9'; 200]].concat(),
+            "longer than 107 bytes",
+        ),
+        (huge, "longer than 4096 bytes"),
+    ];
+    // A server each: the proxy-error lines are rate-limited to one a second.
+    for (first, why) in cases {
+        let mut server = Server::start(&["--proxy-protocol"]);
+        let line = refused(&server, &first);
+        assert!(line.contains(why), "{line}");
+        // The server goes on.
+        let (back, _) = through(&server, &v1("192.0.2.9", 1234), b"still serving");
+        assert_eq!(back, b"still serving");
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(server.wait_exit(DEADLINE).success());
+        let stopped = server.stopped_line();
+        assert_eq!(field(&stopped, "proxy-errors"), Some("1"), "{stopped}");
+        assert_eq!(field(&stopped, "accepted"), Some("1"), "{stopped}");
+    }
+}
+
+#[test]
+fn a_client_that_sends_no_header_is_closed_at_the_deadline() {
+    let server = Server::start(&["--proxy-protocol", "--idle-timeout", "0.3"]);
+    let mut silent = server.connect();
+    let local = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let mut back = Vec::new();
+    let _ = silent.read_to_end(&mut back);
+    let waited = started.elapsed();
+    assert!(back.is_empty());
+    assert!(waited >= Duration::from_millis(290), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let line = server.wait_for_line("the proxy-error line", |l| {
+        event(l) == Some("proxy-error") && field(l, "peer") == Some(local.as_str())
+    });
+    assert!(
+        line.contains("no complete PROXY header within 0.300s"),
+        "{line}"
+    );
+}
+
+#[test]
+fn max_per_ip_counts_the_client_the_header_names() {
+    let server = Server::start(&["--proxy-protocol", "--max-per-ip", "1"]);
+    let mut first = server.connect();
+    first.write_all(&v1("192.0.2.50", 1000)).unwrap();
+    assert_eq!(round_trip(&mut first, b"mine"), b"mine");
+    // The same client through the same balancer address: refused.
+    let mut second: TcpStream = server.connect();
+    second.write_all(&v1("192.0.2.50", 1001)).unwrap();
+    let mut back = Vec::new();
+    let _ = second.read_to_end(&mut back);
+    assert!(back.is_empty());
+    let refused = server.wait_for_line("the refusal", |l| event(l) == Some("refused"));
+    assert!(refused.contains("peer=192.0.2.50:1001 via="), "{refused}");
+    // Another client through the same balancer: served.
+    let (back, _) = through(&server, &v1("192.0.2.51", 1000), b"other client");
+    assert_eq!(back, b"other client");
+}
+
+#[test]
+fn without_the_flag_a_header_is_just_data() {
+    let server = Server::start(&[]);
+    let header = v1("192.0.2.7", 41000);
+    let (back, _) = through(&server, &header, b"x");
+    assert_eq!(back, [header.as_slice(), b"x"].concat());
+}
