@@ -167,8 +167,10 @@ fn a_client_that_sends_no_header_is_closed_at_the_deadline() {
     let _ = silent.read_to_end(&mut back);
     let waited = started.elapsed();
     assert!(back.is_empty());
+    // The kernel holds a silent connection back for a second or so (TCP_DEFER_ACCEPT), then the
+    // parent gives it the deadline.
     assert!(waited >= Duration::from_millis(290), "{waited:?}");
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
     let line = server.wait_for_line("the proxy-error line", |l| {
         event(l) == Some("proxy-error") && field(l, "peer") == Some(local.as_str())
     });

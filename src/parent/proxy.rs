@@ -3,9 +3,11 @@
 //! first byte, naming the client they accepted it from.
 //!
 //! The parent reads it, before any fork, so that logs, `--max-per-ip` and `--rate-per-ip` see the
-//! real client: a connection that arrives is `Waiting` until its header is complete, watched by
-//! the same poll as the listeners and never read with a blocking call, so a client that sends
-//! nothing (or half a header) costs one descriptor until its deadline and never stalls the loop.
+//! real client. The listeners hand over a connection only once it has sent something
+//! (TCP_DEFER_ACCEPT, set in `setup`), so the header is normally all there at accept. One that is
+//! not is `Waiting` until its header is complete, watched by the same poll as the listeners and
+//! never read with a blocking call, so a client that sends nothing (or half a header) costs one
+//! descriptor until its deadline and never stalls the loop.
 //! The header is looked at with MSG_PEEK and then exactly its length is taken off the socket:
 //! whatever the client sent after it stays in the socket for the child to echo. A connection
 //! whose first bytes are no header, a malformed or over-long header, or none within the

@@ -136,6 +136,29 @@ impl Listener {
             .with_context(|| format!("unable to set socket options on {}", self.addr))
     }
 
+    /// Asks the kernel to hand over a connection only once its first data has come
+    /// (TCP_DEFER_ACCEPT), waiting up to about `secs` for it: with `--proxy-protocol` every
+    /// client speaks first, and its header is then there when the parent accepts it, not one poll
+    /// later.
+    pub fn accept_with_data(&self, secs: u32) -> Result<()> {
+        let secs = secs.max(1) as nix::libc::c_int;
+        // SAFETY: setsockopt reads one int from `secs` on this socket's own fd.
+        let done = unsafe {
+            nix::libc::setsockopt(
+                self.socket.as_raw_fd(),
+                nix::libc::IPPROTO_TCP,
+                nix::libc::TCP_DEFER_ACCEPT,
+                (&raw const secs).cast(),
+                size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+            )
+        };
+        match done {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error())
+                .with_context(|| format!("unable to set TCP_DEFER_ACCEPT on {}", self.addr)),
+        }
+    }
+
     /// The address actually bound, with the real port.
     pub fn addr(&self) -> SocketAddr {
         self.addr

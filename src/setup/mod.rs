@@ -64,6 +64,10 @@ pub fn listen(options: &Options) -> Result<Listening> {
     );
     for listener in &listeners {
         listener.set_connection_options(options.idle_timeout)?;
+        if options.proxy_protocol {
+            let wait = crate::parent::proxy::deadline(options.idle_timeout);
+            listener.accept_with_data(wait.as_secs_f64().ceil() as u32)?;
+        }
     }
     if let Some(identity) = &identity {
         privileges::drop_to(identity)?;
