@@ -41,6 +41,12 @@ const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
         forkecho -p 0 -b 127.0.0.1        any free port on loopback (see the stdout line)\n  \
         forkecho -p 7007 -q               no per-connection log lines\n  \
         forkecho --max-per-ip 8 --idle-timeout 60 --max-duration 600\n  \
+        forkecho --rate-per-ip 20/1 --ipv6-prefix 56   20 new connections a second per source\n  \
+        forkecho -b localhost             every address localhost resolves to\n  \
+        forkecho -b 127.0.0.1 -b ::1      two listeners, one loop\n  \
+        forkecho --reuse-port             one of several instances sharing the port\n  \
+        forkecho --proxy-protocol -p 10001   behind HAProxy's send-proxy-v2\n  \
+        forkecho --no-sandbox             without the seccomp sandbox\n  \
         sudo forkecho -p 7 --user nobody  the RFC 862 port, serving as nobody\n  \
         nc localhost 9999                 talk to it\n  \
         tcpserver 0 7 forkecho --inetd    one forkecho per connection, started by tcpserver\n  \
