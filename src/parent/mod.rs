@@ -18,6 +18,7 @@ mod children;
 mod fork;
 pub mod limits;
 mod oom;
+mod pollset;
 pub mod proxy;
 pub mod rate;
 mod reaper;
@@ -26,7 +27,7 @@ pub mod stats;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -90,6 +91,8 @@ struct Books {
     /// not come in full yet.
     proxy: Option<proxy::Reader>,
     waiting: Vec<proxy::Waiting>,
+    /// What the loop polls, refilled before every poll (see `pollset`).
+    polled: pollset::PollSet,
     counts: Counts,
     /// Accepting resumes at this instant after a resource shortage.
     paused_until: Option<Instant>,
@@ -133,6 +136,9 @@ impl Parent {
                 false => None,
             },
             waiting: Vec::new(),
+            // The self-pipe, every listener, and as many waiting connections as there may be.
+            polled: pollset::PollSet::new(1 + listeners.len() + max_clients)
+                .context("unable to map the poll set")?,
             counts: Counts::default(),
             paused_until: None,
             was_full: false,
@@ -218,38 +224,34 @@ impl Parent {
                 (None, Some(at)) => Some(at.saturating_duration_since(now)),
                 (pause, None) => pause,
             };
-            let (polled, woken, ready, headers) = {
-                let listening = match pause.is_none() && !full {
-                    true => self.listeners.len(),
-                    false => 0,
-                };
-                let waiting = &self.books.waiting;
-                let mut fds = Vec::with_capacity(1 + listening + waiting.len());
-                fds.push(PollFd::new(self.wakeup.fd(), PollFlags::POLLIN));
-                // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
-                let listeners = self.listeners[..listening].iter();
-                fds.extend(listeners.map(|l| PollFd::new(l.fd(), PollFlags::POLLIN)));
-                fds.extend(
-                    waiting
-                        .iter()
-                        .map(|w| PollFd::new(w.socket.as_fd(), PollFlags::POLLIN)),
-                );
-                let polled = poll(&mut fds, wait::timeout(timeout));
-                // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than
-                // pay another poll to find it.
-                let woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
-                let has_input = |fd: &PollFd| fd.any().unwrap_or(false);
-                // Which listeners have connections waiting, as a bit set (up to 64 listeners
-                // are polled; `setup` refuses more).
-                let ready = fds[1..1 + listening]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, fd)| has_input(fd))
-                    .fold(0u64, |bits, (i, _)| bits | 1 << i);
-                // Which waiting connections have more of their header (or an error, or EOF).
-                let headers: Vec<bool> = fds[1 + listening..].iter().map(has_input).collect();
-                (polled, woken, ready, headers)
+            let listening = match pause.is_none() && !full {
+                true => self.listeners.len(),
+                false => 0,
             };
+            let books = &mut *self.books;
+            let set = &mut books.polled;
+            set.clear();
+            set.push(self.wakeup.raw_fds()[0]);
+            // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
+            for listener in &self.listeners[..listening] {
+                set.push(listener.raw_fd());
+            }
+            for waiting in &books.waiting {
+                set.push(waiting.socket.as_raw_fd());
+            }
+            let polled = set.poll(wait::timeout(timeout));
+            // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than pay
+            // another poll to find it.
+            let woken = polled == Err(Errno::EINTR) || set.ready(0);
+            // Which listeners have connections waiting, as a bit set (up to 64 listeners are
+            // polled; `setup` refuses more).
+            let ready = (0..listening)
+                .filter(|&i| set.ready(1 + i))
+                .fold(0u64, |bits, i| bits | 1 << i);
+            // Which waiting connections have more of their header (or an error, or EOF).
+            let headers: Vec<bool> = (0..books.waiting.len())
+                .map(|i| set.ready(1 + listening + i))
+                .collect();
             let pending = self.wakeup.take(woken);
             if pending.stop.is_some() {
                 return;

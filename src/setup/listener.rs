@@ -13,7 +13,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -162,10 +162,6 @@ impl Listener {
     /// The address actually bound, with the real port.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
     }
 
     pub fn raw_fd(&self) -> RawFd {
