@@ -16,84 +16,159 @@
 //! whole connection costs); an inherited filter costs a fork nothing. `--inetd` serves one
 //! connection per process and installs the filter itself. The filter is compiled by
 //! `seccompiler` (rust-vmm's, which Firecracker's jailer uses). `--no-sandbox` turns it all off.
+//! seccompiler builds filters for x86_64, aarch64 and riscv64; built for another architecture,
+//! forkecho says so at startup and serves without a sandbox.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::RawFd;
 
-use nix::libc;
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use nix::sys::resource::{Resource, setrlimit};
 
 /// The compiled allow-list, fixed at startup.
 #[derive(Debug)]
 pub struct Sandbox {
-    program: BpfProgram,
+    program: filter::Program,
 }
-
-/// The system calls a child makes after setting itself up, for any argument.
-const ALLOWED: &[libc::c_long] = &[
-    // The echo, both paths, and the log.
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_readv,
-    libc::SYS_writev,
-    libc::SYS_recvfrom,
-    libc::SYS_sendto,
-    libc::SYS_splice,
-    libc::SYS_pipe2,
-    libc::SYS_ppoll,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_poll,
-    libc::SYS_close,
-    libc::SYS_shutdown,
-    libc::SYS_setsockopt,
-    libc::SYS_getsockopt,
-    // Memory: the echo buffer and the allocator.
-    libc::SYS_munmap,
-    libc::SYS_mremap,
-    libc::SYS_madvise,
-    libc::SYS_brk,
-    // Time: timeouts, --max-duration's timer, the faults' pauses.
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    libc::SYS_setitimer,
-    // Signals: the stop handler's return, and a panic's abort.
-    libc::SYS_rt_sigreturn,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_getpid,
-    libc::SYS_gettid,
-    libc::SYS_tgkill,
-    libc::SYS_futex,
-    // Leaving: Rust's runtime takes down its signal stack when `main` returns (--inetd).
-    libc::SYS_sigaltstack,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    // The parent: accept, fork (glibc's fork is clone; the child resets its robust list), the
-    // signal mask around it, reaping, ending children, its stdout handed to /dev/null.
-    libc::SYS_accept4,
-    libc::SYS_clone,
-    libc::SYS_set_robust_list,
-    libc::SYS_wait4,
-    libc::SYS_waitid,
-    libc::SYS_kill,
-    libc::SYS_getppid,
-    libc::SYS_rt_sigaction,
-    libc::SYS_dup3,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_dup2,
-    libc::SYS_getsockname,
-    libc::SYS_getpeername,
-];
 
 impl Sandbox {
     /// Compiles the allow-list for this machine's architecture.
+    pub fn new() -> Result<Sandbox, String> {
+        Ok(Sandbox {
+            program: filter::compile()?,
+        })
+    }
+
+    /// Installs the allow-list on the calling process and, through fork, on every process it
+    /// makes from now on. Sets `PR_SET_NO_NEW_PRIVS` first (seccomp requires it).
+    pub fn install(&self) -> io::Result<()> {
+        filter::install(&self.program)
+    }
+}
+
+/// What a process does about the sandbox when its connection starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Confine {
+    /// A forked child: the allow-list came with the fork; lower the limits.
+    Inherited,
+    /// `--inetd`: install the allow-list, then lower the limits.
+    Install(&'static Sandbox),
+}
+
+impl Confine {
+    /// Confines the calling process before its first read: the allow-list if it has none yet,
+    /// then no processes and descriptors only below `highest` + 3 (room for a splice pipe).
+    pub fn enter(self, highest: RawFd) -> io::Result<()> {
+        if let Confine::Install(sandbox) = self {
+            sandbox.install()?;
+        }
+        limit(Resource::RLIMIT_NPROC, 0)?;
+        limit(Resource::RLIMIT_NOFILE, highest.max(2) as u64 + 3)
+    }
+}
+
+/// The sandbox for a run: None with `--no-sandbox`, or where no filter is built (said at
+/// startup). An error says why there can be none and names the way out.
+pub fn prepare(no_sandbox: bool) -> Result<Option<&'static Sandbox>, String> {
+    if no_sandbox {
+        return Ok(None);
+    }
+    if !filter::AVAILABLE {
+        crate::logln!(
+            "warning: no sandbox on {}: seccompiler builds filters for x86_64, aarch64 and riscv64 only",
+            std::env::consts::ARCH
+        );
+        return Ok(None);
+    }
+    match Sandbox::new() {
+        Ok(sandbox) => Ok(Some(Box::leak(Box::new(sandbox)))),
+        Err(err) => Err(format!("{err}; --no-sandbox serves without the sandbox")),
+    }
+}
+
+/// Sets both the soft and the hard limit: a confined process cannot raise it again.
+fn limit(resource: Resource, value: u64) -> io::Result<()> {
+    Ok(setrlimit(resource, value, value)?)
+}
+
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+mod filter {
+    use std::collections::BTreeMap;
+    use std::io;
+
+    use nix::libc;
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+
+    pub const AVAILABLE: bool = true;
+
+    pub type Program = BpfProgram;
+
+    /// The system calls a child makes after setting itself up, for any argument.
+    const ALLOWED: &[libc::c_long] = &[
+        // The echo, both paths, and the log.
+        libc::SYS_read,
+        libc::SYS_write,
+        libc::SYS_readv,
+        libc::SYS_writev,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_splice,
+        libc::SYS_pipe2,
+        libc::SYS_ppoll,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_poll,
+        libc::SYS_close,
+        libc::SYS_shutdown,
+        libc::SYS_setsockopt,
+        libc::SYS_getsockopt,
+        // Memory: the echo buffer and the allocator.
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_madvise,
+        libc::SYS_brk,
+        // Time: timeouts, --max-duration's timer, the faults' pauses.
+        libc::SYS_clock_gettime,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_nanosleep,
+        libc::SYS_setitimer,
+        // Signals: the stop handler's return, and a panic's abort.
+        libc::SYS_rt_sigreturn,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_getpid,
+        libc::SYS_gettid,
+        libc::SYS_tgkill,
+        libc::SYS_futex,
+        // Leaving: Rust's runtime takes down its signal stack when `main` returns (--inetd).
+        libc::SYS_sigaltstack,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+        // The parent: accept, fork (glibc's fork is clone; the child resets its robust list), the
+        // signal mask around it, reaping, ending children, its stdout handed to /dev/null.
+        libc::SYS_accept4,
+        libc::SYS_clone,
+        libc::SYS_set_robust_list,
+        libc::SYS_wait4,
+        libc::SYS_waitid,
+        libc::SYS_kill,
+        libc::SYS_getppid,
+        libc::SYS_rt_sigaction,
+        libc::SYS_dup3,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2,
+        libc::SYS_getsockname,
+        libc::SYS_getpeername,
+    ];
+
+    /// Compiles the allow-list for this machine's architecture.
     // The libc constants' types differ between architectures: the casts are no-ops only here.
     #[allow(clippy::unnecessary_cast)]
-    pub fn new() -> Result<Sandbox, String> {
+    pub fn compile() -> Result<Program, String> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|_| format!("no seccomp filter for {}", std::env::consts::ARCH))?;
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
@@ -168,68 +243,44 @@ impl Sandbox {
         .map_err(|err| format!("unable to build the seccomp filter: {err}"))?;
         let program = BpfProgram::try_from(filter)
             .map_err(|err| format!("unable to compile the seccomp filter: {err}"))?;
-        Ok(Sandbox { program })
+        Ok(program)
     }
 
-    /// Installs the allow-list on the calling process and, through fork, on every process it
-    /// makes from now on. Sets `PR_SET_NO_NEW_PRIVS` first (seccomp requires it).
-    pub fn install(&self) -> io::Result<()> {
-        seccompiler::apply_filter(&self.program).map_err(io::Error::other)
+    pub fn install(program: &Program) -> io::Result<()> {
+        seccompiler::apply_filter(program).map_err(io::Error::other)
     }
-}
 
-/// What a process does about the sandbox when its connection starts.
-#[derive(Debug, Clone, Copy)]
-pub enum Confine {
-    /// A forked child: the allow-list came with the fork; lower the limits.
-    Inherited,
-    /// `--inetd`: install the allow-list, then lower the limits.
-    Install(&'static Sandbox),
-}
+    #[cfg(test)]
+    mod tests {
+        use super::*;
 
-impl Confine {
-    /// Confines the calling process before its first read: the allow-list if it has none yet,
-    /// then no processes and descriptors only below `highest` + 3 (room for a splice pipe).
-    pub fn enter(self, highest: RawFd) -> io::Result<()> {
-        if let Confine::Install(sandbox) = self {
-            sandbox.install()?;
+        #[test]
+        fn the_allow_list_compiles_for_this_machine() {
+            let program = compile().expect("a filter for this architecture");
+            assert!(program.len() > ALLOWED.len());
         }
-        limit(libc::RLIMIT_NPROC, 0)?;
-        limit(libc::RLIMIT_NOFILE, highest.max(2) as u64 + 3)
     }
 }
 
-/// The sandbox for a run: None with `--no-sandbox`. An error says why there can be none and
-/// names the way out.
-pub fn prepare(no_sandbox: bool) -> Result<Option<&'static Sandbox>, String> {
-    if no_sandbox {
-        return Ok(None);
-    }
-    match Sandbox::new() {
-        Ok(sandbox) => Ok(Some(Box::leak(Box::new(sandbox)))),
-        Err(err) => Err(format!("{err}; --no-sandbox serves without the sandbox")),
-    }
-}
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+mod filter {
+    use std::io;
 
-fn limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
-    };
-    // SAFETY: setrlimit reads the struct above.
-    match unsafe { libc::setrlimit(resource, &limit) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
+    pub const AVAILABLE: bool = false;
+
+    /// No filter is ever built here: `prepare` does not ask for one.
+    #[derive(Debug)]
+    pub enum Program {}
+
+    pub fn compile() -> Result<Program, String> {
+        Err(format!("no seccomp filter for {}", std::env::consts::ARCH))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_allow_list_compiles_for_this_machine() {
-        let sandbox = Sandbox::new().expect("a filter for this architecture");
-        assert!(sandbox.program.len() > ALLOWED.len());
+    pub fn install(program: &Program) -> io::Result<()> {
+        match *program {}
     }
 }
