@@ -253,7 +253,9 @@ fn sighup_stops_the_server_like_sigterm() {
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
     assert!(read_until_closed(&mut client).is_empty());
     // The process has exited; its last lines may still be on their way through the pipe.
-    server.wait_for_line("the stopping line", |l| l.ends_with("stopping signal=SIGHUP live=1"));
+    server.wait_for_line("the stopping line", |l| {
+        l.ends_with("stopping signal=SIGHUP live=1")
+    });
 }
 
 #[test]

@@ -108,7 +108,9 @@ fn sigint_stops_an_idle_server_with_status_zero() {
     server.signal(Signal::SIGINT);
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
     // The process has exited; its last lines may still be on their way through the pipe.
-    server.wait_for_line("the stopping line", |l| l.ends_with("stopping signal=SIGINT live=0"));
+    server.wait_for_line("the stopping line", |l| {
+        l.ends_with("stopping signal=SIGINT live=0")
+    });
 }
 
 #[test]
