@@ -6,11 +6,17 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(214, 39, 40),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 /// `rows`: per server, (metric, ratio) in the same metric order.
@@ -25,7 +31,7 @@ pub fn draw(path: &Path, rows: &[(&str, Vec<(&str, f64)>)]) -> Result<()> {
         .filter(|v| v.is_finite())
         .fold(1.5f64, f64::max)
         * 1.1;
-    let area = SVGBackend::new(path, (960, 480)).into_drawing_area();
+    let area = SVGBackend::new(path, (1400, 560)).into_drawing_area();
     area.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let mut chart = ChartBuilder::on(&area)
         .caption(

@@ -1,4 +1,5 @@
-//! The load generator: four scenarios, every response verified byte for byte.
+//! The load generator: five scenarios, every response verified byte for byte, and the server's
+//! own CPU time around them.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -16,6 +17,8 @@ pub struct Rate {
     pub per_sec: f64,
     pub p50: Duration,
     pub p99: Duration,
+    /// How many (connections, round trips) were made.
+    pub count: usize,
 }
 
 fn rate(mut samples: Vec<Duration>, elapsed: Duration) -> Rate {
@@ -25,6 +28,22 @@ fn rate(mut samples: Vec<Duration>, elapsed: Duration) -> Rate {
         per_sec: samples.len() as f64 / elapsed.as_secs_f64(),
         p50: at(0.50),
         p99: at(0.99),
+        count: samples.len(),
+    }
+}
+
+/// The server's CPU time so far: the process's own (every thread's) and its reaped children's,
+/// from /proc/PID/stat. The load generator's CPU is not in it, whatever it costs.
+pub fn server_cpu(server: Pid) -> Duration {
+    procfs::stat(server.as_raw()).map_or(Duration::ZERO, |s| s.cpu() + s.children_cpu())
+}
+
+/// Waits (up to 5 s) until a forking server has reaped every child, so their CPU time is in
+/// `server_cpu`.
+pub fn settle(server: Pid, forks: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while forks && !children_of(server).is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -206,6 +225,139 @@ fn bulk(addr: Target, total: usize, measure: impl Fn() -> Result<u64>) -> Result
     let measured = measured.context("the echo ended before all bytes came back")?;
     let mib_per_s = total as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
     Ok((mib_per_s, measured))
+}
+
+/// What scenario 5 found: from the instant every client started connecting to each one's first
+/// echo.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Burst {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// Scenario 5: `clients` connections started at the same instant (non-blocking connects, one
+/// after the other, then one poll loop), each sending 32 bytes as soon as it is connected; the
+/// time until each one's echo is complete. What a test suite that opens many connections at once
+/// sees.
+pub fn burst(to: Target, clients: usize) -> Result<Burst> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use socket2::{Domain, Socket, Type};
+    use std::os::fd::AsFd;
+
+    struct Client {
+        socket: Socket,
+        /// Bytes of the message (prelude included) sent, and echo bytes received.
+        sent: usize,
+        received: usize,
+        done: Option<Duration>,
+    }
+    let message = |i: usize| -> [u8; 32] {
+        let mut msg = [0u8; 32];
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        msg[8..16].copy_from_slice(&(!(i as u64)).to_le_bytes());
+        msg
+    };
+    let mut all = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let socket = Socket::new(Domain::for_address(to.addr), Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        all.push(Client {
+            socket,
+            sent: 0,
+            received: 0,
+            done: None,
+        });
+    }
+    let started = Instant::now();
+    for client in &all {
+        match client.socket.connect(&to.addr.into()) {
+            Ok(()) => {}
+            Err(err) if err.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
+            Err(err) => return Err(err).context("burst connect"),
+        }
+    }
+    let deadline = started + Duration::from_secs(60);
+    let mut left = clients;
+    let mut buf = [0u8; 64];
+    while left > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "burst: {left} of {clients} clients never echoed"
+        );
+        let waiting: Vec<usize> = (0..clients).filter(|&i| all[i].done.is_none()).collect();
+        let mut fds: Vec<PollFd> = waiting
+            .iter()
+            .map(|&i| {
+                let c = &all[i];
+                let whole = to.prelude.len() + 32;
+                let events = if c.sent < whole {
+                    PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                };
+                PollFd::new(c.socket.as_fd(), events)
+            })
+            .collect();
+        poll(&mut fds, PollTimeout::from(100u16))?;
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        for (&i, ready) in waiting.iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            let client = &mut all[i];
+            let msg = message(i);
+            let whole = [to.prelude, &msg].concat();
+            if client.sent < whole.len() {
+                if let Some(err) = client.socket.take_error()? {
+                    return Err(err).context("burst connect");
+                }
+                match client.socket.send(&whole[client.sent..]) {
+                    Ok(n) => client.sent += n,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(err) => return Err(err).context("burst send"),
+                }
+                continue;
+            }
+            match client
+                .socket
+                .recv(unsafe_uninit(&mut buf[..32 - client.received]))
+            {
+                Ok(0) => anyhow::bail!("burst: the server closed client {i} before its echo"),
+                Ok(n) => {
+                    let got = &buf[..n];
+                    ensure!(
+                        got == &msg[client.received..client.received + n],
+                        "burst: client {i}'s echo differs"
+                    );
+                    client.received += n;
+                    if client.received == 32 {
+                        client.done = Some(started.elapsed());
+                        left -= 1;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err).context("burst recv"),
+            }
+        }
+    }
+    let mut times: Vec<Duration> = all.iter().filter_map(|c| c.done).collect();
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Ok(Burst {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: *times.last().expect("at least one client"),
+    })
+}
+
+/// socket2's recv takes uninitialised memory; an initialised buffer is a valid one.
+fn unsafe_uninit(buf: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
+    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only writes initialised bytes
+    // into the slice.
+    unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
 }
 
 /// What scenario 4 found.

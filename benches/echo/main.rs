@@ -2,14 +2,19 @@
 //! and socat, side by side in one run.
 //!
 //! Each round starts every server in turn (the order alternates between rounds, A B … B A …) and
-//! runs four scenarios against it: connection rate, round-trip latency, bulk throughput, and a
-//! crowd of concurrent clients with their memory. Every response is verified byte for byte. The
+//! runs five scenarios against it: connection rate, round-trip latency, bulk throughput, a crowd
+//! of concurrent clients with their memory, and a burst of clients connecting at one instant.
+//! Around the first two it reads the server's own CPU time (parent and reaped children, from
+//! /proc), so the report gives server CPU per connection and per round trip: figures the load
+//! generator, which shares the machine, cannot skew. Every response is verified byte for byte,
+//! and progress goes to stderr as it runs. The
 //! report gives each server's medians over the rounds and the median of its per-round ratios to
 //! the C fork baseline, as a markdown table on stdout and JSON, a copy of the table and an SVG
 //! chart under target/forkecho-bench/.
 //!
 //! Flags (after `cargo bench --`): `--quick` (a short smoke run, as CI does), `--rounds N`,
-//! `--clients N` (scenario 4; default 2000), `--seconds S` (scenarios 1 and 2), `--compare PATH`
+//! `--clients N` (scenario 4; default 2000), `--burst N` (scenario 5; default 1000), `--seconds S`
+//! (scenarios 1 and 2), `--compare PATH`
 //! (another forkecho binary, say a build of an earlier commit, measured `-q` in the same rounds:
 //! an A/B of a change, interleaved with everything else).
 
@@ -27,7 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use load::{Bulk, Crowd, Rate};
+use load::{Bulk, Burst, Crowd, Rate};
 use servers::{Kind, Setup};
 
 /// Connection-rate client threads.
@@ -38,6 +43,7 @@ struct Plan {
     compare: Option<std::path::PathBuf>,
     rounds: usize,
     clients: usize,
+    burst: usize,
     seconds: f64,
     bulk_bytes: usize,
 }
@@ -50,10 +56,11 @@ impl Plan {
             compare: None,
             rounds: 3,
             clients: 2000,
+            burst: 1000,
             seconds: 5.0,
             bulk_bytes: 512 << 20,
         };
-        let (mut rounds, mut clients, mut seconds) = (None, None, None);
+        let (mut rounds, mut clients, mut seconds, mut burst) = (None, None, None, None);
         while let Some(arg) = args.next() {
             let mut value = |name: &str| -> Result<String> {
                 args.next().with_context(|| format!("{name} needs a value"))
@@ -62,22 +69,24 @@ impl Plan {
                 "--quick" => plan.quick = true,
                 "--rounds" => rounds = Some(value("--rounds")?.parse()?),
                 "--clients" => clients = Some(value("--clients")?.parse()?),
+                "--burst" => burst = Some(value("--burst")?.parse()?),
                 "--seconds" => seconds = Some(value("--seconds")?.parse()?),
                 "--compare" => plan.compare = Some(value("--compare")?.into()),
                 // cargo passes --bench to harness = false targets.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other:?} (try --quick, --rounds N, --clients N, --seconds S, \
-                     --compare PATH)"
+                    "unknown argument {other:?} (try --quick, --rounds N, --clients N, --burst N, \
+                     --seconds S, --compare PATH)"
                 ),
             }
         }
         if plan.quick {
-            (plan.rounds, plan.clients, plan.seconds) = (1, 100, 0.5);
+            (plan.rounds, plan.clients, plan.seconds, plan.burst) = (1, 100, 0.5, 100);
             plan.bulk_bytes = 16 << 20;
         }
         plan.rounds = rounds.unwrap_or(plan.rounds).max(1);
         plan.clients = clients.unwrap_or(plan.clients).max(1);
+        plan.burst = burst.unwrap_or(plan.burst).max(1);
         plan.seconds = seconds.unwrap_or(plan.seconds);
         Ok(plan)
     }
@@ -87,9 +96,14 @@ impl Plan {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sample {
     pub conn: Rate,
+    /// The server's CPU per connection in scenario 1, µs.
+    pub conn_cpu_us: f64,
     pub rtt: Rate,
+    /// The server's CPU per round trip in scenario 2, µs.
+    pub rtt_cpu_us: f64,
     pub bulk: Bulk,
     pub crowd: Crowd,
+    pub burst: Burst,
 }
 
 /// What is compared, and which way is better.
@@ -100,7 +114,7 @@ pub struct Metric {
     pub value: fn(&Sample) -> f64,
 }
 
-pub const METRICS: [Metric; 6] = [
+pub const METRICS: [Metric; 9] = [
     Metric {
         name: "connections/s",
         higher_is_better: true,
@@ -131,6 +145,21 @@ pub const METRICS: [Metric; 6] = [
         higher_is_better: false,
         value: |s| s.crowd.setup.as_secs_f64(),
     },
+    Metric {
+        name: "server CPU µs/connection",
+        higher_is_better: false,
+        value: |s| s.conn_cpu_us,
+    },
+    Metric {
+        name: "server CPU µs/round trip",
+        higher_is_better: false,
+        value: |s| s.rtt_cpu_us,
+    },
+    Metric {
+        name: "burst p99 ms",
+        higher_is_better: false,
+        value: |s| s.burst.p99.as_secs_f64() * 1e3,
+    },
 ];
 
 fn main() {
@@ -142,7 +171,7 @@ fn main() {
 
 fn run() -> Result<()> {
     let plan = Plan::from_args()?;
-    raise_fd_limit(plan.clients + 256)?;
+    raise_fd_limit(plan.clients.max(plan.burst) + 256)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -165,9 +194,16 @@ fn run() -> Result<()> {
         if round % 2 == 1 {
             order.reverse();
         }
-        for &kind in &order {
-            eprintln!("round {}/{}: {}", round + 1, plan.rounds, kind.name());
-            let sample = measure(&setup, kind, &plan)
+        for (n, &kind) in order.iter().enumerate() {
+            let at = format!(
+                "round {}/{}, server {}/{}: {}",
+                round + 1,
+                plan.rounds,
+                n + 1,
+                order.len(),
+                kind.name()
+            );
+            let sample = measure(&setup, kind, &plan, &at)
                 .with_context(|| format!("{} in round {}", kind.name(), round + 1))?;
             samples.entry(index(&kinds, kind)).or_default().push(sample);
         }
@@ -193,23 +229,43 @@ fn index(kinds: &[Kind], kind: Kind) -> usize {
     kinds.iter().position(|&k| k == kind).expect("known kind")
 }
 
-fn measure(setup: &Setup, kind: Kind, plan: &Plan) -> Result<Sample> {
+fn measure(setup: &Setup, kind: Kind, plan: &Plan, at: &str) -> Result<Sample> {
     let run_for = Duration::from_secs_f64(plan.seconds);
-    let server = setup.start(kind, plan.clients.max(4096) + 64)?;
+    let server = setup.start(kind, plan.clients.max(plan.burst).max(4096) + 64)?;
+    let pid = server.pid();
     let to = load::Target {
         addr: server.addr,
         prelude: kind.prelude(),
     };
+    // Server CPU per unit of work: its CPU time (and its reaped children's) before and after,
+    // the children of the scenario all reaped.
+    let per = |before: Duration, count: usize| {
+        load::settle(pid, kind.forks());
+        (load::server_cpu(pid).saturating_sub(before)).as_secs_f64() * 1e6 / count.max(1) as f64
+    };
+    eprintln!("{at}: connection rate");
+    let before = load::server_cpu(pid);
     let conn = load::connection_rate(to, CLIENT_THREADS, run_for).context("connection rate")?;
+    let conn_cpu_us = per(before, conn.count);
+    eprintln!("{at}: round trips");
+    let before = load::server_cpu(pid);
     let rtt = load::round_trips(to, run_for).context("round trips")?;
-    let bulk =
-        load::bulk_with_cpu(to, plan.bulk_bytes, server.pid(), kind.forks()).context("bulk")?;
-    let crowd = load::crowd(to, plan.clients, server.pid(), kind.forks()).context("crowd")?;
+    let rtt_cpu_us = per(before, rtt.count);
+    eprintln!("{at}: bulk");
+    let bulk = load::bulk_with_cpu(to, plan.bulk_bytes, pid, kind.forks()).context("bulk")?;
+    eprintln!("{at}: crowd of {}", plan.clients);
+    let crowd = load::crowd(to, plan.clients, pid, kind.forks()).context("crowd")?;
+    load::settle(pid, kind.forks());
+    eprintln!("{at}: burst of {}", plan.burst);
+    let burst = load::burst(to, plan.burst).context("burst")?;
     Ok(Sample {
         conn,
+        conn_cpu_us,
         rtt,
+        rtt_cpu_us,
         bulk,
         crowd,
+        burst,
     })
 }
 
@@ -277,19 +333,21 @@ impl Report<'_> {
         let mut out = String::new();
         let _ = writeln!(out, "{}\n", machine_line(self.plan));
         out.push_str(
-            "| server | connections/s | conn p50 ms | conn p99 ms | round trips/s | rtt p50 ms | rtt p99 ms | bulk MiB/s | bulk server CPU ms/GiB | crowd setup s | KiB per connection | parent PSS KiB |\n",
+            "| server | connections/s | server CPU µs/conn | conn p50 ms | conn p99 ms | round trips/s | server CPU µs/rtt | rtt p50 ms | rtt p99 ms | bulk MiB/s | bulk server CPU ms/GiB | crowd setup s | KiB per connection | parent PSS KiB | burst p50 ms | burst p99 ms | burst max ms |\n",
         );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for &kind in self.kinds {
             let m = |f: fn(&Sample) -> f64| self.median_of(kind, f);
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.1} | {:.3} | {:.3} | {:.0} | {:.1} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
                 kind.name(),
                 m(|s| s.conn.per_sec),
+                m(|s| s.conn_cpu_us),
                 ms(m(|s| s.conn.p50.as_secs_f64())),
                 ms(m(|s| s.conn.p99.as_secs_f64())),
                 m(|s| s.rtt.per_sec),
+                m(|s| s.rtt_cpu_us),
                 ms(m(|s| s.rtt.p50.as_secs_f64())),
                 ms(m(|s| s.rtt.p99.as_secs_f64())),
                 m(|s| s.bulk.mib_per_s),
@@ -297,6 +355,9 @@ impl Report<'_> {
                 m(|s| s.crowd.setup.as_secs_f64()),
                 m(|s| s.crowd.per_connection_kib),
                 m(|s| s.crowd.parent_pss_kib),
+                ms(m(|s| s.burst.p50.as_secs_f64())),
+                ms(m(|s| s.burst.p99.as_secs_f64())),
+                ms(m(|s| s.burst.max.as_secs_f64())),
             );
         }
         let _ = writeln!(
@@ -341,6 +402,13 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
+            "- (server CPU per connection: {:.2}; per round trip: {:.2}; burst p99: {:.2}; lower is better)",
+            r(6),
+            r(7),
+            r(8)
+        );
+        let _ = writeln!(
+            out,
             "- {} concurrent clients echoed by every server",
             self.plan.clients
         );
@@ -359,7 +427,7 @@ impl Report<'_> {
             for (j, s) in rounds.iter().enumerate() {
                 let _ = write!(
                     out,
-                    "        {{\"connections_per_s\": {:.1}, \"conn_p50_ms\": {:.4}, \"conn_p99_ms\": {:.4}, \"round_trips_per_s\": {:.1}, \"rtt_p50_ms\": {:.4}, \"rtt_p99_ms\": {:.4}, \"bulk_mib_per_s\": {:.1}, \"bulk_server_cpu_ms_per_gib\": {:.1}, \"crowd_clients\": {}, \"crowd_setup_s\": {:.4}, \"kib_per_connection\": {:.1}, \"parent_pss_kib\": {:.1}, \"children\": {}}}",
+                    "        {{\"connections_per_s\": {:.1}, \"conn_p50_ms\": {:.4}, \"conn_p99_ms\": {:.4}, \"round_trips_per_s\": {:.1}, \"rtt_p50_ms\": {:.4}, \"rtt_p99_ms\": {:.4}, \"bulk_mib_per_s\": {:.1}, \"bulk_server_cpu_ms_per_gib\": {:.1}, \"crowd_clients\": {}, \"crowd_setup_s\": {:.4}, \"kib_per_connection\": {:.1}, \"parent_pss_kib\": {:.1}, \"children\": {}, \"server_cpu_us_per_connection\": {:.1}, \"server_cpu_us_per_round_trip\": {:.2}, \"burst_clients\": {}, \"burst_p50_ms\": {:.3}, \"burst_p99_ms\": {:.3}, \"burst_max_ms\": {:.3}}}",
                     s.conn.per_sec,
                     s.conn.p50.as_secs_f64() * 1e3,
                     s.conn.p99.as_secs_f64() * 1e3,
@@ -372,7 +440,13 @@ impl Report<'_> {
                     s.crowd.setup.as_secs_f64(),
                     s.crowd.per_connection_kib,
                     s.crowd.parent_pss_kib,
-                    s.crowd.children
+                    s.crowd.children,
+                    s.conn_cpu_us,
+                    s.rtt_cpu_us,
+                    self.plan.burst,
+                    s.burst.p50.as_secs_f64() * 1e3,
+                    s.burst.p99.as_secs_f64() * 1e3,
+                    s.burst.max.as_secs_f64() * 1e3
                 );
                 out.push_str(if j + 1 < rounds.len() { ",\n" } else { "\n" });
             }
@@ -409,12 +483,13 @@ fn machine_line(plan: &Plan) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
-        "{cores} × {cpu}, Linux {}; {} round(s), {} s per rate scenario, {} MiB bulk, {} concurrent clients{}",
+        "{cores} × {cpu}, Linux {}; {} round(s), {} s per rate scenario, {} MiB bulk, {} concurrent clients, bursts of {}{}",
         kernel.trim(),
         plan.rounds,
         plan.seconds,
         plan.bulk_bytes >> 20,
         plan.clients,
+        plan.burst,
         if plan.quick { " (--quick)" } else { "" }
     )
 }
