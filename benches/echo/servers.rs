@@ -1,8 +1,8 @@
 //! The servers compared: forkecho (per-connection logging off and on), the C fork-per-connection
 //! and thread-per-connection baselines (compiled here with the system C compiler), and socat.
-//! Also forkecho built statically (`-C target-feature=+crt-static`, built here into the output
-//! directory): the same code with a smaller process image, which shows how much of forkecho's
-//! cost per fork is dynamic linking rather than its own work.
+//! forkecho is the default build, which `.cargo/config.toml` links statically; also forkecho
+//! linked dynamically (`-C target-feature=-crt-static`, built here into the output directory):
+//! the same code with a larger process image, which shows what dynamic linking costs per fork.
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,7 +27,7 @@ pub enum Kind {
     /// reading the header costs.
     ForkechoProxy,
     ForkechoLogging,
-    ForkechoStatic,
+    ForkechoDynamic,
     /// `--compare PATH`: another forkecho binary, run with `-q`.
     ForkechoCompare,
     CThread,
@@ -42,7 +42,7 @@ impl Kind {
             Kind::ForkechoNoSandbox => "forkecho -q --no-sandbox",
             Kind::ForkechoProxy => "forkecho -q --proxy-protocol",
             Kind::ForkechoLogging => "forkecho (logging)",
-            Kind::ForkechoStatic => "forkecho -q, static build",
+            Kind::ForkechoDynamic => "forkecho -q, dynamic build",
             Kind::ForkechoCompare => "forkecho -q, --compare build",
             Kind::CThread => "C threads",
             Kind::Socat => "socat fork",
@@ -57,7 +57,7 @@ impl Kind {
             Kind::ForkechoNoSandbox => "forkecho_no_sandbox",
             Kind::ForkechoProxy => "forkecho_proxy",
             Kind::ForkechoLogging => "forkecho_logging",
-            Kind::ForkechoStatic => "forkecho_static",
+            Kind::ForkechoDynamic => "forkecho_dynamic",
             Kind::ForkechoCompare => "forkecho_compare",
             Kind::CThread => "c_thread",
             Kind::Socat => "socat",
@@ -88,14 +88,15 @@ pub struct Setup {
     pub c_thread: PathBuf,
     pub out_dir: PathBuf,
     pub have_socat: bool,
-    /// None when the static build failed (the reason is printed).
-    pub forkecho_static: Option<PathBuf>,
+    /// None when the dynamic build failed (the reason is printed).
+    pub forkecho_dynamic: Option<PathBuf>,
     /// `--compare PATH`.
     pub forkecho_compare: Option<PathBuf>,
 }
 
 impl Setup {
-    /// Compiles the C baselines and the static forkecho into `out_dir` and looks for socat.
+    /// Compiles the C baselines and the dynamically linked forkecho into `out_dir` and looks for
+    /// socat.
     /// `manifest` is forkecho's Cargo.toml.
     pub fn prepare(
         forkecho: &Path,
@@ -130,9 +131,9 @@ impl Setup {
             c_thread: compile("thread_server.c", "c_thread_server", &["-pthread"])?,
             out_dir: out_dir.to_path_buf(),
             have_socat,
-            forkecho_static: build_static(manifest, out_dir)
+            forkecho_dynamic: build_dynamic(manifest, out_dir)
                 .inspect_err(|err| {
-                    eprintln!("note: no static build, its column is left out: {err:#}")
+                    eprintln!("note: no dynamic build, its row is left out: {err:#}")
                 })
                 .ok(),
             forkecho_compare: compare.map(Path::to_path_buf),
@@ -148,8 +149,8 @@ impl Setup {
             Kind::ForkechoLogging,
             Kind::CThread,
         ];
-        if self.forkecho_static.is_some() {
-            kinds.insert(5, Kind::ForkechoStatic);
+        if self.forkecho_dynamic.is_some() {
+            kinds.insert(5, Kind::ForkechoDynamic);
         }
         if self.forkecho_compare.is_some() {
             kinds.insert(2, Kind::ForkechoCompare);
@@ -172,7 +173,7 @@ impl Setup {
             | Kind::ForkechoNoSandbox
             | Kind::ForkechoProxy
             | Kind::ForkechoLogging
-            | Kind::ForkechoStatic
+            | Kind::ForkechoDynamic
             | Kind::ForkechoCompare => {
                 let mut args = vec!["--bind", "127.0.0.1", "--port", "0"];
                 args.extend(["--max-clients", &max_clients, "--backlog", "1024"]);
@@ -186,7 +187,7 @@ impl Setup {
                     args.push("--proxy-protocol");
                 }
                 let program = match kind {
-                    Kind::ForkechoStatic => self.forkecho_static.as_deref().context("static")?,
+                    Kind::ForkechoDynamic => self.forkecho_dynamic.as_deref().context("dynamic")?,
                     Kind::ForkechoCompare => self.forkecho_compare.as_deref().context("compare")?,
                     _ => &self.forkecho,
                 };
@@ -218,9 +219,9 @@ impl Setup {
     }
 }
 
-/// Builds forkecho's release binary with glibc linked statically (crt-static needs an explicit
-/// `--target` so build scripts and proc macros stay dynamic) and returns its path.
-fn build_static(manifest: &Path, out_dir: &Path) -> Result<PathBuf> {
+/// Builds forkecho's release binary with glibc linked dynamically (what the default build was
+/// before `.cargo/config.toml` made it static), and returns its path.
+fn build_dynamic(manifest: &Path, out_dir: &Path) -> Result<PathBuf> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let version = Command::new(rustc)
         .arg("-vV")
@@ -231,7 +232,7 @@ fn build_static(manifest: &Path, out_dir: &Path) -> Result<PathBuf> {
         .lines()
         .find_map(|line| line.strip_prefix("host: "))
         .context("rustc -vV printed no host")?;
-    let target_dir = out_dir.join("static");
+    let target_dir = out_dir.join("dynamic");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args([
@@ -248,10 +249,11 @@ fn build_static(manifest: &Path, out_dir: &Path) -> Result<PathBuf> {
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // RUSTFLAGS overrides the project's .cargo/config.toml, which links statically.
+        .env("RUSTFLAGS", "-C target-feature=-crt-static")
         .status()
-        .context("run cargo build for the static binary")?;
-    ensure!(status.success(), "cargo build with crt-static failed");
+        .context("run cargo build for the dynamic binary")?;
+    ensure!(status.success(), "cargo build with -crt-static failed");
     Ok(target_dir.join(host).join("release/forkecho"))
 }
 

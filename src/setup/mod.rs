@@ -10,6 +10,7 @@
 //! Unknown users and groups are refused before anything is bound. Then the log chooses how it
 //! writes to stderr (`log::init`); until then, lines are plain writes.
 
+mod accounts;
 pub mod activation;
 pub mod listener;
 pub mod privileges;

@@ -6,7 +6,9 @@
 //! with setuid(0) must fail. Unknown names are refused before anything changes.
 
 use anyhow::{Context, Result, bail, ensure};
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
+
+use super::accounts;
 
 /// Who to become.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +35,7 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Identit
         (Some((uid, _, name)), Some((gid, _))) => (Some(uid), gid, Some(name)),
         (None, Some((gid, _))) => (None, gid, None),
     };
-    let group_name = Group::from_gid(gid)
+    let group_name = accounts::group(&gid.to_string())
         .ok()
         .flatten()
         .map_or_else(|| gid.to_string(), |g| g.name);
@@ -53,16 +55,21 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Identit
 
 /// A user by name, or by number when no user has that name: (uid, primary gid, name).
 fn find_user(name: &str) -> Result<(Uid, Option<Gid>, String)> {
-    let found =
-        User::from_name(name).with_context(|| format!("unable to look up user '{name}'"))?;
+    let found = accounts::user(name).with_context(|| format!("unable to look up user '{name}'"))?;
     match found {
-        Some(user) => Ok((user.uid, Some(user.gid), user.name)),
+        Some(user) if user.name == name => Ok((
+            Uid::from_raw(user.uid),
+            Some(Gid::from_raw(user.gid)),
+            user.name,
+        )),
+        // Found by number: keep the number as the name the log shows.
+        Some(user) => Ok((
+            Uid::from_raw(user.uid),
+            Some(Gid::from_raw(user.gid)),
+            name.to_string(),
+        )),
         None => match name.parse::<u32>() {
-            Ok(raw) => {
-                let uid = Uid::from_raw(raw);
-                let gid = User::from_uid(uid).ok().flatten().map(|u| u.gid);
-                Ok((uid, gid, name.to_string()))
-            }
+            Ok(raw) => Ok((Uid::from_raw(raw), None, name.to_string())),
             Err(_) => bail!("unknown user '{name}'"),
         },
     }
@@ -71,9 +78,9 @@ fn find_user(name: &str) -> Result<(Uid, Option<Gid>, String)> {
 /// A group by name, or by number when no group has that name.
 fn find_group(name: &str) -> Result<(Gid, String)> {
     let found =
-        Group::from_name(name).with_context(|| format!("unable to look up group '{name}'"))?;
+        accounts::group(name).with_context(|| format!("unable to look up group '{name}'"))?;
     match found {
-        Some(group) => Ok((group.gid, group.name)),
+        Some(group) => Ok((Gid::from_raw(group.gid), group.name)),
         None => match name.parse::<u32>() {
             Ok(raw) => Ok((Gid::from_raw(raw), name.to_string())),
             Err(_) => bail!("unknown group '{name}'"),
