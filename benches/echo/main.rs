@@ -10,7 +10,7 @@
 //! and progress goes to stderr as it runs. The
 //! report gives each server's medians over the rounds and the median of its per-round ratios to
 //! the C fork baseline, as a markdown table on stdout and JSON, a copy of the table and an SVG
-//! chart under target/forkecho-bench/.
+//! chart under target/<host>/forkecho-bench/.
 //!
 //! Flags (after `cargo bench --`): `--quick` (a short smoke run, as CI does), `--rounds N`,
 //! `--clients N` (scenario 4; default 2000), `--burst N` (scenario 5; default 1000), `--seconds S`
