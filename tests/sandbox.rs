@@ -162,3 +162,27 @@ fn inetd_mode_is_sandboxed_too() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(out.stdout, b"hi");
 }
+
+#[test]
+fn stopping_and_continuing_the_server_and_a_waiting_child_is_survived() {
+    // SIGSTOP and SIGCONT (a terminal's Ctrl-Z and fg, a debugger attaching) make the kernel
+    // resume an interrupted wait with restart_syscall(2): the sandbox must allow it.
+    let server = Server::start(&["--delay", "300"]);
+    let mut client = server.connect();
+    client.write_all(b"held").unwrap();
+    let child = server.child_for(client.local_addr().unwrap());
+    // The child waits in poll for the echo's due time; the parent waits in poll for clients.
+    for pid in [child, server.pid()] {
+        nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+        common::eventually("the process to stop", DEADLINE, || {
+            common::process_state(pid.as_raw()) == Some('T')
+        });
+        nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
+    }
+    let mut back = [0u8; 4];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"held");
+    let mut again = server.connect();
+    assert_eq!(round_trip(&mut again, b"still serving"), b"still serving");
+    assert!(!server.log().contains("SIGSYS"), "{}", server.log());
+}

@@ -139,6 +139,10 @@ mod filter {
         libc::SYS_setitimer,
         // Signals: the stop handler's return, and a panic's abort.
         libc::SYS_rt_sigreturn,
+        // A wait with a timeout that SIGSTOP and SIGCONT interrupted (Ctrl-Z and fg, a debugger)
+        // is resumed by the kernel through restart_syscall: without it, stopping the server
+        // killed it.
+        libc::SYS_restart_syscall,
         libc::SYS_rt_sigprocmask,
         libc::SYS_getpid,
         libc::SYS_gettid,
