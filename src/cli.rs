@@ -174,17 +174,17 @@ pub struct Options {
 
     /// After echoing BYTES, close the connection cleanly (FIN); what the client sends after
     /// that is read and dropped
-    #[arg(long, value_name = "BYTES", value_parser = parse_count, group = "limit", help_heading = FAULTS)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, group = "limit", help_heading = FAULTS)]
     pub close_after: Option<u64>,
 
     /// After echoing BYTES (and the client acknowledging them), reset the connection (RST): the
     /// client's next read fails with ECONNRESET
-    #[arg(long, value_name = "BYTES", value_parser = parse_count, group = "limit", help_heading = FAULTS)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, group = "limit", help_heading = FAULTS)]
     pub reset_after: Option<u64>,
 
     /// After echoing BYTES, read and write nothing more, and hold the connection open until the
     /// client closes it or --idle-timeout passes
-    #[arg(long, value_name = "BYTES", value_parser = parse_count, group = "limit", help_heading = FAULTS)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, group = "limit", help_heading = FAULTS)]
     pub stall_after: Option<u64>,
 
     /// After the client's FIN, wait MS milliseconds before closing the connection
@@ -451,7 +451,8 @@ fn parse_bind(text: &str) -> Result<Bind, String> {
     )
 }
 
-/// Parses a byte count with an optional K, M or G (binary) suffix.
+/// Parses a byte count with an optional K, M or G (binary) suffix; zero allowed (the limits:
+/// `--reset-after 0` resets at once).
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let (digits, unit) = match text.as_bytes().last() {
         Some(b'k' | b'K') => (&text[..text.len() - 1], 1 << 10),
@@ -473,11 +474,6 @@ fn parse_size(text: &str) -> Result<usize, String> {
         bytes @ 1.. if bytes <= MAX_BUFFER as u64 => Ok(bytes as usize),
         _ => Err(format!("must be between 1 byte and {}M", MAX_BUFFER >> 20)),
     }
-}
-
-/// Parses a byte count for the limits: zero allowed (`--reset-after 0` resets at once).
-fn parse_count(text: &str) -> Result<u64, String> {
-    parse_bytes(text)
 }
 
 /// Parses `--rate`: at least a byte a second.

@@ -19,23 +19,13 @@ use common::{DEADLINE, Server, binary, event, field};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// forkecho on loopback port 0 with the fault hooks `hooks` armed.
-fn with_hooks(hooks: &str, args: &[&str]) -> Server {
-    let mut command = Command::new(binary());
-    command
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .env("FORKECHO_DEBUG", hooks);
-    Server::spawn(command)
-}
-
 #[test]
 #[cfg_attr(
     not(debug_assertions),
     ignore = "fault hooks exist in debug builds only"
 )]
 fn a_stop_signal_that_lands_while_the_loop_takes_a_wake_up_is_not_lost() {
-    let mut server = with_hooks("sigterm-while-waking", &[]);
+    let mut server = Server::with_hooks("sigterm-while-waking", &[]);
     // Any signal wakes the idle loop; while it takes that wake-up, the hook raises SIGTERM
     // between emptying the self-pipe and reading the flags.
     server.signal(Signal::SIGUSR1);
@@ -166,7 +156,7 @@ fn a_child_shares_no_writable_memory_with_the_parent_but_the_byte_counter() {
     ignore = "fault hooks exist in debug builds only"
 )]
 fn a_panicking_child_ends_alone_with_status_101_and_the_server_serves_on() {
-    let mut server = with_hooks("child-panics", &[]);
+    let mut server = Server::with_hooks("child-panics", &[]);
     for _ in 0..3 {
         let mut client = server.connect();
         let local = client.local_addr().unwrap();

@@ -89,22 +89,13 @@ fn a_sandboxed_child_echoes_on_every_path() {
     }
 }
 
-fn with_forbidden_syscall(args: &[&str]) -> Server {
-    let mut command = Command::new(binary());
-    command
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .env("FORKECHO_DEBUG", "forbidden-syscall");
-    Server::spawn(command)
-}
-
 #[test]
 #[cfg_attr(
     not(debug_assertions),
     ignore = "fault hooks exist in debug builds only"
 )]
 fn a_child_that_makes_a_forbidden_system_call_dies_of_sigsys_and_the_server_serves_on() {
-    let mut server = with_forbidden_syscall(&[]);
+    let mut server = Server::with_hooks("forbidden-syscall", &[]);
     // Connection 1: its child calls socket(2) inside the sandbox.
     let mut first = server.connect();
     let local = first.local_addr().unwrap();
@@ -132,7 +123,7 @@ fn a_child_that_makes_a_forbidden_system_call_dies_of_sigsys_and_the_server_serv
     ignore = "fault hooks exist in debug builds only"
 )]
 fn without_the_sandbox_the_same_system_call_is_harmless() {
-    let server = with_forbidden_syscall(&["--no-sandbox"]);
+    let server = Server::with_hooks("forbidden-syscall", &["--no-sandbox"]);
     let mut client = server.connect();
     assert_eq!(round_trip(&mut client, b"fine"), b"fine");
 }

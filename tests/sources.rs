@@ -5,15 +5,13 @@
 
 mod common;
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{DEADLINE, Server, event, field, round_trip};
-use nix::libc;
-use nix::sched::{CloneFlags, unshare};
 use socket2::{Domain, Socket, Type};
 
 /// A connection to `to` from address `from` (any port).
@@ -125,16 +123,8 @@ fn ipv4_prefix_groups_neighbours_for_max_per_ip() {
 
 #[test]
 fn ipv6_clients_count_per_64_by_default() {
-    thread::spawn(|| {
-        if let Err(err) = unshare(CloneFlags::CLONE_NEWNET) {
-            eprintln!("skipped: a private network namespace needs CAP_SYS_ADMIN ({err})");
-            return;
-        }
-        if let Err(err) = loopback_with(&["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:2::1"])
-        {
-            eprintln!("skipped: no IPv6 addresses on loopback here ({err})");
-            return;
-        }
+    const ADDRS: &[&str] = &["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:2::1"];
+    common::netns::in_private_network(ADDRS, || {
         let mut command = Command::new(common::binary());
         command.args(["--port", "0", "--bind", "::", "--max-per-ip", "1"]);
         let server = Server::spawn(command);
@@ -155,58 +145,5 @@ fn ipv6_clients_count_per_64_by_default() {
         );
         // Another /64 is another host.
         assert!(served(connect_from("2001:db8:0:2::1", to)));
-    })
-    .join()
-    .expect("the namespace thread");
-}
-
-/// Brings `lo` up with `addrs` (each a /64) in this thread's network namespace, with ioctls only.
-fn loopback_with(addrs: &[&str]) -> io::Result<()> {
-    // SAFETY: plain socket(2) calls; the results are checked before use.
-    let v4 = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    // SAFETY: as above.
-    let v6 = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if v4 < 0 || v6 < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let check = |done: libc::c_int| match done {
-        0.. => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    };
-    let result = (|| {
-        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
-            *dst = *src as libc::c_char;
-        }
-        // SAFETY: the ioctls read and write only `req`, which outlives them; only the flags
-        // member of its union is used, and SIOCGIFFLAGS fills it in.
-        unsafe {
-            check(libc::ioctl(v4, libc::SIOCGIFFLAGS, &mut req))?;
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            check(libc::ioctl(v4, libc::SIOCSIFFLAGS, &req))?;
-            check(libc::ioctl(v4, libc::SIOCGIFINDEX, &mut req))?;
-        }
-        // SAFETY: SIOCGIFINDEX filled in the index member.
-        let index = unsafe { req.ifr_ifru.ifru_ifindex };
-        for addr in addrs {
-            let ip: std::net::Ipv6Addr = addr.parse().unwrap();
-            let add = libc::in6_ifreq {
-                ifr6_addr: libc::in6_addr {
-                    s6_addr: ip.octets(),
-                },
-                ifr6_prefixlen: 64,
-                ifr6_ifindex: index,
-            };
-            // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads one in6_ifreq.
-            check(unsafe { libc::ioctl(v6, libc::SIOCSIFADDR, &add) })?;
-        }
-        Ok(())
-    })();
-    // SAFETY: both fds are ours and closed once.
-    unsafe {
-        libc::close(v4);
-        libc::close(v6);
-    }
-    result
+    });
 }

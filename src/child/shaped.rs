@@ -14,7 +14,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -185,7 +185,7 @@ impl Shaper<'_> {
                 Step::End(end) => return end,
                 Step::Wait(events, until) => (events, until),
             };
-            let mut fds = [PollFd::new(socket_fd(socket), events)];
+            let mut fds = [PollFd::new(socket.as_fd(), events)];
             let left = until.map(|until| until.saturating_duration_since(Instant::now()));
             let revents = match poll(&mut fds, wait::timeout(left)) {
                 Ok(0) | Err(Errno::EINTR) => continue,
@@ -383,18 +383,19 @@ impl Shaper<'_> {
             if left.is_some_and(|left| left.is_zero()) {
                 return End::IdleTimeout;
             }
-            // POLLRDHUP: the client's FIN, even with its data still unread.
+            // POLLRDHUP: the client's FIN, even with its data still unread. A stop ends the wait
+            // early too; the loop looks again.
             let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-            let mut fds = [PollFd::new(socket_fd(socket), rdhup)];
-            match poll(&mut fds, wait::timeout(left)) {
-                Ok(0) | Err(Errno::EINTR) => {}
-                Ok(_) => {
+            match wait::wait_for(socket, rdhup, left) {
+                Ok(false) => {}
+                Ok(true) if (self.watch.stopped)() => {}
+                Ok(true) => {
                     return match socket.take_error() {
                         Ok(Some(_)) => End::Reset,
                         _ => End::ClientClosed,
                     };
                 }
-                Err(errno) => return End::Failed(errno.into()),
+                Err(err) => return End::Failed(err),
             }
         }
     }
@@ -415,10 +416,9 @@ impl Shaper<'_> {
             if left.is_zero() {
                 return End::ClientClosed;
             }
-            // No events asked for: only an error (a reset) or the time ends the wait early.
-            let mut fds = [PollFd::new(socket_fd(socket), PollFlags::empty())];
-            if let Ok(n) = poll(&mut fds, wait::timeout(Some(left)))
-                && n > 0
+            // No events asked for: only an error (a reset), a stop or the time ends the wait early.
+            if let Ok(true) = wait::wait_for(socket, PollFlags::empty(), Some(left))
+                && !(self.watch.stopped)()
             {
                 return End::Reset;
             }
@@ -439,11 +439,6 @@ impl Shaper<'_> {
         self.tokens = (self.tokens + elapsed * rate as f64).min(self.burst() as f64);
         self.refilled = now;
     }
-}
-
-fn socket_fd(socket: &TcpStream) -> std::os::fd::BorrowedFd<'_> {
-    use std::os::fd::AsFd;
-    socket.as_fd()
 }
 
 /// Waits (up to `RESET_WAIT`, or the stall limit if shorter, or a stop) until the client has

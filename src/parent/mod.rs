@@ -217,13 +217,10 @@ impl Parent {
                 self.books.paused_until = None;
             }
             let full = self.note_capacity(now);
-            // Waiting for a PROXY header: until the first deadline at most.
-            let until_deadline = self.books.waiting.iter().map(|w| w.deadline).min();
-            let timeout = match (pause, until_deadline) {
-                (Some(pause), Some(at)) => Some(pause.min(at.saturating_duration_since(now))),
-                (None, Some(at)) => Some(at.saturating_duration_since(now)),
-                (pause, None) => pause,
-            };
+            // Until the pause ends, or the first PROXY header's deadline passes, at most.
+            let deadlines = self.books.waiting.iter().map(|w| w.deadline);
+            let until_deadline = deadlines.min().map(|at| at.saturating_duration_since(now));
+            let timeout = pause.into_iter().chain(until_deadline).min();
             let listening = match pause.is_none() && !full {
                 true => self.listeners.len(),
                 false => 0,
@@ -248,10 +245,6 @@ impl Parent {
             let ready = (0..listening)
                 .filter(|&i| set.ready(1 + i))
                 .fold(0u64, |bits, i| bits | 1 << i);
-            // Which waiting connections have more of their header (or an error, or EOF).
-            let headers: Vec<bool> = (0..books.waiting.len())
-                .map(|i| set.ready(1 + listening + i))
-                .collect();
             let pending = self.wakeup.take(woken);
             if pending.stop.is_some() {
                 return;
@@ -274,7 +267,8 @@ impl Parent {
                 logln!("stats {}", self.snapshot());
             }
             if !self.books.waiting.is_empty() {
-                self.read_headers(&headers);
+                // The waiting connections follow the listeners in the poll set.
+                self.read_headers(1 + listening);
             }
             for index in 0..self.listeners.len() {
                 if ready & (1 << index) != 0 {
@@ -371,15 +365,17 @@ impl Parent {
         }
     }
 
-    /// Reads on the waiting connections that `readable` (in the order of `waiting` when the loop
-    /// polled) says have something, and gives up on those past their deadline.
-    fn read_headers(&mut self, readable: &[bool]) {
+    /// Reads on the waiting connections the last poll found something on (entry `first` + i of
+    /// the poll set is `waiting[i]`), and gives up on those past their deadline. Last to first,
+    /// so a removal (`swap_remove`) moves only an entry already seen.
+    fn read_headers(&mut self, first: usize) {
         let now = Instant::now();
         for index in (0..self.books.waiting.len()).rev() {
             let books = &mut *self.books;
+            let readable = books.polled.ready(first + index);
             let waiting = &books.waiting[index];
             let expired = waiting.deadline <= now;
-            if !readable.get(index).copied().unwrap_or(false) && !expired {
+            if !readable && !expired {
                 continue;
             }
             let reader = books.proxy.as_mut().expect("--proxy-protocol");
@@ -435,15 +431,14 @@ impl Parent {
         {
             drop(client);
             books.counts.rate_limited += 1;
-            if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
-                logln!(
-                    "refused peer={} reason=rate-per-ip limit={} group={}{}",
-                    PeerVia(peer, via),
-                    rates.rate(),
-                    grouping.show(peer),
-                    Suppressed(held)
-                );
-            }
+            let rate = rates.rate();
+            refused(
+                books,
+                PeerVia(peer, via),
+                "rate-per-ip",
+                rate,
+                grouping.show(peer),
+            );
             return;
         }
         let closed = || match self.child.marks {
@@ -453,15 +448,14 @@ impl Parent {
         if books.limits.refuses(peer, closed) {
             drop(client);
             books.counts.refused_per_ip += 1;
-            if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
-                logln!(
-                    "refused peer={} reason=max-per-ip limit={} group={}{}",
-                    PeerVia(peer, via),
-                    books.limits.max_per_ip(),
-                    grouping.show(peer),
-                    Suppressed(held)
-                );
-            }
+            let limit = books.limits.max_per_ip();
+            refused(
+                books,
+                PeerVia(peer, via),
+                "max-per-ip",
+                limit,
+                grouping.show(peer),
+            );
             return;
         }
         books.counts.accepted += 1;
@@ -659,6 +653,22 @@ impl Parent {
             let polled = poll(&mut fds, wait::timeout(Some(left)));
             woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
         }
+    }
+}
+
+/// The `refused` line (rate-limited) for a client turned away by a per-source limit.
+fn refused(
+    books: &mut Books,
+    peer: PeerVia,
+    reason: &str,
+    limit: impl std::fmt::Display,
+    group: limits::Group,
+) {
+    if let Some(held) = books.refusal_warnings.allow(Instant::now()) {
+        logln!(
+            "refused peer={peer} reason={reason} limit={limit} group={group}{}",
+            Suppressed(held)
+        );
     }
 }
 

@@ -66,7 +66,7 @@ pub fn run(options: &PingOptions) -> u8 {
         let line = match attempt(&mut connection, &addrs, &payload, deadline) {
             Ok(echo) => {
                 report.address = Some(echo.addr);
-                report.echoed(seq, echo.addr, Some(echo.connect), echo.rtt)
+                report.echoed(seq, echo.addr, echo.connect, echo.rtt)
             }
             Err((_, Failure::Interrupted)) => break,
             Err((addr, failure)) => {

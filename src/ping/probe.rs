@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -166,7 +166,7 @@ pub fn echo(
         };
         if ready.contains(PollFlags::POLLOUT) {
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            match send(raw(socket), &payload[sent..], flags) {
+            match send(socket.as_raw_fd(), &payload[sent..], flags) {
                 Ok(n) => sent += n,
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 Err(errno) => return Err(Failure::Error(errno.into())),
@@ -175,7 +175,7 @@ pub fn echo(
         if ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             // Never more than this probe's echo: what follows belongs to the next one.
             let want = (payload.len() - received).min(buf.len());
-            match recv(raw(socket), &mut buf[..want], MsgFlags::MSG_DONTWAIT) {
+            match recv(socket.as_raw_fd(), &mut buf[..want], MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Err(Failure::Truncated { received }),
                 Ok(n) => {
                     verify(payload, received, &buf[..n])?;
@@ -187,11 +187,6 @@ pub fn echo(
         }
     }
     Ok(started.elapsed())
-}
-
-fn raw(socket: &Socket) -> std::os::fd::RawFd {
-    use std::os::fd::AsRawFd;
-    socket.as_raw_fd()
 }
 
 #[cfg(test)]

@@ -74,18 +74,19 @@ impl Report {
     }
 
     /// Counts an intact echo and returns its line.
+    /// `connect` is how long connecting took (reported with `--connect` only).
     pub fn echoed(
         &mut self,
         seq: u64,
         from: SocketAddr,
-        connect: Option<Duration>,
+        connect: Duration,
         rtt: Duration,
     ) -> String {
         self.sent += 1;
         self.echoed += 1;
         self.rtt.add(rtt);
         let mut line = format!("{} bytes from {from}: seq={seq}", self.size);
-        if let (Some(times), Some(connect)) = (&mut self.connect, connect) {
+        if let Some(times) = &mut self.connect {
             times.add(connect);
             let _ = write!(line, " connect={:.3} ms", ms(connect));
         }
@@ -232,7 +233,7 @@ mod tests {
     fn the_summary_counts_corrupt_apart_from_lost() {
         let mut report = Report::new("h:7", 56, false);
         let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
-        report.echoed(1, addr, None, Duration::from_micros(500));
+        report.echoed(1, addr, Duration::ZERO, Duration::from_micros(500));
         report.failed(2, Some(addr), &Failure::Truncated { received: 3 });
         report.failed(3, None, &Failure::Timeout { received: 0 });
         assert_eq!(

@@ -130,6 +130,17 @@ impl Server {
         Server::spawn(command)
     }
 
+    /// forkecho on loopback port 0 with `args` and the debug-build fault hooks `hooks` armed
+    /// (`FORKECHO_DEBUG`).
+    pub fn with_hooks(hooks: &str, args: &[&str]) -> Server {
+        let mut command = Command::new(binary());
+        command
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("FORKECHO_DEBUG", hooks);
+        Server::spawn(command)
+    }
+
     /// Spawns `command` (a forkecho invocation) and waits for its `listening on` line.
     pub fn spawn(mut command: Command) -> Server {
         let mut process = command
@@ -411,6 +422,7 @@ pub fn fields(line: &str) -> HashMap<&str, &str> {
 }
 
 pub mod fixture;
+pub mod netns;
 pub mod procfs;
 
 /// Child processes of `parent` as (pid, state), from /proc/*/stat.
