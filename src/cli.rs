@@ -2,7 +2,12 @@
 //!
 //! clap rejects a bad value with a message that quotes it (`invalid value '70000' for '--port
 //! <PORT>'`) and exit status 2, before anything is bound.
+//!
+//! The build script compiles this file too, to write the man page and the completions that
+//! `cargo deb` packages (see build.rs): so it depends only on std, clap and `child/faults.rs`, and
+//! the values the options parse into (`Bind`, `Rate`) are defined here.
 
+use std::fmt;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,8 +16,6 @@ use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::child::faults::{self, CHUNK_GAP, Chunk, Delay, Faults, Limit, LimitKind};
-use crate::parent::rate::Rate;
-use crate::setup::listener::{self, Bind};
 
 const MAX_BUFFER: usize = 64 * 1024 * 1024;
 /// The most processes Linux can have (PID_MAX_LIMIT on 64-bit systems).
@@ -393,6 +396,19 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `N[/S]`: N connections per S seconds (S defaults to 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}s", self.count, self.per.as_secs_f64())
+    }
+}
+
 /// Parses `--rate-per-ip`: `N` or `N/S`, N at least 1, S seconds (decimals allowed) above zero.
 fn parse_rate_per_ip(text: &str) -> Result<Rate, String> {
     let (count, per) = text.split_once('/').unwrap_or((text, "1"));
@@ -424,11 +440,36 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(timeout)
 }
 
+/// Where to listen, as `--bind` gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Ip(ip) => write!(f, "{ip}"),
+            Bind::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Whether a client can reach a TCP listener on `ip`: not a multicast or broadcast address.
+pub fn reachable(ip: IpAddr) -> Result<(), String> {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_multicast() || broadcast {
+        return Err("a multicast or broadcast address cannot accept TCP connections".to_string());
+    }
+    Ok(())
+}
+
 /// Parses where to listen: an IP address of this host (not a multicast or broadcast one, which
 /// TCP can bind and no client can ever reach), or a host name, resolved when forkecho starts.
 fn parse_bind(text: &str) -> Result<Bind, String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
-        listener::reachable(ip)?;
+        reachable(ip)?;
         return Ok(Bind::Ip(ip));
     }
     let label = |l: &str| {

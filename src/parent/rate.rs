@@ -14,26 +14,13 @@
 //! bucket, that is one extra burst of N. So a flood from more sources than the table holds is
 //! limited a little less strictly, never served unboundedly, and never costs an allocation.
 
-use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::cli::Rate;
 use crate::memory;
-
-/// `N[/S]`: N connections per S seconds (S defaults to 1).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
-    pub count: u32,
-    pub per: Duration,
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}s", self.count, self.per.as_secs_f64())
-    }
-}
 
 /// Slots in the table: 16 384 groups being remembered at once, 512 KiB of address space,
 /// touched only where groups land.
@@ -143,6 +130,8 @@ impl Drop for RateTable {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn table(count: u32, secs: u64) -> RateTable {

@@ -10,7 +10,6 @@
 //! non-blocking because the main loop learns of connections from poll(2), never by blocking in
 //! accept(2).
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,25 +19,11 @@ use anyhow::{Context, Result};
 use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::cli::{Bind, reachable};
+
 pub struct Listener {
     socket: Socket,
     addr: SocketAddr,
-}
-
-/// Where to listen, as `--bind` gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bind {
-    Ip(IpAddr),
-    Name(String),
-}
-
-impl fmt::Display for Bind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Bind::Ip(ip) => write!(f, "{ip}"),
-            Bind::Name(name) => f.write_str(name),
-        }
-    }
 }
 
 /// How the listeners are made.
@@ -220,15 +205,6 @@ fn resolve(binds: &[Bind]) -> Result<Vec<(IpAddr, &Bind)>> {
         }
     }
     Ok(addrs)
-}
-
-/// Whether a client can reach a TCP listener on `ip`: not a multicast or broadcast address.
-pub fn reachable(ip: IpAddr) -> Result<(), String> {
-    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    if ip.is_multicast() || broadcast {
-        return Err("a multicast or broadcast address cannot accept TCP connections".to_string());
-    }
-    Ok(())
 }
 
 fn listen_on(addr: SocketAddr, settings: Settings) -> io::Result<Socket> {
