@@ -406,6 +406,43 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'tcsh'"));
 }
 
+/// build.rs writes what the Debian package installs beside the binary; it must be exactly what
+/// the binary prints, or the package's man page and completions would drift from its options.
+#[test]
+fn the_build_writes_the_man_page_and_completions_the_binary_prints() {
+    let assets = std::path::Path::new(binary())
+        .parent()
+        .unwrap()
+        .join("forkecho-assets");
+    let printed = |args: &[&str]| {
+        let output = Command::new(binary()).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        output.stdout
+    };
+    let file =
+        |name: &str| std::fs::read(assets.join(name)).unwrap_or_else(|err| panic!("{name}: {err}"));
+    let page = printed(&["--man"]);
+    assert!(file("forkecho.1") == page, "forkecho.1 differs from --man");
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&file("forkecho.1.gz")[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert!(unzipped == page, "forkecho.1.gz differs from --man");
+    for (name, shell) in [
+        ("forkecho.bash", "bash"),
+        ("_forkecho", "zsh"),
+        ("forkecho.fish", "fish"),
+    ] {
+        let script = printed(&["--completions", shell]);
+        assert!(
+            file(name) == script,
+            "{name} differs from --completions {shell}"
+        );
+    }
+}
+
 /// A launcher process, killed when dropped.
 struct Launcher(Child);
 
@@ -495,9 +532,17 @@ fn the_shipped_systemd_units_verify() {
     let units = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/systemd");
     let socket = std::fs::read_to_string(format!("{units}/forkecho.socket")).unwrap();
     let service = std::fs::read_to_string(format!("{units}/forkecho.service")).unwrap();
-    assert!(service.contains("ExecStart=/usr/local/bin/forkecho "));
+    // A bare name: systemd looks in /usr/local/bin, then /usr/bin (the Debian package's). Here
+    // it is the binary under test.
+    let this_binary = |unit: &str| {
+        unit.replace(
+            "\nExecStart=forkecho ",
+            &format!("\nExecStart={} ", binary()),
+        )
+    };
+    assert!(service.contains("\nExecStart=forkecho "));
     std::fs::write(dir.join("forkecho.socket"), socket).unwrap();
-    let service = service.replace("/usr/local/bin/forkecho", binary());
+    let service = this_binary(&service);
     std::fs::write(dir.join("forkecho.service"), service).unwrap();
     // The SO_REUSEPORT template, verified as instance 1.
     let template = std::fs::read_to_string(format!("{units}/forkecho@.service")).unwrap();
@@ -509,7 +554,7 @@ fn the_shipped_systemd_units_verify() {
         assert!(unit.contains("\nSystemCallFilter=seccomp\n"), "{unit}");
     }
     assert!(template.contains(" --reuse-port "));
-    let template = template.replace("/usr/local/bin/forkecho", binary());
+    let template = this_binary(&template);
     std::fs::write(dir.join("forkecho@.service"), template).unwrap();
     let output = Command::new("systemd-analyze")
         .arg("verify")

@@ -1,0 +1,121 @@
+//! Writes the man page (plain and gzipped) and the bash, zsh and fish completions at build time, for `cargo deb` to
+//! package (`[package.metadata.deb]` in Cargo.toml).
+//!
+//! They come from the very code behind `forkecho --man` and `forkecho --completions SHELL`:
+//! src/cli.rs (and the fault values it parses, src/child/faults.rs) is compiled into this script as
+//! well, so the packaged files cannot drift from the binary, and none is committed. They are
+//! written to OUT_DIR and copied to `forkecho-assets/` beside the binary
+//! (`target/<host>/release/forkecho-assets/`), because cargo-deb finds built files only under the
+//! profile's directory, and OUT_DIR's name carries a hash (cargo-deb's issue #67).
+
+// The script uses the generators only: the parsers and the rest of the options go unused here.
+#![allow(dead_code)]
+
+#[path = "src/cli.rs"]
+mod cli;
+#[path = "src/child/faults.rs"]
+mod faults;
+
+/// Where src/cli.rs looks for the fault values (`crate::child::faults`).
+mod child {
+    pub(crate) use super::faults;
+}
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use clap_complete::Shell;
+
+fn main() -> io::Result<()> {
+    for input in ["build.rs", "src/cli.rs", "src/child/faults.rs"] {
+        println!("cargo::rerun-if-changed={input}");
+    }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let page = generate(cli::write_man)?;
+    let mut files = vec![("forkecho.1.gz", gzip(&page)?), ("forkecho.1", page)];
+    for (name, shell) in [
+        ("forkecho.bash", Shell::Bash),
+        ("_forkecho", Shell::Zsh),
+        ("forkecho.fish", Shell::Fish),
+    ] {
+        files.push((name, generate(|out| cli::write_completions(shell, out))?));
+    }
+    for (name, text) in &files {
+        fs::write(out.join(name), text)?;
+    }
+    // OUT_DIR is <target>/<host>/<profile>/build/forkecho-<hash>/out.
+    if let Some(profile) = out.ancestors().nth(3) {
+        copy_beside_binary(profile, &files)?;
+        link_for_cargo_deb(profile)?;
+    }
+    Ok(())
+}
+
+/// cargo-deb learns the target only from `--target` or CARGO_BUILD_TARGET, not from
+/// `[build] target = "host-tuple"` in .cargo/config.toml: a plain `cargo deb` builds (through
+/// cargo, so into <target>/<host>/<profile>/) and then packages <target>/<profile>/forkecho, a
+/// stale binary or none. So when building for the host, <target>/<profile>/forkecho and
+/// forkecho-assets are made symbolic links to this build's (the binary's dangles until it is
+/// linked). A build for another target (`--target`) leaves them alone: cargo-deb then looks in
+/// that target's directory itself.
+fn link_for_cargo_deb(profile: &Path) -> io::Result<()> {
+    let (Some(name), Some(triple_dir)) = (profile.file_name(), profile.parent()) else {
+        return Ok(());
+    };
+    let target = std::env::var_os("TARGET");
+    if target.is_none() || triple_dir.file_name() != target.as_deref() {
+        return Ok(());
+    }
+    let Some(target_dir) = triple_dir.parent() else {
+        return Ok(());
+    };
+    let plain = target_dir.join(name);
+    fs::create_dir_all(&plain)?;
+    let triple = triple_dir
+        .file_name()
+        .expect("the triple's directory has a name");
+    for file in ["forkecho", "forkecho-assets"] {
+        let wanted = Path::new("..").join(triple).join(name).join(file);
+        let link = plain.join(file);
+        if fs::read_link(&link).ok().as_deref() == Some(wanted.as_path()) {
+            continue;
+        }
+        match fs::symlink_metadata(&link) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&link)?,
+            Ok(_) => fs::remove_file(&link)?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&wanted, &link)?;
+    }
+    Ok(())
+}
+
+/// Compressed the way Debian wants manual pages: gzip at its best, no name, no time stamp.
+fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    io::Write::write_all(&mut encoder, data)?;
+    encoder.finish()
+}
+
+fn generate(write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> io::Result<Vec<u8>> {
+    let mut text = Vec::new();
+    write(&mut text)?;
+    Ok(text)
+}
+
+/// Writes the files into `<profile>/forkecho-assets/`, leaving a file alone when it already
+/// holds the same bytes (so its time stamp says when the options last changed).
+fn copy_beside_binary(profile: &Path, files: &[(&str, Vec<u8>)]) -> io::Result<()> {
+    let dir = profile.join("forkecho-assets");
+    fs::create_dir_all(&dir)?;
+    for (name, text) in files {
+        let path = dir.join(name);
+        if fs::read(&path).ok().as_deref() != Some(text.as_slice()) {
+            fs::write(&path, text)?;
+        }
+    }
+    Ok(())
+}
