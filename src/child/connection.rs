@@ -44,7 +44,10 @@ pub enum Stream {
 /// Serves the connection and returns the exit status: 0 for connections that ended normally, 1
 /// for I/O failures (the parent logs those exits too). `peer` is what the close line calls it.
 pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
-    let started = Instant::now();
+    // Timed for the close line only. With --quiet there is none, and reading the clock would cost
+    // each child its first touches of the vDSO and of that code: 2 to 3 page faults, 7 % of a
+    // child's CPU on a 32-byte connection (measured: 192 against 179 µs).
+    let started = (!config.quiet).then(Instant::now);
     if let Stream::Socket(socket) = &stream
         && !config.max_duration.is_zero()
     {
@@ -98,7 +101,7 @@ pub fn serve(stream: Stream, peer: impl Display, config: Config) -> i32 {
             outcome.end = End::MaxDuration;
         }
     }
-    if !config.quiet {
+    if let Some(started) = started {
         logln!(
             "close peer={peer} pid={} bytes={} duration={} end={}{}",
             std::process::id(),
