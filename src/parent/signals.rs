@@ -1,7 +1,7 @@
 //! The parent's signals: handlers record and wake, and the main loop does the work.
 //!
-//! Handlers installed with signal-hook use SA_RESTART, so a parent blocked in accept(2) would
-//! never notice them. Instead every handler writes one byte to a non-blocking self-pipe that the
+//! Handlers are installed with SA_RESTART (signal-hook's, and SIGCHLD's own sigaction), so a
+//! parent blocked in accept(2) would never notice them. Instead every handler writes one byte to a non-blocking self-pipe that the
 //! main loop polls beside the listener. The handlers only do async-signal-safe work: SIGCHLD
 //! reaps into `reaper::exits()`; SIGTERM, SIGINT and SIGHUP count a stop request; SIGUSR1 asks for
 //! a statistics line. The loop takes a wake-up with `Wakeup::take`: it clears the pipe first and
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
 
 use super::reaper;
 use crate::debug::{self, Hook};
@@ -105,10 +105,18 @@ pub fn install() -> Result<Wakeup> {
         .context("unable to create the self-pipe")?;
     WAKE_FD.store(write.as_raw_fd(), Ordering::Release);
     reaper::init()?;
-    // The action only calls waitpid(2), touches atomics and writes to a pipe: no allocation, no
-    // locks, no panics.
-    // SAFETY: the action is async-signal-safe.
-    unsafe { signal_hook::low_level::register(Signal::SIGCHLD as i32, on_sigchld) }
+    // SIGCHLD comes once per connection, so its handler is a plain sigaction one. signal-hook's
+    // dispatcher counts itself into its registry on every signal: a write to the parent's heap,
+    // whose page each fork shares with the new child, so each SIGCHLD cost the parent a page copy
+    // (0.93 page faults per connection). This handler writes only the reaper's ring, in memory
+    // children do not inherit, and the pipe.
+    let sigchld = SigAction::new(
+        SigHandler::Handler(on_sigchld),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: on_sigchld is async-signal-safe (see there).
+    unsafe { sigaction(Signal::SIGCHLD, &sigchld) }
         .context("unable to install the SIGCHLD handler")?;
     for signal in STOP {
         // SAFETY: the action only stores to atomics and writes to a pipe.
@@ -126,9 +134,14 @@ fn on_usr1() {
     wake();
 }
 
-fn on_sigchld() {
+/// Reaps into the ring and wakes the loop: waitpid(2), atomics and write(2), no allocation, no
+/// locks, no panics. errno is put back as it was: the handler may interrupt the main loop between
+/// a failed call and its look at errno (what signal-hook-registry ≥ 1.4.8 does for the others).
+extern "C" fn on_sigchld(_: nix::libc::c_int) {
+    let errno = Errno::last_raw();
     reaper::exits().reap();
     wake();
+    Errno::set_raw(errno);
 }
 
 fn on_stop(signal: Signal) {
