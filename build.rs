@@ -4,9 +4,9 @@
 //! They come from the very code behind `forkecho --man` and `forkecho --completions SHELL`:
 //! src/cli.rs (and the fault values it parses, src/child/faults.rs) is compiled into this script as
 //! well, so the packaged files cannot drift from the binary, and none is committed. They are
-//! written to OUT_DIR and copied to `forkecho-assets/` beside the binary
-//! (`target/<host>/release/forkecho-assets/`), because cargo-deb finds built files only under the
-//! profile's directory, and OUT_DIR's name carries a hash (cargo-deb's issue #67).
+//! written to `forkecho-assets/` beside the binary (`target/<host>/release/forkecho-assets/`),
+//! not into OUT_DIR, because cargo-deb finds built files only under the profile's directory, and
+//! OUT_DIR's name carries a hash (cargo-deb's issue #67).
 
 // The script uses the generators only: the parsers and the rest of the options go unused here.
 #![allow(dead_code)]
@@ -41,10 +41,8 @@ fn main() -> io::Result<()> {
     ] {
         files.push((name, generate(|out| cli::write_completions(shell, out))?));
     }
-    for (name, text) in &files {
-        fs::write(out.join(name), text)?;
-    }
-    // OUT_DIR is <target>/<host>/<profile>/build/forkecho-<hash>/out.
+    // OUT_DIR is <target>/<host>/<profile>/build/forkecho-<hash>/out. Nothing reads OUT_DIR
+    // itself, so the files are written only beside the binary.
     if let Some(profile) = out.ancestors().nth(3) {
         copy_beside_binary(profile, &files)?;
         link_for_cargo_deb(profile)?;

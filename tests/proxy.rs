@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Server, event, field, round_trip};
+use common::{Server, event, field, round_trip};
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -149,9 +149,7 @@ fn a_missing_broken_or_over_long_header_closes_that_connection_and_says_why() {
         // The server goes on.
         let (back, _) = through(&server, &v1("192.0.2.9", 1234), b"still serving");
         assert_eq!(back, b"still serving");
-        server.signal(nix::sys::signal::Signal::SIGTERM);
-        assert!(server.wait_exit(DEADLINE).success());
-        let stopped = server.stopped_line();
+        let stopped = server.stop();
         assert_eq!(field(&stopped, "proxy-errors"), Some("1"), "{stopped}");
         assert_eq!(field(&stopped, "accepted"), Some("1"), "{stopped}");
     }

@@ -176,9 +176,7 @@ fn a_panicking_child_ends_alone_with_status_101_and_the_server_serves_on() {
         assert_eq!(field(&exit, "status"), Some("101"), "{exit}");
     }
     server.wait_for_no_children();
-    server.signal(Signal::SIGTERM);
-    assert!(server.wait_exit(DEADLINE).success(), "{}", server.log());
-    let stopped = server.stopped_line();
+    let stopped = server.stop();
     assert_eq!(field(&stopped, "accepted"), Some("3"), "{stopped}");
     assert_eq!(field(&stopped, "reaped"), Some("3"), "{stopped}");
 }

@@ -71,9 +71,7 @@ fn rate_per_ip_closes_connections_over_the_rate_before_any_fork() {
     // Another source has its own bucket.
     assert!(served(connect_from("127.0.0.2", server.addr)));
     drop(held);
-    server.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(server.wait_exit(DEADLINE).success());
-    let stopped = server.stopped_line();
+    let stopped = server.stop();
     assert_eq!(field(&stopped, "rate-limited"), Some("1"), "{stopped}");
     assert_eq!(field(&stopped, "accepted"), Some("4"), "{stopped}");
 }

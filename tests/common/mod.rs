@@ -290,6 +290,14 @@ impl Server {
         (client, pid)
     }
 
+    /// Stops the server with SIGTERM, checks that it exited with status 0, and returns its
+    /// `stopped` summary line.
+    pub fn stop(&mut self) -> String {
+        self.signal(Signal::SIGTERM);
+        assert!(self.wait_exit(DEADLINE).success(), "{}", self.log());
+        self.stopped_line()
+    }
+
     /// The `stopped` summary line (once the server has stopped).
     pub fn stopped_line(&self) -> String {
         self.wait_for_line("the stopped line", |l| event(l) == Some("stopped"))
