@@ -1,13 +1,13 @@
 //! The parent's signals: handlers record and wake, and the main loop does the work.
 //!
 //! Handlers are installed with SA_RESTART (signal-hook's, and SIGCHLD's own sigaction), so a
-//! parent blocked in accept(2) would never notice them. Instead every handler writes one byte to a non-blocking self-pipe that the
-//! main loop polls beside the listener. The handlers only do async-signal-safe work: SIGCHLD
-//! reaps into `reaper::exits()`; SIGTERM, SIGINT and SIGHUP count a stop request; SIGUSR1 asks for
-//! a statistics line. The loop takes a wake-up with `Wakeup::take`: it clears the pipe first and
-//! reads the flags second (PostgreSQL's ServerLoop: `ResetLatch`, then the `pending_*` flags), so
-//! a signal that lands in between leaves its flag for this look or its byte for the next poll,
-//! and is never lost. Around fork the parent blocks these signals (`block`): no handler of the
+//! parent blocked in accept(2) would never notice them. Instead every handler writes one byte to
+//! a non-blocking self-pipe that the main loop polls beside the listeners. The handlers only do
+//! async-signal-safe work: SIGCHLD reaps into `reaper::exits()`; SIGTERM, SIGINT and SIGHUP count
+//! a stop request; SIGUSR1 asks for a statistics line. The loop takes a wake-up with
+//! `Wakeup::take`: it clears the pipe first and reads the flags second (PostgreSQL's ServerLoop:
+//! `ResetLatch`, then the `pending_*` flags), so a signal that lands in between leaves its flag
+//! for this look or its byte for the next poll, and is never lost. Around fork the parent blocks these signals (`block`): no handler of the
 //! parent's can run in a half-made child, and no child can be reaped before it is in the table.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
