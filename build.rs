@@ -1,8 +1,8 @@
-//! Writes the man page (plain and gzipped) and the bash, zsh and fish completions at build time, for `cargo deb` to
-//! package (`[package.metadata.deb]` in Cargo.toml).
+//! Writes the man page (plain and gzipped) and the bash, zsh and fish completions at build time,
+//! for `cargo deb` to package (`[package.metadata.deb]` in Cargo.toml).
 //!
 //! They come from the very code behind `forkecho --man` and `forkecho --completions SHELL`:
-//! src/cli.rs (and the fault values it parses, src/child/faults.rs) is compiled into this script as
+//! src/cli/ (and the fault values it parses, src/faults.rs) is compiled into this script as
 //! well, so the packaged files cannot drift from the binary, and none is committed. They are
 //! written to `forkecho-assets/` beside the binary (`target/<host>/release/forkecho-assets/`),
 //! not into OUT_DIR, because cargo-deb finds built files only under the profile's directory, and
@@ -11,15 +11,10 @@
 // The script uses the generators only: the parsers and the rest of the options go unused here.
 #![allow(dead_code)]
 
-#[path = "src/cli.rs"]
+#[path = "src/cli/mod.rs"]
 mod cli;
-#[path = "src/child/faults.rs"]
+#[path = "src/faults.rs"]
 mod faults;
-
-/// Where src/cli.rs looks for the fault values (`crate::child::faults`).
-mod child {
-    pub(crate) use super::faults;
-}
 
 use std::fs;
 use std::io;
@@ -28,18 +23,21 @@ use std::path::{Path, PathBuf};
 use clap_complete::Shell;
 
 fn main() -> io::Result<()> {
-    for input in ["build.rs", "src/cli.rs", "src/child/faults.rs"] {
+    for input in ["build.rs", "src/cli", "src/faults.rs"] {
         println!("cargo::rerun-if-changed={input}");
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let page = generate(cli::write_man)?;
+    let page = generate(cli::man::write_man)?;
     let mut files = vec![("forkecho.1.gz", gzip(&page)?), ("forkecho.1", page)];
     for (name, shell) in [
         ("forkecho.bash", Shell::Bash),
         ("_forkecho", Shell::Zsh),
         ("forkecho.fish", Shell::Fish),
     ] {
-        files.push((name, generate(|out| cli::write_completions(shell, out))?));
+        files.push((
+            name,
+            generate(|out| cli::man::write_completions(shell, out))?,
+        ));
     }
     // OUT_DIR is <target>/<host>/<profile>/build/forkecho-<hash>/out. Nothing reads OUT_DIR
     // itself, so the files are written only beside the binary.

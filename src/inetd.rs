@@ -13,40 +13,36 @@ use std::fs::File;
 use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
 use std::sync::atomic::AtomicU64;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use nix::sys::stat::{FileStat, SFlag, fstat};
 use socket2::Socket;
 
-use crate::child::Config;
+use crate::child::Context;
 use crate::child::connection::{self, Stream};
-use crate::cli::Options;
-use crate::log::Peer;
+use crate::peer::Peer;
+use crate::sandbox::{self, Confine};
+use crate::settings::Settings;
 use crate::setup::activation::{self, Expect};
 use crate::setup::{self, listener};
 
 /// Serves the connection and returns the exit status.
-pub fn run(options: &Options) -> Result<u8> {
+pub fn run(settings: &Settings) -> Result<u8> {
     let passed = activation::passed_sockets()?;
     setup::clean(passed);
-    let mut config = Config {
-        buffer_size: options.buffer_size,
-        quiet: options.quiet,
-        bytes_total: Box::leak(Box::new(AtomicU64::new(0))),
-        splice: !options.no_splice,
-        max_duration: options.max_duration,
-        idle_timeout: options.idle_timeout,
-        marks: None,
+    let mut context = Context {
+        settings: settings.child,
         // The one connection this process serves is its connection number 1.
         serial: 1,
-        faults: options.faults().map(|faults| &*Box::leak(Box::new(faults))),
+        total: Box::leak(Box::new(AtomicU64::new(0))),
+        marks: None,
         // One process per connection: it installs the allow-list itself.
-        sandbox: crate::child::sandbox::prepare(options.no_sandbox)
+        confine: sandbox::prepare(settings.sandbox)
             .map_err(anyhow::Error::msg)?
-            .map(crate::child::sandbox::Confine::Install),
+            .map(Confine::Install),
     };
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;
-        return serve_socket(socket, options, config);
+        return serve_socket(socket, context);
     }
     let stdin = stat(0).context("--inetd: stdin is not open")?;
     let stdout = stat(1).context("--inetd: stdout is not open")?;
@@ -55,7 +51,7 @@ pub fn run(options: &Options) -> Result<u8> {
     let same = |a: &FileStat, b: &FileStat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
     if stat(2).is_ok_and(|stderr| same(&stderr, &stdin)) {
         // inetd's way: the connection is stderr too. Log lines must not reach the client.
-        config.quiet = true;
+        context.settings.quiet = true;
         setup::to_dev_null(&[2])?;
     }
     if is_socket(&stdin) && same(&stdin, &stdout) {
@@ -64,16 +60,16 @@ pub fn run(options: &Options) -> Result<u8> {
         setup::to_dev_null(&[1])?;
         // SAFETY: fd 0 is the connection's socket; from here `socket` alone owns fd 0.
         let socket = unsafe { Socket::from_raw_fd(0) };
-        return serve_socket(socket, options, config);
+        return serve_socket(socket, context);
     }
     crate::log::init();
     // Two different files: a pipe or two, most likely.
     // SAFETY: fds 0 and 1 are open (fstat said so) and owned by these Files alone from here.
     let pipes = unsafe { Stream::Pipes(File::from_raw_fd(0), File::from_raw_fd(1)) };
-    Ok(status(connection::serve(pipes, "stdin", config)))
+    Ok(status(connection::serve(pipes, "stdin", context)))
 }
 
-fn serve_socket(socket: Socket, options: &Options, mut config: Config) -> Result<u8> {
+fn serve_socket(socket: Socket, mut context: Context) -> Result<u8> {
     // Once the connection is ours (it may be fd 3, where the log's own fd must not land).
     crate::log::init();
     // A launcher may hand the socket over non-blocking; a read would then fail at once with
@@ -81,17 +77,17 @@ fn serve_socket(socket: Socket, options: &Options, mut config: Config) -> Result
     socket
         .set_nonblocking(false)
         .context("unable to make the connection blocking")?;
-    listener::connection_options(&socket, options.idle_timeout)
+    listener::connection_options(&socket, context.settings.idle_timeout)
         .context("unable to set socket options on the connection")?;
     let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
     let stream = Stream::Socket(socket.into());
     Ok(status(match peer {
-        Some(peer) => connection::serve(stream, Peer(peer), config),
+        Some(peer) => connection::serve(stream, Peer(peer), context),
         // Not an IP socket (a Unix socket from some launcher): echo it all the same, with
         // read/write.
         None => {
-            config.splice = false;
-            connection::serve(stream, "unix", config)
+            context.settings.splice = false;
+            connection::serve(stream, "unix", context)
         }
     }))
 }

@@ -12,7 +12,6 @@
 mod sink;
 
 use std::fmt::{self, Write as _};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use sink::{Drops, share as share_drops};
@@ -145,44 +144,6 @@ impl fmt::Write for Line {
     }
 }
 
-/// A peer address as users expect to read it: IPv4 clients of a dual-stack socket arrive as
-/// IPv4-mapped IPv6 (`[::ffff:1.2.3.4]:80`) and are shown as plain IPv4 (`1.2.3.4:80`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer(pub SocketAddr);
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SocketAddr::new(self.0.ip().to_canonical(), self.0.port()).fmt(f)
-    }
-}
-
-/// How a connection reached forkecho, for the log lines that name its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// Straight from the peer.
-    Direct,
-    /// Through a balancer at this address, whose PROXY header named the peer.
-    Proxy(SocketAddr),
-    /// A balancer's own connection (a PROXY header saying LOCAL: a health check, say); the peer
-    /// is the balancer.
-    Local,
-}
-
-/// A peer and how it came: `192.0.2.1:5000`, `192.0.2.1:5000 via=127.0.0.1:41000`,
-/// `127.0.0.1:41000 proxy=local`: the value of `peer=`, and the field after it.
-pub struct PeerVia(pub SocketAddr, pub Via);
-
-impl fmt::Display for PeerVia {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Peer(self.0).fmt(f)?;
-        match self.1 {
-            Via::Direct => Ok(()),
-            Via::Proxy(balancer) => write!(f, " via={}", Peer(balancer)),
-            Via::Local => f.write_str(" proxy=local"),
-        }
-    }
-}
-
 /// A duration in seconds with millisecond precision: `0.412s`.
 pub struct Secs(pub Duration);
 
@@ -267,33 +228,8 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_mapped_peer_is_shown_as_ipv4() {
-        let mapped: SocketAddr = "[::ffff:192.0.2.7]:4242".parse().unwrap();
-        assert_eq!(Peer(mapped).to_string(), "192.0.2.7:4242");
-    }
-
-    #[test]
-    fn real_ipv6_and_ipv4_peers_are_shown_unchanged() {
-        let v6: SocketAddr = "[::1]:80".parse().unwrap();
-        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        assert_eq!(Peer(v6).to_string(), "[::1]:80");
-        assert_eq!(Peer(v4).to_string(), "127.0.0.1:80");
-    }
-
-    #[test]
     fn secs_shows_milliseconds() {
         assert_eq!(Secs(Duration::from_millis(412)).to_string(), "0.412s");
-        let client: SocketAddr = "[::ffff:192.0.2.1]:5000".parse().unwrap();
-        let balancer: SocketAddr = "127.0.0.1:41000".parse().unwrap();
-        assert_eq!(PeerVia(client, Via::Direct).to_string(), "192.0.2.1:5000");
-        assert_eq!(
-            PeerVia(client, Via::Proxy(balancer)).to_string(),
-            "192.0.2.1:5000 via=127.0.0.1:41000"
-        );
-        assert_eq!(
-            PeerVia(balancer, Via::Local).to_string(),
-            "127.0.0.1:41000 proxy=local"
-        );
         assert_eq!(Secs(Duration::from_secs(61)).to_string(), "61.000s");
     }
 

@@ -6,23 +6,32 @@
 //! the one place an error is printed: once, as one line on stderr, with exit status 1. clap
 //! prints its own usage errors and exits with 2.
 //!
-//! Where things live: `setup/` holds what happens before the first fork (the listening socket,
-//! systemd's sockets, privileges); `parent/` the accept loop and everything it keeps (signals, the
-//! SIGCHLD reaper, the table of children, limits, statistics) and `parent/fork.rs`, the one place
-//! that forks; `child/` the other side of that call: what a child undoes, then one connection's
-//! echo from first byte to close line.
+//! Where things live: `cli/` is what the user types and `settings` what it means to each side;
+//! `setup/` holds what happens before the first fork (the listening sockets, systemd's sockets,
+//! privileges); `parent/` the accept loop and everything it keeps (signals, the SIGCHLD reaper,
+//! the table of children, admission, the PROXY waiting room, statistics, shutdown) and
+//! `parent/fork.rs`, the one place that forks; `child/` the other side of that call: what a child
+//! undoes, then one connection's echo from first byte to close line. What both sides touch has a
+//! module of its own that says who writes it: `shared` (memory), `signals`, `sandbox`, `faults`,
+//! `peer`, `log`.
 
 mod child;
 mod cli;
-mod debug;
+mod deadline;
+mod faults;
 mod inetd;
 mod log;
 mod memory;
 mod parent;
+mod peer;
 mod ping;
+mod sandbox;
 mod server;
+mod settings;
 mod setup;
-mod wait;
+mod shared;
+mod signals;
+mod testhooks;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -34,14 +43,16 @@ use cli::Mode;
 fn main() -> ExitCode {
     let options = cli::Options::parse();
     log::install_panic_hook();
-    debug::init();
+    testhooks::init();
     let result = match options.mode() {
-        Mode::Serve => server::run(&options).map(|()| ExitCode::SUCCESS),
-        Mode::Inetd => inetd::run(&options).map(ExitCode::from),
-        Mode::Man => print("the man page", |out| cli::write_man(out)),
-        Mode::Completions(shell) => {
-            print("the completions", |out| cli::write_completions(shell, out))
+        Mode::Serve => {
+            server::run(&settings::Settings::from_options(&options)).map(|()| ExitCode::SUCCESS)
         }
+        Mode::Inetd => inetd::run(&settings::Settings::from_options(&options)).map(ExitCode::from),
+        Mode::Man => print("the man page", |out| cli::man::write_man(out)),
+        Mode::Completions(shell) => print("the completions", |out| {
+            cli::man::write_completions(shell, out)
+        }),
         Mode::Ping => {
             let Some(cli::Command::Ping(ping)) = &options.command else {
                 unreachable!("Mode::Ping comes from the ping subcommand")

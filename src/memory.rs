@@ -8,7 +8,7 @@
 //! would end up owning copies of pages it never uses: measured with perf as the largest
 //! difference from the C baseline's parent. Hence three kinds of memory:
 //! - `ParentOnly`: the parent's mutable bookkeeping (the child table, the reaper's ring, the
-//!   counters, `parent::Books`) in private mappings marked MADV_DONTFORK. A child has no mapping
+//!   counters, `parent::LoopState`) in private mappings marked MADV_DONTFORK. A child has no mapping
 //!   there at all, so fork neither copies nor write-protects them, and a child that strayed into
 //!   them would fault instead of corrupting the parent's state. Nothing a child runs may read
 //!   them: what a child needs is copied out and handed to `parent::fork` by value.

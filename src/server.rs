@@ -1,32 +1,32 @@
 //! `forkecho` serving, from start to exit: the table of contents of the server.
 //!
-//! Set up (the listening socket, privileges) → build the parent (signals, reaper, tables: every
-//! step that can fail) → install the sandbox (`child/sandbox.rs`) → announce readiness → serve until a stop signal → shut down. Nothing that
-//! can fail comes after the readiness line: once a harness has read it, only a stop signal ends
-//! the server.
+//! Set up (the listening sockets, privileges) → build the parent (signals, reaper, tables: every
+//! step that can fail) → install the sandbox (`sandbox`) → announce readiness → serve until a
+//! stop signal → shut down. Nothing that can fail comes after the readiness line: once a harness
+//! has read it, only a stop signal ends the server.
 
 use std::io::{self, Write};
 use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::cli::Options;
 use crate::log::Secs;
 use crate::logln;
 use crate::parent::Parent;
+use crate::settings::Settings;
 use crate::setup::{self, Listening};
 
 /// Runs the server; errors are setup failures only.
-pub fn run(options: &Options) -> Result<()> {
+pub fn run(settings: &Settings) -> Result<()> {
     let started = Instant::now();
     let Listening {
         listeners,
         from_systemd,
         identity,
-    } = setup::listen(options)?;
-    let mut parent = Parent::new(listeners, options, started)?;
+    } = setup::listen(&settings.setup)?;
+    let mut parent = Parent::new(listeners, settings, started)?;
     parent.confine()?;
-    announce(&parent, options, from_systemd);
+    announce(&parent, settings, from_systemd);
     if let Some(identity) = &identity {
         logln!("privileges dropped {}", identity.description);
     }
@@ -55,7 +55,7 @@ impl std::fmt::Display for Addrs<'_> {
 /// stdout goes where stdin already points, to /dev/null: a harness reading stdout to its end gets
 /// there now, not when the last child exits, and no child holds the launcher's pipe. A closed
 /// stdout is not fatal.
-fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
+fn announce(parent: &Parent, settings: &Settings, from_systemd: bool) {
     let addr = Addrs(parent);
     let mut out = io::stdout().lock();
     if let Err(err) = writeln!(out, "listening on {addr}").and_then(|()| out.flush()) {
@@ -64,24 +64,28 @@ fn announce(parent: &Parent, options: &Options, from_systemd: bool) {
     // A passed socket comes bound and listening: --port, --bind and --backlog did not apply.
     let (origin, backlog) = match from_systemd {
         true => (" from=systemd", "unit".to_string()),
-        false => ("", options.backlog.to_string()),
+        false => ("", settings.setup.listener.backlog.to_string()),
     };
+    let (child, admission) = (&settings.child, &settings.parent.admission);
+    let on_off = |on: bool| if on { "on" } else { "off" };
     logln!(
-        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} max-per-ip={} idle-timeout={} max-duration={} rate-per-ip={} ipv6-prefix={} ipv4-prefix={} proxy-protocol={} sandbox={}",
+        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} \
+         max-per-ip={} idle-timeout={} max-duration={} rate-per-ip={} ipv6-prefix={} \
+         ipv4-prefix={} proxy-protocol={} sandbox={}",
         std::process::id(),
-        options.buffer_size,
-        options.max_clients,
-        options.max_per_ip,
-        Secs(options.idle_timeout),
-        Secs(options.max_duration),
-        match options.rate_per_ip {
+        child.buffer_size,
+        admission.max_clients,
+        admission.max_per_ip,
+        Secs(child.idle_timeout),
+        Secs(child.max_duration),
+        match admission.rate_per_ip {
             Some(rate) => rate.to_string(),
             None => "off".to_string(),
         },
-        options.ipv6_prefix,
-        options.ipv4_prefix,
-        if options.proxy_protocol { "on" } else { "off" },
-        if options.no_sandbox { "off" } else { "on" }
+        admission.grouping.v6,
+        admission.grouping.v4,
+        on_off(settings.parent.proxy_deadline.is_some()),
+        on_off(settings.sandbox)
     );
     if let Some(faults) = parent.faults() {
         logln!("faults {faults}");

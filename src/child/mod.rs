@@ -6,20 +6,19 @@
 //! to send SIGTERM if the parent dies, the signal mask the parent held across fork is lifted, and
 //! the listeners, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout
 //! are /dev/null already: the parent pointed its own there once it announced itself). Then it
-//! serves its one connection
-//! (`connection`: time it, echo it with `echo` or `splice`, or `shaped` if `faults` picked it,
-//! log its close line) and leaves with
-//! `_exit`, never returning into the parent's code: `exit` would run the parent's atexit handlers
-//! and flush stdio buffers the child only holds copies of, and unwinding would run the parent's
-//! destructors. A panic is caught here and ends the child with status 101 (in a release build,
-//! which aborts on panic, with SIGABRT); the parent logs that exit like any other.
+//! serves its one connection (`connection`: confine it, echo it through `echo`, close it, log its
+//! close line) and leaves with `_exit`, never returning into the parent's code: `exit` would run
+//! the parent's atexit handlers and flush stdio buffers the child only holds copies of, and
+//! unwinding would run the parent's destructors. A panic is caught here and ends the child with
+//! status 101 (in a release build, which aborts on panic, with SIGABRT); the parent logs that
+//! exit like any other.
+//!
+//! A child gets everything it needs in one `Context`, by value: the `Settings` fixed at startup
+//! (`crate::settings`), its connection number, and the memory it shares with the parent
+//! (`crate::shared`). `--inetd` builds the same context for the one connection it serves.
 
 pub mod connection;
 pub mod echo;
-pub mod faults;
-pub mod sandbox;
-mod shaped;
-pub mod splice;
 mod stop;
 
 use std::net::SocketAddr;
@@ -34,20 +33,22 @@ use socket2::Socket;
 
 use connection::Stream;
 
-use crate::debug::{self, Hook};
-use crate::log::{PeerVia, Via};
-use crate::parent::limits::Marks;
+use crate::faults::Faults;
+use crate::peer::{PeerVia, Via};
+use crate::sandbox::Confine;
+use crate::shared::Marks;
+use crate::testhooks::{self, Hook};
 
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
 pub const PANICKED: i32 = 101;
 
-/// How every child echoes, fixed at startup.
+/// How every connection is served, fixed at startup from the options (`crate::settings`).
 #[derive(Debug, Clone, Copy)]
-pub struct Config {
+pub struct Settings {
+    /// `--buffer-size`: the most bytes one transfer moves.
     pub buffer_size: usize,
+    /// `--quiet`: no close line.
     pub quiet: bool,
-    /// The server-wide bytes-echoed counter, in memory shared with the parent.
-    pub bytes_total: &'static AtomicU64,
     /// Echo with splice(2) (falling back to read/write where it is refused), or read/write only.
     pub splice: bool,
     /// `--max-duration`: a connection's whole life at most (zero: no limit).
@@ -55,15 +56,23 @@ pub struct Config {
     /// `--idle-timeout`: how long a client may send nothing, or take none of its echo (zero:
     /// no limit). Reads are timed by the socket (SO_RCVTIMEO); stalled writes by the echo.
     pub idle_timeout: Duration,
+    /// `--delay`, `--chunk` and the other faults, if any are asked for.
+    pub faults: Option<&'static Faults>,
+}
+
+/// One connection's context: everything its child needs, handed over by value at fork.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub settings: Settings,
+    /// The connection's number (the count of connections accepted, 1 for the first), for its
+    /// close mark and for `faults`.
+    pub serial: u32,
+    /// The server-wide bytes-echoed counter, in memory shared with the parent.
+    pub total: &'static AtomicU64,
     /// With `--max-per-ip`: where to mark the connection closed, just before closing it.
     pub marks: Option<Marks>,
-    /// This child's serial number (set by the parent for each child: the count of connections
-    /// accepted), for its mark and for `faults`.
-    pub serial: u32,
-    /// `--delay`, `--chunk` and the other faults, if any are asked for.
-    pub faults: Option<&'static faults::Faults>,
     /// How the child confines itself before its first read (None with `--no-sandbox`).
-    pub sandbox: Option<sandbox::Confine>,
+    pub confine: Option<Confine>,
 }
 
 /// What a child inherits from the parent only to undo it.
@@ -81,16 +90,22 @@ pub struct Inherited {
 }
 
 /// A forked child's whole life: set up, serve `client`, `_exit`.
-pub fn run(client: Socket, peer: SocketAddr, via: Via, config: Config, inherited: Inherited) -> ! {
+pub fn run(
+    client: Socket,
+    peer: SocketAddr,
+    via: Via,
+    context: Context,
+    inherited: Inherited,
+) -> ! {
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
         if !after_fork(&client, &inherited) {
             // The parent is gone: nobody is left to serve for.
             return 0;
         }
-        if debug::armed(Hook::ChildPanics) {
+        if testhooks::armed(Hook::ChildPanics) {
             panic!("FORKECHO_DEBUG=child-panics");
         }
-        connection::serve(Stream::Socket(client.into()), PeerVia(peer, via), config)
+        connection::serve(Stream::Socket(client.into()), PeerVia(peer, via), context)
     }))
     .unwrap_or(PANICKED);
     // _exit, not exit: no atexit handlers, no second flush of stdio buffers copied from the parent.

@@ -1,17 +1,17 @@
-//! How a child stops: SIGTERM (sent by the stopping parent, or as the parent-death signal),
-//! SIGINT and SIGHUP end its echo, and the connection closes the way the client expects: what
-//! was echoed is delivered, then FIN.
+//! How a child stops: SIGTERM (sent by the stopping parent, or as the parent-death signal), SIGINT
+//! and SIGHUP end its echo, and the connection closes the way the client expects: what was echoed
+//! is delivered, then FIN.
 //!
-//! The handler sets a flag the echo loops read before every read, and wakes a loop that is
-//! waiting: it is installed without SA_RESTART, so a blocked read returns EINTR, and it sets a
-//! 1 ms receive timeout (setsockopt is async-signal-safe), so a read that was about to block
-//! returns within a millisecond instead; no window is left for a lost wake-up. It does not
-//! shut the socket down: once the receiving side is shut, data the client is still sending would
-//! draw a reset, which throws away the echo still queued for it (`connection` closes with a
-//! lingering close instead). Writes never block (see `echo`); once stopping, a client that
-//! reads nothing of its echo is given 1 s. SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and its default
-//! action would kill them); SIGCHLD goes back to the default. `--max-duration` works the same
-//! way, from a timer's SIGALRM; `stopped` and `expired` tell the close line which it was.
+//! The handler sets a flag the echo loops read before every read, and wakes a loop that is waiting:
+//! it is installed without SA_RESTART, so a blocked read returns EINTR, and it sets a 1 ms receive
+//! timeout (setsockopt is async-signal-safe), so a read that was about to block returns within a
+//! millisecond instead; no window is left for a lost wake-up. It does not shut the socket down:
+//! once the receiving side is shut, data the client is still sending would draw a reset, which
+//! throws away the echo still queued for it (`connection` closes with a lingering close instead).
+//! Writes never block (see `echo`); once stopping, a client that reads nothing of its echo is given
+//! 1 s. SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and its default action
+//! would kill them); SIGCHLD goes back to the default. `--max-duration` works the same way, from a
+//! timer's SIGALRM; `stopped` and `expired` tell the close line which it was.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -31,7 +31,7 @@ pub fn install(socket: RawFd) {
     SOCKET.store(socket, Ordering::Release);
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for signal in crate::parent::signals::STOP {
+    for signal in crate::signals::STOP {
         handle(signal);
     }
     // SAFETY: SIG_IGN and SIG_DFL run no code of ours.

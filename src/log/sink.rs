@@ -26,7 +26,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use nix::sys::socket::MsgFlags;
 use nix::sys::stat::{Mode, SFlag, fstat};
 
-use crate::wait;
+use crate::deadline;
 
 /// How a line that was only partly taken is finished: up to this many waits of `PART_WAIT`
 /// for room, so that lines stay whole without letting a stuck reader hold us for long.
@@ -59,13 +59,13 @@ impl Drops {
 static LOCAL: Drops = Drops::new();
 static SHARED: AtomicPtr<Drops> = AtomicPtr::new(ptr::null_mut());
 
-/// Counts drops in `drops` from now on: memory shared by the parent and every child, so that
-/// the stats line counts the children's lost close lines too. Call before the first fork.
 /// The descriptor lines are written to.
 pub fn fd() -> std::os::fd::RawFd {
     FD.load(Ordering::Relaxed)
 }
 
+/// Counts drops in `drops` from now on: memory shared by the parent and every child, so that
+/// the stats line counts the children's lost close lines too. Call before the first fork.
 pub fn share(drops: &'static Drops) {
     SHARED.store(ptr::from_ref(drops).cast_mut(), Ordering::Release);
 }
@@ -144,7 +144,7 @@ fn whole(
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) if rest.len() < line.len() && waits < PART_WAITS => {
                 waits += 1;
-                let _ = wait::wait_for(&fd, PollFlags::POLLOUT, Some(PART_WAIT));
+                let _ = deadline::poll_one(&fd, PollFlags::POLLOUT, Some(PART_WAIT));
             }
             Err(_) => return false,
         }

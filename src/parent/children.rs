@@ -24,7 +24,7 @@ use crate::memory;
 pub struct Child {
     pub peer: SocketAddr,
     pub since: Instant,
-    /// Its serial number (see `limits::Marks`).
+    /// Its connection number (see `crate::shared::Marks`).
     pub serial: u32,
 }
 

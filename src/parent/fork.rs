@@ -1,38 +1,129 @@
 //! The fork boundary: the one place forkecho calls fork(2).
 //!
-//! `fork_child` takes only owned values: the client, its address (and how it came), and what
-//! the child needs, copied out of the parent's state beforehand. So no borrow of the parent's state is live on
+//! `spawn` blocks the handled signals (`signals::block`) from before the fork until the child is
+//! in the table: no handler of the parent's runs in the child before the child has replaced them,
+//! and no child's exit can be reaped before the parent has recorded the child. `fork_child` takes
+//! only owned values: the client, its address (and how it came), and the child's `Context`,
+//! copied out of the parent's state beforehand. So no borrow of the parent's state is live on
 //! the child's side, and nothing the child runs can read or write the parent's bookkeeping (which
 //! a child does not even have mapped: see `memory`). The child's side is `child::run`, which never
 //! returns; a panic there is caught there, so it cannot unwind into the parent's frames.
-//!
-//! The caller holds the handled signals blocked across the call (`signals::block`): no handler
-//! of the parent's runs in the child before the child has replaced them, and no child's exit can
-//! be reaped before the caller has recorded the child.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::Instant;
 
+use nix::errno::Errno;
 use nix::unistd::{ForkResult, Pid, fork};
 use socket2::Socket;
 
-use crate::child::{self, Config, Inherited};
-use crate::log::Via;
+use super::children::Child;
+use super::{BACKOFF, Parent, oom, signals};
+use crate::child::{self, Context, Inherited};
+use crate::log::Suppressed;
+use crate::logln;
+use crate::peer::{Peer, PeerVia, Via};
+
+impl Parent {
+    /// Forks a child for `client`, with the handled signals blocked from before the fork until
+    /// the child is in the table.
+    pub(super) fn spawn(&mut self, client: Socket, peer: SocketAddr, via: Via) {
+        if let Err(errno) = self.state.children.make_room() {
+            self.fork_failed(peer, errno);
+            return;
+        }
+        let blocked = signals::block();
+        let inherited = Inherited {
+            fds: self.inherited_fds(),
+            listeners: self.listener_fds,
+            mask: blocked.previous(),
+            parent: self.pid,
+        };
+        let serial = (self.state.counts.accepted as u32).max(1);
+        let context = Context {
+            serial,
+            ..self.child
+        };
+        // The child is born with the raised score; the parent takes its own back at once.
+        let oom = self.oom.as_ref().filter(|oom| oom.raise());
+        let forked = fork_child(client, peer, via, context, inherited);
+        if let Some(oom) = oom {
+            oom.restore();
+        }
+        match forked {
+            Ok(pid) => {
+                // With SIGCHLD blocked nothing more can be reaped, so once the exits reaped so
+                // far are collected, no pid in the table has been freed: the one fork just
+                // returned, possibly a recycled one, cannot collide with a stale entry.
+                self.collect_exits();
+                let state = &mut *self.state;
+                let since = Instant::now();
+                state.children.insert(
+                    pid,
+                    Child {
+                        peer,
+                        since,
+                        serial,
+                    },
+                );
+                state.admission.opened(peer);
+                drop(blocked);
+                if !self.quiet {
+                    logln!(
+                        "accept peer={} pid={pid} live={}",
+                        PeerVia(peer, via),
+                        state.children.len()
+                    );
+                }
+            }
+            Err(errno) => {
+                drop(blocked);
+                self.fork_failed(peer, errno);
+            }
+        }
+    }
+
+    /// A child for `peer` could not be made (fork failed, or the table could not grow): the
+    /// client saw its connection closed; the server pauses, then goes on.
+    fn fork_failed(&mut self, peer: SocketAddr, errno: Errno) {
+        let now = self.pause_accepting();
+        self.state.counts.fork_failures += 1;
+        if let Some(held) = self.state.fork_warnings.allow(now) {
+            logln!(
+                "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
+                Peer(peer),
+                BACKOFF.as_millis(),
+                io::Error::from(errno),
+                Suppressed(held)
+            );
+        }
+    }
+
+    /// The parent's fds a child must close besides the listeners: both ends of the self-pipe,
+    /// and the oom_score_adj file (-1, which close ignores, when there is none).
+    fn inherited_fds(&self) -> [RawFd; 3] {
+        let [pipe_read, pipe_write] = self.wakeup.raw_fds();
+        let oom = self.oom.as_ref().map_or(-1, oom::OomScore::fd);
+        [pipe_read, pipe_write, oom]
+    }
+}
 
 /// Forks a child to serve `client` and returns its pid. The parent's copy of the client socket
 /// is closed either way: on failure the client sees its connection closed.
 #[inline(never)]
-pub fn fork_child(
+fn fork_child(
     client: Socket,
     peer: SocketAddr,
     via: Via,
-    config: Config,
+    context: Context,
     inherited: Inherited,
 ) -> nix::Result<Pid> {
     // The parent never starts a thread, and its signal handlers are blocked here, so the child
     // may use the allocator and anything else, as the parent could.
     // SAFETY: fork in a single-threaded process leaves the child in a consistent state.
     match unsafe { fork() }? {
-        ForkResult::Child => child::run(client, peer, via, config, inherited),
+        ForkResult::Child => child::run(client, peer, via, context, inherited),
         ForkResult::Parent { child } => Ok(child),
     }
 }

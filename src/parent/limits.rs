@@ -10,20 +10,12 @@
 //!
 //! A child's count drops when the parent reaps it, which is after its client saw the connection
 //! close; a client that reconnects at once would be refused for a connection it knows is over.
-//! So with `--max-per-ip`, a child marks its connection closed (`Marks`, shared memory indexed
-//! by pid) just before it closes it, and the parent, about to refuse, discounts the children of
-//! that address that have marked theirs. A mark holds the child's serial number, not a flag, so a
-//! stale mark from an earlier child with the same pid never counts.
+//! So the admission discounts the children that have marked their connection closed
+//! (`crate::shared::Marks`).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use nix::sys::mman::MapFlags;
-use nix::unistd::Pid;
-
-use crate::memory;
 
 /// The address a client is logged as: IPv4 clients of a dual-stack socket as IPv4.
 pub fn client_ip(peer: SocketAddr) -> IpAddr {
@@ -76,44 +68,6 @@ impl std::fmt::Display for Group {
             (IpAddr::V4(_), 32) | (IpAddr::V6(_), 128) => write!(f, "{}", self.key),
             (key, len) => write!(f, "{key}/{len}"),
         }
-    }
-}
-
-/// Which children have closed their connections: one serial number per pid, in memory the
-/// parent and every child share. Pages are touched only where pids land.
-#[derive(Debug, Clone, Copy)]
-pub struct Marks {
-    by_pid: &'static [AtomicU32],
-}
-
-impl Marks {
-    /// Room for every pid up to kernel.pid_max (PID_MAX_LIMIT if it cannot be read); a child
-    /// whose pid lies beyond (pid_max raised later) simply does not mark.
-    pub fn map() -> nix::Result<Marks> {
-        let pids = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .ok()
-            .and_then(|text| text.trim().parse::<usize>().ok())
-            .unwrap_or(4_194_304);
-        let len = pids * size_of::<AtomicU32>();
-        let start = memory::map(len, MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE)?;
-        // Never unmapped, only ever accessed atomically, by the parent and its children.
-        // SAFETY: zero-filled, page-aligned memory is `pids` valid AtomicU32s.
-        let by_pid = unsafe { std::slice::from_raw_parts(start.as_ptr().cast(), pids) };
-        Ok(Marks { by_pid })
-    }
-
-    /// In a child, just before it closes its connection: child number `serial` is done.
-    pub fn mark_closed(&self, serial: u32) {
-        if let Some(mark) = self.by_pid.get(std::process::id() as usize) {
-            mark.store(serial, Ordering::Release);
-        }
-    }
-
-    /// Whether child number `serial`, pid `pid`, has closed its connection.
-    pub fn closed(&self, pid: Pid, serial: u32) -> bool {
-        self.by_pid
-            .get(pid.as_raw() as usize)
-            .is_some_and(|mark| mark.load(Ordering::Acquire) == serial)
     }
 }
 

@@ -5,9 +5,11 @@
 //! The parent reads it, before any fork, so that logs, `--max-per-ip` and `--rate-per-ip` see the
 //! real client. The listeners hand over a connection only once it has sent something
 //! (TCP_DEFER_ACCEPT, set in `setup`), so the header is normally all there at accept. One that is
-//! not is `Waiting` until its header is complete, watched by the same poll as the listeners and
-//! never read with a blocking call, so a client that sends nothing (or half a header) costs one
-//! descriptor until its deadline and never stalls the loop.
+//! not waits in the `WaitingRoom` until its header is complete, watched by the same poll as the
+//! listeners and never read with a blocking call, so a client that sends nothing (or half a
+//! header) costs one descriptor until its deadline and never stalls the loop. The room is the
+//! parent's own (in `parent::LoopState`); a connection leaves it as an `Arrival` for admission,
+//! or closed, counted in `proxy-errors=` and logged as `proxy-error`.
 //! The header is looked at with MSG_PEEK and then exactly its length is taken off the socket:
 //! whatever the client sent after it stays in the socket for the child to echo. A connection
 //! whose first bytes are no header, a malformed or over-long header, or none within the
@@ -15,163 +17,37 @@
 //! and headers for other families (`UNKNOWN`, UNIX, UDP) are served under the connection's own
 //! address.
 
+mod header;
+
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv};
 use socket2::Socket;
 
+use super::pollset::PollSet;
+use super::stats::Counts;
+use crate::log::{RateLimit, Secs, Suppressed};
+use crate::logln;
 use crate::memory;
-
-/// What the header says about the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A proxied connection from this client.
-    Client(SocketAddr),
-    /// `LOCAL` (v2) or `UNKNOWN` (v1), or a family other than TCP over IPv4/IPv6: the balancer's
-    /// own connection, a health check say. Served under the connection's address.
-    Local,
-}
-
-/// What the bytes so far amount to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed {
-    /// A complete header of `len` bytes.
-    Complete { source: Source, len: usize },
-    /// A header's beginning, good so far.
-    Incomplete,
-    /// Not a header, or a broken one: why.
-    Invalid(&'static str),
-}
-
-/// The v2 signature.
-const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-/// The longest v1 header, CRLF included.
-const V1_MAX: usize = 107;
-/// The longest v2 header accepted: the 16 fixed bytes, the addresses, and TLVs up to this total
-/// (HAProxy's own TLVs, unique id and SSL details, fit easily).
-pub const V2_MAX: usize = 4096;
-
-/// Parses the beginning of a connection.
-pub fn parse(bytes: &[u8]) -> Parsed {
-    if bytes.is_empty() {
-        return Parsed::Incomplete;
-    }
-    let v1 = b"PROXY ";
-    let prefix =
-        |sig: &[u8]| bytes[..bytes.len().min(sig.len())] == sig[..bytes.len().min(sig.len())];
-    if prefix(v1) {
-        return parse_v1(bytes);
-    }
-    if prefix(V2_SIGNATURE) {
-        return parse_v2(bytes);
-    }
-    Parsed::Invalid("no PROXY protocol header")
-}
-
-fn parse_v1(bytes: &[u8]) -> Parsed {
-    let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") else {
-        return match bytes.len() >= V1_MAX {
-            true => Parsed::Invalid("v1 header longer than 107 bytes"),
-            false => Parsed::Incomplete,
-        };
-    };
-    if end + 2 > V1_MAX {
-        return Parsed::Invalid("v1 header longer than 107 bytes");
-    }
-    let Ok(line) = std::str::from_utf8(&bytes[..end]) else {
-        return Parsed::Invalid("v1 header is not text");
-    };
-    let words: Vec<&str> = line.split(' ').collect();
-    let len = end + 2;
-    match words.as_slice() {
-        ["PROXY", "UNKNOWN", ..] => Parsed::Complete {
-            source: Source::Local,
-            len,
-        },
-        [
-            "PROXY",
-            family @ ("TCP4" | "TCP6"),
-            source,
-            _destination,
-            port,
-            _port,
-        ] => {
-            let ip: Option<IpAddr> = match *family {
-                "TCP4" => source.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
-                _ => source.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
-            };
-            // Ports are decimal without sign or leading zeros: u16's parser accepts "+1" and "01".
-            let port = match port.bytes().all(|b| b.is_ascii_digit()) && !port.starts_with('0') {
-                true => port.parse::<u16>().ok(),
-                false => None,
-            };
-            match (ip, port) {
-                (Some(ip), Some(port)) => Parsed::Complete {
-                    source: Source::Client(SocketAddr::new(ip, port)),
-                    len,
-                },
-                _ => Parsed::Invalid("v1 header with a bad address or port"),
-            }
-        }
-        _ => Parsed::Invalid("malformed v1 header"),
-    }
-}
-
-fn parse_v2(bytes: &[u8]) -> Parsed {
-    if bytes.len() < 16 {
-        return Parsed::Incomplete;
-    }
-    let (version, command) = (bytes[12] >> 4, bytes[12] & 0x0f);
-    if version != 2 {
-        return Parsed::Invalid("v2 header with an unknown version");
-    }
-    let len = 16 + usize::from(u16::from_be_bytes([bytes[14], bytes[15]]));
-    if len > V2_MAX {
-        return Parsed::Invalid("v2 header longer than 4096 bytes");
-    }
-    if bytes.len() < len {
-        return Parsed::Incomplete;
-    }
-    let body = &bytes[16..len];
-    let source = match (command, bytes[13]) {
-        (0, _) => Source::Local,
-        (1, 0x11) if body.len() >= 12 => {
-            let ip = Ipv4Addr::from(<[u8; 4]>::try_from(&body[..4]).expect("4 bytes"));
-            Source::Client(SocketAddr::new(
-                ip.into(),
-                u16::from_be_bytes([body[8], body[9]]),
-            ))
-        }
-        (1, 0x21) if body.len() >= 36 => {
-            let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&body[..16]).expect("16 bytes"));
-            Source::Client(SocketAddr::new(
-                ip.into(),
-                u16::from_be_bytes([body[32], body[33]]),
-            ))
-        }
-        (1, 0x11 | 0x21) => return Parsed::Invalid("v2 header too short for its addresses"),
-        // UNSPEC, UNIX, UDP: nothing forkecho can count a TCP client under.
-        (1, _) => Source::Local,
-        _ => return Parsed::Invalid("v2 header with an unknown command"),
-    };
-    Parsed::Complete { source, len }
-}
+use crate::peer::{Peer, Via};
+use header::{Parsed, Source, V2_MAX, parse};
 
 /// A connection whose header has not come in full yet.
-pub struct Waiting {
-    pub socket: Socket,
+struct Waiting {
+    socket: Socket,
     /// The address the connection came from (the balancer).
-    pub from: SocketAddr,
-    pub deadline: Instant,
+    from: SocketAddr,
+    deadline: Instant,
 }
 
 /// What reading a waiting connection's header came to.
-pub enum Read {
+enum Read {
     /// The header, taken off the socket; the client's data is next.
     Done(Source),
     /// Not yet complete: wait for more.
@@ -182,12 +58,12 @@ pub enum Read {
 
 /// Where headers are peeked into: in memory children do not inherit, so the parent writing it
 /// after a fork copies nothing (see `memory`).
-pub struct Reader {
+struct Reader {
     buf: NonNull<u8>,
 }
 
 impl Reader {
-    pub fn new() -> nix::Result<Reader> {
+    fn new() -> nix::Result<Reader> {
         Ok(Reader {
             buf: memory::map_parent_only(V2_MAX)?,
         })
@@ -202,7 +78,7 @@ impl Reader {
     /// Looks at what `socket` has (never waiting) and, once it is a whole header, takes exactly
     /// the header off it.
     #[inline(never)]
-    pub fn read(&mut self, socket: &Socket) -> Read {
+    fn read(&mut self, socket: &Socket) -> Read {
         let fd = socket.as_raw_fd();
         let buf = self.buf();
         let peeked = match recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
@@ -236,154 +112,147 @@ impl Drop for Reader {
     }
 }
 
-/// How long a connection may take to send its header: 5 s, or `--idle-timeout` if shorter.
-pub fn deadline(idle_timeout: Duration) -> Duration {
-    let most = Duration::from_secs(5);
-    match idle_timeout.is_zero() {
-        true => most,
-        false => idle_timeout.min(most),
+/// A connection whose header said where it comes from, ready for admission.
+pub struct Arrival {
+    pub socket: Socket,
+    /// The client (or the balancer itself, for a LOCAL header).
+    pub peer: SocketAddr,
+    pub via: Via,
+}
+
+/// At most one `proxy-error` line per second.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The connections whose header has not come in full yet, and how their headers are read.
+pub struct WaitingRoom {
+    reader: Reader,
+    waiting: Vec<Waiting>,
+    /// How long a connection may take to send its header.
+    deadline: Duration,
+    /// Where `next_arrival` looks next: it walks the room last to first once per poll.
+    cursor: usize,
+    warnings: RateLimit,
+}
+
+impl WaitingRoom {
+    pub fn new(deadline: Duration) -> Result<WaitingRoom> {
+        Ok(WaitingRoom {
+            reader: Reader::new().context("unable to map the PROXY header buffer")?,
+            waiting: Vec::new(),
+            deadline,
+            cursor: 0,
+            warnings: RateLimit::new(WARN_INTERVAL),
+        })
+    }
+
+    /// How many connections are waiting.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Closes every waiting connection (at shutdown).
+    pub fn clear(&mut self) {
+        self.waiting.clear();
+    }
+
+    /// The earliest deadline of a waiting connection, for the loop's poll timeout.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.waiting.iter().map(|waiting| waiting.deadline).min()
+    }
+
+    /// The descriptors to poll, in the order `next_arrival` expects them.
+    pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.waiting
+            .iter()
+            .map(|waiting| waiting.socket.as_raw_fd())
+    }
+
+    /// A connection just accepted from `from`: its header is read at once if it is all there
+    /// (the usual case); otherwise it waits, or is closed if what it sent is no header.
+    pub fn arrive(
+        &mut self,
+        socket: Socket,
+        from: SocketAddr,
+        counts: &mut Counts,
+    ) -> Option<Arrival> {
+        match self.reader.read(&socket) {
+            Read::Done(source) => Some(arrival(socket, from, source)),
+            Read::More => {
+                let deadline = Instant::now() + self.deadline;
+                self.waiting.push(Waiting {
+                    socket,
+                    from,
+                    deadline,
+                });
+                None
+            }
+            Read::Fail(why) => {
+                self.failed(socket, from, &why, counts);
+                None
+            }
+        }
+    }
+
+    /// Begins a walk of the room after a poll (see `next_arrival`).
+    pub fn start_walk(&mut self) {
+        self.cursor = self.waiting.len();
+    }
+
+    /// The next waiting connection whose header is now complete. On the way it reads the
+    /// connections the last poll found something on (entry `first` + i of `polled` is waiting
+    /// connection i) and gives up on those past their deadline. Last to first, so a removal
+    /// (`swap_remove`) moves only an entry already seen.
+    pub fn next_arrival(
+        &mut self,
+        polled: &mut PollSet,
+        first: usize,
+        counts: &mut Counts,
+    ) -> Option<Arrival> {
+        let now = Instant::now();
+        while self.cursor > 0 {
+            self.cursor -= 1;
+            let index = self.cursor;
+            let waiting = &self.waiting[index];
+            let expired = waiting.deadline <= now;
+            if !polled.ready(first + index) && !expired {
+                continue;
+            }
+            let read = self.reader.read(&waiting.socket);
+            if matches!(read, Read::More) && !expired {
+                continue;
+            }
+            let Waiting { socket, from, .. } = self.waiting.swap_remove(index);
+            match read {
+                Read::Done(source) => return Some(arrival(socket, from, source)),
+                Read::Fail(why) => self.failed(socket, from, &why, counts),
+                Read::More => {
+                    let why = format!("no complete PROXY header within {}", Secs(self.deadline));
+                    self.failed(socket, from, &why, counts);
+                }
+            }
+        }
+        None
+    }
+
+    /// Closes a connection whose PROXY header is missing or broken, and says why.
+    fn failed(&mut self, socket: Socket, from: SocketAddr, why: &str, counts: &mut Counts) {
+        drop(socket);
+        counts.proxy_errors += 1;
+        if let Some(held) = self.warnings.allow(Instant::now()) {
+            logln!(
+                "proxy-error peer={} error=\"{why}\"{}",
+                Peer(from),
+                Suppressed(held)
+            );
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(text: &str) -> Source {
-        Source::Client(text.parse().unwrap())
-    }
-
-    fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
-        let mut header = V2_SIGNATURE.to_vec();
-        header.push(0x20 | command);
-        header.push(family);
-        header.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        header.extend_from_slice(body);
-        header
-    }
-
-    #[test]
-    fn v1_headers_name_the_client_and_their_length() {
-        let line = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nhello";
-        assert_eq!(
-            parse(line),
-            Parsed::Complete {
-                source: client("192.0.2.1:56324"),
-                len: line.len() - 5
-            }
-        );
-        let line = b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 7\r\n";
-        assert_eq!(
-            parse(line),
-            Parsed::Complete {
-                source: client("[2001:db8::1]:4000"),
-                len: line.len()
-            }
-        );
-        assert_eq!(
-            parse(b"PROXY UNKNOWN\r\n"),
-            Parsed::Complete {
-                source: Source::Local,
-                len: 15
-            }
-        );
-    }
-
-    #[test]
-    fn v1_beginnings_wait_and_bad_headers_are_named() {
-        assert_eq!(parse(b"PRO"), Parsed::Incomplete);
-        assert_eq!(parse(b"PROXY TCP4 192.0.2.1 19"), Parsed::Incomplete);
-        for bad in [
-            &b"PROXY TCP4 192.0.2.1 198.51.100.2 56324\r\n"[..],
-            b"PROXY TCP4 2001:db8::1 198.51.100.2 1 2\r\n",
-            b"PROXY TCP4 192.0.2.1 198.51.100.2 65536 2\r\n",
-            b"PROXY TCP4 192.0.2.1 198.51.100.2 +1 2\r\n",
-            b"PROXY UDP4 192.0.2.1 198.51.100.2 1 2\r\n",
-            b"hello world\r\n",
-            b"GET / HTTP/1.0\r\n",
-        ] {
-            assert!(
-                matches!(parse(bad), Parsed::Invalid(_)),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
-        assert_eq!(
-            parse(&long),
-            Parsed::Invalid("v1 header longer than 107 bytes")
-        );
-    }
-
-    #[test]
-    fn v2_headers_name_the_client_and_skip_their_tlvs() {
-        let mut body = vec![192, 0, 2, 1, 198, 51, 100, 2];
-        body.extend_from_slice(&56324u16.to_be_bytes());
-        body.extend_from_slice(&443u16.to_be_bytes());
-        body.extend_from_slice(&[0x05, 0x00, 0x02, b'i', b'd']); // a TLV: unique id
-        let header = v2(1, 0x11, &body);
-        let mut with_data = header.clone();
-        with_data.extend_from_slice(b"echo me");
-        assert_eq!(
-            parse(&with_data),
-            Parsed::Complete {
-                source: client("192.0.2.1:56324"),
-                len: header.len()
-            }
-        );
-        let mut body6 = Ipv6Addr::LOCALHOST.octets().to_vec();
-        body6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
-        body6.extend_from_slice(&[0x1f, 0x90, 0x00, 0x07]);
-        assert_eq!(
-            parse(&v2(1, 0x21, &body6)),
-            Parsed::Complete {
-                source: client("[::1]:8080"),
-                len: 16 + 36
-            }
-        );
-        // LOCAL: a health check, whatever follows.
-        assert_eq!(
-            parse(&v2(0, 0x00, &[])),
-            Parsed::Complete {
-                source: Source::Local,
-                len: 16
-            }
-        );
-        // AF_UNIX: no TCP client to count.
-        assert_eq!(
-            parse(&v2(1, 0x31, &[0; 216])),
-            Parsed::Complete {
-                source: Source::Local,
-                len: 16 + 216
-            }
-        );
-    }
-
-    #[test]
-    fn v2_beginnings_wait_and_bad_headers_are_named() {
-        assert_eq!(parse(&V2_SIGNATURE[..5]), Parsed::Incomplete);
-        let header = v2(1, 0x11, &[0; 12]);
-        assert_eq!(parse(&header[..20]), Parsed::Incomplete);
-        assert!(matches!(parse(&v2(1, 0x11, &[0; 4])), Parsed::Invalid(_)));
-        assert!(matches!(parse(&v2(7, 0x11, &[0; 12])), Parsed::Invalid(_)));
-        let mut wrong_version = header.clone();
-        wrong_version[12] = 0x11;
-        assert!(matches!(parse(&wrong_version), Parsed::Invalid(_)));
-        let mut huge = header;
-        huge[14..16].copy_from_slice(&5000u16.to_be_bytes());
-        assert_eq!(
-            parse(&huge),
-            Parsed::Invalid("v2 header longer than 4096 bytes")
-        );
-    }
-
-    #[test]
-    fn the_deadline_is_five_seconds_or_the_idle_timeout() {
-        assert_eq!(deadline(Duration::ZERO), Duration::from_secs(5));
-        assert_eq!(deadline(Duration::from_secs(300)), Duration::from_secs(5));
-        assert_eq!(
-            deadline(Duration::from_millis(300)),
-            Duration::from_millis(300)
-        );
-    }
+/// A connection from `from` whose header named `source`.
+fn arrival(socket: Socket, from: SocketAddr, source: Source) -> Arrival {
+    let (peer, via) = match source {
+        Source::Client(peer) => (peer, Via::Proxy(from)),
+        Source::Local => (from, Via::Local),
+    };
+    Arrival { socket, peer, via }
 }

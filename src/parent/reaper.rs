@@ -2,7 +2,8 @@
 //!
 //! The handler calls `reap`, which runs `waitpid(WNOHANG)` until no exited child is left and
 //! pushes each (pid, raw status) into `exits()`, a fixed ring of atomics. The main loop pops them
-//! and does the logging and bookkeeping the handler may not do. Nothing here allocates or locks.
+//! (`Parent::collect_exits`) and does the logging and bookkeeping the handler may not do. Nothing
+//! the handler runs allocates or locks.
 //!
 //! The ring has one producer at a time: the handler (SIGCHLD is blocked while its own handler
 //! runs) or the main loop with SIGCHLD blocked. If the ring is full the producer leaves the rest
@@ -13,8 +14,15 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
 
+use super::{Parent, signals};
+use crate::log::Secs;
+use crate::logln;
 use crate::memory;
+use crate::peer::Peer;
 
 /// How many exits can wait for the main loop. A burst beyond this waits as zombies for a moment.
 const CAPACITY: usize = 1024;
@@ -113,6 +121,47 @@ impl Ring {
             self.push(pid, status);
         }
         self.backlogged.store(true, Ordering::Release);
+    }
+}
+
+impl Parent {
+    /// Takes the exits the SIGCHLD handler reaped, logging the abnormal ones.
+    pub(super) fn collect_exits(&mut self) {
+        while exits().drain(|pid, status| self.child_exited(Pid::from_raw(pid), status)) {
+            // The ring overflowed and the handler left zombies: reap them here, with SIGCHLD
+            // blocked so this loop is the ring's only producer meanwhile.
+            let _blocked = signals::block();
+            exits().reap();
+        }
+    }
+
+    fn child_exited(&mut self, pid: Pid, status: i32) {
+        let state = &mut *self.state;
+        state.counts.reaped += 1;
+        let Some(child) = state.children.remove(pid) else {
+            logln!("warning: reaped a child that was not in the table pid={pid}");
+            return;
+        };
+        state.admission.closed(child.peer);
+        let peer = Peer(child.peer);
+        let lived = Secs(child.since.elapsed());
+        match WaitStatus::from_raw(pid, status) {
+            Ok(WaitStatus::Exited(_, 0)) => {}
+            Ok(WaitStatus::Exited(_, code)) => {
+                logln!("child pid={pid} peer={peer} exited status={code} after={lived}");
+            }
+            // At shutdown we sent it ourselves; the summary line counts them.
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) if state.stopping => {}
+            Ok(WaitStatus::Signaled(_, signal, core)) => {
+                let core = if core { " core-dumped" } else { "" };
+                logln!(
+                    "child pid={pid} peer={peer} killed signal={}{core} after={lived}",
+                    signal.as_str()
+                );
+            }
+            // waitpid without WUNTRACED/WCONTINUED reports only exits and deaths.
+            _ => {}
+        }
     }
 }
 

@@ -1,14 +1,15 @@
 //! The parent's signals: handlers record and wake, and the main loop does the work.
 //!
-//! Handlers are installed with SA_RESTART (signal-hook's, and SIGCHLD's own sigaction), so a
-//! parent blocked in accept(2) would never notice them. Instead every handler writes one byte to
-//! a non-blocking self-pipe that the main loop polls beside the listeners. The handlers only do
-//! async-signal-safe work: SIGCHLD reaps into `reaper::exits()`; SIGTERM, SIGINT and SIGHUP count
-//! a stop request; SIGUSR1 asks for a statistics line. The loop takes a wake-up with
-//! `Wakeup::take`: it clears the pipe first and reads the flags second (PostgreSQL's ServerLoop:
-//! `ResetLatch`, then the `pending_*` flags), so a signal that lands in between leaves its flag
-//! for this look or its byte for the next poll, and is never lost. Around fork the parent blocks these signals (`block`): no handler of the
-//! parent's can run in a half-made child, and no child can be reaped before it is in the table.
+//! Handlers are installed with SA_RESTART (signal-hook's, and SIGCHLD's own sigaction), so a parent
+//! blocked in accept(2) would never notice them. Instead every handler writes one byte to a
+//! non-blocking self-pipe that the main loop polls beside the listeners. The handlers only do
+//! async-signal-safe work: SIGCHLD reaps into `reaper::exits()`; SIGTERM, SIGINT and SIGHUP count a
+//! stop request; SIGUSR1 asks for a statistics line. The loop takes a wake-up with `Wakeup::take`:
+//! it clears the pipe first and reads the flags second (PostgreSQL's ServerLoop: `ResetLatch`, then
+//! the `pending_*` flags), so a signal that lands in between leaves its flag for this look or its
+//! byte for the next poll, and is never lost. Around fork the parent blocks these signals
+//! (`block`): no handler of the parent's can run in a half-made child, and no child can be reaped
+//! before it is in the table.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -19,10 +20,9 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
 
 use super::reaper;
-use crate::debug::{self, Hook};
+use crate::signals::STOP;
+use crate::testhooks::{self, Hook};
 
-/// Signals that stop the server (in the parent) or close the connection (in a child).
-pub const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 /// Every signal the parent handles, and so blocks around fork.
 const HANDLED: [Signal; 5] = [
     Signal::SIGCHLD,
@@ -65,7 +65,7 @@ impl Wakeup {
         if woken {
             self.drain();
         }
-        if debug::take(Hook::SigtermWhileWaking) {
+        if testhooks::take(Hook::SigtermWhileWaking) {
             let _ = nix::sys::signal::raise(Signal::SIGTERM);
         }
         Pending {

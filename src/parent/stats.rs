@@ -1,45 +1,15 @@
 //! Counters for the SIGUSR1 statistics line and the stopped line.
 //!
-//! The parent counts what it sees (accepts, refusals, failures, reaps). Bytes are echoed, and log
-//! lines dropped, by the children too, so those counts live in one page of anonymous shared
-//! memory, mapped before the first fork: every child inherits the same page and adds to its
-//! atomic counters, and the parent reads them. Atomics on shared memory are async-signal-safe and
-//! need no locks.
+//! The parent counts what it sees (accepts, refusals, failures, reaps) in `Counts`, which only
+//! the parent's loop writes and reads. Bytes echoed and log lines dropped are counted by the
+//! children too, in the page of `crate::shared`; a `Snapshot` reads both.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use nix::sys::mman::MapFlags;
-
-use crate::log::{self, Drops, Secs};
-use crate::memory;
-
-/// What the parent and every child count together.
-pub struct Shared {
-    /// Bytes echoed by all children.
-    pub bytes: AtomicU64,
-    /// Log lines nobody could write.
-    pub log: Drops,
-}
-
-/// Maps the shared page and starts counting dropped log lines in it; it stays mapped for the
-/// process's life.
-pub fn shared() -> Result<&'static Shared> {
-    const { assert!(size_of::<Shared>() <= 4096) };
-    let page = memory::map(4096, MapFlags::MAP_SHARED)
-        .context("unable to map shared memory for the counters")?;
-    // The mapping is never unmapped, and every access to it, here and in the children sharing
-    // the page, is atomic; zero is a count of nothing.
-    // SAFETY: zeroed, page-aligned memory is a valid Shared that lives for the whole process.
-    let shared = unsafe { page.cast::<Shared>().as_ref() };
-    // Fault the page in now, in the parent: children then map the parent's page (shared) instead
-    // of each child's first add allocating it as memory of its own.
-    shared.bytes.store(0, Ordering::Relaxed);
-    log::share_drops(&shared.log);
-    Ok(shared)
-}
+use crate::log::Secs;
+use crate::shared::Shared;
 
 /// What the parent counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -98,15 +68,6 @@ impl fmt::Display for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_shared_counters_start_at_zero_and_count() {
-        let shared = shared().unwrap();
-        assert_eq!(shared.bytes.load(Ordering::Relaxed), 0);
-        assert_eq!(shared.log.total.load(Ordering::Relaxed), 0);
-        shared.bytes.fetch_add(42, Ordering::Relaxed);
-        assert_eq!(shared.bytes.load(Ordering::Relaxed), 42);
-    }
 
     #[test]
     fn the_line_names_every_count() {

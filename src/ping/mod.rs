@@ -22,7 +22,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use socket2::Socket;
 
 use crate::cli::PingOptions;
-use crate::wait;
+use crate::deadline;
 use probe::Failure;
 use report::Report;
 
@@ -174,7 +174,7 @@ fn sleep_until(at: Instant) -> bool {
             return true;
         }
         // No fds: poll only sleeps, and a signal always ends it early.
-        let _ = nix::poll::poll(&mut [], wait::timeout(Some(left)));
+        let _ = nix::poll::poll(&mut [], deadline::poll_timeout(Some(left)));
     }
 }
 

@@ -16,7 +16,7 @@ use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{MsgFlags, recv, send};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::wait;
+use crate::deadline;
 
 /// Why a probe got no intact echo.
 #[derive(Debug)]
@@ -122,7 +122,7 @@ pub fn connect(
             return Err(Failure::Error(io::ErrorKind::TimedOut.into()));
         }
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
-        match poll(&mut fds, wait::timeout(Some(left))) {
+        match poll(&mut fds, deadline::poll_timeout(Some(left))) {
             Ok(0) | Err(Errno::EINTR) => {}
             Ok(_) => {
                 return match socket.take_error() {
@@ -159,7 +159,7 @@ pub fn echo(
             events |= PollFlags::POLLOUT;
         }
         let mut fds = [PollFd::new(socket.as_fd(), events)];
-        let ready = match poll(&mut fds, wait::timeout(Some(left))) {
+        let ready = match poll(&mut fds, deadline::poll_timeout(Some(left))) {
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => fds[0].revents().unwrap_or(PollFlags::POLLIN),
             Err(errno) => return Err(Failure::Error(errno.into())),

@@ -19,7 +19,8 @@ use anyhow::{Context, Result};
 use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::cli::{Bind, reachable};
+use crate::cli::Bind;
+use crate::cli::values::reachable;
 
 pub struct Listener {
     socket: Socket,
@@ -244,28 +245,6 @@ fn no_family(err: &anyhow::Error) -> bool {
     )
 }
 
-/// True for accept(2) errors that concern only the connection being accepted: skip it, go on.
-/// The network errors are those accept(2) on Linux passes through (see its man page).
-pub fn is_per_connection(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error().map(Errno::from_raw),
-        Some(
-            Errno::ECONNABORTED
-                | Errno::EINTR
-                | Errno::EPROTO
-                | Errno::EPERM
-                | Errno::ENETDOWN
-                | Errno::ENOPROTOOPT
-                | Errno::EHOSTDOWN
-                | Errno::ENONET
-                | Errno::EHOSTUNREACH
-                | Errno::EOPNOTSUPP
-                | Errno::ENETUNREACH
-                | Errno::ETIMEDOUT
-        )
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,13 +363,5 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert!(!accepted.nonblocking().unwrap(), "accepted sockets block");
-    }
-
-    #[test]
-    fn aborted_connections_are_per_connection_but_fd_exhaustion_is_not() {
-        let aborted = io::Error::from_raw_os_error(Errno::ECONNABORTED as i32);
-        let emfile = io::Error::from_raw_os_error(Errno::EMFILE as i32);
-        assert!(is_per_connection(&aborted));
-        assert!(!is_per_connection(&emfile));
     }
 }

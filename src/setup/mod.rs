@@ -1,5 +1,6 @@
 //! Setting up, before the first fork: everything that can fail happens here or in
-//! `parent::Parent::new`, before the server says it is ready.
+//! `parent::Parent::new`, before the server says it is ready. Reads only `setup::Settings`
+//! (from `crate::settings`); nothing here knows the parent.
 //!
 //! `listen` first starts from a clean process (`clean`: no signal a launcher left blocked, no fd
 //! it left open but 0–2 and systemd's), points stdin at /dev/null and makes sure fds 1 and 2 are
@@ -22,12 +23,30 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::stat::Mode;
 
-use crate::cli::Options;
+use std::time::Duration;
+
+use crate::cli::Bind;
 use listener::Listener;
 use privileges::Identity;
 
 /// The most listening sockets one forkecho serves (the parent's loop tracks them in a 64-bit set).
 pub const MAX_LISTENERS: usize = 64;
+
+/// How the listeners are found or made, and who serves from them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--bind`: empty for the dual-stack default.
+    pub binds: Vec<Bind>,
+    pub listener: listener::Settings,
+    /// `--idle-timeout`, set on the listeners for every connection to inherit.
+    pub idle_timeout: Duration,
+    /// With `--proxy-protocol`: hand connections over only once their first data has come
+    /// (TCP_DEFER_ACCEPT), waiting about this long for it.
+    pub defer_accept: Option<Duration>,
+    /// `--user` and `--group`.
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
 
 /// The bound (or adopted) listeners, ready for the parent.
 pub struct Listening {
@@ -40,18 +59,16 @@ pub struct Listening {
 
 /// Finds or binds the listening socket, sets the options connections inherit from it, and drops
 /// privileges.
-pub fn listen(options: &Options) -> Result<Listening> {
+pub fn listen(settings: &Settings) -> Result<Listening> {
     let passed = activation::passed_sockets()?;
     clean(passed);
     standard_fds()?;
-    let identity = privileges::resolve(options.user.as_deref(), options.group.as_deref())?;
-    let settings = listener::Settings {
-        port: options.port,
-        backlog: options.backlog,
-        reuse_port: options.reuse_port,
-    };
+    let identity = privileges::resolve(settings.user.as_deref(), settings.group.as_deref())?;
     let (listeners, from_systemd) = match passed {
-        0 => (Listener::bind_all(&options.bind, settings)?, false),
+        0 => (
+            Listener::bind_all(&settings.binds, settings.listener)?,
+            false,
+        ),
         n => {
             let sockets = activation::take_listeners(n)?;
             let adopted = sockets.into_iter().map(Listener::adopt);
@@ -64,9 +81,8 @@ pub fn listen(options: &Options) -> Result<Listening> {
         listeners.len()
     );
     for listener in &listeners {
-        listener.set_connection_options(options.idle_timeout)?;
-        if options.proxy_protocol {
-            let wait = crate::parent::proxy::deadline(options.idle_timeout);
+        listener.set_connection_options(settings.idle_timeout)?;
+        if let Some(wait) = settings.defer_accept {
             listener.accept_with_data(wait.as_secs_f64().ceil() as u32)?;
         }
     }

@@ -8,8 +8,9 @@
 //! does nothing per connection; a child decides from the seed and its connection number (the
 //! count of connections accepted, 1 for the first) whether it misbehaves, and draws its delays'
 //! jitter from the same seed: the same seed gives the same decisions for the same connection
-//! numbers. A chosen connection is echoed by `shaped`; every other one by the usual path, at
-//! the usual cost.
+//! numbers. A chosen connection is echoed by `child/echo/shaped.rs`; every other one by the usual
+//! path, at the usual cost. `crate::settings` builds `Faults` from the options; the children only
+//! read it.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -163,6 +164,58 @@ impl Rng {
     }
 }
 
+/// Which faults acted on a connection, for its close line (`fault=delay,chunk`, `fault=none`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Acted(u8);
+
+impl Acted {
+    pub const DELAY: Acted = Acted(1);
+    pub const RATE: Acted = Acted(2);
+    pub const CHUNK: Acted = Acted(4);
+    pub const CLOSE_AFTER: Acted = Acted(8);
+    pub const RESET_AFTER: Acted = Acted(16);
+    pub const STALL_AFTER: Acted = Acted(32);
+    pub const SLOW_CLOSE: Acted = Acted(64);
+    const NAMES: [&str; 7] = [
+        "delay",
+        "rate",
+        "chunk",
+        "close-after",
+        "reset-after",
+        "stall-after",
+        "slow-close",
+    ];
+
+    pub fn add(&mut self, fault: Acted) {
+        self.0 |= fault.0;
+    }
+
+    pub fn limit(kind: LimitKind) -> Acted {
+        match kind {
+            LimitKind::Close => Acted::CLOSE_AFTER,
+            LimitKind::Reset => Acted::RESET_AFTER,
+            LimitKind::Stall => Acted::STALL_AFTER,
+        }
+    }
+}
+
+impl fmt::Display for Acted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("none");
+        }
+        let mut names = Acted::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| self.0 & (1 << bit) != 0)
+            .map(|(_, name)| name);
+        if let Some(first) = names.next() {
+            f.write_str(first)?;
+        }
+        names.try_for_each(|name| write!(f, ",{name}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +266,15 @@ mod tests {
         );
         // A jitter larger than the delay never makes it negative.
         assert!((0..100).all(|_| rng.around(Duration::ZERO, jitter) <= jitter));
+    }
+
+    #[test]
+    fn the_close_line_names_the_faults_that_acted() {
+        assert_eq!(Acted::default().to_string(), "none");
+        let mut acted = Acted::DELAY;
+        acted.add(Acted::CHUNK);
+        acted.add(Acted::limit(LimitKind::Reset));
+        assert_eq!(acted.to_string(), "delay,chunk,reset-after");
+        assert_eq!(Acted::SLOW_CLOSE.to_string(), "slow-close");
     }
 }

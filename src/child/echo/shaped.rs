@@ -1,4 +1,4 @@
-//! The echo of a connection that `faults` picked: the same protocol as `echo`, shaped.
+//! The echo of a connection that `faults` picked: the same protocol as `copy`, shaped.
 //!
 //! One loop, one poll: what was read waits in the buffer as chunks, each stamped with the
 //! instant it may be written (`--delay`); a chunk goes out in pieces no larger than `--chunk`
@@ -11,95 +11,35 @@
 //! answering the client's FIN. Stop signals, `--max-duration`, `--idle-timeout` and clients that
 //! take none of their echo end it as they end the plain echo.
 
-use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{MsgFlags, recv};
 
-use super::echo::{Conn, End, Outcome, Watch};
-use super::faults::{Faults, LimitKind, Rng};
-use crate::wait;
-
-/// Which faults acted on a connection, for its close line (`fault=delay,chunk`, `fault=none`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Acted(u8);
-
-impl Acted {
-    pub const DELAY: Acted = Acted(1);
-    pub const RATE: Acted = Acted(2);
-    pub const CHUNK: Acted = Acted(4);
-    pub const CLOSE_AFTER: Acted = Acted(8);
-    pub const RESET_AFTER: Acted = Acted(16);
-    pub const STALL_AFTER: Acted = Acted(32);
-    pub const SLOW_CLOSE: Acted = Acted(64);
-    const NAMES: [&str; 7] = [
-        "delay",
-        "rate",
-        "chunk",
-        "close-after",
-        "reset-after",
-        "stall-after",
-        "slow-close",
-    ];
-
-    fn add(&mut self, fault: Acted) {
-        self.0 |= fault.0;
-    }
-
-    fn limit(kind: LimitKind) -> Acted {
-        match kind {
-            LimitKind::Close => Acted::CLOSE_AFTER,
-            LimitKind::Reset => Acted::RESET_AFTER,
-            LimitKind::Stall => Acted::STALL_AFTER,
-        }
-    }
-}
-
-impl fmt::Display for Acted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 == 0 {
-            return f.write_str("none");
-        }
-        let mut names = Acted::NAMES
-            .iter()
-            .enumerate()
-            .filter(|(bit, _)| self.0 & (1 << bit) != 0)
-            .map(|(_, name)| name);
-        if let Some(first) = names.next() {
-            f.write_str(first)?;
-        }
-        names.try_for_each(|name| write!(f, ",{name}"))
-    }
-}
+use super::stall::{Conn, Stall};
+use super::{End, Outcome, Session};
+use crate::child::Context;
+use crate::deadline;
+use crate::faults::{Acted, Faults, LimitKind, Rng};
 
 /// How long a reset waits for the client to acknowledge the echo before it, at most.
 const RESET_WAIT: Duration = Duration::from_secs(2);
 
-/// Echoes `socket` to itself through a buffer of `capacity` bytes, shaped by `faults`; returns
-/// the outcome and which faults acted. A `reset-after` end leaves the socket to be closed with a
-/// reset; the bytes counted are those the client acknowledged.
-pub fn echo(
-    socket: &mut TcpStream,
-    capacity: usize,
-    faults: &Faults,
-    rng: Rng,
-    total: &AtomicU64,
-    watch: Watch,
-    idle: Duration,
-) -> (Outcome, Acted) {
+/// Echoes `socket` to itself through a buffer of `--buffer-size` bytes, shaped by `faults`;
+/// returns the outcome and which faults acted. A `reset-after` end leaves the socket to be closed
+/// with a reset; the bytes counted are those the client acknowledged.
+pub fn echo_shaped(socket: &mut TcpStream, faults: &Faults, context: &Context) -> (Outcome, Acted) {
+    let now = Instant::now();
     let mut shaper = Shaper {
         faults,
-        rng,
-        total,
-        watch,
-        idle,
-        buf: vec![0; capacity],
+        rng: faults.rng(context.serial),
+        session: Session::of(context),
+        buf: vec![0; context.settings.buffer_size],
         start: 0,
         end: 0,
         chunks: std::collections::VecDeque::new(),
@@ -107,29 +47,26 @@ pub fn echo(
         echoed: 0,
         acted: Acted::default(),
         tokens: 0.0,
-        refilled: Instant::now(),
-        next_piece: Instant::now(),
-        last_due: Instant::now(),
-        last_read: Instant::now(),
-        stalled_since: None,
+        refilled: now,
+        next_piece: now,
+        last_due: now,
+        last_read: now,
+        stall: Stall::default(),
     };
     shaper.tokens = shaper.burst() as f64;
     let end = shaper.run(socket);
-    (
-        Outcome {
-            bytes: shaper.echoed,
-            end,
-        },
-        shaper.acted,
-    )
+    let outcome = Outcome {
+        bytes: shaper.echoed,
+        end,
+    };
+    (outcome, shaper.acted)
 }
 
 struct Shaper<'a> {
     faults: &'a Faults,
     rng: Rng,
-    total: &'a AtomicU64,
-    watch: Watch,
-    idle: Duration,
+    /// Its stall limit is `--idle-timeout`, which also ends a client that sends nothing.
+    session: Session,
     /// Bytes read and not yet echoed are `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
@@ -147,7 +84,7 @@ struct Shaper<'a> {
     last_due: Instant,
     last_read: Instant,
     /// Since when the client has taken none of its echo.
-    stalled_since: Option<Instant>,
+    stall: Stall,
 }
 
 /// What the loop does next.
@@ -161,7 +98,7 @@ impl Shaper<'_> {
     fn run(&mut self, socket: &mut TcpStream) -> End {
         let mut eof = false;
         loop {
-            if (self.watch.stopped)() {
+            if (self.session.stopped)() {
                 return End::Shutdown;
             }
             if let Some(limit) = self.faults.limit
@@ -187,7 +124,7 @@ impl Shaper<'_> {
             };
             let mut fds = [PollFd::new(socket.as_fd(), events)];
             let left = until.map(|until| until.saturating_duration_since(Instant::now()));
-            let revents = match poll(&mut fds, wait::timeout(left)) {
+            let revents = match poll(&mut fds, deadline::poll_timeout(left)) {
                 Ok(0) | Err(Errno::EINTR) => continue,
                 Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
                 Err(errno) => return End::Failed(errno.into()),
@@ -249,7 +186,7 @@ impl Shaper<'_> {
             }
             Err(err) if err.kind() == ErrorKind::Interrupted => Ok(None),
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                self.stalled_since.get_or_insert(now);
+                self.stall.blocked(now);
                 Ok(Some((true, None)))
             }
             Err(err) => Err(End::from_error(err, End::WriteTimeout)),
@@ -259,8 +196,8 @@ impl Shaper<'_> {
     fn wrote(&mut self, n: usize, now: Instant) {
         self.start += n;
         self.echoed += n as u64;
-        self.total.fetch_add(n as u64, Ordering::Relaxed);
-        self.stalled_since = None;
+        self.session.total.fetch_add(n as u64, Ordering::Relaxed);
+        self.stall.moved();
         let front = self.chunks.front_mut().expect("a piece comes from a chunk");
         front.1 -= n;
         if front.1 == 0 {
@@ -294,8 +231,8 @@ impl Shaper<'_> {
         if reading {
             events |= PollFlags::POLLIN;
             // Idle: nothing to echo and nothing sent for the idle timeout.
-            if self.chunks.is_empty() && !self.idle.is_zero() {
-                let deadline = self.last_read + self.idle;
+            if self.chunks.is_empty() && !self.session.stall.is_zero() {
+                let deadline = self.last_read + self.session.stall;
                 if deadline <= now {
                     return Step::End(End::IdleTimeout);
                 }
@@ -304,8 +241,7 @@ impl Shaper<'_> {
         }
         if out {
             events |= PollFlags::POLLOUT;
-            if let (Some(since), Some(limit)) = (self.stalled_since, self.watch.stall_limit()) {
-                let deadline = since + limit;
+            if let Some(deadline) = self.stall.deadline(&self.session) {
                 if deadline <= now {
                     return Step::End(End::WriteTimeout);
                 }
@@ -361,9 +297,11 @@ impl Shaper<'_> {
         match kind {
             LimitKind::Close => End::CloseAfter,
             LimitKind::Reset => {
-                let unacknowledged = wait_acknowledged(socket, self.watch);
+                let unacknowledged = wait_acknowledged(socket, &self.session);
                 self.echoed -= unacknowledged;
-                self.total.fetch_sub(unacknowledged, Ordering::Relaxed);
+                self.session
+                    .total
+                    .fetch_sub(unacknowledged, Ordering::Relaxed);
                 End::ResetAfter
             }
             LimitKind::Stall => self.hang(socket),
@@ -374,9 +312,9 @@ impl Shaper<'_> {
     /// idle timeout counted from here, or a stop.
     fn hang(&self, socket: &TcpStream) -> End {
         let since = Instant::now();
-        let limit = Some(self.idle).filter(|idle| !idle.is_zero());
+        let limit = Some(self.session.stall).filter(|idle| !idle.is_zero());
         loop {
-            if (self.watch.stopped)() {
+            if (self.session.stopped)() {
                 return End::Shutdown;
             }
             let left = limit.map(|limit| limit.saturating_sub(since.elapsed()));
@@ -386,9 +324,9 @@ impl Shaper<'_> {
             // POLLRDHUP: the client's FIN, even with its data still unread. A stop ends the wait
             // early too; the loop looks again.
             let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-            match wait::wait_for(socket, rdhup, left) {
+            match deadline::poll_one(socket, rdhup, left) {
                 Ok(false) => {}
-                Ok(true) if (self.watch.stopped)() => {}
+                Ok(true) if (self.session.stopped)() => {}
                 Ok(true) => {
                     return match socket.take_error() {
                         Ok(Some(_)) => End::Reset,
@@ -409,7 +347,7 @@ impl Shaper<'_> {
         self.acted.add(Acted::SLOW_CLOSE);
         let deadline = Instant::now() + wait;
         loop {
-            if (self.watch.stopped)() {
+            if (self.session.stopped)() {
                 return End::Shutdown;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -417,8 +355,8 @@ impl Shaper<'_> {
                 return End::ClientClosed;
             }
             // No events asked for: only an error (a reset), a stop or the time ends the wait early.
-            if let Ok(true) = wait::wait_for(socket, PollFlags::empty(), Some(left))
-                && !(self.watch.stopped)()
+            if let Ok(true) = deadline::poll_one(socket, PollFlags::empty(), Some(left))
+                && !(self.session.stopped)()
             {
                 return End::Reset;
             }
@@ -444,15 +382,15 @@ impl Shaper<'_> {
 /// Waits (up to `RESET_WAIT`, or the stall limit if shorter, or a stop) until the client has
 /// acknowledged everything written; returns how many bytes it had not, which a reset now
 /// throws away.
-fn wait_acknowledged(socket: &TcpStream, watch: Watch) -> u64 {
+fn wait_acknowledged(socket: &TcpStream, session: &Session) -> u64 {
     let since = Instant::now();
-    let limit = watch
+    let limit = session
         .stall_limit()
         .map_or(RESET_WAIT, |l| l.min(RESET_WAIT));
     let mut pause = Duration::from_micros(100);
     loop {
         let queued = unacknowledged(socket);
-        if queued == 0 || since.elapsed() >= limit || (watch.stopped)() {
+        if queued == 0 || since.elapsed() >= limit || (session.stopped)() {
             return queued;
         }
         std::thread::sleep(pause);
@@ -466,19 +404,4 @@ fn unacknowledged(socket: &TcpStream) -> u64 {
     // SAFETY: TIOCOUTQ (SIOCOUTQ on a TCP socket) writes one int into `queued`.
     let done = unsafe { nix::libc::ioctl(socket.as_raw_fd(), nix::libc::TIOCOUTQ, &mut queued) };
     if done < 0 { 0 } else { queued.max(0) as u64 }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_close_line_names_the_faults_that_acted() {
-        assert_eq!(Acted::default().to_string(), "none");
-        let mut acted = Acted::DELAY;
-        acted.add(Acted::CHUNK);
-        acted.add(Acted::limit(LimitKind::Reset));
-        assert_eq!(acted.to_string(), "delay,chunk,reset-after");
-        assert_eq!(Acted::SLOW_CLOSE.to_string(), "slow-close");
-    }
 }

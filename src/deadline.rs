@@ -1,8 +1,9 @@
-//! Waiting on a descriptor with a deadline: poll(2) with `Duration`s.
+//! poll(2) with a deadline, in `Duration`s: the one way forkecho waits on a descriptor.
 //!
 //! The parent's loop, the echo (a client with no room for its echo, a splice session waiting
 //! for input) and the log (finishing a line a terminal took only in part) all wait this way.
-//! A timeout is rounded up to whole milliseconds, never down to zero, which would spin.
+//! (Waiting for a child is waitpid(2), in `parent/reaper.rs`; nothing here.) A timeout is rounded
+//! up to whole milliseconds, never down to zero, which would spin.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -12,7 +13,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// A poll timeout for `left` (None: no limit), rounded up to whole milliseconds.
-pub fn timeout(left: Option<Duration>) -> PollTimeout {
+pub fn poll_timeout(left: Option<Duration>) -> PollTimeout {
     match left {
         None => PollTimeout::NONE,
         Some(left) => {
@@ -24,9 +25,9 @@ pub fn timeout(left: Option<Duration>) -> PollTimeout {
 
 /// Waits up to `left` (None: no limit) for `events` on `fd`: false if the time ran out, true if
 /// they came or a signal ended the wait (the caller looks again).
-pub fn wait_for(fd: &impl AsFd, events: PollFlags, left: Option<Duration>) -> io::Result<bool> {
+pub fn poll_one(fd: &impl AsFd, events: PollFlags, left: Option<Duration>) -> io::Result<bool> {
     let mut fds = [PollFd::new(fd.as_fd(), events)];
-    match poll(&mut fds, timeout(left)) {
+    match poll(&mut fds, poll_timeout(left)) {
         Ok(0) => Ok(false),
         Ok(_) | Err(Errno::EINTR) => Ok(true),
         Err(errno) => Err(errno.into()),
@@ -39,11 +40,11 @@ mod tests {
 
     #[test]
     fn timeouts_round_up_to_whole_milliseconds() {
-        let of = |d: Duration| i32::from(timeout(Some(d)));
+        let of = |d: Duration| i32::from(poll_timeout(Some(d)));
         assert_eq!(of(Duration::from_micros(1)), 1);
         assert_eq!(of(Duration::from_millis(100)), 100);
         assert_eq!(of(Duration::from_micros(100_001)), 101);
         assert_eq!(of(Duration::from_secs(u64::MAX)), i32::MAX);
-        assert_eq!(timeout(None), PollTimeout::NONE);
+        assert_eq!(poll_timeout(None), PollTimeout::NONE);
     }
 }

@@ -1,5 +1,10 @@
 //! The sandbox: once the server is set up, it and every child can serve and little else.
 //!
+//! Both sides use it: the parent compiles the filter and installs it on itself before it
+//! announces itself (`parent::Parent::confine`); each child, or the `--inetd` process, confines
+//! itself before its first read (`Confine::enter`, from `child/connection.rs`). Nothing here is
+//! written after startup.
+//!
 //! The way sshd confines its pre-authentication child: `PR_SET_NO_NEW_PRIVS`, a seccomp
 //! allow-list, and resource limits. The allow-list names the system calls forkecho makes once it
 //! is listening, the parent's (accept, fork, wait, kill) and the children's (read, write, splice,
@@ -66,10 +71,10 @@ impl Confine {
     }
 }
 
-/// The sandbox for a run: None with `--no-sandbox`, or where no filter is built (said at
-/// startup). An error says why there can be none and names the way out.
-pub fn prepare(no_sandbox: bool) -> Result<Option<&'static Sandbox>, String> {
-    if no_sandbox {
+/// The sandbox for a run: None when it is off (`--no-sandbox`), or where no filter is built
+/// (said at startup). An error says why there can be none and names the way out.
+pub fn prepare(on: bool) -> Result<Option<&'static Sandbox>, String> {
+    if !on {
         return Ok(None);
     }
     if !filter::AVAILABLE {

@@ -1,24 +1,22 @@
 //! Zero-copy echo with splice(2): socket → pipe → socket, so the bytes never enter user space.
 //!
-//! The same protocol as `echo::echo`: everything read is written back before the next read, a
-//! read of 0 is the client's FIN, and idle or stalled clients are ended on the same terms (the
-//! session runs the socket non-blocking and waits in poll(2), see `echo`). The child keeps no
-//! echo buffer of its own: the data sits in a
-//! pipe, in kernel memory. SPLICE_F_MORE is never set: it would make the kernel hold small echoes
-//! back, waiting for more (round trips went from 0.26 ms to 208 ms when it was measured).
+//! The same protocol as `copy`: everything read is written back before the next read, a read of
+//! 0 is the client's FIN, and idle or stalled clients are ended on the same terms (the session
+//! runs the socket non-blocking and waits in poll(2); writes go through `stall`). The child keeps
+//! no echo buffer of its own: the data sits in a pipe, in kernel memory.
 
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, recv};
 
-use super::echo::{self, End, Outcome, Watch};
-use crate::wait;
+use super::stall::{self, Pending};
+use super::{End, Outcome, Session};
+use crate::deadline;
 
 /// The result of trying splice: an ended session, or "use read/write instead".
 #[derive(Debug)]
@@ -29,8 +27,8 @@ pub enum Spliced {
 }
 
 /// Echoes `socket` to itself through a pipe, `chunk` bytes at most per transfer, until the
-/// client closes, the connection fails, or `watch` ends it.
-pub fn echo(socket: &TcpStream, chunk: usize, total: &AtomicU64, watch: Watch) -> Spliced {
+/// client closes, the connection fails, or the session ends it.
+pub fn echo_spliced(socket: &mut TcpStream, chunk: usize, session: &Session) -> Spliced {
     let Ok((from_pipe, into_pipe)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else {
         return Spliced::Unsupported;
     };
@@ -45,34 +43,43 @@ pub fn echo(socket: &TcpStream, chunk: usize, total: &AtomicU64, watch: Watch) -
     // splice(2) waits on a socket unless the socket itself is non-blocking, and a waiting splice
     // is timed per call (SO_SNDTIMEO), not from the last byte the client took: so the session
     // runs non-blocking and waits in poll(2) with deadlines of its own.
-    let Ok(_blocking_again) = NonBlocking::set(socket) else {
+    if socket.set_nonblocking(true).is_err() {
         return Spliced::Unsupported;
-    };
+    }
+    let spliced = session_loop(socket, &from_pipe, &into_pipe, chunk, session);
+    let _ = socket.set_nonblocking(false);
+    spliced
+}
+
+/// The spliced session on a non-blocking socket.
+fn session_loop(
+    socket: &mut TcpStream,
+    from_pipe: &OwnedFd,
+    into_pipe: &OwnedFd,
+    chunk: usize,
+    session: &Session,
+) -> Spliced {
     let flags = SpliceFFlags::SPLICE_F_MOVE;
-    let idle = Some(watch.stall).filter(|idle| !idle.is_zero());
+    let idle = Some(session.stall).filter(|idle| !idle.is_zero());
     let mut bytes = 0u64;
     let mut first = true;
     // Whether poll said readable since the last splice that moved data.
     let mut readable = false;
-    let end = 'session: loop {
-        if (watch.stopped)() {
+    let end = loop {
+        if (session.stopped)() {
             break End::Shutdown;
         }
-        let n = match splice(socket, None, &into_pipe, None, chunk, flags) {
+        let n = match splice(&*socket, None, into_pipe, None, chunk, flags) {
             Ok(0) => match at_urgent_mark(socket) {
                 // Nothing to read, and not for want of data: the client's FIN.
                 Ok(false) => break End::ClientClosed,
                 // splice stops short of urgent data (tcp_read_sock): move it with read/write.
-                Ok(true) => match copy_at_mark(socket, total, watch) {
-                    Ok(m) => {
-                        bytes += m as u64;
+                Ok(true) => match copy_at_mark(socket, &mut bytes, session) {
+                    Ok(()) => {
                         first = false;
                         continue;
                     }
-                    Err((m, err)) => {
-                        bytes += m as u64;
-                        break End::from_error(err, End::WriteTimeout);
-                    }
+                    Err(err) => break End::from_error(err, End::WriteTimeout),
                 },
                 Err(errno) => break End::from_error(io::Error::from(errno), End::IdleTimeout),
             },
@@ -82,18 +89,12 @@ pub fn echo(socket: &TcpStream, chunk: usize, total: &AtomicU64, watch: Watch) -
             // front of urgent data.
             Err(Errno::EAGAIN) if readable => {
                 readable = false;
-                match copy_at_mark(socket, total, watch) {
-                    Ok(m) => {
-                        bytes += m as u64;
-                        continue;
-                    }
-                    Err((m, err)) => {
-                        bytes += m as u64;
-                        break End::from_error(err, End::WriteTimeout);
-                    }
+                match copy_at_mark(socket, &mut bytes, session) {
+                    Ok(()) => continue,
+                    Err(err) => break End::from_error(err, End::WriteTimeout),
                 }
             }
-            Err(Errno::EAGAIN) => match wait::wait_for(socket, PollFlags::POLLIN, idle) {
+            Err(Errno::EAGAIN) => match deadline::poll_one(&*socket, PollFlags::POLLIN, idle) {
                 Ok(true) => {
                     readable = true;
                     continue;
@@ -106,47 +107,12 @@ pub fn echo(socket: &TcpStream, chunk: usize, total: &AtomicU64, watch: Watch) -
         };
         first = false;
         readable = false;
-        let mut pending = n;
-        let mut stalled_since = None;
-        while pending > 0 {
-            match splice(&from_pipe, None, socket, None, pending, flags) {
-                Ok(0) => break 'session End::Failed(io::ErrorKind::WriteZero.into()),
-                Ok(m) => {
-                    pending -= m;
-                    bytes += m as u64;
-                    total.fetch_add(m as u64, Ordering::Relaxed);
-                    stalled_since = None;
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => {
-                    let wait = |left| wait::wait_for(socket, PollFlags::POLLOUT, left);
-                    if let Err(err) = echo::wait_for_room(&mut stalled_since, watch, wait) {
-                        break 'session End::from_error(err, End::WriteTimeout);
-                    }
-                }
-                Err(errno) => {
-                    break 'session End::from_error(io::Error::from(errno), End::WriteTimeout);
-                }
-            }
+        let pending = Pending::Pipe(from_pipe.as_fd(), n);
+        if let Err(err) = stall::write_all(socket, pending, &mut bytes, session) {
+            break End::from_error(err, End::WriteTimeout);
         }
     };
     Spliced::Done(Outcome { bytes, end })
-}
-
-/// The socket non-blocking for as long as this lives.
-struct NonBlocking<'a>(&'a TcpStream);
-
-impl<'a> NonBlocking<'a> {
-    fn set(socket: &'a TcpStream) -> io::Result<NonBlocking<'a>> {
-        socket.set_nonblocking(true)?;
-        Ok(NonBlocking(socket))
-    }
-}
-
-impl Drop for NonBlocking<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.set_nonblocking(false);
-    }
 }
 
 /// Whether a splice that moved nothing stopped at urgent data (SO_OOBINLINE makes it ordinary
@@ -165,40 +131,19 @@ fn at_urgent_mark(socket: &TcpStream) -> nix::Result<bool> {
 }
 
 /// Reads what waits at the urgent mark (the urgent byte, and what follows it in the same
-/// read) and writes it back. Returns the bytes echoed, and with an error those echoed before it.
-fn copy_at_mark(
-    socket: &TcpStream,
-    total: &AtomicU64,
-    watch: Watch,
-) -> Result<usize, (usize, io::Error)> {
+/// read) and writes it back, adding what was echoed to `bytes`.
+fn copy_at_mark(socket: &mut TcpStream, bytes: &mut u64, session: &Session) -> io::Result<()> {
     let mut buf = [0u8; 512];
     let n = loop {
         match nix::unistd::read(socket.as_fd(), &mut buf) {
             Ok(n) => break n,
             Err(Errno::EINTR) => {}
             // Nothing after all: the session's next splice waits for it.
-            Err(Errno::EAGAIN) => return Ok(0),
-            Err(errno) => return Err((0, errno.into())),
+            Err(Errno::EAGAIN) => return Ok(()),
+            Err(errno) => return Err(errno.into()),
         }
     };
-    let mut done = 0;
-    let mut stalled_since = None;
-    while done < n {
-        match nix::unistd::write(socket.as_fd(), &buf[done..n]) {
-            Ok(m) => {
-                done += m;
-                total.fetch_add(m as u64, Ordering::Relaxed);
-                stalled_since = None;
-            }
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => {
-                let wait = |left| wait::wait_for(socket, PollFlags::POLLOUT, left);
-                echo::wait_for_room(&mut stalled_since, watch, wait).map_err(|err| (done, err))?;
-            }
-            Err(errno) => return Err((done, errno.into())),
-        }
-    }
-    Ok(n)
+    stall::write_all(socket, Pending::Bytes(&buf[..n]), bytes, session)
 }
 
 #[cfg(test)]
@@ -209,14 +154,19 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     fn never() -> bool {
         false
     }
 
-    const WATCH: Watch = Watch {
-        stopped: never,
-        stall: Duration::ZERO,
-    };
+    fn session(stall: Duration) -> Session {
+        Session {
+            total: Box::leak(Box::new(AtomicU64::new(0))),
+            stopped: never,
+            stall,
+        }
+    }
 
     /// Runs `echo` on the server side of a loopback connection (threads, no fork) and returns
     /// what the client got back and the outcome.
@@ -231,9 +181,10 @@ mod tests {
         thread::scope(|scope| {
             // The thread owns the socket, so it closes (FIN) when the echo ends.
             let server = scope.spawn(move || {
-                let total = AtomicU64::new(0);
-                match echo(&socket, chunk, &total, WATCH) {
-                    Spliced::Done(outcome) => (outcome, total.load(Ordering::Relaxed)),
+                let mut socket = socket;
+                let session = session(Duration::ZERO);
+                match echo_spliced(&mut socket, chunk, &session) {
+                    Spliced::Done(outcome) => (outcome, session.total.load(Ordering::Relaxed)),
                     Spliced::Unsupported => panic!("splice unsupported on a TCP socket"),
                 }
             });
@@ -272,13 +223,8 @@ mod tests {
     fn the_idle_timeout_ends_an_idle_session() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (socket, _) = listener.accept().unwrap();
-        let total = AtomicU64::new(0);
-        let watch = Watch {
-            stall: Duration::from_millis(50),
-            ..WATCH
-        };
-        match echo(&socket, 4096, &total, watch) {
+        let (mut socket, _) = listener.accept().unwrap();
+        match echo_spliced(&mut socket, 4096, &session(Duration::from_millis(50))) {
             Spliced::Done(outcome) => {
                 assert!(matches!(outcome.end, End::IdleTimeout), "{:?}", outcome.end);
                 assert_eq!(outcome.bytes, 0);

@@ -1,12 +1,13 @@
-//! Fault points for forkecho's own tests: races and failures that no client can bring about on
-//! demand, made to happen at the one place they matter.
+//! Test hooks for forkecho's own tests: races and failures that no client can bring about on
+//! demand, made to happen at the one place they matter. (Not the faults clients are served on
+//! purpose, `--delay` and the rest: those are `crate::faults`.)
 //!
 //! They exist only in debug builds (the binary `cargo test` drives) and are chosen when the
 //! process starts, with `FORKECHO_DEBUG=name[,name...]` in its environment; nothing a client sends
 //! can reach them. In a release build the variable is ignored and `armed` is a constant `false`,
 //! so every hook compiles away.
 
-/// A fault point.
+/// A test hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     /// `sigterm-while-waking`: the parent raises SIGTERM once, in the middle of taking a

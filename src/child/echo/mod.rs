@@ -1,0 +1,196 @@
+//! The echo protocol (RFC 862): every byte read is written back, in order, until the client ends.
+//!
+//! `echo_socket` chooses the path for a connection, in this one place:
+//! - a connection `faults` picked: `shaped` (read/write, delayed, throttled, cut, reset, ...);
+//! - otherwise `copy::echo_small` through a small stack buffer until one read fills it, then
+//!   `splice` (bulk transfers are spliced after their first KiB; most connections never send that
+//!   much at once, and for them read/write is cheaper than a pipe and two splices per message);
+//! - with `--no-splice`, or where splice is refused, `copy::echo_copying` through the whole
+//!   buffer.
+//!
+//! Every path writes through `stall` (never blocking, stalls timed from the last byte the client
+//! took), counts what reached the client in the `Session`'s total, and ends with an `Outcome`:
+//! the bytes echoed and why it ended (`End`, the close line's `end=`).
+
+pub mod copy;
+pub mod shaped;
+pub mod splice;
+pub mod stall;
+
+use std::fmt;
+use std::io::{self, ErrorKind};
+use std::net::TcpStream;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use nix::sys::mman::MapFlags;
+
+use super::{Context, stop};
+use crate::faults::Acted;
+use crate::memory;
+use splice::Spliced;
+use stall::Conn;
+
+/// Why an echo session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client sent FIN and everything it sent was echoed.
+    ClientClosed,
+    /// The client reset the connection or went away while we were writing (ECONNRESET, EPIPE).
+    Reset,
+    /// The client sent nothing for the idle timeout.
+    IdleTimeout,
+    /// The client read none of the echo for the idle timeout.
+    WriteTimeout,
+    /// The server is stopping and closed the connection.
+    Shutdown,
+    /// The connection reached `--max-duration` (set by `connection`, not by a path).
+    MaxDuration,
+    /// `--close-after`: the limit was echoed; the connection closes with a FIN.
+    CloseAfter,
+    /// `--reset-after`: the limit was echoed and acknowledged; the connection closes with a reset.
+    ResetAfter,
+    /// Any other I/O error.
+    Failed(io::Error),
+}
+
+impl End {
+    /// `timed_out` is what a timeout means where the error happened (reading or writing).
+    pub(crate) fn from_error(err: io::Error, timed_out: End) -> End {
+        match err.kind() {
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
+                End::Reset
+            }
+            // An expired SO_RCVTIMEO, or a stall past its limit (`stall`), is EAGAIN.
+            ErrorKind::WouldBlock => timed_out,
+            _ => End::Failed(err),
+        }
+    }
+
+    /// Whether the session ended the way connections are supposed to end.
+    pub fn is_normal(&self) -> bool {
+        !matches!(self, End::Failed(_))
+    }
+}
+
+/// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
+/// `write-timeout`, `shutdown`, `max-duration`, `close-after`, `reset-after`, or
+/// `error error="…"`.
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::ClientClosed => f.write_str("client-closed"),
+            End::Reset => f.write_str("reset"),
+            End::IdleTimeout => f.write_str("idle-timeout"),
+            End::WriteTimeout => f.write_str("write-timeout"),
+            End::Shutdown => f.write_str("shutdown"),
+            End::MaxDuration => f.write_str("max-duration"),
+            End::CloseAfter => f.write_str("close-after"),
+            End::ResetAfter => f.write_str("reset-after"),
+            End::Failed(err) => write!(f, "error error=\"{err}\""),
+        }
+    }
+}
+
+/// What an echo session did: bytes written back, and why it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub bytes: u64,
+    pub end: End,
+}
+
+/// What every path is given besides its stream: where to count the bytes echoed, and what ends
+/// the session besides the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    /// The server-wide counter every byte that reached the client is added to.
+    pub total: &'static AtomicU64,
+    /// Asked before every read (the stop handler makes a read about to block return soon).
+    pub stopped: fn() -> bool,
+    /// How long a client may take none of its echo, counted from the last byte it took; zero
+    /// for never. Once stopped, one second at most.
+    pub stall: Duration,
+}
+
+/// Once the server is stopping, a client that reads nothing of its echo for this long is let go.
+const STOPPED_STALL: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// A connection's session: stopped by a stop signal or `--max-duration`, stalls limited by
+    /// `--idle-timeout`.
+    pub fn of(context: &Context) -> Session {
+        Session {
+            total: context.total,
+            stopped: stop::requested,
+            stall: context.settings.idle_timeout,
+        }
+    }
+
+    /// How long the current stall may last; None for no limit.
+    pub fn stall_limit(&self) -> Option<Duration> {
+        let limit = Some(self.stall).filter(|stall| !stall.is_zero());
+        match (self.stopped)() {
+            true => Some(limit.map_or(STOPPED_STALL, |limit| limit.min(STOPPED_STALL))),
+            false => limit,
+        }
+    }
+}
+
+/// Echoes a connection's socket on the path its context calls for (see the module docs).
+/// Returns the outcome and, when faults were asked for, which of them acted (none, if
+/// `--fault-rate` left this connection out).
+pub fn echo_socket(socket: &mut TcpStream, context: &Context) -> (Outcome, Option<Acted>) {
+    let settings = &context.settings;
+    match settings.faults {
+        Some(faults) if faults.applies(context.serial) => {
+            let (outcome, acted) = shaped::echo_shaped(socket, faults, context);
+            (outcome, Some(acted))
+        }
+        faults => {
+            let outcome = match settings.splice {
+                true => small_then_splice(socket, context),
+                false => echo_through_buffer(socket, context),
+            };
+            (outcome, faults.map(|_| Acted::default()))
+        }
+    }
+}
+
+/// How much a read must fill before the connection counts as bulk and moves to splice. 1 KiB,
+/// not 4: a 4 KiB buffer dirtied one more stack page in every child (USS 36 KiB against 32,
+/// measured in round 2).
+const SMALL: usize = 1024;
+
+/// Echoes with read/write through a small stack buffer until one read fills it, then with
+/// splice (or, where splice is refused, read/write through the full buffer).
+fn small_then_splice(socket: &mut TcpStream, context: &Context) -> Outcome {
+    let session = Session::of(context);
+    let mut small = [0u8; SMALL];
+    let len = SMALL.min(context.settings.buffer_size);
+    let echoed = match copy::echo_small(socket, &mut small[..len], &session) {
+        copy::Echoed::Ended(outcome) => return outcome,
+        copy::Echoed::Filled { bytes } => bytes,
+    };
+    let mut rest = match splice::echo_spliced(socket, context.settings.buffer_size, &session) {
+        Spliced::Done(outcome) => outcome,
+        Spliced::Unsupported => echo_through_buffer(socket, context),
+    };
+    rest.bytes += echoed;
+    rest
+}
+
+/// The read/write echo, through a buffer of fresh anonymous memory: the child dirties only the
+/// pages its reads fill, where a zeroed heap allocation would dirty all of them at once.
+pub fn echo_through_buffer<S: Conn>(stream: &mut S, context: &Context) -> Outcome {
+    let session = Session::of(context);
+    let len = context.settings.buffer_size;
+    match memory::map(len, MapFlags::MAP_PRIVATE) {
+        Ok(start) => {
+            // The child never unmaps it (it ends with _exit) and nothing else refers to it.
+            // SAFETY: `len` readable, writable, zero-filled bytes, borrowed only here.
+            let buf = unsafe { std::slice::from_raw_parts_mut(start.as_ptr(), len) };
+            copy::echo_copying(stream, buf, &session)
+        }
+        Err(_) => copy::echo_copying(stream, &mut vec![0u8; len], &session),
+    }
+}

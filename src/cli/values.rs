@@ -1,0 +1,259 @@
+//! The values options take, and their parsers: seconds, byte counts, rates, addresses, the
+//! faults' milliseconds. Each parser's error says what was expected; clap adds the value and the
+//! option it was given to.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::faults::{CHUNK_GAP, Chunk, Delay};
+
+/// The largest `--buffer-size` (and `ping --size`, `--chunk` size).
+pub const MAX_BUFFER: usize = 64 * 1024 * 1024;
+
+/// Parses a non-negative number of seconds, decimals allowed (`0.5`), up to a day.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| "expected a number of seconds such as 30 or 0.5".to_string())?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err("must be between 0 and 86400 seconds".to_string());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `N[/S]`: N connections per S seconds (S defaults to 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}s", self.count, self.per.as_secs_f64())
+    }
+}
+
+/// Parses `--rate-per-ip`: `N` or `N/S`, N at least 1, S seconds (decimals allowed) above zero.
+pub fn parse_rate_per_ip(text: &str) -> Result<Rate, String> {
+    let (count, per) = text.split_once('/').unwrap_or((text, "1"));
+    let count = match count.parse::<u32>() {
+        Ok(count @ 1..) => count,
+        _ => return Err("expected N or N/S: N connections (at least 1) per S seconds".to_string()),
+    };
+    match parse_seconds(per)? {
+        per if per >= Duration::from_millis(1) => Ok(Rate { count, per }),
+        _ => Err("the interval must be at least 0.001 seconds".to_string()),
+    }
+}
+
+/// Parses a wait that must end: seconds as `parse_seconds`, at least a millisecond.
+pub fn parse_positive(text: &str) -> Result<Duration, String> {
+    match parse_seconds(text)? {
+        wait if wait >= Duration::from_millis(1) => Ok(wait),
+        _ => Err("must be at least 0.001 seconds".to_string()),
+    }
+}
+
+/// Parses a timeout: seconds as `parse_seconds`, but never below a millisecond, which a socket
+/// timeout would round down to zero, and zero means "never".
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_seconds(text)?;
+    if !timeout.is_zero() && timeout < Duration::from_millis(1) {
+        return Err("must be 0 (never) or at least 0.001 seconds".to_string());
+    }
+    Ok(timeout)
+}
+
+/// Where to listen, as `--bind` gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Ip(ip) => write!(f, "{ip}"),
+            Bind::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Whether a client can reach a TCP listener on `ip`: not a multicast or broadcast address.
+pub fn reachable(ip: IpAddr) -> Result<(), String> {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_multicast() || broadcast {
+        return Err("a multicast or broadcast address cannot accept TCP connections".to_string());
+    }
+    Ok(())
+}
+
+/// Parses where to listen: an IP address of this host (not a multicast or broadcast one, which
+/// TCP can bind and no client can ever reach), or a host name, resolved when forkecho starts.
+pub fn parse_bind(text: &str) -> Result<Bind, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        reachable(ip)?;
+        return Ok(Bind::Ip(ip));
+    }
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.len() <= 253
+        && name.split('.').all(label)
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        return Ok(Bind::Name(text.to_string()));
+    }
+    Err(
+        "expected an IP address such as 127.0.0.1 or ::1, or a host name such as localhost"
+            .to_string(),
+    )
+}
+
+/// Parses a byte count with an optional K, M or G (binary) suffix; zero allowed (the limits:
+/// `--reset-after 0` resets at once).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.as_bytes().last() {
+        Some(b'k' | b'K') => (&text[..text.len() - 1], 1 << 10),
+        Some(b'm' | b'M') => (&text[..text.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| "expected a byte count such as 65536, 64K or 1M".to_string())?;
+    count
+        .checked_mul(unit)
+        .ok_or_else(|| "too large a byte count".to_string())
+}
+
+/// Parses a buffer size: a byte count within 1 .. 64 MiB.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    match parse_bytes(text)? {
+        bytes @ 1.. if bytes <= MAX_BUFFER as u64 => Ok(bytes as usize),
+        _ => Err(format!("must be between 1 byte and {}M", MAX_BUFFER >> 20)),
+    }
+}
+
+/// Parses `--rate`: at least a byte a second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    match parse_bytes(text)? {
+        0 => Err("must be at least 1 byte a second".to_string()),
+        rate => Ok(rate),
+    }
+}
+
+/// The longest delay a fault takes: an hour.
+const MAX_FAULT_MS: u64 = 3_600_000;
+
+/// Parses whole milliseconds, up to an hour.
+pub fn parse_millis(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(ms) if ms <= MAX_FAULT_MS => Ok(Duration::from_millis(ms)),
+        Ok(_) => Err(format!("must be at most {MAX_FAULT_MS} ms (an hour)")),
+        Err(_) => Err("expected whole milliseconds such as 100".to_string()),
+    }
+}
+
+/// Parses `MS[:JITTER]`.
+pub fn parse_delay(text: &str) -> Result<Delay, String> {
+    let (base, jitter) = text.split_once(':').unwrap_or((text, "0"));
+    Ok(Delay {
+        base: parse_millis(base)?,
+        jitter: parse_millis(jitter)?,
+    })
+}
+
+/// Parses `SIZE[:DELAY_MS]`.
+pub fn parse_chunk(text: &str) -> Result<Chunk, String> {
+    let (size, gap) = match text.split_once(':') {
+        Some((size, gap)) => (size, parse_millis(gap)?),
+        None => (text, CHUNK_GAP),
+    };
+    Ok(Chunk {
+        size: parse_size(size)?,
+        gap,
+    })
+}
+
+/// Parses `--fault-rate`: a fraction in (0, 1].
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        _ => Err(
+            "expected a fraction of connections, more than 0 and at most 1, such as 0.25"
+                .to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_take_decimals_and_zero() {
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("300"), Ok(Duration::from_secs(300)));
+        assert!(parse_seconds("86401").is_err());
+        assert!(parse_seconds("inf").is_err());
+    }
+
+    #[test]
+    fn timeouts_below_a_millisecond_are_refused_but_zero_is_never() {
+        assert_eq!(parse_timeout("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_timeout("0.001"), Ok(Duration::from_millis(1)));
+        assert!(parse_timeout("0.0009").is_err());
+        assert!(parse_timeout("-1").is_err());
+    }
+
+    #[test]
+    fn only_addresses_a_client_can_reach_are_bound() {
+        assert!(parse_bind("127.0.0.1").is_ok());
+        assert!(parse_bind("::").is_ok());
+        assert!(parse_bind("0.0.0.0").is_ok());
+        for refused in [
+            "224.0.0.1",
+            "239.1.2.3",
+            "255.255.255.255",
+            "ff02::1",
+            "not a name",
+            "-x",
+            "1.2.3.4.5",
+            "host..example",
+            "",
+        ] {
+            assert!(parse_bind(refused).is_err(), "{refused:?}");
+        }
+        for name in [
+            "localhost",
+            "db-1.example.org",
+            "example.org.",
+            "ip6-localhost",
+        ] {
+            assert_eq!(parse_bind(name), Ok(Bind::Name(name.to_string())));
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_limits() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("64M"), Ok(MAX_BUFFER));
+        assert!(parse_size("65M").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999K").is_err());
+    }
+}

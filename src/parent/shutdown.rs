@@ -1,0 +1,90 @@
+//! Stopping cleanly: close the listeners, ask the children to close their connections, wait up
+//! to `--grace` (cut short by a second stop signal), then SIGKILL the rest and reap them.
+//!
+//! Children are signalled with SIGCHLD blocked, after the exits reaped so far are collected, so
+//! every pid signalled is a live child of ours, never a recycled pid.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::signal::{Signal, kill};
+
+use super::{Parent, signals};
+use crate::deadline;
+use crate::log::Secs;
+use crate::logln;
+
+/// How long to wait for SIGKILLed children to be reaped before giving up on them.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+impl Parent {
+    /// Closes the listeners, asks the children to stop (SIGTERM: each closes its connection),
+    /// waits up to `--grace` (cut short by a second stop signal), then SIGKILLs the rest and
+    /// reaps them, and logs the `stopped` line.
+    pub fn shutdown(&mut self) {
+        let Some((signal, stops)) = signals::stop_requested() else {
+            return;
+        };
+        self.state.stopping = true;
+        // Closing the listeners first frees the port for a successor at once; connections still
+        // waiting for their PROXY header go with them.
+        self.listeners.clear();
+        if let Some(room) = &mut self.state.proxy {
+            room.clear();
+        }
+        let started = Instant::now();
+        logln!(
+            "stopping signal={} live={}",
+            signal.as_str(),
+            self.state.children.len()
+        );
+        self.signal_children(Signal::SIGTERM);
+        let mut killed = 0;
+        if !self.wait_for_children(started + self.grace, Some(stops)) {
+            killed = self.state.children.len();
+            self.signal_children(Signal::SIGKILL);
+            self.wait_for_children(Instant::now() + KILL_WAIT, None);
+        }
+        logln!(
+            "stopped killed={killed} unreaped={} duration={} {}",
+            self.state.children.len(),
+            Secs(started.elapsed()),
+            self.snapshot()
+        );
+    }
+
+    fn signal_children(&mut self, signal: Signal) {
+        // With SIGCHLD blocked no child can be reaped, so every pid left in the table after
+        // this collect is still ours: the signal cannot reach a recycled pid.
+        let _blocked = signals::block();
+        self.collect_exits();
+        for pid in self.state.children.pids() {
+            let _ = kill(pid, signal);
+        }
+    }
+
+    /// Waits until every child is reaped (true) or the deadline passes (false). With
+    /// `stops_seen`, a further stop signal ends the wait early.
+    fn wait_for_children(&mut self, deadline: Instant, stops_seen: Option<usize>) -> bool {
+        let mut woken = false;
+        loop {
+            let pending = self.wakeup.take(woken);
+            self.collect_exits();
+            if self.state.children.is_empty() {
+                return true;
+            }
+            let hurry = pending.stop.map(|(_, n)| n);
+            if stops_seen.is_some() && hurry > stops_seen {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut fds = [PollFd::new(self.wakeup.fd(), PollFlags::POLLIN)];
+            let polled = poll(&mut fds, deadline::poll_timeout(Some(left)));
+            woken = polled == Err(Errno::EINTR) || fds[0].any().unwrap_or(false);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The options translated once into the settings each side uses (ripgrep's `lowargs` →
+//! `hiargs`).
+//!
+//! `cli::Options` is what the user typed; `Settings` is what it means: how the listeners are made
+//! (`setup`), what the parent's loop enforces (`parent`), how every connection is served
+//! (`child`), and whether the sandbox is on. The faults' random seed is chosen here, once. Serving
+//! and `--inetd` both take their child settings from this one place. Built in `main` before
+//! anything else happens, and only read afterwards.
+
+use std::time::Duration;
+
+use crate::child;
+use crate::cli::Options;
+use crate::faults::{self, Faults, Limit, LimitKind};
+use crate::parent;
+use crate::parent::admission;
+use crate::parent::limits::Grouping;
+use crate::setup;
+use crate::setup::listener;
+
+/// What the options mean, for every side.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub setup: setup::Settings,
+    pub parent: parent::Settings,
+    pub child: child::Settings,
+    /// The seccomp sandbox (off with `--no-sandbox`).
+    pub sandbox: bool,
+}
+
+/// The longest a connection may take to send its PROXY header.
+const PROXY_WAIT: Duration = Duration::from_secs(5);
+
+impl Settings {
+    pub fn from_options(options: &Options) -> Settings {
+        let proxy_deadline = options
+            .proxy_protocol
+            .then(|| proxy_deadline(options.idle_timeout));
+        Settings {
+            setup: setup::Settings {
+                binds: options.bind.clone(),
+                listener: listener::Settings {
+                    port: options.port,
+                    backlog: options.backlog,
+                    reuse_port: options.reuse_port,
+                },
+                idle_timeout: options.idle_timeout,
+                defer_accept: proxy_deadline,
+                user: options.user.clone(),
+                group: options.group.clone(),
+            },
+            parent: parent::Settings {
+                admission: admission::Settings {
+                    max_clients: options.max_clients as usize,
+                    max_per_ip: options.max_per_ip,
+                    grouping: Grouping {
+                        v4: options.ipv4_prefix,
+                        v6: options.ipv6_prefix,
+                    },
+                    rate_per_ip: options.rate_per_ip,
+                },
+                proxy_deadline,
+                grace: options.grace,
+                quiet: options.quiet,
+            },
+            child: child::Settings {
+                buffer_size: options.buffer_size,
+                quiet: options.quiet,
+                splice: !options.no_splice,
+                max_duration: options.max_duration,
+                idle_timeout: options.idle_timeout,
+                faults: faults_of(options).map(|faults| &*Box::leak(Box::new(faults))),
+            },
+            sandbox: !options.no_sandbox,
+        }
+    }
+}
+
+/// How long a connection may take to send its PROXY header: 5 s, or `--idle-timeout` if shorter.
+fn proxy_deadline(idle_timeout: Duration) -> Duration {
+    match idle_timeout.is_zero() {
+        true => PROXY_WAIT,
+        false => idle_timeout.min(PROXY_WAIT),
+    }
+}
+
+/// The faults asked for, with the seed chosen (`--seed`, or a random one); None without any
+/// fault.
+fn faults_of(options: &Options) -> Option<Faults> {
+    let limits = [
+        (LimitKind::Close, options.close_after),
+        (LimitKind::Reset, options.reset_after),
+        (LimitKind::Stall, options.stall_after),
+    ];
+    let limit = limits.into_iter().find_map(|(kind, bytes)| {
+        Some(Limit {
+            kind,
+            bytes: bytes?,
+        })
+    });
+    let any = options.delay.is_some()
+        || options.rate.is_some()
+        || options.chunk.is_some()
+        || limit.is_some()
+        || options.slow_close.is_some();
+    any.then(|| Faults {
+        delay: options.delay,
+        rate: options.rate,
+        chunk: options.chunk,
+        limit,
+        slow_close: options.slow_close,
+        fault_rate: options.fault_rate.unwrap_or(1.0),
+        seed: options.seed.unwrap_or_else(faults::random_seed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::{CHUNK_GAP, Chunk, Delay};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("forkecho").chain(args.iter().copied())).unwrap()
+    }
+
+    fn faults_from(args: &[&str]) -> Option<Faults> {
+        faults_of(&parse(args))
+    }
+
+    #[test]
+    fn the_proxy_deadline_is_five_seconds_or_the_idle_timeout() {
+        assert_eq!(proxy_deadline(Duration::ZERO), Duration::from_secs(5));
+        assert_eq!(
+            proxy_deadline(Duration::from_secs(300)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            proxy_deadline(Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+        let settings = Settings::from_options(&parse(&["--proxy-protocol"]));
+        assert_eq!(settings.parent.proxy_deadline, Some(Duration::from_secs(5)));
+        assert_eq!(settings.setup.defer_accept, Some(Duration::from_secs(5)));
+        let settings = Settings::from_options(&parse(&[]));
+        assert_eq!(settings.parent.proxy_deadline, None);
+    }
+
+    #[test]
+    fn serving_and_the_children_read_the_same_options() {
+        let settings = Settings::from_options(&parse(&[
+            "--buffer-size",
+            "4K",
+            "-q",
+            "--no-splice",
+            "--max-per-ip",
+            "3",
+            "--ipv6-prefix",
+            "56",
+            "--no-sandbox",
+        ]));
+        assert_eq!(settings.child.buffer_size, 4096);
+        assert!(settings.child.quiet && settings.parent.quiet);
+        assert!(!settings.child.splice);
+        assert_eq!(settings.parent.admission.max_per_ip, 3);
+        assert_eq!(
+            settings.parent.admission.grouping,
+            Grouping { v4: 32, v6: 56 }
+        );
+        assert!(!settings.sandbox);
+        assert!(settings.child.faults.is_none());
+    }
+
+    #[test]
+    fn faults_parse_into_what_the_children_apply() {
+        assert_eq!(faults_from(&[]), None);
+        let faults = faults_from(&[
+            "--delay",
+            "100:20",
+            "--rate",
+            "64K",
+            "--chunk",
+            "1",
+            "--reset-after",
+            "1K",
+            "--slow-close",
+            "250",
+            "--fault-rate",
+            "0.5",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            faults.delay,
+            Some(Delay {
+                base: ms(100),
+                jitter: ms(20)
+            })
+        );
+        assert_eq!(faults.rate, Some(65536));
+        assert_eq!(
+            faults.chunk,
+            Some(Chunk {
+                size: 1,
+                gap: CHUNK_GAP
+            })
+        );
+        assert_eq!(
+            faults.limit,
+            Some(Limit {
+                kind: LimitKind::Reset,
+                bytes: 1024
+            })
+        );
+        assert_eq!(faults.slow_close, Some(ms(250)));
+        assert_eq!((faults.fault_rate, faults.seed), (0.5, 7));
+        let faults = faults_from(&["--chunk", "8:0", "--stall-after", "0"]).unwrap();
+        assert_eq!(
+            faults.chunk,
+            Some(Chunk {
+                size: 8,
+                gap: Duration::ZERO
+            })
+        );
+        assert_eq!(
+            faults.limit,
+            Some(Limit {
+                kind: LimitKind::Stall,
+                bytes: 0
+            })
+        );
+        assert_eq!(faults.fault_rate, 1.0);
+    }
+}

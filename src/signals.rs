@@ -1,0 +1,9 @@
+//! Which signal means what, on both sides of the fork.
+//!
+//! Read by the parent, which handles them (`parent/signals.rs`), and by each child, which
+//! replaces the parent's handlers with its own (`child/stop.rs`). Nobody writes anything here.
+
+use nix::sys::signal::Signal;
+
+/// Signals that stop the server (in the parent) or close the connection (in a child).
+pub const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
