@@ -3,14 +3,14 @@
 //! Ignored in plain `cargo test` because they need those programs; `.ci/run` installs them and
 //! runs these with `cargo test -- --ignored`.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use common::{DEADLINE, Server, assert_same_bytes, have_ipv6, output_within_deadline, pattern};
+use crate::util::{
+    DEADLINE, Server, assert_same_bytes, have_ipv6, output_within_deadline, pattern,
+};
 
 /// Runs `program args`, feeding `input` on stdin then closing it, and returns its output; fails
 /// the test if it has not finished within the deadline.
@@ -119,7 +119,7 @@ fn telnet_gets_back_what_was_typed() {
         seen.iter().any(|l| l.starts_with("Connected to")),
         "{seen:?}"
     );
-    let close = server.wait_for_line("the close line", |l| common::event(l) == Some("close"));
+    let close = server.wait_for_line("the close line", |l| crate::util::event(l) == Some("close"));
     // telnet sends the typed line with CRLF: 17 characters + "\r\n".
-    assert_eq!(common::field(&close, "bytes"), Some("19"), "{close}");
+    assert_eq!(crate::util::field(&close, "bytes"), Some("19"), "{close}");
 }

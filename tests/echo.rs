@@ -1,11 +1,9 @@
 //! Echo semantics through the real binary: exact bytes back, any content, any size, many clients.
 
-mod common;
-
 use std::sync::Barrier;
 use std::thread;
 
-use common::{Server, assert_same_bytes, echo_through, have_ipv6, pattern, round_trip};
+use crate::util::{Server, assert_same_bytes, echo_through, have_ipv6, pattern, round_trip};
 
 #[test]
 fn round_trip_returns_exactly_what_was_sent() {
@@ -35,10 +33,14 @@ fn sixteen_mib_through_one_connection_with_half_close_is_byte_exact() {
     let data = pattern(16, 16 << 20);
     let echoed = echo_through(server.connect(), &data);
     assert_same_bytes(&echoed, &data);
-    let close = server.wait_for_line("the close line", |l| common::event(l) == Some("close"));
-    assert_eq!(common::field(&close, "bytes"), Some("16777216"), "{close}");
+    let close = server.wait_for_line("the close line", |l| crate::util::event(l) == Some("close"));
     assert_eq!(
-        common::field(&close, "end"),
+        crate::util::field(&close, "bytes"),
+        Some("16777216"),
+        "{close}"
+    );
+    assert_eq!(
+        crate::util::field(&close, "end"),
         Some("client-closed"),
         "{close}"
     );

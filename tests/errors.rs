@@ -1,15 +1,13 @@
 //! Bad input: bad flags and bind failures exit non-zero with a message naming the value, and
 //! never with a panic or a backtrace.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
-use common::run_to_completion;
+use crate::util::run_to_completion;
 
 fn forkecho(args: &[&str]) -> Output {
-    let mut command = Command::new(common::binary());
+    let mut command = Command::new(crate::util::binary());
     command.args(args);
     run_to_completion(command)
 }
@@ -119,7 +117,7 @@ fn a_privileged_port_without_privilege_names_the_address_and_the_reason() {
         let mut command = Command::new("setpriv");
         command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(common::binary())
+            .arg(crate::util::binary())
             .args(args);
         run_to_completion(command)
     } else {

@@ -1,137 +1,309 @@
-//! Resource faults the server survives: fork failing at the process limit, accept failing for
-//! want of descriptors. Neither ends the server, and neither makes it spin.
+//! The faults (`--delay`, `--rate`, `--chunk`, `--close-after`, `--reset-after`, `--stall-after`,
+//! `--slow-close`, `--fault-rate`, `--seed`), each measured from a real client. Byte counts are
+//! exact; times are asserted as lower bounds (a faulty server cannot be faster than its fault,
+//! and a busy machine only makes things later), with upper bounds several times the fault.
 
-mod common;
-
-use std::io::Read;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Server, event, field, round_trip};
-use nix::sys::signal::Signal;
+use crate::util::{DEADLINE, Server, echo_through, field, pattern, round_trip};
 
-/// A uid no one else uses, so RLIMIT_NPROC counts only this test's server and its children.
-const SPARE_UID: &str = "61234";
+/// Reads until EOF or an error; returns the bytes and the error kind (None for EOF).
+fn read_until_end(stream: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, None),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return (got, Some(err.kind())),
+        }
+    }
+}
 
-/// forkecho under `prlimit LIMIT`, as SPARE_UID when `as_spare_user` (setpriv needs root).
-fn limited(limit: &str, as_spare_user: bool) -> Command {
-    let mut command = if as_spare_user {
-        let mut c = Command::new("setpriv");
-        c.args([
-            &format!("--reuid={SPARE_UID}"),
-            &format!("--regid={SPARE_UID}"),
-            "--clear-groups",
-            "--",
-            "prlimit",
-        ]);
-        c
-    } else {
-        Command::new("prlimit")
-    };
-    // prlimit sets the limit on itself and then execs forkecho, so the pid stays the server's.
-    command
-        .args([limit, "--", common::binary()])
-        .args(["--bind", "127.0.0.1", "--port", "0"]);
-    command
+/// Sends `data` on a thread of its own (the server may stop reading, so a large send may never
+/// finish) and reads what comes back until EOF or an error.
+fn send_and_read(stream: &mut TcpStream, data: &[u8]) -> (Vec<u8>, Option<ErrorKind>) {
+    let mut writer = stream.try_clone().unwrap();
+    let data = data.to_vec();
+    thread::spawn(move || {
+        let _ = writer.write_all(&data);
+    });
+    read_until_end(stream)
 }
 
 #[test]
-fn fork_failure_closes_that_client_and_serving_resumes_when_processes_free_up() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run the server as a spare uid with a process limit");
-        return;
+fn close_after_delivers_exactly_the_limit_then_a_clean_close_on_every_echo_path() {
+    for extra in [&[][..], &["--no-splice"], &["--chunk", "300:0"]] {
+        let mut args = vec!["--close-after", "1000"];
+        args.extend_from_slice(extra);
+        let server = Server::start(&args);
+        let mut client = server.connect();
+        let data = pattern(1, 100_000);
+        let (got, error) = send_and_read(&mut client, &data);
+        assert_eq!(error, None, "{extra:?}: a FIN, not a reset");
+        crate::util::assert_same_bytes(&got, &data[..1000]);
+        let line = server.close_line_for(client.local_addr().unwrap());
+        assert_eq!(field(&line, "bytes"), Some("1000"), "{line}");
+        assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
+        assert!(
+            field(&line, "fault").unwrap().contains("close-after"),
+            "{line}"
+        );
     }
-    // The server plus two children reach the limit of three processes.
-    let mut server = Server::spawn(limited("--nproc=3", true));
-    let mut first = server.connect();
-    let mut second = server.connect();
-    assert_eq!(round_trip(&mut first, b"one"), b"one");
-    assert_eq!(round_trip(&mut second, b"two"), b"two");
-
-    let mut refused = server.connect();
-    let local = refused.local_addr().unwrap().to_string();
-    let mut rest = Vec::new();
-    // Closed at once with nothing echoed (EOF; a reset would also be acceptable).
-    let _ = refused.read_to_end(&mut rest);
-    assert!(rest.is_empty());
-    let warning = server.wait_for_line("the fork warning", |l| l.contains("fork failed"));
-    assert_eq!(field(&warning, "peer"), Some(local.as_str()), "{warning}");
-    assert!(
-        warning.contains("Resource temporarily unavailable"),
-        "{warning}"
-    );
-
-    // More clients while processes are short: fork fails for each in turn, but with accepting
-    // paused after every failure, so they are closed about ten a second, not all at once. The
-    // second warning comes a second after the first and counts the failures in between.
-    let mut more: Vec<_> = (0..15).map(|_| server.connect()).collect();
-    let warnings = server.wait_for_lines(2, |l| l.contains("fork failed"));
-    let held = suppressed_count(&warnings[1]);
-    assert!(
-        (1..=30).contains(&held),
-        "{held} fork failures in one second"
-    );
-    for client in &mut more {
-        let mut rest = Vec::new();
-        let _ = client.read_to_end(&mut rest);
-        assert!(rest.is_empty());
-    }
-
-    drop(first);
-    common::eventually("a child slot to free up", DEADLINE, || {
-        server.children().len() == 1
-    });
-    let mut third = server.connect();
-    assert_eq!(round_trip(&mut third, b"back"), b"back");
-
-    server.signal(Signal::SIGTERM);
-    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
-    let log = server.log();
-    let stopped = log
-        .lines()
-        .find(|l| event(l) == Some("stopped"))
-        .expect(&log);
-    assert_ne!(field(stopped, "fork-failures"), Some("0"), "{stopped}");
 }
 
 #[test]
-fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
-    // fds 0-2, the listener, the self-pipe, the log's own description of stderr (a pipe here)
-    // and the oom_score_adj file fill a limit of eight: every accept gets EMFILE.
-    let mut server = Server::spawn(limited("--nofile=8", false));
-    let _waiting = server.connect(); // completes in the kernel backlog; accept then fails
-    let lines = server.wait_for_lines(2, |l| {
-        l.contains("accept failed") && l.contains("Too many open files")
-    });
-    // The second warning comes a second after the first and counts the failures in between.
-    // Pausing 100ms after each makes that about ten; a busy loop would make it thousands.
-    let held: u64 = lines[1]
-        .strip_suffix(" similar suppressed)")
-        .and_then(|s| s.rsplit_once(" (("))
-        .or_else(|| {
-            lines[1]
-                .strip_suffix(" similar suppressed)")?
-                .rsplit_once('(')
+fn reset_after_delivers_exactly_the_limit_then_econnreset() {
+    let server = Server::start(&["--reset-after", "1000"]);
+    let mut client = server.connect();
+    let data = pattern(2, 50_000);
+    let (got, error) = send_and_read(&mut client, &data);
+    assert_eq!(error, Some(ErrorKind::ConnectionReset));
+    crate::util::assert_same_bytes(&got, &data[..1000]);
+    let line = server.close_line_for(client.local_addr().unwrap());
+    assert_eq!(field(&line, "bytes"), Some("1000"), "{line}");
+    assert_eq!(field(&line, "end"), Some("reset-after"), "{line}");
+    assert_eq!(field(&line, "fault"), Some("reset-after"), "{line}");
+}
+
+#[test]
+fn zero_limits_act_before_the_first_byte() {
+    let server = Server::start(&["--reset-after", "0"]);
+    let mut client = server.connect();
+    let (got, error) = send_and_read(&mut client, b"hello");
+    assert_eq!((got.len(), error), (0, Some(ErrorKind::ConnectionReset)));
+
+    let server = Server::start(&["--close-after", "0"]);
+    let mut client = server.connect();
+    let (got, error) = send_and_read(&mut client, b"hello");
+    assert_eq!((got.len(), error), (0, None));
+}
+
+#[test]
+fn stall_after_echoes_the_limit_then_nothing_until_the_client_gives_up() {
+    let server = Server::start(&["--stall-after", "4"]);
+    let mut client = server.connect();
+    client.write_all(b"abcdefgh").unwrap();
+    let mut got = [0u8; 4];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"abcd");
+    // The rest never comes: the client's own read timeout is what ends its wait.
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let err = client
+        .read(&mut [0u8; 16])
+        .expect_err("nothing more is echoed");
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    // The client gives up; the server notices its FIN.
+    client.shutdown(Shutdown::Write).unwrap();
+    let line = server.close_line_for(client.local_addr().unwrap());
+    assert_eq!(field(&line, "bytes"), Some("4"), "{line}");
+    assert_eq!(field(&line, "end"), Some("client-closed"), "{line}");
+    assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
+}
+
+#[test]
+fn a_stall_ends_at_the_idle_timeout_or_the_max_duration() {
+    for (limit, end) in [
+        ("--idle-timeout", "idle-timeout"),
+        ("--max-duration", "max-duration"),
+    ] {
+        let server = Server::start(&["--stall-after", "0", limit, "0.3"]);
+        let mut client = server.connect();
+        let started = Instant::now();
+        client.write_all(b"anyone there?").unwrap();
+        let (got, _) = read_until_end(&mut client);
+        assert!(got.is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(290), "{limit}");
+        let line = server.close_line_for(client.local_addr().unwrap());
+        assert_eq!(field(&line, "end"), Some(end), "{line}");
+        assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
+    }
+}
+
+#[test]
+fn delay_holds_every_echo_back_within_its_jitter() {
+    let server = Server::start(&["--delay", "100:20"]);
+    let mut client = server.connect();
+    let started = Instant::now();
+    for n in 0..5u8 {
+        let sent = Instant::now();
+        assert_eq!(round_trip(&mut client, &[n; 10]), [n; 10]);
+        let rtt = sent.elapsed();
+        assert!(rtt >= Duration::from_millis(79), "round trip {n}: {rtt:?}");
+    }
+    // Five round trips of at most 120 ms each; a generous margin for a busy machine.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    client.shutdown(Shutdown::Write).unwrap();
+    let line = server.close_line_for(client.local_addr().unwrap());
+    assert_eq!(field(&line, "fault"), Some("delay"), "{line}");
+}
+
+#[test]
+fn a_delay_delays_a_bulk_echo_once_not_once_per_chunk() {
+    // The buffer holds the whole MiB: the delay line is as long as the transfer.
+    let server = Server::start(&["--delay", "200", "--buffer-size", "2M"]);
+    let data = pattern(3, 1 << 20);
+    let started = Instant::now();
+    let got = echo_through(server.connect(), &data);
+    let took = started.elapsed();
+    crate::util::assert_same_bytes(&got, &data);
+    // A MiB is read in dozens of chunks: held back one after the other it would take seconds.
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn rate_throttles_the_echo_to_its_bytes_per_second() {
+    let server = Server::start(&["--rate", "256K"]);
+    let data = pattern(4, 256 * 1024);
+    let started = Instant::now();
+    let got = echo_through(server.connect(), &data);
+    let took = started.elapsed();
+    crate::util::assert_same_bytes(&got, &data);
+    // One second's worth, less the first burst (a twentieth of a second's).
+    assert!(took >= Duration::from_millis(940), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}
+
+#[test]
+fn chunk_splits_each_message_into_pieces_apart_in_time() {
+    let server = Server::start(&["--chunk", "4:100"]);
+    let mut client = server.connect();
+    let started = Instant::now();
+    client.write_all(b"hello, world").unwrap();
+    let mut reads = Vec::new();
+    while reads.iter().map(Vec::len).sum::<usize>() < 12 {
+        let mut buf = [0u8; 64];
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF in the middle of the echo");
+        reads.push(buf[..n].to_vec());
+    }
+    assert_eq!(reads.concat(), b"hello, world");
+    assert!(reads.iter().all(|r| r.len() <= 4), "{reads:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
+fn slow_close_answers_the_clients_fin_late_after_the_whole_echo() {
+    let server = Server::start(&["--slow-close", "300"]);
+    let mut client = server.connect();
+    client.write_all(b"bye").unwrap();
+    let closed = Instant::now();
+    client.shutdown(Shutdown::Write).unwrap();
+    let (got, error) = read_until_end(&mut client);
+    assert_eq!((got.as_slice(), error), (&b"bye"[..], None));
+    assert!(closed.elapsed() >= Duration::from_millis(300));
+    let line = server.close_line_for(client.local_addr().unwrap());
+    assert_eq!(field(&line, "fault"), Some("slow-close"), "{line}");
+    assert_eq!(field(&line, "end"), Some("client-closed"), "{line}");
+}
+
+/// Which of 24 sequential connections `--fault-rate 0.5 --close-after 0 --seed SEED` closes at
+/// once (seen by the client), checked against the close lines.
+fn picked_connections(seed: &str) -> Vec<bool> {
+    let server = Server::start(&["--fault-rate", "0.5", "--close-after", "0", "--seed", seed]);
+    let picked: Vec<bool> = (0..24)
+        .map(|_| {
+            let client = server.connect();
+            let local = client.local_addr().unwrap();
+            let got = echo_through(client, b"x");
+            let line = server.close_line_for(local);
+            let faulted = field(&line, "fault") == Some("close-after");
+            assert!(faulted || field(&line, "fault") == Some("none"), "{line}");
+            assert_eq!(got.is_empty(), faulted, "{line}");
+            faulted
         })
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or_else(|| panic!("no suppressed count in {:?}", lines[1]));
+        .collect();
     assert!(
-        (1..=30).contains(&held),
-        "{held} accept failures in one second"
+        server.log().contains(&format!("seed={seed}")),
+        "the startup line names the seed"
     );
+    picked
+}
 
-    server.signal(Signal::SIGTERM);
-    assert_eq!(
-        server.wait_exit(DEADLINE).code(),
-        Some(0),
-        "{}",
-        server.log()
+#[test]
+fn fault_rate_with_a_seed_picks_the_same_connections_every_run() {
+    let first = picked_connections("42");
+    assert_eq!(picked_connections("42"), first);
+    let count = first.iter().filter(|&&p| p).count();
+    assert!((4..=20).contains(&count), "{count} of 24 picked: {first:?}");
+    assert_ne!(
+        picked_connections("43"),
+        first,
+        "another seed, other choices"
     );
 }
 
-/// N in a warning that ends `(N similar suppressed)`.
-fn suppressed_count(line: &str) -> u64 {
-    line.strip_suffix(" similar suppressed)")
-        .and_then(|s| s.rsplit_once('('))
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or_else(|| panic!("no suppressed count in {line:?}"))
+#[test]
+fn without_faults_the_close_line_has_no_fault_field() {
+    let server = Server::start(&[]);
+    let client = server.connect();
+    let local = client.local_addr().unwrap();
+    assert_eq!(echo_through(client, b"plain"), b"plain");
+    let line = server.close_line_for(local);
+    assert_eq!(field(&line, "fault"), None, "{line}");
+    assert!(!server.log().contains("faults"));
+}
+
+#[test]
+fn contradictory_or_meaningless_faults_are_refused_by_name() {
+    for (args, needle) in [
+        (
+            &["--close-after", "1", "--reset-after", "2"][..],
+            "--reset-after",
+        ),
+        (
+            &["--stall-after", "1", "--close-after", "2"][..],
+            "--close-after",
+        ),
+        (&["--fault-rate", "0.5"][..], "--fault-rate"),
+        (&["--seed", "1"][..], "--seed"),
+        (&["--delay", "1", "--fault-rate", "0"][..], "'0'"),
+        (&["--delay", "soon"][..], "'soon'"),
+        (&["--chunk", "0"][..], "'0'"),
+        (&["--rate", "0"][..], "'0'"),
+    ] {
+        let out = crate::util::run_to_completion({
+            let mut command = Command::new(crate::util::binary());
+            command.args(args);
+            command
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn faulty_connections_stop_with_the_server() {
+    let mut server = Server::start(&["--delay", "60000"]);
+    let mut client = server.connect();
+    client.write_all(b"held back a minute").unwrap();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = server.wait_exit(DEADLINE);
+    assert!(status.success());
+    let (got, _) = read_until_end(&mut client);
+    assert!(got.is_empty());
+}
+
+#[test]
+fn a_stop_after_a_fault_ended_the_echo_leaves_the_close_line_naming_the_fault() {
+    let mut server = Server::start(&["--close-after", "5"]);
+    let mut client = server.connect();
+    client.write_all(b"hello, world").unwrap();
+    let mut got = Vec::new();
+    // The echo and the FIN; the client keeps its side open, so the server lingers.
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"hello");
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success());
+    let line = server.close_line_for(client.local_addr().unwrap());
+    assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
 }

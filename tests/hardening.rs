@@ -1,13 +1,11 @@
 //! Limits, timeouts, signals and privileges, through the real binary.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Server, event, field, fields, round_trip, start_time};
+use crate::util::{DEADLINE, Server, event, field, fields, round_trip, start_time};
 use nix::sys::signal::{Signal, kill};
 use socket2::{Domain, Socket, Type};
 
@@ -48,18 +46,18 @@ fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 
 /// CPU time (user + system) process `pid` has used.
 fn cpu_time(pid: nix::unistd::Pid) -> Duration {
-    common::procfs::stat(pid.as_raw()).unwrap().cpu()
+    crate::util::procfs::stat(pid.as_raw()).unwrap().cpu()
 }
 
 fn is_gone(pid: i32, started: Option<u64>) -> bool {
-    start_time(pid) != started || common::process_state(pid) == Some('Z')
+    start_time(pid) != started || crate::util::process_state(pid) == Some('Z')
 }
 
 /// A connected client whose child has been stopped with SIGSTOP.
 fn stopped_child(server: &Server) -> (TcpStream, nix::unistd::Pid) {
     let (client, pid) = server.connected_child();
     kill(pid, Signal::SIGSTOP).unwrap();
-    common::eventually("the child to stop", DEADLINE, || {
+    crate::util::eventually("the child to stop", DEADLINE, || {
         server.children().contains(&(pid.as_raw(), 'T'))
     });
     (client, pid)
@@ -74,7 +72,7 @@ fn at_max_clients_new_connections_wait_and_are_served_when_a_slot_frees() {
         l.contains("limit max-clients=2 reached: new connections wait in the backlog")
     });
     let mut waiting = server.connect();
-    common::eventually(
+    crate::util::eventually(
         "the third connection to wait in the backlog",
         DEADLINE,
         || accept_queue(server.addr.port()) == 1,
@@ -202,7 +200,7 @@ fn children_die_with_the_parent_even_when_it_is_killed_with_sigkill() {
     server.signal(Signal::SIGKILL);
     let killed = Instant::now();
     for (_, pid, started) in &clients {
-        common::eventually(&format!("child {pid} to die"), DEADLINE, || {
+        crate::util::eventually(&format!("child {pid} to die"), DEADLINE, || {
             is_gone(*pid, *started)
         });
     }
@@ -314,7 +312,7 @@ fn a_flood_of_resets_leaves_the_server_serving_with_nothing_leaked() {
     assert_eq!(round_trip(&mut survivor, b"survived"), b"survived");
     drop(survivor);
     server.wait_for_no_children();
-    common::eventually("the fd count to return to its start", DEADLINE, || {
+    crate::util::eventually("the fd count to return to its start", DEADLINE, || {
         server.fd_count() == fds_before
     });
     let log = server.log();
@@ -378,9 +376,9 @@ fn an_unknown_user_or_group_is_refused_before_binding() {
             "unknown group 'no-such-group-here'",
         ),
     ] {
-        let mut command = std::process::Command::new(common::binary());
+        let mut command = std::process::Command::new(crate::util::binary());
         command.args(["--bind", "127.0.0.1", "--port", "0", flag, name]);
-        let out = common::run_to_completion(command);
+        let out = crate::util::run_to_completion(command);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(

@@ -7,15 +7,13 @@
 //! `systemd-analyze verify` of the shipped units are `#[ignore]`d: `.ci/run` installs them and
 //! runs these with `cargo test -- --ignored`.
 
-mod common;
-
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{
+use crate::util::{
     Server, assert_same_bytes, binary, connect, connect_when_up, echo_through, event, field,
     free_port, output_within_deadline, pattern, run_to_completion,
 };
@@ -302,13 +300,13 @@ fn inetd_mode_blocks_on_a_socket_the_launcher_left_non_blocking() {
     server_end.set_nonblocking(true).unwrap();
     let forkecho = inetd_on_fd_3(server_end);
     let pid = forkecho.id() as i32;
-    assert_eq!(common::round_trip(&mut client, b"one"), b"one");
+    assert_eq!(crate::util::round_trip(&mut client, b"one"), b"one");
     // Wait until forkecho sleeps in its next read (or has given up, which fails below): a
     // non-blocking read would have failed at once, taken for an idle timeout.
-    common::eventually("forkecho to wait for more", common::DEADLINE, || {
-        common::process_state(pid).is_none_or(|state| state == 'S' || state == 'Z')
+    crate::util::eventually("forkecho to wait for more", crate::util::DEADLINE, || {
+        crate::util::process_state(pid).is_none_or(|state| state == 'S' || state == 'Z')
     });
-    assert_eq!(common::round_trip(&mut client, b"two"), b"two");
+    assert_eq!(crate::util::round_trip(&mut client, b"two"), b"two");
     client.shutdown(std::net::Shutdown::Write).unwrap();
     let output = finish(forkecho);
     let err = stderr_of(&output);

@@ -1,7 +1,5 @@
 //! Process lifecycle through the real binary: reaping, fds, killed children, stopping, logs.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
 use std::net::TcpListener;
@@ -9,7 +7,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
-use common::{DEADLINE, Server, event, field, fields, round_trip};
+use crate::util::{DEADLINE, Server, event, field, fields, round_trip};
 use nix::sys::signal::{Signal, kill};
 
 #[test]
@@ -22,7 +20,7 @@ fn two_thousand_sequential_connections_leave_no_zombies_and_no_fds() {
         assert_eq!(round_trip(&mut client, &msg), msg, "connection {i}");
     }
     server.wait_for_no_children();
-    common::eventually("the fd count to return to its start", DEADLINE, || {
+    crate::util::eventually("the fd count to return to its start", DEADLINE, || {
         server.fd_count() == fds_before
     });
     assert!(server.children().is_empty(), "no zombie may remain");
@@ -60,7 +58,7 @@ fn sigterm_with_live_clients_ends_children_and_exits_zero() {
     let children: Vec<(i32, Option<u64>)> = server
         .children()
         .iter()
-        .map(|&(pid, _)| (pid, common::start_time(pid)))
+        .map(|&(pid, _)| (pid, crate::util::start_time(pid)))
         .collect();
     assert_eq!(children.len(), 3);
 
@@ -76,7 +74,7 @@ fn sigterm_with_live_clients_ends_children_and_exits_zero() {
     for (pid, started) in children {
         assert!(started.is_some());
         assert_ne!(
-            common::start_time(pid),
+            crate::util::start_time(pid),
             started,
             "child {pid} outlived the server"
         );
@@ -128,8 +126,11 @@ fn log_lines_stay_whole_under_concurrency() {
                     let client = server.connect();
                     let local = client.local_addr().unwrap().to_string();
                     all_connected.wait();
-                    let data = common::pattern(i as u64, 1000 + i);
-                    common::assert_same_bytes(&common::echo_through(client, &data), &data);
+                    let data = crate::util::pattern(i as u64, 1000 + i);
+                    crate::util::assert_same_bytes(
+                        &crate::util::echo_through(client, &data),
+                        &data,
+                    );
                     local
                 })
             })
@@ -339,7 +340,7 @@ fn sigterm_sent_to_a_child_closes_only_that_connection_cleanly() {
     let close = server.close_line_for(client.local_addr().unwrap());
     assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
     assert_eq!(round_trip(&mut other, b"unaffected"), b"unaffected");
-    common::eventually("the child to be reaped", DEADLINE, || {
+    crate::util::eventually("the child to be reaped", DEADLINE, || {
         server.children().len() == 1
     });
     assert!(
@@ -352,7 +353,7 @@ fn sigterm_sent_to_a_child_closes_only_that_connection_cleanly() {
 /// careless launcher leaves things.
 fn spawn_after(prepare: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static) -> Server {
     use std::os::unix::process::CommandExt;
-    let mut command = std::process::Command::new(common::binary());
+    let mut command = std::process::Command::new(crate::util::binary());
     command.args(["--bind", "127.0.0.1", "--port", "0"]);
     // SAFETY: `prepare` calls only async-signal-safe functions (sigprocmask, dup2).
     unsafe { command.pre_exec(prepare) };

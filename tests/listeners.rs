@@ -2,15 +2,13 @@
 //! names) in one poll loop, two forkecho instances sharing a port with `--reuse-port`, and
 //! several sockets passed the way systemd passes a unit's `ListenStream=`s.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common::{Server, binary, event, round_trip};
+use crate::util::{Server, binary, event, round_trip};
 
 /// The listening sockets among the fds of `pid` (by inode, from /proc/net/tcp{,6}), counted.
 fn listening_fds(pid: i32) -> usize {
@@ -54,7 +52,11 @@ fn several_binds_listen_on_each_in_one_loop_and_announce_all_on_one_line() {
     {
         assert_eq!(*addr, SocketAddr::new(ip.parse().unwrap(), port));
     }
-    let mut clients: Vec<_> = server.addrs.iter().map(|&a| common::connect(a)).collect();
+    let mut clients: Vec<_> = server
+        .addrs
+        .iter()
+        .map(|&a| crate::util::connect(a))
+        .collect();
     for client in &mut clients {
         assert_eq!(round_trip(client, b"which one?"), b"which one?");
     }
@@ -77,7 +79,7 @@ fn a_host_name_listens_on_what_it_resolves_to() {
     assert!(!server.addrs.is_empty());
     for &addr in &server.addrs {
         assert!(addr.ip().is_loopback(), "{addr}");
-        let mut client = common::connect(addr);
+        let mut client = crate::util::connect(addr);
         assert_eq!(round_trip(&mut client, b"by name"), b"by name");
     }
 }
@@ -98,7 +100,7 @@ fn two_instances_with_reuse_port_share_a_port_and_both_serve() {
             .count()
     };
     for n in 0..200 {
-        let mut client = common::connect(first.addr);
+        let mut client = crate::util::connect(first.addr);
         assert_eq!(round_trip(&mut client, b"x"), b"x");
         drop(client);
         if n % 10 == 9 && accepted(&first) > 0 && accepted(&second) > 0 {
@@ -115,7 +117,7 @@ fn two_instances_with_reuse_port_share_a_port_and_both_serve() {
 #[test]
 fn without_reuse_port_a_second_instance_is_refused_the_port() {
     let first = Server::start(&["-b", "127.0.0.1"]);
-    let out = common::run_to_completion({
+    let out = crate::util::run_to_completion({
         let mut command = Command::new(binary());
         let port = first.addr.port().to_string();
         command.args(["-b", "127.0.0.1", "-p", &port]);
@@ -153,7 +155,7 @@ fn every_listening_socket_systemd_passes_is_served() {
     assert_eq!(server.addrs, expected);
     drop((a, b));
     for addr in expected {
-        let mut client = common::connect(addr);
+        let mut client = crate::util::connect(addr);
         assert_eq!(round_trip(&mut client, b"passed"), b"passed");
     }
 }

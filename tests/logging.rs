@@ -6,8 +6,6 @@
 //! echoed. Once stderr is read again, one line says how many lines were dropped, and the stats and
 //! stopped lines count them.
 
-mod common;
-
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::net::SocketAddr;
@@ -16,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 
-use common::{DEADLINE, binary, event, field, fixture, round_trip};
+use crate::util::{DEADLINE, binary, event, field, fixture, round_trip};
 
 /// forkecho on loopback with `stderr` as its stderr; returns it and its address.
 fn start_with_stderr(stderr: impl Into<Stdio>, prefix: &[&str]) -> (Child, SocketAddr) {
@@ -44,7 +42,7 @@ fn start_with_stderr(stderr: impl Into<Stdio>, prefix: &[&str]) -> (Child, Socke
 /// is not served within the deadline.
 fn connections(addr: SocketAddr, count: usize) {
     for i in 0..count {
-        let mut client = common::connect(addr);
+        let mut client = crate::util::connect(addr);
         let msg = format!("message {i}\n");
         assert_eq!(round_trip(&mut client, msg.as_bytes()), msg.as_bytes());
     }
@@ -54,7 +52,7 @@ fn connections(addr: SocketAddr, count: usize) {
 fn stop(process: Child) {
     let pid = nix::unistd::Pid::from_raw(process.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = common::output_within_deadline(process, "forkecho").status;
+    let status = crate::util::output_within_deadline(process, "forkecho").status;
     assert!(status.success(), "{status}");
 }
 

@@ -2,19 +2,17 @@
 //! servers written here that corrupt or truncate the echo, against socat as a foreign server,
 //! and with the arguments a user gets wrong.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
 use std::thread;
 
-use common::{Server, event, have_ipv6, run_to_completion};
+use crate::util::{Server, event, have_ipv6, run_to_completion};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 fn ping(args: &[&str]) -> Output {
-    let mut command = Command::new(common::binary());
+    let mut command = Command::new(crate::util::binary());
     command.arg("ping").args(args);
     run_to_completion(command)
 }
@@ -82,7 +80,7 @@ fn a_connection_the_server_closed_while_idle_is_replaced_not_counted_corrupt() {
     // The first connection timed out idle; the second served the second probe.
     let closes = server.wait_for_lines(2, |l| event(l) == Some("close"));
     assert_eq!(
-        common::field(&closes[0], "end"),
+        crate::util::field(&closes[0], "end"),
         Some("idle-timeout"),
         "{closes:?}"
     );
@@ -217,7 +215,7 @@ fn round_trips_include_the_servers_delay() {
 
 #[test]
 fn a_refused_connection_is_a_loss() {
-    let port = common::free_port();
+    let port = crate::util::free_port();
     let out = ping(&["-c", "2", "-i", "0", &format!("127.0.0.1:{port}")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -261,7 +259,7 @@ fn quiet_prints_the_first_line_and_the_summary_and_json_only_the_summary() {
 #[test]
 fn ctrl_c_ends_the_run_with_the_summary() {
     let server = Server::start(&[]);
-    let mut child = Command::new(common::binary())
+    let mut child = Command::new(crate::util::binary())
         .args(["ping", "-i", "0.05", &server.addr.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -276,7 +274,7 @@ fn ctrl_c_ends_the_run_with_the_summary() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
-    let status = common::output_within_deadline(child, "forkecho ping").status;
+    let status = crate::util::output_within_deadline(child, "forkecho ping").status;
     assert_eq!(status.code(), Some(0), "{seen}{rest}");
     assert!(rest.contains("forkecho ping statistics"), "{rest}");
     assert!(rest.contains("0% lost/corrupt"), "{rest}");
@@ -300,7 +298,7 @@ fn usage_and_resolution_errors_exit_2_naming_the_value() {
     }
     // Server options do not go with the subcommand.
     let out = run_to_completion({
-        let mut command = Command::new(common::binary());
+        let mut command = Command::new(crate::util::binary());
         command.args(["--port", "7", "ping", "127.0.0.1:7"]);
         command
     });
@@ -310,7 +308,7 @@ fn usage_and_resolution_errors_exit_2_naming_the_value() {
 #[test]
 #[ignore = "needs socat"]
 fn probes_to_socat_as_a_foreign_echo_server_come_back_intact() {
-    let port = common::free_port();
+    let port = crate::util::free_port();
     let mut socat = Command::new("socat")
         .args([
             &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
@@ -319,7 +317,7 @@ fn probes_to_socat_as_a_foreign_echo_server_come_back_intact() {
         .spawn()
         .expect("run socat");
     let target = format!("127.0.0.1:{port}");
-    let _ = common::connect_when_up(target.parse().unwrap());
+    let _ = crate::util::connect_when_up(target.parse().unwrap());
     let out = ping(&["-c", "3", "-i", "0", "-s", "1000", &target]);
     let _ = socat.kill();
     let _ = socat.wait();

@@ -3,13 +3,11 @@
 //! header names; a missing, broken or late header closes that connection alone, and a client
 //! that sends nothing never holds up the others. (HAProxy itself: tests/scaleout.rs.)
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Server, event, field, round_trip};
+use crate::util::{Server, event, field, round_trip};
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -43,7 +41,7 @@ fn through(server: &Server, header: &[u8], data: &[u8]) -> (Vec<u8>, String) {
     let local = client.local_addr().unwrap().to_string();
     let mut first = header.to_vec();
     first.extend_from_slice(data);
-    let back = common::echo_through(client, &first);
+    let back = crate::util::echo_through(client, &first);
     (back, local)
 }
 
@@ -56,9 +54,9 @@ fn close_line_via(server: &Server, balancer: &str) -> String {
 #[test]
 fn a_v1_header_names_the_client_and_is_not_echoed() {
     let server = Server::start(&["--proxy-protocol"]);
-    let data = common::pattern(1, 300_000);
+    let data = crate::util::pattern(1, 300_000);
     let (back, local) = through(&server, &v1("192.0.2.7", 41000), &data);
-    common::assert_same_bytes(&back, &data);
+    crate::util::assert_same_bytes(&back, &data);
     let close = close_line_via(&server, &local);
     assert_eq!(field(&close, "peer"), Some("192.0.2.7:41000"), "{close}");
     assert_eq!(field(&close, "bytes"), Some("300000"), "{close}");

@@ -8,14 +8,12 @@
 //! for twenty pids (Linux 6.14 and later let a namespace have its own pid_max); that needs root and
 //! util-linux's `unshare`, and is skipped with a message without them.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::thread;
 
-use common::{DEADLINE, Server, binary, event, field};
+use crate::util::{DEADLINE, Server, binary, event, field};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -94,8 +92,8 @@ fn recycled_pids_never_corrupt_the_child_table() {
             scope.spawn(|| (0..60).for_each(|_| short_connection(addr)));
         }
     });
-    common::eventually("every child to be reaped", DEADLINE, || {
-        common::children_of(forkecho).is_empty()
+    crate::util::eventually("every child to be reaped", DEADLINE, || {
+        crate::util::children_of(forkecho).is_empty()
     });
     kill(forkecho, Signal::SIGUSR1).unwrap();
     let stats = server.wait_for_line("the stats line", |l| event(l) == Some("stats"));

@@ -2,13 +2,11 @@
 //! privileges, children with no room for processes or descriptors; a child that steps outside it
 //! dies alone of SIGSYS.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::{DEADLINE, Server, binary, event, field, round_trip};
+use crate::util::{DEADLINE, Server, binary, event, field, round_trip};
 use nix::sys::signal::Signal;
 
 fn status_field(pid: i32, key: &str) -> String {
@@ -71,14 +69,14 @@ fn a_sandboxed_child_echoes_on_every_path() {
         &["--delay", "1", "--reset-after", "100000"],
     ] {
         let server = Server::start(args);
-        let data = common::pattern(9, 2 << 20);
+        let data = crate::util::pattern(9, 2 << 20);
         let mut client = server.connect();
         let mut writer = client.try_clone().unwrap();
         let sent = data.clone();
         let sender = std::thread::spawn(move || writer.write_all(&sent));
         let mut back = vec![0u8; 100_000];
         client.read_exact(&mut back).unwrap();
-        common::assert_same_bytes(&back, &data[..100_000]);
+        crate::util::assert_same_bytes(&back, &data[..100_000]);
         drop(client);
         let _ = sender.join();
         assert!(
@@ -144,7 +142,7 @@ fn inetd_mode_is_sandboxed_too() {
             .spawn()
             .unwrap();
         child.stdin.take().unwrap().write_all(b"hi").unwrap();
-        common::output_within_deadline(child, "forkecho --inetd")
+        crate::util::output_within_deadline(child, "forkecho --inetd")
     };
     use std::os::unix::process::ExitStatusExt;
     let out = run(&["--inetd"]);
@@ -165,8 +163,8 @@ fn stopping_and_continuing_the_server_and_a_waiting_child_is_survived() {
     // The child waits in poll for the echo's due time; the parent waits in poll for clients.
     for pid in [child, server.pid()] {
         nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
-        common::eventually("the process to stop", DEADLINE, || {
-            common::process_state(pid.as_raw()) == Some('T')
+        crate::util::eventually("the process to stop", DEADLINE, || {
+            crate::util::process_state(pid.as_raw()) == Some('T')
         });
         nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
     }

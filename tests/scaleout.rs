@@ -4,8 +4,6 @@
 //! `#[ignore]`d because it needs HAProxy (Debian package haproxy); `.ci/run` installs it and
 //! runs this with `cargo test -- --ignored`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{
+use crate::util::{
     DEADLINE, Server, assert_same_bytes, connect_when_up, echo_through, eventually, field,
     free_port, pattern,
 };

@@ -3,15 +3,13 @@
 //! `--ipv6-prefix`). Clients connect from several loopback addresses (127.0.0.2, 127.0.0.3, ...);
 //! the IPv6 test runs in a private network namespace with a /64 of its own on loopback.
 
-mod common;
-
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Server, event, field, round_trip};
+use crate::util::{DEADLINE, Server, event, field, round_trip};
 use socket2::{Domain, Socket, Type};
 
 /// A connection to `to` from address `from` (any port).
@@ -122,8 +120,8 @@ fn ipv4_prefix_groups_neighbours_for_max_per_ip() {
 #[test]
 fn ipv6_clients_count_per_64_by_default() {
     const ADDRS: &[&str] = &["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:2::1"];
-    common::netns::in_private_network(ADDRS, || {
-        let mut command = Command::new(common::binary());
+    crate::util::netns::in_private_network(ADDRS, || {
+        let mut command = Command::new(crate::util::binary());
         command.args(["--port", "0", "--bind", "::", "--max-per-ip", "1"]);
         let server = Server::spawn(command);
         let to = SocketAddr::new("2001:db8:0:1::1".parse().unwrap(), server.addr.port());

@@ -171,7 +171,7 @@ fn process_cpu_ns(pid: Pid) -> u64 {
 /// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. Returns
 /// MiB/s and what `measure` returned once every byte had come back, just before the half-close.
 fn bulk(addr: Target, total: usize, measure: impl Fn() -> Result<u64>) -> Result<(f64, u64)> {
-    let block = pattern(1 << 20);
+    let block = crate::payload::pattern(1, 1 << 20);
     let stream = connect(addr)?;
     let mut writer = stream.try_clone()?;
     let started = Instant::now();
@@ -457,18 +457,5 @@ pub fn children_of(parent: Pid) -> Vec<Pid> {
     procfs::children_of(parent.as_raw())
         .into_iter()
         .map(|(pid, _)| Pid::from_raw(pid))
-        .collect()
-}
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn pattern(len: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
         .collect()
 }

@@ -19,10 +19,12 @@
 //! an A/B of a change, interleaved with everything else).
 
 mod chart;
-#[path = "../../tests/common/fixture.rs"]
+#[path = "../../tests/util/fixture.rs"]
 mod fixture;
 mod load;
-#[path = "../../tests/common/procfs.rs"]
+#[path = "../../tests/util/payload.rs"]
+mod payload;
+#[path = "../../tests/util/procfs.rs"]
 mod procfs;
 mod servers;
 

@@ -1,17 +1,14 @@
-//! Test harness: runs the built forkecho binary as a fixture, the way users are told to.
+//! The server harness: runs the built forkecho binary as a fixture, the way users are told to.
 //!
 //! `Server::start` spawns it on `--port 0` (loopback unless the test says otherwise), reads the
 //! `listening on ADDR` line to learn the port, and collects stderr in the background so the server
 //! never blocks on a full pipe. Dropping a `Server` stops it (SIGTERM, then SIGKILL) and kills any
-//! children it left. Waiting is always polling for a state with a deadline, never a bare sleep.
+//! children it left.
 
-#![allow(dead_code)] // each test crate uses a different part of this module
-
-use std::collections::HashMap;
 use std::fs;
-use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::io::{BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
@@ -20,82 +17,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Generous, because CI machines are slow and busy; a passing test never waits this long.
-pub const DEADLINE: Duration = Duration::from_secs(20);
-
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_forkecho")
-}
-
-/// Calls `check` until it returns true; panics naming `what` after `within`.
-pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Runs forkecho to completion (for invocations that must fail fast), killing it at the deadline.
-pub fn run_to_completion(mut command: Command) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn forkecho");
-    output_within_deadline(child, "forkecho")
-}
-
-/// Waits for `child` (forkecho, or a client or launcher started by a test) to exit and returns
-/// its output; kills it and fails the test, naming `what` and quoting its stderr, if it has not
-/// exited within the deadline.
-pub fn output_within_deadline(child: Child, what: &str) -> Output {
-    let pid = Pid::from_raw(child.id() as i32);
-    let (done_tx, done_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done_tx.send(child.wait_with_output());
-    });
-    match done_rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("collect output"),
-        Err(_) => {
-            let _ = kill(pid, Signal::SIGKILL);
-            // Killed, it exits and the waiting thread hands over what it wrote.
-            let stderr = done_rx
-                .recv_timeout(DEADLINE)
-                .ok()
-                .and_then(Result::ok)
-                .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
-                .unwrap_or_default();
-            panic!("{what} did not finish within {DEADLINE:?}; stderr:\n{stderr}");
-        }
-    }
-}
-
-/// A loopback port that was free a moment ago, for programs that cannot bind port 0 and say
-/// which port they got.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind a loopback port")
-        .port()
-}
-
-/// Connects to `addr`, retrying while the program that will listen there is starting.
-pub fn connect_when_up(addr: SocketAddr) -> TcpStream {
-    let mut stream = None;
-    eventually(&format!("{addr} accepting"), DEADLINE, || {
-        stream = TcpStream::connect(addr).ok();
-        stream.is_some()
-    });
-    let stream = stream.unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    stream
-}
+use super::{
+    DEADLINE, binary, children_of, connect, event, eventually, field, fixture, round_trip,
+};
 
 /// Everything the server wrote to stderr so far, with a condvar to wait for more.
 #[derive(Default)]
@@ -355,101 +279,4 @@ impl Drop for Server {
             }
         }
     }
-}
-
-/// Connects with timeouts, so a broken server fails the test instead of hanging it.
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, DEADLINE)
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    stream
-}
-
-/// Sends `data`, half-closes, and returns everything read until the server closes. Writing
-/// runs on its own thread so a large payload cannot deadlock against the echo.
-pub fn echo_through(stream: TcpStream, data: &[u8]) -> Vec<u8> {
-    let mut writer = stream.try_clone().unwrap();
-    thread::scope(|scope| {
-        scope.spawn(|| {
-            writer.write_all(data).expect("send");
-            writer.shutdown(Shutdown::Write).expect("half-close");
-        });
-        let mut received = Vec::with_capacity(data.len());
-        (&stream).read_to_end(&mut received).expect("read the echo");
-        received
-    })
-}
-
-/// Writes `data` and reads back exactly as many bytes.
-pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
-    stream.write_all(data).expect("send");
-    let mut back = vec![0u8; data.len()];
-    stream.read_exact(&mut back).expect("read the echo");
-    back
-}
-
-/// Asserts two byte strings are equal, reporting the first difference instead of both blobs.
-pub fn assert_same_bytes(got: &[u8], want: &[u8]) {
-    if let Some(at) = got.iter().zip(want).position(|(a, b)| a != b) {
-        panic!(
-            "echo differs at byte {at}: got {:#04x}, want {:#04x}",
-            got[at], want[at]
-        );
-    }
-    assert_eq!(got.len(), want.len(), "echo length differs");
-}
-
-/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// The event word of a forkecho log line: `accept`, `close`, `child`, `listening`, ...
-pub fn event(line: &str) -> Option<&str> {
-    line.strip_prefix("forkecho: ")?.split(' ').next()
-}
-
-/// The value of `key=value` in a log line.
-pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split(' ')
-        .find_map(|token| token.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// The `key=value` fields of a log line.
-pub fn fields(line: &str) -> HashMap<&str, &str> {
-    line.split(' ').filter_map(|t| t.split_once('=')).collect()
-}
-
-pub mod fixture;
-pub mod netns;
-pub mod procfs;
-
-/// Child processes of `parent` as (pid, state), from /proc/*/stat.
-pub fn children_of(parent: Pid) -> Vec<(i32, char)> {
-    procfs::children_of(parent.as_raw())
-}
-
-/// When process `pid` started (clock ticks since boot): with the pid, it names one process even
-/// across pid reuse. None when no such process exists.
-pub fn start_time(pid: i32) -> Option<u64> {
-    procfs::stat(pid).map(|stat| stat.starttime)
-}
-
-/// Process `pid`'s state letter (R, S, Z, ...), or None when there is no such process.
-pub fn process_state(pid: i32) -> Option<char> {
-    procfs::stat(pid).map(|stat| stat.state)
-}
-
-/// Whether this host can use IPv6 on loopback.
-pub fn have_ipv6() -> bool {
-    std::net::TcpListener::bind("[::1]:0").is_ok()
 }

@@ -1,7 +1,7 @@
 //! /proc/PID/stat, parsed in one place for the tests and the benchmark (which includes this
 //! file by path).
 
-#![allow(dead_code)] // each test crate, and the benchmark, uses a different part of this module
+#![allow(dead_code)] // the tests and the benchmark use different parts of this module
 
 use std::time::Duration;
 
@@ -70,4 +70,20 @@ fn ticks(count: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_nanos(count * 1_000_000_000 / per_second)
+}
+
+/// Child processes of `parent` as (pid, state), from /proc/*/stat.
+pub fn children_of_pid(parent: nix::unistd::Pid) -> Vec<(i32, char)> {
+    children_of(parent.as_raw())
+}
+
+/// When process `pid` started (clock ticks since boot): with the pid, it names one process even
+/// across pid reuse. None when no such process exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|stat| stat.starttime)
+}
+
+/// Process `pid`'s state letter (R, S, Z, ...), or None when there is no such process.
+pub fn process_state(pid: i32) -> Option<char> {
+    stat(pid).map(|stat| stat.state)
 }

@@ -1,7 +1,7 @@
 //! Starting forkecho as a fixture and stopping it, for the tests (`Server`) and the benchmark
 //! (which includes this file by path): the two halves every harness of forkecho needs.
 
-#![allow(dead_code)] // each test crate, and the benchmark, uses a different part of this module
+#![allow(dead_code)] // the tests and the benchmark use different parts of this module
 
 use std::io::BufRead;
 use std::net::SocketAddr;

@@ -1,0 +1,42 @@
+//! forkecho's integration tests: one test crate (ripgrep's `tests/tests.rs`), a module per area,
+//! each driving the built binary (`env!("CARGO_BIN_EXE_forkecho")`) from outside, as users do.
+//! Tests that need third-party programs are `#[ignore]`d; `.ci/run` installs the programs and runs
+//! them with `cargo test -- --ignored`.
+
+/// The helpers: server harness, clients, log parsing, payloads, /proc, namespaces.
+mod util;
+
+/// Round trips with nc, socat and telnet.
+mod clients;
+/// The default dual-stack bind, in a private network namespace.
+mod dualstack;
+/// Echo semantics: exact bytes back, any content, any size, many clients.
+mod echo;
+/// Bad flags, files and bind failures: non-zero exit and a message naming the value.
+mod errors;
+/// The faults clients are served on purpose: --delay, --rate, --chunk, --close-after and the rest.
+mod faults;
+/// Limits, timeouts, signals and privileges.
+mod hardening;
+/// Started by other programs: systemd socket activation, inetd, tcpserver.
+mod launchers;
+/// Reaping, fds, killed children, stopping, logs.
+mod lifecycle;
+/// Several --bind addresses and several processes on one port.
+mod listeners;
+/// Logging never stalls serving, whatever stderr is.
+mod logging;
+/// `forkecho ping` against forkecho and against broken servers.
+mod ping;
+/// --proxy-protocol: PROXY v1 and v2 headers.
+mod proxy;
+/// The fork boundary's races.
+mod races;
+/// The seccomp sandbox and the children's resource limits.
+mod sandbox;
+/// The HAProxy scale-out recipe.
+mod scaleout;
+/// Resource shortages the server survives: fork and accept failing, descriptors running out.
+mod shortages;
+/// Per-source limits: --rate-per-ip and --max-per-ip.
+mod sources;

@@ -1,0 +1,82 @@
+//! The tests' helpers, split by concern: the server harness (`server`), clients (`clients`),
+//! log-line parsing (`logs`), payloads (`payload`, shared with the benchmark), processes
+//! (`procfs`), starting and stopping a fixture (`fixture`, shared with the benchmark) and private
+//! network namespaces (`netns`). This file holds the deadline every test waits with: waiting is
+//! always polling for a state with a deadline, never a bare sleep.
+
+pub mod clients;
+pub mod fixture;
+pub mod logs;
+pub mod netns;
+pub mod payload;
+pub mod procfs;
+pub mod server;
+
+pub use clients::*;
+pub use logs::*;
+pub use payload::*;
+pub use procfs::{children_of_pid as children_of, process_state, start_time};
+pub use server::Server;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Generous, because CI machines are slow and busy; a passing test never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_forkecho")
+}
+
+/// Calls `check` until it returns true; panics naming `what` after `within`.
+pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs forkecho to completion (for invocations that must fail fast), killing it at the deadline.
+pub fn run_to_completion(mut command: Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn forkecho");
+    output_within_deadline(child, "forkecho")
+}
+
+/// Waits for `child` (forkecho, or a client or launcher started by a test) to exit and returns
+/// its output; kills it and fails the test, naming `what` and quoting its stderr, if it has not
+/// exited within the deadline.
+pub fn output_within_deadline(child: Child, what: &str) -> Output {
+    let pid = Pid::from_raw(child.id() as i32);
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    match done_rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("collect output"),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            // Killed, it exits and the waiting thread hands over what it wrote.
+            let stderr = done_rx
+                .recv_timeout(DEADLINE)
+                .ok()
+                .and_then(Result::ok)
+                .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
+                .unwrap_or_default();
+            panic!("{what} did not finish within {DEADLINE:?}; stderr:\n{stderr}");
+        }
+    }
+}
