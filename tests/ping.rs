@@ -22,6 +22,10 @@ fn stdout(out: &Output) -> String {
 }
 
 /// The `N sent, N echoed, N corrupt, N lost` counts of the summary.
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn counts(out: &Output) -> [u64; 4] {
     let text = stdout(out);
     let line = text
@@ -254,6 +258,18 @@ fn quiet_prints_the_first_line_and_the_summary_and_json_only_the_summary() {
     assert_eq!(json["loss_percent"].as_f64(), Some(0.0));
     assert!(json["rtt_ms"]["min"].as_f64().unwrap() > 0.0);
     assert!(json["connect_ms"].is_null());
+}
+
+#[test]
+fn json_implies_quiet_so_q_with_json_is_no_error() {
+    let server = Server::start(&[]);
+    let target = server.addr.to_string();
+    let out = ping(&["-c", "1", "-q", "--json", "-i", "0", &target]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+    assert_eq!(json["echoed"].as_u64(), Some(1));
 }
 
 #[test]

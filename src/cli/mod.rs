@@ -324,8 +324,8 @@ pub struct PingOptions {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Print only the summary, as one JSON object
-    #[arg(long, conflicts_with = "quiet")]
+    /// Print only the summary, as one JSON object (implies --quiet)
+    #[arg(long)]
     pub json: bool,
 }
 
