@@ -8,6 +8,8 @@ mod util;
 
 /// Round trips with nc, socat and telnet.
 mod clients;
+/// The README's option reference, Rust fixture and pytest example, against the binary.
+mod docs;
 /// The default dual-stack bind, in a private network namespace.
 mod dualstack;
 /// Echo semantics: exact bytes back, any content, any size, many clients.

@@ -44,60 +44,77 @@ const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
         Once listening, it prints one line to stdout, `listening on ADDR` (with the real port, \
         useful with --port 0; with several listeners, their addresses separated by spaces), and \
         nothing else. Logs go to stderr, one line per event. \
-        SIGTERM, SIGINT or SIGHUP stops it: it closes the listening socket, asks the children to \
-        close their connections, and exits 0. SIGUSR1 logs a line of statistics.",
+        SIGTERM, SIGINT or SIGHUP stops it: it closes the listening sockets, asks the children to \
+        close their connections, and exits 0. SIGUSR1 logs a line of statistics. The man page \
+        (forkecho --man) describes every log line, signal, limit and exit status.",
     after_help = "Examples:\n  \
-        forkecho                          listen on port 9999, IPv6 and IPv4\n  \
-        forkecho -p 0 -b 127.0.0.1        any free port on loopback (see the stdout line)\n  \
-        forkecho -p 7007 -q               no per-connection log lines\n  \
-        forkecho --max-per-ip 8 --idle-timeout 60 --max-duration 600\n  \
-        forkecho --rate-per-ip 20/1 --ipv6-prefix 56   20 new connections a second per source\n  \
-        forkecho -b localhost             every address localhost resolves to\n  \
-        forkecho -b 127.0.0.1 -b ::1      two listeners, one loop\n  \
-        forkecho --reuse-port             one of several instances sharing the port\n  \
-        forkecho --proxy-protocol -p 10001   behind HAProxy's send-proxy-v2\n  \
-        forkecho --no-sandbox             without the seccomp sandbox\n  \
-        sudo forkecho -p 7 --user nobody  the RFC 862 port, serving as nobody\n  \
-        nc localhost 9999                 talk to it\n  \
-        tcpserver 0 7 forkecho --inetd    one forkecho per connection, started by tcpserver\n  \
-        forkecho --chunk 1 --delay 50     a slow server that answers one byte at a time\n  \
-        forkecho ping -c 3 localhost:9999 check the path: three probes, verified byte for byte"
+        forkecho                                 port 9999, IPv6 and IPv4\n  \
+        forkecho -p 0 -b 127.0.0.1               any free port on loopback (the stdout line says)\n  \
+        forkecho -p 0 -b 127.0.0.1 -b ::1        two listeners, one port, one loop\n  \
+        forkecho -q --max-per-ip 8 --idle-timeout 60   quieter; fair to many sources\n  \
+        forkecho --rate-per-ip 20/1              20 new connections a second per source\n  \
+        forkecho --reuse-port                    one of several instances sharing the port\n  \
+        forkecho --proxy-protocol -p 10001       behind HAProxy's send-proxy-v2\n  \
+        sudo forkecho -p 7 --user nobody         the RFC 862 port, serving as nobody\n  \
+        tcpserver 0 7 forkecho --inetd           one forkecho per connection\n  \
+        forkecho --chunk 1 --delay 50            a slow server, one byte at a time\n  \
+        forkecho --reset-after 1K --fault-rate 0.5 --seed 7   half the clients reset\n  \
+        nc localhost 9999                        talk to it\n  \
+        forkecho ping -c 3 localhost:9999        three probes, checked byte for byte"
 )]
 pub struct Options {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// TCP port to listen on; 0 picks any free port and the `listening on` line shows which
+    /// TCP port to listen on (0: any free port, named by the `listening on` line)
     #[arg(short, long, default_value_t = 9999)]
     pub port: u16,
 
-    /// Address or host name to listen on; give it several times for several (-b 127.0.0.1 -b
-    /// ::1). A name listens on every address it resolves to [default: `::` for IPv6 and IPv4 on
-    /// one socket, or 0.0.0.0 where the host has no IPv6]
+    /// Address or host name to listen on; repeat for several [default: `::`, dual stack]
+    ///
+    /// Give it several times for several listeners (-b 127.0.0.1 -b ::1), all served by the one
+    /// loop on one port (after --port 0, the port picked for the first). A name listens on every
+    /// address it resolves to; an address of a family the host lacks is skipped with a warning, as
+    /// long as one binds. Multicast and broadcast addresses are refused: no TCP client can reach
+    /// them. The default is one IPv6 socket that also takes IPv4 clients, or 0.0.0.0 where the host
+    /// has no IPv6
     #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Vec<Bind>,
 
-    /// Set SO_REUSEPORT on the listening sockets, so several forkecho processes (one per core,
-    /// say) can listen on one port and the kernel spreads connections among them
+    /// Set SO_REUSEPORT, so several forkecho processes can share the port
+    ///
+    /// The kernel then spreads new connections among the processes listening on the port (one
+    /// per core, say)
     #[arg(long)]
     pub reuse_port: bool,
 
-    /// Length of the queue of connections waiting to be accepted (the kernel caps it at
-    /// net.core.somaxconn)
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
+    /// Connections the kernel may queue before forkecho accepts them
+    ///
+    /// The kernel caps it at net.core.somaxconn
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(i32).range(1..)
+    )]
     pub backlog: i32,
 
-    /// Log no per-connection lines (accept and close); startup, warnings and abnormal child
-    /// exits are still logged
+    /// No per-connection log lines (accept, close)
+    ///
+    /// Startup lines, warnings, refusals and abnormal child exits are still logged
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Size of each child's echo buffer in bytes; K and M suffixes work (64K, 1M)
+    /// Most bytes one transfer moves: 1 to 64M, with K and M suffixes
+    ///
+    /// The splice pipe's size, or the read/write buffer's (64K, 1M)
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
     pub buffer_size: usize,
 
-    /// Most clients served at once (one process each), up to 4194304, the most processes Linux
-    /// can have. At the limit new connections wait in the kernel's backlog until a child exits
+    /// Most clients served at once, one process each (at most 4194304)
+    ///
+    /// At the limit new connections wait in the kernel's backlog and are accepted the moment a
+    /// child exits. Memory follows the clients actually served, not this number
     #[arg(
         long,
         value_name = "N",
@@ -106,25 +123,33 @@ pub struct Options {
     )]
     pub max_clients: u32,
 
-    /// Most connections at once from one client IP address; more are closed at once and logged
-    /// as refused. 0 = no limit
+    /// Most connections at once from one client address group (0: no limit)
+    ///
+    /// Address groups are set by --ipv4-prefix and --ipv6-prefix (by default an IPv4 address, or an
+    /// IPv6 /64). More connections from a group are closed at once, before any fork, and logged
+    /// as refused
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_per_ip: u32,
 
-    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's send-proxy-v2, nginx, AWS NLB and
-    /// Envoy send it) before each connection's data: logs and the per-source limits use the
-    /// client address it names. A connection without a valid header within 5 s is closed
+    /// Read a PROXY protocol header (v1 or v2) before each connection's data
+    ///
+    /// As HAProxy's send-proxy-v2, nginx, AWS NLB and Envoy send it: logs and the per-source
+    /// limits then use the client address it names. A connection without a valid header within
+    /// 5 s (or --idle-timeout, if shorter) is closed. Not with --inetd
     #[arg(long)]
     pub proxy_protocol: bool,
 
-    /// Most new connections from one client address group: N at once, then N every S seconds
-    /// (S defaults to 1: `--rate-per-ip 20` is 20 a second). Connections over the rate are closed
-    /// before any fork and logged as refused
+    /// Most new connections from one address group: N at once, then N every S s
+    ///
+    /// S defaults to 1 and takes decimals (--rate-per-ip 20 is 20 a second, 5/0.5 five every half
+    /// second). Connections over the rate are closed before any fork and logged as refused
     #[arg(long, value_name = "N[/S]", value_parser = parse_rate_per_ip)]
     pub rate_per_ip: Option<Rate>,
 
-    /// IPv6 clients count per prefix of this many bits for --max-per-ip and --rate-per-ip (one
-    /// host usually owns a whole /64)
+    /// IPv6 clients count per /LEN for --max-per-ip and --rate-per-ip
+    ///
+    /// One host usually owns a whole /64, so a per-address count would be no limit; 128 counts per
+    /// address
     #[arg(
         long,
         value_name = "LEN",
@@ -133,8 +158,9 @@ pub struct Options {
     )]
     pub ipv6_prefix: u8,
 
-    /// IPv4 clients count per prefix of this many bits for --max-per-ip and --rate-per-ip (32:
-    /// per address)
+    /// IPv4 clients count per /LEN for --max-per-ip and --rate-per-ip
+    ///
+    /// 32 counts per address; 24 groups a /24
     #[arg(
         long,
         value_name = "LEN",
@@ -143,42 +169,53 @@ pub struct Options {
     )]
     pub ipv4_prefix: u8,
 
-    /// Close a connection whose client sends nothing, or reads nothing of the echo, for this many
-    /// seconds (decimals allowed, at least 0.001). 0 = never
+    /// Close a connection idle this long, sending or reading nothing (0: never)
+    ///
+    /// A client that sends nothing for this many seconds is closed; one that reads none of its
+    /// echo for that long is reset. Decimals allowed, at least 0.001
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 
-    /// Close a connection this many seconds after it opened, whatever it is doing (decimals
-    /// allowed, at least 0.001): the defense against clients that trickle a byte just inside
-    /// --idle-timeout to hold a process forever. 0 = never
+    /// Close a connection this long after it opened, busy or not (0: never)
+    ///
+    /// The defense against clients that trickle a byte just inside --idle-timeout to hold a
+    /// process forever. Seconds, decimals allowed, at least 0.001
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_timeout)]
     pub max_duration: Duration,
 
-    /// At shutdown, how long children get to close their connections before they are killed
+    /// At shutdown, how long children get to close their connections
+    ///
+    /// Seconds, decimals allowed; children still there after it are killed
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub grace: Duration,
 
-    /// Echo through a buffer with read(2)/write(2) instead of splice(2). splice moves the bytes
-    /// inside the kernel and is used by default (with this fallback wherever it is refused)
+    /// Echo with read(2)/write(2) only, never splice(2)
+    ///
+    /// splice moves the bytes inside the kernel and is used once a connection sends in bulk,
+    /// with read/write wherever splice is refused
     #[arg(long)]
     pub no_splice: bool,
 
-    /// Serve without the child sandbox (no seccomp allow-list, no resource limits). The sandbox
-    /// is on by default; a kernel that refuses it stops the server at startup with a message
+    /// Serve without the sandbox (seccomp allow-list and per-child limits)
+    ///
+    /// The sandbox is on by default; a kernel that refuses it stops the server at startup, with a
+    /// message naming this flag
     #[arg(long)]
     pub no_sandbox: bool,
 
-    /// After binding, switch to this user (name or numeric uid): needs root. Its primary group
-    /// is used unless --group says otherwise
+    /// After binding, run as this user (name or uid; needs root)
+    ///
+    /// Its primary group is used unless --group says otherwise
     #[arg(short, long, value_name = "USER")]
     pub user: Option<String>,
 
-    /// After binding, switch to this group (name or numeric gid): needs root
+    /// After binding, run as this group (name or gid; needs root)
     #[arg(short, long, value_name = "GROUP")]
     pub group: Option<String>,
 
-    /// Serve one connection that inetd, xinetd, tcpserver or systemd (Accept=yes) accepted,
-    /// on stdin/stdout (or fd 3 with LISTEN_FDS), then exit
+    /// Serve one connection a launcher accepted (inetd, tcpserver, systemd), then exit
+    ///
+    /// The connection is on stdin and stdout, or fd 3 with LISTEN_FDS (systemd's Accept=yes)
     #[arg(
         long,
         conflicts_with_all = [
@@ -188,23 +225,29 @@ pub struct Options {
     )]
     pub inetd: bool,
 
-    /// Hold each echoed chunk back MS milliseconds, ± up to JITTER (uniform): a slow server or
-    /// a long path. Input is still read meanwhile, so throughput does not suffer
+    /// Hold each echoed chunk back MS milliseconds, ± up to JITTER
+    ///
+    /// The jitter is uniform: a slow server or a long path. Input is still read meanwhile, so
+    /// throughput does not suffer
     #[arg(long, value_name = "MS[:JITTER]", value_parser = parse_delay, help_heading = FAULTS)]
     pub delay: Option<Delay>,
 
-    /// Throttle the echo to this many bytes a second (K and M suffixes: 64K); bursts are at
-    /// most a twentieth of a second's worth
+    /// Throttle the echo to this many bytes a second (K and M suffixes)
+    ///
+    /// Bursts are at most a twentieth of a second's worth
     #[arg(long, value_name = "BYTES_PER_S", value_parser = parse_rate, help_heading = FAULTS)]
     pub rate: Option<u64>,
 
-    /// Write the echo in pieces of at most SIZE bytes, DELAY_MS apart (default 1): catches
-    /// clients that assume one read is one message
+    /// Write the echo in pieces of at most SIZE bytes, DELAY_MS apart (default 1)
+    ///
+    /// Catches clients that assume one read is one message
     #[arg(long, value_name = "SIZE[:DELAY_MS]", value_parser = parse_chunk, help_heading = FAULTS)]
     pub chunk: Option<Chunk>,
 
-    /// After echoing BYTES, close the connection cleanly (FIN); what the client sends after
-    /// that is read and dropped
+    /// After echoing BYTES, close the connection cleanly (FIN)
+    ///
+    /// What the client sends after that is read and dropped. At most one of --close-after,
+    /// --reset-after and --stall-after
     #[arg(
         long,
         value_name = "BYTES",
@@ -214,8 +257,10 @@ pub struct Options {
     )]
     pub close_after: Option<u64>,
 
-    /// After echoing BYTES (and the client acknowledging them), reset the connection (RST): the
-    /// client's next read fails with ECONNRESET
+    /// After echoing BYTES, reset the connection (RST)
+    ///
+    /// Once the client has acknowledged them; its next read fails with ECONNRESET. At most one of
+    /// --close-after, --reset-after and --stall-after
     #[arg(
         long,
         value_name = "BYTES",
@@ -225,8 +270,10 @@ pub struct Options {
     )]
     pub reset_after: Option<u64>,
 
-    /// After echoing BYTES, read and write nothing more, and hold the connection open until the
-    /// client closes it or --idle-timeout passes
+    /// After echoing BYTES, read and write nothing more
+    ///
+    /// The connection is held open until the client closes it or --idle-timeout passes. At most
+    /// one of --close-after, --reset-after and --stall-after
     #[arg(
         long,
         value_name = "BYTES",
@@ -236,12 +283,13 @@ pub struct Options {
     )]
     pub stall_after: Option<u64>,
 
-    /// After the client's FIN, wait MS milliseconds before closing the connection
+    /// After the client's FIN, wait MS milliseconds before closing
     #[arg(long, value_name = "MS", value_parser = parse_millis, help_heading = FAULTS)]
     pub slow_close: Option<Duration>,
 
-    /// Apply the faults to this fraction of connections only (0 < P <= 1), chosen per
-    /// connection
+    /// Apply the faults to this fraction of connections only (0 < P <= 1)
+    ///
+    /// Chosen per connection, from --seed and the connection's number. Needs a fault
     #[arg(
         long,
         value_name = "P",
@@ -251,16 +299,18 @@ pub struct Options {
     )]
     pub fault_rate: Option<f64>,
 
-    /// Seed for the faults' random choices (jitter, --fault-rate): the same seed makes the same
-    /// choices for the same connection numbers. Without it a random seed is used and logged
+    /// Seed for the faults' random choices (jitter, --fault-rate)
+    ///
+    /// The same seed makes the same choices for the same connection numbers; without it a random
+    /// seed is used and logged. Needs a fault
     #[arg(long, value_name = "N", requires = "faults", help_heading = FAULTS)]
     pub seed: Option<u64>,
 
-    /// Print the man page (roff) to stdout and exit
+    /// Print the man page (roff) and exit
     #[arg(long, exclusive = true)]
     pub man: bool,
 
-    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    /// Print a completion script for SHELL and exit
     #[arg(long, value_name = "SHELL", exclusive = true)]
     pub completions: Option<Shell>,
 }
