@@ -1,14 +1,15 @@
 //! Memory and fork: where each thing forkecho keeps lives, so that forking stays cheap.
 //!
-//! This is the one place the copy-on-write story is told. fork(2) write-protects every private
-//! page of the parent; the first write to such a page afterwards, by either process, faults and
-//! copies it while the other still shares it. The parent writes its bookkeeping after every fork
-//! (the new child's entry, counters), so in ordinary memory (its heap or statics) every
-//! connection would pay two or three page copies on the parent's critical path, and each child
-//! would end up owning copies of pages it never uses: measured with perf as the largest
-//! difference from the C baseline's parent. Hence three kinds of memory:
+//! This is the one place the copy-on-write story is told. fork(2) write-protects every private page
+//! of the parent; the first write to such a page afterwards, by either process, faults and copies
+//! it while the other still shares it. The parent writes its bookkeeping after every fork (the new
+//! child's entry, counters), so in ordinary memory (its heap or statics) every connection would pay
+//! two or three page copies on the parent's critical path, and each child would end up owning
+//! copies of pages it never uses: the largest difference from the C baseline's parent in round 2's
+//! `perf` profiles. Hence three kinds of memory:
 //! - `ParentOnly`: the parent's mutable bookkeeping (the child table, the reaper's ring, the
-//!   counters, `parent::LoopState`) in private mappings marked MADV_DONTFORK. A child has no mapping
+//!   counters, `parent::LoopState`) in private mappings marked MADV_DONTFORK. A child has no
+//!   mapping
 //!   there at all, so fork neither copies nor write-protects them, and a child that strayed into
 //!   them would fault instead of corrupting the parent's state. Nothing a child runs may read
 //!   them: what a child needs is copied out and handed to `parent::fork` by value.
@@ -17,9 +18,9 @@
 //! - `map(.., MAP_PRIVATE)`: a child's echo buffer, fresh from the kernel, so the child dirties
 //!   only the pages its reads fill.
 //!
-//! What the parent fixes at startup and only reads afterwards (the listener, the child's
-//! settings) stays in ordinary memory: pages nobody writes are shared by fork at no cost.
-//! Each mapping lives until the process ends, except the child table's when it grows.
+//! What the parent fixes at startup and only reads afterwards (the listener, the child's settings)
+//! stays in ordinary memory: pages nobody writes are shared by fork at no cost. Each mapping lives
+//! until the process ends, except the child table's when it grows.
 
 use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};

@@ -136,8 +136,8 @@ fn the_readme_pytest_example_fails_the_naive_client_and_passes_the_other() {
         .expect("python3 -m pytest");
     let out = output_within_deadline(child, "pytest");
     let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "one test must fail:\n{text}");
     assert!(text.contains("1 failed, 1 passed"), "{text}");
     assert!(

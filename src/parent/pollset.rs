@@ -2,10 +2,10 @@
 //! header, in one array that lives in memory children do not inherit.
 //!
 //! The loop fills it before every poll. On the heap (a `Vec` per iteration) that write would land
-//! on a page the last fork made copy-on-write, costing the parent a page fault and a 4 KiB copy
-//! per connection (measured: ~5 µs of parent CPU per connection); on the stack its size would
-//! be fixed. A `MADV_DONTFORK` mapping (see `memory`) is never write-protected by fork, so filling
-//! it costs only the stores.
+//! on a page the last fork made copy-on-write, costing the parent a page fault and a 4 KiB copy per
+//! connection (~5 µs of parent CPU per connection, `perf stat` in round 2); on the stack its size
+//! would be fixed. A `MADV_DONTFORK` mapping (see `memory`) is never write-protected by fork, so
+//! filling it costs only the stores.
 
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
@@ -34,8 +34,8 @@ impl PollSet {
     }
 
     fn all(&mut self) -> &mut [libc::pollfd] {
-        // The mapping lives as long as the set and only the set refers to it.
-        // SAFETY: `capacity` zero-initialised (valid) pollfds, borrowed through `self` alone.
+        // The mapping lives as long as the set and only the set refers to it. SAFETY: `capacity`
+        // zero-initialised (valid) pollfds, borrowed through `self` alone.
         unsafe { std::slice::from_raw_parts_mut(self.fds.as_ptr(), self.capacity) }
     }
 

@@ -108,8 +108,9 @@ pub fn install() -> Result<Wakeup> {
     // SIGCHLD comes once per connection, so its handler is a plain sigaction one. signal-hook's
     // dispatcher counts itself into its registry on every signal: a write to the parent's heap,
     // whose page each fork shares with the new child, so each SIGCHLD cost the parent a page copy
-    // (0.93 page faults per connection). This handler writes only the reaper's ring, in memory
-    // children do not inherit, and the pipe.
+    // (0.93 page faults per connection, counted from /proc over 2 000 sequential connections in
+    // round 2). This handler writes only the reaper's ring, in memory children do not inherit,
+    // and the pipe.
     let sigchld = SigAction::new(
         SigHandler::Handler(on_sigchld),
         SaFlags::SA_RESTART,
