@@ -32,7 +32,10 @@ const RESET_WAIT: Duration = Duration::from_secs(2);
 
 /// Echoes `socket` to itself through a buffer of `--buffer-size` bytes, shaped by `faults`;
 /// returns the outcome and which faults acted. A `reset-after` end leaves the socket to be closed
-/// with a reset; the bytes counted are those the client acknowledged.
+/// with a reset; the bytes counted are those the client acknowledged. Cold and never inlined:
+/// its frame must not grow the stack of every unfaulted child (one more page of USS each).
+#[cold]
+#[inline(never)]
 pub fn echo_shaped(socket: &mut TcpStream, faults: &Faults, context: &Context) -> (Outcome, Acted) {
     let now = Instant::now();
     let mut shaper = Shaper {
