@@ -190,6 +190,55 @@ fn an_echo_cut_short_is_reported_as_truncated() {
 }
 
 #[test]
+fn a_server_that_sends_back_more_than_it_received_fails_with_surplus() {
+    // Every chunk twice: the whole echo comes back, then a copy of it.
+    let twice = mangling_server(|_, chunk| {
+        chunk.extend_from_within(..);
+        true
+    });
+    // One stray byte after the echo.
+    let stray = mangling_server(|_, chunk| {
+        chunk.push(b'!');
+        true
+    });
+    for addr in [twice, stray] {
+        let target = addr.to_string();
+        for args in [
+            &["-c", "1"][..],
+            &["-c", "3", "-i", "0", "--connect"],
+            &["-c", "3", "-i", "0.05"],
+        ] {
+            let out = ping(&[args, &[target.as_str()]].concat());
+            let text = stdout(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+            assert!(text.contains("seq=1 surplus: "), "{args:?}: {text}");
+            // The surplus is never blamed on the probe after it as corruption.
+            assert!(!text.contains("corrupt: byte"), "{args:?}: {text}");
+            let [sent, echoed, corrupt, lost] = counts(&out);
+            assert_eq!((sent, lost), (args[1].parse().unwrap(), 0), "{text}");
+            assert_eq!(echoed + corrupt, sent, "{text}");
+            assert!(echoed < sent, "{text}");
+        }
+    }
+}
+
+#[test]
+fn a_healthy_server_shows_no_surplus_on_any_path() {
+    let server = Server::start(&[]);
+    let target = server.addr.to_string();
+    for args in [
+        &["-c", "2", "-i", "0"][..],
+        &["-c", "2", "-i", "0", "--connect"],
+    ] {
+        let out = ping(&[args, &[target.as_str()], &["--json"]].concat());
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(out.status.code(), Some(0), "{json}");
+        assert_eq!(json["surplus"].as_u64(), Some(0), "{json}");
+        assert_eq!(json["echoed"].as_u64(), Some(2), "{json}");
+    }
+}
+
+#[test]
 fn a_server_that_stalls_loses_probes_at_the_timeout() {
     // forkecho misbehaving on purpose: it echoes nothing at all.
     let server = Server::start(&["--stall-after", "0"]);

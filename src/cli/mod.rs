@@ -323,7 +323,8 @@ pub enum Command {
         long_about = "Send probes to an echo server (forkecho or any RFC 862 server) and check \
             every echo byte for byte, like ping(8).\n\n\
             Each probe carries a payload that differs per sequence number; an echo that comes \
-            back different or cut short is reported as corrupt, one that does not come back \
+            back different or cut short is reported as corrupt, one followed by bytes that were \
+            never sent as surplus (counted with the corrupt ones), one that does not come back \
             within --timeout as lost. One line per probe, then ping's summary (on Ctrl-C or \
             after --count probes). Exit status: 0 if every probe came back intact, 1 if some \
             were lost or corrupt, 2 for usage or name-resolution errors.",

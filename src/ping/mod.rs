@@ -6,7 +6,11 @@
 //! corrupts or truncates is reported as such, not as loss. By default one connection carries
 //! the whole run (a probe that fails leaves the stream out of step, so the next probe opens a
 //! fresh one); `--connect` opens one per probe and times the connect apart from the echo, as
-//! echoping does. Ctrl-C or `--count` ends the run with ping's summary (`report`). The exit
+//! echoping does. An echo is intact only if exactly the bytes sent come back and nothing more:
+//! bytes beyond the echo are reported as `surplus` on the probe they followed, found right after
+//! the echo, at the next probe (a later line for that probe, as ping's `DUP!`), or when the
+//! connection ends with a half-close and the server's FIN. Ctrl-C or `--count` ends the run with
+//! ping's summary (`report`). The exit
 //! status is 0 when every probe came back intact, 1 when some did not, and 2 for usage and
 //! name-resolution errors, so scripts can use it as a health check.
 
@@ -53,6 +57,8 @@ pub fn run(options: &PingOptions) -> u8 {
     }
     let mut report = Report::new(&options.target, options.size, options.connect);
     let mut connection: Option<(Socket, SocketAddr)> = None;
+    // The last probe sent.
+    let mut last = 0;
     let started = Instant::now();
     for seq in 1.. {
         if options.count.is_some_and(|count| seq > count) {
@@ -61,9 +67,21 @@ pub fn run(options: &PingOptions) -> u8 {
         if seq > 1 && !sleep_until(started + options.interval * (seq as u32 - 1)) {
             break;
         }
+        // Bytes that came in on the kept connection since the last probe's echo: its surplus.
+        if let Some((socket, addr)) = &connection
+            && let bytes @ 1.. = probe::pending(socket)
+        {
+            let late = report.surplus_after(seq - 1, *addr, bytes);
+            connection = None;
+            if lines {
+                say(&late);
+            }
+        }
         let deadline = Instant::now() + options.timeout;
         let payload = probe::payload(seq, options.size);
-        let line = match attempt(&mut connection, &addrs, &payload, deadline) {
+        let result = attempt(&mut connection, &addrs, &payload, deadline)
+            .and_then(|echo| surplus(&mut connection, options.connect, deadline, echo));
+        let line = match result {
             Ok(echo) => {
                 report.address = Some(echo.addr);
                 report.echoed(seq, echo.addr, echo.connect, echo.rtt)
@@ -74,11 +92,19 @@ pub fn run(options: &PingOptions) -> u8 {
                 report.failed(seq, addr, &failure)
             }
         };
-        if options.connect {
-            connection = None;
-        }
         if lines {
             say(&line);
+        }
+        last = seq;
+    }
+    // The run's connection ends with a half-close: what the server still sends is surplus.
+    if let Some((socket, addr)) = connection.take() {
+        let deadline = Instant::now() + options.timeout;
+        if let bytes @ 1.. = probe::finish(&socket, deadline, interrupted) {
+            let late = report.surplus_after(last, addr, bytes);
+            if lines {
+                say(&late);
+            }
         }
     }
     let elapsed = started.elapsed();
@@ -95,6 +121,31 @@ struct Echo {
     /// How long connecting took (zero on a connection kept from the probe before).
     connect: Duration,
     rtt: Duration,
+}
+
+/// Checks an intact echo for bytes beyond it: with `--connect` the connection ends here (a
+/// half-close, then whatever the server sends before its FIN), otherwise whatever has come in
+/// already. Surplus makes the probe fail, and leaves the stream out of step.
+fn surplus(
+    connection: &mut Option<(Socket, SocketAddr)>,
+    per_probe: bool,
+    deadline: Instant,
+    echo: Echo,
+) -> Result<Echo, (Option<SocketAddr>, Failure)> {
+    let Some((socket, _)) = connection.as_ref() else {
+        return Ok(echo);
+    };
+    let bytes = match per_probe {
+        true => probe::finish(socket, deadline, interrupted),
+        false => probe::pending(socket),
+    };
+    if per_probe || bytes > 0 {
+        *connection = None;
+    }
+    match bytes {
+        0 => Ok(echo),
+        bytes => Err((Some(echo.addr), Failure::Surplus { bytes })),
+    }
 }
 
 /// One probe on the run's connection, made first if there is none. After a failure the

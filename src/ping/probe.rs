@@ -29,6 +29,9 @@ pub enum Failure {
     Corrupt { at: usize, got: u8, want: u8 },
     /// The server closed before the whole echo came back (corrupt).
     Truncated { received: usize },
+    /// The whole echo came back, and then more bytes than were sent (corrupt: a server that
+    /// duplicates or adds data).
+    Surplus { bytes: usize },
     /// Ctrl-C: the probe is abandoned and not counted.
     Interrupted,
 }
@@ -36,7 +39,10 @@ pub enum Failure {
 impl Failure {
     /// Whether the echo came back wrong (as opposed to not at all).
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, Failure::Corrupt { .. } | Failure::Truncated { .. })
+        matches!(
+            self,
+            Failure::Corrupt { .. } | Failure::Truncated { .. } | Failure::Surplus { .. }
+        )
     }
 
     /// Whether the connection turned out closed (FIN or reset) before any of the echo came
@@ -64,6 +70,7 @@ impl fmt::Display for Failure {
             Failure::Truncated { received } => {
                 write!(f, "truncated: connection closed after {received} bytes")
             }
+            Failure::Surplus { bytes } => write!(f, "surplus: {bytes} bytes"),
             Failure::Interrupted => f.write_str("interrupted"),
         }
     }
@@ -187,6 +194,44 @@ pub fn echo(
         }
     }
     Ok(started.elapsed())
+}
+
+/// Bytes that have already come in on `socket` beyond what was read: after a whole echo, what
+/// the server sent too many. Looked at without waiting and left in the socket (MSG_PEEK); an end
+/// of stream counts as none (the next probe finds the connection closed).
+pub fn pending(socket: &Socket) -> usize {
+    let mut buf = [0u8; 4096];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    recv(socket.as_raw_fd(), &mut buf, flags).unwrap_or(0)
+}
+
+/// Ends a connection whose echoes are all in: half-closes it and reads until the server closes
+/// too (RFC 862: an echo server closes once it has echoed everything), counting the bytes that
+/// still came, each of them one too many. A server that does not close before `deadline` is let
+/// go with what came until then.
+pub fn finish(socket: &Socket, deadline: Instant, interrupted: fn() -> bool) -> usize {
+    if socket.shutdown(std::net::Shutdown::Write).is_err() {
+        return pending(socket);
+    }
+    let mut surplus = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        match recv(socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return surplus,
+            Ok(n) => surplus += n,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || interrupted() {
+                    return surplus;
+                }
+                let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, deadline::poll_timeout(Some(left)));
+            }
+            // Reset, or any other end: what came before it is all there is.
+            Err(_) => return surplus,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub struct Report {
     pub echoed: u64,
     pub corrupt: u64,
     pub lost: u64,
+    /// Probes whose echo was followed by bytes never sent (counted in `corrupt` too).
+    pub surplus: u64,
     pub rtt: Times,
     /// With `--connect`: the connect times.
     pub connect: Option<Times>,
@@ -68,6 +70,7 @@ impl Report {
             echoed: 0,
             corrupt: 0,
             lost: 0,
+            surplus: 0,
             rtt: Times::default(),
             connect: connect.then(Times::default),
         }
@@ -97,6 +100,9 @@ impl Report {
     /// Counts a failed probe (corrupt or lost) and returns its line.
     pub fn failed(&mut self, seq: u64, from: Option<SocketAddr>, failure: &Failure) -> String {
         self.sent += 1;
+        if let Failure::Surplus { .. } = failure {
+            self.surplus += 1;
+        }
         match failure.is_corrupt() {
             true => self.corrupt += 1,
             false => self.lost += 1,
@@ -105,6 +111,17 @@ impl Report {
             Some(from) => format!("From {from}: seq={seq} {failure}"),
             None => format!("From {}: seq={seq} {failure}", self.target),
         }
+    }
+
+    /// Probe `seq`, counted as echoed, turns out to have been followed by `bytes` more: it
+    /// counts as corrupt instead, and gets a second line (as ping's `DUP!` comes after the reply).
+    pub fn surplus_after(&mut self, seq: u64, from: SocketAddr, bytes: usize) -> String {
+        if self.echoed > 0 {
+            self.echoed -= 1;
+            self.corrupt += 1;
+            self.surplus += 1;
+        }
+        format!("From {from}: seq={seq} {}", Failure::Surplus { bytes })
     }
 
     /// The share of probes that got no intact echo, in percent.
@@ -157,12 +174,13 @@ impl Report {
             None => "null".to_string(),
         };
         format!(
-            "{{\"target\":{},\"address\":{address},\"size\":{},\"sent\":{},\"echoed\":{},\"corrupt\":{},\"lost\":{},\"loss_percent\":{},\"time_ms\":{},\"rtt_ms\":{},\"connect_ms\":{}}}",
+            "{{\"target\":{},\"address\":{address},\"size\":{},\"sent\":{},\"echoed\":{},\"corrupt\":{},\"surplus\":{},\"lost\":{},\"loss_percent\":{},\"time_ms\":{},\"rtt_ms\":{},\"connect_ms\":{}}}",
             Json(&self.target),
             self.size,
             self.sent,
             self.echoed,
             self.corrupt,
+            self.surplus,
             self.lost,
             Percent(self.loss_percent()),
             elapsed.as_millis(),
@@ -256,7 +274,7 @@ mod tests {
         let json = report.json(Duration::from_millis(5));
         assert_eq!(
             json,
-            "{\"target\":\"a\\\"b\",\"address\":null,\"size\":8,\"sent\":1,\"echoed\":0,\"corrupt\":0,\"lost\":1,\"loss_percent\":100,\"time_ms\":5,\"rtt_ms\":null,\"connect_ms\":null}"
+            "{\"target\":\"a\\\"b\",\"address\":null,\"size\":8,\"sent\":1,\"echoed\":0,\"corrupt\":0,\"surplus\":0,\"lost\":1,\"loss_percent\":100,\"time_ms\":5,\"rtt_ms\":null,\"connect_ms\":null}"
         );
     }
 }
