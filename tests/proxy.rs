@@ -138,6 +138,10 @@ fn a_missing_broken_or_over_long_header_closes_that_connection_and_says_why() {
             "longer than 107 bytes",
         ),
         (huge, "longer than 4096 bytes"),
+        (
+            b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 9999\n".to_vec(),
+            "ends in a bare LF",
+        ),
     ];
     // A server each: the proxy-error lines are rate-limited to one a second.
     for (first, why) in cases {
@@ -174,6 +178,41 @@ fn a_client_that_sends_no_header_is_closed_at_the_deadline() {
         line.contains("no complete PROXY header within 0.300s"),
         "{line}"
     );
+}
+
+#[test]
+fn an_incomplete_header_costs_the_parent_nothing_while_it_waits() {
+    // Its bytes stay in the socket (the header is only peeked): the parent must not find it
+    // readable again and again until its deadline, 1 s here.
+    let server = Server::start(&["--proxy-protocol", "--idle-timeout", "1"]);
+    let parent = server.pid().as_raw();
+    let cpu = || crate::util::procfs::stat(parent).expect("the parent").cpu();
+    let mut halves = Vec::new();
+    for first in [&b"PROXY "[..], &V2_SIGNATURE[..8]] {
+        let mut client = server.connect();
+        client.write_all(first).unwrap();
+        halves.push(client);
+    }
+    let before = cpu();
+    let started = Instant::now();
+    for mut client in halves {
+        let mut back = Vec::new();
+        let _ = client.read_to_end(&mut back);
+        assert!(back.is_empty(), "{back:?}");
+    }
+    let (waited, spent) = (started.elapsed(), cpu() - before);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed after {waited:?}"
+    );
+    // Spinning, the parent spent all of it (a core for the whole wait).
+    assert!(
+        spent < Duration::from_millis(150),
+        "the parent spent {spent:?} of CPU in {waited:?} waiting for two headers"
+    );
+    // The connections waited their deadline out, and the server still serves.
+    let (back, _) = through(&server, &v1("192.0.2.9", 1234), b"still serving");
+    assert_eq!(back, b"still serving");
 }
 
 #[test]

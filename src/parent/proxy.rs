@@ -44,14 +44,16 @@ struct Waiting {
     /// The address the connection came from (the balancer).
     from: SocketAddr,
     deadline: Instant,
+    /// Whether its receive low-water mark was raised (see `wait_for_more`), to be put back.
+    lowat: bool,
 }
 
 /// What reading a waiting connection's header came to.
 enum Read {
     /// The header, taken off the socket; the client's data is next.
     Done(Source),
-    /// Not yet complete: wait for more.
-    More,
+    /// Not yet complete: wait for more than these bytes.
+    More(usize),
     /// Close it: why (for the log line).
     Fail(String),
 }
@@ -84,14 +86,14 @@ impl Reader {
         let peeked = match recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
             Ok(0) => return Read::Fail("closed before its PROXY header".to_string()),
             Ok(n) => n,
-            Err(Errno::EAGAIN | Errno::EINTR) => return Read::More,
+            Err(Errno::EAGAIN | Errno::EINTR) => return Read::More(0),
             Err(errno) => return Read::Fail(io::Error::from(errno).to_string()),
         };
         match parse(&buf[..peeked]) {
             Parsed::Incomplete if peeked == buf.len() => {
                 Read::Fail("PROXY header longer than 4096 bytes".to_string())
             }
-            Parsed::Incomplete => Read::More,
+            Parsed::Incomplete => Read::More(peeked),
             Parsed::Invalid(why) => Read::Fail(why.to_string()),
             Parsed::Complete { source, len } => {
                 // The bytes are there (peeked): this takes exactly them.
@@ -177,12 +179,14 @@ impl WaitingRoom {
     ) -> Option<Arrival> {
         match self.reader.read(&socket) {
             Read::Done(source) => Some(arrival(socket, from, source)),
-            Read::More => {
+            Read::More(peeked) => {
                 let deadline = Instant::now() + self.deadline;
+                let lowat = wait_for_more(&socket, peeked);
                 self.waiting.push(Waiting {
                     socket,
                     from,
                     deadline,
+                    lowat,
                 });
                 None
             }
@@ -218,14 +222,30 @@ impl WaitingRoom {
                 continue;
             }
             let read = self.reader.read(&waiting.socket);
-            if matches!(read, Read::More) && !expired {
+            if let Read::More(peeked) = read
+                && !expired
+            {
+                let lowat = wait_for_more(&waiting.socket, peeked);
+                self.waiting[index].lowat |= lowat;
                 continue;
             }
-            let Waiting { socket, from, .. } = self.waiting.swap_remove(index);
+            let Waiting {
+                socket,
+                from,
+                lowat,
+                ..
+            } = self.waiting.swap_remove(index);
             match read {
-                Read::Done(source) => return Some(arrival(socket, from, source)),
+                Read::Done(source) => {
+                    // The child reads with the usual low-water mark: one byte.
+                    if lowat && set_lowat(&socket, 1).is_err() {
+                        self.failed(socket, from, "unable to reset SO_RCVLOWAT", counts);
+                        continue;
+                    }
+                    return Some(arrival(socket, from, source));
+                }
                 Read::Fail(why) => self.failed(socket, from, &why, counts),
-                Read::More => {
+                Read::More(_) => {
                     let why = format!("no complete PROXY header within {}", Secs(self.deadline));
                     self.failed(socket, from, &why, counts);
                 }
@@ -245,6 +265,33 @@ impl WaitingRoom {
                 Suppressed(held)
             );
         }
+    }
+}
+
+/// A connection whose header is not complete after `peeked` bytes must cost nothing until more
+/// comes: the bytes stay in the socket (they are only peeked), so poll would report it readable
+/// again at once and the loop would spin until its deadline. Raising its receive low-water mark
+/// (SO_RCVLOWAT) above what is there makes poll wait for more data, while a FIN or a reset still
+/// wakes it (tcp_poll reports those whatever the mark). True if the mark was raised.
+fn wait_for_more(socket: &Socket, peeked: usize) -> bool {
+    peeked > 0 && set_lowat(socket, peeked + 1).is_ok()
+}
+
+fn set_lowat(socket: &Socket, bytes: usize) -> io::Result<()> {
+    let bytes = bytes.min(i32::MAX as usize) as nix::libc::c_int;
+    // SAFETY: setsockopt reads one int from `bytes` on the socket's own fd.
+    let done = unsafe {
+        nix::libc::setsockopt(
+            socket.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVLOWAT,
+            (&raw const bytes).cast(),
+            size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        )
+    };
+    match done {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 

@@ -51,6 +51,13 @@ pub fn parse(bytes: &[u8]) -> Parsed {
 }
 
 fn parse_v1(bytes: &[u8]) -> Parsed {
+    // The line ends at its first LF, which must follow a CR: a bare LF is a broken header now,
+    // not a reason to wait for a CRLF that will never come.
+    if let Some(lf) = bytes.iter().position(|&b| b == b'\n')
+        && (lf == 0 || bytes[lf - 1] != b'\r')
+    {
+        return Parsed::Invalid("v1 header ends in a bare LF");
+    }
     let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") else {
         return match bytes.len() >= V1_MAX {
             true => Parsed::Invalid("v1 header longer than 107 bytes"),
@@ -195,6 +202,7 @@ mod tests {
             b"PROXY UDP4 192.0.2.1 198.51.100.2 1 2\r\n",
             b"hello world\r\n",
             b"GET / HTTP/1.0\r\n",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\n",
         ] {
             assert!(
                 matches!(parse(bad), Parsed::Invalid(_)),
