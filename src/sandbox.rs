@@ -122,6 +122,8 @@ mod filter {
         libc::SYS_write,
         libc::SYS_readv,
         libc::SYS_writev,
+        // The log, on a pipe that could not be reopened non-blocking (RWF_NOWAIT).
+        libc::SYS_pwritev2,
         libc::SYS_recvfrom,
         libc::SYS_sendto,
         libc::SYS_splice,

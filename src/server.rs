@@ -1,8 +1,8 @@
 //! `forkecho` serving, from start to exit: the table of contents of the server.
 //!
-//! Set up (the listening sockets, privileges) → build the parent (signals, reaper, tables: every
-//! step that can fail) → install the sandbox (`sandbox`) → announce readiness → serve until a
-//! stop signal → shut down. Nothing that can fail comes after the readiness line: once a harness
+//! Set up (the listening sockets, the log) → build the parent (signals, reaper, tables: every
+//! step that can fail) → drop privileges → install the sandbox (`sandbox`) → announce readiness →
+//! serve until a stop signal → shut down. Nothing that can fail comes after the readiness line: once a harness
 //! has read it, only a stop signal ends the server.
 
 use std::io::{self, Write};
@@ -24,7 +24,9 @@ pub fn run(settings: &Settings) -> Result<()> {
         from_systemd,
         identity,
     } = setup::listen(&settings.setup)?;
+    // The parent opens what needs privilege (its OOM score file) before the privileges go.
     let mut parent = Parent::new(listeners, settings, started)?;
+    setup::drop_privileges(identity.as_ref())?;
     parent.confine()?;
     announce(&parent, settings, from_systemd);
     if let Some(identity) = &identity {

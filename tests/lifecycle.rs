@@ -421,7 +421,21 @@ fn descriptors_a_launcher_left_open_are_closed() {
 
 #[test]
 fn children_are_the_oom_killers_first_choice() {
-    let server = Server::start(&[]);
+    children_are_first_for_the_oom_killer(&[]);
+}
+
+#[test]
+fn children_are_the_oom_killers_first_choice_after_user_drops_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: dropping privileges needs root");
+        return;
+    }
+    // The score file must be opened while the server can still open it.
+    children_are_first_for_the_oom_killer(&["--user", "nobody"]);
+}
+
+fn children_are_first_for_the_oom_killer(args: &[&str]) {
+    let server = Server::start(args);
     let (_client, child) = server.connected_child();
     let score = |pid: nix::unistd::Pid| -> i32 {
         std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))

@@ -16,8 +16,13 @@ use std::thread;
 
 use crate::util::{DEADLINE, binary, event, field, fixture, round_trip};
 
-/// forkecho on loopback with `stderr` as its stderr; returns it and its address.
+/// forkecho on loopback with `stderr` as its stderr, started through `prefix` (a program that
+/// execs it) if any; returns it and its address.
 fn start_with_stderr(stderr: impl Into<Stdio>, prefix: &[&str]) -> (Child, SocketAddr) {
+    start_with(stderr, prefix, &[])
+}
+
+fn start_with(stderr: impl Into<Stdio>, prefix: &[&str], args: &[&str]) -> (Child, SocketAddr) {
     let mut command = match prefix.split_first() {
         Some((program, args)) => {
             let mut command = Command::new(program);
@@ -28,6 +33,7 @@ fn start_with_stderr(stderr: impl Into<Stdio>, prefix: &[&str]) -> (Child, Socke
     };
     let mut process = command
         .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -133,6 +139,65 @@ fn a_stderr_pipe_nobody_reads_never_stops_serving() {
     connections(addr, 2000);
     recovers(reader, &process, addr);
     stop(process);
+}
+
+#[test]
+fn a_stderr_pipe_nobody_reads_never_stops_serving_after_user_drops_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: dropping privileges needs root");
+        return;
+    }
+    // The pipe is root's: once the server runs as nobody, it can no longer open it anew.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let (process, addr) = start_with(writer, &[], &["--user", "nobody"]);
+    connections(addr, 2000);
+    recovers(reader, &process, addr);
+    stop(process);
+}
+
+/// The prefix that runs forkecho in a mount namespace of its own with /proc unmounted (needs
+/// root and unshare), or None where that cannot be had.
+fn without_proc() -> Option<[&'static str; 7]> {
+    let root = nix::unistd::geteuid().is_root();
+    let unshare = Command::new("unshare").arg("--version").output().is_ok();
+    (root && unshare).then_some([
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "umount -l /proc && exec \"$0\" \"$@\"",
+    ])
+}
+
+#[test]
+fn without_proc_a_stderr_pipe_nobody_reads_never_stops_serving() {
+    let Some(prefix) = without_proc() else {
+        eprintln!("skipped: a mount namespace without /proc needs root and unshare");
+        return;
+    };
+    let (reader, writer) = std::io::pipe().unwrap();
+    let (process, addr) = start_with(writer, &prefix, &[]);
+    connections(addr, 2000);
+    recovers(reader, &process, addr);
+    stop(process);
+}
+
+#[test]
+fn without_proc_the_server_says_which_guarantee_it_cannot_keep() {
+    let Some(prefix) = without_proc() else {
+        eprintln!("skipped: a mount namespace without /proc needs root and unshare");
+        return;
+    };
+    let mut command = Command::new(prefix[0]);
+    command.args(&prefix[1..]).arg(binary());
+    command.args(["--bind", "127.0.0.1", "--port", "0"]);
+    let server = crate::util::Server::spawn(command);
+    let warning = server.wait_for_line("the OOM warning", |l| l.contains("OOM killer"));
+    assert!(warning.starts_with("forkecho: warning: "), "{warning}");
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"no /proc"), b"no /proc");
 }
 
 #[test]

@@ -9,14 +9,17 @@
 //! - a socket (journald): send(2) with MSG_DONTWAIT, which is per call;
 //! - a pipe, FIFO or terminal: a private description of the same file, opened through
 //!   /proc/self/fd/2 with O_NONBLOCK (a pipe write of at most PIPE_BUF bytes then goes in whole or
-//!   not at all);
+//!   not at all). Opened before privileges are dropped: afterwards a pipe of root's could not be
+//!   opened anew. Where /proc is missing, a pipe is written with pwritev2(RWF_NOWAIT) (Linux 6.4
+//!   and later), and where that is refused too (or for a terminal), one warning line at startup
+//!   says that log lines may wait for stderr's reader;
 //! - anything else (a regular file, /dev/null): plain writes, which do not wait on a reader. A
 //!   file at its size limit (RLIMIT_FSIZE) fails the write with EFBIG instead of killing the
 //!   process with SIGXFSZ, which is ignored.
 
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -33,10 +36,13 @@ use crate::deadline;
 const PART_WAITS: u32 = 5;
 const PART_WAIT: Duration = Duration::from_millis(10);
 
-/// Where lines go (fd 2, or a private non-blocking description of it), and whether that is a
-/// socket (written with send and MSG_DONTWAIT).
+/// Where lines go (fd 2, or a private non-blocking description of it), and how (`PLAIN`,
+/// `SOCKET`: send with MSG_DONTWAIT, `NOWAIT`: pwritev2 with RWF_NOWAIT).
 static FD: AtomicI32 = AtomicI32::new(2);
-static SOCKET: AtomicBool = AtomicBool::new(false);
+static HOW: AtomicU8 = AtomicU8::new(PLAIN);
+const PLAIN: u8 = 0;
+const SOCKET: u8 = 1;
+const NOWAIT: u8 = 2;
 
 /// Lines that could not be written.
 pub struct Drops {
@@ -88,7 +94,7 @@ pub fn init() {
     // SAFETY: SIG_IGN runs no code of ours.
     let _ = unsafe { sigaction(Signal::SIGXFSZ, &ignore) };
     let previous = FD.swap(2, Ordering::AcqRel);
-    SOCKET.store(false, Ordering::Release);
+    HOW.store(PLAIN, Ordering::Release);
     if previous != 2 {
         // The private description an earlier `init` opened, used by nothing else.
         // SAFETY: closing an fd this module owns.
@@ -102,14 +108,40 @@ pub fn init() {
     // SAFETY: isatty only queries fd 2.
     let terminal = unsafe { nix::libc::isatty(2) } == 1;
     if kind == SFlag::S_IFSOCK {
-        SOCKET.store(true, Ordering::Release);
+        HOW.store(SOCKET, Ordering::Release);
     } else if kind == SFlag::S_IFIFO || terminal {
         let flags = OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-        // Where /proc is missing or the reader has gone, plain writes are left.
-        if let Ok(private) = open("/proc/self/fd/2", flags, Mode::empty()) {
-            FD.store(private.into_raw_fd(), Ordering::Release);
+        match open("/proc/self/fd/2", flags, Mode::empty()) {
+            Ok(private) => FD.store(private.into_raw_fd(), Ordering::Release),
+            Err(_) if kind == SFlag::S_IFIFO && nowait_works() => {
+                HOW.store(NOWAIT, Ordering::Release);
+            }
+            Err(err) => crate::logln!(
+                "warning: log lines may wait for whoever reads stderr: it is a {} that cannot \
+                 be reopened non-blocking through /proc/self/fd/2 ({err}){}",
+                if terminal { "terminal" } else { "pipe" },
+                if terminal {
+                    ""
+                } else {
+                    " and this kernel refuses RWF_NOWAIT on pipes"
+                }
+            ),
         }
     }
+}
+
+/// Whether pwritev2 takes RWF_NOWAIT on a pipe: from Linux 6.4 on. (An empty write cannot tell:
+/// the kernel returns 0 for it before it looks at the flags.)
+fn nowait_works() -> bool {
+    let Ok(uname) = nix::sys::utsname::uname() else {
+        return false;
+    };
+    let release = uname.release().to_string_lossy().into_owned();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (6, 4)
 }
 
 /// Writes `line` without waiting for the reader (see the module docs); true if all of it went.
@@ -117,12 +149,22 @@ pub fn write(line: &[u8]) -> bool {
     let fd = FD.load(Ordering::Acquire);
     // SAFETY: borrowed for this line only; the fd stays open for the process's life.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    match SOCKET.load(Ordering::Acquire) {
-        true => whole(fd, line, |fd, rest| {
+    match HOW.load(Ordering::Acquire) {
+        SOCKET => whole(fd, line, |fd, rest| {
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
             nix::sys::socket::send(fd.as_raw_fd(), rest, flags)
         }),
-        false => whole(fd, line, |fd, rest| nix::unistd::write(fd, rest)),
+        NOWAIT => whole(fd, line, |fd, rest| {
+            let iov = nix::libc::iovec {
+                iov_base: rest.as_ptr().cast_mut().cast(),
+                iov_len: rest.len(),
+            };
+            // SAFETY: one iovec over `rest`, which pwritev2 only reads.
+            let done =
+                unsafe { nix::libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, nix::libc::RWF_NOWAIT) };
+            Errno::result(done).map(|n| n as usize)
+        }),
+        _ => whole(fd, line, |fd, rest| nix::unistd::write(fd, rest)),
     }
 }
 

@@ -156,7 +156,10 @@ impl Parent {
                 confine: sandbox.map(|_| Confine::Inherited),
             },
             shared,
-            oom: oom::OomScore::open(),
+            oom: oom::OomScore::open().unwrap_or_else(|why| {
+                logln!("warning: children are not made the OOM killer's first choice: {why}");
+                None
+            }),
             pid: nix::unistd::getpid(),
             grace: ours.grace,
             quiet: ours.quiet,

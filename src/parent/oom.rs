@@ -24,21 +24,29 @@ pub struct OomScore {
 }
 
 impl OomScore {
-    /// None where there is nothing to do (the parent is at the maximum already) or it cannot be
-    /// done (no /proc, or the parent's score could not be restored).
-    pub fn open() -> Option<OomScore> {
+    /// None where there is nothing to do (the parent is at the maximum already); an error saying
+    /// why where it cannot be done (no /proc, or the parent's score could not be restored).
+    /// Opened before privileges are dropped: the file is the process's own only while it can
+    /// still open its /proc entries.
+    pub fn open() -> Result<Option<OomScore>, String> {
         let path = "/proc/self/oom_score_adj";
+        let unable = |err: std::io::Error| format!("unable to open {path}: {err}");
         let mut own = Vec::new();
-        File::open(path).ok()?.read_to_end(&mut own).ok()?;
+        File::open(path)
+            .and_then(|mut file| file.read_to_end(&mut own))
+            .map_err(unable)?;
         let own = own.trim_ascii().to_vec();
         if own == CHILD_SCORE {
-            return None;
+            return Ok(None);
         }
         let score = OomScore {
-            file: OpenOptions::new().write(true).open(path).ok()?,
+            file: OpenOptions::new().write(true).open(path).map_err(unable)?,
             own,
         };
-        (score.raise() && score.restore()).then_some(score)
+        match score.raise() && score.restore() {
+            true => Ok(Some(score)),
+            false => Err(format!("unable to write {path} and put it back")),
+        }
     }
 
     /// The parent's score becomes what the next child should be born with.

@@ -57,8 +57,9 @@ pub struct Listening {
     pub identity: Option<Identity>,
 }
 
-/// Finds or binds the listening socket, sets the options connections inherit from it, and drops
-/// privileges.
+/// Finds or binds the listening socket and sets the options connections inherit from it. The
+/// privileges stay until `drop_privileges`: whatever else needs them (the log's own description
+/// of stderr, here; the parent's OOM score file) is acquired first.
 pub fn listen(settings: &Settings) -> Result<Listening> {
     let passed = activation::passed_sockets()?;
     clean(passed);
@@ -86,17 +87,24 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
             listener.accept_with_data(wait.as_secs_f64().ceil() as u32)?;
         }
     }
-    if let Some(identity) = &identity {
-        privileges::drop_to(identity)?;
-    }
-    // Now that systemd's fds are taken (the log's own fd must not land on fd 3), and before the
-    // first line a client could make us write.
+    // Now that systemd's fds are taken (the log's own fd must not land on fd 3), before the first
+    // line a client could make us write, and before the privileges go (stderr may be a pipe only
+    // root can open anew).
     crate::log::init();
     Ok(Listening {
         listeners,
         from_systemd,
         identity,
     })
+}
+
+/// Gives up root if `--user` or `--group` asked for it: last, once everything that needs
+/// privilege is open.
+pub fn drop_privileges(identity: Option<&Identity>) -> Result<()> {
+    match identity {
+        Some(identity) => privileges::drop_to(identity),
+        None => Ok(()),
+    }
 }
 
 /// Undoes what a launcher may have left: a blocked signal (every child would stay a zombie and
