@@ -13,7 +13,7 @@
 //! `parent/fork.rs`, the one place that forks; `child/` the other side of that call: what a child
 //! undoes, then one connection's echo from first byte to close line. What both sides touch has a
 //! module of its own that says who writes it: `shared` (memory), `signals`, `sandbox`, `faults`,
-//! `peer`, `log`.
+//! `peer`, `log` (and `nowait`, how it writes without waiting).
 
 mod child;
 mod cli;
@@ -22,6 +22,7 @@ mod faults;
 mod inetd;
 mod log;
 mod memory;
+mod nowait;
 mod parent;
 mod peer;
 mod ping;
@@ -41,7 +42,20 @@ use clap::Parser;
 use cli::Mode;
 
 fn main() -> ExitCode {
+    // Before anything else, even parsing the options: a serving process must not die of a
+    // `pkill -USR1 forkecho` or a SIGTERM sent while it starts. The other modes give the
+    // signals back to their defaults once the options say which mode this is.
+    let caught = parent::catch_signals_early();
     let options = cli::Options::parse();
+    match options.mode() {
+        Mode::Serve => {
+            if let Err(err) = caught {
+                logln!("fatal: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+        _ => parent::release_signals(),
+    }
     log::install_panic_hook();
     testhooks::init();
     let result = match options.mode() {

@@ -5,13 +5,14 @@
 //! serve until a stop signal → shut down. Nothing that can fail comes after the readiness line: once a harness
 //! has read it, only a stop signal ends the server.
 
-use std::io::{self, Write};
+use std::io;
 use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::log::Secs;
 use crate::logln;
+use crate::nowait;
 use crate::parent::Parent;
 use crate::settings::Settings;
 use crate::setup::{self, Listening};
@@ -24,11 +25,13 @@ pub fn run(settings: &Settings) -> Result<()> {
         from_systemd,
         identity,
     } = setup::listen(&settings.setup)?;
-    // The parent opens what needs privilege (its OOM score file) before the privileges go.
+    // What needs privilege is opened before the privileges go: the parent's OOM score file, then
+    // stdout's own non-blocking description (held only until the readiness line is out).
     let mut parent = Parent::new(listeners, settings, started)?;
+    let stdout = nowait::Target::open(1, "stdout");
     setup::drop_privileges(identity.as_ref())?;
     parent.confine()?;
-    announce(&parent, settings, from_systemd);
+    announce(&parent, settings, from_systemd, stdout);
     if let Some(identity) = &identity {
         logln!("privileges dropped {}", identity.description);
     }
@@ -52,17 +55,30 @@ impl std::fmt::Display for Addrs<'_> {
     }
 }
 
-/// The readiness line on stdout (the only thing forkecho ever writes there, flushed at once so a
+/// The readiness line on stdout (the only thing forkecho ever writes there, in one write so a
 /// program that spawned us on port 0 can read the port), the startup line on stderr, and then
 /// stdout goes where stdin already points, to /dev/null: a harness reading stdout to its end gets
-/// there now, not when the last child exits, and no child holds the launcher's pipe. A closed
-/// stdout is not fatal.
-fn announce(parent: &Parent, settings: &Settings, from_systemd: bool) {
+/// there now, not when the last child exits, and no child holds the launcher's pipe. The line is
+/// written without waiting (`nowait`): a stdout that is full, closed or stopped costs a warning,
+/// never serving or stopping.
+fn announce(
+    parent: &Parent,
+    settings: &Settings,
+    from_systemd: bool,
+    (stdout, warning): (nowait::Target, Option<String>),
+) {
     let addr = Addrs(parent);
-    let mut out = io::stdout().lock();
-    if let Err(err) = writeln!(out, "listening on {addr}").and_then(|()| out.flush()) {
-        logln!("warning: unable to write the listening line to stdout: {err}");
+    if let Some(why) = warning {
+        logln!("warning: the listening line may wait for whoever reads stdout: {why}");
     }
+    let line = format!("listening on {addr}\n");
+    if !stdout.write(line.as_bytes()) {
+        logln!(
+            "warning: unable to write the listening line to stdout without waiting (nobody \
+             reads it, or it is closed): serving all the same"
+        );
+    }
+    stdout.close();
     // A passed socket comes bound and listening: --port, --bind and --backlog did not apply.
     let (origin, backlog) = match from_systemd {
         true => (" from=systemd", "unit".to_string()),

@@ -5,5 +5,11 @@
 
 use nix::sys::signal::Signal;
 
-/// Signals that stop the server (in the parent) or close the connection (in a child).
-pub const STOP: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+/// Signals that stop the server (in the parent) or close the connection (in a child). SIGQUIT
+/// (Ctrl-\ in a terminal) stops it like SIGINT (Ctrl-C), cleanly, rather than with a core dump.
+pub const STOP: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];

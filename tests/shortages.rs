@@ -94,7 +94,8 @@ fn fork_failure_closes_that_client_and_serving_resumes_when_processes_free_up() 
 #[test]
 fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
     // fds 0-2, the listener, the self-pipe, the log's own description of stderr (a pipe here)
-    // and the oom_score_adj file fill a limit of eight: every accept gets EMFILE.
+    // and the oom_score_adj file fill a limit of eight: every accept gets EMFILE. (stdout's own
+    // description finds no room either: the readiness line is written to fd 1 itself.)
     let mut server = Server::spawn(limited("--nofile=8", false));
     let _waiting = server.connect(); // completes in the kernel backlog; accept then fails
     let lines = server.wait_for_lines(2, |l| {

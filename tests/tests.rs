@@ -42,3 +42,5 @@ mod scaleout;
 mod shortages;
 /// Per-source limits: --rate-per-ip and --max-per-ip.
 mod sources;
+/// The first milliseconds: signals before the server is ready, a stdout nobody reads.
+mod startup;

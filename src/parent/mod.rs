@@ -57,6 +57,16 @@ const BACKOFF: Duration = Duration::from_millis(100);
 /// At most one warning line per second for each kind of failure.
 const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Catches the signals a serving process handles, first thing (see `signals::catch_early`).
+pub fn catch_signals_early() -> Result<()> {
+    signals::catch_early()
+}
+
+/// Gives those signals back to their default actions, in a process that turns out not to serve.
+pub fn release_signals() {
+    signals::release();
+}
+
 /// What the parent's loop enforces, from the options (`crate::settings`).
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -24,13 +24,18 @@ use crate::signals::STOP;
 use crate::testhooks::{self, Hook};
 
 /// Every signal the parent handles, and so blocks around fork.
-const HANDLED: [Signal; 5] = [
+const HANDLED: [Signal; 6] = [
     Signal::SIGCHLD,
     Signal::SIGUSR1,
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
+    Signal::SIGQUIT,
 ];
+/// Signals the parent ignores rather than die of: nothing of forkecho's sends them, and a stray
+/// one must not end the server without its stopping and stopped lines. (A child sets SIGALRM's
+/// handler itself for `--max-duration`.)
+const IGNORED: [Signal; 2] = [Signal::SIGUSR2, Signal::SIGALRM];
 
 /// Write end of the self-pipe, for the handlers. -1 until `install`.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -99,11 +104,47 @@ pub struct Pending {
     pub stats: bool,
 }
 
-/// Creates the self-pipe and installs the handlers. Call once, before the first fork.
+/// Installs the handlers of the stop signals and SIGUSR1, and ignores SIGUSR2 and SIGALRM: first
+/// thing in a serving process, so that a signal sent while it sets itself up is recorded, never
+/// fatal (the self-pipe does not exist yet; `install` wakes the loop for what came meanwhile).
+pub fn catch_early() -> Result<()> {
+    for signal in STOP {
+        // SAFETY: the action only stores to atomics and writes to a pipe.
+        unsafe { signal_hook::low_level::register(signal as i32, move || on_stop(signal)) }
+            .with_context(|| format!("unable to install the {} handler", signal.as_str()))?;
+    }
+    // SAFETY: the action only stores to an atomic and writes to a pipe.
+    unsafe { signal_hook::low_level::register(Signal::SIGUSR1 as i32, on_usr1) }
+        .context("unable to install the SIGUSR1 handler")?;
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for signal in IGNORED {
+        // SAFETY: SIG_IGN runs no code of ours.
+        unsafe { sigaction(signal, &ignore) }
+            .with_context(|| format!("unable to ignore {}", signal.as_str()))?;
+    }
+    Ok(())
+}
+
+/// Undoes `catch_early` (SIG_DFL: signal-hook's unregister would not restore the default).
+pub fn release() {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in STOP.into_iter().chain([Signal::SIGUSR1]).chain(IGNORED) {
+        // SAFETY: SIG_DFL runs no code of ours.
+        let _ = unsafe { sigaction(signal, &default) };
+    }
+}
+
+/// Creates the self-pipe and installs the SIGCHLD handler (after `catch_early`). Call once,
+/// before the first fork.
 pub fn install() -> Result<Wakeup> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
         .context("unable to create the self-pipe")?;
     WAKE_FD.store(write.as_raw_fd(), Ordering::Release);
+    // A signal that came before the pipe: its flag is set, and now its byte too, so the loop's
+    // first poll returns at once.
+    if STOPS.load(Ordering::Acquire) > 0 || STATS_WANTED.load(Ordering::Acquire) {
+        wake();
+    }
     reaper::init()?;
     // SIGCHLD comes once per connection, so its handler is a plain sigaction one. signal-hook's
     // dispatcher counts itself into its registry on every signal: a write to the parent's heap,
@@ -119,14 +160,6 @@ pub fn install() -> Result<Wakeup> {
     // SAFETY: on_sigchld is async-signal-safe (see there).
     unsafe { sigaction(Signal::SIGCHLD, &sigchld) }
         .context("unable to install the SIGCHLD handler")?;
-    for signal in STOP {
-        // SAFETY: the action only stores to atomics and writes to a pipe.
-        unsafe { signal_hook::low_level::register(signal as i32, move || on_stop(signal)) }
-            .with_context(|| format!("unable to install the {} handler", signal.as_str()))?;
-    }
-    // SAFETY: the action only stores to an atomic and writes to a pipe.
-    unsafe { signal_hook::low_level::register(Signal::SIGUSR1 as i32, on_usr1) }
-        .context("unable to install the SIGUSR1 handler")?;
     Ok(Wakeup { read, write })
 }
 
