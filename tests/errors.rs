@@ -36,6 +36,21 @@ fn an_out_of_range_port_is_refused_naming_it() {
 }
 
 #[test]
+fn a_negative_number_is_refused_naming_its_option() {
+    for (args, option) in [
+        (&["-p", "-1"][..], "--port <PORT>"),
+        (&["--backlog", "-5"], "--backlog <N>"),
+        (&["--max-clients", "-3"], "--max-clients <N>"),
+        (&["--grace", "-2"], "--grace <SECS>"),
+        (&["ping", "-c", "-1", "localhost:7"], "--count <COUNT>"),
+    ] {
+        let value = args[args.len() - if args[0] == "ping" { 2 } else { 1 }];
+        let quoted = format!("invalid value '{value}' for '{option}'");
+        assert_refused(&forkecho(args), 2, &[&quoted]);
+    }
+}
+
+#[test]
 fn a_bind_address_that_is_neither_an_ip_nor_a_name_is_refused_naming_it() {
     assert_refused(
         &forkecho(&["--bind", "not an address"]),

@@ -32,6 +32,8 @@ const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
 #[derive(Parser, Debug, Clone)]
 #[command(
     args_conflicts_with_subcommands = true,
+    // `-p -1` is a bad port, not an unknown flag: the value's parser says what is wrong with it.
+    allow_negative_numbers = true,
     group(ArgGroup::new("faults").multiple(true).args([
         "delay", "rate", "chunk", "close_after", "reset_after", "stall_after", "slow_close",
     ])),
@@ -340,6 +342,7 @@ pub enum Command {
 
 /// `forkecho ping`'s options.
 #[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
 pub struct PingOptions {
     /// The echo server: HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT)
     #[arg(value_name = "HOST:PORT")]
