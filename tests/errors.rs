@@ -60,6 +60,28 @@ fn a_bind_address_that_is_neither_an_ip_nor_a_name_is_refused_naming_it() {
 }
 
 #[test]
+fn a_bind_address_in_a_form_that_cannot_serve_is_refused_saying_which_forms_work() {
+    for (value, needle) in [
+        ("fe80::1", "needs its interface, such as fe80::1%eth0"),
+        ("127.1", "IPv4 address in shorthand"),
+        ("0x7f000001", "IPv4 address in shorthand"),
+        ("::1%lo", "only a link-local IPv6 address"),
+    ] {
+        let quoted = format!("'{value}'");
+        assert_refused(
+            &forkecho(&["--bind", value]),
+            2,
+            &[&quoted, "--bind", needle],
+        );
+    }
+    assert_refused(
+        &forkecho(&["--bind", "fe80::1%no-such-if9", "--port", "0"]),
+        1,
+        &["--bind 'fe80::1%no-such-if9': no interface 'no-such-if9'"],
+    );
+}
+
+#[test]
 fn a_bind_name_that_does_not_resolve_is_refused_naming_it() {
     // .invalid never resolves (RFC 6761).
     assert_refused(

@@ -159,3 +159,34 @@ fn every_listening_socket_systemd_passes_is_served() {
         assert_eq!(round_trip(&mut client, b"passed"), b"passed");
     }
 }
+
+#[test]
+fn a_link_local_address_is_bound_with_its_interface_and_pinged_the_same_way() {
+    crate::util::netns::in_private_network(&["fe80::1"], || {
+        let mut process = Command::new(binary())
+            .args(["--port", "0", "--bind", "fe80::1%lo", "-q"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn forkecho");
+        let mut line = String::new();
+        let stdout = process.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        // `listening on [fe80::1%1]:PORT`: the scope as the kernel numbers lo.
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        let (shown, port) = line.trim_end().rsplit_once(':').expect(&line);
+        assert_eq!(shown, format!("listening on [fe80::1%{lo}]"), "{line}");
+        let port: u16 = port.parse().unwrap();
+        let to = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), port, 0, lo);
+        let mut client = crate::util::connect(to.into());
+        assert_eq!(round_trip(&mut client, b"link-local"), b"link-local");
+        let target = format!("[fe80::1%lo]:{port}");
+        let ping = Command::new(binary())
+            .args(["ping", "-c", "1", "-q", &target])
+            .output()
+            .unwrap();
+        assert!(ping.status.success(), "{ping:?}");
+        crate::util::fixture::stop(&mut process, crate::util::DEADLINE);
+    });
+}

@@ -3,7 +3,7 @@
 //! option it was given to.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::faults::{CHUNK_GAP, Chunk, Delay};
@@ -70,6 +70,9 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {
     Ip(IpAddr),
+    /// A link-local IPv6 address and its interface (`fe80::1%eth0`), a name or an index: looked
+    /// up when forkecho binds.
+    Scoped(Ipv6Addr, String),
     Name(String),
 }
 
@@ -77,9 +80,20 @@ impl fmt::Display for Bind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Bind::Ip(ip) => write!(f, "{ip}"),
+            Bind::Scoped(ip, scope) => write!(f, "{ip}%{scope}"),
             Bind::Name(name) => f.write_str(name),
         }
     }
+}
+
+/// What `--bind` accepts, for its error messages.
+const BIND_FORMS: &str = "expected an IP address such as 127.0.0.1 or ::1, a link-local one \
+    with its interface such as fe80::1%eth0, or a host name such as localhost";
+
+/// Whether `ip` is an IPv6 link-local address (fe80::/10), which names no host without its
+/// interface.
+fn link_local(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// Whether a client can reach a TCP listener on `ip`: not a multicast or broadcast address.
@@ -92,10 +106,31 @@ pub fn reachable(ip: IpAddr) -> Result<(), String> {
 }
 
 /// Parses where to listen: an IP address of this host (not a multicast or broadcast one, which
-/// TCP can bind and no client can ever reach), or a host name, resolved when forkecho starts.
+/// TCP can bind and no client can ever reach; a link-local IPv6 one with `%` and its interface),
+/// or a host name, resolved when forkecho starts. IPv4 addresses are read in their usual form
+/// only: the shorthands inet_aton(3) also reads (127.1, 0x7f000001) are refused, as numbers
+/// and not as names, whichever way they are written.
 pub fn parse_bind(text: &str) -> Result<Bind, String> {
+    if let Some((ip, scope)) = text.split_once('%') {
+        let ip: Ipv6Addr = ip.parse().map_err(|_| BIND_FORMS.to_string())?;
+        if !link_local(ip) {
+            return Err("only a link-local IPv6 address (fe80::/10) takes a %interface".into());
+        }
+        let interface = |c: char| c.is_ascii_alphanumeric() || "-_.@:".contains(c);
+        if scope.is_empty() || scope.len() > 15 || !scope.chars().all(interface) {
+            return Err(format!("'{scope}' is not an interface name or index"));
+        }
+        return Ok(Bind::Scoped(ip, scope.to_string()));
+    }
     if let Ok(ip) = text.parse::<IpAddr>() {
         reachable(ip)?;
+        if let IpAddr::V6(v6) = ip
+            && link_local(v6)
+        {
+            return Err(format!(
+                "a link-local address needs its interface, such as {ip}%eth0 or {ip}%lo"
+            ));
+        }
         return Ok(Bind::Ip(ip));
     }
     let label = |l: &str| {
@@ -105,17 +140,26 @@ pub fn parse_bind(text: &str) -> Result<Bind, String> {
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
+    // A name's last label is never a number (RFC 1123, 2.1): one that is, in decimal or hex,
+    // is an IPv4 shorthand that the resolver would read as an address.
+    let numeric = |l: &str| {
+        let hex = l.strip_prefix("0x").or_else(|| l.strip_prefix("0X"));
+        match hex {
+            Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+            None => l.bytes().all(|b| b.is_ascii_digit()),
+        }
+    };
     let name = text.strip_suffix('.').unwrap_or(text);
-    if name.len() <= 253
-        && name.split('.').all(label)
-        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-    {
+    if name.split('.').next_back().is_some_and(numeric) && name.split('.').all(|l| !l.is_empty()) {
+        return Err(format!(
+            "'{text}' is an IPv4 address in shorthand: write all four parts in decimal, such as \
+             127.0.0.1"
+        ));
+    }
+    if name.len() <= 253 && name.split('.').all(label) {
         return Ok(Bind::Name(text.to_string()));
     }
-    Err(
-        "expected an IP address such as 127.0.0.1 or ::1, or a host name such as localhost"
-            .to_string(),
-    )
+    Err(BIND_FORMS.to_string())
 }
 
 /// Parses a byte count with an optional K, M or G (binary) suffix; zero allowed (the limits:
@@ -221,14 +265,40 @@ mod tests {
         assert!(parse_bind("127.0.0.1").is_ok());
         assert!(parse_bind("::").is_ok());
         assert!(parse_bind("0.0.0.0").is_ok());
+        assert_eq!(
+            parse_bind("fe80::1%lo"),
+            Ok(Bind::Scoped("fe80::1".parse().unwrap(), "lo".into()))
+        );
+        assert_eq!(
+            parse_bind("fe80::1%2"),
+            Ok(Bind::Scoped("fe80::1".parse().unwrap(), "2".into()))
+        );
+        let needs_interface = parse_bind("fe80::1").unwrap_err();
+        assert!(
+            needs_interface.contains("fe80::1%eth0"),
+            "{needs_interface}"
+        );
+        for shorthand in [
+            "127.1",
+            "0x7f000001",
+            "10.0x1",
+            "1.2.3.4.5",
+            "0177.0.0.1",
+            "2130706433",
+        ] {
+            let err = parse_bind(shorthand).unwrap_err();
+            assert!(err.contains("shorthand"), "{shorthand}: {err}");
+        }
         for refused in [
+            "::1%lo",
+            "fe80::1%",
+            "fe80::1%a/b",
             "224.0.0.1",
             "239.1.2.3",
             "255.255.255.255",
             "ff02::1",
             "not a name",
             "-x",
-            "1.2.3.4.5",
             "host..example",
             "",
         ] {

@@ -179,19 +179,21 @@ fn attempt(
     }
 }
 
-/// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`).
+/// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`, link-local ones with their
+/// interface: `[fe80::1%eth0]:7`).
 fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
-    let Some((host, port)) = target.rsplit_once(':') else {
-        return Err(format!(
-            "'{target}': expected HOST:PORT, such as localhost:9999"
-        ));
+    let usage = || format!("'{target}': expected HOST:PORT, such as localhost:9999");
+    let (host, port) = target.rsplit_once(':').ok_or_else(usage)?;
+    // The resolver reads a scope (`%eth0`) but not brackets: take them off.
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').ok_or_else(usage)?,
+        None => host,
     };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!(
-            "'{target}': expected HOST:PORT, such as localhost:9999"
-        ));
+    let port: u16 = port.parse().map_err(|_| usage())?;
+    if host.is_empty() {
+        return Err(usage());
     }
-    let addrs: Vec<SocketAddr> = target
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|err| format!("unable to resolve '{target}': {err}"))?
         .collect();

@@ -11,7 +11,7 @@
 //! accept(2).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -70,16 +70,18 @@ impl Listener {
 
     /// One listener per address, all on one port. An address of a family this host lacks is
     /// skipped if it came from a name (with a warning); at least one must bind.
-    fn bind_addrs(addrs: &[(IpAddr, &Bind)], settings: Settings) -> Result<Vec<Listener>> {
+    fn bind_addrs(addrs: &[(SocketAddr, &Bind)], settings: Settings) -> Result<Vec<Listener>> {
         let mut listeners: Vec<Listener> = Vec::new();
         let mut port = settings.port;
-        for &(ip, bind) in addrs {
-            match Listener::open(SocketAddr::new(ip, port), Settings { port, ..settings }) {
+        for &(mut addr, bind) in addrs {
+            addr.set_port(port);
+            match Listener::open(addr, Settings { port, ..settings }) {
                 Ok(listener) => {
                     port = listener.addr.port();
                     listeners.push(listener);
                 }
                 Err(err) if matches!(bind, Bind::Name(_)) && no_family(&err) => {
+                    let ip = addr.ip();
                     crate::logln!("warning: --bind {bind}: skipping {ip}: {err:#}");
                 }
                 Err(err) => return Err(err),
@@ -182,26 +184,35 @@ pub fn connection_options(socket: &Socket, idle_timeout: Duration) -> io::Result
     Ok(())
 }
 
-/// The addresses `binds` stand for, in order, each once, with the `--bind` it came from. A name
-/// that resolves to nothing, or to an address no client can reach, is an error naming it.
-fn resolve(binds: &[Bind]) -> Result<Vec<(IpAddr, &Bind)>> {
-    let mut addrs: Vec<(IpAddr, &Bind)> = Vec::new();
+/// The addresses `binds` stand for (port 0), in order, each once, with the `--bind` it came
+/// from. A name that resolves to nothing, or to an address no client can reach, and an interface
+/// that does not exist, are errors naming them.
+fn resolve(binds: &[Bind]) -> Result<Vec<(SocketAddr, &Bind)>> {
+    let mut addrs: Vec<(SocketAddr, &Bind)> = Vec::new();
     for bind in binds {
-        let ips: Vec<IpAddr> = match bind {
-            Bind::Ip(ip) => vec![*ip],
+        let found: Vec<SocketAddr> = match bind {
+            Bind::Ip(ip) => vec![SocketAddr::new(*ip, 0)],
+            Bind::Scoped(ip, scope) => {
+                let index = match scope.parse::<u32>() {
+                    Ok(index) => index,
+                    Err(_) => nix::net::if_::if_nametoindex(scope.as_str())
+                        .with_context(|| format!("--bind '{bind}': no interface '{scope}'"))?,
+                };
+                vec![SocketAddrV6::new(*ip, 0, 0, index).into()]
+            }
             Bind::Name(name) => (name.as_str(), 0)
                 .to_socket_addrs()
                 .with_context(|| format!("unable to resolve --bind '{name}'"))?
-                .map(|addr| addr.ip())
                 .collect(),
         };
-        anyhow::ensure!(!ips.is_empty(), "--bind '{bind}' resolves to no address");
-        for ip in ips {
+        anyhow::ensure!(!found.is_empty(), "--bind '{bind}' resolves to no address");
+        for addr in found {
+            let ip = addr.ip();
             if let Err(why) = reachable(ip) {
                 anyhow::bail!("--bind '{bind}' resolves to {ip}: {why}");
             }
-            if !addrs.iter().any(|&(seen, _)| seen == ip) {
-                addrs.push((ip, bind));
+            if !addrs.iter().any(|&(seen, _)| seen == addr) {
+                addrs.push((addr, bind));
             }
         }
     }
