@@ -142,6 +142,11 @@ fn a_missing_broken_or_over_long_header_closes_that_connection_and_says_why() {
             b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 9999\n".to_vec(),
             "ends in a bare LF",
         ),
+        (
+            b"PROXY TCP4 192.0.2.1 \x1b[31mX 1000 9999\r\n".to_vec(),
+            "bad address or port",
+        ),
+        (v2([192, 0, 2, 1], 0), "v2 header with port 0"),
     ];
     // A server each: the proxy-error lines are rate-limited to one a second.
     for (first, why) in cases {

@@ -81,21 +81,21 @@ fn parse_v1(bytes: &[u8]) -> Parsed {
             "PROXY",
             family @ ("TCP4" | "TCP6"),
             source,
-            _destination,
-            port,
-            _port,
+            destination,
+            source_port,
+            destination_port,
         ] => {
-            let ip: Option<IpAddr> = match *family {
-                "TCP4" => source.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
-                _ => source.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            // Both halves are checked alike: an address of the family named, and a port.
+            let ip = |text: &str| -> Option<IpAddr> {
+                match *family {
+                    "TCP4" => text.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+                    _ => text.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+                }
             };
-            // Ports are decimal without sign or leading zeros: u16's parser accepts "+1" and "01".
-            let port = match port.bytes().all(|b| b.is_ascii_digit()) && !port.starts_with('0') {
-                true => port.parse::<u16>().ok(),
-                false => None,
-            };
-            match (ip, port) {
-                (Some(ip), Some(port)) => Parsed::Complete {
+            let client = ip(source).zip(v1_port(source_port));
+            let server = ip(destination).zip(v1_port(destination_port));
+            match (client, server) {
+                (Some((ip, port)), Some(_)) => Parsed::Complete {
                     source: Source::Client(SocketAddr::new(ip, port)),
                     len,
                 },
@@ -104,6 +104,18 @@ fn parse_v1(bytes: &[u8]) -> Parsed {
         }
         _ => Parsed::Invalid("malformed v1 header"),
     }
+}
+
+/// A v1 port: decimal, 1 to 65535, without sign or leading zeros (u16's parser would accept
+/// "+1" and "01").
+fn v1_port(text: &str) -> Option<u16> {
+    let decimal = text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    decimal.then(|| text.parse::<u16>().ok()).flatten()
+}
+
+/// A v2 port, big-endian: 0 is no TCP port, on either side.
+fn v2_port(bytes: [u8; 2]) -> Option<u16> {
+    Some(u16::from_be_bytes(bytes)).filter(|&port| port != 0)
 }
 
 fn parse_v2(bytes: &[u8]) -> Parsed {
@@ -124,19 +136,22 @@ fn parse_v2(bytes: &[u8]) -> Parsed {
     let body = &bytes[16..len];
     let source = match (command, bytes[13]) {
         (0, _) => Source::Local,
-        (1, 0x11) if body.len() >= 12 => {
-            let ip = Ipv4Addr::from(<[u8; 4]>::try_from(&body[..4]).expect("4 bytes"));
-            Source::Client(SocketAddr::new(
-                ip.into(),
-                u16::from_be_bytes([body[8], body[9]]),
-            ))
-        }
-        (1, 0x21) if body.len() >= 36 => {
-            let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&body[..16]).expect("16 bytes"));
-            Source::Client(SocketAddr::new(
-                ip.into(),
-                u16::from_be_bytes([body[32], body[33]]),
-            ))
+        (1, family @ (0x11 | 0x21)) if body.len() >= if family == 0x11 { 12 } else { 36 } => {
+            // The addresses, then the source port and the destination port.
+            let (ip, ports): (IpAddr, &[u8]) = match family {
+                0x11 => {
+                    let ip = <[u8; 4]>::try_from(&body[..4]).expect("4 bytes");
+                    (Ipv4Addr::from(ip).into(), &body[8..12])
+                }
+                _ => {
+                    let ip = <[u8; 16]>::try_from(&body[..16]).expect("16 bytes");
+                    (Ipv6Addr::from(ip).into(), &body[32..36])
+                }
+            };
+            match (v2_port([ports[0], ports[1]]), v2_port([ports[2], ports[3]])) {
+                (Some(port), Some(_)) => Source::Client(SocketAddr::new(ip, port)),
+                _ => return Parsed::Invalid("v2 header with port 0"),
+            }
         }
         (1, 0x11 | 0x21) => return Parsed::Invalid("v2 header too short for its addresses"),
         // UNSPEC, UNIX, UDP: nothing forkecho can count a TCP client under.
@@ -203,6 +218,11 @@ mod tests {
             b"hello world\r\n",
             b"GET / HTTP/1.0\r\n",
             b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\n",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 0 443\r\n",
+            b"PROXY TCP4 192.0.2.1 \x1b[31mX 56324 443\r\n",
+            b"PROXY TCP4 192.0.2.1 2001:db8::1 56324 443\r\n",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 0\r\n",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 +443\r\n",
         ] {
             assert!(
                 matches!(parse(bad), Parsed::Invalid(_)),
@@ -268,6 +288,17 @@ mod tests {
         assert_eq!(parse(&header[..20]), Parsed::Incomplete);
         assert!(matches!(parse(&v2(1, 0x11, &[0; 4])), Parsed::Invalid(_)));
         assert!(matches!(parse(&v2(7, 0x11, &[0; 12])), Parsed::Invalid(_)));
+        // Port 0, on either side.
+        let mut ports = vec![192, 0, 2, 1, 198, 51, 100, 2, 0, 0, 1, 187];
+        assert_eq!(
+            parse(&v2(1, 0x11, &ports)),
+            Parsed::Invalid("v2 header with port 0")
+        );
+        ports[8..12].copy_from_slice(&[1, 187, 0, 0]);
+        assert_eq!(
+            parse(&v2(1, 0x11, &ports)),
+            Parsed::Invalid("v2 header with port 0")
+        );
         let mut wrong_version = header.clone();
         wrong_version[12] = 0x11;
         assert!(matches!(parse(&wrong_version), Parsed::Invalid(_)));
