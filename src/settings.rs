@@ -70,6 +70,7 @@ impl Settings {
                 max_duration: options.max_duration,
                 idle_timeout: options.idle_timeout,
                 faults: faults_of(options).map(|faults| &*Box::leak(Box::new(faults))),
+                grace: options.grace,
             },
             sandbox: !options.no_sandbox,
         }

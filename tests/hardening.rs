@@ -283,6 +283,23 @@ fn children_that_outlast_the_grace_period_are_killed() {
 }
 
 #[test]
+fn a_short_grace_closes_idle_clients_instead_of_killing_their_children() {
+    // A child's lingering close (and its wait on a client that reads nothing) fits within the
+    // grace: clients that are merely idle are closed with FIN, not counted as killed.
+    let mut server = Server::start(&["--grace", "0.5"]);
+    let (mut idle, _) = server.connected_child();
+    server.signal(Signal::SIGTERM);
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
+    let stopped = server.stopped_line();
+    assert_eq!(field(&stopped, "killed"), Some("0"), "{stopped}");
+    let close = server.close_line_for(idle.local_addr().unwrap());
+    assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+}
+
+#[test]
 fn a_second_stop_signal_cuts_the_grace_period_short() {
     // A grace period far beyond the test's deadline: only the second signal can end it in time.
     let mut server = Server::start(&["--grace", "3600"]);

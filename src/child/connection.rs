@@ -69,7 +69,7 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
             if let Some(marks) = context.marks {
                 marks.mark_closed(context.serial);
             }
-            close(socket, &outcome.end);
+            close(socket, &outcome.end, settings.grace);
             (outcome, faulted)
         }
         // Faults shape sockets only: a pipe's close line has no fault= field.
@@ -119,7 +119,8 @@ fn enter(sandbox: Confine, stream: &Stream, serial: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// How long a stopped connection waits for the client to finish: see `close`.
+/// How long a closing connection waits for the client to finish: see `close`. At shutdown, half
+/// of `--grace` at most, so that the parent does not kill a child that is merely closing.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Closes the socket the way its end calls for.
@@ -134,23 +135,24 @@ const LINGER: Duration = Duration::from_secs(2);
 /// - `--close-after`: the lingering close, so the client gets exactly the bytes before the FIN
 ///   and no reset, whatever it still sends.
 /// - Otherwise the client has closed, reset or gone idle: a plain close.
-fn close(socket: TcpStream, end: &End) {
+fn close(socket: TcpStream, end: &End, grace: Duration) {
     match end {
         End::WriteTimeout | End::ResetAfter => {
             let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
         }
-        End::CloseAfter => linger(&socket),
+        End::CloseAfter => linger(&socket, LINGER),
         End::Reset | End::ClientClosed | End::Failed(_) => {}
-        _ if stop::requested() => linger(&socket),
+        _ if stop::stopped() => linger(&socket, LINGER.min(grace / 2)),
+        _ if stop::expired() => linger(&socket, LINGER),
         _ => {}
     }
 }
 
-fn linger(socket: &TcpStream) {
+fn linger(socket: &TcpStream, most: Duration) {
     if socket.shutdown(Shutdown::Write).is_err() {
         return;
     }
-    let deadline = Instant::now() + LINGER;
+    let deadline = Instant::now() + most;
     let mut discard = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

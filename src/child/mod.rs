@@ -58,6 +58,9 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// `--delay`, `--chunk` and the other faults, if any are asked for.
     pub faults: Option<&'static Faults>,
+    /// `--grace`: once the server is stopping, how long the parent waits before it kills the
+    /// children; a child closes its connection within it (`connection::close`).
+    pub grace: Duration,
 }
 
 /// One connection's context: everything its child needs, handed over by value at fork.

@@ -147,6 +147,7 @@ mod tests {
             total: Box::leak(Box::new(AtomicU64::new(0))),
             stopped: never,
             stall: Duration::ZERO,
+            stopped_stall: Duration::from_secs(1),
         }
     }
 

@@ -108,11 +108,15 @@ pub struct Session {
     /// Asked before every read (the stop handler makes a read about to block return soon).
     pub stopped: fn() -> bool,
     /// How long a client may take none of its echo, counted from the last byte it took; zero
-    /// for never. Once stopped, one second at most.
+    /// for never. Once stopped, `stopped_stall` at most.
     pub stall: Duration,
+    /// Once the server is stopping, a client that reads nothing of its echo for this long is let
+    /// go: a second, or a quarter of `--grace` if that is shorter.
+    pub stopped_stall: Duration,
 }
 
-/// Once the server is stopping, a client that reads nothing of its echo for this long is let go.
+/// Once the server is stopping, a client that reads nothing of its echo is let go after this
+/// long at most.
 const STOPPED_STALL: Duration = Duration::from_secs(1);
 
 impl Session {
@@ -123,6 +127,7 @@ impl Session {
             total: context.total,
             stopped: stop::requested,
             stall: context.settings.idle_timeout,
+            stopped_stall: STOPPED_STALL.min(context.settings.grace / 4),
         }
     }
 
@@ -130,7 +135,7 @@ impl Session {
     pub fn stall_limit(&self) -> Option<Duration> {
         let limit = Some(self.stall).filter(|stall| !stall.is_zero());
         match (self.stopped)() {
-            true => Some(limit.map_or(STOPPED_STALL, |limit| limit.min(STOPPED_STALL))),
+            true => Some(limit.map_or(self.stopped_stall, |limit| limit.min(self.stopped_stall))),
             false => limit,
         }
     }

@@ -165,6 +165,7 @@ mod tests {
             total: Box::leak(Box::new(AtomicU64::new(0))),
             stopped: never,
             stall,
+            stopped_stall: Duration::from_secs(1),
         }
     }
 
