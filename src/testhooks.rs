@@ -19,6 +19,10 @@ pub enum Hook {
     /// `forbidden-syscall`: the child of the first connection (and `--inetd`), once in its
     /// sandbox, makes a system call the sandbox forbids (socket(2)), and must die of SIGSYS.
     ForbiddenSyscall,
+    /// `stop-before-wait`: a child raises SIGTERM once, the first time it is about to wait in
+    /// poll (for input, or for room to write): after it looked for a stop and before the wait.
+    /// That is where a stop signal from outside can land; it must not be missed.
+    StopBeforeWait,
 }
 
 #[cfg(debug_assertions)]
@@ -27,10 +31,11 @@ mod armed {
 
     use super::Hook;
 
-    const NAMES: [(&str, Hook); 3] = [
+    const NAMES: [(&str, Hook); 4] = [
         ("sigterm-while-waking", Hook::SigtermWhileWaking),
         ("child-panics", Hook::ChildPanics),
         ("forbidden-syscall", Hook::ForbiddenSyscall),
+        ("stop-before-wait", Hook::StopBeforeWait),
     ];
 
     static ARMED: AtomicU32 = AtomicU32::new(0);

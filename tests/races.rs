@@ -33,6 +33,46 @@ fn a_stop_signal_that_lands_while_the_loop_takes_a_wake_up_is_not_lost() {
     assert_eq!(field(&stopping, "signal"), Some("SIGTERM"), "{stopping}");
 }
 
+/// The child's side: a stop signal that lands after a child looked for one and before it waits
+/// in poll (on the spliced path, for more input; on the shaped path, for its next step) must end
+/// that wait, not leave it to the idle timeout (30 s here). The hook raises it at the child's
+/// first wait.
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "fault hooks exist in debug builds only"
+)]
+fn a_stop_signal_that_lands_just_before_a_child_waits_is_not_lost() {
+    // 2 KiB fills a plain session's small first read: its first wait is on the spliced path. A
+    // shaped session waits from the start: its client sends nothing, so that only the stop can
+    // end that wait.
+    for (faults, sent) in [(&[][..], 2048), (&["--stall-after", "1M"][..], 0)] {
+        let args = [&["--idle-timeout", "30"][..], faults].concat();
+        let server = Server::with_hooks("stop-before-wait", &args);
+        let mut client = server.connect();
+        client.write_all(&vec![b'x'; sent]).unwrap();
+        let started = std::time::Instant::now();
+        let mut back = Vec::new();
+        let _ = client.read_to_end(&mut back);
+        let waited = started.elapsed();
+        assert!(
+            waited < std::time::Duration::from_secs(10),
+            "{faults:?}: closed after {waited:?}"
+        );
+        let close = server.close_line_for(client.local_addr().unwrap());
+        assert_eq!(
+            field(&close, "end"),
+            Some("shutdown"),
+            "{faults:?}: {close}"
+        );
+        // What the close line counts is what the client got.
+        assert_eq!(
+            field(&close, "bytes"),
+            Some(back.len().to_string().as_str())
+        );
+    }
+}
+
 /// Whether this machine can give a pid namespace its own pid_max (root, `unshare`, Linux 6.14+).
 fn namespaced_pid_max_works() -> bool {
     nix::unistd::geteuid().is_root()

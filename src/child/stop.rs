@@ -13,7 +13,15 @@
 //! would kill them); SIGCHLD goes back to the default. `--max-duration` works the same way, from a
 //! timer's SIGALRM; `stopped` and `expired` tell the close line which it was.
 
-use std::os::fd::RawFd;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::signal::{SigmaskHow, sigprocmask};
+use nix::sys::time::TimeSpec;
+
+use crate::testhooks::{self, Hook};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -69,6 +77,42 @@ fn handle(signal: Signal) {
     );
     // SAFETY: on_signal is async-signal-safe: atomic stores and setsockopt(2) only.
     let _ = unsafe { sigaction(signal, &action) };
+}
+
+/// poll(2) on `fds` for up to `timeout` (None: no limit), but never past a stop: the signals
+/// that stop the echo are blocked from before `requested` is looked at until ppoll(2) unblocks
+/// them for the wait, so one that comes in between interrupts the wait (EINTR) instead of being
+/// missed until the timeout. A stop already there is EINTR at once; the caller looks again.
+pub fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> nix::Result<i32> {
+    let mut stopping = SigSet::empty();
+    for signal in crate::signals::STOP.into_iter().chain([Signal::SIGALRM]) {
+        stopping.add(signal);
+    }
+    let mut waiting = SigSet::empty();
+    // sigprocmask fails only for an invalid `how`, which is a constant here.
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stopping), Some(&mut waiting));
+    let polled = match requested() {
+        true => Err(Errno::EINTR),
+        false => {
+            if testhooks::take(Hook::StopBeforeWait) {
+                let _ = nix::sys::signal::raise(Signal::SIGTERM);
+            }
+            ppoll(fds, timeout.map(TimeSpec::from), Some(waiting))
+        }
+    };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&waiting), None);
+    polled
+}
+
+/// Waits up to `timeout` for `events` on `fd`, as `deadline::poll_one` does, but through `poll`:
+/// false if the time ran out, true if the events came or a signal ended the wait.
+pub fn wait(fd: BorrowedFd<'_>, events: PollFlags, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd, events)];
+    match poll(&mut fds, timeout) {
+        Ok(0) => Ok(false),
+        Ok(_) | Err(Errno::EINTR) => Ok(true),
+        Err(errno) => Err(errno.into()),
+    }
 }
 
 /// Whether a stop signal ended the connection.

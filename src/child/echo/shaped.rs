@@ -18,13 +18,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, poll};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{MsgFlags, recv};
 
+use super::super::stop;
 use super::stall::{Conn, Stall};
 use super::{End, Outcome, Session};
 use crate::child::Context;
-use crate::deadline;
 use crate::faults::{Acted, Faults, LimitKind, Rng};
 
 /// How long a reset waits for the client to acknowledge the echo before it, at most.
@@ -127,7 +127,7 @@ impl Shaper<'_> {
             };
             let mut fds = [PollFd::new(socket.as_fd(), events)];
             let left = until.map(|until| until.saturating_duration_since(Instant::now()));
-            let revents = match poll(&mut fds, deadline::poll_timeout(left)) {
+            let revents = match stop::poll(&mut fds, left) {
                 Ok(0) | Err(Errno::EINTR) => continue,
                 Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
                 Err(errno) => return End::Failed(errno.into()),
@@ -327,7 +327,7 @@ impl Shaper<'_> {
             // POLLRDHUP: the client's FIN, even with its data still unread. A stop ends the wait
             // early too; the loop looks again.
             let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-            match deadline::poll_one(socket, rdhup, left) {
+            match stop::wait(socket.as_fd(), rdhup, left) {
                 Ok(false) => {}
                 Ok(true) if (self.session.stopped)() => {}
                 Ok(true) => {
@@ -358,7 +358,7 @@ impl Shaper<'_> {
                 return End::ClientClosed;
             }
             // No events asked for: only an error (a reset), a stop or the time ends the wait early.
-            if let Ok(true) = deadline::poll_one(socket, PollFlags::empty(), Some(left))
+            if let Ok(true) = stop::wait(socket.as_fd(), PollFlags::empty(), Some(left))
                 && !(self.session.stopped)()
             {
                 return End::Reset;

@@ -14,9 +14,9 @@ use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, recv};
 
+use super::super::stop;
 use super::stall::{self, Pending};
 use super::{End, Outcome, Session};
-use crate::deadline;
 
 /// The result of trying splice: an ended session, or "use read/write instead".
 #[derive(Debug)]
@@ -94,7 +94,7 @@ fn session_loop(
                     Err(err) => break End::from_error(err, End::WriteTimeout),
                 }
             }
-            Err(Errno::EAGAIN) => match deadline::poll_one(&*socket, PollFlags::POLLIN, idle) {
+            Err(Errno::EAGAIN) => match stop::wait(socket.as_fd(), PollFlags::POLLIN, idle) {
                 Ok(true) => {
                     readable = true;
                     continue;

@@ -17,8 +17,8 @@ use nix::fcntl::{SpliceFFlags, splice};
 use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, send};
 
+use super::super::stop;
 use super::Session;
-use crate::deadline;
 
 /// A stream the echo writes to. The defaults, for pipes and scripted tests, write blocking,
 /// never wait and cannot splice.
@@ -61,7 +61,7 @@ impl Conn for TcpStream {
     }
 
     fn wait_writable(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        deadline::poll_one(&self.as_fd(), PollFlags::POLLOUT, timeout)
+        stop::wait(self.as_fd(), PollFlags::POLLOUT, timeout)
     }
 }
 
