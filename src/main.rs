@@ -32,6 +32,7 @@ mod settings;
 mod setup;
 mod shared;
 mod signals;
+mod sockopt;
 mod testhooks;
 
 use std::io::{self, Write};

@@ -278,21 +278,9 @@ fn wait_for_more(socket: &Socket, peeked: usize) -> bool {
 }
 
 fn set_lowat(socket: &Socket, bytes: usize) -> io::Result<()> {
-    let bytes = bytes.min(i32::MAX as usize) as nix::libc::c_int;
-    // SAFETY: setsockopt reads one int from `bytes` on the socket's own fd.
-    let done = unsafe {
-        nix::libc::setsockopt(
-            socket.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_RCVLOWAT,
-            (&raw const bytes).cast(),
-            size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
-        )
-    };
-    match done {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
+    let bytes = bytes.min(i32::MAX as usize) as i32;
+    let (level, name) = (nix::libc::SOL_SOCKET, nix::libc::SO_RCVLOWAT);
+    crate::sockopt::set_int(socket, level, name, bytes)
 }
 
 /// A connection from `from` whose header named `source`.

@@ -129,22 +129,10 @@ impl Listener {
     /// client speaks first, and its header is then there when the parent accepts it, not one poll
     /// later.
     pub fn accept_with_data(&self, secs: u32) -> Result<()> {
-        let secs = secs.max(1) as nix::libc::c_int;
-        // SAFETY: setsockopt reads one int from `secs` on this socket's own fd.
-        let done = unsafe {
-            nix::libc::setsockopt(
-                self.socket.as_raw_fd(),
-                nix::libc::IPPROTO_TCP,
-                nix::libc::TCP_DEFER_ACCEPT,
-                (&raw const secs).cast(),
-                size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
-            )
-        };
-        match done {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error())
-                .with_context(|| format!("unable to set TCP_DEFER_ACCEPT on {}", self.addr)),
-        }
+        let secs = secs.clamp(1, i32::MAX as u32) as i32;
+        let (level, name) = (nix::libc::IPPROTO_TCP, nix::libc::TCP_DEFER_ACCEPT);
+        crate::sockopt::set_int(&self.socket, level, name, secs)
+            .with_context(|| format!("unable to set TCP_DEFER_ACCEPT on {}", self.addr))
     }
 
     /// The address actually bound, with the real port.
