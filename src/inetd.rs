@@ -28,7 +28,7 @@ use crate::setup::{self, listener};
 /// Serves the connection and returns the exit status.
 pub fn run(settings: &Settings) -> Result<u8> {
     let passed = activation::passed_sockets()?;
-    setup::clean(passed);
+    setup::clean(passed, None);
     let mut context = Context {
         settings: settings.child,
         // The one connection this process serves is its connection number 1.
@@ -36,13 +36,16 @@ pub fn run(settings: &Settings) -> Result<u8> {
         total: Box::leak(Box::new(AtomicU64::new(0))),
         marks: None,
         // One process per connection: it installs the allow-list itself.
-        confine: sandbox::prepare(settings.sandbox)
+        confine: sandbox::prepare(settings.sandbox, None)
             .map_err(anyhow::Error::msg)?
             .map(Confine::Install),
     };
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;
         return serve_socket(socket, context);
+    }
+    if let Some(path) = &settings.setup.harness.log_file {
+        setup::harness::log_to(path)?;
     }
     let stdin = stat(0).context("--inetd: stdin is not open")?;
     let stdout = stat(1).context("--inetd: stdout is not open")?;

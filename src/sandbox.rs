@@ -37,10 +37,13 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Compiles the allow-list for this machine's architecture.
-    pub fn new() -> Result<Sandbox, String> {
+    /// Compiles the allow-list for this machine's architecture. With `directory` (the
+    /// `--port-file`'s), renaming and unlinking in that one directory is allowed too: the parent
+    /// puts the port file in place and removes it at a clean stop. A child closes that
+    /// descriptor, and can open no other.
+    pub fn new(directory: Option<RawFd>) -> Result<Sandbox, String> {
         Ok(Sandbox {
-            program: filter::compile()?,
+            program: filter::compile(directory)?,
         })
     }
 
@@ -74,7 +77,7 @@ impl Confine {
 
 /// The sandbox for a run: None when it is off (`--no-sandbox`), or where no filter is built
 /// (said at startup). An error says why there can be none and names the way out.
-pub fn prepare(on: bool) -> Result<Option<&'static Sandbox>, String> {
+pub fn prepare(on: bool, directory: Option<RawFd>) -> Result<Option<&'static Sandbox>, String> {
     if !on {
         return Ok(None);
     }
@@ -85,7 +88,7 @@ pub fn prepare(on: bool) -> Result<Option<&'static Sandbox>, String> {
         );
         return Ok(None);
     }
-    match Sandbox::new() {
+    match Sandbox::new(directory) {
         Ok(sandbox) => Ok(Some(Box::leak(Box::new(sandbox)))),
         Err(err) => Err(format!("{err}; --no-sandbox serves without the sandbox")),
     }
@@ -180,7 +183,7 @@ mod filter {
     /// Compiles the allow-list for this machine's architecture.
     // The libc constants' types differ between architectures: the casts are no-ops only here.
     #[allow(clippy::unnecessary_cast)]
-    pub fn compile() -> Result<Program, String> {
+    pub fn compile(directory: Option<std::os::fd::RawFd>) -> Result<Program, String> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|_| format!("no seccomp filter for {}", std::env::consts::ARCH))?;
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
@@ -238,6 +241,14 @@ mod filter {
             rules.insert(libc::SYS_mprotect, vec![not_exec()?]);
             // prlimit64: a child lowers its own limits (setrlimit), nobody else's.
             rules.insert(libc::SYS_prlimit64, any_of(0, &[0])?);
+            // Renaming and unlinking in the port file's directory, and nowhere else.
+            if let Some(directory) = directory {
+                let here = || any_of(0, &[directory as u64]);
+                #[cfg(target_arch = "x86_64")]
+                rules.insert(libc::SYS_renameat, here()?);
+                rules.insert(libc::SYS_renameat2, here()?);
+                rules.insert(libc::SYS_unlinkat, here()?);
+            }
             // prctl: a child asks for SIGTERM when its parent dies; nothing else.
             rules.insert(
                 libc::SYS_prctl,
@@ -268,7 +279,7 @@ mod filter {
 
         #[test]
         fn the_allow_list_compiles_for_this_machine() {
-            let program = compile().expect("a filter for this architecture");
+            let program = compile(None).expect("a filter for this architecture");
             assert!(program.len() > ALLOWED.len());
         }
     }
@@ -288,7 +299,7 @@ mod filter {
     #[derive(Debug)]
     pub enum Program {}
 
-    pub fn compile() -> Result<Program, String> {
+    pub fn compile(_: Option<std::os::fd::RawFd>) -> Result<Program, String> {
         Err(format!("no seccomp filter for {}", std::env::consts::ARCH))
     }
 

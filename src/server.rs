@@ -24,19 +24,25 @@ pub fn run(settings: &Settings) -> Result<()> {
         listeners,
         from_systemd,
         identity,
+        harness,
     } = setup::listen(&settings.setup)?;
     // What needs privilege is opened before the privileges go: the parent's OOM score file, then
     // stdout's own non-blocking description (held only until the readiness line is out).
-    let mut parent = Parent::new(listeners, settings, started)?;
+    let mut parent = Parent::new(listeners, harness, settings, started)?;
     let stdout = nowait::Target::open(1, "stdout");
     setup::drop_privileges(identity.as_ref())?;
-    parent.confine()?;
-    announce(&parent, settings, from_systemd, stdout);
+    // The last steps that can fail: the port file (written under a temporary name) and the
+    // sandbox. A start that fails here leaves no port file behind.
+    if let Err(err) = parent.prepare_to_announce() {
+        parent.unannounce();
+        return Err(err);
+    }
+    announce(&mut parent, settings, from_systemd, stdout);
     if let Some(identity) = &identity {
         logln!("privileges dropped {}", identity.description);
     }
-    parent.serve();
-    parent.shutdown();
+    let stop = parent.serve();
+    parent.shutdown(stop);
     Ok(())
 }
 
@@ -62,16 +68,17 @@ impl std::fmt::Display for Addrs<'_> {
 /// written without waiting (`nowait`): a stdout that is full, closed or stopped costs a warning,
 /// never serving or stopping.
 fn announce(
-    parent: &Parent,
+    parent: &mut Parent,
     settings: &Settings,
     from_systemd: bool,
     (stdout, warning): (nowait::Target, Option<String>),
 ) {
-    let addr = Addrs(parent);
+    let addr = Addrs(parent).to_string();
     if let Some(why) = warning {
         logln!("warning: the listening line may wait for whoever reads stdout: {why}");
     }
     let line = format!("listening on {addr}\n");
+    parent.announce(&line);
     if !stdout.write(line.as_bytes()) {
         logln!(
             "warning: unable to write the listening line to stdout without waiting (nobody \

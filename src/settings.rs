@@ -16,7 +16,7 @@ use crate::parent;
 use crate::parent::admission;
 use crate::parent::limits::Grouping;
 use crate::setup;
-use crate::setup::listener;
+use crate::setup::{harness, listener};
 
 /// What the options mean, for every side.
 #[derive(Debug, Clone)]
@@ -48,6 +48,13 @@ impl Settings {
                 defer_accept: proxy_deadline,
                 user: options.user.clone(),
                 group: options.group.clone(),
+                harness: harness::Settings {
+                    port_file: options.port_file.clone(),
+                    ready_fd: options.ready_fd,
+                    exit_with_parent: options.exit_with_parent,
+                    stdin_lifeline: options.stdin_lifeline,
+                    log_file: options.log_file.clone(),
+                },
             },
             parent: parent::Settings {
                 admission: admission::Settings {

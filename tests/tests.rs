@@ -20,6 +20,8 @@ mod errors;
 mod faults;
 /// Limits, timeouts, signals and privileges.
 mod hardening;
+/// What a harness is told (port file, ready fd, sd_notify) and the lifelines that tie to it.
+mod harness;
 /// Started by other programs: systemd socket activation, inetd, tcpserver.
 mod launchers;
 /// Reaping, fds, killed children, stopping, logs.

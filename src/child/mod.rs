@@ -81,9 +81,10 @@ pub struct Context {
 /// What a child inherits from the parent only to undo it.
 #[derive(Debug, Clone, Copy)]
 pub struct Inherited {
-    /// The parent's descriptors: both ends of the self-pipe, and the parent's oom_score_adj
-    /// file (-1 when it has none).
-    pub fds: [RawFd; 3],
+    /// The parent's descriptors: both ends of the self-pipe, the parent's oom_score_adj file,
+    /// and the harness's (the port file's directory, the notify socket, the lifeline); -1 for
+    /// each it has not.
+    pub fds: [RawFd; 6],
     /// The listening sockets.
     pub listeners: &'static [RawFd],
     /// The signal mask from before the parent blocked its handled signals for the fork.

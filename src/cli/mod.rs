@@ -28,6 +28,8 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
 
 /// The help section of the faults.
 const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
+/// The help section of what a harness (a test suite, a service manager) is told.
+const HARNESS: &str = "Harness (readiness, lifelines, logs)";
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -223,9 +225,51 @@ pub struct Options {
         conflicts_with_all = [
             "port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip",
             "ipv6_prefix", "ipv4_prefix", "proxy_protocol", "grace", "user", "group",
+            "port_file", "ready_fd", "exit_with_parent", "stdin_lifeline",
         ],
     )]
     pub inetd: bool,
+
+    /// Once listening, write the port and a newline to PATH (removed at a clean stop)
+    ///
+    /// Written atomically (a temporary file in the same directory, then a rename) at the moment
+    /// of the `listening on` line, so `port=$(cat PATH)` never reads half a file. A path that
+    /// cannot be written is a startup error
+    #[arg(long, value_name = "PATH", help_heading = HARNESS)]
+    pub port_file: Option<std::path::PathBuf>,
+
+    /// Once listening, write the `listening on` line to fd N and close it
+    ///
+    /// s6's notification-fd convention: a harness waits for the pipe's end. An fd that is not
+    /// open is a startup error
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(i32).range(3..),
+        help_heading = HARNESS,
+    )]
+    pub ready_fd: Option<i32>,
+
+    /// Stop (as at SIGTERM) when the process that started forkecho dies
+    ///
+    /// PR_SET_PDEATHSIG: Linux ties it to the thread that started forkecho, so a harness that
+    /// spawns from a short-lived thread stops it when that thread ends
+    #[arg(long, help_heading = HARNESS)]
+    pub exit_with_parent: bool,
+
+    /// Stop (as at SIGTERM) when stdin reaches its end
+    ///
+    /// A harness stops forkecho by closing the pipe it gave as stdin, and a harness that dies
+    /// closes it too. What stdin sends is read and dropped
+    #[arg(long, help_heading = HARNESS)]
+    pub stdin_lifeline: bool,
+
+    /// Append log lines to PATH instead of stderr
+    ///
+    /// Opened once at startup (a path that cannot be opened is a startup error). SIGHUP still
+    /// stops forkecho: rotate with copytruncate, or log to the journal
+    #[arg(long, value_name = "PATH", help_heading = HARNESS)]
+    pub log_file: Option<std::path::PathBuf>,
 
     /// Hold each echoed chunk back MS milliseconds, ± up to JITTER
     ///

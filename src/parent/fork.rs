@@ -101,11 +101,12 @@ impl Parent {
     }
 
     /// The parent's fds a child must close besides the listeners: both ends of the self-pipe,
-    /// and the oom_score_adj file (-1, which close ignores, when there is none).
-    fn inherited_fds(&self) -> [RawFd; 3] {
+    /// the oom_score_adj file and the harness's (-1, which close ignores, for each it has not).
+    fn inherited_fds(&self) -> [RawFd; 6] {
         let [pipe_read, pipe_write] = self.wakeup.raw_fds();
         let oom = self.oom.as_ref().map_or(-1, oom::OomScore::fd);
-        [pipe_read, pipe_write, oom]
+        let [directory, notify, lifeline] = self.harness.fds();
+        [pipe_read, pipe_write, oom, directory, notify, lifeline]
     }
 }
 

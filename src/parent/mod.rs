@@ -44,6 +44,7 @@ use crate::log::{RateLimit, Suppressed};
 use crate::logln;
 use crate::memory::ParentOnly;
 use crate::sandbox::{Confine, Sandbox};
+use crate::setup::harness::Harness;
 use crate::setup::listener::Listener;
 use crate::shared::{self, Shared};
 use admission::Admission;
@@ -97,7 +98,18 @@ pub struct Parent {
     started: Instant,
     /// Installed on the parent (and so on every child) by `confine`.
     sandbox: Option<&'static Sandbox>,
+    /// What a harness is told, and the lifeline that ties forkecho to it.
+    harness: Harness,
     state: ParentOnly<LoopState>,
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A stop signal, the last one and how many have come.
+    Signal(nix::sys::signal::Signal, usize),
+    /// `--stdin-lifeline`: stdin reached its end.
+    Lifeline,
 }
 
 /// What the loop writes while it serves: never seen by a child.
@@ -129,18 +141,21 @@ impl Parent {
     /// the signal handlers and their self-pipe, the reaper's ring, the tables.
     pub fn new(
         listeners: Vec<Listener>,
+        harness: Harness,
         settings: &crate::settings::Settings,
         started: Instant,
     ) -> Result<Parent> {
         let ours = &settings.parent;
         let shared = shared::map()?;
-        let sandbox = crate::sandbox::prepare(settings.sandbox).map_err(anyhow::Error::msg)?;
+        let sandbox = crate::sandbox::prepare(settings.sandbox, harness.directory())
+            .map_err(anyhow::Error::msg)?;
         let wakeup = signals::install()?;
         let admission = Admission::new(ours.admission)?;
         let marks = admission.marks();
         let proxy = ours.proxy_deadline.map(WaitingRoom::new).transpose()?;
-        // The self-pipe, every listener, and as many waiting connections as there may be.
-        let poll_capacity = 1 + listeners.len() + ours.admission.max_clients;
+        // The self-pipe, the lifeline, every listener, and as many waiting connections as there
+        // may be.
+        let poll_capacity = 2 + listeners.len() + ours.admission.max_clients;
         let state = ParentOnly::new(LoopState {
             children: Children::new()?,
             admission,
@@ -175,13 +190,35 @@ impl Parent {
             quiet: ours.quiet,
             started,
             sandbox,
+            harness,
             state,
         })
     }
 
+    /// The steps before the readiness line that can still fail: `--exit-with-parent` (after the
+    /// privileges are dropped, which would clear it), the port file under its temporary name,
+    /// and the sandbox.
+    pub fn prepare_to_announce(&mut self) -> Result<()> {
+        self.harness.follow_parent()?;
+        if let Some(listener) = self.listeners.first() {
+            self.harness.stage(listener.addr().port())?;
+        }
+        self.confine()
+    }
+
+    /// A start that failed in `prepare_to_announce`: nothing of the port file is left.
+    pub fn unannounce(&mut self) {
+        self.harness.unstage();
+    }
+
+    /// The moment of the readiness line: the harness is told (`line` is the stdout line).
+    pub fn announce(&mut self, line: &str) {
+        self.harness.announce(line);
+    }
+
     /// Installs the sandbox on the parent, once everything before serving is done: from here
     /// on the parent and every child it forks make only the system calls serving needs.
-    pub fn confine(&self) -> Result<()> {
+    fn confine(&self) -> Result<()> {
         if let Some(sandbox) = self.sandbox {
             sandbox.install().map_err(|err| {
                 anyhow::anyhow!(
@@ -202,8 +239,9 @@ impl Parent {
         self.listeners.iter().map(Listener::addr)
     }
 
-    /// Serves until a stop signal.
-    pub fn serve(&mut self) {
+    /// Serves until a stop signal, or the end of the lifeline.
+    pub fn serve(&mut self) -> Stop {
+        let lifeline = self.harness.lifeline();
         loop {
             let now = Instant::now();
             let pause = self
@@ -230,6 +268,8 @@ impl Parent {
             let set = &mut state.polled;
             set.clear();
             set.push(self.wakeup.raw_fds()[0]);
+            // Always the second entry: -1, which poll skips, without a lifeline.
+            set.push(lifeline.unwrap_or(-1));
             // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
             for listener in &self.listeners[..listening] {
                 set.push(listener.raw_fd());
@@ -244,11 +284,15 @@ impl Parent {
             // Which listeners have connections waiting, as a bit set (up to 64 listeners are
             // polled; `setup` refuses more).
             let ready = (0..listening)
-                .filter(|&i| set.ready(1 + i))
+                .filter(|&i| set.ready(2 + i))
                 .fold(0u64, |bits, i| bits | 1 << i);
+            let lifeline_ready = set.ready(1);
             let pending = self.wakeup.take(woken);
-            if pending.stop.is_some() {
-                return;
+            if let Some((signal, count)) = pending.stop {
+                return Stop::Signal(signal, count);
+            }
+            if lifeline_ready && self.harness.lifeline_ended() {
+                return Stop::Lifeline;
             }
             if let Err(errno) = polled
                 && errno != Errno::EINTR
@@ -268,7 +312,7 @@ impl Parent {
                 logln!("stats {}", self.snapshot());
             }
             // The waiting connections follow the listeners in the poll set.
-            self.admit_waiting(1 + listening);
+            self.admit_waiting(2 + listening);
             for index in 0..self.listeners.len() {
                 if ready & (1 << index) != 0 {
                     self.accept_batch(index);

@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::{Signal, kill};
 
-use super::{Parent, signals};
+use super::{Parent, Stop, signals};
 use crate::deadline;
 use crate::log::Secs;
 use crate::logln;
@@ -20,13 +20,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 
 impl Parent {
     /// Closes the listeners, asks the children to stop (SIGTERM: each closes its connection),
-    /// waits up to `--grace` (cut short by a second stop signal), then SIGKILLs the rest and
-    /// reaps them, and logs the `stopped` line.
-    pub fn shutdown(&mut self) {
-        let Some((signal, stops)) = signals::stop_requested() else {
-            return;
-        };
+    /// waits up to `--grace` (cut short by a further stop signal), then SIGKILLs the rest and
+    /// reaps them, removes the port file, and logs the `stopped` line.
+    pub fn shutdown(&mut self, stop: Stop) {
         self.state.stopping = true;
+        self.harness.stopping();
         // Closing the listeners first frees the port for a successor at once; connections still
         // waiting for their PROXY header go with them.
         self.listeners.clear();
@@ -34,11 +32,18 @@ impl Parent {
             room.clear();
         }
         let started = Instant::now();
-        logln!(
-            "stopping signal={} live={}",
-            signal.as_str(),
-            self.state.children.len()
-        );
+        let live = self.state.children.len();
+        // Stop signals seen so far: one more cuts the grace short.
+        let stops = match stop {
+            Stop::Signal(signal, stops) => {
+                logln!("stopping signal={} live={live}", signal.as_str());
+                stops
+            }
+            Stop::Lifeline => {
+                logln!("stopping lifeline=stdin live={live}");
+                0
+            }
+        };
         self.signal_children(Signal::SIGTERM);
         let mut killed = 0;
         if !self.wait_for_children(started + self.grace, Some(stops)) {
@@ -46,6 +51,7 @@ impl Parent {
             self.signal_children(Signal::SIGKILL);
             self.wait_for_children(Instant::now() + KILL_WAIT, None);
         }
+        self.harness.stopped();
         logln!(
             "stopped killed={killed} unreaped={} duration={} {}",
             self.state.children.len(),

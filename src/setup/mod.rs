@@ -13,6 +13,7 @@
 
 mod accounts;
 pub mod activation;
+pub mod harness;
 pub mod listener;
 pub mod privileges;
 
@@ -26,6 +27,7 @@ use nix::sys::stat::Mode;
 use std::time::Duration;
 
 use crate::cli::Bind;
+use harness::Harness;
 use listener::Listener;
 use privileges::Identity;
 
@@ -46,6 +48,8 @@ pub struct Settings {
     /// `--user` and `--group`.
     pub user: Option<String>,
     pub group: Option<String>,
+    /// What a harness is told, and what ties forkecho to it.
+    pub harness: harness::Settings,
 }
 
 /// The bound (or adopted) listeners, ready for the parent.
@@ -55,6 +59,7 @@ pub struct Listening {
     pub from_systemd: bool,
     /// Who the server now runs as, when --user or --group asked for a change.
     pub identity: Option<Identity>,
+    pub harness: Harness,
 }
 
 /// Finds or binds the listening socket and sets the options connections inherit from it. The
@@ -62,7 +67,10 @@ pub struct Listening {
 /// of stderr, here; the parent's OOM score file) is acquired first.
 pub fn listen(settings: &Settings) -> Result<Listening> {
     let passed = activation::passed_sockets()?;
-    clean(passed);
+    clean(passed, settings.harness.ready_fd);
+    // Before stdin goes to /dev/null (the lifeline is a copy of it) and before the log chooses
+    // how to write (a --log-file goes on fd 2).
+    let harness = Harness::prepare(&settings.harness)?;
     standard_fds()?;
     let identity = privileges::resolve(settings.user.as_deref(), settings.group.as_deref())?;
     let (listeners, from_systemd) = match passed {
@@ -95,6 +103,7 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
         listeners,
         from_systemd,
         identity,
+        harness,
     })
 }
 
@@ -108,12 +117,23 @@ pub fn drop_privileges(identity: Option<&Identity>) -> Result<()> {
 }
 
 /// Undoes what a launcher may have left: a blocked signal (every child would stay a zombie and
-/// SIGTERM would do nothing) and open fds other than 0–2 and the `passed` sockets from fd 3 on
-/// (every child would hold them, and a harness would never see its pipe's end).
-pub fn clean(passed: u32) {
+/// SIGTERM would do nothing) and open fds other than 0–2, the `passed` sockets from fd 3 on and
+/// the `--ready-fd` to `keep` (every child would hold them, and a harness would never see its
+/// pipe's end).
+pub fn clean(passed: u32, keep: Option<RawFd>) {
     // sigprocmask fails only for an invalid `how`, which is a constant here.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    close_range(3u32.saturating_add(passed), u32::MAX);
+    let first = 3u32.saturating_add(passed);
+    match keep
+        .and_then(|fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd >= first)
+    {
+        Some(keep) => {
+            close_range(first, keep - 1);
+            close_range(keep + 1, u32::MAX);
+        }
+        None => close_range(first, u32::MAX),
+    }
 }
 
 /// Closes fds `first` to `last`. One close_range(2) call, however wide the range; where the

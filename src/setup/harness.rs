@@ -1,0 +1,324 @@
+//! What a harness (a test suite, a script, a service manager) is told, and what ties forkecho to
+//! it: `--port-file`, `--ready-fd`, sd_notify (`NOTIFY_SOCKET`), `--exit-with-parent`,
+//! `--stdin-lifeline` and `--log-file`.
+//!
+//! Everything that needs opening is opened here, by `setup`, before privileges are dropped and
+//! the sandbox goes on: the port file's directory, the ready fd's check, the notify socket, a
+//! private copy of stdin for the lifeline, the log file (put on fd 2). The parent then owns the
+//! `Harness`: it stages the port file before the sandbox (`stage`), announces through it at the
+//! moment of the stdout line (`announce`: the port file renamed into place, the ready fd written
+//! and closed, READY=1), polls the lifeline, says STOPPING=1 when a stop begins and removes the
+//! port file at a clean stop. A child closes every descriptor here (`fds`) and uses none.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::fcntl::{AtFlags, FcntlArg, OFlag, fcntl, openat, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{Pid, UnlinkatFlags, getppid, unlinkat};
+
+use crate::logln;
+use crate::nowait;
+
+/// The harness options, from `crate::settings`.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub port_file: Option<PathBuf>,
+    pub ready_fd: Option<RawFd>,
+    pub exit_with_parent: bool,
+    pub stdin_lifeline: bool,
+    pub log_file: Option<PathBuf>,
+}
+
+/// The port file: its directory (kept open: the sandbox lets the parent rename and unlink in
+/// this directory alone), its name, and the temporary name it is written under.
+struct PortFile {
+    dir: OwnedFd,
+    name: CString,
+    temporary: CString,
+    shown: PathBuf,
+    /// Whether the file is in place (renamed), to be removed at a clean stop.
+    placed: bool,
+}
+
+pub struct Harness {
+    port_file: Option<PortFile>,
+    /// `--ready-fd`, and how to write to it without waiting (opened before the sandbox, which
+    /// allows no open).
+    ready: Option<nowait::Target>,
+    notify: Option<UnixDatagram>,
+    lifeline: Option<OwnedFd>,
+    /// With `--exit-with-parent`: the process that started forkecho.
+    parent: Option<Pid>,
+}
+
+impl Harness {
+    /// Opens and checks what the options ask for. Call before fds 0-2 are pointed elsewhere
+    /// (the lifeline is a copy of stdin) and before `log::init` (the log file goes on fd 2).
+    pub fn prepare(settings: &Settings) -> Result<Harness> {
+        if let Some(path) = &settings.log_file {
+            log_to(path)?;
+        }
+        let port_file = settings
+            .port_file
+            .as_deref()
+            .map(PortFile::open)
+            .transpose()?;
+        let ready = match settings.ready_fd {
+            Some(fd) => {
+                // SAFETY: only borrowed for F_GETFD, which reports EBADF for a closed fd.
+                fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, FcntlArg::F_GETFD)
+                    .with_context(|| format!("--ready-fd {fd}: fd {fd} is not open"))?;
+                let (target, warning) = nowait::Target::open(fd, "the ready fd");
+                if let Some(why) = warning {
+                    logln!("warning: the listening line may wait for whoever reads it: {why}");
+                }
+                Some(target)
+            }
+            None => None,
+        };
+        let lifeline = match settings.stdin_lifeline {
+            // SAFETY: only borrowed to duplicate it; fd 0 stays open as it was.
+            true => Some(
+                fcntl(
+                    unsafe { BorrowedFd::borrow_raw(0) },
+                    FcntlArg::F_DUPFD_CLOEXEC(3),
+                )
+                // SAFETY: a new fd this process owns from here on.
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                .context("--stdin-lifeline: stdin is not open")?,
+            ),
+            false => None,
+        };
+        if let Some(lifeline) = &lifeline {
+            // Never waited on: the parent's poll says when there is something to read.
+            let flags = OFlag::from_bits_truncate(fcntl(lifeline, FcntlArg::F_GETFL)?);
+            fcntl(lifeline, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
+                .context("--stdin-lifeline: unable to read stdin without waiting")?;
+        }
+        Ok(Harness {
+            port_file,
+            ready,
+            notify: notify_socket(),
+            lifeline,
+            parent: settings.exit_with_parent.then(getppid),
+        })
+    }
+
+    /// `--exit-with-parent`: SIGTERM when the parent dies. Call after privileges are dropped (a
+    /// change of credentials clears the setting). A parent already gone is a stop at once.
+    pub fn follow_parent(&self) -> Result<()> {
+        let Some(parent) = self.parent else {
+            return Ok(());
+        };
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+            .context("--exit-with-parent: unable to set the parent-death signal")?;
+        if getppid() != parent {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+        }
+        Ok(())
+    }
+
+    /// Writes the port file under its temporary name: before the sandbox, which allows no
+    /// open. An error names the file.
+    pub fn stage(&mut self, port: u16) -> Result<()> {
+        let Some(file) = &mut self.port_file else {
+            return Ok(());
+        };
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
+        let mode = Mode::from_bits_truncate(0o644);
+        let written = openat(&file.dir, file.temporary.as_c_str(), flags, mode)
+            .map_err(io::Error::from)
+            .and_then(|fd| {
+                io::Write::write_all(&mut std::fs::File::from(fd), format!("{port}\n").as_bytes())
+            });
+        written.with_context(|| format!("unable to write --port-file {}", file.shown.display()))
+    }
+
+    /// A start that failed after `stage`: the temporary file goes.
+    pub fn unstage(&mut self) {
+        if let Some(file) = &self.port_file {
+            let _ = unlinkat(
+                &file.dir,
+                file.temporary.as_c_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
+
+    /// The moment of the readiness line (`line`, with its newline): the port file is renamed
+    /// into place, the ready fd gets the line and is closed, and the service manager READY=1.
+    /// Nothing here fails the start: what cannot be done is a warning.
+    pub fn announce(&mut self, line: &str) {
+        if let Some(file) = &mut self.port_file {
+            let (from, to) = (file.temporary.as_c_str(), file.name.as_c_str());
+            match renameat(&file.dir, from, &file.dir, to) {
+                Ok(()) => file.placed = true,
+                Err(err) => logln!(
+                    "warning: unable to put --port-file {} in place: {}",
+                    file.shown.display(),
+                    io::Error::from(err)
+                ),
+            }
+        }
+        if let Some(target) = self.ready.take() {
+            let fd = target.given;
+            if !target.write(line.as_bytes()) {
+                logln!("warning: unable to write the listening line to --ready-fd {fd}");
+            }
+            target.close();
+            // SAFETY: the fd the harness handed us for this one line; nothing else uses it.
+            unsafe { nix::libc::close(fd) };
+        }
+        let status = line.trim_end();
+        self.notify(&format!(
+            "READY=1\nMAINPID={}\nSTATUS={status}",
+            std::process::id()
+        ));
+    }
+
+    /// A stop begins: STOPPING=1 for the service manager.
+    pub fn stopping(&self) {
+        self.notify("STOPPING=1");
+    }
+
+    /// A clean stop: the port file goes.
+    pub fn stopped(&mut self) {
+        if let Some(file) = &self.port_file
+            && file.placed
+        {
+            let _ = unlinkat(&file.dir, file.name.as_c_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    /// The lifeline's descriptor, for the parent's poll.
+    pub fn lifeline(&self) -> Option<RawFd> {
+        self.lifeline.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reads what stdin has (never waiting); true once it has reached its end (or failed).
+    pub fn lifeline_ended(&self) -> bool {
+        let Some(lifeline) = &self.lifeline else {
+            return false;
+        };
+        let mut dropped = [0u8; 512];
+        loop {
+            match nix::unistd::read(lifeline, &mut dropped) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EAGAIN) => return false,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// The port file's directory: the one place the sandbox lets the parent rename and unlink.
+    pub fn directory(&self) -> Option<RawFd> {
+        self.port_file.as_ref().map(|file| file.dir.as_raw_fd())
+    }
+
+    /// Every descriptor here, for a child to close.
+    pub fn fds(&self) -> [RawFd; 3] {
+        let fd = |fd: Option<RawFd>| fd.unwrap_or(-1);
+        [
+            fd(self.directory()),
+            fd(self.notify.as_ref().map(AsRawFd::as_raw_fd)),
+            fd(self.lifeline()),
+        ]
+    }
+
+    fn notify(&self, message: &str) {
+        if let Some(socket) = &self.notify {
+            // Non-blocking: a service manager that does not read costs the message, not serving.
+            let _ = socket.send(message.as_bytes());
+        }
+    }
+}
+
+impl PortFile {
+    fn open(path: &Path) -> Result<PortFile> {
+        let unable = || format!("unable to write --port-file {}", path.display());
+        let name = path
+            .file_name()
+            .with_context(|| format!("{}: not a file name", unable()))?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::open(dir, flags, Mode::empty())
+            .map_err(io::Error::from)
+            .with_context(unable)?;
+        // The directory must take a new file: write-permission checked now, not at the moment
+        // of readiness.
+        nix::unistd::faccessat(&dir, ".", nix::unistd::AccessFlags::W_OK, AtFlags::empty())
+            .map_err(io::Error::from)
+            .with_context(unable)?;
+        let mut temporary = b".".to_vec();
+        temporary.extend_from_slice(name.as_bytes());
+        temporary.extend_from_slice(format!(".{}.tmp", std::process::id()).as_bytes());
+        Ok(PortFile {
+            dir,
+            name: CString::new(name.as_bytes()).with_context(unable)?,
+            temporary: CString::new(temporary).with_context(unable)?,
+            shown: path.to_path_buf(),
+            placed: false,
+        })
+    }
+}
+
+/// `--log-file`: the file is opened once, appending, and put on fd 2, where the log writes (plain
+/// writes: a file never waits for a reader). Serving and `--inetd` alike.
+pub fn log_to(path: &Path) -> Result<()> {
+    let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(path, flags, Mode::from_bits_truncate(0o644))
+        .map_err(io::Error::from)
+        .with_context(|| format!("unable to open --log-file {}", path.display()))?;
+    // SAFETY: dup2 onto fd 2 replaces it atomically; nothing holds fd 2 as an object.
+    let done = unsafe { nix::libc::dup2(file.as_raw_fd(), 2) };
+    if done < 0 {
+        bail!(
+            "unable to log to {}: {}",
+            path.display(),
+            io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// The service manager's notification socket (`NOTIFY_SOCKET`: a path, or `@name` in the
+/// abstract namespace), connected now, before the sandbox forbids making sockets, and taken out
+/// of the environment. None without it; a socket that cannot be reached is a warning.
+fn notify_socket() -> Option<UnixDatagram> {
+    let target = std::env::var_os("NOTIFY_SOCKET")?;
+    // SAFETY: single-threaded at startup; nothing reads the environment concurrently.
+    unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+    let connected = UnixDatagram::unbound().and_then(|socket| {
+        match target.as_bytes().strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.connect_addr(&addr)?;
+            }
+            None => socket.connect(&target)?,
+        }
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    });
+    match connected {
+        Ok(socket) => Some(socket),
+        Err(err) => {
+            logln!(
+                "warning: unable to reach NOTIFY_SOCKET {}: {err}",
+                target.to_string_lossy()
+            );
+            None
+        }
+    }
+}
