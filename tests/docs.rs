@@ -4,19 +4,23 @@
 
 use std::process::Command;
 
-use crate::util::{binary, have_ipv6, output_within_deadline, round_trip};
+use crate::util::{binary, output_within_deadline, round_trip};
 
 const README: &str = include_str!("../README.md");
 
-/// The body of the README's first code block that starts with `fence`.
-fn block(fence: &str) -> &'static str {
-    let start = README
-        .find(&format!("```{fence}\n"))
-        .unwrap_or_else(|| panic!("no ```{fence} block in the README"))
-        + fence.len()
-        + 4;
-    let len = README[start..].find("```\n").expect("the block ends");
-    &README[start..start + len]
+/// The body of the README's first code block that starts with `fence` and contains `needle`.
+fn block(fence: &str, needle: &str) -> &'static str {
+    let opening = format!("```{fence}\n");
+    let mut rest = README;
+    while let Some(at) = rest.find(&opening) {
+        let body = &rest[at + opening.len()..];
+        let len = body.find("```\n").expect("the block ends");
+        if body[..len].contains(needle) {
+            return &body[..len];
+        }
+        rest = &body[len..];
+    }
+    panic!("no ```{fence} block with {needle:?} in the README")
 }
 
 fn help(args: &[&str]) -> String {
@@ -36,7 +40,7 @@ fn the_readme_option_reference_is_the_binary_s_short_help() {
         help(&["ping", "-h"])
     );
     assert_eq!(
-        block("text"),
+        block("text", "$ forkecho -h"),
         want,
         "README.md's option block drifted from `forkecho -h`: paste the binary's output"
     );
@@ -44,42 +48,54 @@ fn the_readme_option_reference_is_the_binary_s_short_help() {
 
 // The README's fixture, word for word (the test below checks the README against these lines).
 // README fixture begins
-struct Forkecho(std::process::Child);
+/// forkecho on a free loopback port; dropping it closes its stdin, which stops it.
+struct Forkecho {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
 
 impl Forkecho {
-    /// Starts forkecho on a free loopback port; returns it and the address it listens on.
-    fn start(binary: &str, args: &[&str]) -> (Forkecho, std::net::SocketAddr) {
-        use std::io::BufRead;
+    fn start(binary: &str, args: &[&str]) -> Forkecho {
+        let name = format!(
+            "forkecho-{}-{:?}.port",
+            std::process::id(),
+            std::thread::current().id()
+        );
+        let port_file = std::env::temp_dir().join(name);
         let mut child = std::process::Command::new(binary)
-            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--stdin-lifeline",
+                "--port-file",
+            ])
+            .arg(&port_file)
             .args(args)
-            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("start forkecho");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the readiness line");
-        let first = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .expect("listening on ADDR");
-        let addr = first
-            .split(' ')
-            .next()
+        // The port file appears, whole, once forkecho serves.
+        while !port_file.exists() {
+            assert!(child.try_wait().unwrap().is_none(), "forkecho exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let port = std::fs::read_to_string(&port_file)
             .unwrap()
+            .trim()
             .parse()
-            .expect("an address");
-        (Forkecho(child), addr)
+            .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        Forkecho { child, addr }
     }
 }
 
 impl Drop for Forkecho {
-    /// SIGKILL: the kernel then sends every child SIGTERM, and each closes its connection.
+    /// Its stdin's end stops it: every connection closed, the port file removed, exit 0.
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }
 // README fixture ends
@@ -91,18 +107,19 @@ fn the_readme_rust_fixture_is_this_code_and_serves() {
     let start = source.find(begin).expect("the marker") + begin.len();
     let end = source.find("// README fixture ends").expect("the marker");
     assert_eq!(
-        block("rust"),
+        block("rust", "struct Forkecho"),
         &source[start..end],
         "README.md's Rust fixture drifted"
     );
 
-    // Two listeners (the fixture's --bind and one more) still give it one address to use.
-    let extra: &[&str] = if have_ipv6() { &["-b", "::1"] } else { &[] };
-    let (server, addr) = Forkecho::start(binary(), &[&["--quiet"], extra].concat());
-    let mut client = crate::util::connect(addr);
+    let server = Forkecho::start(binary(), &["--quiet"]);
+    let mut client = crate::util::connect(server.addr);
     assert_eq!(round_trip(&mut client, b"fixture\n"), b"fixture\n");
     drop(client);
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
     drop(server);
+    // Dropped, it is gone: reaped by the fixture itself.
+    assert!(nix::sys::signal::kill(pid, None).is_err());
 }
 
 /// Needs python3 with pytest (Debian: python3-pytest).
@@ -111,7 +128,7 @@ fn the_readme_rust_fixture_is_this_code_and_serves() {
 fn the_readme_pytest_example_fails_the_naive_client_and_passes_the_other() {
     let dir = std::env::temp_dir().join(format!("forkecho-readme-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("test_readme.py"), block("python")).unwrap();
+    std::fs::write(dir.join("test_readme.py"), block("python", "def ask_naive")).unwrap();
     // The example runs `forkecho` from PATH, as a user's test would.
     let bin_dir = std::path::Path::new(binary()).parent().unwrap();
     let path = format!(
@@ -144,4 +161,36 @@ fn the_readme_pytest_example_fails_the_naive_client_and_passes_the_other() {
         text.contains("FAILED test_readme.py::test_naive_client"),
         "{text}"
     );
+}
+
+/// Needs python3 with pytest and pytest-xdist. The plugin is loaded from its source folder with
+/// autoloading off, so that an installed copy (CI installs it with pip) is not loaded twice.
+#[test]
+#[ignore]
+fn the_pytest_plugin_passes_its_tests_four_at_a_time() {
+    let plugin = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/pytest-forkecho");
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "xdist.plugin",
+        ])
+        .args(["-p", "pytest_forkecho", "-n", "4", "tests"])
+        .current_dir(plugin)
+        .env("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        .env("PYTHONPATH", plugin)
+        .env("FORKECHO", binary())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 -m pytest");
+    let out = output_within_deadline(child, "pytest");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("6 passed"), "{text}");
 }

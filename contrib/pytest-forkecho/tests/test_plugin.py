@@ -1,0 +1,73 @@
+"""The plugin's own tests, run by CI with pytest-xdist (-n 4) against the built binary."""
+
+import os
+import socket
+
+import pytest_forkecho
+
+
+def echo(addr, data):
+    with socket.create_connection(addr, timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        back = b""
+        while chunk := sock.recv(65536):
+            back += chunk
+        return back
+
+
+def test_a_server_echoes_on_its_own_port(forkecho):
+    server = forkecho()
+    assert echo(server.addr, b"hello\n") == b"hello\n"
+    assert server.host == "127.0.0.1" and server.port > 0
+
+
+def test_options_become_flags(forkecho):
+    # One byte at a time, 50 ms apart: the first read gets one byte.
+    server = forkecho(chunk="1:50", quiet=True)
+    with socket.create_connection(server.addr, timeout=10) as sock:
+        sock.sendall(b"pieces")
+        assert sock.recv(64) == b"p"
+    assert server.stop() == 0
+    lines = server.log_lines()
+    assert any(line.startswith("forkecho: faults ") and "chunk=1" in line for line in lines)
+    assert not any(line.startswith("forkecho: accept ") for line in lines), lines
+
+
+def test_faults_show_in_the_log(forkecho):
+    server = forkecho(reset_after=4)
+    with socket.create_connection(server.addr, timeout=10) as sock:
+        sock.sendall(b"12345678")
+        got = b""
+        try:
+            while chunk := sock.recv(64):
+                got += chunk
+        except ConnectionResetError:
+            pass
+    assert got == b"1234"
+    assert server.stop() == 0
+    closes = [line for line in server.log_lines() if line.startswith("forkecho: close ")]
+    assert len(closes) == 1 and " end=reset-after " in closes[0], closes
+
+
+def test_stop_closes_its_stdin_and_it_stops_cleanly(forkecho):
+    server = forkecho()
+    assert server.log_lines()[0].startswith("forkecho: listening on 127.0.0.1:")
+    assert server.stop() == 0
+    lines = server.log_lines()
+    assert any(line.startswith("forkecho: stopping lifeline=stdin ") for line in lines), lines
+    # Nothing is left: the server, its port file, its log.
+    assert not os.path.exists(server._dir)
+    assert server.stop() == 0
+
+
+def test_two_servers_in_one_test_do_not_share_a_port(forkecho):
+    first, second = forkecho(), forkecho()
+    assert first.port != second.port
+    assert echo(first.addr, b"one") == b"one"
+    assert echo(second.addr, b"two") == b"two"
+
+
+def test_flags_translate_keywords():
+    flags = pytest_forkecho._flags({"reset_after": 10, "quiet": True, "delay": None, "x": False})
+    assert flags == ["--reset-after", "10", "--quiet"]
