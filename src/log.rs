@@ -8,10 +8,18 @@
 //! once is dropped and counted, and the next line that gets through is followed by
 //! `log-dropped lines=N`. This module also holds the small display helpers the log lines share
 //! and a rate limiter for warnings that could otherwise flood the log.
+//!
+//! The text line is the one source of every event and field: with `--log-format json` it is
+//! rendered again as one JSON object (`json`), and with `--log-time` it starts with a time stamp
+//! (`time`). Either way a control character a client could slip into a line (a PROXY header, a
+//! name) is escaped, never written raw. The format is fixed at startup, before the first fork.
 
+mod json;
 mod sink;
+mod time;
 
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 pub use sink::{Drops, share as share_drops};
@@ -40,14 +48,36 @@ pub fn init() {
     sink::init();
 }
 
+/// How lines read: `TEXT` (`forkecho: event key=value ...`), `TIMED` (the same after a time
+/// stamp) or `JSON`. Set once, at startup; read by every process.
+static FORMAT: AtomicU8 = AtomicU8::new(TEXT);
+const TEXT: u8 = 0;
+const TIMED: u8 = 1;
+const JSON: u8 = 2;
+
+/// `--log-format json`, or `--log-time`: call at startup, before anything is logged.
+pub fn configure(json: bool, time: bool) {
+    let format = match (json, time) {
+        (true, _) => JSON,
+        (false, true) => TIMED,
+        (false, false) => TEXT,
+    };
+    FORMAT.store(format, Ordering::Relaxed);
+}
+
 /// Writes one formatted line to stderr, or counts it as dropped. A lost log line must never
 /// stop or slow the server. Never inlined: the 4 KiB line buffer must live in this frame alone,
 /// not in the frame of every function that might log (the parent's loop, say), whose stack pages
 /// would then be touched on every call and copied after every fork.
 #[inline(never)]
 pub fn emit(args: fmt::Arguments<'_>) {
-    let line = Line::format(args);
-    if !sink::write(line.as_bytes()) {
+    let format = FORMAT.load(Ordering::Relaxed);
+    let line = Line::format(args, format == TIMED);
+    let written = match format {
+        JSON => write_json(&line),
+        _ => sink::write(line.as_bytes()),
+    };
+    if !written {
         sink::dropped();
         return;
     }
@@ -57,16 +87,36 @@ pub fn emit(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Writes `line` rendered as JSON: a frame of its own, so that the text path (every child's
+/// close line) reserves no stack for a second buffer.
+#[cold]
+#[inline(never)]
+fn write_json(line: &Line) -> bool {
+    let text = std::str::from_utf8(line.as_bytes()).unwrap_or("");
+    let text = text.trim_end_matches('\n');
+    let text = text.strip_prefix(PREFIX).unwrap_or(text);
+    let json = json::JsonLine::render(time::Stamp::now().as_str(), text);
+    sink::write(json.as_bytes())
+}
+
 /// The line after a stall: how many lines were lost. A frame of its own, so that `emit` (which
 /// every child runs) does not reserve stack for a second line.
 #[cold]
 #[inline(never)]
 fn report_dropped(lost: u64) {
-    let notice = Line::format(format_args!(
-        "log-dropped lines={lost} (stderr was taking no lines; stats and stopped lines count them \
-         all in log-dropped=)"
-    ));
-    if !sink::write(notice.as_bytes()) {
+    let format = FORMAT.load(Ordering::Relaxed);
+    let notice = Line::format(
+        format_args!(
+            "log-dropped lines={lost} (stderr was taking no lines; stats and stopped lines count \
+             them all in log-dropped=)"
+        ),
+        format == TIMED,
+    );
+    let written = match format {
+        JSON => write_json(&notice),
+        _ => sink::write(notice.as_bytes()),
+    };
+    if !written {
         sink::unreport(lost);
     }
 }
@@ -101,15 +151,20 @@ impl Line {
     /// Text room: one byte stays free for the newline.
     const TEXT_MAX: usize = LINE_MAX - 1;
 
-    /// Formats `PREFIX`, the message and a newline; a message too long for one atomic write is
-    /// cut at a character boundary and marked with `...`.
-    pub fn format(args: fmt::Arguments<'_>) -> Line {
+    /// Formats `PREFIX` (after a time stamp, with `stamped`), the message and a newline; a
+    /// message too long for one atomic write is cut at a character boundary and marked with
+    /// `...`. Control characters in the message are written escaped (`\x1b`).
+    pub fn format(args: fmt::Arguments<'_>, stamped: bool) -> Line {
         let mut line = Line {
             buf: [0; LINE_MAX],
             len: 0,
             truncated: false,
         };
         // Writing into a Line never fails: it truncates instead.
+        if stamped {
+            let _ = line.write_str(time::Stamp::now().as_str());
+            let _ = line.write_str(" ");
+        }
         let _ = line.write_str(PREFIX);
         let _ = line.write_fmt(args);
         if line.truncated {
@@ -133,6 +188,18 @@ impl Line {
 
 impl fmt::Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            self.write_escaped(s);
+        } else {
+            self.write_plain(s);
+        }
+        Ok(())
+    }
+}
+
+impl Line {
+    /// Copies `s` in, as much as fits (cut at a character boundary).
+    fn write_plain(&mut self, s: &str) {
         let mut n = s.len().min(Self::TEXT_MAX - self.len);
         while !s.is_char_boundary(n) {
             n -= 1;
@@ -140,7 +207,27 @@ impl fmt::Write for Line {
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
         self.truncated |= n < s.len();
-        Ok(())
+    }
+
+    /// `s` with its control characters as `\xNN`: a line stays one line, and a terminal shows
+    /// what was sent instead of obeying it.
+    #[cold]
+    fn write_escaped(&mut self, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut rest = s;
+        while let Some(at) = rest.bytes().position(|b| b < 0x20 || b == 0x7f) {
+            self.write_plain(&rest[..at]);
+            let b = rest.as_bytes()[at];
+            let escape = [
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ];
+            self.write_plain(std::str::from_utf8(&escape).expect("ASCII"));
+            rest = &rest[at + 1..];
+        }
+        self.write_plain(rest);
     }
 }
 
@@ -204,14 +291,34 @@ mod tests {
 
     #[test]
     fn line_has_prefix_and_one_trailing_newline() {
-        let line = Line::format(format_args!("accept peer={} live={}", "1.2.3.4:5", 3));
+        let line = Line::format(
+            format_args!("accept peer={} live={}", "1.2.3.4:5", 3),
+            false,
+        );
         assert_eq!(line.as_bytes(), b"forkecho: accept peer=1.2.3.4:5 live=3\n");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_a_stamp_comes_first() {
+        let line = Line::format(
+            format_args!("proxy-error error=\"{}\"", "a\nb\x1b[31m"),
+            false,
+        );
+        assert_eq!(
+            line.as_bytes(),
+            b"forkecho: proxy-error error=\"a\\x0ab\\x1b[31m\"\n"
+        );
+        let line = Line::format(format_args!("stats live=0"), true);
+        let text = std::str::from_utf8(line.as_bytes()).unwrap();
+        let (stamp, rest) = text.split_once(' ').unwrap();
+        assert_eq!(rest, "forkecho: stats live=0\n");
+        assert!(stamp.len() == 27 && stamp.ends_with('Z'), "{stamp}");
     }
 
     #[test]
     fn overlong_line_is_cut_to_one_atomic_write_and_marked() {
         let long = "x".repeat(10_000);
-        let line = Line::format(format_args!("{long}"));
+        let line = Line::format(format_args!("{long}"), false);
         let bytes = line.as_bytes();
         assert_eq!(bytes.len(), LINE_MAX);
         assert!(bytes.ends_with(b"...\n"));
@@ -221,7 +328,7 @@ mod tests {
     #[test]
     fn overlong_line_is_cut_on_a_char_boundary() {
         let long = "é".repeat(5_000);
-        let line = Line::format(format_args!("{long}"));
+        let line = Line::format(format_args!("{long}"), false);
         let text = std::str::from_utf8(line.as_bytes()).expect("still UTF-8 after the cut");
         assert!(text.ends_with("...\n"));
         assert!(line.as_bytes().len() <= LINE_MAX);

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         }
         _ => parent::release_signals(),
     }
+    log::configure(options.log_format == "json", options.log_time);
     log::install_panic_hook();
     testhooks::init();
     let result = match options.mode() {

@@ -234,3 +234,129 @@ fn a_log_file_at_its_size_limit_costs_lines_not_the_server() {
     assert!(log.starts_with("forkecho: listening on "), "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every line of `log` as JSON, each parsed by a real parser; panics naming a line that is not.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line:?}\n{log}"))
+        })
+        .collect()
+}
+
+#[test]
+fn json_logs_carry_every_event_as_one_parsed_object_a_line() {
+    use crate::util::Server;
+    use nix::sys::signal::Signal;
+    // --fault-rate 1 with a 1 ms delay: a faults line, and fault= on every close line. An
+    // unknown test hook: a warning line.
+    let args = [
+        "--log-format",
+        "json",
+        "--proxy-protocol",
+        "--max-per-ip",
+        "1",
+        "--delay",
+        "1",
+        "--fault-rate",
+        "1",
+        "--seed",
+        "3",
+    ];
+    let mut server = Server::with_hooks("no-such-hook", &args);
+    // A PROXY v2 header whose TLV is full of newlines and escape bytes: served, logged whole.
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    let tlv = b"\n\x1b[31m\r\n\"\\";
+    let mut body = vec![192, 0, 2, 1, 127, 0, 0, 1, 0x10, 0x00, 0x27, 0x0f];
+    body.extend_from_slice(&[0x05, 0x00, tlv.len() as u8]);
+    body.extend_from_slice(tlv);
+    header.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    header.extend_from_slice(&body);
+    let mut first = server.connect();
+    std::io::Write::write_all(&mut first, &header).unwrap();
+    assert_eq!(round_trip(&mut first, b"json"), b"json");
+    // The same source again: refused by --max-per-ip while the first is open.
+    let mut second = server.connect();
+    let mut header2 = header.clone();
+    // Another source port (bytes 24-25: after the 16-byte preamble and the two addresses).
+    header2[24..26].copy_from_slice(&[0x10, 0x01]);
+    std::io::Write::write_all(&mut second, &header2).unwrap();
+    let mut rest = Vec::new();
+    let _ = second.read_to_end(&mut rest);
+    // No header at all: a proxy-error.
+    let mut third = server.connect();
+    std::io::Write::write_all(&mut third, b"hello\r\n").unwrap();
+    let _ = third.read_to_end(&mut rest);
+    drop(first);
+    server.signal(Signal::SIGUSR1);
+    server.wait_for_line("the stats object", |l| l.contains("\"event\":\"stats\""));
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success());
+    server.wait_for_line("the stopped object", |l| {
+        l.contains("\"event\":\"stopped\"")
+    });
+    let lines = json_lines(&server.log());
+    let event = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event in {lines:#?}"))
+    };
+    for name in [
+        "listening",
+        "faults",
+        "warning",
+        "accept",
+        "close",
+        "refused",
+        "proxy-error",
+    ] {
+        let v = event(name);
+        let ts = v["ts"].as_str().expect("a time stamp");
+        assert!(
+            ts.len() == 27 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{v}"
+        );
+    }
+    let close = event("close");
+    assert_eq!(close["peer"], "192.0.2.1:4096");
+    assert_eq!(
+        close["via"].as_str().map(|s| s.starts_with("127.0.0.1:")),
+        Some(true)
+    );
+    assert_eq!(close["bytes"], 4);
+    assert!(close["duration"].as_f64().is_some(), "{close}");
+    assert_eq!(close["fault"], "delay");
+    assert!(event("accept")["pid"].as_u64().is_some());
+    assert_eq!(event("refused")["reason"], "max-per-ip");
+    assert_eq!(event("refused")["limit"], 1);
+    assert_eq!(event("stats")["accepted"], 1);
+    assert!(event("stats")["uptime"].as_f64().is_some());
+    assert_eq!(event("stopping")["signal"], "SIGTERM");
+    assert_eq!(event("stopped")["killed"], 0);
+    assert_eq!(event("stopped")["proxy-errors"], 1);
+    assert!(
+        event("warning")["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-hook")
+    );
+}
+
+#[test]
+fn log_time_stamps_each_text_line() {
+    let mut server = crate::util::Server::start(&["--log-time"]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"timed"), b"timed");
+    drop(client);
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success());
+    crate::util::eventually("the stopped line", DEADLINE, || {
+        server.log().contains("forkecho: stopped ")
+    });
+    for line in server.log().lines() {
+        let (stamp, rest) = line.split_once(' ').unwrap();
+        assert!(stamp.len() == 27 && stamp.ends_with('Z'), "{line}");
+        assert!(rest.starts_with("forkecho: "), "{line}");
+    }
+}

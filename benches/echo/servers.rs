@@ -1,4 +1,4 @@
-//! The servers compared: forkecho (per-connection logging off and on), the C fork-per-connection
+//! The servers compared: forkecho (per-connection logging off, on, and on as JSON), the C fork-per-connection
 //! and thread-per-connection baselines (compiled here with the system C compiler), and socat.
 //! forkecho is the default build, which `.cargo/config.toml` links statically; also forkecho
 //! linked dynamically (`-C target-feature=-crt-static`, built here into the output directory):
@@ -27,6 +27,8 @@ pub enum Kind {
     /// reading the header costs.
     ForkechoProxy,
     ForkechoLogging,
+    /// Per-connection logging as JSON (`--log-format json`), to a file like the text row.
+    ForkechoJsonLogging,
     ForkechoDynamic,
     /// `--compare PATH`: another forkecho binary, run with `-q`.
     ForkechoCompare,
@@ -42,6 +44,7 @@ impl Kind {
             Kind::ForkechoNoSandbox => "forkecho -q --no-sandbox",
             Kind::ForkechoProxy => "forkecho -q --proxy-protocol",
             Kind::ForkechoLogging => "forkecho (logging)",
+            Kind::ForkechoJsonLogging => "forkecho (JSON logging)",
             Kind::ForkechoDynamic => "forkecho -q, dynamic build",
             Kind::ForkechoCompare => "forkecho -q, --compare build",
             Kind::CThread => "C threads",
@@ -57,6 +60,7 @@ impl Kind {
             Kind::ForkechoNoSandbox => "forkecho_no_sandbox",
             Kind::ForkechoProxy => "forkecho_proxy",
             Kind::ForkechoLogging => "forkecho_logging",
+            Kind::ForkechoJsonLogging => "forkecho_json_logging",
             Kind::ForkechoDynamic => "forkecho_dynamic",
             Kind::ForkechoCompare => "forkecho_compare",
             Kind::CThread => "c_thread",
@@ -147,10 +151,11 @@ impl Setup {
             Kind::ForkechoNoSandbox,
             Kind::ForkechoProxy,
             Kind::ForkechoLogging,
+            Kind::ForkechoJsonLogging,
             Kind::CThread,
         ];
         if self.forkecho_dynamic.is_some() {
-            kinds.insert(5, Kind::ForkechoDynamic);
+            kinds.insert(6, Kind::ForkechoDynamic);
         }
         if self.forkecho_compare.is_some() {
             kinds.insert(2, Kind::ForkechoCompare);
@@ -173,12 +178,15 @@ impl Setup {
             | Kind::ForkechoNoSandbox
             | Kind::ForkechoProxy
             | Kind::ForkechoLogging
+            | Kind::ForkechoJsonLogging
             | Kind::ForkechoDynamic
             | Kind::ForkechoCompare => {
                 let mut args = vec!["--bind", "127.0.0.1", "--port", "0"];
                 args.extend(["--max-clients", &max_clients, "--backlog", "1024"]);
-                if kind != Kind::ForkechoLogging {
-                    args.push("--quiet");
+                match kind {
+                    Kind::ForkechoLogging => {}
+                    Kind::ForkechoJsonLogging => args.extend(["--log-format", "json"]),
+                    _ => args.push("--quiet"),
                 }
                 if kind == Kind::ForkechoNoSandbox {
                     args.push("--no-sandbox");

@@ -264,6 +264,26 @@ pub struct Options {
     #[arg(long, help_heading = HARNESS)]
     pub stdin_lifeline: bool,
 
+    /// How log lines read: text (`forkecho: event key=value ...`) or json (one object a line)
+    ///
+    /// JSON lines carry the same events and fields as the text ones, plus "ts" (RFC 3339, UTC,
+    /// microseconds) and "event"; numbers are numbers, durations seconds. Each line is still one
+    /// write of at most 4096 bytes
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"],
+        help_heading = HARNESS,
+    )]
+    pub log_format: String,
+
+    /// Start each text log line with a time stamp (RFC 3339, UTC, microseconds)
+    ///
+    /// Off by default: journald and most collectors add one
+    #[arg(long, help_heading = HARNESS)]
+    pub log_time: bool,
+
     /// Append log lines to PATH instead of stderr
     ///
     /// Opened once at startup (a path that cannot be opened is a startup error). SIGHUP still

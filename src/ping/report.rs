@@ -169,24 +169,30 @@ impl Report {
 
     /// The summary as one JSON object (times in milliseconds; null where there was no sample).
     pub fn json(&self, elapsed: Duration) -> String {
-        let address = match self.address {
-            Some(addr) => Json(&addr.to_string()).to_string(),
-            None => "null".to_string(),
-        };
-        format!(
-            "{{\"target\":{},\"address\":{address},\"size\":{},\"sent\":{},\"echoed\":{},\"corrupt\":{},\"surplus\":{},\"lost\":{},\"loss_percent\":{},\"time_ms\":{},\"rtt_ms\":{},\"connect_ms\":{}}}",
-            Json(&self.target),
-            self.size,
-            self.sent,
-            self.echoed,
-            self.corrupt,
-            self.surplus,
-            self.lost,
-            Percent(self.loss_percent()),
-            elapsed.as_millis(),
-            json_times(Some(self.rtt)),
-            json_times(self.connect)
-        )
+        serde_json::json!({
+            "target": self.target,
+            "address": self.address.map(|addr| addr.to_string()),
+            "size": self.size,
+            "sent": self.sent,
+            "echoed": self.echoed,
+            "corrupt": self.corrupt,
+            "surplus": self.surplus,
+            "lost": self.lost,
+            "loss_percent": rounded(self.loss_percent()),
+            "time_ms": elapsed.as_millis() as u64,
+            "rtt_ms": json_times(Some(self.rtt)),
+            "connect_ms": json_times(self.connect),
+        })
+        .to_string()
+    }
+}
+
+/// A figure to three decimals, as ping prints them; a whole one as an integer.
+fn rounded(value: f64) -> serde_json::Value {
+    let value = (value * 1e3).round() / 1e3;
+    match value.fract() == 0.0 && value.abs() < 1e15 {
+        true => (value as i64).into(),
+        false => value.into(),
     }
 }
 
@@ -194,12 +200,15 @@ fn ms(time: Duration) -> f64 {
     time.as_secs_f64() * 1e3
 }
 
-fn json_times(times: Option<Times>) -> String {
+fn json_times(times: Option<Times>) -> serde_json::Value {
     match times.and_then(|t| t.summary()) {
-        Some((min, avg, max, mdev)) => {
-            format!("{{\"min\":{min:.3},\"avg\":{avg:.3},\"max\":{max:.3},\"mdev\":{mdev:.3}}}")
-        }
-        None => "null".to_string(),
+        Some((min, avg, max, mdev)) => serde_json::json!({
+            "min": rounded(min),
+            "avg": rounded(avg),
+            "max": rounded(max),
+            "mdev": rounded(mdev),
+        }),
+        None => serde_json::Value::Null,
     }
 }
 
@@ -210,24 +219,6 @@ impl fmt::Display for Percent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = format!("{:.3}", self.0);
         f.write_str(text.trim_end_matches('0').trim_end_matches('.'))
-    }
-}
-
-/// A JSON string literal.
-struct Json<'a>(&'a str);
-
-impl fmt::Display for Json<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_char('"')?;
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-                c => f.write_char(c)?,
-            }
-        }
-        f.write_char('"')
     }
 }
 
@@ -271,10 +262,15 @@ mod tests {
     fn json_is_one_object_with_nulls_for_missing_times() {
         let mut report = Report::new("a\"b", 8, true);
         report.failed(1, None, &Failure::Timeout { received: 0 });
-        let json = report.json(Duration::from_millis(5));
+        let json: serde_json::Value =
+            serde_json::from_str(&report.json(Duration::from_millis(5))).unwrap();
         assert_eq!(
             json,
-            "{\"target\":\"a\\\"b\",\"address\":null,\"size\":8,\"sent\":1,\"echoed\":0,\"corrupt\":0,\"surplus\":0,\"lost\":1,\"loss_percent\":100,\"time_ms\":5,\"rtt_ms\":null,\"connect_ms\":null}"
+            serde_json::json!({
+                "target": "a\"b", "address": null, "size": 8, "sent": 1, "echoed": 0,
+                "corrupt": 0, "surplus": 0, "lost": 1, "loss_percent": 100, "time_ms": 5,
+                "rtt_ms": null, "connect_ms": null
+            })
         );
     }
 }

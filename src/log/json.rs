@@ -1,0 +1,313 @@
+//! `--log-format json`: a text log line, rendered as one JSON object.
+//!
+//! The text lines are the one source of every event and field; this reads one back and writes
+//! it again as JSON, into a fixed buffer of its own (never allocating, never longer than one
+//! atomic write):
+//! - the first word is `"event"` (`accept`, `close`, `warning`, ...), after `"ts"`;
+//! - `key=value` is a field: a whole number is a JSON number, a duration (`0.412s`) a number of
+//!   seconds, anything else a string (`error="..."` keeps what is between its quotes);
+//! - other words, and text in parentheses, make `"message"`; a trailing `(N similar
+//!   suppressed)` is `"suppressed": N`;
+//! - after `warning:`, `fatal:` and `panic`, the rest of the line is the message as it stands
+//!   (apart from the suppressed count): it is prose, not fields.
+//!
+//! Strings are escaped by serde_json: no raw control character or newline reaches a line. A line
+//! too long for the buffer ends early as a valid object with `"truncated": true`.
+
+use std::io::{self, Write};
+
+use super::LINE_MAX;
+
+/// The JSON rendering of one line.
+pub struct JsonLine {
+    buf: [u8; LINE_MAX],
+    len: usize,
+    /// Set when a write found no room: the object is closed short.
+    full: bool,
+}
+
+/// Room kept free for the closing `,"truncated":true}` and the newline.
+const CLOSING: usize = 24;
+
+impl io::Write for JsonLine {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.full || self.len + data.len() > LINE_MAX - CLOSING {
+            self.full = true;
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl JsonLine {
+    /// Renders `text` (one log line without its prefix and newline) stamped with `ts`.
+    pub fn render(ts: &str, text: &str) -> JsonLine {
+        let mut line = JsonLine {
+            buf: [0; LINE_MAX],
+            len: 0,
+            full: false,
+        };
+        let _ = line.fields(ts, text);
+        line.finish();
+        line
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Writes the object's fields; stops at the first that does not fit.
+    fn fields(&mut self, ts: &str, text: &str) -> io::Result<()> {
+        self.write_all(b"{\"ts\":")?;
+        self.string(ts)?;
+        let (event, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let event = event.trim_end_matches(':');
+        self.write_all(b",\"event\":")?;
+        self.string(event)?;
+        let (rest, suppressed) = suppressed(rest);
+        if matches!(event, "warning" | "fatal" | "panic") {
+            // `panic pid=N at FILE:L:C: message`: its pid is a field, the rest prose.
+            let rest = match rest.split_once(' ') {
+                Some((pid, after)) if event == "panic" && pid.starts_with("pid=") => {
+                    self.field(pid)?;
+                    after
+                }
+                _ => rest,
+            };
+            if !rest.is_empty() {
+                self.write_all(b",\"message\":")?;
+                self.string(rest)?;
+            }
+        } else {
+            let mut message_start = None;
+            let mut message_end = 0;
+            let mut rest = rest;
+            while !rest.is_empty() {
+                let (token, after) = next_token(rest);
+                // Where the token stands in the line: every slice here is part of `text`.
+                let start = token.as_ptr() as usize - text.as_ptr() as usize;
+                match token.split_once('=') {
+                    Some((key, _)) if !token.starts_with('(') && !key.is_empty() => {
+                        self.field(token)?
+                    }
+                    _ => {
+                        message_start.get_or_insert(start);
+                        message_end = start + token.len();
+                    }
+                }
+                rest = after;
+            }
+            if let Some(start) = message_start {
+                self.write_all(b",\"message\":")?;
+                // The words between the first free word and the last, fields left out.
+                let words: &str = &text[start..message_end];
+                self.message(words)?;
+            }
+        }
+        if let Some(count) = suppressed {
+            write!(self, ",\"suppressed\":{count}")?;
+        }
+        Ok(())
+    }
+
+    /// `key=value` as `"key":value`.
+    fn field(&mut self, token: &str) -> io::Result<()> {
+        let (key, value) = token.split_once('=').unwrap_or((token, ""));
+        self.write_all(b",")?;
+        self.string(key)?;
+        self.write_all(b":")?;
+        if let Some(quoted) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            return self.string(quoted);
+        }
+        let number = |v: &str| {
+            !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                && v.bytes().filter(|&b| b == b'.').count() <= 1
+                && !v.starts_with('.')
+                && !v.ends_with('.')
+        };
+        match value.strip_suffix('s') {
+            _ if number(value) && !value.contains('.') => self.write_all(value.as_bytes()),
+            Some(seconds) if number(seconds) => self.write_all(seconds.as_bytes()),
+            _ => self.string(value),
+        }
+    }
+
+    /// The free words of a line (between fields), as one string, fields left out.
+    fn message(&mut self, words: &str) -> io::Result<()> {
+        let mut text = [0u8; LINE_MAX];
+        let mut len = 0;
+        let mut rest = words;
+        while !rest.is_empty() {
+            let (token, after) = next_token(rest);
+            let is_field = !token.starts_with('(')
+                && token
+                    .split_once('=')
+                    .is_some_and(|(key, _)| !key.is_empty());
+            if !is_field {
+                if len > 0 {
+                    text[len] = b' ';
+                    len += 1;
+                }
+                text[len..len + token.len()].copy_from_slice(token.as_bytes());
+                len += token.len();
+            }
+            rest = after;
+        }
+        self.string(std::str::from_utf8(&text[..len]).unwrap_or(""))
+    }
+
+    fn string(&mut self, text: &str) -> io::Result<()> {
+        serde_json::to_writer(&mut *self, text).map_err(io::Error::other)
+    }
+
+    /// Closes the object (saying so if it was cut short) and ends the line.
+    fn finish(&mut self) {
+        let end: &[u8] = match self.full {
+            true => b",\"truncated\":true}\n",
+            false => b"}\n",
+        };
+        self.full = false;
+        // Cut back to the last complete field: a write that did not fit may have left half.
+        if end.len() > 2 {
+            self.len = last_field_end(&self.buf[..self.len]);
+        }
+        self.buf[self.len..self.len + end.len()].copy_from_slice(end);
+        self.len += end.len();
+    }
+}
+
+/// The next token of `text`: a word, a `key="quoted value"`, or a parenthesised group; and what
+/// follows it (spaces skipped).
+fn next_token(text: &str) -> (&str, &str) {
+    let text = text.trim_start_matches(' ');
+    let end = if text.starts_with('(') {
+        text.find(')').map_or(text.len(), |close| close + 1)
+    } else if let Some(quote) = text.find("=\"").filter(|&q| !text[..q].contains(' ')) {
+        text[quote + 2..]
+            .find('"')
+            .map_or(text.len(), |close| quote + 3 + close)
+    } else {
+        text.find(' ').unwrap_or(text.len())
+    };
+    let end = text[end..]
+        .find(' ')
+        .map_or(text.len(), |space| end + space);
+    (&text[..end], text[end..].trim_start_matches(' '))
+}
+
+/// `text` without a trailing ` (N similar suppressed)`, and N.
+fn suppressed(text: &str) -> (&str, Option<u64>) {
+    let found = text
+        .strip_suffix(" similar suppressed)")
+        .and_then(|rest| rest.rsplit_once(" ("))
+        .and_then(|(before, count)| Some((before, count.parse().ok()?)));
+    match found {
+        Some((before, count)) => (before, Some(count)),
+        None => (text, None),
+    }
+}
+
+/// Where the last complete `,"key":value` of a cut-short object ends: the object is then closed
+/// right after it.
+fn last_field_end(written: &[u8]) -> usize {
+    // Every field starts with `,"`; the one a cut interrupted is dropped whole. The quotes inside
+    // strings are escaped, so a `,"` that follows a value's end is a field's start only where an
+    // even number of unescaped quotes came before; with at least "ts" and "event" written, the
+    // last `,"` is enough in practice, and the result is always checked by a parser in the tests.
+    written
+        .windows(2)
+        .rposition(|w| w == b",\"")
+        .unwrap_or(written.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> serde_json::Value {
+        let line = JsonLine::render("2026-12-02T10:00:00.000000Z", text);
+        let bytes = line.as_bytes();
+        assert_eq!(bytes.last(), Some(&b'\n'));
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(bytes)))
+    }
+
+    #[test]
+    fn fields_are_typed_and_free_words_make_the_message() {
+        let v = json(
+            "close peer=127.0.0.1:5 pid=42 bytes=13 duration=2.412s end=error error=\"Broken pipe (os error 32)\" fault=none",
+        );
+        assert_eq!(v["event"], "close");
+        assert_eq!(v["ts"], "2026-12-02T10:00:00.000000Z");
+        assert_eq!(v["peer"], "127.0.0.1:5");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["bytes"], 13);
+        assert_eq!(v["duration"], 2.412);
+        assert_eq!(v["end"], "error");
+        assert_eq!(v["error"], "Broken pipe (os error 32)");
+        assert_eq!(v["fault"], "none");
+        assert!(v.get("message").is_none());
+        let v = json("limit max-clients=4096 reached: new connections wait in the backlog");
+        assert_eq!(v["max-clients"], 4096);
+        assert_eq!(v["message"], "reached: new connections wait in the backlog");
+        let v =
+            json("listening on 127.0.0.1:1 [::1]:1 pid=7 rate-per-ip=20/1s idle-timeout=300.000s");
+        assert_eq!(v["event"], "listening");
+        assert_eq!(v["message"], "on 127.0.0.1:1 [::1]:1");
+        assert_eq!(v["rate-per-ip"], "20/1s");
+        assert_eq!(v["idle-timeout"], 300.0);
+    }
+
+    #[test]
+    fn warnings_keep_their_prose_and_counts_come_apart() {
+        let v = json(
+            "warning: accept failed (accepts paused 100ms): Too many open files (os error 24) (41 similar suppressed)",
+        );
+        assert_eq!(v["event"], "warning");
+        assert_eq!(
+            v["message"],
+            "accept failed (accepts paused 100ms): Too many open files (os error 24)"
+        );
+        assert_eq!(v["suppressed"], 41);
+        let v = json(
+            "refused peer=192.0.2.1:5 reason=max-per-ip limit=8 group=192.0.2.1 (3 similar suppressed)",
+        );
+        assert_eq!(
+            (v["limit"].clone(), v["suppressed"].clone()),
+            (8.into(), 3.into())
+        );
+        let v = json("panic pid=9 at src/x.rs:1:2: boom");
+        assert_eq!(
+            (v["pid"].clone(), v["message"].clone()),
+            (9.into(), "at src/x.rs:1:2: boom".into())
+        );
+        let v = json(
+            "log-dropped lines=212 (stderr was taking no lines; stats and stopped lines count them all in log-dropped=)",
+        );
+        assert_eq!(v["lines"], 212);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("(stderr was taking")
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_long_lines_stay_objects() {
+        let v = json("proxy-error peer=1.2.3.4:5 error=\"bad \u{1b}[31m\nheader\"");
+        assert_eq!(v["error"], "bad \u{1b}[31m\nheader");
+        let long = format!("warning: {}", "é".repeat(3000));
+        let v = json(&long);
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["event"], "warning");
+    }
+}
