@@ -14,6 +14,7 @@
 //! (`time`). Either way a control character a client could slip into a line (a PROXY header, a
 //! name) is escaped, never written raw. The format is fixed at startup, before the first fork.
 
+mod fixed;
 mod json;
 mod sink;
 mod time;
@@ -142,8 +143,7 @@ pub fn install_panic_hook() {
 
 /// A log line under construction: a fixed buffer that truncates rather than grows.
 pub struct Line {
-    buf: [u8; LINE_MAX],
-    len: usize,
+    buf: fixed::Fixed,
     truncated: bool,
 }
 
@@ -156,8 +156,7 @@ impl Line {
     /// `...`. Control characters in the message are written escaped (`\x1b`).
     pub fn format(args: fmt::Arguments<'_>, stamped: bool) -> Line {
         let mut line = Line {
-            buf: [0; LINE_MAX],
-            len: 0,
+            buf: fixed::Fixed::new(),
             truncated: false,
         };
         // Writing into a Line never fails: it truncates instead.
@@ -168,21 +167,21 @@ impl Line {
         let _ = line.write_str(PREFIX);
         let _ = line.write_fmt(args);
         if line.truncated {
-            line.len = line.len.min(Self::TEXT_MAX - 3);
+            let written = line.buf.as_bytes();
+            let mut cut = written.len().min(Self::TEXT_MAX - 3);
             // Step back to the start of a UTF-8 sequence so the line stays valid text.
-            while line.len > 0 && line.buf[line.len] & 0b1100_0000 == 0b1000_0000 {
-                line.len -= 1;
+            while cut > 0 && written[cut] & 0b1100_0000 == 0b1000_0000 {
+                cut -= 1;
             }
-            line.buf[line.len..line.len + 3].copy_from_slice(b"...");
-            line.len += 3;
+            line.buf.truncate(cut);
+            line.buf.push(b"...", LINE_MAX);
         }
-        line.buf[line.len] = b'\n';
-        line.len += 1;
+        line.buf.push(b"\n", LINE_MAX);
         line
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        self.buf.as_bytes()
     }
 }
 
@@ -200,12 +199,11 @@ impl fmt::Write for Line {
 impl Line {
     /// Copies `s` in, as much as fits (cut at a character boundary).
     fn write_plain(&mut self, s: &str) {
-        let mut n = s.len().min(Self::TEXT_MAX - self.len);
+        let mut n = s.len().min(Self::TEXT_MAX - self.buf.len());
         while !s.is_char_boundary(n) {
             n -= 1;
         }
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
+        self.buf.push(&s.as_bytes()[..n], Self::TEXT_MAX);
         self.truncated |= n < s.len();
     }
 

@@ -108,6 +108,26 @@ impl Target {
         (target, None)
     }
 
+    /// The target on its own descriptor: a private description `open` made is put on `given`
+    /// (dup2) and its extra descriptor closed, so that no descriptor is added. For a stream this
+    /// process may repoint (stdout, which goes to /dev/null once the readiness line is out):
+    /// whoever else shares the original description keeps it as it was.
+    pub fn in_place(self) -> Target {
+        if self.fd == self.given {
+            return self;
+        }
+        // SAFETY: dup2 replaces `given` atomically with our private description; nothing holds
+        // `given` as an object.
+        let moved = unsafe { nix::libc::dup2(self.fd, self.given) } == self.given;
+        // SAFETY: the private descriptor `open` made, used by nothing else.
+        unsafe { nix::libc::close(self.fd) };
+        Target {
+            fd: self.given,
+            how: if moved { self.how } else { How::Plain },
+            given: self.given,
+        }
+    }
+
     /// Writes `bytes` without waiting for the reader; true if all of them went. Nothing of
     /// which fits is dropped at once (EAGAIN); what went in part (a terminal or a socket short of
     /// room) is finished if room comes within `PART_WAITS` short waits, so that lines stay

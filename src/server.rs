@@ -30,6 +30,8 @@ pub fn run(settings: &Settings) -> Result<()> {
     // stdout's own non-blocking description (held only until the readiness line is out).
     let mut parent = Parent::new(listeners, harness, settings, started)?;
     let stdout = nowait::Target::open(1, "stdout");
+    // On fd 1 itself: a harness that counts descriptors at the readiness line counts none extra.
+    let stdout = (stdout.0.in_place(), stdout.1);
     setup::drop_privileges(identity.as_ref())?;
     // The last steps that can fail: the port file (written under a temporary name) and the
     // sandbox. A start that fails here leaves no port file behind.

@@ -18,8 +18,13 @@ use crate::fixture;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// The baseline every ratio is taken against.
+    /// The baseline the first ratio table is taken against: the textbook C fork server, built
+    /// the ordinary way (dynamically linked).
     CFork,
+    /// The same C source linked statically: the floor of this design on this kernel (a process
+    /// that does nothing per connection but accept, fork, read, write, exit and be reaped), and
+    /// the base of the second ratio table.
+    CForkStatic,
     ForkechoQuiet,
     /// `forkecho -q --no-sandbox`: what the sandbox (on by default) costs.
     ForkechoNoSandbox,
@@ -40,6 +45,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::CFork => "C fork (baseline)",
+            Kind::CForkStatic => "C fork, static (the floor)",
             Kind::ForkechoQuiet => "forkecho -q",
             Kind::ForkechoNoSandbox => "forkecho -q --no-sandbox",
             Kind::ForkechoProxy => "forkecho -q --proxy-protocol",
@@ -56,6 +62,7 @@ impl Kind {
     pub fn id(self) -> &'static str {
         match self {
             Kind::CFork => "c_fork",
+            Kind::CForkStatic => "c_fork_static",
             Kind::ForkechoQuiet => "forkecho_quiet",
             Kind::ForkechoNoSandbox => "forkecho_no_sandbox",
             Kind::ForkechoProxy => "forkecho_proxy",
@@ -89,6 +96,8 @@ impl Kind {
 pub struct Setup {
     pub forkecho: PathBuf,
     pub c_fork: PathBuf,
+    /// None where the C library has no static archive (the reason is printed).
+    pub c_fork_static: Option<PathBuf>,
     pub c_thread: PathBuf,
     pub out_dir: PathBuf,
     pub have_socat: bool,
@@ -132,6 +141,11 @@ impl Setup {
         Ok(Setup {
             forkecho: forkecho.to_path_buf(),
             c_fork: compile("fork_server.c", "c_fork_server", &[])?,
+            c_fork_static: compile("fork_server.c", "c_fork_server_static", &["-static"])
+                .inspect_err(|err| {
+                    eprintln!("note: no static C build, its row is left out: {err:#}")
+                })
+                .ok(),
             c_thread: compile("thread_server.c", "c_thread_server", &["-pthread"])?,
             out_dir: out_dir.to_path_buf(),
             have_socat,
@@ -145,20 +159,27 @@ impl Setup {
     }
 
     pub fn kinds(&self) -> Vec<Kind> {
-        let mut kinds = vec![
-            Kind::CFork,
+        let mut kinds = vec![Kind::CFork];
+        if self.c_fork_static.is_some() {
+            kinds.push(Kind::CForkStatic);
+        }
+        kinds.extend([
             Kind::ForkechoQuiet,
             Kind::ForkechoNoSandbox,
             Kind::ForkechoProxy,
             Kind::ForkechoLogging,
             Kind::ForkechoJsonLogging,
-            Kind::CThread,
-        ];
+        ]);
         if self.forkecho_dynamic.is_some() {
-            kinds.insert(6, Kind::ForkechoDynamic);
+            kinds.push(Kind::ForkechoDynamic);
         }
+        kinds.push(Kind::CThread);
         if self.forkecho_compare.is_some() {
-            kinds.insert(2, Kind::ForkechoCompare);
+            let quiet = kinds
+                .iter()
+                .position(|&k| k == Kind::ForkechoQuiet)
+                .unwrap();
+            kinds.insert(quiet + 1, Kind::ForkechoCompare);
         }
         if self.have_socat {
             kinds.push(Kind::Socat);
@@ -173,6 +194,7 @@ impl Setup {
         let max_clients = max_clients.to_string();
         let mut command = match kind {
             Kind::CFork => plain(&self.c_fork, &["0"]),
+            Kind::CForkStatic => plain(self.c_fork_static.as_deref().context("static")?, &["0"]),
             Kind::CThread => plain(&self.c_thread, &["0"]),
             Kind::ForkechoQuiet
             | Kind::ForkechoNoSandbox

@@ -17,11 +17,11 @@
 use std::io::{self, Write};
 
 use super::LINE_MAX;
+use super::fixed::Fixed;
 
 /// The JSON rendering of one line.
 pub struct JsonLine {
-    buf: [u8; LINE_MAX],
-    len: usize,
+    buf: Fixed,
     /// Set when a write found no room: the object is closed short.
     full: bool,
 }
@@ -31,13 +31,11 @@ const CLOSING: usize = 24;
 
 impl io::Write for JsonLine {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.full || self.len + data.len() > LINE_MAX - CLOSING {
+        if self.full || self.buf.len() + data.len() > LINE_MAX - CLOSING {
             self.full = true;
             return Err(io::ErrorKind::WriteZero.into());
         }
-        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
-        self.len += data.len();
-        Ok(data.len())
+        Ok(self.buf.push(data, LINE_MAX - CLOSING))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -49,8 +47,7 @@ impl JsonLine {
     /// Renders `text` (one log line without its prefix and newline) stamped with `ts`.
     pub fn render(ts: &str, text: &str) -> JsonLine {
         let mut line = JsonLine {
-            buf: [0; LINE_MAX],
-            len: 0,
+            buf: Fixed::new(),
             full: false,
         };
         let _ = line.fields(ts, text);
@@ -59,7 +56,7 @@ impl JsonLine {
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        self.buf.as_bytes()
     }
 
     /// Writes the object's fields; stops at the first that does not fit.
@@ -139,10 +136,11 @@ impl JsonLine {
         }
     }
 
-    /// The free words of a line (between fields), as one string, fields left out.
+    /// The free words of a line (between fields), as one string, fields left out. Each word is
+    /// escaped by serde_json as a string of its own, then joined to the last: its opening quote
+    /// and the closing quote before it give way to a space.
     fn message(&mut self, words: &str) -> io::Result<()> {
-        let mut text = [0u8; LINE_MAX];
-        let mut len = 0;
+        let mut first = true;
         let mut rest = words;
         while !rest.is_empty() {
             let (token, after) = next_token(rest);
@@ -151,16 +149,25 @@ impl JsonLine {
                     .split_once('=')
                     .is_some_and(|(key, _)| !key.is_empty());
             if !is_field {
-                if len > 0 {
-                    text[len] = b' ';
-                    len += 1;
+                if !first {
+                    // `..."` + `"word"` becomes `... word"`.
+                    let closing = self.buf.len() - 1;
+                    self.buf.remove(closing);
+                    self.write_all(b" ")?;
                 }
-                text[len..len + token.len()].copy_from_slice(token.as_bytes());
-                len += token.len();
+                let opening = self.buf.len();
+                self.string(token)?;
+                if !first {
+                    self.buf.remove(opening);
+                }
+                first = false;
             }
             rest = after;
         }
-        self.string(std::str::from_utf8(&text[..len]).unwrap_or(""))
+        if first {
+            self.string("")?;
+        }
+        Ok(())
     }
 
     fn string(&mut self, text: &str) -> io::Result<()> {
@@ -176,10 +183,10 @@ impl JsonLine {
         self.full = false;
         // Cut back to the last complete field: a write that did not fit may have left half.
         if end.len() > 2 {
-            self.len = last_field_end(&self.buf[..self.len]);
+            let keep = last_field_end(self.buf.as_bytes());
+            self.buf.truncate(keep);
         }
-        self.buf[self.len..self.len + end.len()].copy_from_slice(end);
-        self.len += end.len();
+        self.buf.push(end, LINE_MAX);
     }
 }
 

@@ -1,0 +1,87 @@
+//! A line's buffer: `LINE_MAX` bytes on the stack that are written before they are read and never
+//! zeroed, so that a log line touches only the stack it fills. A child that logs its close line
+//! would otherwise write, and so copy after fork, whole 4 KiB pages of the parent's stack.
+
+use std::mem::MaybeUninit;
+
+use super::LINE_MAX;
+
+pub struct Fixed {
+    bytes: [MaybeUninit<u8>; LINE_MAX],
+    /// `bytes[..len]` are written.
+    len: usize,
+}
+
+impl Fixed {
+    pub fn new() -> Fixed {
+        Fixed {
+            bytes: [MaybeUninit::uninit(); LINE_MAX],
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends as much of `data` as fits below `limit` (at most `LINE_MAX`); returns how much.
+    pub fn push(&mut self, data: &[u8], limit: usize) -> usize {
+        let n = data.len().min(limit.min(LINE_MAX).saturating_sub(self.len));
+        // SAFETY: `n` bytes from `data` into `bytes[len..len + n]`, which lies within the array
+        // (len + n <= LINE_MAX); the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.bytes.as_mut_ptr().add(self.len).cast::<u8>(),
+                n,
+            );
+        }
+        self.len += n;
+        n
+    }
+
+    /// Keeps the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Removes the byte at `at`, moving the rest one to the left.
+    pub fn remove(&mut self, at: usize) {
+        if at >= self.len {
+            return;
+        }
+        // SAFETY: moves the written bytes `at + 1..len` to `at..len - 1`, inside the array;
+        // `copy` allows the overlap.
+        unsafe {
+            let start = self.bytes.as_mut_ptr().cast::<u8>();
+            std::ptr::copy(start.add(at + 1), start.add(at), self.len - at - 1);
+        }
+        self.len -= 1;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `bytes[..len]` have been written (`push` and `remove` keep that true).
+        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_stop_at_the_limit_and_removal_shifts_the_rest() {
+        let mut fixed = Fixed::new();
+        assert_eq!(fixed.push(b"hello", 3), 3);
+        assert_eq!(fixed.push(b"lo, world", LINE_MAX), 9);
+        assert_eq!(fixed.as_bytes(), b"hello, world");
+        fixed.remove(0);
+        fixed.remove(4);
+        assert_eq!(fixed.as_bytes(), b"ello world");
+        fixed.truncate(4);
+        assert_eq!(fixed.as_bytes(), b"ello");
+        let big = [b'x'; LINE_MAX + 10];
+        assert_eq!(fixed.push(&big, LINE_MAX), LINE_MAX - 4);
+        assert_eq!(fixed.len(), LINE_MAX);
+    }
+}
