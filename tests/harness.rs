@@ -310,3 +310,28 @@ fn the_log_file_gets_every_line_and_stderr_none() {
     assert!(text.contains("forkecho: stopped "), "{text}");
     assert!(server.log().is_empty(), "stderr: {}", server.log());
 }
+
+#[test]
+fn the_lifeline_leaves_the_harness_s_stdin_as_it_was() {
+    // The read end forkecho gets as stdin, and a copy the harness keeps of the same open file
+    // description: O_NONBLOCK there would change it for everyone who shares it.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let kept = OwnedFd::from(reader.try_clone().unwrap());
+    let mut command = forkecho(&["--stdin-lifeline"]);
+    command
+        .stdin(Stdio::from(OwnedFd::from(reader)))
+        .stdout(Stdio::piped());
+    let mut process = command.spawn().unwrap();
+    let mut stdout = BufReader::new(process.stdout.take().unwrap());
+    crate::util::fixture::read_readiness(&mut stdout).unwrap();
+    let flags = nix::fcntl::fcntl(&kept, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags);
+    assert!(!flags.contains(nix::fcntl::OFlag::O_NONBLOCK), "{flags:?}");
+    drop(writer);
+    let out = output_within_deadline(process, "forkecho");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

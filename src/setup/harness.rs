@@ -52,7 +52,7 @@ pub struct Harness {
     /// allows no open).
     ready: Option<nowait::Target>,
     notify: Option<UnixDatagram>,
-    lifeline: Option<OwnedFd>,
+    lifeline: Option<Lifeline>,
     /// With `--exit-with-parent`: the process that started forkecho.
     parent: Option<Pid>,
 }
@@ -83,24 +83,9 @@ impl Harness {
             None => None,
         };
         let lifeline = match settings.stdin_lifeline {
-            // SAFETY: only borrowed to duplicate it; fd 0 stays open as it was.
-            true => Some(
-                fcntl(
-                    unsafe { BorrowedFd::borrow_raw(0) },
-                    FcntlArg::F_DUPFD_CLOEXEC(3),
-                )
-                // SAFETY: a new fd this process owns from here on.
-                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-                .context("--stdin-lifeline: stdin is not open")?,
-            ),
+            true => Some(Lifeline::open()?),
             false => None,
         };
-        if let Some(lifeline) = &lifeline {
-            // Never waited on: the parent's poll says when there is something to read.
-            let flags = OFlag::from_bits_truncate(fcntl(lifeline, FcntlArg::F_GETFL)?);
-            fcntl(lifeline, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))
-                .context("--stdin-lifeline: unable to read stdin without waiting")?;
-        }
         Ok(Harness {
             port_file,
             ready,
@@ -198,24 +183,15 @@ impl Harness {
 
     /// The lifeline's descriptor, for the parent's poll.
     pub fn lifeline(&self) -> Option<RawFd> {
-        self.lifeline.as_ref().map(AsRawFd::as_raw_fd)
+        self.lifeline
+            .as_ref()
+            .map(|lifeline| lifeline.fd.as_raw_fd())
     }
 
-    /// Reads what stdin has (never waiting); true once it has reached its end (or failed).
+    /// After poll found the lifeline readable: reads what stdin has and drops it; true once
+    /// stdin has reached its end (or failed).
     pub fn lifeline_ended(&self) -> bool {
-        let Some(lifeline) = &self.lifeline else {
-            return false;
-        };
-        let mut dropped = [0u8; 512];
-        loop {
-            match nix::unistd::read(lifeline, &mut dropped) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EAGAIN) => return false,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return true,
-            }
-        }
+        self.lifeline.as_ref().is_some_and(Lifeline::ended)
     }
 
     /// The port file's directory: the one place the sandbox lets the parent rename and unlink.
@@ -237,6 +213,82 @@ impl Harness {
         if let Some(socket) = &self.notify {
             // Non-blocking: a service manager that does not read costs the message, not serving.
             let _ = socket.send(message.as_bytes());
+        }
+    }
+}
+
+/// `--stdin-lifeline`: stdin, read without ever waiting, and without touching how anyone else
+/// reads it. O_NONBLOCK belongs to the open file description, which the harness's side may share:
+/// a pipe or terminal is opened anew through /proc/self/fd/0 (a description of our own, made
+/// non-blocking); a socket is read with MSG_DONTWAIT; anything else, once per readiness poll
+/// reports.
+struct Lifeline {
+    fd: OwnedFd,
+    how: Reading,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// A private non-blocking description: read until EAGAIN.
+    Private,
+    /// recv(2) with MSG_DONTWAIT.
+    Socket,
+    /// The shared description: one read per readiness (which poll reported, so it does not
+    /// wait unless another reader took the bytes first).
+    Once,
+}
+
+impl Lifeline {
+    fn open() -> Result<Lifeline> {
+        // SAFETY: only borrowed for fstat; a closed fd gives EBADF.
+        let stat = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(0) })
+            .context("--stdin-lifeline: stdin is not open")?;
+        let kind =
+            nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        if kind != nix::sys::stat::SFlag::S_IFSOCK
+            && let Ok(fd) = nix::fcntl::open("/proc/self/fd/0", flags, Mode::empty())
+        {
+            return Ok(Lifeline {
+                fd,
+                how: Reading::Private,
+            });
+        }
+        // SAFETY: only borrowed to duplicate it; fd 0 stays open as it was.
+        let dup = fcntl(
+            unsafe { BorrowedFd::borrow_raw(0) },
+            FcntlArg::F_DUPFD_CLOEXEC(3),
+        )
+        .context("--stdin-lifeline: unable to keep stdin")?;
+        Ok(Lifeline {
+            // SAFETY: a new fd this process owns from here on.
+            fd: unsafe { OwnedFd::from_raw_fd(dup) },
+            how: match kind == nix::sys::stat::SFlag::S_IFSOCK {
+                true => Reading::Socket,
+                false => Reading::Once,
+            },
+        })
+    }
+
+    fn ended(&self) -> bool {
+        let mut dropped = [0u8; 512];
+        loop {
+            let read = match self.how {
+                Reading::Socket => nix::sys::socket::recv(
+                    self.fd.as_raw_fd(),
+                    &mut dropped,
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                ),
+                Reading::Private | Reading::Once => nix::unistd::read(&self.fd, &mut dropped),
+            };
+            match read {
+                Ok(0) => return true,
+                Ok(_) if self.how == Reading::Once => return false,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EAGAIN) => return false,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return true,
+            }
         }
     }
 }
