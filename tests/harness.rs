@@ -202,9 +202,13 @@ fn sd_notify_reaches_an_abstract_socket() {
 /// forkecho with `args`, started by a shell that prints its pid and then waits, so the shell is
 /// its parent and passes it what the test gives as stdin. Returns once forkecho is listening:
 /// the shell's process, and forkecho's pid.
+///
+/// A shell without job control gives a command it starts with `&` /dev/null as stdin, before
+/// any redirection of the command's own (POSIX, "Asynchronous Lists"); so the stdin is passed on
+/// through fd 3, explicitly.
 fn under_a_shell(args: &[&str], stdin: Stdio) -> (Child, Pid) {
     let mut shell = Command::new("sh")
-        .args(["-c", "\"$0\" \"$@\" & echo $!; wait"])
+        .args(["-c", "exec 3<&0; \"$0\" \"$@\" <&3 3<&- & echo $!; wait"])
         .arg(binary())
         .args(["--bind", "127.0.0.1", "--port", "0", "-q"])
         .args(args)
@@ -274,20 +278,38 @@ fn with_stdin_lifeline_closing_stdin_stops_the_server_cleanly() {
 fn with_stdin_lifeline_a_fixture_stops_when_the_process_holding_its_stdin_is_killed() {
     // The harness's side of the pipe is held by a process that is then killed, as a crashed
     // harness would be: its end closes, and forkecho's stdin reaches its end.
-    let mut holder = Command::new("sleep")
-        .arg("1000")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = Stdio::from(holder.stdout.take().unwrap());
+    let mut holder = Killed(
+        Command::new("sleep")
+            .arg("1000")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdin = Stdio::from(holder.0.stdout.take().unwrap());
+    let pipe = std::fs::read_link(format!("/proc/{}/fd/1", holder.0.id())).unwrap();
     let (mut shell, server) = under_a_shell(&["--stdin-lifeline"], stdin);
+    // forkecho holds the holder's pipe (on an fd of its own: it gives its stdin a private open
+    // file description); with /dev/null as its stdin it would stop of itself.
+    let fds = std::fs::read_dir(format!("/proc/{server}/fd")).unwrap();
+    let links = fds.map(|fd| std::fs::read_link(fd.unwrap().path()).unwrap());
+    assert!(links.into_iter().any(|link| link == pipe), "{pipe:?}");
     assert!(!gone(server));
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
     eventually("forkecho to stop at its lifeline's end", DEADLINE, || {
         gone(server)
     });
     assert!(shell.wait().unwrap().success());
+}
+
+/// A helper process killed and waited for however the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
