@@ -116,8 +116,8 @@ impl Target {
         if self.fd == self.given {
             return self;
         }
-        // SAFETY: dup2 replaces `given` atomically with our private description; nothing holds
-        // `given` as an object.
+        // dup2 replaces `given` atomically with our private description.
+        // SAFETY: nothing holds `given` as an object, so nothing is left with a stale fd.
         let moved = unsafe { nix::libc::dup2(self.fd, self.given) } == self.given;
         // SAFETY: the private descriptor `open` made, used by nothing else.
         unsafe { nix::libc::close(self.fd) };

@@ -456,7 +456,10 @@ impl Report<'_> {
         }
         let _ = writeln!(
             out,
-            "- (forkecho -q against the floor: round trips/s {:.2}, bulk MiB/s {:.2}, bulk server CPU per GiB {:.2}, burst p99 {:.2})",
+            concat!(
+                "- (forkecho -q against the floor: round trips/s {:.2}, bulk MiB/s {:.2}, ",
+                "bulk server CPU per GiB {:.2}, burst p99 {:.2})"
+            ),
             r(quiet, 1, floor),
             r(quiet, 2, floor),
             r(quiet, 3, floor),

@@ -1,5 +1,6 @@
-//! The servers compared: forkecho (per-connection logging off, on, and on as JSON), the C fork-per-connection
-//! and thread-per-connection baselines (compiled here with the system C compiler), and socat.
+//! The servers compared: forkecho (per-connection logging off, on, and on as JSON), the C
+//! fork-per-connection and thread-per-connection baselines (compiled here with the system C
+//! compiler), and socat.
 //! forkecho is the default build, which `.cargo/config.toml` links statically; also forkecho
 //! linked dynamically (`-C target-feature=-crt-static`, built here into the output directory):
 //! the same code with a larger process image, which shows what dynamic linking costs per fork.

@@ -53,7 +53,7 @@ const HARNESS: &str = "Harness (readiness, lifelines, logs)";
         (forkecho --man) describes every log line, signal, limit and exit status.",
     after_help = "Examples:\n  \
         forkecho                                 port 9999, IPv6 and IPv4\n  \
-        forkecho -p 0 -b 127.0.0.1               any free port on loopback (the stdout line says)\n  \
+        forkecho -p 0 -b 127.0.0.1               any free loopback port (stdout says which)\n  \
         forkecho -p 0 -b 127.0.0.1 -b ::1        two listeners, one port, one loop\n  \
         forkecho -q --max-per-ip 8 --idle-timeout 60   quieter; fair to many sources\n  \
         forkecho --rate-per-ip 20/1              20 new connections a second per source\n  \
@@ -398,7 +398,7 @@ pub enum Command {
             forkecho ping localhost:9999               a probe a second until Ctrl-C\n  \
             forkecho ping -c 3 -W 1 host:7 || alert    a health check\n  \
             forkecho ping -c 100 -i 0 -s 1400 [::1]:7  a hundred back to back, 1400 bytes each\n  \
-            forkecho ping --connect -c 5 host:7        a connection per probe, connect timed apart\n  \
+            forkecho ping --connect -c 5 host:7        a connection per probe (times connect)\n  \
             forkecho ping -c 10 --json host:7          the summary as JSON, for scripts"
     )]
     Ping(PingOptions),

@@ -27,8 +27,8 @@ impl Fixed {
     /// Appends as much of `data` as fits below `limit` (at most `LINE_MAX`); returns how much.
     pub fn push(&mut self, data: &[u8], limit: usize) -> usize {
         let n = data.len().min(limit.min(LINE_MAX).saturating_sub(self.len));
-        // SAFETY: `n` bytes from `data` into `bytes[len..len + n]`, which lies within the array
-        // (len + n <= LINE_MAX); the two do not overlap.
+        // `n` bytes from `data` into `bytes[len..len + n]`, which lies within the array.
+        // SAFETY: len + n <= LINE_MAX, and `data` cannot overlap our own array.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 data.as_ptr(),
@@ -50,8 +50,8 @@ impl Fixed {
         if at >= self.len {
             return;
         }
-        // SAFETY: moves the written bytes `at + 1..len` to `at..len - 1`, inside the array;
-        // `copy` allows the overlap.
+        // Moves the written bytes `at + 1..len` to `at..len - 1`.
+        // SAFETY: both ranges lie inside the array (at < len), and `copy` allows the overlap.
         unsafe {
             let start = self.bytes.as_mut_ptr().cast::<u8>();
             std::ptr::copy(start.add(at + 1), start.add(at), self.len - at - 1);

@@ -249,9 +249,10 @@ mod tests {
 
     #[test]
     fn fields_are_typed_and_free_words_make_the_message() {
-        let v = json(
-            "close peer=127.0.0.1:5 pid=42 bytes=13 duration=2.412s end=error error=\"Broken pipe (os error 32)\" fault=none",
-        );
+        let v = json(concat!(
+            "close peer=127.0.0.1:5 pid=42 bytes=13 duration=2.412s end=error ",
+            "error=\"Broken pipe (os error 32)\" fault=none",
+        ));
         assert_eq!(v["event"], "close");
         assert_eq!(v["ts"], "2026-12-02T10:00:00.000000Z");
         assert_eq!(v["peer"], "127.0.0.1:5");
@@ -275,18 +276,20 @@ mod tests {
 
     #[test]
     fn warnings_keep_their_prose_and_counts_come_apart() {
-        let v = json(
-            "warning: accept failed (accepts paused 100ms): Too many open files (os error 24) (41 similar suppressed)",
-        );
+        let v = json(concat!(
+            "warning: accept failed (accepts paused 100ms): ",
+            "Too many open files (os error 24) (41 similar suppressed)",
+        ));
         assert_eq!(v["event"], "warning");
         assert_eq!(
             v["message"],
             "accept failed (accepts paused 100ms): Too many open files (os error 24)"
         );
         assert_eq!(v["suppressed"], 41);
-        let v = json(
-            "refused peer=192.0.2.1:5 reason=max-per-ip limit=8 group=192.0.2.1 (3 similar suppressed)",
-        );
+        let v = json(concat!(
+            "refused peer=192.0.2.1:5 reason=max-per-ip limit=8 group=192.0.2.1 ",
+            "(3 similar suppressed)",
+        ));
         assert_eq!(
             (v["limit"].clone(), v["suppressed"].clone()),
             (8.into(), 3.into())
@@ -296,9 +299,10 @@ mod tests {
             (v["pid"].clone(), v["message"].clone()),
             (9.into(), "at src/x.rs:1:2: boom".into())
         );
-        let v = json(
-            "log-dropped lines=212 (stderr was taking no lines; stats and stopped lines count them all in log-dropped=)",
-        );
+        let v = json(concat!(
+            "log-dropped lines=212 (stderr was taking no lines; ",
+            "stats and stopped lines count them all in log-dropped=)",
+        ));
         assert_eq!(v["lines"], 212);
         assert!(
             v["message"]

@@ -34,8 +34,8 @@ impl PollSet {
     }
 
     fn all(&mut self) -> &mut [libc::pollfd] {
-        // The mapping lives as long as the set and only the set refers to it. SAFETY: `capacity`
-        // zero-initialised (valid) pollfds, borrowed through `self` alone.
+        // The mapping lives as long as the set and only the set refers to it.
+        // SAFETY: `capacity` zero-initialised (valid) pollfds, borrowed through `self` alone.
         unsafe { std::slice::from_raw_parts_mut(self.fds.as_ptr(), self.capacity) }
     }
 

@@ -255,11 +255,9 @@ impl Lifeline {
             });
         }
         // SAFETY: only borrowed to duplicate it; fd 0 stays open as it was.
-        let dup = fcntl(
-            unsafe { BorrowedFd::borrow_raw(0) },
-            FcntlArg::F_DUPFD_CLOEXEC(3),
-        )
-        .context("--stdin-lifeline: unable to keep stdin")?;
+        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+        let dup = fcntl(stdin, FcntlArg::F_DUPFD_CLOEXEC(3))
+            .context("--stdin-lifeline: unable to keep stdin")?;
         Ok(Lifeline {
             // SAFETY: a new fd this process owns from here on.
             fd: unsafe { OwnedFd::from_raw_fd(dup) },
