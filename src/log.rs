@@ -74,17 +74,21 @@ pub fn configure(json: bool, time: bool) {
 pub fn emit(args: fmt::Arguments<'_>) {
     let format = FORMAT.load(Ordering::Relaxed);
     let line = Line::format(args, format == TIMED);
-    let written = match format {
-        JSON => write_json(&line),
-        _ => sink::write(line.as_bytes()),
-    };
-    if !written {
+    if !write(&line, format) {
         sink::dropped();
         return;
     }
     let lost = sink::take_unreported();
     if lost > 0 {
         report_dropped(lost);
+    }
+}
+
+/// Writes a formatted line as `format` says: as it is, or rendered as JSON. Whether it went out.
+fn write(line: &Line, format: u8) -> bool {
+    match format {
+        JSON => write_json(line),
+        _ => sink::write(line.as_bytes()),
     }
 }
 
@@ -113,11 +117,7 @@ fn report_dropped(lost: u64) {
         ),
         format == TIMED,
     );
-    let written = match format {
-        JSON => write_json(&notice),
-        _ => sink::write(notice.as_bytes()),
-    };
-    if !written {
+    if !write(&notice, format) {
         sink::unreport(lost);
     }
 }
