@@ -23,7 +23,7 @@ use crate::peer::Peer;
 use crate::sandbox::{self, Confine};
 use crate::settings::Settings;
 use crate::setup::activation::{self, Expect};
-use crate::setup::{self, listener};
+use crate::setup::{self, listener, unix};
 
 /// Serves the connection and returns the exit status.
 pub fn run(settings: &Settings) -> Result<u8> {
@@ -36,7 +36,7 @@ pub fn run(settings: &Settings) -> Result<u8> {
         total: Box::leak(Box::new(AtomicU64::new(0))),
         marks: None,
         // One process per connection: it installs the allow-list itself.
-        confine: sandbox::prepare(settings.sandbox, None)
+        confine: sandbox::prepare(settings.sandbox, None, &[])
             .map_err(anyhow::Error::msg)?
             .map(Confine::Install),
     };
@@ -72,7 +72,7 @@ pub fn run(settings: &Settings) -> Result<u8> {
     Ok(status(connection::serve(pipes, "stdin", context)))
 }
 
-fn serve_socket(socket: Socket, mut context: Context) -> Result<u8> {
+fn serve_socket(socket: Socket, context: Context) -> Result<u8> {
     // Once the connection is ours (it may be fd 3, where the log's own fd must not land).
     crate::log::init();
     // A launcher may hand the socket over non-blocking; a read would then fail at once with
@@ -83,16 +83,17 @@ fn serve_socket(socket: Socket, mut context: Context) -> Result<u8> {
     listener::connection_options(&socket, context.settings.idle_timeout)
         .context("unable to set socket options on the connection")?;
     let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
-    let stream = Stream::Socket(socket.into());
-    Ok(status(match peer {
-        Some(peer) => connection::serve(stream, Peer(peer), context),
-        // Not an IP socket (a Unix socket from some launcher): echo it all the same, with
-        // read/write.
-        None => {
-            context.settings.splice = false;
-            connection::serve(stream, "unix", context)
-        }
-    }))
+    // Not an IP socket: a Unix one (systemd's ListenStream=/path with Accept=yes), named by its
+    // client's credentials.
+    let peer = match peer {
+        Some(peer) => Peer::Ip(peer),
+        None => Peer::Unix(unix::peer(&socket).context("unable to read the client's credentials")?),
+    };
+    Ok(status(connection::serve(
+        Stream::Socket(socket.into()),
+        peer,
+        context,
+    )))
 }
 
 /// An exit status for `ExitCode`: the child's 0 or 1.

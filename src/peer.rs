@@ -1,20 +1,38 @@
-//! Who a connection is from, as every log line names it: the peer's address, and how the
-//! connection reached forkecho (straight, or through a balancer's PROXY header).
+//! Who a connection is from, as every log line names it: the peer (an IP address and port, or
+//! the credentials of a Unix-socket client), and how the connection reached forkecho (straight,
+//! or through a balancer's PROXY header).
 //!
-//! The parent learns both at accept (and from the PROXY header, `parent/proxy.rs`) and hands them
-//! to the child by value across fork; both sides only format them.
+//! The parent learns both at accept (SO_PEERCRED for a Unix client; the PROXY header,
+//! `parent/proxy.rs`) and hands them to the child by value across fork; both sides only format
+//! them, and the parent groups clients by them (`parent/limits.rs`).
 
 use std::fmt;
 use std::net::SocketAddr;
 
-/// A peer address as users expect to read it: IPv4 clients of a dual-stack socket arrive as
-/// IPv4-mapped IPv6 (`[::ffff:1.2.3.4]:80`) and are shown as plain IPv4 (`1.2.3.4:80`).
+/// A client: its IP address and port, or, on a Unix socket, the credentials the kernel recorded
+/// when it connected (SO_PEERCRED: a Unix client has no address worth naming).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer(pub SocketAddr);
+pub enum Peer {
+    Ip(SocketAddr),
+    Unix(Cred),
+}
 
+/// A Unix-socket client's user and process, as SO_PEERCRED gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cred {
+    pub uid: u32,
+    pub pid: i32,
+}
+
+/// As users expect to read it: IPv4 clients of a dual-stack socket arrive as IPv4-mapped IPv6
+/// (`[::ffff:1.2.3.4]:80`) and are shown as plain IPv4 (`1.2.3.4:80`); a Unix client as
+/// `unix:uid=1000,pid=4242`.
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SocketAddr::new(self.0.ip().to_canonical(), self.0.port()).fmt(f)
+        match self {
+            Peer::Ip(addr) => SocketAddr::new(addr.ip().to_canonical(), addr.port()).fmt(f),
+            Peer::Unix(Cred { uid, pid }) => write!(f, "unix:uid={uid},pid={pid}"),
+        }
     }
 }
 
@@ -32,14 +50,14 @@ pub enum Via {
 
 /// A peer and how it came: `192.0.2.1:5000`, `192.0.2.1:5000 via=127.0.0.1:41000`,
 /// `127.0.0.1:41000 proxy=local`: the value of `peer=`, and the field after it.
-pub struct PeerVia(pub SocketAddr, pub Via);
+pub struct PeerVia(pub Peer, pub Via);
 
 impl fmt::Display for PeerVia {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Peer(self.0).fmt(f)?;
+        self.0.fmt(f)?;
         match self.1 {
             Via::Direct => Ok(()),
-            Via::Proxy(balancer) => write!(f, " via={}", Peer(balancer)),
+            Via::Proxy(balancer) => write!(f, " via={}", Peer::Ip(balancer)),
             Via::Local => f.write_str(" proxy=local"),
         }
     }
@@ -52,20 +70,29 @@ mod tests {
     #[test]
     fn ipv4_mapped_peer_is_shown_as_ipv4() {
         let mapped: SocketAddr = "[::ffff:192.0.2.7]:4242".parse().unwrap();
-        assert_eq!(Peer(mapped).to_string(), "192.0.2.7:4242");
+        assert_eq!(Peer::Ip(mapped).to_string(), "192.0.2.7:4242");
     }
 
     #[test]
     fn real_ipv6_and_ipv4_peers_are_shown_unchanged() {
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
         let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        assert_eq!(Peer(v6).to_string(), "[::1]:80");
-        assert_eq!(Peer(v4).to_string(), "127.0.0.1:80");
+        assert_eq!(Peer::Ip(v6).to_string(), "[::1]:80");
+        assert_eq!(Peer::Ip(v4).to_string(), "127.0.0.1:80");
+    }
+
+    #[test]
+    fn a_unix_peer_is_named_by_its_credentials() {
+        let peer = Peer::Unix(Cred {
+            uid: 1000,
+            pid: 4242,
+        });
+        assert_eq!(peer.to_string(), "unix:uid=1000,pid=4242");
     }
 
     #[test]
     fn a_proxied_peer_names_its_balancer() {
-        let client: SocketAddr = "[::ffff:192.0.2.1]:5000".parse().unwrap();
+        let client = Peer::Ip("[::ffff:192.0.2.1]:5000".parse().unwrap());
         let balancer: SocketAddr = "127.0.0.1:41000".parse().unwrap();
         assert_eq!(PeerVia(client, Via::Direct).to_string(), "192.0.2.1:5000");
         assert_eq!(
@@ -73,7 +100,7 @@ mod tests {
             "192.0.2.1:5000 via=127.0.0.1:41000"
         );
         assert_eq!(
-            PeerVia(balancer, Via::Local).to_string(),
+            PeerVia(Peer::Ip(balancer), Via::Local).to_string(),
             "127.0.0.1:41000 proxy=local"
         );
     }

@@ -39,11 +39,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// Compiles the allow-list for this machine's architecture. With `directory` (the
     /// `--port-file`'s), renaming and unlinking in that one directory is allowed too: the parent
-    /// puts the port file in place and removes it at a clean stop. A child closes that
-    /// descriptor, and can open no other.
-    pub fn new(directory: Option<RawFd>) -> Result<Sandbox, String> {
+    /// puts the port file in place and removes it at a clean stop; and unlinking in `socket_dirs`
+    /// (those of the Unix listeners' files, removed at a clean stop). A child closes those
+    /// descriptors, and can open no other.
+    pub fn new(directory: Option<RawFd>, socket_dirs: &[RawFd]) -> Result<Sandbox, String> {
         Ok(Sandbox {
-            program: filter::compile(directory)?,
+            program: filter::compile(directory, socket_dirs)?,
         })
     }
 
@@ -77,7 +78,11 @@ impl Confine {
 
 /// The sandbox for a run: None when it is off (`--no-sandbox`), or where no filter is built
 /// (said at startup). An error says why there can be none and names the way out.
-pub fn prepare(on: bool, directory: Option<RawFd>) -> Result<Option<&'static Sandbox>, String> {
+pub fn prepare(
+    on: bool,
+    directory: Option<RawFd>,
+    socket_dirs: &[RawFd],
+) -> Result<Option<&'static Sandbox>, String> {
     if !on {
         return Ok(None);
     }
@@ -88,7 +93,7 @@ pub fn prepare(on: bool, directory: Option<RawFd>) -> Result<Option<&'static San
         );
         return Ok(None);
     }
-    match Sandbox::new(directory) {
+    match Sandbox::new(directory, socket_dirs) {
         Ok(sandbox) => Ok(Some(Box::leak(Box::new(sandbox)))),
         Err(err) => Err(format!("{err}; --no-sandbox serves without the sandbox")),
     }
@@ -183,7 +188,10 @@ mod filter {
     /// Compiles the allow-list for this machine's architecture.
     // The libc constants' types differ between architectures: the casts are no-ops only here.
     #[allow(clippy::unnecessary_cast)]
-    pub fn compile(directory: Option<std::os::fd::RawFd>) -> Result<Program, String> {
+    pub fn compile(
+        directory: Option<std::os::fd::RawFd>,
+        socket_dirs: &[std::os::fd::RawFd],
+    ) -> Result<Program, String> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|_| format!("no seccomp filter for {}", std::env::consts::ARCH))?;
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
@@ -241,13 +249,21 @@ mod filter {
             rules.insert(libc::SYS_mprotect, vec![not_exec()?]);
             // prlimit64: a child lowers its own limits (setrlimit), nobody else's.
             rules.insert(libc::SYS_prlimit64, any_of(0, &[0])?);
-            // Renaming and unlinking in the port file's directory, and nowhere else.
+            // Renaming in the port file's directory, unlinking there and in the socket files'
+            // directories, and nowhere else.
             if let Some(directory) = directory {
                 let here = || any_of(0, &[directory as u64]);
                 #[cfg(target_arch = "x86_64")]
                 rules.insert(libc::SYS_renameat, here()?);
                 rules.insert(libc::SYS_renameat2, here()?);
-                rules.insert(libc::SYS_unlinkat, here()?);
+            }
+            let unlink_in: Vec<u64> = directory
+                .iter()
+                .chain(socket_dirs)
+                .map(|&fd| fd as u64)
+                .collect();
+            if !unlink_in.is_empty() {
+                rules.insert(libc::SYS_unlinkat, any_of(0, &unlink_in)?);
             }
             // prctl: a child asks for SIGTERM when its parent dies; nothing else.
             rules.insert(
@@ -279,7 +295,7 @@ mod filter {
 
         #[test]
         fn the_allow_list_compiles_for_this_machine() {
-            let program = compile(None).expect("a filter for this architecture");
+            let program = compile(None, &[]).expect("a filter for this architecture");
             assert!(program.len() > ALLOWED.len());
         }
     }
@@ -299,7 +315,10 @@ mod filter {
     #[derive(Debug)]
     pub enum Program {}
 
-    pub fn compile(_: Option<std::os::fd::RawFd>) -> Result<Program, String> {
+    pub fn compile(
+        _: Option<std::os::fd::RawFd>,
+        _: &[std::os::fd::RawFd],
+    ) -> Result<Program, String> {
         Err(format!("no seccomp filter for {}", std::env::consts::ARCH))
     }
 

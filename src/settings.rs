@@ -43,6 +43,7 @@ impl Settings {
                     port: options.port,
                     backlog: options.backlog,
                     reuse_port: options.reuse_port,
+                    unix_mode: options.unix_mode,
                 },
                 idle_timeout: options.idle_timeout,
                 defer_accept: proxy_deadline,

@@ -46,3 +46,5 @@ mod shortages;
 mod sources;
 /// The first milliseconds: signals before the server is ready, a stdout nobody reads.
 mod startup;
+/// Unix-socket listeners: credentials, stale and live files, modes, real clients.
+mod unix;

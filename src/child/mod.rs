@@ -21,7 +21,6 @@ pub mod connection;
 pub mod echo;
 mod stop;
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
@@ -34,8 +33,10 @@ use socket2::Socket;
 use connection::Stream;
 
 use crate::faults::Faults;
-use crate::peer::{PeerVia, Via};
+use crate::logln;
+use crate::peer::{Peer, PeerVia, Via};
 use crate::sandbox::Confine;
+use crate::setup::listener;
 use crate::shared::Marks;
 use crate::testhooks::{self, Hook};
 
@@ -94,13 +95,7 @@ pub struct Inherited {
 }
 
 /// A forked child's whole life: set up, serve `client`, `_exit`.
-pub fn run(
-    client: Socket,
-    peer: SocketAddr,
-    via: Via,
-    context: Context,
-    inherited: Inherited,
-) -> ! {
+pub fn run(client: Socket, peer: Peer, via: Via, context: Context, inherited: Inherited) -> ! {
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
         if !after_fork(&client, &inherited) {
             // The parent is gone: nobody is left to serve for.
@@ -108,6 +103,13 @@ pub fn run(
         }
         if testhooks::armed(Hook::ChildPanics) {
             panic!("FORKECHO_DEBUG=child-panics");
+        }
+        // A Unix socket inherits no option from its listener: the idle timeout is set here.
+        if let Peer::Unix(_) = peer
+            && let Err(err) = listener::connection_options(&client, context.settings.idle_timeout)
+        {
+            logln!("warning: connection from {peer} closed: unable to set its timeouts: {err}");
+            return 1;
         }
         connection::serve(Stream::Socket(client.into()), PeerVia(peer, via), context)
     }))

@@ -19,7 +19,7 @@ use clap_complete::Shell;
 use crate::faults::{Chunk, Delay};
 pub use values::{Bind, Rate};
 use values::{
-    parse_bind, parse_bytes, parse_chunk, parse_delay, parse_fraction, parse_millis,
+    parse_bind, parse_bytes, parse_chunk, parse_delay, parse_fraction, parse_millis, parse_mode,
     parse_positive, parse_rate, parse_rate_per_ip, parse_seconds, parse_size, parse_timeout,
 };
 
@@ -74,16 +74,27 @@ pub struct Options {
     #[arg(short, long, default_value_t = 9999)]
     pub port: u16,
 
-    /// Address or host name to listen on; repeat for several [default: `::`, dual stack]
+    /// Address, host name or unix:PATH to listen on; repeat for several [default: `::`, dual stack]
     ///
     /// Give it several times for several listeners (-b 127.0.0.1 -b ::1), all served by the one
     /// loop on one port (after --port 0, the port picked for the first). A name listens on every
     /// address it resolves to; an address of a family the host lacks is skipped with a warning, as
     /// long as one binds. Multicast and broadcast addresses are refused: no TCP client can reach
     /// them. The default is one IPv6 socket that also takes IPv4 clients, or 0.0.0.0 where the host
-    /// has no IPv6
+    /// has no IPv6. `unix:/path/to/sock` listens on a Unix socket file (alone or beside IP
+    /// listeners): a stale socket file nobody listens on is replaced, a live one or any other file
+    /// is a startup error, and the file is removed at a clean stop. `unix:@name` is a socket in the
+    /// abstract namespace (no file). Unix clients are logged by their credentials
+    /// (peer=unix:uid=1000,pid=4242) and counted per user by --max-per-ip and --rate-per-ip
     #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Vec<Bind>,
+
+    /// Permission bits of unix:PATH socket files (octal, such as 0660) [default: from the umask]
+    ///
+    /// A client needs write permission on a socket file to connect. With --user or --group, the
+    /// files belong to that user and group
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub unix_mode: Option<u32>,
 
     /// Set SO_REUSEPORT, so several forkecho processes can share the port
     ///
@@ -408,7 +419,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 #[command(allow_negative_numbers = true)]
 pub struct PingOptions {
-    /// The echo server: HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT)
+    /// The echo server: HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT), or unix:PATH
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
 

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::faults::{CHUNK_GAP, Chunk, Delay};
@@ -74,6 +75,10 @@ pub enum Bind {
     /// up when forkecho binds.
     Scoped(Ipv6Addr, String),
     Name(String),
+    /// A Unix socket file (`unix:/run/forkecho.sock`).
+    Unix(PathBuf),
+    /// A Unix socket in the abstract namespace (`unix:@name`): no file, gone with the socket.
+    Abstract(String),
 }
 
 impl fmt::Display for Bind {
@@ -82,13 +87,20 @@ impl fmt::Display for Bind {
             Bind::Ip(ip) => write!(f, "{ip}"),
             Bind::Scoped(ip, scope) => write!(f, "{ip}%{scope}"),
             Bind::Name(name) => f.write_str(name),
+            Bind::Unix(path) => write!(f, "unix:{}", path.display()),
+            Bind::Abstract(name) => write!(f, "unix:@{name}"),
         }
     }
 }
 
 /// What `--bind` accepts, for its error messages.
 const BIND_FORMS: &str = "expected an IP address such as 127.0.0.1 or ::1, a link-local one \
-    with its interface such as fe80::1%eth0, or a host name such as localhost";
+    with its interface such as fe80::1%eth0, a host name such as localhost, or a Unix socket \
+    such as unix:/run/forkecho.sock or unix:@name";
+
+/// The longest Unix socket path or abstract name: sun_path's 108 bytes, less the path's
+/// terminating NUL (or the abstract name's leading one).
+pub const UNIX_PATH_MAX: usize = 107;
 
 /// Whether `ip` is an IPv6 link-local address (fe80::/10), which names no host without its
 /// interface.
@@ -111,6 +123,9 @@ pub fn reachable(ip: IpAddr) -> Result<(), String> {
 /// only: the shorthands inet_aton(3) also reads (127.1, 0x7f000001) are refused, as numbers
 /// and not as names, whichever way they are written.
 pub fn parse_bind(text: &str) -> Result<Bind, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        return parse_unix(path);
+    }
     if let Some((ip, scope)) = text.split_once('%') {
         let ip: Ipv6Addr = ip.parse().map_err(|_| BIND_FORMS.to_string())?;
         if !link_local(ip) {
@@ -160,6 +175,38 @@ pub fn parse_bind(text: &str) -> Result<Bind, String> {
         return Ok(Bind::Name(text.to_string()));
     }
     Err(BIND_FORMS.to_string())
+}
+
+/// Parses the part of `--bind unix:…` after `unix:`: a path, or `@` and an abstract name.
+fn parse_unix(path: &str) -> Result<Bind, String> {
+    let (what, name) = match path.strip_prefix('@') {
+        Some(name) => ("an abstract name", name),
+        None => ("a socket path", path),
+    };
+    if name.is_empty() {
+        return Err(format!(
+            "{what} is missing after 'unix:' (unix:/run/forkecho.sock, unix:@name)"
+        ));
+    }
+    if name.len() > UNIX_PATH_MAX {
+        return Err(format!(
+            "{what} is {} bytes long: Unix sockets take at most {UNIX_PATH_MAX}",
+            name.len()
+        ));
+    }
+    Ok(match path.strip_prefix('@') {
+        Some(name) => Bind::Abstract(name.to_string()),
+        None => Bind::Unix(PathBuf::from(path)),
+    })
+}
+
+/// Parses `--unix-mode`: octal permission bits, 0 to 0777 (`0660`, `660`, `0o660`).
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
+        _ => Err("expected octal permission bits from 0 to 0777, such as 0660".to_string()),
+    }
 }
 
 /// Parses a byte count with an optional K, M or G (binary) suffix; zero allowed (the limits:
@@ -242,6 +289,44 @@ pub fn parse_fraction(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_binds_are_paths_or_abstract_names_that_fit_sun_path() {
+        assert_eq!(
+            parse_bind("unix:/tmp/fe.sock"),
+            Ok(Bind::Unix("/tmp/fe.sock".into()))
+        );
+        assert_eq!(
+            parse_bind("unix:rel.sock"),
+            Ok(Bind::Unix("rel.sock".into()))
+        );
+        assert_eq!(parse_bind("unix:@fe"), Ok(Bind::Abstract("fe".into())));
+        assert_eq!(parse_bind("unix:@fe").unwrap().to_string(), "unix:@fe");
+        assert!(
+            parse_bind("unix:")
+                .unwrap_err()
+                .contains("socket path is missing")
+        );
+        assert!(
+            parse_bind("unix:@")
+                .unwrap_err()
+                .contains("abstract name is missing")
+        );
+        let long = format!("unix:/{}", "a".repeat(UNIX_PATH_MAX));
+        assert!(parse_bind(&long).unwrap_err().contains("at most 107"));
+        let fits = format!("unix:/{}", "a".repeat(UNIX_PATH_MAX - 1));
+        assert!(parse_bind(&fits).is_ok());
+    }
+
+    #[test]
+    fn unix_modes_are_octal_permission_bits() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0o777"), Ok(0o777));
+        for bad in ["", "0o", "888", "1777", "rw-rw----", "-1"] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn seconds_take_decimals_and_zero() {

@@ -6,7 +6,6 @@
 //! so the loop never spins on a listener that stays readable.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -15,7 +14,7 @@ use socket2::Socket;
 use super::{BACKOFF, Parent, signals};
 use crate::log::Suppressed;
 use crate::logln;
-use crate::peer::Via;
+use crate::peer::{Peer, Via};
 
 /// Connections accepted per wake-up before the loop looks at signals and exits again.
 const ACCEPT_BATCH: usize = 64;
@@ -36,13 +35,15 @@ impl Parent {
             match self.listeners[index].accept() {
                 Ok((client, from)) => {
                     let state = &mut *self.state;
-                    match &mut state.proxy {
-                        Some(room) => {
+                    // PROXY headers come on IP listeners only (`setup` refuses them on Unix
+                    // ones).
+                    match (&mut state.proxy, from) {
+                        (Some(room), Peer::Ip(from)) => {
                             if let Some(arrival) = room.arrive(client, from, &mut state.counts) {
                                 self.admit(arrival.socket, arrival.peer, arrival.via);
                             }
                         }
-                        None => self.admit(client, from, Via::Direct),
+                        _ => self.admit(client, from, Via::Direct),
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -86,7 +87,7 @@ impl Parent {
 
     /// Serves `client` unless admission drops it (then it is closed at once, before any fork).
     /// `peer` is the client (from the PROXY header, if there was one).
-    fn admit(&mut self, client: Socket, peer: SocketAddr, via: Via) {
+    fn admit(&mut self, client: Socket, peer: Peer, via: Via) {
         let state = &mut *self.state;
         if state
             .admission

@@ -10,7 +10,6 @@
 //! All of this is the parent's own: the loop writes it, in memory children do not inherit
 //! (`parent::LoopState`); children only write their close marks.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,7 +21,7 @@ use super::stats::Counts;
 use crate::cli::Rate;
 use crate::log::{RateLimit, Suppressed};
 use crate::logln;
-use crate::peer::{PeerVia, Via};
+use crate::peer::{Peer, PeerVia, Via};
 use crate::shared::Marks;
 
 /// At most one `refused` line, and one `limit max-clients` line, per second.
@@ -105,7 +104,7 @@ impl Admission {
     /// connection is counted in `counts` and logged; the caller only closes it.
     pub fn drop_connection(
         &mut self,
-        peer: SocketAddr,
+        peer: Peer,
         via: Via,
         children: &Children,
         counts: &mut Counts,
@@ -134,12 +133,12 @@ impl Admission {
     }
 
     /// A child now serves `peer`.
-    pub fn opened(&mut self, peer: SocketAddr) {
+    pub fn opened(&mut self, peer: Peer) {
         self.limits.opened(peer);
     }
 
     /// The child serving `peer` is gone.
-    pub fn closed(&mut self, peer: SocketAddr) {
+    pub fn closed(&mut self, peer: Peer) {
         self.limits.closed(peer);
     }
 
@@ -161,7 +160,7 @@ impl Admission {
 }
 
 /// How many children serving `peer`'s address group have marked their connection closed.
-fn closed_from(children: &Children, marks: &Marks, grouping: Grouping, peer: SocketAddr) -> u32 {
+fn closed_from(children: &Children, marks: &Marks, grouping: Grouping, peer: Peer) -> u32 {
     let group = grouping.key(peer);
     children
         .iter()

@@ -12,6 +12,8 @@
 //! its size follows the children that are live, whatever `--max-clients` says.
 
 use std::net::{Ipv6Addr, SocketAddr};
+
+use crate::peer::{Cred, Peer};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,7 +24,7 @@ use crate::memory;
 /// What the parent remembers of one child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Child {
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub since: Instant,
     /// Its connection number (see `crate::shared::Marks`).
     pub serial: u32,
@@ -34,8 +36,9 @@ pub struct Child {
 struct Slot {
     pid: i32,
     port: u16,
-    is_v6: u16,
-    /// IPv4 addresses are stored IPv4-mapped.
+    /// `IPV4`, `IPV6` or `UNIX`.
+    family: u16,
+    /// IPv4 addresses are stored IPv4-mapped; a Unix client's uid and pid in the first 8 bytes.
     ip: [u8; 16],
     /// Since the table's epoch.
     since_ns: u64,
@@ -47,6 +50,10 @@ pub struct Children {
     len: usize,
     epoch: Instant,
 }
+
+const IPV4: u16 = 0;
+const IPV6: u16 = 1;
+const UNIX: u16 = 2;
 
 /// Slots to start with: 32 KiB, room for 512 children before the table first grows.
 const INITIAL_SLOTS: usize = 1024;
@@ -128,15 +135,21 @@ impl Children {
             i = (i + 1) & self.mask();
         }
         self.len += 1;
-        let (ip, is_v6) = match child.peer {
-            SocketAddr::V4(v4) => (v4.ip().to_ipv6_mapped(), 0),
-            SocketAddr::V6(v6) => (*v6.ip(), 1),
+        let (ip, port, family) = match child.peer {
+            Peer::Ip(SocketAddr::V4(v4)) => (v4.ip().to_ipv6_mapped().octets(), v4.port(), IPV4),
+            Peer::Ip(SocketAddr::V6(v6)) => (v6.ip().octets(), v6.port(), IPV6),
+            Peer::Unix(Cred { uid, pid }) => {
+                let mut bytes = [0; 16];
+                bytes[..4].copy_from_slice(&uid.to_ne_bytes());
+                bytes[4..8].copy_from_slice(&pid.to_ne_bytes());
+                (bytes, 0, UNIX)
+            }
         };
         self.slots[i] = Slot {
             pid,
-            port: child.peer.port(),
-            is_v6,
-            ip: ip.octets(),
+            port,
+            family,
+            ip,
             since_ns: child.since.saturating_duration_since(self.epoch).as_nanos() as u64,
             serial: child.serial,
         };
@@ -174,13 +187,17 @@ impl Children {
     fn child_at(&self, i: usize) -> Child {
         let slot = &self.slots[i];
         let ip = Ipv6Addr::from(slot.ip);
-        let peer = if slot.is_v6 == 1 {
-            SocketAddr::new(ip.into(), slot.port)
-        } else {
-            SocketAddr::new(
+        let word = |at: usize| slot.ip[at..at + 4].try_into().expect("four bytes");
+        let peer = match slot.family {
+            IPV6 => Peer::Ip(SocketAddr::new(ip.into(), slot.port)),
+            IPV4 => Peer::Ip(SocketAddr::new(
                 ip.to_ipv4_mapped().expect("stored mapped").into(),
                 slot.port,
-            )
+            )),
+            _ => Peer::Unix(Cred {
+                uid: u32::from_ne_bytes(word(0)),
+                pid: i32::from_ne_bytes(word(4)),
+            }),
         };
         Child {
             peer,
@@ -218,7 +235,7 @@ mod tests {
 
     fn child(peer: &str) -> Child {
         Child {
-            peer: peer.parse().unwrap(),
+            peer: Peer::Ip(peer.parse().unwrap()),
             since: Instant::now(),
             serial: 1,
         }
@@ -230,12 +247,21 @@ mod tests {
         let first = child("127.0.0.1:5000");
         children.insert(Pid::from_raw(10), first);
         children.insert(Pid::from_raw(11), child("[::1]:5001"));
+        let unix = Child {
+            peer: Peer::Unix(Cred {
+                uid: 4_000_000_000,
+                pid: 77,
+            }),
+            ..first
+        };
+        children.insert(Pid::from_raw(12), unix);
+        assert_eq!(children.remove(Pid::from_raw(12)), Some(unix));
         assert_eq!(children.len(), 2);
         assert_eq!(children.remove(Pid::from_raw(10)), Some(first));
         assert!(children.remove(Pid::from_raw(10)).is_none());
         assert_eq!(children.pids().collect::<Vec<_>>(), vec![Pid::from_raw(11)]);
         let second = children.remove(Pid::from_raw(11)).unwrap();
-        assert_eq!(second.peer, "[::1]:5001".parse().unwrap());
+        assert_eq!(second.peer, Peer::Ip("[::1]:5001".parse().unwrap()));
         assert!(children.is_empty());
     }
 

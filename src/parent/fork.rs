@@ -10,7 +10,6 @@
 //! returns; a panic there is caught there, so it cannot unwind into the parent's frames.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
@@ -28,7 +27,7 @@ use crate::peer::{Peer, PeerVia, Via};
 impl Parent {
     /// Forks a child for `client`, with the handled signals blocked from before the fork until
     /// the child is in the table.
-    pub(super) fn spawn(&mut self, client: Socket, peer: SocketAddr, via: Via) {
+    pub(super) fn spawn(&mut self, client: Socket, peer: Peer, via: Via) {
         if let Err(errno) = self.state.children.make_room() {
             self.fork_failed(peer, errno);
             return;
@@ -86,13 +85,13 @@ impl Parent {
 
     /// A child for `peer` could not be made (fork failed, or the table could not grow): the
     /// client saw its connection closed; the server pauses, then goes on.
-    fn fork_failed(&mut self, peer: SocketAddr, errno: Errno) {
+    fn fork_failed(&mut self, peer: Peer, errno: Errno) {
         let now = self.pause_accepting();
         self.state.counts.fork_failures += 1;
         if let Some(held) = self.state.fork_warnings.allow(now) {
             logln!(
                 "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
-                Peer(peer),
+                peer,
                 BACKOFF.as_millis(),
                 io::Error::from(errno),
                 Suppressed(held)
@@ -115,7 +114,7 @@ impl Parent {
 #[inline(never)]
 fn fork_child(
     client: Socket,
-    peer: SocketAddr,
+    peer: Peer,
     via: Via,
     context: Context,
     inherited: Inherited,

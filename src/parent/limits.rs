@@ -5,8 +5,10 @@
 //! IPv4 client of a dual-stack socket (`::ffff:192.0.2.1`) counts as the IPv4 address it is, so it
 //! shares its count with the same host reaching an IPv4 listener. IPv6 clients count per prefix,
 //! `--ipv6-prefix` bits (64 by default: one host owns a whole /64, so a per-address cap would be
-//! no cap), IPv4 clients per `--ipv4-prefix` (32, the address, by default). Per-group counts are
-//! kept only when `--max-per-ip` is set: they live on the heap, which children inherit.
+//! no cap), IPv4 clients per `--ipv4-prefix` (32, the address, by default). A Unix-socket client
+//! counts under its user id (SO_PEERCRED): on one host, the user is who opens connections.
+//! Per-group counts are kept only when `--max-per-ip` is set: they live on the heap, which
+//! children inherit.
 //!
 //! A child's count drops when the parent reaps it, which is after its client saw the connection
 //! close; a client that reconnects at once would be refused for a connection it knows is over.
@@ -15,11 +17,15 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-/// The address a client is logged as: IPv4 clients of a dual-stack socket as IPv4.
-pub fn client_ip(peer: SocketAddr) -> IpAddr {
-    peer.ip().to_canonical()
+use crate::peer::Peer;
+
+/// A group of clients counted together: an address prefix, or a Unix user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    Ip(IpAddr),
+    Uid(u32),
 }
 
 /// How clients are grouped for `--max-per-ip` and `--rate-per-ip`: by the first `v4` bits of an
@@ -31,9 +37,14 @@ pub struct Grouping {
 }
 
 impl Grouping {
-    /// The group `peer` counts under: its address with the bits past the prefix cleared.
-    pub fn key(&self, peer: SocketAddr) -> IpAddr {
-        match client_ip(peer) {
+    /// The group `peer` counts under: its address with the bits past the prefix cleared (IPv4
+    /// clients of a dual-stack socket as the IPv4 address they are), or its user.
+    pub fn key(&self, peer: Peer) -> Key {
+        let addr = match peer {
+            Peer::Ip(addr) => addr,
+            Peer::Unix(cred) => return Key::Uid(cred.uid),
+        };
+        Key::Ip(match addr.ip().to_canonical() {
             IpAddr::V4(v4) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.v4)).unwrap_or(0);
                 IpAddr::V4((v4.to_bits() & mask).into())
@@ -42,15 +53,17 @@ impl Grouping {
                 let mask = u128::MAX.checked_shl(128 - u32::from(self.v6)).unwrap_or(0);
                 IpAddr::V6((v6.to_bits() & mask).into())
             }
-        }
+        })
     }
 
-    /// How a group reads in a log line: the address, or `prefix/len` when it is more than one.
-    pub fn show(&self, peer: SocketAddr) -> Group {
+    /// How a group reads in a log line: the address, `prefix/len` when it is more than one, or
+    /// `uid:N`.
+    pub fn show(&self, peer: Peer) -> Group {
         let key = self.key(peer);
         let len = match key {
-            IpAddr::V4(_) => self.v4,
-            IpAddr::V6(_) => self.v6,
+            Key::Ip(IpAddr::V4(_)) => self.v4,
+            Key::Ip(IpAddr::V6(_)) => self.v6,
+            Key::Uid(_) => 0,
         };
         Group { key, len }
     }
@@ -58,15 +71,16 @@ impl Grouping {
 
 /// A group as a log line shows it (see `Grouping::show`).
 pub struct Group {
-    key: IpAddr,
+    key: Key,
     len: u8,
 }
 
 impl std::fmt::Display for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.key, self.len) {
-            (IpAddr::V4(_), 32) | (IpAddr::V6(_), 128) => write!(f, "{}", self.key),
-            (key, len) => write!(f, "{key}/{len}"),
+            (Key::Uid(uid), _) => write!(f, "uid:{uid}"),
+            (Key::Ip(ip @ IpAddr::V4(_)), 32) | (Key::Ip(ip @ IpAddr::V6(_)), 128) => ip.fmt(f),
+            (Key::Ip(ip), len) => write!(f, "{ip}/{len}"),
         }
     }
 }
@@ -77,7 +91,7 @@ pub struct Limits {
     max_per_ip: u32,
     grouping: Grouping,
     /// Live children per client address group, when `max_per_ip` is set.
-    per_ip: HashMap<IpAddr, u32>,
+    per_ip: HashMap<Key, u32>,
 }
 
 impl Limits {
@@ -111,7 +125,7 @@ impl Limits {
 
     /// Whether a new client from `peer` would go over `--max-per-ip`, counting `closed` of that
     /// address's children as gone already (see `Marks`); `closed` is asked only when it matters.
-    pub fn refuses(&self, peer: SocketAddr, closed: impl FnOnce() -> u32) -> bool {
+    pub fn refuses(&self, peer: Peer, closed: impl FnOnce() -> u32) -> bool {
         if self.max_per_ip == 0 {
             return false;
         }
@@ -120,20 +134,20 @@ impl Limits {
     }
 
     /// How many live children serve clients from `peer`'s group (0 unless counting per IP).
-    pub fn serving(&self, peer: SocketAddr) -> u32 {
+    pub fn serving(&self, peer: Peer) -> u32 {
         let key = self.grouping.key(peer);
         self.per_ip.get(&key).copied().unwrap_or(0)
     }
 
     /// A child now serves `peer`.
-    pub fn opened(&mut self, peer: SocketAddr) {
+    pub fn opened(&mut self, peer: Peer) {
         if self.max_per_ip > 0 {
             *self.per_ip.entry(self.grouping.key(peer)).or_default() += 1;
         }
     }
 
     /// The child serving `peer` is gone.
-    pub fn closed(&mut self, peer: SocketAddr) {
+    pub fn closed(&mut self, peer: Peer) {
         if let Entry::Occupied(mut count) = self.per_ip.entry(self.grouping.key(peer)) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
@@ -147,8 +161,12 @@ impl Limits {
 mod tests {
     use super::*;
 
-    fn addr(text: &str) -> SocketAddr {
-        text.parse().unwrap()
+    fn addr(text: &str) -> Peer {
+        Peer::Ip(text.parse().unwrap())
+    }
+
+    fn unix(uid: u32, pid: i32) -> Peer {
+        Peer::Unix(crate::peer::Cred { uid, pid })
     }
 
     const EXACT: Grouping = Grouping { v4: 32, v6: 128 };
@@ -156,7 +174,10 @@ mod tests {
 
     #[test]
     fn ipv6_clients_group_by_prefix_and_ipv4_ones_by_address() {
-        let key = |g: Grouping, a: &str| g.key(addr(a)).to_string();
+        let key = |g: Grouping, a: &str| match g.key(addr(a)) {
+            Key::Ip(ip) => ip.to_string(),
+            Key::Uid(uid) => panic!("an address grouped as uid {uid}"),
+        };
         assert_eq!(key(DEFAULT, "[2001:db8:1:2:aaaa::1]:5"), "2001:db8:1:2::");
         assert_eq!(key(DEFAULT, "[2001:db8:1:2:bbbb::9]:6"), "2001:db8:1:2::");
         assert_ne!(key(DEFAULT, "[2001:db8:1:3::1]:5"), "2001:db8:1:2::");
@@ -202,6 +223,20 @@ mod tests {
         limits.closed(addr("192.0.2.1:1000"));
         assert_eq!(limits.serving(probe), 0);
         assert_eq!(limits.per_ip.len(), 1, "empty counts are dropped");
+    }
+
+    #[test]
+    fn unix_clients_count_per_user_whatever_their_process() {
+        let mut limits = Limits::new(8, 2, DEFAULT);
+        limits.opened(unix(1000, 10));
+        limits.opened(unix(1000, 11));
+        assert!(limits.refuses(unix(1000, 12), || 0));
+        assert!(!limits.refuses(unix(1001, 12), || 0));
+        assert!(
+            !limits.refuses(addr("0.0.3.232:1"), || 0),
+            "uid 1000 is no address"
+        );
+        assert_eq!(DEFAULT.show(unix(1000, 12)).to_string(), "uid:1000");
     }
 
     #[test]

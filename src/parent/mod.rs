@@ -29,7 +29,6 @@ mod shutdown;
 mod signals;
 mod stats;
 
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -45,7 +44,7 @@ use crate::logln;
 use crate::memory::ParentOnly;
 use crate::sandbox::{Confine, Sandbox};
 use crate::setup::harness::Harness;
-use crate::setup::listener::Listener;
+use crate::setup::listener::{Addr, Listener};
 use crate::shared::{self, Shared};
 use admission::Admission;
 use children::Children;
@@ -83,7 +82,7 @@ pub struct Settings {
 pub struct Parent {
     /// Empty once shutdown has closed them.
     listeners: Vec<Listener>,
-    /// Their fds, which every child closes.
+    /// Their fds, and the directories of their socket files, which every child closes.
     listener_fds: &'static [RawFd],
     wakeup: Wakeup,
     /// What every child gets, by value (its `serial` set for each).
@@ -147,7 +146,8 @@ impl Parent {
     ) -> Result<Parent> {
         let ours = &settings.parent;
         let shared = shared::map()?;
-        let sandbox = crate::sandbox::prepare(settings.sandbox, harness.directory())
+        let socket_dirs: Vec<RawFd> = listeners.iter().filter_map(Listener::dir_fd).collect();
+        let sandbox = crate::sandbox::prepare(settings.sandbox, harness.directory(), &socket_dirs)
             .map_err(anyhow::Error::msg)?;
         let wakeup = signals::install()?;
         let admission = Admission::new(ours.admission)?;
@@ -168,7 +168,8 @@ impl Parent {
             stopping: false,
         })
         .context("unable to map the parent's bookkeeping")?;
-        let listener_fds = listeners.iter().map(Listener::raw_fd).collect::<Vec<_>>();
+        let listener_fds = listeners.iter().map(Listener::raw_fd).chain(socket_dirs);
+        let listener_fds = listener_fds.collect::<Vec<_>>();
         Ok(Parent {
             listener_fds: Vec::leak(listener_fds),
             listeners,
@@ -200,9 +201,9 @@ impl Parent {
     /// and the sandbox.
     pub fn prepare_to_announce(&mut self) -> Result<()> {
         self.harness.follow_parent()?;
-        if let Some(listener) = self.listeners.first() {
-            self.harness.stage(listener.addr().port())?;
-        }
+        // The port of the IP listeners (they share one); with Unix listeners alone, none.
+        let port = self.listeners.iter().find_map(|l| l.addr().port());
+        self.harness.stage(port)?;
         self.confine()
     }
 
@@ -235,7 +236,7 @@ impl Parent {
     }
 
     /// The addresses listened on, with the real ports.
-    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+    pub fn addrs(&self) -> impl Iterator<Item = &Addr> + '_ {
         self.listeners.iter().map(Listener::addr)
     }
 

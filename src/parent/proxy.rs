@@ -118,7 +118,7 @@ impl Drop for Reader {
 pub struct Arrival {
     pub socket: Socket,
     /// The client (or the balancer itself, for a LOCAL header).
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub via: Via,
 }
 
@@ -261,7 +261,7 @@ impl WaitingRoom {
         if let Some(held) = self.warnings.allow(Instant::now()) {
             logln!(
                 "proxy-error peer={} error=\"{why}\"{}",
-                Peer(from),
+                Peer::Ip(from),
                 Suppressed(held)
             );
         }
@@ -286,8 +286,8 @@ fn set_lowat(socket: &Socket, bytes: usize) -> io::Result<()> {
 /// A connection from `from` whose header named `source`.
 fn arrival(socket: Socket, from: SocketAddr, source: Source) -> Arrival {
     let (peer, via) = match source {
-        Source::Client(peer) => (peer, Via::Proxy(from)),
-        Source::Local => (from, Via::Local),
+        Source::Client(peer) => (Peer::Ip(peer), Via::Proxy(from)),
+        Source::Local => (Peer::Ip(from), Via::Local),
     };
     Arrival { socket, peer, via }
 }

@@ -16,6 +16,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+
+use super::limits::Key;
 use std::ptr::NonNull;
 use std::time::Instant;
 
@@ -31,7 +33,9 @@ const WINDOW: usize = 8;
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct Slot {
+    /// An address (IPv4 mapped), or a uid when `uid` is 1.
     key: u128,
+    uid: u64,
     /// One more than the milliseconds since the table was made when `tokens` was last brought up
     /// to date; 0 for a slot that is free.
     stamp: u64,
@@ -74,13 +78,15 @@ impl RateTable {
     }
 
     /// Takes a token for a connection from `group` at `now`: false if the group has none left.
-    pub fn admit(&mut self, group: IpAddr, now: Instant) -> bool {
-        let key = match group {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
-            IpAddr::V6(v6) => v6.to_bits(),
+    pub fn admit(&mut self, group: Key, now: Instant) -> bool {
+        let (key, uid) = match group {
+            Key::Ip(IpAddr::V4(v4)) => (v4.to_ipv6_mapped().to_bits(), 0),
+            Key::Ip(IpAddr::V6(v6)) => (v6.to_bits(), 0),
+            Key::Uid(uid) => (u128::from(uid), 1),
         };
         let mut hasher = self.hasher.build_hasher();
         hasher.write_u128(key);
+        hasher.write_u64(uid);
         let home = hasher.finish() as usize % SLOTS;
         let now_ms = now.saturating_duration_since(self.started).as_millis() as u64;
         let (capacity, refill) = (f64::from(self.rate.count), self.refill);
@@ -93,7 +99,7 @@ impl RateTable {
         let window = (0..WINDOW).map(|i| (home + i) % SLOTS);
         if let Some(at) = window
             .clone()
-            .find(|&i| slots[i].stamp != 0 && slots[i].key == key)
+            .find(|&i| slots[i].stamp != 0 && slots[i].key == key && slots[i].uid == uid)
         {
             let slot = &mut slots[at];
             let tokens = level(slot);
@@ -114,6 +120,7 @@ impl RateTable {
             .expect("the window is not empty");
         slots[at] = Slot {
             key,
+            uid,
             stamp,
             tokens: capacity - 1.0,
         };
@@ -142,8 +149,8 @@ mod tests {
         .unwrap()
     }
 
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
+    fn ip(text: &str) -> Key {
+        Key::Ip(text.parse().unwrap())
     }
 
     #[test]
@@ -162,6 +169,11 @@ mod tests {
         // Others are not affected.
         assert!(table.admit(ip("192.0.2.2"), t0));
         assert!(table.admit(ip("2001:db8::1"), t0));
+        // A Unix user is its own group, even one whose number is an address's (::1 is 1).
+        let one = ip("::1");
+        assert!((0..3).all(|_| table.admit(one, t0)));
+        assert!(!table.admit(one, t0));
+        assert!(table.admit(Key::Uid(1), t0));
         // After a long pause, the burst again, no more.
         let later = t0 + Duration::from_secs(60);
         assert!((0..3).all(|_| table.admit(a, later)));
@@ -178,9 +190,9 @@ mod tests {
         // Ten times the table in one-off sources, each fresh and each admitted: their buckets
         // hold a token, the victim's none, so the victim is the last to be evicted.
         for n in 0..(10 * SLOTS as u32) {
-            let source = IpAddr::from(std::net::Ipv6Addr::from(
+            let source = Key::Ip(IpAddr::from(std::net::Ipv6Addr::from(
                 0x2001_0db8_u128 << 96 | u128::from(n),
-            ));
+            )));
             assert!(table.admit(source, t0));
         }
         assert!(!table.admit(victim, t0), "still limited after the flood");

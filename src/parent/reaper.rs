@@ -22,7 +22,6 @@ use super::{Parent, signals};
 use crate::log::Secs;
 use crate::logln;
 use crate::memory;
-use crate::peer::Peer;
 
 /// How many exits can wait for the main loop. A burst beyond this waits as zombies for a moment.
 const CAPACITY: usize = 1024;
@@ -143,7 +142,7 @@ impl Parent {
             return;
         };
         state.admission.closed(child.peer);
-        let peer = Peer(child.peer);
+        let peer = child.peer;
         let lived = Secs(child.since.elapsed());
         match WaitStatus::from_raw(pid, status) {
             Ok(WaitStatus::Exited(_, 0)) => {}

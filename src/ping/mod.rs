@@ -19,6 +19,7 @@ mod report;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ use socket2::Socket;
 
 use crate::cli::PingOptions;
 use crate::deadline;
+use crate::setup::listener::Addr;
+use crate::setup::unix::Name;
 use probe::Failure;
 use report::Report;
 
@@ -56,7 +59,7 @@ pub fn run(options: &PingOptions) -> u8 {
         ));
     }
     let mut report = Report::new(&options.target, options.size, options.connect);
-    let mut connection: Option<(Socket, SocketAddr)> = None;
+    let mut connection: Option<(Socket, Addr)> = None;
     // The last probe sent.
     let mut last = 0;
     let started = Instant::now();
@@ -71,7 +74,7 @@ pub fn run(options: &PingOptions) -> u8 {
         if let Some((socket, addr)) = &connection
             && let bytes @ 1.. = probe::pending(socket)
         {
-            let late = report.surplus_after(seq - 1, *addr, bytes);
+            let late = report.surplus_after(seq - 1, addr, bytes);
             connection = None;
             if lines {
                 say(&late);
@@ -83,13 +86,15 @@ pub fn run(options: &PingOptions) -> u8 {
             .and_then(|echo| surplus(&mut connection, options.connect, deadline, echo));
         let line = match result {
             Ok(echo) => {
+                let line = report.echoed(seq, &echo.addr, echo.connect, echo.rtt);
                 report.address = Some(echo.addr);
-                report.echoed(seq, echo.addr, echo.connect, echo.rtt)
+                line
             }
             Err((_, Failure::Interrupted)) => break,
             Err((addr, failure)) => {
-                report.address = addr.or(report.address);
-                report.failed(seq, addr, &failure)
+                let line = report.failed(seq, addr.as_ref(), &failure);
+                report.address = addr.or(report.address.take());
+                line
             }
         };
         if lines {
@@ -101,7 +106,7 @@ pub fn run(options: &PingOptions) -> u8 {
     if let Some((socket, addr)) = connection.take() {
         let deadline = Instant::now() + options.timeout;
         if let bytes @ 1.. = probe::finish(&socket, deadline, interrupted) {
-            let late = report.surplus_after(last, addr, bytes);
+            let late = report.surplus_after(last, &addr, bytes);
             if lines {
                 say(&late);
             }
@@ -117,7 +122,7 @@ pub fn run(options: &PingOptions) -> u8 {
 
 /// A probe that came back intact.
 struct Echo {
-    addr: SocketAddr,
+    addr: Addr,
     /// How long connecting took (zero on a connection kept from the probe before).
     connect: Duration,
     rtt: Duration,
@@ -127,11 +132,11 @@ struct Echo {
 /// half-close, then whatever the server sends before its FIN), otherwise whatever has come in
 /// already. Surplus makes the probe fail, and leaves the stream out of step.
 fn surplus(
-    connection: &mut Option<(Socket, SocketAddr)>,
+    connection: &mut Option<(Socket, Addr)>,
     per_probe: bool,
     deadline: Instant,
     echo: Echo,
-) -> Result<Echo, (Option<SocketAddr>, Failure)> {
+) -> Result<Echo, (Option<Addr>, Failure)> {
     let Some((socket, _)) = connection.as_ref() else {
         return Ok(echo);
     };
@@ -153,11 +158,11 @@ fn surplus(
 /// probe may have been closed by the server meanwhile (an idle timeout, a restart): if it turns
 /// out closed before any of the echo came back, the probe goes once more on a fresh connection.
 fn attempt(
-    connection: &mut Option<(Socket, SocketAddr)>,
-    addrs: &[SocketAddr],
+    connection: &mut Option<(Socket, Addr)>,
+    addrs: &[Addr],
     payload: &[u8],
     deadline: Instant,
-) -> Result<Echo, (Option<SocketAddr>, Failure)> {
+) -> Result<Echo, (Option<Addr>, Failure)> {
     loop {
         let kept = connection.is_some();
         let started = Instant::now();
@@ -166,7 +171,7 @@ fn attempt(
         }
         let connect = started.elapsed();
         let (socket, addr) = connection.as_ref().expect("connected above");
-        let addr = *addr;
+        let addr = addr.clone();
         match probe::echo(socket, payload, deadline, interrupted) {
             Ok(rtt) => return Ok(Echo { addr, connect, rtt }),
             Err(failure) => {
@@ -180,9 +185,21 @@ fn attempt(
 }
 
 /// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`, link-local ones with their
-/// interface: `[fe80::1%eth0]:7`).
-fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
-    let usage = || format!("'{target}': expected HOST:PORT, such as localhost:9999");
+/// interface: `[fe80::1%eth0]:7`), or takes `unix:PATH` and `unix:@NAME` as they are.
+fn resolve(target: &str) -> Result<Vec<Addr>, String> {
+    if let Some(path) = target.strip_prefix("unix:") {
+        let name = match path.strip_prefix('@') {
+            Some(name) => Name::Abstract(name.as_bytes().to_vec()),
+            None => Name::Path(PathBuf::from(path)),
+        };
+        if path.is_empty() || path == "@" || name.sockaddr().is_err() {
+            return Err(format!(
+                "'{target}': expected unix:PATH or unix:@NAME, of at most 107 bytes"
+            ));
+        }
+        return Ok(vec![Addr::Unix(name)]);
+    }
+    let usage = || format!("'{target}': expected HOST:PORT, such as localhost:9999, or unix:PATH");
     let (host, port) = target.rsplit_once(':').ok_or_else(usage)?;
     // The resolver reads a scope (`%eth0`) but not brackets: take them off.
     let host = match host.strip_prefix('[') {
@@ -199,16 +216,16 @@ fn resolve(target: &str) -> Result<Vec<SocketAddr>, String> {
         .collect();
     match addrs.is_empty() {
         true => Err(format!("unable to resolve '{target}': no addresses")),
-        false => Ok(addrs),
+        false => Ok(addrs.into_iter().map(Addr::Ip).collect()),
     }
 }
 
 /// Connects to the first of `addrs` that accepts, before `deadline`.
-fn connect(addrs: &[SocketAddr], deadline: Instant) -> Result<(Socket, SocketAddr), Failure> {
+fn connect(addrs: &[Addr], deadline: Instant) -> Result<(Socket, Addr), Failure> {
     let mut last = None;
-    for &addr in addrs {
+    for addr in addrs {
         match probe::connect(addr, deadline, interrupted) {
-            Ok(socket) => return Ok((socket, addr)),
+            Ok(socket) => return Ok((socket, addr.clone())),
             Err(Failure::Interrupted) => return Err(Failure::Interrupted),
             Err(failure) => last = Some(failure),
         }
@@ -261,7 +278,19 @@ mod tests {
     fn targets_need_a_host_and_a_port() {
         assert!(resolve("127.0.0.1:7").is_ok());
         assert!(resolve("[::1]:7").is_ok());
-        for bad in ["127.0.0.1", ":7", "host:", "host:port", "h:70000"] {
+        assert!(resolve("unix:/run/fe.sock").is_ok());
+        assert!(resolve("unix:@fe").is_ok());
+        let long = format!("unix:/{}", "a".repeat(200));
+        for bad in [
+            "127.0.0.1",
+            ":7",
+            "host:",
+            "host:port",
+            "h:70000",
+            "unix:",
+            "unix:@",
+            &long,
+        ] {
             let err = resolve(bad).expect_err(bad);
             assert!(err.contains(bad), "{err}");
         }

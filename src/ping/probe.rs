@@ -7,16 +7,16 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{MsgFlags, recv, send};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::deadline;
+use crate::setup::listener::Addr;
 
 /// Why a probe got no intact echo.
 #[derive(Debug)]
@@ -107,15 +107,24 @@ pub fn verify(payload: &[u8], from: usize, got: &[u8]) -> Result<(), Failure> {
 
 /// Connects to `addr` before `deadline`: a non-blocking connect and a poll, so a signal ends it.
 pub fn connect(
-    addr: SocketAddr,
+    addr: &Addr,
     deadline: Instant,
     interrupted: fn() -> bool,
 ) -> Result<Socket, Failure> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(Failure::Error)?;
+    let (socket, addr) = match addr {
+        Addr::Ip(ip) => {
+            let socket = Socket::new(Domain::for_address(*ip), Type::STREAM, Some(Protocol::TCP))
+                .map_err(Failure::Error)?;
+            let _ = socket.set_tcp_nodelay(true);
+            (socket, SockAddr::from(*ip))
+        }
+        Addr::Unix(name) => {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(Failure::Error)?;
+            (socket, name.sockaddr().map_err(Failure::Error)?)
+        }
+    };
     socket.set_nonblocking(true).map_err(Failure::Error)?;
-    let _ = socket.set_tcp_nodelay(true);
-    match socket.connect(&addr.into()) {
+    match socket.connect(&addr) {
         Ok(()) => return Ok(socket),
         Err(err) if err.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
         Err(err) => return Err(Failure::Error(err)),

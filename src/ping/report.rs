@@ -2,10 +2,10 @@
 //! as one JSON object.
 
 use std::fmt::{self, Write as _};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::probe::Failure;
+use crate::setup::listener::Addr;
 
 /// Running min/avg/max/mdev of a series of times, in milliseconds (mdev as ping computes it:
 /// the standard deviation, sqrt(mean(x²) − mean(x)²)).
@@ -47,7 +47,7 @@ impl Times {
 #[derive(Debug)]
 pub struct Report {
     pub target: String,
-    pub address: Option<SocketAddr>,
+    pub address: Option<Addr>,
     pub size: usize,
     pub sent: u64,
     pub echoed: u64,
@@ -78,13 +78,7 @@ impl Report {
 
     /// Counts an intact echo and returns its line.
     /// `connect` is how long connecting took (reported with `--connect` only).
-    pub fn echoed(
-        &mut self,
-        seq: u64,
-        from: SocketAddr,
-        connect: Duration,
-        rtt: Duration,
-    ) -> String {
+    pub fn echoed(&mut self, seq: u64, from: &Addr, connect: Duration, rtt: Duration) -> String {
         self.sent += 1;
         self.echoed += 1;
         self.rtt.add(rtt);
@@ -98,7 +92,7 @@ impl Report {
     }
 
     /// Counts a failed probe (corrupt or lost) and returns its line.
-    pub fn failed(&mut self, seq: u64, from: Option<SocketAddr>, failure: &Failure) -> String {
+    pub fn failed(&mut self, seq: u64, from: Option<&Addr>, failure: &Failure) -> String {
         self.sent += 1;
         if let Failure::Surplus { .. } = failure {
             self.surplus += 1;
@@ -115,7 +109,7 @@ impl Report {
 
     /// Probe `seq`, counted as echoed, turns out to have been followed by `bytes` more: it
     /// counts as corrupt instead, and gets a second line (as ping's `DUP!` comes after the reply).
-    pub fn surplus_after(&mut self, seq: u64, from: SocketAddr, bytes: usize) -> String {
+    pub fn surplus_after(&mut self, seq: u64, from: &Addr, bytes: usize) -> String {
         if self.echoed > 0 {
             self.echoed -= 1;
             self.corrupt += 1;
@@ -171,7 +165,7 @@ impl Report {
     pub fn json(&self, elapsed: Duration) -> String {
         serde_json::json!({
             "target": self.target,
-            "address": self.address.map(|addr| addr.to_string()),
+            "address": self.address.as_ref().map(|addr| addr.to_string()),
             "size": self.size,
             "sent": self.sent,
             "echoed": self.echoed,
@@ -241,9 +235,9 @@ mod tests {
     #[test]
     fn the_summary_counts_corrupt_apart_from_lost() {
         let mut report = Report::new("h:7", 56, false);
-        let addr: SocketAddr = "127.0.0.1:7".parse().unwrap();
-        report.echoed(1, addr, Duration::ZERO, Duration::from_micros(500));
-        report.failed(2, Some(addr), &Failure::Truncated { received: 3 });
+        let addr = Addr::Ip("127.0.0.1:7".parse().unwrap());
+        report.echoed(1, &addr, Duration::ZERO, Duration::from_micros(500));
+        report.failed(2, Some(&addr), &Failure::Truncated { received: 3 });
         report.failed(3, None, &Failure::Timeout { received: 0 });
         assert_eq!(
             (report.sent, report.echoed, report.corrupt, report.lost),

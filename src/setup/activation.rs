@@ -57,9 +57,9 @@ pub enum Expect {
     Connection,
 }
 
-/// Takes ownership of fd 3 after checking it is a TCP stream socket of the expected kind, and
-/// closes any further passed fds (with `--inetd` forkecho serves one connection; they would
-/// otherwise stay open in it). The error names the fd and what is wrong with it.
+/// Takes ownership of fd 3 after checking it is a stream socket (TCP or Unix) of the expected
+/// kind, and closes any further passed fds (with `--inetd` forkecho serves one connection; they
+/// would otherwise stay open in it). The error names the fd and what is wrong with it.
 pub fn take_socket(passed: u32, expect: Expect) -> Result<Socket> {
     ensure!(passed >= 1, "no sockets were passed");
     if passed > 1 {
@@ -91,8 +91,8 @@ fn is_open(fd: RawFd) -> bool {
     fstat(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
 }
 
-/// Takes ownership of passed fd `fd` after checking it is a TCP stream socket of the expected
-/// kind.
+/// Takes ownership of passed fd `fd` after checking it is a stream socket (TCP or Unix) of the
+/// expected kind.
 fn take_at(fd: RawFd, passed: u32, expect: Expect) -> Result<Socket> {
     // SAFETY: the fd is only borrowed for fstat; if it is not open, fstat says EBADF.
     let stat = fstat(unsafe { BorrowedFd::borrow_raw(fd) })
@@ -114,8 +114,8 @@ fn take_at(fd: RawFd, passed: u32, expect: Expect) -> Result<Socket> {
     let domain = socket
         .domain()
         .context("unable to read the passed socket's domain")?;
-    if domain != Domain::IPV4 && domain != Domain::IPV6 {
-        bail!("fd {fd} (from LISTEN_FDS) is not an IPv4 or IPv6 socket ({domain:?})");
+    if domain != Domain::IPV4 && domain != Domain::IPV6 && domain != Domain::UNIX {
+        bail!("fd {fd} (from LISTEN_FDS) is not an IPv4, IPv6 or Unix socket ({domain:?})");
     }
     let listening = socket
         .is_listener()

@@ -111,9 +111,15 @@ impl Harness {
 
     /// Writes the port file under its temporary name: before the sandbox, which allows no
     /// open. An error names the file.
-    pub fn stage(&mut self, port: u16) -> Result<()> {
+    pub fn stage(&mut self, port: Option<u16>) -> Result<()> {
         let Some(file) = &mut self.port_file else {
             return Ok(());
+        };
+        let Some(port) = port else {
+            bail!(
+                "--port-file {} names a TCP port, and every listener is a Unix socket",
+                file.shown.display()
+            );
         };
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
         let mode = Mode::from_bits_truncate(0o644);

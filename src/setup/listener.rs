@@ -8,8 +8,10 @@
 //! addresses, all share the port the kernel picked for the first. `--reuse-port` sets
 //! SO_REUSEPORT, so that several forkecho processes can share the port. The sockets are
 //! non-blocking because the main loop learns of connections from poll(2), never by blocking in
-//! accept(2).
+//! accept(2). `--bind unix:…` adds Unix-socket listeners beside them (made in `unix`), served by
+//! the same loop; their clients are named by their credentials.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -19,12 +21,42 @@ use anyhow::{Context, Result};
 use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::unix::{self, Making, SocketFile};
 use crate::cli::Bind;
 use crate::cli::values::reachable;
+use crate::peer::Peer;
 
 pub struct Listener {
     socket: Socket,
-    addr: SocketAddr,
+    addr: Addr,
+    /// The socket file of a Unix listener this process bound: removed when the listener goes.
+    file: Option<SocketFile>,
+}
+
+/// Where a listener listens, with the real port: as the readiness line shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    Ip(SocketAddr),
+    Unix(unix::Name),
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Ip(addr) => addr.fmt(f),
+            Addr::Unix(name) => name.fmt(f),
+        }
+    }
+}
+
+impl Addr {
+    /// The TCP port, for an IP listener.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Addr::Ip(addr) => Some(addr.port()),
+            Addr::Unix(_) => None,
+        }
+    }
 }
 
 /// How the listeners are made.
@@ -33,6 +65,8 @@ pub struct Settings {
     pub port: u16,
     pub backlog: i32,
     pub reuse_port: bool,
+    /// `--unix-mode`.
+    pub unix_mode: Option<u32>,
 }
 
 /// How often binding several addresses on a port the kernel picks is tried afresh when the
@@ -41,11 +75,50 @@ const PICK_TRIES: usize = 8;
 
 impl Listener {
     /// Binds every address `binds` stands for (the dual-stack default when it is empty) and
-    /// listens on each.
-    pub fn bind_all(binds: &[Bind], settings: Settings) -> Result<Vec<Listener>> {
+    /// listens on each: the IP listeners first, then the Unix ones, whose files belong to
+    /// `owner` (`--user`, `--group`) when given.
+    pub fn bind_all(
+        binds: &[Bind],
+        settings: Settings,
+        owner: Option<(Option<nix::unistd::Uid>, nix::unistd::Gid)>,
+    ) -> Result<Vec<Listener>> {
         if binds.is_empty() {
             return Ok(vec![Listener::bind_default(settings)?]);
         }
+        let (unix, ip): (Vec<&Bind>, Vec<&Bind>) = binds
+            .iter()
+            .partition(|bind| matches!(bind, Bind::Unix(_) | Bind::Abstract(_)));
+        let mut listeners = match ip.is_empty() {
+            true => Vec::new(),
+            false => Listener::bind_ip(&ip, settings)?,
+        };
+        let making = Making {
+            mode: settings.unix_mode,
+            owner,
+        };
+        for bind in unix {
+            let name = match bind {
+                Bind::Unix(path) => unix::Name::Path(path.clone()),
+                Bind::Abstract(name) => unix::Name::Abstract(name.as_bytes().to_vec()),
+                _ => unreachable!("partitioned"),
+            };
+            if listeners
+                .iter()
+                .any(|l: &Listener| l.addr == Addr::Unix(name.clone()))
+            {
+                continue;
+            }
+            let (socket, file) = unix::listen(&name, settings.backlog, making)?;
+            listeners.push(Listener {
+                socket,
+                addr: Addr::Unix(name),
+                file,
+            });
+        }
+        Ok(listeners)
+    }
+
+    fn bind_ip(binds: &[&Bind], settings: Settings) -> Result<Vec<Listener>> {
         let addrs = resolve(binds)?;
         for attempt in 1.. {
             match Listener::bind_addrs(&addrs, settings) {
@@ -77,7 +150,7 @@ impl Listener {
             addr.set_port(port);
             match Listener::open(addr, Settings { port, ..settings }) {
                 Ok(listener) => {
-                    port = listener.addr.port();
+                    port = listener.addr.port().unwrap_or(port);
                     listeners.push(listener);
                 }
                 Err(err) if matches!(bind, Bind::Name(_)) && no_family(&err) => {
@@ -99,21 +172,33 @@ impl Listener {
             .ok()
             .and_then(|a| a.as_socket())
             .with_context(|| format!("unable to read the address bound for {addr}"))?;
-        Ok(Listener { socket, addr })
+        Ok(Listener {
+            socket,
+            addr: Addr::Ip(addr),
+            file: None,
+        })
     }
 
     /// Serves a listening socket someone else bound (systemd socket activation): made
-    /// non-blocking like ours; its address, port and backlog are whatever it was given.
+    /// non-blocking like ours; its address, port and backlog are whatever it was given. A Unix
+    /// socket's file is systemd's: forkecho never removes it.
     pub fn adopt(socket: Socket) -> Result<Listener> {
         socket
             .set_nonblocking(true)
             .context("unable to make the passed socket non-blocking")?;
-        let addr = socket
+        let local = socket
             .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
             .context("unable to read the passed socket's address")?;
-        Ok(Listener { socket, addr })
+        let addr = match (local.as_socket(), unix::Name::of(&local)) {
+            (Some(ip), _) => Addr::Ip(ip),
+            (None, Some(name)) => Addr::Unix(name),
+            (None, None) => anyhow::bail!("the passed socket has no address (an unnamed socket)"),
+        };
+        Ok(Listener {
+            socket,
+            addr,
+            file: None,
+        })
     }
 
     /// Sets what every connection should start with (see `connection_options`) on the listener:
@@ -136,21 +221,36 @@ impl Listener {
     }
 
     /// The address actually bound, with the real port.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
+    /// Whether this is a Unix-socket listener.
+    pub fn is_unix(&self) -> bool {
+        matches!(self.addr, Addr::Unix(_))
     }
 
     pub fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 
+    /// The directory of the socket file this listener removes when it goes, if any.
+    pub fn dir_fd(&self) -> Option<RawFd> {
+        self.file.as_ref().map(SocketFile::dir_fd)
+    }
+
     /// Accepts one connection; WouldBlock when none is waiting. The new socket is blocking and
-    /// close-on-exec.
-    pub fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
+    /// close-on-exec. A Unix client is named by its credentials.
+    pub fn accept(&self) -> io::Result<(Socket, Peer)> {
         let (socket, addr) = self.socket.accept()?;
-        let peer = addr
-            .as_socket()
-            .ok_or_else(|| io::Error::other("peer address is not an IP address"))?;
+        let peer = match addr.as_socket() {
+            Some(addr) => Peer::Ip(addr),
+            // SO_PEERCRED fails only for a connection already gone: skip it like any aborted one.
+            None => Peer::Unix(
+                unix::peer(&socket)
+                    .map_err(|_| io::Error::from_raw_os_error(Errno::ECONNABORTED as i32))?,
+            ),
+        };
         Ok((socket, peer))
     }
 }
@@ -175,9 +275,9 @@ pub fn connection_options(socket: &Socket, idle_timeout: Duration) -> io::Result
 /// The addresses `binds` stand for (port 0), in order, each once, with the `--bind` it came
 /// from. A name that resolves to nothing, or to an address no client can reach, and an interface
 /// that does not exist, are errors naming them.
-fn resolve(binds: &[Bind]) -> Result<Vec<(SocketAddr, &Bind)>> {
+fn resolve<'a>(binds: &[&'a Bind]) -> Result<Vec<(SocketAddr, &'a Bind)>> {
     let mut addrs: Vec<(SocketAddr, &Bind)> = Vec::new();
-    for bind in binds {
+    for &bind in binds {
         let found: Vec<SocketAddr> = match bind {
             Bind::Ip(ip) => vec![SocketAddr::new(*ip, 0)],
             Bind::Scoped(ip, scope) => {
@@ -192,6 +292,7 @@ fn resolve(binds: &[Bind]) -> Result<Vec<(SocketAddr, &Bind)>> {
                 .to_socket_addrs()
                 .with_context(|| format!("unable to resolve --bind '{name}'"))?
                 .collect(),
+            Bind::Unix(_) | Bind::Abstract(_) => unreachable!("Unix binds are bound apart"),
         };
         anyhow::ensure!(!found.is_empty(), "--bind '{bind}' resolves to no address");
         for addr in found {
@@ -253,12 +354,24 @@ mod tests {
             port,
             backlog: 16,
             reuse_port: false,
+            unix_mode: None,
+        }
+    }
+
+    fn ip(listener: &Listener) -> SocketAddr {
+        match listener.addr() {
+            Addr::Ip(addr) => *addr,
+            Addr::Unix(name) => panic!("{name} is no IP listener"),
         }
     }
 
     /// One listener on 127.0.0.1:`port`.
     fn bind(port: u16) -> Result<Listener> {
-        let mut all = Listener::bind_all(&[Bind::Ip(Ipv4Addr::LOCALHOST.into())], settings(port))?;
+        let mut all = Listener::bind_all(
+            &[Bind::Ip(Ipv4Addr::LOCALHOST.into())],
+            settings(port),
+            None,
+        )?;
         assert_eq!(all.len(), 1);
         Ok(all.remove(0))
     }
@@ -266,8 +379,8 @@ mod tests {
     #[test]
     fn port_zero_reports_the_real_port() {
         let listener = bind(0).unwrap();
-        assert_eq!(listener.addr().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_ne!(listener.addr().port(), 0);
+        assert_eq!(ip(&listener).ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_ne!(ip(&listener).port(), 0);
     }
 
     #[test]
@@ -278,24 +391,24 @@ mod tests {
             // Twice: bound once.
             Bind::Ip(Ipv4Addr::LOCALHOST.into()),
         ];
-        let all = Listener::bind_all(&binds, settings(0)).unwrap();
+        let all = Listener::bind_all(&binds, settings(0), None).unwrap();
         assert_eq!(all.len(), 2);
-        assert_ne!(all[0].addr().port(), 0);
-        assert_eq!(all[0].addr().port(), all[1].addr().port());
-        assert_eq!(all[1].addr().ip().to_string(), "127.0.0.2");
+        assert_ne!(ip(&all[0]).port(), 0);
+        assert_eq!(ip(&all[0]).port(), ip(&all[1]).port());
+        assert_eq!(ip(&all[1]).ip().to_string(), "127.0.0.2");
     }
 
     #[test]
     fn a_name_binds_every_address_it_resolves_to() {
-        let all = Listener::bind_all(&[Bind::Name("localhost".into())], settings(0)).unwrap();
+        let all = Listener::bind_all(&[Bind::Name("localhost".into())], settings(0), None).unwrap();
         assert!(
-            all.iter().all(|l| l.addr().ip().is_loopback()),
+            all.iter().all(|l| ip(l).ip().is_loopback()),
             "{:?}",
             all.len()
         );
         assert!(
             all.iter()
-                .any(|l| l.addr().ip() == IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .any(|l| ip(l).ip() == IpAddr::V4(Ipv4Addr::LOCALHOST))
         );
     }
 
@@ -306,10 +419,10 @@ mod tests {
             ..settings(0)
         };
         let v4 = [Bind::Ip(Ipv4Addr::LOCALHOST.into())];
-        let first = Listener::bind_all(&v4, shared).unwrap();
-        let port = first[0].addr().port();
-        let second = Listener::bind_all(&v4, Settings { port, ..shared }).unwrap();
-        assert_eq!(second[0].addr().port(), port);
+        let first = Listener::bind_all(&v4, shared, None).unwrap();
+        let port = ip(&first[0]).port();
+        let second = Listener::bind_all(&v4, Settings { port, ..shared }, None).unwrap();
+        assert_eq!(ip(&second[0]).port(), port);
         // Without it, the port stays taken.
         assert!(bind(port).is_err());
     }
@@ -317,7 +430,7 @@ mod tests {
     #[test]
     fn a_busy_port_is_an_error_naming_the_address() {
         let first = bind(0).unwrap();
-        let port = first.addr().port();
+        let port = ip(&first).port();
         let err = bind(port)
             .err()
             .expect("second bind of the same port must fail");
@@ -344,7 +457,7 @@ mod tests {
         listener
             .set_connection_options(Duration::from_millis(1500))
             .unwrap();
-        let _client = std::net::TcpStream::connect(listener.addr()).unwrap();
+        let _client = std::net::TcpStream::connect(ip(&listener)).unwrap();
         let accepted = loop {
             match listener.accept() {
                 Ok((socket, _)) => break socket,

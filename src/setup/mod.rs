@@ -16,6 +16,7 @@ pub mod activation;
 pub mod harness;
 pub mod listener;
 pub mod privileges;
+pub mod unix;
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
@@ -74,10 +75,11 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
     standard_fds()?;
     let identity = privileges::resolve(settings.user.as_deref(), settings.group.as_deref())?;
     let (listeners, from_systemd) = match passed {
-        0 => (
-            Listener::bind_all(&settings.binds, settings.listener)?,
-            false,
-        ),
+        0 => {
+            let owner = identity.as_ref().map(|who| (who.uid, who.gid));
+            let listeners = Listener::bind_all(&settings.binds, settings.listener, owner)?;
+            (listeners, false)
+        }
         n => {
             let sockets = activation::take_listeners(n)?;
             let adopted = sockets.into_iter().map(Listener::adopt);
@@ -90,6 +92,17 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
         listeners.len()
     );
     for listener in &listeners {
+        if listener.is_unix() {
+            // A Unix socket copies no option to the connections it accepts: each child sets
+            // them on its own. And poll(2) ignores SO_RCVLOWAT on one, which the PROXY waiting
+            // room relies on.
+            anyhow::ensure!(
+                settings.defer_accept.is_none(),
+                "--proxy-protocol is for IP listeners; {} is a Unix socket",
+                listener.addr()
+            );
+            continue;
+        }
         listener.set_connection_options(settings.idle_timeout)?;
         if let Some(wait) = settings.defer_accept {
             listener.accept_with_data(wait.as_secs_f64().ceil() as u32)?;

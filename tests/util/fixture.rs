@@ -18,16 +18,37 @@ pub fn read_readiness(stdout: &mut impl BufRead) -> Result<SocketAddr, String> {
     read_readiness_all(stdout).map(|addrs| addrs[0])
 }
 
-/// Reads the readiness line and returns every address on it.
+/// Reads the readiness line and returns every IP address on it.
 pub fn read_readiness_all(stdout: &mut impl BufRead) -> Result<Vec<SocketAddr>, String> {
+    let (ip, _) = read_readiness_split(stdout)?;
+    match ip.is_empty() {
+        true => Err("no IP address on the listening line".to_string()),
+        false => Ok(ip),
+    }
+}
+
+/// Reads the readiness line and returns its IP addresses and its Unix sockets (`unix:/path`,
+/// `unix:@name`), in the order the line lists them.
+pub fn read_readiness_split(
+    stdout: &mut impl BufRead,
+) -> Result<(Vec<SocketAddr>, Vec<String>), String> {
     let mut line = String::new();
     let _ = stdout.read_line(&mut line);
-    let addrs: Option<Vec<SocketAddr>> = line
+    let Some(rest) = line
         .strip_prefix("listening on ")
         .and_then(|rest| rest.strip_suffix('\n'))
-        .map(|rest| rest.split(' ').map(|addr| addr.parse().ok()).collect())
-        .and_then(|addrs: Option<Vec<SocketAddr>>| addrs.filter(|a| !a.is_empty()));
-    addrs.ok_or(line)
+    else {
+        return Err(line);
+    };
+    let (mut ip, mut unix) = (Vec::new(), Vec::new());
+    for addr in rest.split(' ') {
+        match (addr.starts_with("unix:"), addr.parse()) {
+            (true, _) => unix.push(addr.to_string()),
+            (false, Ok(addr)) => ip.push(addr),
+            (false, Err(_)) => return Err(line),
+        }
+    }
+    Ok((ip, unix))
 }
 
 /// Stops `process` the way a service manager would: SIGTERM, up to `within` to exit, then

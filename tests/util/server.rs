@@ -33,8 +33,10 @@ pub struct Server {
     process: Child,
     /// The first address of the readiness line.
     pub addr: SocketAddr,
-    /// Every address of the readiness line (several with several --bind).
+    /// Every IP address of the readiness line (several with several --bind).
     pub addrs: Vec<SocketAddr>,
+    /// Every Unix socket of the readiness line, as it shows them (`unix:/path`).
+    pub unix: Vec<String>,
     stderr: Arc<Sink>,
     /// Bytes after the listening line, and whether stdout has reached EOF.
     stdout_rest: Arc<(Mutex<Vec<u8>>, AtomicBool)>,
@@ -91,7 +93,7 @@ impl Server {
         let rest = Arc::clone(&stdout_rest);
         let mut out = BufReader::new(process.stdout.take().unwrap());
         thread::spawn(move || {
-            let _ = ready_tx.send(fixture::read_readiness_all(&mut out));
+            let _ = ready_tx.send(fixture::read_readiness_split(&mut out));
             let mut bytes = Vec::new();
             let _ = out.read_to_end(&mut bytes);
             *rest.0.lock().unwrap() = bytes;
@@ -104,13 +106,15 @@ impl Server {
             process,
             addr: "0.0.0.0:0".parse().unwrap(),
             addrs: Vec::new(),
+            unix: Vec::new(),
             stderr,
             stdout_rest,
         };
         match ready {
-            Ok(addrs) => {
-                server.addr = addrs[0];
+            Ok((addrs, unix)) => {
+                server.addr = addrs.first().copied().unwrap_or(server.addr);
                 server.addrs = addrs;
+                server.unix = unix;
             }
             Err(first) => {
                 let _ = server.process.kill();

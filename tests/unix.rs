@@ -1,0 +1,460 @@
+//! Unix-socket listeners (`--bind unix:PATH`, `unix:@NAME`): served beside IP listeners by the
+//! one loop, clients named by their credentials and counted per user, stale files replaced and
+//! live ones never stolen, the file's mode and its removal at a clean stop, and the real clients
+//! (nc -U, socat, Python, `forkecho ping`).
+
+use std::io::{Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{
+    DEADLINE, Server, assert_same_bytes, binary, event, field, output_within_deadline, pattern,
+    round_trip, run_to_completion,
+};
+
+/// A directory of the test's own, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("fe-unix-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn bind(&self, name: &str) -> String {
+        format!("unix:{}", self.path(name).display())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn connect(path: &Path) -> UnixStream {
+    let stream = UnixStream::connect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
+/// What this process is called in forkecho's log lines.
+fn me() -> String {
+    format!(
+        "unix:uid={},pid={}",
+        nix::unistd::getuid(),
+        std::process::id()
+    )
+}
+
+fn echo(mut stream: UnixStream, data: &[u8]) -> Vec<u8> {
+    let mut writer = stream.try_clone().unwrap();
+    let sent = data.to_vec();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).unwrap();
+    sender.join().unwrap();
+    back
+}
+
+fn fails_to_start(args: &[&str]) -> String {
+    let mut command = Command::new(binary());
+    command.args(args);
+    let out = run_to_completion(command);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "no readiness line: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_unix_socket_is_served_beside_an_ip_listener_and_names_its_client_by_credentials() {
+    let dir = Scratch::new("beside");
+    let sock = dir.path("fe.sock");
+    let server = Server::start(&["-b", "127.0.0.1", "-b", &dir.bind("fe.sock")]);
+    assert_eq!(server.unix, [format!("unix:{}", sock.display())]);
+    assert!(
+        std::fs::symlink_metadata(&sock)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    // Bulk, so the echo moves on to splice, which Unix sockets take too.
+    let data = pattern(3, 3 << 20);
+    assert_same_bytes(&echo(connect(&sock), &data), &data);
+    let mut tcp = server.connect();
+    assert_eq!(round_trip(&mut tcp, b"and over TCP"), b"and over TCP");
+    let close = server.wait_for_line("the Unix close line", |l| {
+        event(l) == Some("close") && field(l, "peer") == Some(me().as_str())
+    });
+    assert_eq!(
+        field(&close, "bytes"),
+        Some(&*data.len().to_string()),
+        "{close}"
+    );
+    assert_eq!(field(&close, "end"), Some("client-closed"), "{close}");
+    let accept = server.wait_for_line("the Unix accept line", |l| event(l) == Some("accept"));
+    assert_eq!(field(&accept, "peer"), Some(me().as_str()), "{accept}");
+}
+
+#[test]
+fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_start_to_replace() {
+    let dir = Scratch::new("stop");
+    let sock = dir.path("fe.sock");
+    let mut server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    assert!(
+        server.addrs.is_empty(),
+        "no IP listener: {:?}",
+        server.addrs
+    );
+    let stopped = server.stop();
+    assert!(stopped.contains("stopped"), "{stopped}");
+    assert!(
+        !sock.exists(),
+        "removed at a clean stop (under the sandbox)"
+    );
+
+    let server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    server.signal(Signal::SIGKILL);
+    crate::util::eventually("the killed server to be gone", DEADLINE, || {
+        UnixStream::connect(&sock).is_err()
+    });
+    assert!(sock.exists(), "a killed server cannot remove its file");
+    drop(server);
+    // A socket nobody listens on: stale, replaced, and said so.
+    let server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    assert_eq!(echo(connect(&sock), b"again"), b"again");
+    server.wait_for_line("the replacement line", |l| {
+        l.contains(&format!(
+            "replaced the stale socket unix:{}",
+            sock.display()
+        ))
+    });
+}
+
+#[test]
+fn a_live_socket_is_never_stolen_and_other_files_are_never_replaced() {
+    let dir = Scratch::new("live");
+    let sock = dir.path("taken.sock");
+    let other = UnixListener::bind(&sock).unwrap();
+    let stderr = fails_to_start(&["-b", &dir.bind("taken.sock")]);
+    assert!(
+        stderr.contains(&format!("unable to bind unix:{}", sock.display()))
+            && stderr.contains("another server is listening on it"),
+        "{stderr}"
+    );
+    // The other server still has its socket.
+    let _client = UnixStream::connect(&sock).unwrap();
+    assert!(other.accept().is_ok());
+
+    let file = dir.path("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let stderr = fails_to_start(&["-b", &dir.bind("notes.txt")]);
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+
+    let stderr = fails_to_start(&[
+        "-b",
+        &format!("unix:{}/no/such/dir/fe.sock", dir.0.display()),
+    ]);
+    assert!(stderr.contains("unable to bind unix:"), "{stderr}");
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+}
+
+#[test]
+fn an_ip_listener_that_fails_leaves_no_socket_file_behind() {
+    let dir = Scratch::new("unwind");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    // The Unix listener is bound first here only if forkecho got the order wrong; either way no
+    // file may stay.
+    let stderr = fails_to_start(&["-p", &port, "-b", &dir.bind("fe.sock"), "-b", "127.0.0.1"]);
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    assert!(!dir.path("fe.sock").exists());
+    // And a failure after the Unix listener is bound (here --proxy-protocol, which Unix sockets do
+    // not take) removes the file it made.
+    let stderr = fails_to_start(&["-b", &dir.bind("fe.sock"), "--proxy-protocol"]);
+    assert!(
+        stderr.contains("--proxy-protocol is for IP listeners"),
+        "{stderr}"
+    );
+    assert!(!dir.path("fe.sock").exists());
+}
+
+#[test]
+fn the_mode_comes_from_the_umask_or_exactly_from_unix_mode() {
+    let dir = Scratch::new("mode");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    let mut command = Command::new(binary());
+    command.args(["-b", &dir.bind("umask.sock")]);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::libc::umask(0o027);
+            Ok(())
+        });
+    }
+    let server = Server::spawn(command);
+    assert_eq!(mode(&dir.path("umask.sock")), 0o750);
+    drop(server);
+    let server = Server::start(&["-b", &dir.bind("exact.sock"), "--unix-mode", "0660"]);
+    assert_eq!(mode(&dir.path("exact.sock")), 0o660);
+    assert_eq!(echo(connect(&dir.path("exact.sock")), b"rw"), b"rw");
+    drop(server);
+    let mut command = Command::new(binary());
+    command.args(["-b", &dir.bind("bad.sock"), "--unix-mode", "0888"]);
+    let out = run_to_completion(command);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(
+        stderr.contains("'0888'") && stderr.contains("octal"),
+        "{stderr}"
+    );
+    assert!(!dir.path("bad.sock").exists());
+}
+
+#[test]
+fn an_abstract_name_is_served_and_has_no_file() {
+    let name = format!("forkecho-test-{}", std::process::id());
+    let server = Server::start(&["-b", &format!("unix:@{name}")]);
+    assert_eq!(server.unix, [format!("unix:@{name}")]);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let stream = UnixStream::connect_addr(&addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(echo(stream, b"abstract"), b"abstract");
+    // Taken while it runs.
+    let stderr = fails_to_start(&["-b", &format!("unix:@{name}")]);
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+}
+
+#[test]
+fn max_per_ip_and_rate_per_ip_count_unix_clients_per_user() {
+    let dir = Scratch::new("peruser");
+    let sock = dir.path("fe.sock");
+    let server = Server::start(&["-b", &dir.bind("fe.sock"), "--max-per-ip", "1"]);
+    let mut first = connect(&sock);
+    assert_eq!(round_trip_unix(&mut first, b"one"), b"one");
+    // The same user again, from another process even (this one): refused at once.
+    let mut second = connect(&sock);
+    let mut buf = [0u8; 8];
+    let _ = second.write_all(b"two");
+    assert_eq!(second.read(&mut buf).unwrap_or(0), 0, "closed unserved");
+    let refused = server.wait_for_line("the refused line", |l| event(l) == Some("refused"));
+    let uid = nix::unistd::getuid().to_string();
+    assert_eq!(
+        field(&refused, "group"),
+        Some(&*format!("uid:{uid}")),
+        "{refused}"
+    );
+    assert_eq!(field(&refused, "reason"), Some("max-per-ip"), "{refused}");
+    drop(server);
+
+    let server = Server::start(&["-b", &dir.bind("rate.sock"), "--rate-per-ip", "1/60"]);
+    let sock = dir.path("rate.sock");
+    assert_eq!(echo(connect(&sock), b"in"), b"in");
+    let mut over = connect(&sock);
+    match over.read(&mut buf) {
+        Ok(0) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("over the rate, yet served: {other:?}"),
+    }
+    let refused = server.wait_for_line("the refused line", |l| event(l) == Some("refused"));
+    assert_eq!(field(&refused, "reason"), Some("rate-per-ip"), "{refused}");
+    assert_eq!(
+        field(&refused, "group"),
+        Some(&*format!("uid:{uid}")),
+        "{refused}"
+    );
+}
+
+fn round_trip_unix(stream: &mut UnixStream, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    stream.read_exact(&mut back).unwrap();
+    back
+}
+
+#[test]
+fn faults_apply_to_unix_connections_and_the_idle_timeout_holds() {
+    let dir = Scratch::new("faults");
+    let sock = dir.path("fe.sock");
+    let server = Server::start(&["-b", &dir.bind("fe.sock"), "--close-after", "5"]);
+    let back = echo(connect(&sock), b"0123456789");
+    assert_eq!(back, b"01234", "closed after five bytes");
+    let close = server.wait_for_line("the close line", |l| event(l) == Some("close"));
+    assert!(close.contains("fault=close-after"), "{close}");
+    drop(server);
+
+    // A Unix socket copies no timeout from its listener: the child sets its own.
+    let server = Server::start(&["-b", &dir.bind("idle.sock"), "--idle-timeout", "0.2"]);
+    let mut idle = connect(&dir.path("idle.sock"));
+    let mut buf = [0u8; 4];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed for idling");
+    let close = server.wait_for_line("the close line", |l| event(l) == Some("close"));
+    assert_eq!(field(&close, "end"), Some("idle-timeout"), "{close}");
+}
+
+#[test]
+fn json_logs_name_unix_peers_as_strings() {
+    let dir = Scratch::new("json");
+    let server = Server::start(&["-b", &dir.bind("fe.sock"), "--log-format", "json"]);
+    assert_eq!(echo(connect(&dir.path("fe.sock")), b"j"), b"j");
+    let line = server.wait_for_line("the close object", |l| l.contains("\"close\""));
+    let object: serde_json::Value = serde_json::from_str(line.trim()).expect(&line);
+    assert_eq!(object["peer"], me(), "{line}");
+}
+
+#[test]
+fn ping_probes_a_unix_socket_and_fails_on_a_missing_one() {
+    let dir = Scratch::new("ping");
+    let sock = dir.bind("fe.sock");
+    let _server = Server::start(&["-b", &sock]);
+    let mut command = Command::new(binary());
+    command.args(["ping", "-c", "2", "-i", "0.05", &sock]);
+    let out = run_to_completion(command);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("bytes from {sock}: seq=2")),
+        "{stdout}"
+    );
+    let mut command = Command::new(binary());
+    command.args(["ping", "-c", "1", &dir.bind("none.sock")]);
+    let out = run_to_completion(command);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 lost"));
+}
+
+#[test]
+fn port_file_needs_an_ip_listener() {
+    let dir = Scratch::new("portfile");
+    let port_file = dir.path("port");
+    let stderr = fails_to_start(&[
+        "-b",
+        &dir.bind("fe.sock"),
+        "--port-file",
+        port_file.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("every listener is a Unix socket"),
+        "{stderr}"
+    );
+    assert!(!dir.path("fe.sock").exists() && !port_file.exists());
+}
+
+#[test]
+fn with_user_the_socket_file_belongs_to_that_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: --user needs root");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        eprintln!("skipped: this host has no user 'nobody'");
+        return;
+    };
+    let dir = Scratch::new("user");
+    // nobody must reach the file through the directory to connect, and removes nothing but
+    // its own file in it.
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let sock = dir.path("fe.sock");
+    let mut server = Server::start(&["-b", &dir.bind("fe.sock"), "--user", "nobody"]);
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (nobody.uid.as_raw(), nobody.gid.as_raw())
+    );
+    assert_eq!(echo(connect(&sock), b"as nobody"), b"as nobody");
+    server.stop();
+    assert!(!sock.exists(), "the dropped server removed its own file");
+}
+
+#[test]
+#[ignore = "needs nc (netcat-openbsd) and socat"]
+fn nc_u_and_socat_unix_connect_get_their_bytes_back() {
+    let dir = Scratch::new("clients");
+    let sock = dir.path("fe.sock");
+    let _server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    let data = pattern(5, 200_000);
+    for (program, args) in [
+        ("nc", vec!["-N", "-U", sock.to_str().unwrap()]),
+        (
+            "socat",
+            vec!["-t", "5", "-", &format!("UNIX-CONNECT:{}", sock.display())],
+        ),
+    ] {
+        let mut client = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        let mut stdin = client.stdin.take().unwrap();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&sent).unwrap());
+        let out = output_within_deadline(client, program);
+        writer.join().unwrap();
+        assert_same_bytes(&out.stdout, &data);
+    }
+}
+
+#[test]
+#[ignore = "needs python3"]
+fn python_talks_to_the_unix_socket() {
+    let dir = Scratch::new("python");
+    let sock = dir.path("fe.sock");
+    let _server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    let script = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.connect(sys.argv[1])\n\
+        s.sendall(b'from python')\n\
+        s.shutdown(socket.SHUT_WR)\n\
+        print(s.recv(100).decode(), end='')\n";
+    let mut command = Command::new("python3");
+    command.args(["-c", script, sock.to_str().unwrap()]);
+    let out = run_to_completion(command);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from python");
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (package systemd)"]
+fn systemd_socket_activate_passes_a_unix_socket_whose_file_forkecho_leaves_alone() {
+    let dir = Scratch::new("activate");
+    let sock = dir.path("fe.sock");
+    let mut command = Command::new("systemd-socket-activate");
+    command.args(["-l", sock.to_str().unwrap(), binary()]);
+    // systemd-socket-activate starts forkecho when the first client connects.
+    let mut server = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            crate::util::eventually("the activation socket", DEADLINE, || sock.exists());
+            echo(connect(&sock), b"activated")
+        });
+        let server = Server::spawn(command);
+        assert_eq!(first.join().unwrap(), b"activated");
+        server
+    });
+    assert_eq!(server.unix, [format!("unix:{}", sock.display())]);
+    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
+    assert!(line.contains("from=systemd"), "{line}");
+    server.stop();
+    assert!(
+        sock.exists(),
+        "the socket file is systemd's, not forkecho's to remove"
+    );
+}
