@@ -23,7 +23,7 @@ use crate::peer::Peer;
 use crate::sandbox::{self, Confine};
 use crate::settings::Settings;
 use crate::setup::activation::{self, Expect};
-use crate::setup::{self, listener, unix};
+use crate::setup::{self, unix};
 
 /// Serves the connection and returns the exit status.
 pub fn run(settings: &Settings) -> Result<u8> {
@@ -80,7 +80,7 @@ fn serve_socket(socket: Socket, context: Context) -> Result<u8> {
     socket
         .set_nonblocking(false)
         .context("unable to make the connection blocking")?;
-    listener::connection_options(&socket, context.settings.idle_timeout)
+    crate::sockopt::connection_options(&socket, context.settings.idle_timeout)
         .context("unable to set socket options on the connection")?;
     let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
     // Not an IP socket: a Unix one (systemd's ListenStream=/path with Accept=yes), named by its

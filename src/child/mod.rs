@@ -36,7 +36,6 @@ use crate::faults::Faults;
 use crate::logln;
 use crate::peer::{Peer, PeerVia, Via};
 use crate::sandbox::Confine;
-use crate::setup::listener;
 use crate::shared::Marks;
 use crate::testhooks::{self, Hook};
 
@@ -106,7 +105,8 @@ pub fn run(client: Socket, peer: Peer, via: Via, context: Context, inherited: In
         }
         // A Unix socket inherits no option from its listener: the idle timeout is set here.
         if let Peer::Unix(_) = peer
-            && let Err(err) = listener::connection_options(&client, context.settings.idle_timeout)
+            && let Err(err) =
+                crate::sockopt::connection_options(&client, context.settings.idle_timeout)
         {
             logln!("warning: connection from {peer} closed: unable to set its timeouts: {err}");
             return 1;

@@ -201,11 +201,12 @@ impl Listener {
         })
     }
 
-    /// Sets what every connection should start with (see `connection_options`) on the listener:
+    /// Sets what every connection should start with (see `sockopt::connection_options`) on the
+    /// listener:
     /// Linux copies these into every accepted socket, so they are set once here instead of
     /// three system calls in every child.
     pub fn set_connection_options(&self, idle_timeout: Duration) -> Result<()> {
-        connection_options(&self.socket, idle_timeout)
+        crate::sockopt::connection_options(&self.socket, idle_timeout)
             .with_context(|| format!("unable to set socket options on {}", self.addr))
     }
 
@@ -253,23 +254,6 @@ impl Listener {
         };
         Ok((socket, peer))
     }
-}
-
-/// On a TCP socket, TCP_NODELAY (each read is written back at once; Nagle's algorithm would only
-/// hold small echoes back) and SO_OOBINLINE (an urgent byte, telnet's "send synch", is data to
-/// echo in order; without it read(2) skips it); and, unless `idle_timeout` is zero,
-/// SO_RCVTIMEO/SO_SNDTIMEO.
-pub fn connection_options(socket: &Socket, idle_timeout: Duration) -> io::Result<()> {
-    let domain = socket.domain()?;
-    if domain == Domain::IPV4 || domain == Domain::IPV6 {
-        socket.set_tcp_nodelay(true)?;
-        socket.set_out_of_band_inline(true)?;
-    }
-    if !idle_timeout.is_zero() {
-        socket.set_read_timeout(Some(idle_timeout))?;
-        socket.set_write_timeout(Some(idle_timeout))?;
-    }
-    Ok(())
 }
 
 /// The addresses `binds` stand for (port 0), in order, each once, with the `--bind` it came
