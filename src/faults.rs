@@ -176,7 +176,8 @@ impl Acted {
     pub const RESET_AFTER: Acted = Acted(16);
     pub const STALL_AFTER: Acted = Acted(32);
     pub const SLOW_CLOSE: Acted = Acted(64);
-    const NAMES: [&str; 7] = [
+    /// Every fault, by bit: the close line's `fault=` words, and the metrics' labels.
+    pub const NAMES: [&str; 7] = [
         "delay",
         "rate",
         "chunk",
@@ -185,6 +186,11 @@ impl Acted {
         "stall-after",
         "slow-close",
     ];
+
+    /// The faults' bits, as `NAMES` orders them.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
 
     pub fn add(&mut self, fault: Acted) {
         self.0 |= fault.0;

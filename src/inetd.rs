@@ -35,6 +35,7 @@ pub fn run(settings: &Settings) -> Result<u8> {
         serial: 1,
         total: Box::leak(Box::new(AtomicU64::new(0))),
         marks: None,
+        tally: None,
         // One process per connection: it installs the allow-list itself.
         confine: sandbox::prepare(settings.sandbox, None, &[])
             .map_err(anyhow::Error::msg)?

@@ -24,11 +24,12 @@ pub fn run(settings: &Settings) -> Result<()> {
         listeners,
         from_systemd,
         identity,
+        metrics,
         harness,
     } = setup::listen(&settings.setup)?;
     // What needs privilege is opened before the privileges go: the parent's OOM score file, then
     // stdout's own non-blocking description (held only until the readiness line is out).
-    let mut parent = Parent::new(listeners, harness, settings, started)?;
+    let mut parent = Parent::new(listeners, metrics, harness, settings, started)?;
     let stdout = nowait::Target::open(1, "stdout");
     // On fd 1 itself: a harness that counts descriptors at the readiness line counts none extra.
     let stdout = (stdout.0.in_place(), stdout.1);
@@ -116,6 +117,9 @@ fn announce(
     );
     if let Some(faults) = parent.faults() {
         logln!("faults {faults}");
+    }
+    if let Some(addr) = parent.metrics_addr() {
+        logln!("metrics on http://{addr}/metrics");
     }
     // fd 0 is /dev/null since `setup`; std's stdout writes to the number and was just flushed.
     // SAFETY: dup2 replaces fd 1 atomically, and nothing holds fd 1 as an object.

@@ -49,6 +49,7 @@ impl Settings {
                 defer_accept: proxy_deadline,
                 user: options.user.clone(),
                 group: options.group.clone(),
+                metrics: options.metrics,
                 harness: harness::Settings {
                     port_file: options.port_file.clone(),
                     ready_fd: options.ready_fd,

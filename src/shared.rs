@@ -4,7 +4,9 @@
 //! child inherits the same pages, and every access is atomic (async-signal-safe, no locks).
 //! - `Shared`, one page: the children add the bytes they echo and the log lines they could not
 //!   write; the parent adds its own dropped lines and reads both for the `stats` and `stopped`
-//!   lines (`parent/stats.rs`).
+//!   lines (`parent/stats.rs`). With `--metrics`, each child also adds its connection to the
+//!   `Tally` (how it ended, the faults that acted, how long it lasted), which a scrape child
+//!   reads (`child/scrape.rs`); without it, no child touches the tally.
 //! - `Marks`, one word per pid, with `--max-per-ip` only: a child writes its connection number
 //!   just before it closes its connection; the parent reads them when it is about to refuse a
 //!   client (`parent/admission.rs`), so a client that reconnects at once is not refused for a
@@ -12,6 +14,7 @@
 //!   stale mark from an earlier child with the same pid never counts.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nix::sys::mman::MapFlags;
@@ -26,6 +29,51 @@ pub struct Shared {
     pub bytes: AtomicU64,
     /// Log lines nobody could write.
     pub log: Drops,
+    /// With `--metrics`: the connections served, by how they ended.
+    pub tally: Tally,
+}
+
+/// The end kinds a child tallies (`child::echo::End::KINDS`).
+pub const END_KINDS: usize = 9;
+/// The faults a child tallies (`faults::Acted::NAMES`).
+pub const FAULT_KINDS: usize = crate::faults::Acted::NAMES.len();
+/// Upper bounds of the connection-duration histogram's buckets, in seconds (and +Inf after).
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The connections children have served, counted by each child as it closes (with `--metrics`).
+#[derive(Debug)]
+pub struct Tally {
+    /// By end kind.
+    pub ended: [AtomicU64; END_KINDS],
+    /// Connections each fault acted on.
+    pub faults: [AtomicU64; FAULT_KINDS],
+    /// Connections per duration bucket (not cumulative), the last one +Inf.
+    pub durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// The durations' sum, in microseconds.
+    pub duration_micros: AtomicU64,
+}
+
+impl Tally {
+    /// One connection that ended as `end` (an index in `End::KINDS`), with the faults whose bits
+    /// are `faults` (as `Acted::NAMES` orders them), after `lasted`.
+    pub fn record(&self, end: usize, faults: u8, lasted: Duration) {
+        self.ended[end.min(END_KINDS - 1)].fetch_add(1, Ordering::Relaxed);
+        for (bit, count) in self.faults.iter().enumerate() {
+            if faults & (1 << bit) != 0 {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let secs = lasted.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.durations[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(lasted.as_micros()).unwrap_or(u64::MAX);
+        self.duration_micros.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 /// Maps the shared page and starts counting dropped log lines in it; it stays mapped for the
@@ -94,5 +142,24 @@ mod tests {
         assert_eq!(shared.log.total.load(Ordering::Relaxed), 0);
         shared.bytes.fetch_add(42, Ordering::Relaxed);
         assert_eq!(shared.bytes.load(Ordering::Relaxed), 42);
+    }
+
+    #[test]
+    fn the_tally_counts_ends_faults_and_duration_buckets() {
+        let shared = map().unwrap();
+        let tally = &shared.tally;
+        tally.record(0, 0, Duration::from_micros(500));
+        tally.record(8, 0b101, Duration::from_millis(5));
+        tally.record(1, 0b100, Duration::from_secs(3600));
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&tally.ended[0]), 1);
+        assert_eq!(load(&tally.ended[8]), 1);
+        assert_eq!(load(&tally.faults[0]), 1);
+        assert_eq!(load(&tally.faults[2]), 2);
+        // 0.0005 s in le=0.001, 0.005 s in le=0.005 (bounds are inclusive), an hour in +Inf.
+        assert_eq!(load(&tally.durations[0]), 1);
+        assert_eq!(load(&tally.durations[1]), 1);
+        assert_eq!(load(&tally.durations[DURATION_BUCKETS.len()]), 1);
+        assert_eq!(load(&tally.duration_micros), 500 + 5_000 + 3_600_000_000);
     }
 }

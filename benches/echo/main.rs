@@ -454,6 +454,13 @@ impl Report<'_> {
         for (what, value, ok) in lines {
             let _ = writeln!(out, "- {what}: {value:.2}, {}", check(ok));
         }
+        let metrics = Kind::ForkechoMetrics;
+        let _ = writeln!(
+            out,
+            "- (--metrics on, against -q: connections/s {:.2}, server CPU per connection {:.2})",
+            r(metrics, 0, quiet),
+            r(metrics, 6, quiet)
+        );
         let _ = writeln!(
             out,
             concat!(

@@ -35,6 +35,9 @@ pub enum Kind {
     ForkechoLogging,
     /// Per-connection logging as JSON (`--log-format json`), to a file like the text row.
     ForkechoJsonLogging,
+    /// `forkecho -q --metrics`: what each child's counting for the metrics costs (nothing scrapes
+    /// during the run).
+    ForkechoMetrics,
     ForkechoDynamic,
     /// `--compare PATH`: another forkecho binary, run with `-q`.
     ForkechoCompare,
@@ -52,6 +55,7 @@ impl Kind {
             Kind::ForkechoProxy => "forkecho -q --proxy-protocol",
             Kind::ForkechoLogging => "forkecho (logging)",
             Kind::ForkechoJsonLogging => "forkecho (JSON logging)",
+            Kind::ForkechoMetrics => "forkecho -q --metrics",
             Kind::ForkechoDynamic => "forkecho -q, dynamic build",
             Kind::ForkechoCompare => "forkecho -q, --compare build",
             Kind::CThread => "C threads",
@@ -69,6 +73,7 @@ impl Kind {
             Kind::ForkechoProxy => "forkecho_proxy",
             Kind::ForkechoLogging => "forkecho_logging",
             Kind::ForkechoJsonLogging => "forkecho_json_logging",
+            Kind::ForkechoMetrics => "forkecho_metrics",
             Kind::ForkechoDynamic => "forkecho_dynamic",
             Kind::ForkechoCompare => "forkecho_compare",
             Kind::CThread => "c_thread",
@@ -170,6 +175,7 @@ impl Setup {
             Kind::ForkechoProxy,
             Kind::ForkechoLogging,
             Kind::ForkechoJsonLogging,
+            Kind::ForkechoMetrics,
         ]);
         if self.forkecho_dynamic.is_some() {
             kinds.push(Kind::ForkechoDynamic);
@@ -202,6 +208,7 @@ impl Setup {
             | Kind::ForkechoProxy
             | Kind::ForkechoLogging
             | Kind::ForkechoJsonLogging
+            | Kind::ForkechoMetrics
             | Kind::ForkechoDynamic
             | Kind::ForkechoCompare => {
                 let mut args = vec!["--bind", "127.0.0.1", "--port", "0"];
@@ -216,6 +223,9 @@ impl Setup {
                 }
                 if kind == Kind::ForkechoProxy {
                     args.push("--proxy-protocol");
+                }
+                if kind == Kind::ForkechoMetrics {
+                    args.extend(["--metrics", "127.0.0.1:0"]);
                 }
                 let program = match kind {
                     Kind::ForkechoDynamic => self.forkecho_dynamic.as_deref().context("dynamic")?,

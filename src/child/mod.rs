@@ -15,10 +15,13 @@
 //!
 //! A child gets everything it needs in one `Context`, by value: the `Settings` fixed at startup
 //! (`crate::settings`), its connection number, and the memory it shares with the parent
-//! (`crate::shared`). `--inetd` builds the same context for the one connection it serves.
+//! (`crate::shared`). `--inetd` builds the same context for the one connection it serves. A child
+//! forked for a metrics scrape (`scrape`) undoes the same inheritance, then answers its one
+//! request instead.
 
 pub mod connection;
 pub mod echo;
+pub mod scrape;
 mod stop;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -36,7 +39,7 @@ use crate::faults::Faults;
 use crate::logln;
 use crate::peer::{Peer, PeerVia, Via};
 use crate::sandbox::Confine;
-use crate::shared::Marks;
+use crate::shared::{Marks, Shared, Tally};
 use crate::testhooks::{self, Hook};
 
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
@@ -76,6 +79,24 @@ pub struct Context {
     pub marks: Option<Marks>,
     /// How the child confines itself before its first read (None with `--no-sandbox`).
     pub confine: Option<Confine>,
+    /// With `--metrics`: where the child counts its connection when it closes.
+    pub tally: Option<&'static Tally>,
+}
+
+/// What a child is forked for.
+pub enum Job {
+    /// Echo a client's connection: `peer`, and how it came.
+    Echo {
+        peer: Peer,
+        via: Via,
+        context: Context,
+    },
+    /// Answer a metrics scrape with the parent's `figures` and the children's `shared` counts.
+    Scrape {
+        figures: scrape::Figures,
+        shared: &'static Shared,
+        confine: Option<Confine>,
+    },
 }
 
 /// What a child inherits from the parent only to undo it.
@@ -94,12 +115,30 @@ pub struct Inherited {
 }
 
 /// A forked child's whole life: set up, serve `client`, `_exit`.
-pub fn run(client: Socket, peer: Peer, via: Via, context: Context, inherited: Inherited) -> ! {
+pub fn run(client: Socket, job: Job, inherited: Inherited) -> ! {
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
         if !after_fork(&client, &inherited) {
             // The parent is gone: nobody is left to serve for.
             return 0;
         }
+        let (peer, via, context) = match job {
+            Job::Echo { peer, via, context } => (peer, via, context),
+            Job::Scrape {
+                figures,
+                shared,
+                confine,
+            } => {
+                if let Some(confine) = confine
+                    && confine
+                        .enter(client.as_raw_fd().max(crate::log::fd()))
+                        .is_err()
+                {
+                    return 1;
+                }
+                scrape::serve(client.into(), figures, shared);
+                return 0;
+            }
+        };
         if testhooks::armed(Hook::ChildPanics) {
             panic!("FORKECHO_DEBUG=child-panics");
         }
@@ -109,6 +148,7 @@ pub fn run(client: Socket, peer: Peer, via: Via, context: Context, inherited: In
                 crate::sockopt::connection_options(&client, context.settings.idle_timeout)
         {
             logln!("warning: connection from {peer} closed: unable to set its timeouts: {err}");
+            connection::unserved(&context);
             return 1;
         }
         connection::serve(Stream::Socket(client.into()), PeerVia(peer, via), context)

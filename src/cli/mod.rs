@@ -19,8 +19,9 @@ use clap_complete::Shell;
 use crate::faults::{Chunk, Delay};
 pub use values::{Bind, Rate};
 use values::{
-    parse_bind, parse_bytes, parse_chunk, parse_delay, parse_fraction, parse_millis, parse_mode,
-    parse_positive, parse_rate, parse_rate_per_ip, parse_seconds, parse_size, parse_timeout,
+    parse_bind, parse_bytes, parse_chunk, parse_delay, parse_fraction, parse_metrics, parse_millis,
+    parse_mode, parse_positive, parse_rate, parse_rate_per_ip, parse_seconds, parse_size,
+    parse_timeout,
 };
 
 /// The most processes Linux can have (PID_MAX_LIMIT on 64-bit systems).
@@ -236,7 +237,7 @@ pub struct Options {
         conflicts_with_all = [
             "port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip",
             "ipv6_prefix", "ipv4_prefix", "proxy_protocol", "grace", "user", "group",
-            "port_file", "ready_fd", "exit_with_parent", "stdin_lifeline",
+            "port_file", "ready_fd", "exit_with_parent", "stdin_lifeline", "metrics",
         ],
     )]
     pub inetd: bool,
@@ -288,6 +289,14 @@ pub struct Options {
         help_heading = HARNESS,
     )]
     pub log_format: String,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (such as 127.0.0.1:9100; port 0: any)
+    ///
+    /// Each scrape is answered by a child of its own, outside --max-clients, --max-per-ip and the
+    /// faults, within 2 s (at most 4 at once). Anything but GET /metrics is answered 404. The
+    /// startup line `metrics on http://ADDR/metrics` names the real port
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics, help_heading = HARNESS)]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// Start each text log line with a time stamp (RFC 3339, UTC, microseconds)
     ///

@@ -200,6 +200,16 @@ fn parse_unix(path: &str) -> Result<Bind, String> {
     })
 }
 
+/// Parses `--metrics`: an IP address and a port (`127.0.0.1:9100`, `[::1]:0`), reachable by a
+/// scraper.
+pub fn parse_metrics(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        "expected an IP address and a port, such as 127.0.0.1:9100 or [::1]:9100".to_string()
+    })?;
+    reachable(addr.ip())?;
+    Ok(addr)
+}
+
 /// Parses `--unix-mode`: octal permission bits, 0 to 0777 (`0660`, `660`, `0o660`).
 pub fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);

@@ -48,20 +48,7 @@ impl Parent {
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if is_per_connection(&err) => {}
-                Err(err) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays readable, so polling it
-                    // again at once would spin. Pause; the connection waits in the backlog.
-                    let now = self.pause_accepting();
-                    self.state.counts.accept_failures += 1;
-                    if let Some(held) = self.state.accept_warnings.allow(now) {
-                        logln!(
-                            "warning: accept failed (accepts paused {}ms): {err}{}",
-                            BACKOFF.as_millis(),
-                            Suppressed(held)
-                        );
-                    }
-                    return;
-                }
+                Err(err) => return self.accept_failed(&err),
             }
         }
     }
@@ -100,6 +87,20 @@ impl Parent {
         self.spawn(client, peer, via);
     }
 
+    /// EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays readable, so polling it again at once
+    /// would spin. Pause (the connection waits in the backlog), count and warn.
+    pub(super) fn accept_failed(&mut self, err: &io::Error) {
+        let now = self.pause_accepting();
+        self.state.counts.accept_failures += 1;
+        if let Some(held) = self.state.accept_warnings.allow(now) {
+            logln!(
+                "warning: accept failed (accepts paused {}ms): {err}{}",
+                BACKOFF.as_millis(),
+                Suppressed(held)
+            );
+        }
+    }
+
     /// Stops polling the listeners for `BACKOFF`; returns now.
     pub(super) fn pause_accepting(&mut self) -> Instant {
         let now = Instant::now();
@@ -110,7 +111,7 @@ impl Parent {
 
 /// True for accept(2) errors that concern only the connection being accepted: skip it, go on.
 /// The network errors are those accept(2) on Linux passes through (see its man page).
-fn is_per_connection(err: &io::Error) -> bool {
+pub(super) fn is_per_connection(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error().map(Errno::from_raw),
         Some(

@@ -1,4 +1,6 @@
-//! The parent's table of live children: which client each serves, and since when.
+//! The parent's table of live children: which client each serves, and since when; a child
+//! answering a metrics scrape is in it too, marked as such, so that it is reaped and stopped like
+//! the others but never counts as a connection served (`serving`).
 //!
 //! A pid enters right after fork, before SIGCHLD is unblocked, and leaves when the main loop
 //! drains its exit from the reaper. So while SIGCHLD is blocked, every pid in the table is a
@@ -26,8 +28,10 @@ use crate::memory;
 pub struct Child {
     pub peer: Peer,
     pub since: Instant,
-    /// Its connection number (see `crate::shared::Marks`).
+    /// Its connection number (see `crate::shared::Marks`); 0 for a scrape.
     pub serial: u32,
+    /// Whether it answers a metrics scrape.
+    pub scrape: bool,
 }
 
 /// One slot: all plain integers, so all-zero bytes are a valid empty slot (pid 0).
@@ -36,7 +40,7 @@ pub struct Child {
 struct Slot {
     pid: i32,
     port: u16,
-    /// `IPV4`, `IPV6` or `UNIX`.
+    /// `IPV4`, `IPV6` or `UNIX`, with `SCRAPE` added for a scrape.
     family: u16,
     /// IPv4 addresses are stored IPv4-mapped; a Unix client's uid and pid in the first 8 bytes.
     ip: [u8; 16],
@@ -48,12 +52,15 @@ struct Slot {
 pub struct Children {
     slots: &'static mut [Slot],
     len: usize,
+    /// How many of them answer scrapes.
+    scrapes: usize,
     epoch: Instant,
 }
 
 const IPV4: u16 = 0;
 const IPV6: u16 = 1;
 const UNIX: u16 = 2;
+const SCRAPE: u16 = 0x100;
 
 /// Slots to start with: 32 KiB, room for 512 children before the table first grows.
 const INITIAL_SLOTS: usize = 1024;
@@ -73,6 +80,7 @@ impl Children {
         Ok(Children {
             slots,
             len: 0,
+            scrapes: 0,
             epoch: Instant::now(),
         })
     }
@@ -135,6 +143,7 @@ impl Children {
             i = (i + 1) & self.mask();
         }
         self.len += 1;
+        self.scrapes += usize::from(child.scrape);
         let (ip, port, family) = match child.peer {
             Peer::Ip(SocketAddr::V4(v4)) => (v4.ip().to_ipv6_mapped().octets(), v4.port(), IPV4),
             Peer::Ip(SocketAddr::V6(v6)) => (v6.ip().octets(), v6.port(), IPV6),
@@ -148,7 +157,7 @@ impl Children {
         self.slots[i] = Slot {
             pid,
             port,
-            family,
+            family: family | if child.scrape { SCRAPE } else { 0 },
             ip,
             since_ns: child.since.saturating_duration_since(self.epoch).as_nanos() as u64,
             serial: child.serial,
@@ -181,6 +190,7 @@ impl Children {
         }
         self.slots[hole] = Slot::default();
         self.len -= 1;
+        self.scrapes -= usize::from(child.scrape);
         Some(child)
     }
 
@@ -188,7 +198,7 @@ impl Children {
         let slot = &self.slots[i];
         let ip = Ipv6Addr::from(slot.ip);
         let word = |at: usize| slot.ip[at..at + 4].try_into().expect("four bytes");
-        let peer = match slot.family {
+        let peer = match slot.family & !SCRAPE {
             IPV6 => Peer::Ip(SocketAddr::new(ip.into(), slot.port)),
             IPV4 => Peer::Ip(SocketAddr::new(
                 ip.to_ipv4_mapped().expect("stored mapped").into(),
@@ -203,6 +213,7 @@ impl Children {
             peer,
             since: self.epoch + Duration::from_nanos(slot.since_ns),
             serial: slot.serial,
+            scrape: slot.family & SCRAPE != 0,
         }
     }
 
@@ -215,6 +226,16 @@ impl Children {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The children serving connections: all but the scrapes.
+    pub fn serving(&self) -> usize {
+        self.len - self.scrapes
+    }
+
+    /// The children answering scrapes.
+    pub fn scrapes(&self) -> usize {
+        self.scrapes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,6 +259,7 @@ mod tests {
             peer: Peer::Ip(peer.parse().unwrap()),
             since: Instant::now(),
             serial: 1,
+            scrape: false,
         }
     }
 
@@ -256,6 +278,18 @@ mod tests {
         };
         children.insert(Pid::from_raw(12), unix);
         assert_eq!(children.remove(Pid::from_raw(12)), Some(unix));
+        let scrape = Child {
+            scrape: true,
+            serial: 0,
+            ..first
+        };
+        children.insert(Pid::from_raw(13), scrape);
+        assert_eq!(
+            (children.len(), children.serving(), children.scrapes()),
+            (3, 2, 1)
+        );
+        assert_eq!(children.remove(Pid::from_raw(13)), Some(scrape));
+        assert_eq!(children.scrapes(), 0);
         assert_eq!(children.len(), 2);
         assert_eq!(children.remove(Pid::from_raw(10)), Some(first));
         assert!(children.remove(Pid::from_raw(10)).is_none());

@@ -1,4 +1,5 @@
-//! The fork boundary: the one place forkecho calls fork(2).
+//! The fork boundary: the one place forkecho calls fork(2), for a client (`spawn`) or a metrics
+//! scrape (`spawn_scrape`).
 //!
 //! `spawn` blocks the handled signals (`signals::block`) from before the fork until the child is
 //! in the table: no handler of the parent's runs in the child before the child has replaced them,
@@ -19,7 +20,8 @@ use socket2::Socket;
 
 use super::children::Child;
 use super::{BACKOFF, Parent, oom, signals};
-use crate::child::{self, Context, Inherited};
+use crate::child::scrape::Figures;
+use crate::child::{self, Inherited, Job};
 use crate::log::Suppressed;
 use crate::logln;
 use crate::peer::{Peer, PeerVia, Via};
@@ -28,10 +30,53 @@ impl Parent {
     /// Forks a child for `client`, with the handled signals blocked from before the fork until
     /// the child is in the table.
     pub(super) fn spawn(&mut self, client: Socket, peer: Peer, via: Via) {
-        if let Err(errno) = self.state.children.make_room() {
-            self.fork_failed(peer, errno);
-            return;
+        let serial = (self.state.counts.accepted as u32).max(1);
+        let context = child::Context {
+            serial,
+            ..self.child
+        };
+        let job = Job::Echo { peer, via, context };
+        match self.fork_for(client, job, peer, serial) {
+            Ok(pid) => {
+                let state = &mut *self.state;
+                state.admission.opened(peer);
+                if !self.quiet {
+                    logln!(
+                        "accept peer={} pid={pid} live={}",
+                        PeerVia(peer, via),
+                        state.children.serving()
+                    );
+                }
+            }
+            Err(errno) => {
+                self.state.counts.fork_failures += 1;
+                self.fork_failed(peer, errno);
+            }
         }
+    }
+
+    /// Forks a child to answer the metrics scrape on `client`, from `peer`, with the parent's
+    /// counts as they stand.
+    pub(super) fn spawn_scrape(&mut self, client: Socket, peer: Peer) {
+        let figures = Figures {
+            live: self.state.live() as u64,
+            uptime: self.started.elapsed(),
+            ..self.state.counts.figures()
+        };
+        let job = Job::Scrape {
+            figures,
+            shared: self.shared,
+            confine: self.child.confine,
+        };
+        if let Err(errno) = self.fork_for(client, job, peer, 0) {
+            self.fork_failed(peer, errno);
+        }
+    }
+
+    /// Forks a child for `job` on `client` and records it in the table (as a scrape when
+    /// `serial` is 0), with the handled signals blocked from before the fork until then.
+    fn fork_for(&mut self, client: Socket, job: Job, peer: Peer, serial: u32) -> nix::Result<Pid> {
+        self.state.children.make_room()?;
         let blocked = signals::block();
         let inherited = Inherited {
             fds: self.inherited_fds(),
@@ -39,55 +84,33 @@ impl Parent {
             mask: blocked.previous(),
             parent: self.pid,
         };
-        let serial = (self.state.counts.accepted as u32).max(1);
-        let context = Context {
-            serial,
-            ..self.child
-        };
         // The child is born with the raised score; the parent takes its own back at once.
         let oom = self.oom.as_ref().filter(|oom| oom.raise());
-        let forked = fork_child(client, peer, via, context, inherited);
+        let forked = fork_child(client, job, inherited);
         if let Some(oom) = oom {
             oom.restore();
         }
-        match forked {
-            Ok(pid) => {
-                // With SIGCHLD blocked nothing more can be reaped, so once the exits reaped so
-                // far are collected, no pid in the table has been freed: the one fork just
-                // returned, possibly a recycled one, cannot collide with a stale entry.
-                self.collect_exits();
-                let state = &mut *self.state;
-                let since = Instant::now();
-                state.children.insert(
-                    pid,
-                    Child {
-                        peer,
-                        since,
-                        serial,
-                    },
-                );
-                state.admission.opened(peer);
-                drop(blocked);
-                if !self.quiet {
-                    logln!(
-                        "accept peer={} pid={pid} live={}",
-                        PeerVia(peer, via),
-                        state.children.len()
-                    );
-                }
-            }
-            Err(errno) => {
-                drop(blocked);
-                self.fork_failed(peer, errno);
-            }
-        }
+        let pid = forked?;
+        // With SIGCHLD blocked nothing more can be reaped, so once the exits reaped so far are
+        // collected, no pid in the table has been freed: the one fork just returned, possibly a
+        // recycled one, cannot collide with a stale entry.
+        self.collect_exits();
+        let since = Instant::now();
+        let child = Child {
+            peer,
+            since,
+            serial,
+            scrape: serial == 0,
+        };
+        self.state.children.insert(pid, child);
+        drop(blocked);
+        Ok(pid)
     }
 
     /// A child for `peer` could not be made (fork failed, or the table could not grow): the
     /// client saw its connection closed; the server pauses, then goes on.
     fn fork_failed(&mut self, peer: Peer, errno: Errno) {
         let now = self.pause_accepting();
-        self.state.counts.fork_failures += 1;
         if let Some(held) = self.state.fork_warnings.allow(now) {
             logln!(
                 "warning: fork failed for peer={} (connection closed, accepts paused {}ms): {}{}",
@@ -109,21 +132,15 @@ impl Parent {
     }
 }
 
-/// Forks a child to serve `client` and returns its pid. The parent's copy of the client socket
-/// is closed either way: on failure the client sees its connection closed.
+/// Forks a child to do `job` on `client` and returns its pid. The parent's copy of the client
+/// socket is closed either way: on failure the client sees its connection closed.
 #[inline(never)]
-fn fork_child(
-    client: Socket,
-    peer: Peer,
-    via: Via,
-    context: Context,
-    inherited: Inherited,
-) -> nix::Result<Pid> {
+fn fork_child(client: Socket, job: Job, inherited: Inherited) -> nix::Result<Pid> {
     // The parent never starts a thread, and its signal handlers are blocked here, so the child
     // may use the allocator and anything else, as the parent could.
     // SAFETY: fork in a single-threaded process leaves the child in a consistent state.
     match unsafe { fork() }? {
-        ForkResult::Child => child::run(client, peer, via, context, inherited),
+        ForkResult::Child => child::run(client, job, inherited),
         ForkResult::Parent { child } => Ok(child),
     }
 }

@@ -1,7 +1,8 @@
 //! The parent: poll, accept, fork, keep count of the children, and stop cleanly.
 //!
 //! One thread, one loop (`Parent::serve`, this file). poll(2) waits on the self-pipe (`signals`),
-//! the listeners, and connections still sending their PROXY header (`proxy`). A ready listener is
+//! the lifeline, the `--metrics` listener (`scrape`), the listeners, and connections still
+//! sending their PROXY header (`proxy`). A ready listener is
 //! accepted in batches (`accept`); each client passes `admission` and gets a child through
 //! `fork`, with the handled signals blocked across it. The SIGCHLD handler reaps exits into the
 //! `reaper`'s ring; the loop collects them into the table of `children` and logs the abnormal
@@ -25,6 +26,7 @@ mod pollset;
 mod proxy;
 mod rate;
 mod reaper;
+mod scrape;
 mod shutdown;
 mod signals;
 mod stats;
@@ -51,6 +53,13 @@ use children::Children;
 use proxy::WaitingRoom;
 use signals::Wakeup;
 use stats::{Counts, Snapshot};
+
+/// The poll set's fixed entries: the self-pipe, the lifeline and the metrics listener (-1,
+/// which poll skips, for either that is not there); the listeners follow.
+const PIPE: usize = 0;
+const LIFELINE: usize = 1;
+const METRICS: usize = 2;
+const FIRST_LISTENER: usize = 3;
 
 /// How long accepting pauses after a resource shortage (EMFILE, fork's EAGAIN, ...).
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -82,7 +91,10 @@ pub struct Settings {
 pub struct Parent {
     /// Empty once shutdown has closed them.
     listeners: Vec<Listener>,
-    /// Their fds, and the directories of their socket files, which every child closes.
+    /// With `--metrics`: where scrapes come (closed with the listeners at shutdown).
+    metrics: Option<Listener>,
+    /// Their fds, the metrics listener's, and the directories of their socket files, which
+    /// every child closes.
     listener_fds: &'static [RawFd],
     wakeup: Wakeup,
     /// What every child gets, by value (its `serial` set for each).
@@ -131,7 +143,7 @@ impl LoopState {
     /// Connections that hold a place under `--max-clients`: children, and connections waiting
     /// for their PROXY header.
     fn live(&self) -> usize {
-        self.children.len() + self.proxy.as_ref().map_or(0, WaitingRoom::len)
+        self.children.serving() + self.proxy.as_ref().map_or(0, WaitingRoom::len)
     }
 }
 
@@ -140,6 +152,7 @@ impl Parent {
     /// the signal handlers and their self-pipe, the reaper's ring, the tables.
     pub fn new(
         listeners: Vec<Listener>,
+        metrics: Option<Listener>,
         harness: Harness,
         settings: &crate::settings::Settings,
         started: Instant,
@@ -153,9 +166,9 @@ impl Parent {
         let admission = Admission::new(ours.admission)?;
         let marks = admission.marks();
         let proxy = ours.proxy_deadline.map(WaitingRoom::new).transpose()?;
-        // The self-pipe, the lifeline, every listener, and as many waiting connections as there
-        // may be.
-        let poll_capacity = 2 + listeners.len() + ours.admission.max_clients;
+        // The self-pipe, the lifeline, the metrics listener, every listener, and as many waiting
+        // connections as there may be.
+        let poll_capacity = FIRST_LISTENER + listeners.len() + ours.admission.max_clients;
         let state = ParentOnly::new(LoopState {
             children: Children::new()?,
             admission,
@@ -168,7 +181,11 @@ impl Parent {
             stopping: false,
         })
         .context("unable to map the parent's bookkeeping")?;
-        let listener_fds = listeners.iter().map(Listener::raw_fd).chain(socket_dirs);
+        let listener_fds = listeners
+            .iter()
+            .chain(&metrics)
+            .map(Listener::raw_fd)
+            .chain(socket_dirs);
         let listener_fds = listener_fds.collect::<Vec<_>>();
         Ok(Parent {
             listener_fds: Vec::leak(listener_fds),
@@ -180,7 +197,10 @@ impl Parent {
                 total: &shared.bytes,
                 marks,
                 confine: sandbox.map(|_| Confine::Inherited),
+                // Without --metrics no child touches the tally.
+                tally: metrics.as_ref().map(|_| &shared.tally),
             },
+            metrics,
             shared,
             oom: oom::OomScore::open().unwrap_or_else(|why| {
                 logln!("warning: children are not made the OOM killer's first choice: {why}");
@@ -235,6 +255,11 @@ impl Parent {
         self.child.settings.faults
     }
 
+    /// With `--metrics`: where scrapes are served, with the real port.
+    pub fn metrics_addr(&self) -> Option<&Addr> {
+        self.metrics.as_ref().map(Listener::addr)
+    }
+
     /// The addresses listened on, with the real ports.
     pub fn addrs(&self) -> impl Iterator<Item = &Addr> + '_ {
         self.listeners.iter().map(Listener::addr)
@@ -269,8 +294,10 @@ impl Parent {
             let set = &mut state.polled;
             set.clear();
             set.push(self.wakeup.raw_fds()[0]);
-            // Always the second entry: -1, which poll skips, without a lifeline.
             set.push(lifeline.unwrap_or(-1));
+            // Scrapes are served at --max-clients too (that is when they matter), not in a pause.
+            let metrics = self.metrics.as_ref().filter(|_| pause.is_none());
+            set.push(metrics.map_or(-1, Listener::raw_fd));
             // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
             for listener in &self.listeners[..listening] {
                 set.push(listener.raw_fd());
@@ -281,13 +308,14 @@ impl Parent {
             let polled = set.poll(deadline::poll_timeout(timeout));
             // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than pay
             // another poll to find it.
-            let woken = polled == Err(Errno::EINTR) || set.ready(0);
+            let woken = polled == Err(Errno::EINTR) || set.ready(PIPE);
             // Which listeners have connections waiting, as a bit set (up to 64 listeners are
             // polled; `setup` refuses more).
             let ready = (0..listening)
-                .filter(|&i| set.ready(2 + i))
+                .filter(|&i| set.ready(FIRST_LISTENER + i))
                 .fold(0u64, |bits, i| bits | 1 << i);
-            let lifeline_ready = set.ready(1);
+            let lifeline_ready = set.ready(LIFELINE);
+            let scrapes_ready = set.ready(METRICS);
             let pending = self.wakeup.take(woken);
             if let Some((signal, count)) = pending.stop {
                 return Stop::Signal(signal, count);
@@ -312,8 +340,11 @@ impl Parent {
             if pending.stats {
                 logln!("stats {}", self.snapshot());
             }
+            if scrapes_ready {
+                self.accept_scrapes();
+            }
             // The waiting connections follow the listeners in the poll set.
-            self.admit_waiting(2 + listening);
+            self.admit_waiting(FIRST_LISTENER + listening);
             for index in 0..self.listeners.len() {
                 if ready & (1 << index) != 0 {
                     self.accept_batch(index);
@@ -324,7 +355,7 @@ impl Parent {
 
     fn snapshot(&self) -> Snapshot {
         Snapshot::take(
-            self.state.children.len(),
+            self.state.children.serving(),
             self.state.counts,
             self.shared,
             self.started,

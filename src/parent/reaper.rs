@@ -136,12 +136,23 @@ impl Parent {
 
     fn child_exited(&mut self, pid: Pid, status: i32) {
         let state = &mut *self.state;
-        state.counts.reaped += 1;
         let Some(child) = state.children.remove(pid) else {
+            state.counts.reaped += 1;
             logln!("warning: reaped a child that was not in the table pid={pid}");
             return;
         };
-        state.admission.closed(child.peer);
+        if !child.scrape {
+            state.counts.reaped += 1;
+            state.admission.closed(child.peer);
+            // A child that exits 0 or 1 has counted its connection (`crate::shared::Tally`);
+            // one that died otherwise has not.
+            if !matches!(
+                WaitStatus::from_raw(pid, status),
+                Ok(WaitStatus::Exited(_, 0 | 1))
+            ) {
+                state.counts.abnormal += 1;
+            }
+        }
         let peer = child.peer;
         let lived = Secs(child.since.elapsed());
         match WaitStatus::from_raw(pid, status) {

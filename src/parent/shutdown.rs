@@ -28,11 +28,12 @@ impl Parent {
         // Closing the listeners first frees the port for a successor at once; connections still
         // waiting for their PROXY header go with them.
         self.listeners.clear();
+        self.metrics = None;
         if let Some(room) = &mut self.state.proxy {
             room.clear();
         }
         let started = Instant::now();
-        let live = self.state.children.len();
+        let live = self.state.children.serving();
         // Stop signals seen so far: one more cuts the grace short.
         let stops = match stop {
             Stop::Signal(signal, stops) => {

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::child::scrape::Figures;
 use crate::log::Secs;
 use crate::shared::Shared;
 
@@ -21,6 +22,24 @@ pub struct Counts {
     pub accept_failures: u64,
     pub fork_failures: u64,
     pub reaped: u64,
+    /// Children that died without counting their connection (killed, or panicked).
+    pub abnormal: u64,
+}
+
+impl Counts {
+    /// What a metrics scrape is told of them (the live count and uptime left to the caller).
+    pub fn figures(&self) -> Figures {
+        Figures {
+            admitted: self.accepted,
+            refused_per_ip: self.refused_per_ip,
+            rate_limited: self.rate_limited,
+            proxy_errors: self.proxy_errors,
+            fork_failures: self.fork_failures,
+            accept_failures: self.accept_failures,
+            abnormal: self.abnormal,
+            ..Figures::default()
+        }
+    }
 }
 
 /// One statistics line's fields, after `stats `.
@@ -81,6 +100,7 @@ mod tests {
                 accept_failures: 1,
                 fork_failures: 4,
                 reaped: 7,
+                abnormal: 0,
             },
             bytes: 1234,
             log_dropped: 5,

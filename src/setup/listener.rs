@@ -179,6 +179,20 @@ impl Listener {
         })
     }
 
+    /// The `--metrics` listener on `addr`: scrapes it accepts inherit `timeout` for their reads
+    /// and writes.
+    pub fn for_scrapes(addr: SocketAddr, timeout: Duration) -> Result<Listener> {
+        let settings = Settings {
+            port: addr.port(),
+            backlog: 64,
+            reuse_port: false,
+            unix_mode: None,
+        };
+        let listener = Listener::open(addr, settings).context("--metrics")?;
+        listener.set_connection_options(timeout)?;
+        Ok(listener)
+    }
+
     /// Serves a listening socket someone else bound (systemd socket activation): made
     /// non-blocking like ours; its address, port and backlog are whatever it was given. A Unix
     /// socket's file is systemd's: forkecho never removes it.

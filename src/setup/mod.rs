@@ -49,6 +49,8 @@ pub struct Settings {
     /// `--user` and `--group`.
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `--metrics`: where to serve scrapes.
+    pub metrics: Option<std::net::SocketAddr>,
     /// What a harness is told, and what ties forkecho to it.
     pub harness: harness::Settings,
 }
@@ -60,6 +62,8 @@ pub struct Listening {
     pub from_systemd: bool,
     /// Who the server now runs as, when --user or --group asked for a change.
     pub identity: Option<Identity>,
+    /// With `--metrics`: the listener scrapes come to.
+    pub metrics: Option<Listener>,
     pub harness: Harness,
 }
 
@@ -108,6 +112,10 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
             listener.accept_with_data(wait.as_secs_f64().ceil() as u32)?;
         }
     }
+    let metrics = settings
+        .metrics
+        .map(|addr| Listener::for_scrapes(addr, crate::child::scrape::TIMEOUT))
+        .transpose()?;
     // Now that systemd's fds are taken (the log's own fd must not land on fd 3), before the first
     // line a client could make us write, and before the privileges go (stderr may be a pipe only
     // root can open anew).
@@ -116,6 +124,7 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
         listeners,
         from_systemd,
         identity,
+        metrics,
         harness,
     })
 }

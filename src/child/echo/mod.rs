@@ -67,6 +67,34 @@ impl End {
         }
     }
 
+    /// Every kind of end, by `kind`: the close line's `end=` words, and the metrics' labels.
+    pub const KINDS: [&str; crate::shared::END_KINDS] = [
+        "client-closed",
+        "reset",
+        "idle-timeout",
+        "write-timeout",
+        "shutdown",
+        "max-duration",
+        "close-after",
+        "reset-after",
+        "error",
+    ];
+
+    /// This end's index in `KINDS`.
+    pub fn kind(&self) -> usize {
+        match self {
+            End::ClientClosed => 0,
+            End::Reset => 1,
+            End::IdleTimeout => 2,
+            End::WriteTimeout => 3,
+            End::Shutdown => 4,
+            End::MaxDuration => 5,
+            End::CloseAfter => 6,
+            End::ResetAfter => 7,
+            End::Failed(_) => 8,
+        }
+    }
+
     /// Whether the session ended the way connections are supposed to end.
     pub fn is_normal(&self) -> bool {
         !matches!(self, End::Failed(_))
@@ -78,16 +106,10 @@ impl End {
 /// `error error="…"`.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(End::KINDS[self.kind()])?;
         match self {
-            End::ClientClosed => f.write_str("client-closed"),
-            End::Reset => f.write_str("reset"),
-            End::IdleTimeout => f.write_str("idle-timeout"),
-            End::WriteTimeout => f.write_str("write-timeout"),
-            End::Shutdown => f.write_str("shutdown"),
-            End::MaxDuration => f.write_str("max-duration"),
-            End::CloseAfter => f.write_str("close-after"),
-            End::ResetAfter => f.write_str("reset-after"),
-            End::Failed(err) => write!(f, "error error=\"{err}\""),
+            End::Failed(err) => write!(f, " error=\"{err}\""),
+            _ => Ok(()),
         }
     }
 }
