@@ -35,6 +35,80 @@ pub struct Faults {
     pub seed: u64,
 }
 
+/// The faults for UDP datagrams (`--loss`, `--duplicate`, `--reorder`, `--corrupt`, and
+/// `--delay`), each decided per datagram from the seed and the datagram's number (1 for the
+/// first the worker received): the same seed drops, doubles, holds and corrupts the same
+/// datagrams every run. Probabilities are 0 when off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DatagramFaults {
+    pub loss: f64,
+    pub duplicate: f64,
+    pub reorder: f64,
+    pub corrupt: f64,
+    pub delay: Option<Delay>,
+    pub seed: u64,
+}
+
+/// What happens to one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fate {
+    pub lost: bool,
+    pub duplicated: bool,
+    /// Held, and sent after the next datagram.
+    pub held: bool,
+    /// The byte to flip (an index below the datagram's length), if corrupted.
+    pub corrupt_at: Option<usize>,
+    pub delay: Duration,
+}
+
+impl DatagramFaults {
+    /// The fate of datagram number `number`, of `len` bytes.
+    pub fn fate(&self, number: u64, len: usize) -> Fate {
+        let mut rng = Rng(self.seed ^ number.wrapping_mul(0x9E6C_63D0_676A_9A99));
+        rng.next();
+        // Every draw is made whatever the outcome, so one fault's probability never shifts
+        // another's decisions.
+        let (lost, duplicated, held, corrupt) = (
+            rng.unit() < self.loss,
+            rng.unit() < self.duplicate,
+            rng.unit() < self.reorder,
+            rng.unit() < self.corrupt,
+        );
+        let at = (rng.next() % len.max(1) as u64) as usize;
+        let delay = match self.delay {
+            Some(Delay { base, jitter }) => rng.around(base, jitter),
+            None => Duration::ZERO,
+        };
+        Fate {
+            lost,
+            duplicated: duplicated && !lost,
+            held: held && !lost,
+            corrupt_at: (corrupt && !lost && len > 0).then_some(at),
+            delay,
+        }
+    }
+}
+
+/// The startup line's description: `loss=0.1 duplicate=0 … seed=N`.
+impl fmt::Display for DatagramFaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "loss={} duplicate={} reorder={} corrupt={} ",
+            self.loss, self.duplicate, self.reorder, self.corrupt
+        )?;
+        if let Some(Delay { base, jitter }) = self.delay {
+            write!(
+                f,
+                "delay={}ms jitter={}ms ",
+                base.as_millis(),
+                jitter.as_millis()
+            )?;
+        }
+        write!(f, "seed={}", self.seed)
+    }
+}
+
 /// `--delay MS[:JITTER]`: each chunk is written `base` ± up to `jitter` (uniform) after it was
 /// read, never before the chunk read ahead of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +310,43 @@ mod tests {
             fault_rate,
             seed,
         }
+    }
+
+    #[test]
+    fn datagram_fates_repeat_with_the_seed_and_follow_the_probabilities() {
+        let faults = DatagramFaults {
+            loss: 0.5,
+            duplicate: 0.0,
+            reorder: 0.0,
+            corrupt: 0.0,
+            delay: None,
+            seed: 7,
+        };
+        let lost: Vec<u64> = (1..=1000).filter(|&n| faults.fate(n, 64).lost).collect();
+        let again: Vec<u64> = (1..=1000).filter(|&n| faults.fate(n, 64).lost).collect();
+        assert_eq!(lost, again, "the same seed loses the same datagrams");
+        assert!((400..600).contains(&lost.len()), "{} of 1000", lost.len());
+        let other = DatagramFaults { seed: 8, ..faults };
+        assert_ne!(
+            lost,
+            (1..=1000)
+                .filter(|&n| other.fate(n, 64).lost)
+                .collect::<Vec<_>>()
+        );
+        let corrupt = DatagramFaults {
+            loss: 0.0,
+            corrupt: 1.0,
+            ..faults
+        };
+        for n in 1..100 {
+            let at = corrupt.fate(n, 10).corrupt_at.expect("every one corrupted");
+            assert!(at < 10);
+        }
+        assert_eq!(
+            corrupt.fate(1, 0).corrupt_at,
+            None,
+            "an empty datagram has no byte"
+        );
     }
 
     #[test]

@@ -134,6 +134,9 @@ mod filter {
         libc::SYS_pwritev2,
         libc::SYS_recvfrom,
         libc::SYS_sendto,
+        // The UDP worker: datagrams with their packet info.
+        libc::SYS_recvmsg,
+        libc::SYS_sendmsg,
         libc::SYS_splice,
         libc::SYS_pipe2,
         libc::SYS_ppoll,

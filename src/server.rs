@@ -25,11 +25,12 @@ pub fn run(settings: &Settings) -> Result<()> {
         from_systemd,
         identity,
         metrics,
+        udp,
         harness,
     } = setup::listen(&settings.setup)?;
     // What needs privilege is opened before the privileges go: the parent's OOM score file, then
     // stdout's own non-blocking description (held only until the readiness line is out).
-    let mut parent = Parent::new(listeners, metrics, harness, settings, started)?;
+    let mut parent = Parent::new(listeners, metrics, udp, harness, settings, started)?;
     let stdout = nowait::Target::open(1, "stdout");
     // On fd 1 itself: a harness that counts descriptors at the readiness line counts none extra.
     let stdout = (stdout.0.in_place(), stdout.1);
@@ -80,7 +81,17 @@ fn announce(
     if let Some(why) = warning {
         logln!("warning: the listening line may wait for whoever reads stdout: {why}");
     }
-    let line = format!("listening on {addr}\n");
+    // With --udp, a second line names the UDP sockets; with --udp-only, it is the only one.
+    let udp: Vec<String> = parent.udp_addrs().map(|a| a.to_string()).collect();
+    let udp = (!udp.is_empty()).then(|| format!("listening on udp {}", udp.join(" ")));
+    let mut line = match addr.is_empty() {
+        true => String::new(),
+        false => format!("listening on {addr}\n"),
+    };
+    if let Some(udp) = &udp {
+        line.push_str(udp);
+        line.push('\n');
+    }
     parent.announce(&line);
     if !stdout.write(line.as_bytes()) {
         logln!(
@@ -96,8 +107,18 @@ fn announce(
     };
     let (child, admission) = (&settings.child, &settings.parent.admission);
     let on_off = |on: bool| if on { "on" } else { "off" };
+    // The startup line names the TCP listeners (with --udp-only, the UDP sockets); a UDP line
+    // beside TCP comes first.
+    let shown = match (&udp, addr.is_empty()) {
+        (Some(udp), true) => udp.trim_start_matches("listening on ").to_string(),
+        (Some(udp), false) => {
+            logln!("{udp}");
+            addr
+        }
+        (None, _) => addr,
+    };
     logln!(
-        "listening on {addr}{origin} pid={} backlog={backlog} buffer={} max-clients={} \
+        "listening on {shown}{origin} pid={} backlog={backlog} buffer={} max-clients={} \
          max-per-ip={} idle-timeout={} max-duration={} rate-per-ip={} ipv6-prefix={} \
          ipv4-prefix={} proxy-protocol={} sandbox={}",
         std::process::id(),
@@ -117,6 +138,9 @@ fn announce(
     );
     if let Some(faults) = parent.faults() {
         logln!("faults {faults}");
+    }
+    if let Some(faults) = parent.datagram_faults() {
+        logln!("udp-faults {faults}");
     }
     if let Some(addr) = parent.metrics_addr() {
         logln!("metrics on http://{addr}/metrics");

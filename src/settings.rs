@@ -10,13 +10,14 @@
 use std::time::Duration;
 
 use crate::child;
+use crate::child::udp;
 use crate::cli::Options;
-use crate::faults::{self, Faults, Limit, LimitKind};
+use crate::faults::{self, DatagramFaults, Faults, Limit, LimitKind};
+use crate::groups::Grouping;
 use crate::parent;
 use crate::parent::admission;
-use crate::parent::limits::Grouping;
 use crate::setup;
-use crate::setup::{harness, listener};
+use crate::setup::{Udp, harness, listener};
 
 /// What the options mean, for every side.
 #[derive(Debug, Clone)]
@@ -36,6 +37,17 @@ impl Settings {
         let proxy_deadline = options
             .proxy_protocol
             .then(|| proxy_deadline(options.idle_timeout));
+        // One seed for the connections' faults and the datagrams'.
+        let seed = options.seed.unwrap_or_else(faults::random_seed);
+        let grouping = Grouping {
+            v4: options.ipv4_prefix,
+            v6: options.ipv6_prefix,
+        };
+        let udp = match (options.udp, options.udp_only) {
+            (false, false) => Udp::Off,
+            (true, _) => Udp::Also,
+            (false, true) => Udp::Only,
+        };
         Settings {
             setup: setup::Settings {
                 binds: options.bind.clone(),
@@ -50,6 +62,7 @@ impl Settings {
                 user: options.user.clone(),
                 group: options.group.clone(),
                 metrics: options.metrics,
+                udp,
                 harness: harness::Settings {
                     port_file: options.port_file.clone(),
                     ready_fd: options.ready_fd,
@@ -62,12 +75,17 @@ impl Settings {
                 admission: admission::Settings {
                     max_clients: options.max_clients as usize,
                     max_per_ip: options.max_per_ip,
-                    grouping: Grouping {
-                        v4: options.ipv4_prefix,
-                        v6: options.ipv6_prefix,
-                    },
+                    grouping,
                     rate_per_ip: options.rate_per_ip,
                 },
+                udp: (udp != Udp::Off).then(|| udp::Settings {
+                    buffer_size: options.buffer_size.min(udp::LARGEST),
+                    idle_timeout: options.idle_timeout,
+                    quiet: options.quiet,
+                    rate_per_ip: options.rate_per_ip,
+                    grouping,
+                    faults: datagram_faults(options, seed).map(|f| &*Box::leak(Box::new(f))),
+                }),
                 proxy_deadline,
                 grace: options.grace,
                 quiet: options.quiet,
@@ -78,7 +96,7 @@ impl Settings {
                 splice: !options.no_splice,
                 max_duration: options.max_duration,
                 idle_timeout: options.idle_timeout,
-                faults: faults_of(options).map(|faults| &*Box::leak(Box::new(faults))),
+                faults: faults_of(options, seed).map(|faults| &*Box::leak(Box::new(faults))),
                 grace: options.grace,
             },
             sandbox: !options.no_sandbox,
@@ -94,9 +112,30 @@ fn proxy_deadline(idle_timeout: Duration) -> Duration {
     }
 }
 
-/// The faults asked for, with the seed chosen (`--seed`, or a random one); None without any
-/// fault.
-fn faults_of(options: &Options) -> Option<Faults> {
+/// The datagram faults asked for, with the run's seed; None without any.
+fn datagram_faults(options: &Options, seed: u64) -> Option<DatagramFaults> {
+    let any = [
+        options.loss,
+        options.duplicate,
+        options.reorder,
+        options.corrupt,
+    ]
+    .iter()
+    .any(Option::is_some)
+        || options.delay.is_some();
+    any.then(|| DatagramFaults {
+        loss: options.loss.unwrap_or(0.0),
+        duplicate: options.duplicate.unwrap_or(0.0),
+        reorder: options.reorder.unwrap_or(0.0),
+        corrupt: options.corrupt.unwrap_or(0.0),
+        delay: options.delay,
+        seed,
+    })
+}
+
+/// The connections' faults asked for, with the run's seed (`--seed`, or a random one); None
+/// without any.
+fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
     let limits = [
         (LimitKind::Close, options.close_after),
         (LimitKind::Reset, options.reset_after),
@@ -120,7 +159,7 @@ fn faults_of(options: &Options) -> Option<Faults> {
         limit,
         slow_close: options.slow_close,
         fault_rate: options.fault_rate.unwrap_or(1.0),
-        seed: options.seed.unwrap_or_else(faults::random_seed),
+        seed,
     })
 }
 
@@ -135,7 +174,7 @@ mod tests {
     }
 
     fn faults_from(args: &[&str]) -> Option<Faults> {
-        faults_of(&parse(args))
+        Settings::from_options(&parse(args)).child.faults.copied()
     }
 
     #[test]

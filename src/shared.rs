@@ -31,6 +31,33 @@ pub struct Shared {
     pub log: Drops,
     /// With `--metrics`: the connections served, by how they ended.
     pub tally: Tally,
+    /// With `--udp`: what the UDP worker did with the datagrams it received.
+    pub udp: UdpCounts,
+}
+
+/// The UDP worker's counts, written by the worker alone and read by the parent for the `stats`
+/// and `stopped` lines; they survive a worker's restart.
+#[derive(Debug, Default)]
+pub struct UdpCounts {
+    pub received: AtomicU64,
+    /// Echoed (a duplicate counts twice), and their bytes.
+    pub echoed: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Larger than the buffer (`--buffer-size`): never echoed short.
+    pub truncated: AtomicU64,
+    /// From port 0, or from a port whose service answers unsolicited datagrams.
+    pub source_port: AtomicU64,
+    /// From or to a broadcast, multicast or unspecified address.
+    pub broadcast: AtomicU64,
+    /// Over `--rate-per-ip`.
+    pub rate_limited: AtomicU64,
+    /// The faults: lost, duplicated, reordered, corrupted.
+    pub lost: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub reordered: AtomicU64,
+    pub corrupted: AtomicU64,
+    /// The kernel refused the answer (a full socket buffer, an unreachable client).
+    pub send_failed: AtomicU64,
 }
 
 /// The end kinds a child tallies (`child::echo::End::KINDS`).

@@ -48,5 +48,7 @@ mod shortages;
 mod sources;
 /// The first milliseconds: signals before the server is ready, a stdout nobody reads.
 mod startup;
+/// UDP echo: sizes, guards, the worker's restart, datagram faults, real clients.
+mod udp;
 /// Unix-socket listeners: credentials, stale and live files, modes, real clients.
 mod unix;

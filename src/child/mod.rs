@@ -23,6 +23,7 @@ pub mod connection;
 pub mod echo;
 pub mod scrape;
 mod stop;
+pub mod udp;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
@@ -39,7 +40,7 @@ use crate::faults::Faults;
 use crate::logln;
 use crate::peer::{Peer, PeerVia, Via};
 use crate::sandbox::Confine;
-use crate::shared::{Marks, Shared, Tally};
+use crate::shared::{Marks, Shared, Tally, UdpCounts};
 use crate::testhooks::{self, Hook};
 
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
@@ -87,14 +88,23 @@ pub struct Context {
 pub enum Job {
     /// Echo a client's connection: `peer`, and how it came.
     Echo {
+        client: Socket,
         peer: Peer,
         via: Via,
         context: Context,
     },
     /// Answer a metrics scrape with the parent's `figures` and the children's `shared` counts.
     Scrape {
+        client: Socket,
         figures: scrape::Figures,
         shared: &'static Shared,
+        confine: Option<Confine>,
+    },
+    /// Serve every UDP datagram on `sockets` (the worker), counting in `counts`.
+    Udp {
+        sockets: &'static [udp::Bound],
+        settings: udp::Settings,
+        counts: &'static UdpCounts,
         confine: Option<Confine>,
     },
 }
@@ -106,24 +116,37 @@ pub struct Inherited {
     /// and the harness's (the port file's directory, the notify socket, the lifeline); -1 for
     /// each it has not.
     pub fds: [RawFd; 6],
-    /// The listening sockets.
+    /// The listening sockets (and the directories of their socket files, and the metrics
+    /// listener).
     pub listeners: &'static [RawFd],
+    /// The UDP sockets, which only the UDP worker keeps.
+    pub udp: &'static [RawFd],
     /// The signal mask from before the parent blocked its handled signals for the fork.
     pub mask: SigSet,
     /// The parent's pid, to notice a parent that died before the child asked to follow it.
     pub parent: Pid,
 }
 
-/// A forked child's whole life: set up, serve `client`, `_exit`.
-pub fn run(client: Socket, job: Job, inherited: Inherited) -> ! {
+/// A forked child's whole life: set up, do its `job`, `_exit`.
+pub fn run(job: Job, inherited: Inherited) -> ! {
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
-        if !after_fork(&client, &inherited) {
+        let (fd, keep_udp) = match &job {
+            Job::Echo { client, .. } | Job::Scrape { client, .. } => (client.as_raw_fd(), false),
+            Job::Udp { .. } => (-1, true),
+        };
+        if !after_fork(fd, &inherited, keep_udp) {
             // The parent is gone: nobody is left to serve for.
             return 0;
         }
-        let (peer, via, context) = match job {
-            Job::Echo { peer, via, context } => (peer, via, context),
+        let (client, peer, via, context) = match job {
+            Job::Echo {
+                client,
+                peer,
+                via,
+                context,
+            } => (client, peer, via, context),
             Job::Scrape {
+                client,
                 figures,
                 shared,
                 confine,
@@ -137,6 +160,25 @@ pub fn run(client: Socket, job: Job, inherited: Inherited) -> ! {
                 }
                 scrape::serve(client.into(), figures, shared);
                 return 0;
+            }
+            Job::Udp {
+                sockets,
+                settings,
+                counts,
+                confine,
+            } => {
+                // Forked before the readiness line, the worker has the launcher's stdout: it
+                // must not hold it open. stdin is /dev/null since setup.
+                // SAFETY: dup2 onto fd 1 replaces it atomically; nothing holds fd 1 as an object.
+                unsafe { nix::libc::dup2(0, 1) };
+                let highest = sockets.iter().map(|s| s.fd).max().unwrap_or(2);
+                if let Some(confine) = confine
+                    && let Err(err) = confine.enter(highest.max(crate::log::fd()))
+                {
+                    logln!("warning: udp worker: unable to enter the sandbox: {err}");
+                    return 1;
+                }
+                return udp::serve(sockets, settings, counts);
             }
         };
         if testhooks::armed(Hook::ChildPanics) {
@@ -159,16 +201,19 @@ pub fn run(client: Socket, job: Job, inherited: Inherited) -> ! {
     unsafe { nix::libc::_exit(code) }
 }
 
-/// Undoes in the child what belongs to the parent, with the parent's signals still blocked.
-/// Returns false if the parent has already died (then no parent-death signal will come).
-fn after_fork(client: &Socket, inherited: &Inherited) -> bool {
+/// Undoes in the child what belongs to the parent, with the parent's signals still blocked:
+/// `socket` is the connection the stop handler wakes (-1 for none); the UDP sockets are kept by
+/// the UDP worker alone (`keep_udp`). Returns false if the parent has already died (then no
+/// parent-death signal will come).
+fn after_fork(socket: RawFd, inherited: &Inherited, keep_udp: bool) -> bool {
     // Handlers first, mask second: a stop signal that arrived since the fork is pending, and must
     // find the child's handler, not the parent's.
-    stop::install(client.as_raw_fd());
+    stop::install(socket);
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     // sigprocmask fails only for an invalid `how`, which is a constant here.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&inherited.mask), None);
-    for &fd in inherited.fds.iter().chain(inherited.listeners) {
+    let udp = if keep_udp { &[][..] } else { inherited.udp };
+    for &fd in inherited.fds.iter().chain(inherited.listeners).chain(udp) {
         // The fds belong to the parent's objects, which the child never uses: it never returns
         // into the parent's code.
         // SAFETY: nothing in the child refers to these fd numbers after this close.

@@ -39,7 +39,9 @@ const HARNESS: &str = "Harness (readiness, lifelines, logs)";
     allow_negative_numbers = true,
     group(ArgGroup::new("faults").multiple(true).args([
         "delay", "rate", "chunk", "close_after", "reset_after", "stall_after", "slow_close",
+        "loss", "duplicate", "reorder", "corrupt",
     ])),
+    group(ArgGroup::new("udp_any").args(["udp", "udp_only"])),
     name = "forkecho",
     version,
     about = "A process-per-connection TCP echo server (RFC 862)",
@@ -57,6 +59,8 @@ const HARNESS: &str = "Harness (readiness, lifelines, logs)";
         forkecho -p 0 -b 127.0.0.1               any free loopback port (stdout says which)\n  \
         forkecho -p 0 -b 127.0.0.1 -b ::1        two listeners, one port, one loop\n  \
         forkecho -q --max-per-ip 8 --idle-timeout 60   quieter; fair to many sources\n  \
+        forkecho --udp                           TCP and UDP echo on port 9999\n  \
+        forkecho --udp-only --loss 0.1 --seed 7  UDP echo that drops one datagram in ten\n  \
         forkecho --rate-per-ip 20/1              20 new connections a second per source\n  \
         forkecho --reuse-port                    one of several instances sharing the port\n  \
         forkecho --proxy-protocol -p 10001       behind HAProxy's send-proxy-v2\n  \
@@ -96,6 +100,19 @@ pub struct Options {
     /// files belong to that user and group
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub unix_mode: Option<u32>,
+
+    /// Also serve UDP echo on the same addresses and port
+    ///
+    /// One worker process answers every datagram, each from the address it was sent to. Never
+    /// answered: datagrams larger than --buffer-size, from port 0 or the ports of services that
+    /// answer unsolicited datagrams (7, 13, 17, 19, 37), from or to a broadcast or multicast
+    /// address, or over --rate-per-ip. Announced on its own stdout line, `listening on udp ADDR`
+    #[arg(long)]
+    pub udp: bool,
+
+    /// Serve UDP echo alone, no TCP (see --udp)
+    #[arg(long, conflicts_with_all = ["proxy_protocol", "unix_mode"])]
+    pub udp_only: bool,
 
     /// Set SO_REUSEPORT, so several forkecho processes can share the port
     ///
@@ -237,7 +254,8 @@ pub struct Options {
         conflicts_with_all = [
             "port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip",
             "ipv6_prefix", "ipv4_prefix", "proxy_protocol", "grace", "user", "group",
-            "port_file", "ready_fd", "exit_with_parent", "stdin_lifeline", "metrics",
+            "port_file", "ready_fd", "exit_with_parent", "stdin_lifeline", "metrics", "udp",
+            "udp_only",
         ],
     )]
     pub inetd: bool,
@@ -372,6 +390,51 @@ pub struct Options {
     /// After the client's FIN, wait MS milliseconds before closing
     #[arg(long, value_name = "MS", value_parser = parse_millis, help_heading = FAULTS)]
     pub slow_close: Option<Duration>,
+
+    /// UDP: drop this fraction of datagrams unanswered (0 < P <= 1)
+    ///
+    /// Decided per datagram from --seed and its number, so a seed drops the same datagrams
+    /// every run. --duplicate, --reorder, --corrupt and --delay likewise
+    #[arg(
+        long,
+        value_name = "P",
+        value_parser = parse_fraction,
+        requires = "udp_any",
+        help_heading = FAULTS,
+    )]
+    pub loss: Option<f64>,
+
+    /// UDP: answer this fraction of datagrams twice (0 < P <= 1)
+    #[arg(
+        long,
+        value_name = "P",
+        value_parser = parse_fraction,
+        requires = "udp_any",
+        help_heading = FAULTS,
+    )]
+    pub duplicate: Option<f64>,
+
+    /// UDP: hold this fraction of answers until the next one has gone (0 < P <= 1)
+    ///
+    /// A held answer waits at most 1 s for a next one
+    #[arg(
+        long,
+        value_name = "P",
+        value_parser = parse_fraction,
+        requires = "udp_any",
+        help_heading = FAULTS,
+    )]
+    pub reorder: Option<f64>,
+
+    /// UDP: flip one byte in this fraction of answers (0 < P <= 1); a log line says which
+    #[arg(
+        long,
+        value_name = "P",
+        value_parser = parse_fraction,
+        requires = "udp_any",
+        help_heading = FAULTS,
+    )]
+    pub corrupt: Option<f64>,
 
     /// Apply the faults to this fraction of connections only (0 < P <= 1)
     ///

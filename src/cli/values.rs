@@ -285,14 +285,11 @@ pub fn parse_chunk(text: &str) -> Result<Chunk, String> {
     })
 }
 
-/// Parses `--fault-rate`: a fraction in (0, 1].
+/// Parses `--fault-rate` and the datagram faults' probabilities: a fraction in (0, 1].
 pub fn parse_fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
-        _ => Err(
-            "expected a fraction of connections, more than 0 and at most 1, such as 0.25"
-                .to_string(),
-        ),
+        _ => Err("expected a fraction, more than 0 and at most 1, such as 0.25".to_string()),
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! A client over its group's rate or at its group's limit is closed at once, before any fork,
 //! told nothing, counted, and logged (rate-limited) as `refused`. A client is counted under its
-//! address group (`limits::Grouping`) from its fork until its exit is collected, less the
+//! address group (`crate::groups`) from its fork until its exit is collected, less the
 //! children that have already marked their connection closed (`crate::shared::Marks`).
 //!
 //! All of this is the parent's own: the loop writes it, in memory children do not inherit
@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::children::Children;
-use super::limits::{Group, Grouping, Limits};
-use super::rate::RateTable;
+use super::limits::Limits;
 use super::stats::Counts;
 use crate::cli::Rate;
+use crate::groups::{Group, Grouping};
 use crate::log::{RateLimit, Suppressed};
 use crate::logln;
 use crate::peer::{Peer, PeerVia, Via};
+use crate::rate::RateTable;
 use crate::shared::Marks;
 
 /// At most one `refused` line, and one `limit max-clients` line, per second.

@@ -1,6 +1,7 @@
-//! The parent's table of live children: which client each serves, and since when; a child
-//! answering a metrics scrape is in it too, marked as such, so that it is reaped and stopped like
-//! the others but never counts as a connection served (`serving`).
+//! The parent's table of live children: which client each serves, and since when. A child
+//! answering a metrics scrape, and the UDP worker, are in it too, marked by their `Role`, so that
+//! they are reaped and stopped like the others but never count as connections served
+//! (`serving`).
 //!
 //! A pid enters right after fork, before SIGCHLD is unblocked, and leaves when the main loop
 //! drains its exit from the reaper. So while SIGCHLD is blocked, every pid in the table is a
@@ -28,10 +29,20 @@ use crate::memory;
 pub struct Child {
     pub peer: Peer,
     pub since: Instant,
-    /// Its connection number (see `crate::shared::Marks`); 0 for a scrape.
+    /// Its connection number (see `crate::shared::Marks`); 0 for a scrape or the UDP worker.
     pub serial: u32,
-    /// Whether it answers a metrics scrape.
-    pub scrape: bool,
+    pub role: Role,
+}
+
+/// What a child does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves a client's connection.
+    Client,
+    /// Answers a metrics scrape.
+    Scrape,
+    /// Serves every UDP datagram (`--udp`); its peer is unused.
+    Udp,
 }
 
 /// One slot: all plain integers, so all-zero bytes are a valid empty slot (pid 0).
@@ -40,7 +51,7 @@ pub struct Child {
 struct Slot {
     pid: i32,
     port: u16,
-    /// `IPV4`, `IPV6` or `UNIX`, with `SCRAPE` added for a scrape.
+    /// `IPV4`, `IPV6` or `UNIX`, with `SCRAPE` or `UDP` added for those roles.
     family: u16,
     /// IPv4 addresses are stored IPv4-mapped; a Unix client's uid and pid in the first 8 bytes.
     ip: [u8; 16],
@@ -52,8 +63,9 @@ struct Slot {
 pub struct Children {
     slots: &'static mut [Slot],
     len: usize,
-    /// How many of them answer scrapes.
+    /// How many of them answer scrapes, and how many are UDP workers.
     scrapes: usize,
+    udp: usize,
     epoch: Instant,
 }
 
@@ -61,6 +73,7 @@ const IPV4: u16 = 0;
 const IPV6: u16 = 1;
 const UNIX: u16 = 2;
 const SCRAPE: u16 = 0x100;
+const UDP: u16 = 0x200;
 
 /// Slots to start with: 32 KiB, room for 512 children before the table first grows.
 const INITIAL_SLOTS: usize = 1024;
@@ -81,6 +94,7 @@ impl Children {
             slots,
             len: 0,
             scrapes: 0,
+            udp: 0,
             epoch: Instant::now(),
         })
     }
@@ -143,7 +157,8 @@ impl Children {
             i = (i + 1) & self.mask();
         }
         self.len += 1;
-        self.scrapes += usize::from(child.scrape);
+        self.scrapes += usize::from(child.role == Role::Scrape);
+        self.udp += usize::from(child.role == Role::Udp);
         let (ip, port, family) = match child.peer {
             Peer::Ip(SocketAddr::V4(v4)) => (v4.ip().to_ipv6_mapped().octets(), v4.port(), IPV4),
             Peer::Ip(SocketAddr::V6(v6)) => (v6.ip().octets(), v6.port(), IPV6),
@@ -157,7 +172,12 @@ impl Children {
         self.slots[i] = Slot {
             pid,
             port,
-            family: family | if child.scrape { SCRAPE } else { 0 },
+            family: family
+                | match child.role {
+                    Role::Client => 0,
+                    Role::Scrape => SCRAPE,
+                    Role::Udp => UDP,
+                },
             ip,
             since_ns: child.since.saturating_duration_since(self.epoch).as_nanos() as u64,
             serial: child.serial,
@@ -190,7 +210,8 @@ impl Children {
         }
         self.slots[hole] = Slot::default();
         self.len -= 1;
-        self.scrapes -= usize::from(child.scrape);
+        self.scrapes -= usize::from(child.role == Role::Scrape);
+        self.udp -= usize::from(child.role == Role::Udp);
         Some(child)
     }
 
@@ -198,7 +219,7 @@ impl Children {
         let slot = &self.slots[i];
         let ip = Ipv6Addr::from(slot.ip);
         let word = |at: usize| slot.ip[at..at + 4].try_into().expect("four bytes");
-        let peer = match slot.family & !SCRAPE {
+        let peer = match slot.family & !(SCRAPE | UDP) {
             IPV6 => Peer::Ip(SocketAddr::new(ip.into(), slot.port)),
             IPV4 => Peer::Ip(SocketAddr::new(
                 ip.to_ipv4_mapped().expect("stored mapped").into(),
@@ -213,7 +234,11 @@ impl Children {
             peer,
             since: self.epoch + Duration::from_nanos(slot.since_ns),
             serial: slot.serial,
-            scrape: slot.family & SCRAPE != 0,
+            role: match slot.family & (SCRAPE | UDP) {
+                SCRAPE => Role::Scrape,
+                UDP => Role::Udp,
+                _ => Role::Client,
+            },
         }
     }
 
@@ -228,9 +253,9 @@ impl Children {
         self.len
     }
 
-    /// The children serving connections: all but the scrapes.
+    /// The children serving connections: all but the scrapes and the UDP worker.
     pub fn serving(&self) -> usize {
-        self.len - self.scrapes
+        self.len - self.scrapes - self.udp
     }
 
     /// The children answering scrapes.
@@ -259,7 +284,7 @@ mod tests {
             peer: Peer::Ip(peer.parse().unwrap()),
             since: Instant::now(),
             serial: 1,
-            scrape: false,
+            role: Role::Client,
         }
     }
 
@@ -279,7 +304,7 @@ mod tests {
         children.insert(Pid::from_raw(12), unix);
         assert_eq!(children.remove(Pid::from_raw(12)), Some(unix));
         let scrape = Child {
-            scrape: true,
+            role: Role::Scrape,
             serial: 0,
             ..first
         };
@@ -290,6 +315,13 @@ mod tests {
         );
         assert_eq!(children.remove(Pid::from_raw(13)), Some(scrape));
         assert_eq!(children.scrapes(), 0);
+        let udp = Child {
+            role: Role::Udp,
+            ..scrape
+        };
+        children.insert(Pid::from_raw(14), udp);
+        assert_eq!((children.len(), children.serving()), (3, 2));
+        assert_eq!(children.remove(Pid::from_raw(14)), Some(udp));
         assert_eq!(children.len(), 2);
         assert_eq!(children.remove(Pid::from_raw(10)), Some(first));
         assert!(children.remove(Pid::from_raw(10)).is_none());

@@ -1,5 +1,5 @@
-//! The fork boundary: the one place forkecho calls fork(2), for a client (`spawn`) or a metrics
-//! scrape (`spawn_scrape`).
+//! The fork boundary: the one place forkecho calls fork(2), for a client (`spawn`), a metrics
+//! scrape (`spawn_scrape`) or the UDP worker (`parent/udp.rs`).
 //!
 //! `spawn` blocks the handled signals (`signals::block`) from before the fork until the child is
 //! in the table: no handler of the parent's runs in the child before the child has replaced them,
@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::unistd::{ForkResult, Pid, fork};
 use socket2::Socket;
 
-use super::children::Child;
+use super::children::{Child, Role};
 use super::{BACKOFF, Parent, oom, signals};
 use crate::child::scrape::Figures;
 use crate::child::{self, Inherited, Job};
@@ -35,8 +35,13 @@ impl Parent {
             serial,
             ..self.child
         };
-        let job = Job::Echo { peer, via, context };
-        match self.fork_for(client, job, peer, serial) {
+        let job = Job::Echo {
+            client,
+            peer,
+            via,
+            context,
+        };
+        match self.fork_for(job, peer, serial, Role::Client) {
             Ok(pid) => {
                 let state = &mut *self.state;
                 state.admission.opened(peer);
@@ -64,29 +69,38 @@ impl Parent {
             ..self.state.counts.figures()
         };
         let job = Job::Scrape {
+            client,
             figures,
             shared: self.shared,
             confine: self.child.confine,
         };
-        if let Err(errno) = self.fork_for(client, job, peer, 0) {
+        if let Err(errno) = self.fork_for(job, peer, 0, Role::Scrape) {
             self.fork_failed(peer, errno);
         }
     }
 
-    /// Forks a child for `job` on `client` and records it in the table (as a scrape when
-    /// `serial` is 0), with the handled signals blocked from before the fork until then.
-    fn fork_for(&mut self, client: Socket, job: Job, peer: Peer, serial: u32) -> nix::Result<Pid> {
+    /// Forks a child for `job` and records it in the table in its `role`, with the handled
+    /// signals blocked from before the fork until then. On failure the job's client, if any, is
+    /// closed.
+    pub(super) fn fork_for(
+        &mut self,
+        job: Job,
+        peer: Peer,
+        serial: u32,
+        role: Role,
+    ) -> nix::Result<Pid> {
         self.state.children.make_room()?;
         let blocked = signals::block();
         let inherited = Inherited {
             fds: self.inherited_fds(),
             listeners: self.listener_fds,
+            udp: self.udp_fds,
             mask: blocked.previous(),
             parent: self.pid,
         };
         // The child is born with the raised score; the parent takes its own back at once.
         let oom = self.oom.as_ref().filter(|oom| oom.raise());
-        let forked = fork_child(client, job, inherited);
+        let forked = fork_child(job, inherited);
         if let Some(oom) = oom {
             oom.restore();
         }
@@ -100,7 +114,7 @@ impl Parent {
             peer,
             since,
             serial,
-            scrape: serial == 0,
+            role,
         };
         self.state.children.insert(pid, child);
         drop(blocked);
@@ -132,15 +146,15 @@ impl Parent {
     }
 }
 
-/// Forks a child to do `job` on `client` and returns its pid. The parent's copy of the client
-/// socket is closed either way: on failure the client sees its connection closed.
+/// Forks a child to do `job` and returns its pid. The parent's copy of the job's client socket is
+/// closed either way: on failure the client sees its connection closed.
 #[inline(never)]
-fn fork_child(client: Socket, job: Job, inherited: Inherited) -> nix::Result<Pid> {
+fn fork_child(job: Job, inherited: Inherited) -> nix::Result<Pid> {
     // The parent never starts a thread, and its signal handlers are blocked here, so the child
     // may use the allocator and anything else, as the parent could.
     // SAFETY: fork in a single-threaded process leaves the child in a consistent state.
     match unsafe { fork() }? {
-        ForkResult::Child => child::run(client, job, inherited),
+        ForkResult::Child => child::run(job, inherited),
         ForkResult::Parent { child } => Ok(child),
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! One thread, one loop (`Parent::serve`, this file). poll(2) waits on the self-pipe (`signals`),
 //! the lifeline, the `--metrics` listener (`scrape`), the listeners, and connections still
-//! sending their PROXY header (`proxy`). A ready listener is
-//! accepted in batches (`accept`); each client passes `admission` and gets a child through
-//! `fork`, with the handled signals blocked across it. The SIGCHLD handler reaps exits into the
+//! sending their PROXY header (`proxy`). With `--udp`, one more child serves every datagram
+//! (`udp`): the parent forks it, and again if it dies, but never reads a datagram. A ready
+//! listener is accepted in batches (`accept`); each client passes `admission` and gets a child
+//! through `fork`, with the handled signals blocked across it. The SIGCHLD handler reaps exits into the
 //! `reaper`'s ring; the loop collects them into the table of `children` and logs the abnormal
 //! ones. At `--max-clients` the listeners are simply left out of the poll set, so new connections
 //! wait in the kernel's backlog and the next child exit (SIGCHLD, through the self-pipe) resumes
@@ -24,12 +25,12 @@ pub mod limits;
 mod oom;
 mod pollset;
 mod proxy;
-mod rate;
 mod reaper;
 mod scrape;
 mod shutdown;
 mod signals;
 mod stats;
+mod udp;
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -86,6 +87,8 @@ pub struct Settings {
     pub grace: Duration,
     /// `--quiet`: no accept lines.
     pub quiet: bool,
+    /// With `--udp` or `--udp-only`: how the UDP worker serves.
+    pub udp: Option<crate::child::udp::Settings>,
 }
 
 pub struct Parent {
@@ -96,6 +99,10 @@ pub struct Parent {
     /// Their fds, the metrics listener's, and the directories of their socket files, which
     /// every child closes.
     listener_fds: &'static [RawFd],
+    /// With `--udp`: the UDP sockets and how the worker serves them.
+    udp: Option<udp::UdpService>,
+    /// The UDP sockets' fds, which every child but the worker closes.
+    udp_fds: &'static [RawFd],
     wakeup: Wakeup,
     /// What every child gets, by value (its `serial` set for each).
     child: child::Context,
@@ -137,6 +144,8 @@ struct LoopState {
     accept_warnings: RateLimit,
     fork_warnings: RateLimit,
     stopping: bool,
+    /// With `--udp`: the worker's restarts.
+    udp: udp::Supervision,
 }
 
 impl LoopState {
@@ -153,6 +162,7 @@ impl Parent {
     pub fn new(
         listeners: Vec<Listener>,
         metrics: Option<Listener>,
+        udp_sockets: Vec<crate::setup::udp::UdpSocket>,
         harness: Harness,
         settings: &crate::settings::Settings,
         started: Instant,
@@ -179,6 +189,7 @@ impl Parent {
             accept_warnings: RateLimit::new(WARN_INTERVAL),
             fork_warnings: RateLimit::new(WARN_INTERVAL),
             stopping: false,
+            udp: udp::Supervision::new(),
         })
         .context("unable to map the parent's bookkeeping")?;
         let listener_fds = listeners
@@ -187,7 +198,21 @@ impl Parent {
             .map(Listener::raw_fd)
             .chain(socket_dirs);
         let listener_fds = listener_fds.collect::<Vec<_>>();
+        let udp_fds: Vec<RawFd> = udp_sockets.iter().map(|s| s.bound().fd).collect();
+        let udp = ours
+            .udp
+            .filter(|_| !udp_sockets.is_empty())
+            .map(|settings| {
+                let bound: Vec<_> = udp_sockets.iter().map(|s| s.bound()).collect();
+                udp::UdpService {
+                    sockets: udp_sockets,
+                    bound: Vec::leak(bound),
+                    settings,
+                }
+            });
         Ok(Parent {
+            udp,
+            udp_fds: Vec::leak(udp_fds),
             listener_fds: Vec::leak(listener_fds),
             listeners,
             wakeup,
@@ -221,10 +246,27 @@ impl Parent {
     /// and the sandbox.
     pub fn prepare_to_announce(&mut self) -> Result<()> {
         self.harness.follow_parent()?;
-        // The port of the IP listeners (they share one); with Unix listeners alone, none.
+        // The port of the IP listeners (they share one, with the UDP sockets); with Unix
+        // listeners alone, none.
         let port = self.listeners.iter().find_map(|l| l.addr().port());
+        let port = port.or_else(|| self.udp_addrs().next().map(|addr| addr.port()));
         self.harness.stage(port)?;
-        self.confine()
+        self.confine()?;
+        // Last, under the sandbox it inherits: UDP is served from the readiness line on.
+        self.start_udp_worker()?;
+        Ok(())
+    }
+
+    /// With `--udp`: the UDP sockets' addresses, with the real port.
+    pub fn udp_addrs(&self) -> impl Iterator<Item = std::net::SocketAddr> + '_ {
+        self.udp
+            .iter()
+            .flat_map(|udp| udp.bound.iter().map(|b| b.addr))
+    }
+
+    /// With datagram faults: what they are, for the startup line.
+    pub fn datagram_faults(&self) -> Option<&'static crate::faults::DatagramFaults> {
+        self.udp.as_ref().and_then(|udp| udp.settings.faults)
     }
 
     /// A start that failed in `prepare_to_announce`: nothing of the port file is left.
@@ -286,7 +328,13 @@ impl Parent {
                 .as_ref()
                 .and_then(WaitingRoom::next_deadline)
                 .map(|at| at.saturating_duration_since(now));
-            let timeout = pause.into_iter().chain(until_deadline).min();
+            let until_restart =
+                (state.udp.restart_at()).map(|at| at.saturating_duration_since(now));
+            let timeout = pause
+                .into_iter()
+                .chain(until_deadline)
+                .chain(until_restart)
+                .min();
             let listening = match pause.is_none() && !full {
                 true => self.listeners.len(),
                 false => 0,
@@ -337,6 +385,7 @@ impl Parent {
                 std::thread::sleep(BACKOFF);
             }
             self.collect_exits();
+            self.restart_udp_worker(Instant::now());
             if pending.stats {
                 logln!("stats {}", self.snapshot());
             }
@@ -359,6 +408,7 @@ impl Parent {
             self.state.counts,
             self.shared,
             self.started,
+            self.udp.is_some(),
         )
     }
 }

@@ -18,6 +18,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use super::children::Role;
 use super::{Parent, signals};
 use crate::log::Secs;
 use crate::logln;
@@ -141,7 +142,18 @@ impl Parent {
             logln!("warning: reaped a child that was not in the table pid={pid}");
             return;
         };
-        if !child.scrape {
+        if child.role == Role::Udp && !state.stopping {
+            let how = match WaitStatus::from_raw(pid, status) {
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    format!("killed signal={}", signal.as_str())
+                }
+                Ok(WaitStatus::Exited(_, code)) => format!("exited status={code}"),
+                _ => "ended".to_string(),
+            };
+            self.udp_worker_died(pid, &how);
+            return;
+        }
+        if child.role == Role::Client {
             state.counts.reaped += 1;
             state.admission.closed(child.peer);
             // A child that exits 0 or 1 has counted its connection (`crate::shared::Tally`);

@@ -29,6 +29,10 @@ impl Parent {
         // waiting for their PROXY header go with them.
         self.listeners.clear();
         self.metrics = None;
+        // The worker holds its own copies until it stops.
+        if let Some(udp) = &mut self.udp {
+            udp.sockets.clear();
+        }
         if let Some(room) = &mut self.state.proxy {
             room.clear();
         }

@@ -24,6 +24,8 @@ pub struct Counts {
     pub reaped: u64,
     /// Children that died without counting their connection (killed, or panicked).
     pub abnormal: u64,
+    /// Times the UDP worker was forked anew after it died.
+    pub udp_restarts: u64,
 }
 
 impl Counts {
@@ -49,16 +51,43 @@ pub struct Snapshot {
     pub bytes: u64,
     pub log_dropped: u64,
     pub uptime: Duration,
+    /// With `--udp`: the UDP worker's counts, by name, as the line shows them.
+    pub udp: Option<[(&'static str, u64); 13]>,
 }
 
 impl Snapshot {
-    pub fn take(live: usize, counts: Counts, shared: &Shared, started: Instant) -> Snapshot {
+    pub fn take(
+        live: usize,
+        counts: Counts,
+        shared: &Shared,
+        started: Instant,
+        udp: bool,
+    ) -> Snapshot {
+        let u = &shared.udp;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
         Snapshot {
             live,
             counts,
-            bytes: shared.bytes.load(Ordering::Relaxed),
-            log_dropped: shared.log.total.load(Ordering::Relaxed),
+            bytes: load(&shared.bytes),
+            log_dropped: load(&shared.log.total),
             uptime: started.elapsed(),
+            udp: udp.then(|| {
+                [
+                    ("received", load(&u.received)),
+                    ("echoed", load(&u.echoed)),
+                    ("bytes", load(&u.bytes)),
+                    ("truncated", load(&u.truncated)),
+                    ("source-port", load(&u.source_port)),
+                    ("broadcast", load(&u.broadcast)),
+                    ("rate-limited", load(&u.rate_limited)),
+                    ("lost", load(&u.lost)),
+                    ("duplicated", load(&u.duplicated)),
+                    ("reordered", load(&u.reordered)),
+                    ("corrupted", load(&u.corrupted)),
+                    ("send-failed", load(&u.send_failed)),
+                    ("restarts", counts.udp_restarts),
+                ]
+            }),
         }
     }
 }
@@ -80,7 +109,11 @@ impl fmt::Display for Snapshot {
             self.bytes,
             self.log_dropped,
             Secs(self.uptime)
-        )
+        )?;
+        for (name, count) in self.udp.iter().flatten() {
+            write!(f, " udp-{name}={count}")?;
+        }
+        Ok(())
     }
 }
 
@@ -101,10 +134,12 @@ mod tests {
                 fork_failures: 4,
                 reaped: 7,
                 abnormal: 0,
+                udp_restarts: 0,
             },
             bytes: 1234,
             log_dropped: 5,
             uptime: Duration::from_millis(61_500),
+            udp: None,
         };
         assert_eq!(
             snapshot.to_string(),

@@ -273,7 +273,7 @@ impl Listener {
 /// The addresses `binds` stand for (port 0), in order, each once, with the `--bind` it came
 /// from. A name that resolves to nothing, or to an address no client can reach, and an interface
 /// that does not exist, are errors naming them.
-fn resolve<'a>(binds: &[&'a Bind]) -> Result<Vec<(SocketAddr, &'a Bind)>> {
+pub(super) fn resolve<'a>(binds: &[&'a Bind]) -> Result<Vec<(SocketAddr, &'a Bind)>> {
     let mut addrs: Vec<(SocketAddr, &Bind)> = Vec::new();
     for &bind in binds {
         let found: Vec<SocketAddr> = match bind {
@@ -324,7 +324,7 @@ fn listen_on(addr: SocketAddr, settings: Settings) -> io::Result<Socket> {
 }
 
 /// True when the failure means the port is taken.
-fn in_use(err: &anyhow::Error) -> bool {
+pub(super) fn in_use(err: &anyhow::Error) -> bool {
     err.downcast_ref::<io::Error>()
         .and_then(io::Error::raw_os_error)
         .is_some_and(|errno| errno == Errno::EADDRINUSE as i32)
@@ -332,7 +332,7 @@ fn in_use(err: &anyhow::Error) -> bool {
 
 /// True when the failure means "this host has no such address family" (no IPv6, say), so the
 /// IPv4 fallback applies, or a name's address of that family is skipped.
-fn no_family(err: &anyhow::Error) -> bool {
+pub(super) fn no_family(err: &anyhow::Error) -> bool {
     let errno = err
         .downcast_ref::<io::Error>()
         .and_then(io::Error::raw_os_error)

@@ -16,6 +16,7 @@ pub mod activation;
 pub mod harness;
 pub mod listener;
 pub mod privileges;
+pub mod udp;
 pub mod unix;
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -51,8 +52,20 @@ pub struct Settings {
     pub group: Option<String>,
     /// `--metrics`: where to serve scrapes.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--udp`, `--udp-only`.
+    pub udp: Udp,
     /// What a harness is told, and what ties forkecho to it.
     pub harness: harness::Settings,
+}
+
+/// Whether UDP echo is served, and TCP too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Udp {
+    Off,
+    /// `--udp`: beside TCP, on the same addresses and port.
+    Also,
+    /// `--udp-only`.
+    Only,
 }
 
 /// The bound (or adopted) listeners, ready for the parent.
@@ -64,6 +77,8 @@ pub struct Listening {
     pub identity: Option<Identity>,
     /// With `--metrics`: the listener scrapes come to.
     pub metrics: Option<Listener>,
+    /// With `--udp` or `--udp-only`: the UDP sockets.
+    pub udp: Vec<udp::UdpSocket>,
     pub harness: Harness,
 }
 
@@ -78,16 +93,19 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
     let harness = Harness::prepare(&settings.harness)?;
     standard_fds()?;
     let identity = privileges::resolve(settings.user.as_deref(), settings.group.as_deref())?;
-    let (listeners, from_systemd) = match passed {
+    let (listeners, udp, from_systemd) = match passed {
         0 => {
             let owner = identity.as_ref().map(|who| (who.uid, who.gid));
-            let listeners = Listener::bind_all(&settings.binds, settings.listener, owner)?;
-            (listeners, false)
+            let (listeners, udp) = bind_both(settings, owner)?;
+            (listeners, udp, false)
         }
+        _ if settings.udp != Udp::Off => anyhow::bail!(
+            "--udp and --udp-only bind their own sockets: not with sockets passed by systemd"
+        ),
         n => {
             let sockets = activation::take_listeners(n)?;
             let adopted = sockets.into_iter().map(Listener::adopt);
-            (adopted.collect::<Result<Vec<_>>>()?, true)
+            (adopted.collect::<Result<Vec<_>>>()?, Vec::new(), true)
         }
     };
     anyhow::ensure!(
@@ -125,8 +143,62 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
         from_systemd,
         identity,
         metrics,
+        udp,
         harness,
     })
+}
+
+/// Binds the TCP listeners and the UDP sockets `settings` ask for, on one port. With --port 0 the
+/// port the kernel picked for TCP may be taken for UDP: then both are picked afresh.
+fn bind_both(
+    settings: &Settings,
+    owner: Option<(Option<nix::unistd::Uid>, nix::unistd::Gid)>,
+) -> Result<(Vec<Listener>, Vec<udp::UdpSocket>)> {
+    let port = settings.listener.port;
+    if settings.udp == Udp::Only {
+        let ip: Vec<&Bind> = settings
+            .binds
+            .iter()
+            .filter(|bind| !matches!(bind, Bind::Unix(_) | Bind::Abstract(_)))
+            .collect();
+        let sockets = match (settings.binds.is_empty(), ip.is_empty()) {
+            (true, _) => udp::bind_default(port)?,
+            (false, true) => {
+                anyhow::bail!("--udp-only needs an IP address to bind, not only unix:")
+            }
+            (false, false) => {
+                let addrs = listener::resolve(&ip)?;
+                let addrs: Vec<_> = addrs
+                    .iter()
+                    .map(|(addr, _)| std::net::SocketAddr::new(addr.ip(), port))
+                    .collect();
+                udp::bind(&addrs)?
+            }
+        };
+        return Ok((Vec::new(), sockets));
+    }
+    for attempt in 1.. {
+        let listeners = Listener::bind_all(&settings.binds, settings.listener, owner)?;
+        if settings.udp == Udp::Off {
+            return Ok((listeners, Vec::new()));
+        }
+        let addrs: Vec<std::net::SocketAddr> = listeners
+            .iter()
+            .filter_map(|l| match l.addr() {
+                listener::Addr::Ip(addr) => Some(*addr),
+                listener::Addr::Unix(_) => None,
+            })
+            .collect();
+        anyhow::ensure!(
+            !addrs.is_empty(),
+            "--udp needs an IP address to bind, not only unix:"
+        );
+        match udp::bind(&addrs) {
+            Err(err) if port == 0 && attempt < 8 && listener::in_use(&err) => {}
+            result => return Ok((listeners, result?)),
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// Gives up root if `--user` or `--group` asked for it: last, once everything that needs

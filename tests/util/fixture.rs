@@ -28,7 +28,8 @@ pub fn read_readiness_all(stdout: &mut impl BufRead) -> Result<Vec<SocketAddr>, 
 }
 
 /// Reads the readiness line and returns its IP addresses and its Unix sockets (`unix:/path`,
-/// `unix:@name`), in the order the line lists them.
+/// `unix:@name`), in the order the line lists them; with `--udp-only`, the UDP addresses of the
+/// line `listening on udp ADDR...` as the IP ones.
 pub fn read_readiness_split(
     stdout: &mut impl BufRead,
 ) -> Result<(Vec<SocketAddr>, Vec<String>), String> {
@@ -40,6 +41,7 @@ pub fn read_readiness_split(
     else {
         return Err(line);
     };
+    let rest = rest.strip_prefix("udp ").unwrap_or(rest);
     let (mut ip, mut unix) = (Vec::new(), Vec::new());
     for addr in rest.split(' ') {
         match (addr.starts_with("unix:"), addr.parse()) {

@@ -145,6 +145,21 @@ impl Server {
         connect(self.loopback())
     }
 
+    /// The UDP addresses of the readiness lines (`listening on udp ADDR...`), once stdout has
+    /// ended (forkecho points it at /dev/null right after them).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        eventually("stdout to end after the readiness lines", DEADLINE, || {
+            self.stdout_rest.1.load(Ordering::Acquire)
+        });
+        let rest = self.stdout_rest.0.lock().unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        let line = rest
+            .lines()
+            .find_map(|l| l.strip_prefix("listening on udp "))
+            .unwrap_or_else(|| panic!("no udp line after the first; stdout went on {rest:?}"));
+        line.split(' ').map(|a| a.parse().unwrap()).collect()
+    }
+
     /// All of stderr so far.
     pub fn log(&self) -> String {
         self.stderr.text.lock().unwrap().clone()

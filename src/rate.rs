@@ -1,9 +1,11 @@
-//! `--rate-per-ip N[/S]`: how often one source may connect, as a token bucket per address group
-//! (`limits::Grouping`), kept in a table of fixed size.
+//! `--rate-per-ip N[/S]`: how often one source may connect (or send a datagram), as a token
+//! bucket per address group (`crate::groups`), kept in a table of fixed size.
 //!
 //! Each group may open N connections at once and then N every S seconds; a connection over that
 //! is closed by the parent before any fork (sshd's and xinetd's `cps` idea, but per source, so
-//! one client that hammers cannot shut the service off for the others).
+//! one client that hammers cannot shut the service off for the others). The UDP worker keeps a
+//! table of its own, made after its fork, for the datagrams it answers: a datagram over the rate
+//! is dropped unanswered (amplification defense). Each table has one writer: its process.
 //!
 //! Memory never grows: the table has `SLOTS` slots, in memory children do not inherit (see
 //! `memory`), and an address is looked for in a window of `WINDOW` slots from where it hashes
@@ -17,7 +19,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
-use super::limits::Key;
+use crate::groups::Key;
 use std::ptr::NonNull;
 use std::time::Instant;
 

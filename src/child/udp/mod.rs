@@ -1,0 +1,303 @@
+//! The UDP worker (`--udp`, `--udp-only`): RFC 862's echo over UDP, safe against reflection.
+//!
+//! One process, forked by the parent before the readiness line and sandboxed like any child,
+//! serves every datagram on every UDP socket in one loop: poll, then up to `BATCH` datagrams from
+//! each ready socket, each answered from the address it was sent to (`datagram`). The parent
+//! never touches a datagram; it reaps the worker like any child and forks a new one, with backoff,
+//! if it dies (`parent/udp.rs`).
+//!
+//! Before a datagram is answered, the guards (on by default, as the man page explains):
+//! - a datagram larger than the buffer is counted as truncated and never echoed short;
+//! - none from port 0, nor from the ports of services that answer unsolicited datagrams (7 echo,
+//!   13 daytime, 17 qotd, 19 chargen, 37 time): two such services would bounce a datagram
+//!   between them forever (CERT CA-1996-01);
+//! - none from or to a broadcast, multicast or unspecified address: an echo to one would
+//!   multiply traffic;
+//! - none over `--rate-per-ip` from one address group: a spoofed source cannot aim the echo's
+//!   traffic at a victim at more than that rate.
+//!
+//! Then the faults (`--loss`, `--duplicate`, `--reorder`, `--delay`, `--corrupt`), decided per
+//! datagram by its number and `--seed` (`crate::faults::DatagramFaults`), applied in `shaper`.
+//! The worker writes the shared `UdpCounts`; the parent reads them for its `stats` line. Per
+//! source it logs one summary line once the source is quiet (`sources`), never one per datagram.
+
+mod datagram;
+mod shaper;
+mod sources;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags};
+
+use super::stop;
+use crate::cli::Rate;
+use crate::faults::DatagramFaults;
+use crate::groups::Grouping;
+use crate::logln;
+use crate::peer::Peer;
+use crate::rate::RateTable;
+use crate::shared::UdpCounts;
+pub use datagram::want_packet_info;
+use datagram::{Local, Received};
+use shaper::Shaper;
+use sources::Sources;
+
+/// The largest datagram: 65 507 bytes of IPv4 payload, 65 527 of IPv6, fit.
+pub const LARGEST: usize = 65_536;
+/// Datagrams taken from one ready socket before the others get their turn.
+const BATCH: usize = 64;
+/// The source ports never answered, and why: each answers unsolicited datagrams.
+pub const REFLECTING_PORTS: [(u16, &str); 6] = [
+    (0, "no service"),
+    (7, "echo"),
+    (13, "daytime"),
+    (17, "qotd"),
+    (19, "chargen"),
+    (37, "time"),
+];
+
+/// How the worker serves, fixed at startup.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The largest datagram echoed (`--buffer-size`, at most 65 536).
+    pub buffer_size: usize,
+    /// A source quiet this long gets its summary line (`--idle-timeout`; zero: at the stop).
+    pub idle_timeout: Duration,
+    /// `--quiet`: no summary lines.
+    pub quiet: bool,
+    pub rate_per_ip: Option<Rate>,
+    pub grouping: Grouping,
+    pub faults: Option<&'static DatagramFaults>,
+}
+
+/// A UDP socket the worker serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub fd: RawFd,
+    pub addr: SocketAddr,
+    /// Bound to a wildcard address: answers name their source (packet info).
+    pub wildcard: bool,
+}
+
+/// Serves until a stop signal; returns the exit status.
+pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
+    let mut worker = match Worker::new(settings, counts) {
+        Ok(worker) => worker,
+        Err(err) => {
+            logln!("warning: udp worker cannot start: {err}");
+            return 1;
+        }
+    };
+    while !stop::requested() {
+        let now = Instant::now();
+        let due = [worker.shaper.next_due(), worker.sources.next_sweep()];
+        let timeout = due
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now));
+        // SAFETY: the worker's sockets stay open for its whole life (it ends with _exit).
+        let mut fds: Vec<PollFd> = sockets
+            .iter()
+            .map(|s| PollFd::new(unsafe { BorrowedFd::borrow_raw(s.fd) }, PollFlags::POLLIN))
+            .collect();
+        match stop::poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => {
+                logln!("warning: udp worker: poll failed: {errno}");
+                return 1;
+            }
+        }
+        let ready: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(false)).collect();
+        drop(fds);
+        for (socket, ready) in sockets.iter().zip(ready) {
+            if ready {
+                worker.drain(socket);
+            }
+        }
+        let now = Instant::now();
+        worker.shaper.send_due(now, counts);
+        worker.sources.sweep(now);
+    }
+    worker.shaper.send_all(counts);
+    worker.sources.flush();
+    0
+}
+
+struct Worker<'a> {
+    settings: Settings,
+    counts: &'a UdpCounts,
+    buf: Vec<u8>,
+    rates: Option<RateTable>,
+    shaper: Shaper,
+    sources: Sources,
+    /// Datagrams received by this worker: the number the faults are decided by.
+    number: u64,
+}
+
+impl<'a> Worker<'a> {
+    fn new(settings: Settings, counts: &'a UdpCounts) -> io::Result<Worker<'a>> {
+        Ok(Worker {
+            settings,
+            counts,
+            buf: vec![0; settings.buffer_size],
+            rates: settings.rate_per_ip.map(RateTable::new).transpose()?,
+            shaper: Shaper::new(settings.faults),
+            sources: Sources::new(settings.idle_timeout, settings.quiet),
+            number: 0,
+        })
+    }
+
+    /// Takes up to a batch of datagrams from `socket`.
+    fn drain(&mut self, socket: &Bound) {
+        for _ in 0..BATCH {
+            match datagram::recv(socket.fd, &mut self.buf) {
+                Ok(received) => self.handle(socket, received),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                // An ICMP error for an earlier answer (port unreachable), or a signal: go on.
+                Err(err)
+                    if matches!(
+                        err.raw_os_error().map(Errno::from_raw),
+                        Some(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::EINTR)
+                    ) => {}
+                Err(err) => {
+                    logln!(
+                        "warning: udp worker: receive on {} failed: {err}",
+                        socket.addr
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, socket: &Bound, received: Received) {
+        let counts = self.counts;
+        let now = Instant::now();
+        add(&counts.received, 1);
+        self.number += 1;
+        let from = canonical(received.from);
+        let local = received.local.filter(|_| socket.wildcard);
+        let dropped = if received.truncated {
+            Some(&counts.truncated)
+        } else if REFLECTING_PORTS
+            .iter()
+            .any(|&(port, _)| port == from.port())
+        {
+            Some(&counts.source_port)
+        } else if !unicast(from.ip(), local.as_ref()) {
+            Some(&counts.broadcast)
+        } else if let Some(rates) = &mut self.rates
+            && !rates.admit(self.settings.grouping.key(Peer::Ip(from)), now)
+        {
+            Some(&counts.rate_limited)
+        } else {
+            None
+        };
+        if let Some(reason) = dropped {
+            add(reason, 1);
+            self.sources.saw(from, None, now);
+            return;
+        }
+        let data = &mut self.buf[..received.len];
+        match self.shaper.shape(self.number, from, data, counts) {
+            Some(delivered) => {
+                let target = Target {
+                    fd: socket.fd,
+                    to: received.from,
+                    local,
+                };
+                self.shaper.deliver(delivered, target, data, now, counts);
+                self.sources.saw(from, Some(received.len), now);
+            }
+            None => self.sources.saw(from, None, now),
+        }
+    }
+}
+
+/// Where an answer goes: the socket, the client (as the socket names it), and the local
+/// address to answer from (wildcard sockets).
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub fd: RawFd,
+    pub to: SocketAddr,
+    pub local: Option<Local>,
+}
+
+/// Sends one answer, counting it.
+fn answer(target: &Target, data: &[u8], counts: &UdpCounts) {
+    match datagram::send(target.fd, data, target.to, target.local.as_ref()) {
+        Ok(()) => {
+            add(&counts.echoed, 1);
+            add(&counts.bytes, data.len() as u64);
+        }
+        Err(_) => add(&counts.send_failed, 1),
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// An IPv4 client of a dual-stack socket, as the IPv4 address it is.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Whether a datagram from `from` to `local` is one to answer: neither end a broadcast,
+/// multicast or unspecified address. An IPv4 datagram whose destination is not the address the
+/// kernel would answer from was sent to a broadcast address (`ipi_spec_dst`).
+fn unicast(from: IpAddr, local: Option<&Local>) -> bool {
+    let plain = |ip: IpAddr| {
+        let ip = ip.to_canonical();
+        let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        !(ip.is_multicast() || ip.is_unspecified() || broadcast)
+    };
+    let to_ok = local.is_none_or(|local| {
+        let directed = local.to.to_canonical() != local.answer_from.to_canonical();
+        plain(local.to) && !directed
+    });
+    plain(from) && to_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(to: &str, answer_from: &str) -> Local {
+        Local {
+            to: to.parse().unwrap(),
+            answer_from: answer_from.parse().unwrap(),
+            ifindex: 1,
+        }
+    }
+
+    #[test]
+    fn broadcast_multicast_and_unspecified_ends_are_never_answered() {
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(unicast(client, None));
+        assert!(unicast(client, Some(&local("192.0.2.1", "192.0.2.1"))));
+        assert!(unicast("::ffff:192.0.2.7".parse().unwrap(), None));
+        for source in ["255.255.255.255", "224.0.0.1", "0.0.0.0", "ff02::1", "::"] {
+            assert!(!unicast(source.parse().unwrap(), None), "{source}");
+        }
+        // A subnet broadcast: sent to .255, answered (were it answered) from the host's address.
+        assert!(!unicast(client, Some(&local("192.0.2.255", "192.0.2.1"))));
+        assert!(!unicast(
+            client,
+            Some(&local("255.255.255.255", "192.0.2.1"))
+        ));
+        assert!(!unicast(client, Some(&local("239.1.2.3", "239.1.2.3"))));
+        assert!(!unicast(client, Some(&local("ff02::1", "ff02::1"))));
+        // The same address, once mapped and once not, is unicast.
+        assert!(unicast(
+            client,
+            Some(&local("::ffff:192.0.2.1", "192.0.2.1"))
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! UDP echo (`--udp`, `--udp-only`): round trips of every size up to 65 507 bytes, answers from
+//! the address each datagram was sent to, the reflection guards, the worker's restart, the
+//! per-datagram faults with a seed, and the real clients (nc -u, socat, Python).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{DEADLINE, Server, event, field, output_within_deadline, pattern};
+
+/// A client socket on loopback that gives up after `wait`.
+fn client(wait: Duration) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket
+}
+
+/// Sends `data` to `to` and returns the answer (None if none came within the socket's timeout).
+fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    socket.send_to(data, to).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = socket.recv_from(&mut buf).ok()?;
+    assert_eq!(from, to, "answered from the address asked");
+    Some(buf[..n].to_vec())
+}
+
+/// The `stats` line's fields after SIGUSR1.
+fn stats(server: &Server) -> String {
+    let before = server
+        .log()
+        .lines()
+        .filter(|l| event(l) == Some("stats"))
+        .count();
+    server.signal(Signal::SIGUSR1);
+    server.wait_for_lines(before + 1, |l| event(l) == Some("stats"))[before].clone()
+}
+
+/// The `stats` line once its field `key` reads `value`: the worker counts an answer just after
+/// sending it, so a client can have it a moment before the count does.
+fn stats_when(server: &Server, key: &str, value: &str) -> String {
+    let mut line = String::new();
+    crate::util::eventually(&format!("{key}={value}"), DEADLINE, || {
+        line = stats(server);
+        field(&line, key) == Some(value)
+    });
+    line
+}
+
+#[test]
+fn udp_echoes_every_size_beside_tcp_on_the_same_port() {
+    let server = Server::start(&["--udp"]);
+    let udp = server.udp_addrs();
+    assert_eq!(
+        udp,
+        [server.addr],
+        "UDP on the TCP listener's address and port"
+    );
+    let socket = client(DEADLINE);
+    for len in [0, 1, 1400, 9000, 65_507] {
+        let data = pattern(len as u64, len);
+        assert_eq!(
+            ask(&socket, udp[0], &data).as_deref(),
+            Some(&data[..]),
+            "{len} bytes"
+        );
+    }
+    let mut tcp = server.connect();
+    assert_eq!(crate::util::round_trip(&mut tcp, b"and TCP"), b"and TCP");
+    let line = stats_when(&server, "udp-echoed", "5");
+    assert_eq!(
+        field(&line, "udp-bytes"),
+        Some(&*(1400 + 9000 + 65_507 + 1).to_string())
+    );
+}
+
+#[test]
+fn udp_only_serves_no_tcp_and_a_datagram_larger_than_the_buffer_is_never_echoed_short() {
+    let server = Server::start(&["--udp-only", "--buffer-size", "1000"]);
+    let addr = server.addr;
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no TCP listener"
+    );
+    let socket = client(Duration::from_millis(300));
+    assert_eq!(ask(&socket, addr, &[7; 1000]), Some(vec![7; 1000]));
+    assert_eq!(
+        ask(&socket, addr, &[7; 1001]),
+        None,
+        "truncated: dropped, not cut"
+    );
+    let line = stats_when(&server, "udp-echoed", "1");
+    assert_eq!(field(&line, "udp-truncated"), Some("1"), "{line}");
+}
+
+#[test]
+fn reflecting_source_ports_are_never_answered() {
+    let server = Server::start(&["--udp-only"]);
+    let mut refused = 0;
+    for port in [7u16, 13, 17, 19, 37] {
+        // Binding a port below 1024 needs root: test those this host lets us bind.
+        let Ok(socket) = UdpSocket::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        socket.send_to(b"chargen?", server.addr).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(socket.recv_from(&mut buf).is_err(), "answered port {port}");
+        refused += 1;
+    }
+    if refused == 0 {
+        eprintln!("skipped: no reflecting port could be bound here");
+        return;
+    }
+    // A client on an ordinary port is answered all the same.
+    assert_eq!(
+        ask(&client(DEADLINE), server.addr, b"ok"),
+        Some(b"ok".to_vec())
+    );
+    let line = stats(&server);
+    assert_eq!(
+        field(&line, "udp-source-port"),
+        Some(&*refused.to_string()),
+        "{line}"
+    );
+}
+
+#[test]
+fn rate_per_ip_limits_datagrams_per_source() {
+    let server = Server::start(&["--udp-only", "--rate-per-ip", "3/60"]);
+    let socket = client(Duration::from_millis(200));
+    let answered = (0..6)
+        .filter(|_| ask(&socket, server.addr, b"x").is_some())
+        .count();
+    assert_eq!(answered, 3, "a burst of 3, then nothing for 20 s");
+    let line = stats(&server);
+    assert_eq!(field(&line, "udp-rate-limited"), Some("3"), "{line}");
+}
+
+#[test]
+fn a_killed_worker_is_restarted_and_serves_again() {
+    let server = Server::start(&["--udp-only"]);
+    let socket = client(DEADLINE);
+    assert_eq!(
+        ask(&socket, server.addr, b"before"),
+        Some(b"before".to_vec())
+    );
+    let worker = server.children();
+    assert_eq!(worker.len(), 1, "one worker: {worker:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker[0].0), Signal::SIGKILL).unwrap();
+    let restarted = server.wait_for_line("the restart", |l| l.contains("udp worker restarted"));
+    let died = server.wait_for_line("the death", |l| l.contains("killed signal=SIGKILL"));
+    assert!(died.contains("restarting in 100ms"), "{died}");
+    let new = field(&restarted, "pid").unwrap();
+    assert_ne!(new, worker[0].0.to_string());
+    assert_eq!(ask(&socket, server.addr, b"after"), Some(b"after".to_vec()));
+    let line = stats_when(&server, "udp-echoed", "2");
+    assert_eq!(field(&line, "udp-restarts"), Some("1"), "{line}");
+    // No zombie, and a clean stop takes the worker too.
+    let mut server = server;
+    let stopped = server.stop();
+    assert!(stopped.contains("killed=0"), "{stopped}");
+}
+
+/// Which of datagrams 1..=n a `--loss` server drops, as one client sees it.
+fn lost(args: &[&str], n: usize) -> Vec<usize> {
+    let mut all = vec!["--udp-only", "-q"];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let socket = client(Duration::from_millis(150));
+    (1..=n)
+        .filter(|&i| ask(&socket, server.addr, &i.to_be_bytes()).is_none())
+        .collect()
+}
+
+#[test]
+fn a_seed_loses_the_same_datagrams_every_run() {
+    let first = lost(&["--loss", "0.5", "--seed", "7"], 24);
+    let second = lost(&["--loss", "0.5", "--seed", "7"], 24);
+    assert_eq!(first, second);
+    assert!((4..=20).contains(&first.len()), "{first:?}");
+    let other = lost(&["--loss", "0.5", "--seed", "8"], 24);
+    assert_ne!(first, other, "another seed, other datagrams");
+}
+
+#[test]
+fn duplicate_corrupt_and_reorder_do_what_they_say() {
+    let server = Server::start(&["--udp-only", "--duplicate", "1", "--seed", "1"]);
+    let socket = client(DEADLINE);
+    socket.send_to(b"twice", server.addr).unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"twice");
+    }
+    drop(server);
+
+    let server = Server::start(&["--udp-only", "--corrupt", "1", "--seed", "1"]);
+    let sent = pattern(3, 100);
+    let back = ask(&socket, server.addr, &sent).expect("an answer");
+    let differ: Vec<usize> = (0..100).filter(|&i| back[i] != sent[i]).collect();
+    assert_eq!(differ.len(), 1, "one byte flipped");
+    let line = server.wait_for_line("the corrupt line", |l| l.contains("udp corrupt"));
+    assert_eq!(
+        field(&line, "byte"),
+        Some(&*differ[0].to_string()),
+        "{line}"
+    );
+    assert_eq!(field(&line, "datagram"), Some("1"), "{line}");
+    drop(server);
+
+    // Every answer held until the next goes: the first comes back after the second.
+    let server = Server::start(&["--udp-only", "--reorder", "1", "--seed", "1"]);
+    socket.send_to(b"first", server.addr).unwrap();
+    socket.send_to(b"second", server.addr).unwrap();
+    let (n, _) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first", "held until the second came");
+    let line = stats(&server);
+    assert_eq!(field(&line, "udp-reordered"), Some("2"), "{line}");
+}
+
+#[test]
+fn a_quiet_source_gets_one_summary_line() {
+    let server = Server::start(&["--udp-only", "--idle-timeout", "0.3"]);
+    let socket = client(DEADLINE);
+    for _ in 0..3 {
+        assert!(ask(&socket, server.addr, b"abcd").is_some());
+    }
+    let line = server.wait_for_line("the summary", |l| event(l) == Some("udp"));
+    let me = socket.local_addr().unwrap().to_string();
+    assert_eq!(field(&line, "peer"), Some(me.as_str()), "{line}");
+    assert_eq!(field(&line, "datagrams"), Some("3"), "{line}");
+    assert_eq!(field(&line, "bytes"), Some("12"), "{line}");
+    assert_eq!(field(&line, "dropped"), Some("0"), "{line}");
+}
+
+#[test]
+fn a_wildcard_socket_answers_from_the_address_each_datagram_was_sent_to() {
+    crate::util::netns::in_private_network(&["fd00:5::1"], || {
+        let mut command = Command::new(crate::util::binary());
+        command.args(["--port", "0", "--udp-only"]);
+        let server = Server::spawn(command);
+        let port = server.addr.port();
+        assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+        // Connected sockets take answers only from the address they sent to.
+        for to in ["127.0.0.2", "127.0.0.1", "[fd00:5::1]", "[::1]"] {
+            let to: SocketAddr = format!("{to}:{port}").parse().unwrap();
+            let local = if to.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            };
+            let socket = UdpSocket::bind(local).unwrap();
+            socket.set_read_timeout(Some(DEADLINE)).unwrap();
+            socket.connect(to).unwrap();
+            socket.send(b"where from?").unwrap();
+            let mut buf = [0u8; 64];
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no answer via {to}: {e}"));
+            assert_eq!(&buf[..n], b"where from?");
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs nc (netcat-openbsd), socat and python3"]
+fn nc_u_socat_and_python_get_their_datagrams_back() {
+    let server = Server::start(&["--udp-only", "-b", "127.0.0.1", "-b", "::1"]);
+    let port = server.addr.port().to_string();
+    let runs: [(&str, Vec<String>); 4] = [
+        (
+            "nc",
+            vec!["-u".into(), "-w1".into(), "127.0.0.1".into(), port.clone()],
+        ),
+        (
+            "nc",
+            vec![
+                "-6".into(),
+                "-u".into(),
+                "-w1".into(),
+                "::1".into(),
+                port.clone(),
+            ],
+        ),
+        (
+            "socat",
+            vec!["-T1".into(), "-".into(), format!("UDP:127.0.0.1:{port}")],
+        ),
+        (
+            "python3",
+            vec![
+                "-c".into(),
+                "import socket,sys; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); \
+                 s.settimeout(5); s.sendto(sys.stdin.buffer.read(), ('::1', int(sys.argv[1]))); \
+                 sys.stdout.buffer.write(s.recv(65536))"
+                    .into(),
+                port.clone(),
+            ],
+        ),
+    ];
+    for (program, args) in runs {
+        let mut child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        let line = format!("hello from {program}\n");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), line.as_bytes()).unwrap();
+        let out = output_within_deadline(child, program);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            line,
+            "{program} {args:?}"
+        );
+    }
+}
