@@ -266,6 +266,69 @@ fn a_wildcard_socket_answers_from_the_address_each_datagram_was_sent_to() {
     });
 }
 
+/// `forkecho ping --udp` against a server with `faults`: its exit status and summary.
+fn ping_udp(faults: &[&str], count: u32) -> (i32, String) {
+    let mut args = vec!["--udp-only", "-q"];
+    args.extend_from_slice(faults);
+    if !faults.is_empty() {
+        args.extend(["--seed", "5"]);
+    }
+    let server = Server::start(&args);
+    let mut command = Command::new(crate::util::binary());
+    let count = count.to_string();
+    let target = server.addr.to_string();
+    command.args([
+        "ping", "--udp", "-c", &count, "-i", "0.01", "-W", "1", "-q", &target,
+    ]);
+    let out = crate::util::run_to_completion(command);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn ping_udp_reports_each_fault_apart() {
+    let (code, text) = ping_udp(&[], 5);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("5 sent, 5 echoed, 0 corrupt, 0 lost"),
+        "{text}"
+    );
+    assert!(text.contains("0 duplicates, 0 reordered"), "{text}");
+    let (code, text) = ping_udp(&["--loss", "1"], 4);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("4 sent, 0 echoed, 0 corrupt, 4 lost"),
+        "{text}"
+    );
+    let (code, text) = ping_udp(&["--corrupt", "1"], 4);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("4 sent, 0 echoed, 4 corrupt, 0 lost"),
+        "{text}"
+    );
+    let (code, text) = ping_udp(&["--duplicate", "1"], 4);
+    assert_eq!(code, 0, "duplicates are reported, not failures: {text}");
+    assert!(
+        text.contains("4 sent, 4 echoed") && text.contains("4 duplicates"),
+        "{text}"
+    );
+    // Half the answers held until the next has gone: those followed by one sent at once arrive
+    // after it, late, yet intact.
+    let (code, text) = ping_udp(&["--reorder", "0.5"], 20);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("20 sent, 20 echoed, 0 corrupt, 0 lost"),
+        "{text}"
+    );
+    let reordered: u32 = text
+        .split(" reordered")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((1..=10).contains(&reordered), "{text}");
+}
+
 #[test]
 #[ignore = "needs nc (netcat-openbsd), socat and python3"]
 fn nc_u_socat_and_python_get_their_datagrams_back() {

@@ -521,6 +521,12 @@ pub struct PingOptions {
     #[arg(long)]
     pub connect: bool,
 
+    /// Probe a UDP echo server: datagrams with sequence numbers and a checksum
+    ///
+    /// Loss, corruption, duplicates and reordering are reported apart; --size is at least 16
+    #[arg(long, conflicts_with = "connect")]
+    pub udp: bool,
+
     /// Print only the first line and the summary
     #[arg(short, long)]
     pub quiet: bool,

@@ -16,6 +16,7 @@
 
 mod probe;
 mod report;
+mod udp;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -51,6 +52,9 @@ pub fn run(options: &PingOptions) -> u8 {
         // A reader that went away (`| head`) does not stop the probes or change the status.
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     };
+    if options.udp {
+        return udp::run(options, &addrs, &mut say);
+    }
     let lines = !options.quiet && !options.json;
     if !options.json {
         say(&format!(

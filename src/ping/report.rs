@@ -58,6 +58,10 @@ pub struct Report {
     pub rtt: Times,
     /// With `--connect`: the connect times.
     pub connect: Option<Times>,
+    /// With `--udp`: the probes are datagrams, which can also come back twice or out of order.
+    pub udp: bool,
+    pub duplicates: u64,
+    pub reordered: u64,
 }
 
 impl Report {
@@ -73,6 +77,9 @@ impl Report {
             surplus: 0,
             rtt: Times::default(),
             connect: connect.then(Times::default),
+            udp: false,
+            duplicates: 0,
+            reordered: 0,
         }
     }
 
@@ -146,6 +153,13 @@ impl Report {
             Percent(self.loss_percent()),
             elapsed.as_millis()
         );
+        if self.udp {
+            let _ = write!(
+                text,
+                "\n{} duplicates, {} reordered",
+                self.duplicates, self.reordered
+            );
+        }
         if let Some((min, avg, max, mdev)) = self.rtt.summary() {
             let _ = write!(
                 text,
@@ -163,7 +177,7 @@ impl Report {
 
     /// The summary as one JSON object (times in milliseconds; null where there was no sample).
     pub fn json(&self, elapsed: Duration) -> String {
-        serde_json::json!({
+        let mut object = serde_json::json!({
             "target": self.target,
             "address": self.address.as_ref().map(|addr| addr.to_string()),
             "size": self.size,
@@ -176,8 +190,12 @@ impl Report {
             "time_ms": elapsed.as_millis() as u64,
             "rtt_ms": json_times(Some(self.rtt)),
             "connect_ms": json_times(self.connect),
-        })
-        .to_string()
+        });
+        if self.udp {
+            object["duplicates"] = self.duplicates.into();
+            object["reordered"] = self.reordered.into();
+        }
+        object.to_string()
     }
 }
 
