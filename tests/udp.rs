@@ -148,6 +148,8 @@ fn a_killed_worker_is_restarted_and_serves_again() {
         ask(&socket, server.addr, b"before"),
         Some(b"before".to_vec())
     );
+    // Counted just after it was sent: killed before that, the worker would never count it.
+    stats_when(&server, "udp-echoed", "1");
     let worker = server.children();
     assert_eq!(worker.len(), 1, "one worker: {worker:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker[0].0), Signal::SIGKILL).unwrap();
