@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::util::{
     Server, assert_same_bytes, binary, connect, connect_when_up, echo_through, event, field,
@@ -93,6 +94,30 @@ fn a_passed_listening_socket_is_served_instead_of_binding() {
     assert_same_bytes(&echo_through(client, &data), &data);
     let close = server.close_line_for(client_addr);
     assert_eq!(field(&close, "bytes"), Some("200000"), "{close}");
+}
+
+#[test]
+fn a_passed_datagram_socket_is_served_with_udp_and_refused_without() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    assert_fails(
+        activated(socket.as_raw_fd(), &[]),
+        1,
+        &[&format!(
+            "systemd passed a datagram socket ({addr}, ListenDatagram=): serve it with --udp"
+        )],
+    );
+    let server = Server::spawn(activated(socket.as_raw_fd(), &["--udp-only"]));
+    drop(socket);
+    assert_eq!(server.addr, addr, "announces the passed socket's address");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(crate::util::DEADLINE))
+        .unwrap();
+    client.send_to(b"activated", addr).unwrap();
+    let mut buf = [0u8; 32];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"activated"[..], addr));
 }
 
 #[test]
@@ -498,6 +523,41 @@ fn systemd_socket_activate_starts_the_server_on_its_socket() {
     let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
     assert!(line.contains("from=systemd"), "{line}");
     assert_same_bytes(&echo_through(server.connect(), &data), &data);
+}
+
+#[test]
+#[ignore = "needs systemd-socket-activate (package systemd)"]
+fn systemd_socket_activate_passes_a_datagram_socket_to_udp_only() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = Command::new("systemd-socket-activate");
+    command.args(["--datagram", "-l", &listen, binary(), "--udp-only"]);
+    // It starts forkecho on the first datagram to reach its socket, which then waits there for
+    // the worker: send until one is answered (a datagram sent before the socket exists is lost).
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let server = std::thread::scope(|scope| {
+        let asking = scope.spawn(|| {
+            let mut buf = [0u8; 32];
+            for _ in 0..400 {
+                let _ = client.send_to(b"first", addr);
+                if let Ok((n, from)) = client.recv_from(&mut buf) {
+                    return Some((buf[..n].to_vec(), from));
+                }
+            }
+            None
+        });
+        let server = Server::spawn(command);
+        let answer = asking.join().unwrap().expect("an answer within 20 s");
+        assert_eq!(answer, (b"first".to_vec(), addr));
+        server
+    });
+    assert_eq!(server.addr, addr);
+    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
+    assert!(line.contains("from=systemd"), "{line}");
 }
 
 #[test]

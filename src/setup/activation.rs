@@ -4,8 +4,9 @@
 //! LISTEN_PID to the pid it started and LISTEN_FDS to how many there are. The variables are for
 //! this process only, so they are removed from the environment at once, whatever they say, and
 //! children never see them. With `Accept=no` fd 3 on are listening sockets (one per
-//! `ListenStream=`), served like ones forkecho bound itself; with `Accept=yes` fd 3 is one
-//! connection, served by `--inetd`.
+//! `ListenStream=`), served like ones forkecho bound itself, and datagram sockets (one per
+//! `ListenDatagram=`) for `--udp`; with `Accept=yes` fd 3 is one connection, served by
+//! `--inetd`.
 
 use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
 
@@ -106,10 +107,11 @@ fn take_at(fd: RawFd, passed: u32, expect: Expect) -> Result<Socket> {
     let kind = socket
         .r#type()
         .context("unable to read the passed socket's type")?;
+    let datagram = kind == Type::DGRAM && expect == Expect::Listening;
     ensure!(
-        kind == Type::STREAM,
+        kind == Type::STREAM || datagram,
         "fd {fd} (from LISTEN_FDS) is not a stream socket (it is {kind:?}); \
-         forkecho serves TCP: ListenStream= in the .socket unit"
+         forkecho serves TCP: ListenStream= in the .socket unit (and ListenDatagram= with --udp)"
     );
     let domain = socket
         .domain()
@@ -117,9 +119,11 @@ fn take_at(fd: RawFd, passed: u32, expect: Expect) -> Result<Socket> {
     if domain != Domain::IPV4 && domain != Domain::IPV6 && domain != Domain::UNIX {
         bail!("fd {fd} (from LISTEN_FDS) is not an IPv4, IPv6 or Unix socket ({domain:?})");
     }
-    let listening = socket
-        .is_listener()
-        .context("unable to read whether the passed socket listens")?;
+    // A datagram socket neither listens nor is connected: it is taken as it is.
+    let listening = datagram
+        || socket
+            .is_listener()
+            .context("unable to read whether the passed socket listens")?;
     match (expect, listening) {
         (Expect::Listening, false) => bail!(
             "fd {fd} (from LISTEN_FDS) is not listening: a connection (Accept=yes) is \

@@ -99,13 +99,27 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
             let (listeners, udp) = bind_both(settings, owner)?;
             (listeners, udp, false)
         }
-        _ if settings.udp != Udp::Off => anyhow::bail!(
-            "--udp and --udp-only bind their own sockets: not with sockets passed by systemd"
-        ),
         n => {
-            let sockets = activation::take_listeners(n)?;
-            let adopted = sockets.into_iter().map(Listener::adopt);
-            (adopted.collect::<Result<Vec<_>>>()?, Vec::new(), true)
+            let (mut listeners, mut datagrams) = (Vec::new(), Vec::new());
+            for socket in activation::take_listeners(n)? {
+                match socket.r#type()? == socket2::Type::DGRAM {
+                    true => datagrams.push(udp::UdpSocket::adopt(socket, settings.udp)?),
+                    false => listeners.push(Listener::adopt(socket)?),
+                }
+            }
+            if settings.udp == Udp::Only
+                && let Some(listener) = listeners.first()
+            {
+                anyhow::bail!(
+                    "--udp-only, yet systemd passed a stream socket ({}): use ListenDatagram= only",
+                    listener.addr()
+                );
+            }
+            anyhow::ensure!(
+                settings.udp == Udp::Off || !datagrams.is_empty(),
+                "--udp, yet systemd passed no datagram socket: add ListenDatagram= to the unit"
+            );
+            (listeners, datagrams, true)
         }
     };
     anyhow::ensure!(

@@ -21,6 +21,27 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
+    /// Serves a datagram socket systemd passed (`ListenDatagram=`), which needs `--udp`.
+    pub fn adopt(socket: Socket, udp: super::Udp) -> Result<UdpSocket> {
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .context("unable to read the passed datagram socket's address")?;
+        anyhow::ensure!(
+            udp != super::Udp::Off,
+            "systemd passed a datagram socket ({addr}, ListenDatagram=): serve it with --udp"
+        );
+        socket
+            .set_nonblocking(true)
+            .context("unable to make the passed datagram socket non-blocking")?;
+        if addr.ip().is_unspecified() {
+            want_packet_info(socket.as_raw_fd(), addr.is_ipv6())
+                .with_context(|| format!("unable to ask for packet info on udp {addr}"))?;
+        }
+        Ok(UdpSocket { socket, addr })
+    }
+
     /// What the worker needs of it.
     pub fn bound(&self) -> Bound {
         Bound {
