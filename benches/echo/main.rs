@@ -12,6 +12,9 @@
 //! the C fork baseline, as a markdown table on stdout and JSON, a copy of the table and an SVG
 //! chart under target/<host>/forkecho-bench/.
 //!
+//! Then the UDP scenarios (`udp`), in rounds of their own: forkecho's UDP worker against a plain
+//! C recvfrom/sendto loop (the floor) and socat.
+//!
 //! Flags (after `cargo bench --`): `--quick` (a short smoke run, as CI does), `--rounds N`,
 //! `--clients N` (scenario 4; default 2000), `--burst N` (scenario 5; default 1000), `--seconds S`
 //! (scenarios 1 and 2), `--compare PATH`
@@ -27,6 +30,7 @@ mod payload;
 #[path = "../../tests/util/procfs.rs"]
 mod procfs;
 mod servers;
+mod udp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -210,12 +214,13 @@ fn run() -> Result<()> {
             samples.entry(index(&kinds, kind)).or_default().push(sample);
         }
     }
+    let udp_markdown = udp_rounds(&setup, &plan, &root.join("benches/baselines"), &out_dir)?;
     let report = Report {
         kinds: &kinds,
         samples: &samples,
         plan: &plan,
     };
-    let markdown = report.markdown();
+    let markdown = report.markdown() + &udp_markdown;
     println!("{markdown}");
     std::fs::write(out_dir.join("results.md"), &markdown)?;
     std::fs::write(out_dir.join("results.json"), report.json())?;
@@ -228,6 +233,35 @@ fn run() -> Result<()> {
         out_dir.display()
     );
     Ok(())
+}
+
+/// The UDP rounds: the floor (compiled here), forkecho's worker, and socat when installed.
+fn udp_rounds(setup: &Setup, plan: &Plan, sources: &Path, out_dir: &Path) -> Result<String> {
+    let floor = out_dir.join("udp_server_static");
+    let compiled = std::process::Command::new("cc")
+        .args(["-O2", "-Wall", "-static", "-o"])
+        .arg(&floor)
+        .arg(sources.join("udp_server.c"))
+        .status()
+        .context("run cc for the UDP floor")?;
+    anyhow::ensure!(compiled.success(), "cc failed on udp_server.c");
+    let mut kinds = vec![udp::UdpKind::Floor, udp::UdpKind::Forkecho];
+    if setup.have_socat {
+        kinds.push(udp::UdpKind::Socat);
+    }
+    let run_for = Duration::from_secs_f64(plan.seconds.min(3.0));
+    let mut samples: BTreeMap<udp::UdpKind, Vec<udp::UdpSample>> = BTreeMap::new();
+    for round in 0..plan.rounds {
+        eprintln!("udp round {}/{}", round + 1, plan.rounds);
+        let mut order = kinds.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (kind, sample) in udp::round(&order, &floor, &setup.forkecho, run_for)? {
+            samples.entry(kind).or_default().push(sample);
+        }
+    }
+    Ok(udp::markdown(&kinds, &samples))
 }
 
 fn index(kinds: &[Kind], kind: Kind) -> usize {
