@@ -19,7 +19,7 @@
 //! `--clients N` (scenario 4; default 2000), `--burst N` (scenario 5; default 1000), `--seconds S`
 //! (scenarios 1 and 2), `--compare PATH`
 //! (another forkecho binary, say a build of an earlier commit, measured `-q` in the same rounds:
-//! an A/B of a change, interleaved with everything else).
+//! an A/B of a change, interleaved with everything else), `--udp-only` (the UDP rounds alone).
 
 mod chart;
 #[path = "../../tests/util/fixture.rs"]
@@ -46,6 +46,8 @@ const CLIENT_THREADS: usize = 4;
 
 struct Plan {
     quick: bool,
+    /// `--udp-only`: the UDP rounds alone.
+    udp_only: bool,
     compare: Option<std::path::PathBuf>,
     rounds: usize,
     clients: usize,
@@ -59,6 +61,7 @@ impl Plan {
         let mut args = std::env::args().skip(1);
         let mut plan = Plan {
             quick: false,
+            udp_only: false,
             compare: None,
             rounds: 3,
             clients: 2000,
@@ -73,6 +76,7 @@ impl Plan {
             };
             match arg.as_str() {
                 "--quick" => plan.quick = true,
+                "--udp-only" => plan.udp_only = true,
                 "--rounds" => rounds = Some(value("--rounds")?.parse()?),
                 "--clients" => clients = Some(value("--clients")?.parse()?),
                 "--burst" => burst = Some(value("--burst")?.parse()?),
@@ -82,7 +86,7 @@ impl Plan {
                 "--bench" => {}
                 other => bail!(
                     "unknown argument {other:?} (try --quick, --rounds N, --clients N, --burst N, \
-                     --seconds S, --compare PATH)"
+                     --seconds S, --compare PATH, --udp-only)"
                 ),
             }
         }
@@ -195,7 +199,8 @@ fn run() -> Result<()> {
     }
     let kinds = setup.kinds();
     let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-    for round in 0..plan.rounds {
+    let tcp_rounds = if plan.udp_only { 0 } else { plan.rounds };
+    for round in 0..tcp_rounds {
         let mut order = kinds.clone();
         if round % 2 == 1 {
             order.reverse();
@@ -220,14 +225,19 @@ fn run() -> Result<()> {
         samples: &samples,
         plan: &plan,
     };
-    let markdown = report.markdown() + &udp_markdown;
+    let markdown = match plan.udp_only {
+        true => udp_markdown,
+        false => report.markdown() + &udp_markdown,
+    };
     println!("{markdown}");
     std::fs::write(out_dir.join("results.md"), &markdown)?;
-    std::fs::write(out_dir.join("results.json"), report.json())?;
-    chart::draw(
-        &out_dir.join("chart.svg"),
-        &report.ratio_rows(report.floor()),
-    )?;
+    if !plan.udp_only {
+        std::fs::write(out_dir.join("results.json"), report.json())?;
+        chart::draw(
+            &out_dir.join("chart.svg"),
+            &report.ratio_rows(report.floor()),
+        )?;
+    }
     eprintln!(
         "wrote results.md, results.json and chart.svg to {}",
         out_dir.display()

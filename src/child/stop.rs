@@ -130,6 +130,12 @@ pub fn requested() -> bool {
     stopped() || expired()
 }
 
+/// The UDP worker's one socket, on which it waits in recvmsg(2): a stop makes that wait return
+/// within 1 ms, as it does a connection's read.
+pub fn watch(socket: RawFd) {
+    SOCKET.store(socket, Ordering::Release);
+}
+
 /// Call before the connection's fd is closed: from then on a stop signal has nothing to wake,
 /// and must not touch whatever else might get the same fd number.
 pub fn forget_socket() {

@@ -55,8 +55,19 @@ pub fn want_packet_info(fd: RawFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
-/// Receives one datagram without waiting: WouldBlock when none is there.
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+/// Receives one datagram: without waiting (WouldBlock when none is there), or, with `wait`, up
+/// to the socket's receive timeout. With `info` (a wildcard socket), through recvmsg(2) and its
+/// packet info; otherwise through recvfrom(2), which costs the kernel less (no message header or
+/// vector to copy in): with 32 datagrams of 64 bytes in flight, recvmsg and sendmsg took the
+/// worker to 1.15 × the C floor's CPU per datagram, recvfrom and sendto to 1.05 ×.
+pub fn recv(fd: RawFd, buf: &mut [u8], wait: bool, info: bool) -> io::Result<Received> {
+    let asked = match wait {
+        true => libc::MSG_TRUNC,
+        false => libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+    };
+    if !info {
+        return recv_plain(fd, buf, asked);
+    }
     let mut control = Control([0; 128]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -74,7 +85,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
             msg.msg_iovlen = 1;
             msg.msg_control = control.0.as_mut_ptr().cast();
             msg.msg_controllen = control.0.len() as _;
-            let n = libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC);
+            let n = libc::recvmsg(fd, &raw mut msg, asked);
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -92,6 +103,38 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
         from,
         local: packet_info(&control, control_len),
         truncated: flags & libc::MSG_TRUNC != 0,
+    })
+}
+
+/// recvfrom(2), with MSG_TRUNC among `flags`: the datagram's real length comes back, so a
+/// length beyond the buffer is a truncation.
+fn recv_plain(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Received> {
+    // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at most the given length of
+    // address into the zeroed storage try_init hands over.
+    let (len, addr) = unsafe {
+        SockAddr::try_init(|storage, storage_len| {
+            let n = libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                flags,
+                storage.cast(),
+                storage_len,
+            );
+            match n {
+                0.. => Ok(n as usize),
+                _ => Err(io::Error::last_os_error()),
+            }
+        })
+    }?;
+    let from = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::other("a datagram from no IP address"))?;
+    Ok(Received {
+        len,
+        from,
+        local: None,
+        truncated: len > buf.len(),
     })
 }
 
@@ -140,6 +183,23 @@ fn packet_info(control: &Control, len: usize) -> Option<Local> {
 /// buffer that is full is WouldBlock: the datagram is dropped, as a router would.
 pub fn send(fd: RawFd, data: &[u8], to: SocketAddr, local: Option<&Local>) -> io::Result<()> {
     let to = SockAddr::from(to);
+    if local.is_none() {
+        // SAFETY: sendto reads `data` and the address, both alive for the call.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                to.as_ptr().cast(),
+                to.len(),
+            )
+        };
+        return match sent {
+            0.. => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        };
+    }
     let mut control = Control([0; 128]);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr().cast_mut().cast(),

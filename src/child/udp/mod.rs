@@ -2,7 +2,10 @@
 //!
 //! One process, forked by the parent before the readiness line and sandboxed like any child,
 //! serves every datagram on every UDP socket in one loop: poll, then up to `BATCH` datagrams from
-//! each ready socket, each answered from the address it was sent to (`datagram`). The parent
+//! each ready socket, each answered from the address it was sent to (`datagram`). With one socket
+//! and no datagram faults (nothing to wake for but datagrams and the once-a-second sweep) it
+//! waits in recvmsg(2) itself instead, as the plainest C server does: one system call in and one
+//! out per datagram. The parent
 //! never touches a datagram; it reaps the worker like any child and forks a new one, with backoff,
 //! if it dies (`parent/udp.rs`).
 //!
@@ -32,7 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags};
+use nix::sys::socket::setsockopt as sockopt_set;
+use nix::sys::socket::sockopt::ReceiveTimeout;
+use nix::sys::time::TimeVal;
 
 use super::stop;
 use crate::cli::Rate;
@@ -93,6 +100,9 @@ pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
             return 1;
         }
     };
+    if let ([socket], None) = (sockets, settings.faults) {
+        return worker.serve_one(socket);
+    }
     while !stop::requested() {
         let now = Instant::now();
         let due = [worker.shaper.next_due(), worker.sources.next_sweep()];
@@ -138,6 +148,9 @@ struct Worker<'a> {
     sources: Sources,
     /// Datagrams received by this worker: the number the faults are decided by.
     number: u64,
+    /// Whether anything reads the time of a datagram; if not, `started` stands for it.
+    clock: bool,
+    started: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -150,21 +163,18 @@ impl<'a> Worker<'a> {
             shaper: Shaper::new(settings.faults),
             sources: Sources::new(settings.idle_timeout, settings.quiet),
             number: 0,
+            clock: settings.rate_per_ip.is_some() || !settings.quiet || settings.faults.is_some(),
+            started: Instant::now(),
         })
     }
 
     /// Takes up to a batch of datagrams from `socket`.
     fn drain(&mut self, socket: &Bound) {
         for _ in 0..BATCH {
-            match datagram::recv(socket.fd, &mut self.buf) {
+            match datagram::recv(socket.fd, &mut self.buf, false, socket.wildcard) {
                 Ok(received) => self.handle(socket, received),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                // An ICMP error for an earlier answer (port unreachable), or a signal: go on.
-                Err(err)
-                    if matches!(
-                        err.raw_os_error().map(Errno::from_raw),
-                        Some(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::EINTR)
-                    ) => {}
+                Err(err) if passing(&err) => {}
                 Err(err) => {
                     logln!(
                         "warning: udp worker: receive on {} failed: {err}",
@@ -176,9 +186,53 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Serves one socket, waiting in recvmsg: the socket is made blocking (for the worker; the
+    /// parent never reads it) with a receive timeout of one sweep, and a stop signal ends the
+    /// wait (EINTR, or the 1 ms timeout the stop handler sets on a watched socket).
+    fn serve_one(mut self, socket: &Bound) -> i32 {
+        stop::watch(socket.fd);
+        // SAFETY: the socket stays open for the worker's whole life (it ends with _exit).
+        let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+        let blocking = fcntl(fd, FcntlArg::F_GETFL).and_then(|flags| {
+            let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+            fcntl(fd, FcntlArg::F_SETFL(flags))
+        });
+        let sweep = TimeVal::new(sources::SWEEP.as_secs() as _, 0);
+        let timed = sockopt_set(&fd, ReceiveTimeout, &sweep);
+        if let Err(errno) = blocking.and(timed) {
+            logln!(
+                "warning: udp worker: unable to wait on {}: {errno}",
+                socket.addr
+            );
+            return 1;
+        }
+        while !stop::requested() {
+            match datagram::recv(socket.fd, &mut self.buf, true, socket.wildcard) {
+                Ok(received) => self.handle(socket, received),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock || passing(&err) => {}
+                Err(err) => {
+                    logln!(
+                        "warning: udp worker: receive on {} failed: {err}",
+                        socket.addr
+                    );
+                    return 1;
+                }
+            }
+            if self.sources.next_sweep().is_some() {
+                self.sources.sweep(Instant::now());
+            }
+        }
+        self.sources.flush();
+        0
+    }
+
     fn handle(&mut self, socket: &Bound, received: Received) {
         let counts = self.counts;
-        let now = Instant::now();
+        // The clock is read only for what needs it: the rate, the summaries, the faults.
+        let now = match self.clock {
+            true => Instant::now(),
+            false => self.started,
+        };
         add(&counts.received, 1);
         self.number += 1;
         let from = canonical(received.from);
@@ -227,6 +281,14 @@ pub struct Target {
     pub fd: RawFd,
     pub to: SocketAddr,
     pub local: Option<Local>,
+}
+
+/// An error that concerns an earlier answer (ICMP port unreachable) or a signal: go on.
+fn passing(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::EINTR)
+    )
 }
 
 /// Sends one answer, counting it.
