@@ -302,8 +302,11 @@ fn answer(target: &Target, data: &[u8], counts: &UdpCounts) {
     }
 }
 
+/// Adds to one of the shared counts. The worker is their only writer (a restarted worker starts
+/// after the last one was reaped), so a plain load and store do, without a locked
+/// read-modify-write per datagram; the parent only reads them.
 fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// An IPv4 client of a dual-stack socket, as the IPv4 address it is.
