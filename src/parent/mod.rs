@@ -385,7 +385,9 @@ impl Parent {
                 std::thread::sleep(BACKOFF);
             }
             self.collect_exits();
-            self.restart_udp_worker(Instant::now());
+            if self.udp.is_some() {
+                self.restart_udp_worker(Instant::now());
+            }
             if pending.stats {
                 logln!("stats {}", self.snapshot());
             }
