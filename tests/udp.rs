@@ -385,3 +385,32 @@ fn nc_u_socat_and_python_get_their_datagrams_back() {
         );
     }
 }
+
+#[test]
+fn the_worker_serves_as_the_user_privileges_were_dropped_to() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: --user needs root");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        eprintln!("skipped: this host has no user 'nobody'");
+        return;
+    };
+    let server = Server::start(&["--udp-only", "--user", "nobody"]);
+    assert_eq!(
+        ask(&client(DEADLINE), server.addr, b"x"),
+        Some(b"x".to_vec())
+    );
+    let worker = server.children();
+    assert_eq!(worker.len(), 1);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker[0].0)).unwrap();
+    let uid = nobody.uid.to_string();
+    let uids: Vec<&str> = uid_line(&status);
+    assert_eq!(uids, [uid.as_str(); 4], "{status}");
+}
+
+/// The four uids of a /proc/PID/status text.
+fn uid_line(status: &str) -> Vec<&str> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    line.split_whitespace().collect()
+}

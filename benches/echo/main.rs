@@ -2,8 +2,9 @@
 //! and socat, side by side in one run.
 //!
 //! Each round starts every server in turn (the order alternates between rounds, A B … B A …) and
-//! runs five scenarios against it: connection rate, round-trip latency, bulk throughput, a crowd
-//! of concurrent clients with their memory, and a burst of clients connecting at one instant.
+//! runs six scenarios against it: connection rate, round-trip latency, bulk throughput, a crowd
+//! of concurrent clients with their memory, a burst of clients connecting at one instant, and the
+//! connection rate again at 1, 4, 16 and 64 concurrent clients (the concurrency curve).
 //! Around the first two it reads the server's own CPU time (parent and reaped children, from
 //! /proc), so the report gives server CPU per connection and per round trip: figures the load
 //! generator, which shares the machine, cannot skew. Every response is verified byte for byte,
@@ -43,6 +44,8 @@ use servers::{Kind, Setup};
 
 /// Connection-rate client threads.
 const CLIENT_THREADS: usize = 4;
+/// The concurrency curve: connect-echo-close with this many clients at once.
+const CURVE: [usize; 4] = [1, 4, 16, 64];
 
 struct Plan {
     quick: bool,
@@ -114,6 +117,8 @@ pub struct Sample {
     pub bulk: Bulk,
     pub crowd: Crowd,
     pub burst: Burst,
+    /// Scenario 6, per `CURVE` step: connections/s and server CPU µs per connection.
+    pub curve: [(f64, f64); 4],
 }
 
 /// What is compared, and which way is better.
@@ -307,6 +312,14 @@ fn measure(setup: &Setup, kind: Kind, plan: &Plan, at: &str) -> Result<Sample> {
     load::settle(pid, kind.forks());
     eprintln!("{at}: burst of {}", plan.burst);
     let burst = load::burst(to, plan.burst).context("burst")?;
+    load::settle(pid, kind.forks());
+    let mut curve = [(0.0, 0.0); 4];
+    for (i, &clients) in CURVE.iter().enumerate() {
+        eprintln!("{at}: {clients} concurrent clients");
+        let before = load::server_cpu(pid);
+        let rate = load::connection_rate(to, clients, run_for / 2).context("curve")?;
+        curve[i] = (rate.per_sec, per(before, rate.count));
+    }
     Ok(Sample {
         conn,
         conn_cpu_us,
@@ -315,6 +328,7 @@ fn measure(setup: &Setup, kind: Kind, plan: &Plan, at: &str) -> Result<Sample> {
         bulk,
         crowd,
         burst,
+        curve,
     })
 }
 
@@ -442,6 +456,7 @@ impl Report<'_> {
                 ms(m(|s| s.burst.max.as_secs_f64())),
             );
         }
+        out.push_str(&self.curve_table());
         if self.floor() == Kind::CForkStatic {
             out.push_str(&self.ratio_table(
                 "Ratios to the floor, the C fork server linked statically",
@@ -453,6 +468,55 @@ impl Report<'_> {
             Kind::CFork,
         ));
         out.push_str(&self.targets());
+        out
+    }
+
+    /// Scenario 6: connections/s and server CPU per connection as concurrency grows, with
+    /// forkecho -q's ratios to the floor.
+    fn curve_table(&self) -> String {
+        let mut out = String::from(
+            "\nConcurrency curve (connect, echo 32 bytes, close; connections/s and server CPU \
+             µs/connection at 1, 4, 16 and 64 concurrent clients):\n\n| server |",
+        );
+        for clients in CURVE {
+            let _ = write!(out, " {clients}: conn/s | µs |");
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|---:|".repeat(CURVE.len()));
+        out.push('\n');
+        for &kind in self.kinds {
+            let _ = write!(out, "| {} |", kind.name());
+            for i in 0..CURVE.len() {
+                let rate = self.median_of(kind, |s| s.curve[i].0);
+                let cpu = self.median_of(kind, |s| s.curve[i].1);
+                let _ = write!(out, " {rate:.0} | {cpu:.1} |");
+            }
+            out.push('\n');
+        }
+        let floor = self.floor();
+        let _ = write!(
+            out,
+            "\nforkecho -q against {} (median of per-round ratios):",
+            floor.name()
+        );
+        for (i, clients) in CURVE.iter().enumerate() {
+            let ratio = |f: fn(&(f64, f64)) -> f64| {
+                median(
+                    self.of(Kind::ForkechoQuiet)
+                        .iter()
+                        .zip(self.of(floor))
+                        .map(|(s, b)| f(&s.curve[i]) / f(&b.curve[i]).max(1e-9))
+                        .collect(),
+                )
+            };
+            let _ = write!(
+                out,
+                " at {clients}, {:.2}× conn/s and {:.2}× CPU;",
+                ratio(|c| c.0),
+                ratio(|c| c.1)
+            );
+        }
+        out.push('\n');
         out
     }
 
@@ -536,7 +600,18 @@ impl Report<'_> {
             for (j, s) in rounds.iter().enumerate() {
                 let _ = write!(
                     out,
-                    "        {{\"connections_per_s\": {:.1}, \"conn_p50_ms\": {:.4}, \"conn_p99_ms\": {:.4}, \"round_trips_per_s\": {:.1}, \"rtt_p50_ms\": {:.4}, \"rtt_p99_ms\": {:.4}, \"bulk_mib_per_s\": {:.1}, \"bulk_server_cpu_ms_per_gib\": {:.1}, \"crowd_clients\": {}, \"crowd_setup_s\": {:.4}, \"kib_per_connection\": {:.1}, \"parent_pss_kib\": {:.1}, \"children\": {}, \"server_cpu_us_per_connection\": {:.1}, \"server_cpu_us_per_round_trip\": {:.2}, \"burst_clients\": {}, \"burst_p50_ms\": {:.3}, \"burst_p99_ms\": {:.3}, \"burst_max_ms\": {:.3}}}",
+                    concat!(
+                        "        {{\"connections_per_s\": {:.1}, \"conn_p50_ms\": {:.4}, ",
+                        "\"conn_p99_ms\": {:.4}, \"round_trips_per_s\": {:.1}, ",
+                        "\"rtt_p50_ms\": {:.4}, \"rtt_p99_ms\": {:.4}, \"bulk_mib_per_s\": {:.1}, ",
+                        "\"bulk_server_cpu_ms_per_gib\": {:.1}, \"crowd_clients\": {}, ",
+                        "\"crowd_setup_s\": {:.4}, \"kib_per_connection\": {:.1}, ",
+                        "\"parent_pss_kib\": {:.1}, \"children\": {}, ",
+                        "\"server_cpu_us_per_connection\": {:.1}, ",
+                        "\"server_cpu_us_per_round_trip\": {:.2}, \"burst_clients\": {}, ",
+                        "\"burst_p50_ms\": {:.3}, \"burst_p99_ms\": {:.3}, ",
+                        "\"burst_max_ms\": {:.3}, \"curve\": {}}}"
+                    ),
                     s.conn.per_sec,
                     s.conn.p50.as_secs_f64() * 1e3,
                     s.conn.p99.as_secs_f64() * 1e3,
@@ -555,7 +630,8 @@ impl Report<'_> {
                     self.plan.burst,
                     s.burst.p50.as_secs_f64() * 1e3,
                     s.burst.p99.as_secs_f64() * 1e3,
-                    s.burst.max.as_secs_f64() * 1e3
+                    s.burst.max.as_secs_f64() * 1e3,
+                    curve_json(&s.curve)
                 );
                 out.push_str(if j + 1 < rounds.len() { ",\n" } else { "\n" });
             }
@@ -585,6 +661,21 @@ impl Report<'_> {
 }
 
 /// The machine and the run, for the table's heading.
+/// The concurrency curve as JSON: one object per step.
+fn curve_json(curve: &[(f64, f64); 4]) -> String {
+    let steps: Vec<String> = CURVE
+        .iter()
+        .zip(curve)
+        .map(|(clients, (rate, cpu))| {
+            format!(
+                "{{\"clients\": {clients}, \"connections_per_s\": {rate:.1}, \
+                 \"server_cpu_us_per_connection\": {cpu:.1}}}"
+            )
+        })
+        .collect();
+    format!("[{}]", steps.join(", "))
+}
+
 fn machine_line(plan: &Plan) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
