@@ -109,6 +109,36 @@ fn a_scrape_counts_what_was_served_and_is_not_counted_itself() {
         3,
         "{log}"
     );
+    assert!(
+        !second.keys().any(|name| name.starts_with("forkecho_udp_")),
+        "no UDP families without --udp"
+    );
+}
+
+#[test]
+fn with_udp_the_worker_counts_are_scraped_too() {
+    let (server, metrics) = with_metrics(&["--udp", "--buffer-size", "100"]);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 256];
+    for _ in 0..2 {
+        client.send_to(b"echo me", server.addr).unwrap();
+        assert_eq!(client.recv_from(&mut buf).unwrap().0, 7);
+    }
+    client.send_to(&[1; 200], server.addr).unwrap();
+    // The worker counts an answer just after sending it, a drop as it drops.
+    let mut samples = scrape(metrics);
+    crate::util::eventually("the worker's counts", DEADLINE, || {
+        samples = scrape(metrics);
+        samples["forkecho_udp_datagrams_received_total"] == 3.0
+            && samples["forkecho_udp_datagrams_echoed_total"] == 2.0
+    });
+    assert_eq!(samples["forkecho_udp_echoed_bytes_total"], 14.0);
+    assert_eq!(
+        samples["forkecho_udp_datagrams_dropped_total{reason=\"truncated\"}"],
+        1.0
+    );
+    assert_eq!(samples["forkecho_udp_worker_restarts_total"], 0.0);
 }
 
 #[test]
@@ -261,7 +291,7 @@ fn a_bad_metrics_address_is_refused_by_name() {
 #[test]
 #[ignore = "needs curl and promtool (package prometheus)"]
 fn promtool_accepts_a_scrape_taken_by_curl_under_load() {
-    let (server, metrics) = with_metrics(&["--quiet", "--delay", "1"]);
+    let (server, metrics) = with_metrics(&["--quiet", "--delay", "1", "--udp"]);
     let addr = server.loopback();
     let load = std::thread::spawn(move || {
         for _ in 0..50 {

@@ -44,6 +44,8 @@ pub struct Figures {
     /// Connections being served: children, and connections waiting for their PROXY header.
     pub live: u64,
     pub uptime: Duration,
+    /// With `--udp`: the worker's restarts (the UDP families are left out without it).
+    pub udp_restarts: Option<u64>,
 }
 
 /// Answers the one request on `stream` and closes it.
@@ -233,7 +235,70 @@ pub fn exposition(figures: &Figures, shared: &Shared) -> String {
     let sum = load(&tally.duration_micros) as f64 / 1e6;
     out.sample_f64(&format!("{name}_sum"), sum);
     out.sample(&format!("{name}_count"), cumulative);
+    if let Some(restarts) = figures.udp_restarts {
+        udp_families(&mut out, shared, restarts);
+    }
     out.0
+}
+
+/// The UDP worker's counts (`crate::shared::UdpCounts`), with `--udp`.
+fn udp_families(out: &mut Exposition, shared: &Shared, restarts: u64) {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let u = &shared.udp;
+    for (name, help, value) in [
+        (
+            "forkecho_udp_datagrams_received_total",
+            "Datagrams the UDP worker received.",
+            load(&u.received),
+        ),
+        (
+            "forkecho_udp_datagrams_echoed_total",
+            "Answers sent (a duplicated datagram counts twice).",
+            load(&u.echoed),
+        ),
+        (
+            "forkecho_udp_echoed_bytes_total",
+            "Bytes of the answers sent.",
+            load(&u.bytes),
+        ),
+        (
+            "forkecho_udp_worker_restarts_total",
+            "Times the UDP worker was forked anew after it died.",
+            restarts,
+        ),
+    ] {
+        out.family(name, "counter", help);
+        out.sample(name, value);
+    }
+    let dropped = "forkecho_udp_datagrams_dropped_total";
+    out.family(
+        dropped,
+        "counter",
+        "Datagrams never answered, by reason (the guards, --loss, a refused send).",
+    );
+    for (reason, counter) in [
+        ("truncated", &u.truncated),
+        ("source-port", &u.source_port),
+        ("broadcast", &u.broadcast),
+        ("rate-per-ip", &u.rate_limited),
+        ("lost", &u.lost),
+        ("send-failed", &u.send_failed),
+    ] {
+        out.labelled(dropped, "reason", reason, load(counter));
+    }
+    let faults = "forkecho_udp_faults_total";
+    out.family(
+        faults,
+        "counter",
+        "Datagrams the other datagram faults acted on.",
+    );
+    for (fault, counter) in [
+        ("duplicate", &u.duplicated),
+        ("reorder", &u.reordered),
+        ("corrupt", &u.corrupted),
+    ] {
+        out.labelled(faults, "fault", fault, load(counter));
+    }
 }
 
 /// The text format, line by line.

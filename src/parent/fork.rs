@@ -66,6 +66,7 @@ impl Parent {
         let figures = Figures {
             live: self.state.live() as u64,
             uptime: self.started.elapsed(),
+            udp_restarts: self.udp.is_some().then_some(self.state.counts.udp_restarts),
             ..self.state.counts.figures()
         };
         let job = Job::Scrape {
