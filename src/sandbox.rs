@@ -88,7 +88,10 @@ pub fn prepare(
     }
     if !filter::AVAILABLE {
         crate::logln!(
-            "warning: no sandbox on {}: seccompiler builds filters for x86_64, aarch64 and riscv64 only",
+            concat!(
+                "warning: no sandbox on {}: seccompiler builds filters for x86_64, aarch64 and ",
+                "riscv64 only"
+            ),
             std::env::consts::ARCH
         );
         return Ok(None);

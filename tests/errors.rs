@@ -144,7 +144,8 @@ fn a_privileged_port_without_privilege_names_the_address_and_the_reason() {
             .unwrap_or(1024);
     if unprivileged_start <= 7 {
         eprintln!(
-            "skipped: net.ipv4.ip_unprivileged_port_start={unprivileged_start} lets anyone bind port 7"
+            "skipped: net.ipv4.ip_unprivileged_port_start={unprivileged_start} lets anyone bind \
+             port 7"
         );
         return;
     }

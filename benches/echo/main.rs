@@ -428,15 +428,23 @@ impl Report<'_> {
         let ms = |d: f64| d * 1e3;
         let mut out = String::new();
         let _ = writeln!(out, "{}\n", machine_line(self.plan));
-        out.push_str(
-            "| server | connections/s | server CPU µs/conn | conn p50 ms | conn p99 ms | round trips/s | server CPU µs/rtt | rtt p50 ms | rtt p99 ms | bulk MiB/s | bulk server CPU ms/GiB | crowd setup s | KiB per connection | parent PSS KiB | burst p50 ms | burst p99 ms | burst max ms |\n",
-        );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str(concat!(
+            "| server | connections/s | server CPU µs/conn | conn p50 ms | conn p99 ms ",
+            "| round trips/s | server CPU µs/rtt | rtt p50 ms | rtt p99 ms | bulk MiB/s ",
+            "| bulk server CPU ms/GiB | crowd setup s | KiB per connection | parent PSS KiB ",
+            "| burst p50 ms | burst p99 ms | burst max ms |\n"
+        ));
+        out.push_str("|---|");
+        out.push_str(&"---:|".repeat(16));
+        out.push('\n');
         for &kind in self.kinds {
             let m = |f: fn(&Sample) -> f64| self.median_of(kind, f);
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.1} | {:.3} | {:.3} | {:.0} | {:.1} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                concat!(
+                    "| {} | {:.0} | {:.1} | {:.3} | {:.3} | {:.0} | {:.1} | {:.3} | {:.3} ",
+                    "| {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |"
+                ),
                 kind.name(),
                 m(|s| s.conn.per_sec),
                 m(|s| s.conn_cpu_us),
@@ -686,14 +694,19 @@ fn machine_line(plan: &Plan) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
-        "{cores} × {cpu}, Linux {}; {} round(s), {} s per rate scenario, {} MiB bulk, {} concurrent clients, bursts of {}{}",
+        concat!(
+            "{cores} × {cpu}, Linux {}; {} round(s), {} s per rate scenario, {} MiB bulk, ",
+            "{} concurrent clients, bursts of {}{}"
+        ),
         kernel.trim(),
         plan.rounds,
         plan.seconds,
         plan.bulk_bytes >> 20,
         plan.clients,
         plan.burst,
-        if plan.quick { " (--quick)" } else { "" }
+        if plan.quick { " (--quick)" } else { "" },
+        cores = cores,
+        cpu = cpu,
     )
 }
 

@@ -97,7 +97,10 @@ impl fmt::Display for Snapshot {
         let c = &self.counts;
         write!(
             f,
-            "live={} accepted={} refused={} rate-limited={} proxy-errors={} accept-failures={} fork-failures={} reaped={} bytes={} log-dropped={} uptime={}",
+            concat!(
+                "live={} accepted={} refused={} rate-limited={} proxy-errors={} ",
+                "accept-failures={} fork-failures={} reaped={} bytes={} log-dropped={} uptime={}"
+            ),
             self.live,
             c.accepted,
             c.refused_per_ip,
@@ -143,7 +146,10 @@ mod tests {
         };
         assert_eq!(
             snapshot.to_string(),
-            "live=3 accepted=10 refused=2 rate-limited=6 proxy-errors=8 accept-failures=1 fork-failures=4 reaped=7 bytes=1234 log-dropped=5 uptime=61.500s"
+            concat!(
+                "live=3 accepted=10 refused=2 rate-limited=6 proxy-errors=8 accept-failures=1 ",
+                "fork-failures=4 reaped=7 bytes=1234 log-dropped=5 uptime=61.500s"
+            )
         );
     }
 }

@@ -144,7 +144,10 @@ impl Report {
     /// ping's summary: a title, the counts, and the times.
     pub fn summary(&self, elapsed: Duration) -> String {
         let mut text = format!(
-            "--- {} forkecho ping statistics ---\n{} sent, {} echoed, {} corrupt, {} lost, {}% lost/corrupt, time {}ms",
+            concat!(
+                "--- {} forkecho ping statistics ---\n",
+                "{} sent, {} echoed, {} corrupt, {} lost, {}% lost/corrupt, time {}ms"
+            ),
             self.target,
             self.sent,
             self.echoed,

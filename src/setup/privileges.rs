@@ -29,7 +29,8 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<Identit
         (Some((uid, Some(gid), name)), None) => (Some(uid), gid, Some(name)),
         (Some((_, None, name)), None) => {
             bail!(
-                "user '{name}' has no entry in the user database, so no primary group: give --group too"
+                "user '{name}' has no entry in the user database, so no primary group: \
+                 give --group too"
             )
         }
         (Some((uid, _, name)), Some((gid, _))) => (Some(uid), gid, Some(name)),

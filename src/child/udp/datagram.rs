@@ -74,8 +74,9 @@ pub fn recv(fd: RawFd, buf: &mut [u8], wait: bool, info: bool) -> io::Result<Rec
         iov_len: buf.len(),
     };
     let (mut flags, mut control_len) = (0, 0);
-    // SAFETY: try_init hands a zeroed address buffer and its length to fill; recvmsg writes at
-    // most that much address, and into `iov` and `control`, which outlive the call.
+    // try_init hands a zeroed address buffer and its length to fill; recvmsg writes at most that
+    // much address, and into `iov` and `control`, which outlive the call.
+    // SAFETY: as above: every buffer recvmsg writes is ours, alive and of the length it is told.
     let (len, addr) = unsafe {
         SockAddr::try_init(|storage, storage_len| {
             let mut msg: libc::msghdr = zeroed();
@@ -109,8 +110,9 @@ pub fn recv(fd: RawFd, buf: &mut [u8], wait: bool, info: bool) -> io::Result<Rec
 /// recvfrom(2), with MSG_TRUNC among `flags`: the datagram's real length comes back, so a
 /// length beyond the buffer is a truncation.
 fn recv_plain(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Received> {
-    // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at most the given length of
+    // recvfrom writes at most `buf.len()` bytes into `buf` and at most the given length of
     // address into the zeroed storage try_init hands over.
+    // SAFETY: as above: both buffers are ours, alive and of the length recvfrom is told.
     let (len, addr) = unsafe {
         SockAddr::try_init(|storage, storage_len| {
             let n = libc::recvfrom(
@@ -141,8 +143,9 @@ fn recv_plain(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Recei
 /// The packet info among the control messages: IP_PKTINFO if there is one (it names the answer
 /// address of an IPv4 datagram, also on a dual-stack socket), else IPV6_PKTINFO.
 fn packet_info(control: &Control, len: usize) -> Option<Local> {
-    // SAFETY: a zeroed msghdr pointing at our control buffer, with the length the kernel wrote,
-    // is what the CMSG_* macros walk; they never read past msg_controllen.
+    // A zeroed msghdr pointing at our control buffer, with the length the kernel wrote, is what
+    // the CMSG_* macros walk.
+    // SAFETY: they never read past msg_controllen, which is within the buffer.
     unsafe {
         let mut msg: libc::msghdr = zeroed();
         msg.msg_control = control.0.as_ptr().cast_mut().cast();
@@ -205,8 +208,9 @@ pub fn send(fd: RawFd, data: &[u8], to: SocketAddr, local: Option<&Local>) -> io
         iov_base: data.as_ptr().cast_mut().cast(),
         iov_len: data.len(),
     };
-    // SAFETY: the msghdr points at `to`, `iov` and `control`, which outlive the call; the
-    // control message is written within the buffer through CMSG_FIRSTHDR, sized by CMSG_SPACE.
+    // The msghdr points at `to`, `iov` and `control`, which outlive the call; the control message
+    // is written within the buffer through CMSG_FIRSTHDR, sized by CMSG_SPACE.
+    // SAFETY: as above: sendmsg reads only our live buffers, within the lengths given.
     let sent = unsafe {
         let mut msg: libc::msghdr = zeroed();
         msg.msg_name = to.as_ptr().cast_mut().cast();

@@ -111,10 +111,13 @@ pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
             .flatten()
             .min()
             .map(|at| at.saturating_duration_since(now));
-        // SAFETY: the worker's sockets stay open for its whole life (it ends with _exit).
         let mut fds: Vec<PollFd> = sockets
             .iter()
-            .map(|s| PollFd::new(unsafe { BorrowedFd::borrow_raw(s.fd) }, PollFlags::POLLIN))
+            .map(|s| {
+                // SAFETY: the worker's sockets stay open for its whole life (it ends with _exit).
+                let fd = unsafe { BorrowedFd::borrow_raw(s.fd) };
+                PollFd::new(fd, PollFlags::POLLIN)
+            })
             .collect();
         match stop::poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
