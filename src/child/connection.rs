@@ -116,11 +116,7 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
 /// error, so the metrics' sums still add up.
 pub fn unserved(context: &Context) {
     if let Some(tally) = context.tally {
-        tally.record(
-            End::Failed(io::ErrorKind::Other.into()).kind(),
-            0,
-            Duration::ZERO,
-        );
+        tally.record(End::ERROR, 0, Duration::ZERO);
     }
 }
 

@@ -16,8 +16,8 @@
 //! A child gets everything it needs in one `Context`, by value: the `Settings` fixed at startup
 //! (`crate::settings`), its connection number, and the memory it shares with the parent
 //! (`crate::shared`). `--inetd` builds the same context for the one connection it serves. A child
-//! forked for a metrics scrape (`scrape`) undoes the same inheritance, then answers its one
-//! request instead.
+//! forked for a metrics scrape (`scrape`), or the UDP worker (`udp`), undoes the same inheritance
+//! and is confined the same way, then does its own `Job` instead.
 
 pub mod connection;
 pub mod echo;
@@ -138,29 +138,25 @@ pub fn run(job: Job, inherited: Inherited) -> ! {
             // The parent is gone: nobody is left to serve for.
             return 0;
         }
-        let (client, peer, via, context) = match job {
+        match job {
             Job::Echo {
                 client,
                 peer,
                 via,
                 context,
-            } => (client, peer, via, context),
+            } => echo(client, peer, via, context),
             Job::Scrape {
                 client,
                 figures,
                 shared,
                 confine,
-            } => {
-                if let Some(confine) = confine
-                    && confine
-                        .enter(client.as_raw_fd().max(crate::log::fd()))
-                        .is_err()
-                {
-                    return 1;
+            } => match confined(confine, client.as_raw_fd(), "metrics scrape") {
+                true => {
+                    scrape::serve(client.into(), figures, shared);
+                    0
                 }
-                scrape::serve(client.into(), figures, shared);
-                return 0;
-            }
+                false => 1,
+            },
             Job::Udp {
                 sockets,
                 settings,
@@ -172,33 +168,48 @@ pub fn run(job: Job, inherited: Inherited) -> ! {
                 // SAFETY: dup2 onto fd 1 replaces it atomically; nothing holds fd 1 as an object.
                 unsafe { nix::libc::dup2(0, 1) };
                 let highest = sockets.iter().map(|s| s.fd).max().unwrap_or(2);
-                if let Some(confine) = confine
-                    && let Err(err) = confine.enter(highest.max(crate::log::fd()))
-                {
-                    logln!("warning: udp worker: unable to enter the sandbox: {err}");
-                    return 1;
+                match confined(confine, highest, "udp worker") {
+                    true => udp::serve(sockets, settings, counts),
+                    false => 1,
                 }
-                return udp::serve(sockets, settings, counts);
             }
-        };
-        if testhooks::armed(Hook::ChildPanics) {
-            panic!("FORKECHO_DEBUG=child-panics");
         }
-        // A Unix socket inherits no option from its listener: the idle timeout is set here.
-        if let Peer::Unix(_) = peer
-            && let Err(err) =
-                crate::sockopt::connection_options(&client, context.settings.idle_timeout)
-        {
-            logln!("warning: connection from {peer} closed: unable to set its timeouts: {err}");
-            connection::unserved(&context);
-            return 1;
-        }
-        connection::serve(Stream::Socket(client.into()), PeerVia(peer, via), context)
     }))
     .unwrap_or(PANICKED);
     // _exit, not exit: no atexit handlers, no second flush of stdio buffers copied from the parent.
     // SAFETY: _exit ends the process at once; nothing of the child's needs to run after it.
     unsafe { nix::libc::_exit(code) }
+}
+
+/// Serves a client's connection; returns the exit status.
+fn echo(client: Socket, peer: Peer, via: Via, context: Context) -> i32 {
+    if testhooks::armed(Hook::ChildPanics) {
+        panic!("FORKECHO_DEBUG=child-panics");
+    }
+    // A Unix socket inherits no option from its listener: the idle timeout is set here.
+    if let Peer::Unix(_) = peer
+        && let Err(err) = crate::sockopt::connection_options(&client, context.settings.idle_timeout)
+    {
+        logln!("warning: connection from {peer} closed: unable to set its timeouts: {err}");
+        connection::unserved(&context);
+        return 1;
+    }
+    connection::serve(Stream::Socket(client.into()), PeerVia(peer, via), context)
+}
+
+/// Confines a scrape child or the UDP worker (`what`, whose descriptors go up to `highest`) as a
+/// connection's child confines itself in `connection`; false, said, if it cannot be.
+fn confined(confine: Option<Confine>, highest: RawFd, what: &str) -> bool {
+    let Some(confine) = confine else {
+        return true;
+    };
+    match confine.enter(highest.max(crate::log::fd())) {
+        Ok(()) => true,
+        Err(err) => {
+            logln!("warning: {what}: unable to enter the sandbox: {err}");
+            false
+        }
+    }
 }
 
 /// Undoes in the child what belongs to the parent, with the parent's signals still blocked:

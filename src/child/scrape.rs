@@ -50,9 +50,9 @@ pub struct Figures {
 
 /// Answers the one request on `stream` and closes it.
 pub fn serve(mut stream: TcpStream, figures: Figures, shared: &Shared) {
+    // Reads and writes time out after `TIMEOUT`: set on the metrics listener, which its
+    // connections inherit.
     let started = Instant::now();
-    let _ = stream.set_read_timeout(Some(TIMEOUT));
-    let _ = stream.set_write_timeout(Some(TIMEOUT));
     let Some(request) = read_request(&mut stream, started) else {
         return;
     };
@@ -122,12 +122,10 @@ pub fn exposition(figures: &Figures, shared: &Shared) -> String {
         "gauge",
         "The forkecho version serving.",
     );
-    out.sample(
-        concat!(
-            "forkecho_build_info{version=\"",
-            env!("CARGO_PKG_VERSION"),
-            "\"}"
-        ),
+    out.labelled(
+        "forkecho_build_info",
+        "version",
+        env!("CARGO_PKG_VERSION"),
         1,
     );
     out.family(
@@ -136,48 +134,31 @@ pub fn exposition(figures: &Figures, shared: &Shared) -> String {
         "Seconds since the server started.",
     );
     out.sample_f64("forkecho_uptime_seconds", figures.uptime.as_secs_f64());
-    let refused = [
-        ("max-per-ip", figures.refused_per_ip),
-        ("rate-per-ip", figures.rate_limited),
-        ("proxy-error", figures.proxy_errors),
-        ("fork-failed", figures.fork_failures),
-    ];
-    let accepted = figures.admitted + figures.refused_per_ip + figures.rate_limited;
-    out.family(
+    out.counter(
         "forkecho_connections_accepted_total",
-        "counter",
         "Connections accepted from the listeners: served, or closed unserved (refused).",
+        figures.admitted + figures.refused_per_ip + figures.rate_limited + figures.proxy_errors,
     );
-    out.sample(
-        "forkecho_connections_accepted_total",
-        accepted + figures.proxy_errors,
-    );
-    out.family(
+    out.by_label(
         "forkecho_connections_refused_total",
-        "counter",
         "Connections closed unserved, by reason.",
+        "reason",
+        [
+            ("max-per-ip", figures.refused_per_ip),
+            ("rate-per-ip", figures.rate_limited),
+            ("proxy-error", figures.proxy_errors),
+            ("fork-failed", figures.fork_failures),
+        ],
     );
-    for (reason, count) in refused {
-        out.labelled(
-            "forkecho_connections_refused_total",
-            "reason",
-            reason,
-            count,
-        );
-    }
-    out.family(
+    let ended = End::KINDS
+        .iter()
+        .zip(&tally.ended)
+        .map(|(end, n)| (*end, load(n)));
+    out.by_label(
         "forkecho_connections_closed_total",
-        "counter",
         "Connections served and ended, by how they ended (abnormal: the child died first).",
-    );
-    for (end, count) in End::KINDS.iter().zip(&tally.ended) {
-        out.labelled("forkecho_connections_closed_total", "end", end, load(count));
-    }
-    out.labelled(
-        "forkecho_connections_closed_total",
         "end",
-        "abnormal",
-        figures.abnormal,
+        ended.chain([("abnormal", figures.abnormal)]),
     );
     out.family(
         "forkecho_live_connections",
@@ -185,38 +166,35 @@ pub fn exposition(figures: &Figures, shared: &Shared) -> String {
         "Connections being served (children, and connections waiting for a PROXY header).",
     );
     out.sample("forkecho_live_connections", figures.live);
-    out.family(
+    out.by_label(
         "forkecho_faults_total",
-        "counter",
         "Connections each fault acted on.",
+        "fault",
+        Acted::NAMES
+            .iter()
+            .zip(&tally.faults)
+            .map(|(fault, n)| (*fault, load(n))),
     );
-    for (fault, count) in Acted::NAMES.iter().zip(&tally.faults) {
-        out.labelled("forkecho_faults_total", "fault", fault, load(count));
-    }
-    out.family(
+    out.counter(
         "forkecho_echoed_bytes_total",
-        "counter",
         "Bytes echoed to clients (every one of them reached its client).",
+        load(&shared.bytes),
     );
-    out.sample("forkecho_echoed_bytes_total", load(&shared.bytes));
-    out.family(
+    out.counter(
         "forkecho_fork_failures_total",
-        "counter",
         "Children that could not be made (the connection was closed).",
+        figures.fork_failures,
     );
-    out.sample("forkecho_fork_failures_total", figures.fork_failures);
-    out.family(
+    out.counter(
         "forkecho_accept_failures_total",
-        "counter",
         "Failed accepts and polls for want of descriptors or memory (accepting paused).",
+        figures.accept_failures,
     );
-    out.sample("forkecho_accept_failures_total", figures.accept_failures);
-    out.family(
+    out.counter(
         "forkecho_log_lines_dropped_total",
-        "counter",
         "Log lines nobody could write without waiting.",
+        load(&shared.log.total),
     );
-    out.sample("forkecho_log_lines_dropped_total", load(&shared.log.total));
     let name = "forkecho_connection_duration_seconds";
     out.family(
         name,
@@ -245,60 +223,49 @@ pub fn exposition(figures: &Figures, shared: &Shared) -> String {
 fn udp_families(out: &mut Exposition, shared: &Shared, restarts: u64) {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let u = &shared.udp;
-    for (name, help, value) in [
-        (
-            "forkecho_udp_datagrams_received_total",
-            "Datagrams the UDP worker received.",
-            load(&u.received),
-        ),
-        (
-            "forkecho_udp_datagrams_echoed_total",
-            "Answers sent (a duplicated datagram counts twice).",
-            load(&u.echoed),
-        ),
-        (
-            "forkecho_udp_echoed_bytes_total",
-            "Bytes of the answers sent.",
-            load(&u.bytes),
-        ),
-        (
-            "forkecho_udp_worker_restarts_total",
-            "Times the UDP worker was forked anew after it died.",
-            restarts,
-        ),
-    ] {
-        out.family(name, "counter", help);
-        out.sample(name, value);
-    }
-    let dropped = "forkecho_udp_datagrams_dropped_total";
-    out.family(
-        dropped,
-        "counter",
+    out.counter(
+        "forkecho_udp_datagrams_received_total",
+        "Datagrams the UDP worker received.",
+        load(&u.received),
+    );
+    out.counter(
+        "forkecho_udp_datagrams_echoed_total",
+        "Answers sent (a duplicated datagram counts twice).",
+        load(&u.echoed),
+    );
+    out.counter(
+        "forkecho_udp_echoed_bytes_total",
+        "Bytes of the answers sent.",
+        load(&u.bytes),
+    );
+    out.counter(
+        "forkecho_udp_worker_restarts_total",
+        "Times the UDP worker was forked anew after it died.",
+        restarts,
+    );
+    out.by_label(
+        "forkecho_udp_datagrams_dropped_total",
         "Datagrams never answered, by reason (the guards, --loss, a refused send).",
+        "reason",
+        [
+            ("truncated", load(&u.truncated)),
+            ("source-port", load(&u.source_port)),
+            ("broadcast", load(&u.broadcast)),
+            ("rate-per-ip", load(&u.rate_limited)),
+            ("lost", load(&u.lost)),
+            ("send-failed", load(&u.send_failed)),
+        ],
     );
-    for (reason, counter) in [
-        ("truncated", &u.truncated),
-        ("source-port", &u.source_port),
-        ("broadcast", &u.broadcast),
-        ("rate-per-ip", &u.rate_limited),
-        ("lost", &u.lost),
-        ("send-failed", &u.send_failed),
-    ] {
-        out.labelled(dropped, "reason", reason, load(counter));
-    }
-    let faults = "forkecho_udp_faults_total";
-    out.family(
-        faults,
-        "counter",
+    out.by_label(
+        "forkecho_udp_faults_total",
         "Datagrams the other datagram faults acted on.",
+        "fault",
+        [
+            ("duplicate", load(&u.duplicated)),
+            ("reorder", load(&u.reordered)),
+            ("corrupt", load(&u.corrupted)),
+        ],
     );
-    for (fault, counter) in [
-        ("duplicate", &u.duplicated),
-        ("reorder", &u.reordered),
-        ("corrupt", &u.corrupted),
-    ] {
-        out.labelled(faults, "fault", fault, load(counter));
-    }
 }
 
 /// The text format, line by line.
@@ -320,6 +287,26 @@ impl Exposition {
     /// A sample with one label, whose value is one of ours (no quotes or backslashes to escape).
     fn labelled(&mut self, name: &str, label: &str, value: &str, count: u64) {
         let _ = writeln!(self.0, "{name}{{{label}=\"{value}\"}} {count}");
+    }
+
+    /// A counter family of one sample.
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, value);
+    }
+
+    /// A counter family with one sample per value of `label`.
+    fn by_label<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        samples: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.family(name, "counter", help);
+        for (value, count) in samples {
+            self.labelled(name, label, value, count);
+        }
     }
 }
 

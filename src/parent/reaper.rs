@@ -142,15 +142,15 @@ impl Parent {
             logln!("warning: reaped a child that was not in the table pid={pid}");
             return;
         };
+        // waitpid without WUNTRACED/WCONTINUED reports only exits and deaths; anything else is
+        // taken for a plain exit.
+        let ending = match WaitStatus::from_raw(pid, status) {
+            Ok(WaitStatus::Signaled(_, signal, core)) => Ending::Killed(signal, core),
+            Ok(WaitStatus::Exited(_, code)) => Ending::Exited(code),
+            _ => Ending::Exited(0),
+        };
         if child.role == Role::Udp && !state.stopping {
-            let how = match WaitStatus::from_raw(pid, status) {
-                Ok(WaitStatus::Signaled(_, signal, _)) => {
-                    format!("killed signal={}", signal.as_str())
-                }
-                Ok(WaitStatus::Exited(_, code)) => format!("exited status={code}"),
-                _ => "ended".to_string(),
-            };
-            self.udp_worker_died(pid, &how);
+            self.udp_worker_died(pid, ending);
             return;
         }
         if child.role == Role::Client {
@@ -158,31 +158,39 @@ impl Parent {
             state.admission.closed(child.peer);
             // A child that exits 0 or 1 has counted its connection (`crate::shared::Tally`);
             // one that died otherwise has not.
-            if !matches!(
-                WaitStatus::from_raw(pid, status),
-                Ok(WaitStatus::Exited(_, 0 | 1))
-            ) {
+            if !matches!(ending, Ending::Exited(0 | 1)) {
                 state.counts.abnormal += 1;
             }
         }
-        let peer = child.peer;
-        let lived = Secs(child.since.elapsed());
-        match WaitStatus::from_raw(pid, status) {
-            Ok(WaitStatus::Exited(_, 0)) => {}
-            Ok(WaitStatus::Exited(_, code)) => {
-                logln!("child pid={pid} peer={peer} exited status={code} after={lived}");
-            }
+        match ending {
+            Ending::Exited(0) => {}
             // At shutdown we sent it ourselves; the summary line counts them.
-            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) if state.stopping => {}
-            Ok(WaitStatus::Signaled(_, signal, core)) => {
-                let core = if core { " core-dumped" } else { "" };
-                logln!(
-                    "child pid={pid} peer={peer} killed signal={}{core} after={lived}",
-                    signal.as_str()
-                );
+            Ending::Killed(Signal::SIGKILL, _) if state.stopping => {}
+            _ => logln!(
+                "child pid={pid} peer={} {ending} after={}",
+                child.peer,
+                Secs(child.since.elapsed())
+            ),
+        }
+    }
+}
+
+/// How a child ended, as its log line says it: `exited status=N`, or `killed signal=NAME` (with
+/// ` core-dumped` if it did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Killed(Signal, bool),
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Exited(code) => write!(f, "exited status={code}"),
+            Ending::Killed(signal, core) => {
+                let core = if *core { " core-dumped" } else { "" };
+                write!(f, "killed signal={}{core}", signal.as_str())
             }
-            // waitpid without WUNTRACED/WCONTINUED reports only exits and deaths.
-            _ => {}
         }
     }
 }

@@ -83,7 +83,7 @@ impl Parent {
     }
 
     /// The worker `pid` died while serving: a new one after the backoff.
-    pub(super) fn udp_worker_died(&mut self, pid: Pid, how: &str) {
+    pub(super) fn udp_worker_died(&mut self, pid: Pid, how: impl std::fmt::Display) {
         let now = Instant::now();
         let supervision = &mut self.state.udp;
         if now.duration_since(supervision.started) >= STEADY {
@@ -109,7 +109,7 @@ impl Parent {
                 logln!("udp worker restarted pid={pid}");
             }
             Ok(None) => {}
-            Err(err) => self.udp_worker_died(Pid::from_raw(0), &format!("not forked ({err})")),
+            Err(err) => self.udp_worker_died(Pid::from_raw(0), format!("not forked ({err})")),
         }
     }
 }

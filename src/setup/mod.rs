@@ -33,7 +33,8 @@ use harness::Harness;
 use listener::Listener;
 use privileges::Identity;
 
-/// The most listening sockets one forkecho serves (the parent's loop tracks them in a 64-bit set).
+/// The most listening sockets (or UDP sockets) one forkecho serves (the parent's loop and the UDP
+/// worker track them in 64-bit sets).
 pub const MAX_LISTENERS: usize = 64;
 
 /// How the listeners are found or made, and who serves from them.
@@ -122,10 +123,11 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
             (listeners, datagrams, true)
         }
     };
+    // The parent's loop and the UDP worker track their sockets in 64-bit sets.
+    let most = listeners.len().max(udp.len());
     anyhow::ensure!(
-        listeners.len() <= MAX_LISTENERS,
-        "{} listening sockets: forkecho serves at most {MAX_LISTENERS}",
-        listeners.len()
+        most <= MAX_LISTENERS,
+        "{most} listening sockets: forkecho serves at most {MAX_LISTENERS}"
     );
     for listener in &listeners {
         if listener.is_unix() {

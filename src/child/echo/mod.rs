@@ -80,6 +80,9 @@ impl End {
         "error",
     ];
 
+    /// `kind` of every `Failed` end.
+    pub const ERROR: usize = 8;
+
     /// This end's index in `KINDS`.
     pub fn kind(&self) -> usize {
         match self {
@@ -91,7 +94,7 @@ impl End {
             End::MaxDuration => 5,
             End::CloseAfter => 6,
             End::ResetAfter => 7,
-            End::Failed(_) => 8,
+            End::Failed(_) => End::ERROR,
         }
     }
 

@@ -73,7 +73,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8], wait: bool, info: bool) -> io::Result<Rec
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let (mut flags, mut control_len) = (0, 0);
+    let mut control_len = 0;
     // try_init hands a zeroed address buffer and its length to fill; recvmsg writes at most that
     // much address, and into `iov` and `control`, which outlive the call.
     // SAFETY: as above: every buffer recvmsg writes is ours, alive and of the length it is told.
@@ -91,24 +91,33 @@ pub fn recv(fd: RawFd, buf: &mut [u8], wait: bool, info: bool) -> io::Result<Rec
                 return Err(io::Error::last_os_error());
             }
             *storage_len = msg.msg_namelen;
-            flags = msg.msg_flags;
             control_len = msg.msg_controllen as usize;
             Ok(n as usize)
         })
     }?;
+    received(len, &addr, buf.len(), packet_info(&control, control_len))
+}
+
+/// A datagram of real length `len` (MSG_TRUNC makes both calls return it, so a length beyond the
+/// buffer is a truncation) from `addr`.
+fn received(
+    len: usize,
+    addr: &SockAddr,
+    room: usize,
+    local: Option<Local>,
+) -> io::Result<Received> {
     let from = addr
         .as_socket()
         .ok_or_else(|| io::Error::other("a datagram from no IP address"))?;
     Ok(Received {
         len,
         from,
-        local: packet_info(&control, control_len),
-        truncated: flags & libc::MSG_TRUNC != 0,
+        local,
+        truncated: len > room,
     })
 }
 
-/// recvfrom(2), with MSG_TRUNC among `flags`: the datagram's real length comes back, so a
-/// length beyond the buffer is a truncation.
+/// recvfrom(2), with MSG_TRUNC among `flags`.
 fn recv_plain(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Received> {
     // recvfrom writes at most `buf.len()` bytes into `buf` and at most the given length of
     // address into the zeroed storage try_init hands over.
@@ -129,15 +138,7 @@ fn recv_plain(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Recei
             }
         })
     }?;
-    let from = addr
-        .as_socket()
-        .ok_or_else(|| io::Error::other("a datagram from no IP address"))?;
-    Ok(Received {
-        len,
-        from,
-        local: None,
-        truncated: len > buf.len(),
-    })
+    received(len, &addr, buf.len(), None)
 }
 
 /// The packet info among the control messages: IP_PKTINFO if there is one (it names the answer

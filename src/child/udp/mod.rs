@@ -126,10 +126,13 @@ pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
                 return 1;
             }
         }
-        let ready: Vec<bool> = fds.iter().map(|fd| fd.any().unwrap_or(false)).collect();
+        // Which sockets are readable, as a bit set (at most 64: one per listener).
+        let ready = (fds.iter().enumerate())
+            .filter(|(_, fd)| fd.any().unwrap_or(false))
+            .fold(0u64, |bits, (i, _)| bits | 1 << i);
         drop(fds);
-        for (socket, ready) in sockets.iter().zip(ready) {
-            if ready {
+        for (i, socket) in sockets.iter().enumerate() {
+            if ready & (1 << i) != 0 {
                 worker.drain(socket);
             }
         }
@@ -239,7 +242,7 @@ impl<'a> Worker<'a> {
         add(&counts.received, 1);
         self.number += 1;
         let from = canonical(received.from);
-        let local = received.local.filter(|_| socket.wildcard);
+        let local = received.local;
         let dropped = if received.truncated {
             Some(&counts.truncated)
         } else if REFLECTING_PORTS
