@@ -60,6 +60,27 @@ pub struct UdpCounts {
     pub send_failed: AtomicU64,
 }
 
+impl UdpCounts {
+    /// Every count, by the name the `stats` line gives it after `udp-`.
+    pub fn named(&self) -> [(&'static str, u64); 12] {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        [
+            ("received", load(&self.received)),
+            ("echoed", load(&self.echoed)),
+            ("bytes", load(&self.bytes)),
+            ("truncated", load(&self.truncated)),
+            ("source-port", load(&self.source_port)),
+            ("broadcast", load(&self.broadcast)),
+            ("rate-limited", load(&self.rate_limited)),
+            ("lost", load(&self.lost)),
+            ("duplicated", load(&self.duplicated)),
+            ("reordered", load(&self.reordered)),
+            ("corrupted", load(&self.corrupted)),
+            ("send-failed", load(&self.send_failed)),
+        ]
+    }
+}
+
 /// The end kinds a child tallies (`child::echo::End::KINDS`).
 pub const END_KINDS: usize = 9;
 /// The faults a child tallies (`faults::Acted::NAMES`).

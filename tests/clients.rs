@@ -4,30 +4,11 @@
 //! runs these with `cargo test -- --ignored`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use crate::util::{
-    DEADLINE, Server, assert_same_bytes, have_ipv6, output_within_deadline, pattern,
-};
-
-/// Runs `program args`, feeding `input` on stdin then closing it, and returns its output; fails
-/// the test if it has not finished within the deadline.
-fn run_client(program: &str, args: &[&str], input: Vec<u8>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {program} (is it installed?): {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    output_within_deadline(child, &format!("{program} {args:?}"))
-}
+use crate::util::{DEADLINE, Server, assert_same_bytes, have_ipv6, pattern, run_client};
 
 fn binary_payload() -> Vec<u8> {
     let mut data: Vec<u8> = (0..=255u8).collect();

@@ -3,12 +3,12 @@
 //! per-datagram faults with a seed, and the real clients (nc -u, socat, Python).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{DEADLINE, Server, event, field, output_within_deadline, pattern};
+use crate::util::{DEADLINE, Server, event, field, pattern, run_client};
 
 /// A client socket on loopback that gives up after `wait`.
 fn client(wait: Duration) -> UdpSocket {
@@ -368,16 +368,9 @@ fn nc_u_socat_and_python_get_their_datagrams_back() {
         ),
     ];
     for (program, args) in runs {
-        let mut child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {program}: {e}"));
         let line = format!("hello from {program}\n");
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), line.as_bytes()).unwrap();
-        let out = output_within_deadline(child, program);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_client(program, &args, line.clone().into_bytes());
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             line,
@@ -388,12 +381,7 @@ fn nc_u_socat_and_python_get_their_datagrams_back() {
 
 #[test]
 fn the_worker_serves_as_the_user_privileges_were_dropped_to() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: --user needs root");
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
-        eprintln!("skipped: this host has no user 'nobody'");
+    let Some(nobody) = crate::util::nobody() else {
         return;
     };
     let server = Server::start(&["--udp-only", "--user", "nobody"]);

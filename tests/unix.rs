@@ -8,41 +8,15 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    DEADLINE, Server, assert_same_bytes, binary, event, field, output_within_deadline, pattern,
-    round_trip, run_to_completion,
+    DEADLINE, Scratch, Server, assert_same_bytes, binary, event, fails_to_start, field, pattern,
+    round_trip, run_client, run_to_completion,
 };
-
-/// A directory of the test's own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(what: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fe-unix-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn bind(&self, name: &str) -> String {
-        format!("unix:{}", self.path(name).display())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn connect(path: &Path) -> UnixStream {
     let stream = UnixStream::connect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -72,21 +46,11 @@ fn echo(mut stream: UnixStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
-fn fails_to_start(args: &[&str]) -> String {
-    let mut command = Command::new(binary());
-    command.args(args);
-    let out = run_to_completion(command);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(out.stdout.is_empty(), "no readiness line: {stderr}");
-    stderr
-}
-
 #[test]
 fn a_unix_socket_is_served_beside_an_ip_listener_and_names_its_client_by_credentials() {
-    let dir = Scratch::new("beside");
+    let dir = Scratch::new("unix-beside");
     let sock = dir.path("fe.sock");
-    let server = Server::start(&["-b", "127.0.0.1", "-b", &dir.bind("fe.sock")]);
+    let server = Server::start(&["-b", "127.0.0.1", "-b", &dir.unix("fe.sock")]);
     assert_eq!(server.unix, [format!("unix:{}", sock.display())]);
     assert!(
         std::fs::symlink_metadata(&sock)
@@ -114,9 +78,9 @@ fn a_unix_socket_is_served_beside_an_ip_listener_and_names_its_client_by_credent
 
 #[test]
 fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_start_to_replace() {
-    let dir = Scratch::new("stop");
+    let dir = Scratch::new("unix-stop");
     let sock = dir.path("fe.sock");
-    let mut server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    let mut server = Server::start(&["-b", &dir.unix("fe.sock")]);
     assert!(
         server.addrs.is_empty(),
         "no IP listener: {:?}",
@@ -129,7 +93,7 @@ fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_s
         "removed at a clean stop (under the sandbox)"
     );
 
-    let server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    let server = Server::start(&["-b", &dir.unix("fe.sock")]);
     server.signal(Signal::SIGKILL);
     crate::util::eventually("the killed server to be gone", DEADLINE, || {
         UnixStream::connect(&sock).is_err()
@@ -137,7 +101,7 @@ fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_s
     assert!(sock.exists(), "a killed server cannot remove its file");
     drop(server);
     // A socket nobody listens on: stale, replaced, and said so.
-    let server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    let server = Server::start(&["-b", &dir.unix("fe.sock")]);
     assert_eq!(echo(connect(&sock), b"again"), b"again");
     server.wait_for_line("the replacement line", |l| {
         l.contains(&format!(
@@ -149,10 +113,10 @@ fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_s
 
 #[test]
 fn a_live_socket_is_never_stolen_and_other_files_are_never_replaced() {
-    let dir = Scratch::new("live");
+    let dir = Scratch::new("unix-live");
     let sock = dir.path("taken.sock");
     let other = UnixListener::bind(&sock).unwrap();
-    let stderr = fails_to_start(&["-b", &dir.bind("taken.sock")]);
+    let stderr = fails_to_start(&["-b", &dir.unix("taken.sock")]);
     assert!(
         stderr.contains(&format!("unable to bind unix:{}", sock.display()))
             && stderr.contains("another server is listening on it"),
@@ -164,7 +128,7 @@ fn a_live_socket_is_never_stolen_and_other_files_are_never_replaced() {
 
     let file = dir.path("notes.txt");
     std::fs::write(&file, "keep me").unwrap();
-    let stderr = fails_to_start(&["-b", &dir.bind("notes.txt")]);
+    let stderr = fails_to_start(&["-b", &dir.unix("notes.txt")]);
     assert!(stderr.contains("exists and is not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 
@@ -178,17 +142,17 @@ fn a_live_socket_is_never_stolen_and_other_files_are_never_replaced() {
 
 #[test]
 fn an_ip_listener_that_fails_leaves_no_socket_file_behind() {
-    let dir = Scratch::new("unwind");
+    let dir = Scratch::new("unix-unwind");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     // The Unix listener is bound first here only if forkecho got the order wrong; either way no
     // file may stay.
-    let stderr = fails_to_start(&["-p", &port, "-b", &dir.bind("fe.sock"), "-b", "127.0.0.1"]);
+    let stderr = fails_to_start(&["-p", &port, "-b", &dir.unix("fe.sock"), "-b", "127.0.0.1"]);
     assert!(stderr.contains("Address already in use"), "{stderr}");
     assert!(!dir.path("fe.sock").exists());
     // And a failure after the Unix listener is bound (here --proxy-protocol, which Unix sockets do
     // not take) removes the file it made.
-    let stderr = fails_to_start(&["-b", &dir.bind("fe.sock"), "--proxy-protocol"]);
+    let stderr = fails_to_start(&["-b", &dir.unix("fe.sock"), "--proxy-protocol"]);
     assert!(
         stderr.contains("--proxy-protocol is for IP listeners"),
         "{stderr}"
@@ -198,10 +162,10 @@ fn an_ip_listener_that_fails_leaves_no_socket_file_behind() {
 
 #[test]
 fn the_mode_comes_from_the_umask_or_exactly_from_unix_mode() {
-    let dir = Scratch::new("mode");
+    let dir = Scratch::new("unix-mode");
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
     let mut command = Command::new(binary());
-    command.args(["-b", &dir.bind("umask.sock")]);
+    command.args(["-b", &dir.unix("umask.sock")]);
     // SAFETY: umask is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -212,12 +176,12 @@ fn the_mode_comes_from_the_umask_or_exactly_from_unix_mode() {
     let server = Server::spawn(command);
     assert_eq!(mode(&dir.path("umask.sock")), 0o750);
     drop(server);
-    let server = Server::start(&["-b", &dir.bind("exact.sock"), "--unix-mode", "0660"]);
+    let server = Server::start(&["-b", &dir.unix("exact.sock"), "--unix-mode", "0660"]);
     assert_eq!(mode(&dir.path("exact.sock")), 0o660);
     assert_eq!(echo(connect(&dir.path("exact.sock")), b"rw"), b"rw");
     drop(server);
     let mut command = Command::new(binary());
-    command.args(["-b", &dir.bind("bad.sock"), "--unix-mode", "0888"]);
+    command.args(["-b", &dir.unix("bad.sock"), "--unix-mode", "0888"]);
     let out = run_to_completion(command);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
@@ -244,9 +208,9 @@ fn an_abstract_name_is_served_and_has_no_file() {
 
 #[test]
 fn max_per_ip_and_rate_per_ip_count_unix_clients_per_user() {
-    let dir = Scratch::new("peruser");
+    let dir = Scratch::new("unix-peruser");
     let sock = dir.path("fe.sock");
-    let server = Server::start(&["-b", &dir.bind("fe.sock"), "--max-per-ip", "1"]);
+    let server = Server::start(&["-b", &dir.unix("fe.sock"), "--max-per-ip", "1"]);
     let mut first = connect(&sock);
     assert_eq!(round_trip_unix(&mut first, b"one"), b"one");
     // The same user again, from another process even (this one): refused at once.
@@ -264,7 +228,7 @@ fn max_per_ip_and_rate_per_ip_count_unix_clients_per_user() {
     assert_eq!(field(&refused, "reason"), Some("max-per-ip"), "{refused}");
     drop(server);
 
-    let server = Server::start(&["-b", &dir.bind("rate.sock"), "--rate-per-ip", "1/60"]);
+    let server = Server::start(&["-b", &dir.unix("rate.sock"), "--rate-per-ip", "1/60"]);
     let sock = dir.path("rate.sock");
     assert_eq!(echo(connect(&sock), b"in"), b"in");
     let mut over = connect(&sock);
@@ -291,9 +255,9 @@ fn round_trip_unix(stream: &mut UnixStream, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn faults_apply_to_unix_connections_and_the_idle_timeout_holds() {
-    let dir = Scratch::new("faults");
+    let dir = Scratch::new("unix-faults");
     let sock = dir.path("fe.sock");
-    let server = Server::start(&["-b", &dir.bind("fe.sock"), "--close-after", "5"]);
+    let server = Server::start(&["-b", &dir.unix("fe.sock"), "--close-after", "5"]);
     let back = echo(connect(&sock), b"0123456789");
     assert_eq!(back, b"01234", "closed after five bytes");
     let close = server.wait_for_line("the close line", |l| event(l) == Some("close"));
@@ -301,7 +265,7 @@ fn faults_apply_to_unix_connections_and_the_idle_timeout_holds() {
     drop(server);
 
     // A Unix socket copies no timeout from its listener: the child sets its own.
-    let server = Server::start(&["-b", &dir.bind("idle.sock"), "--idle-timeout", "0.2"]);
+    let server = Server::start(&["-b", &dir.unix("idle.sock"), "--idle-timeout", "0.2"]);
     let mut idle = connect(&dir.path("idle.sock"));
     let mut buf = [0u8; 4];
     assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed for idling");
@@ -311,8 +275,8 @@ fn faults_apply_to_unix_connections_and_the_idle_timeout_holds() {
 
 #[test]
 fn json_logs_name_unix_peers_as_strings() {
-    let dir = Scratch::new("json");
-    let server = Server::start(&["-b", &dir.bind("fe.sock"), "--log-format", "json"]);
+    let dir = Scratch::new("unix-json");
+    let server = Server::start(&["-b", &dir.unix("fe.sock"), "--log-format", "json"]);
     assert_eq!(echo(connect(&dir.path("fe.sock")), b"j"), b"j");
     let line = server.wait_for_line("the close object", |l| l.contains("\"close\""));
     let object: serde_json::Value = serde_json::from_str(line.trim()).expect(&line);
@@ -321,8 +285,8 @@ fn json_logs_name_unix_peers_as_strings() {
 
 #[test]
 fn ping_probes_a_unix_socket_and_fails_on_a_missing_one() {
-    let dir = Scratch::new("ping");
-    let sock = dir.bind("fe.sock");
+    let dir = Scratch::new("unix-ping");
+    let sock = dir.unix("fe.sock");
     let _server = Server::start(&["-b", &sock]);
     let mut command = Command::new(binary());
     command.args(["ping", "-c", "2", "-i", "0.05", &sock]);
@@ -334,7 +298,7 @@ fn ping_probes_a_unix_socket_and_fails_on_a_missing_one() {
         "{stdout}"
     );
     let mut command = Command::new(binary());
-    command.args(["ping", "-c", "1", &dir.bind("none.sock")]);
+    command.args(["ping", "-c", "1", &dir.unix("none.sock")]);
     let out = run_to_completion(command);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 lost"));
@@ -342,11 +306,11 @@ fn ping_probes_a_unix_socket_and_fails_on_a_missing_one() {
 
 #[test]
 fn port_file_needs_an_ip_listener() {
-    let dir = Scratch::new("portfile");
+    let dir = Scratch::new("unix-portfile");
     let port_file = dir.path("port");
     let stderr = fails_to_start(&[
         "-b",
-        &dir.bind("fe.sock"),
+        &dir.unix("fe.sock"),
         "--port-file",
         port_file.to_str().unwrap(),
     ]);
@@ -359,20 +323,15 @@ fn port_file_needs_an_ip_listener() {
 
 #[test]
 fn with_user_the_socket_file_belongs_to_that_user() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: --user needs root");
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
-        eprintln!("skipped: this host has no user 'nobody'");
+    let Some(nobody) = crate::util::nobody() else {
         return;
     };
-    let dir = Scratch::new("user");
+    let dir = Scratch::new("unix-user");
     // nobody must reach the file through the directory to connect, and removes nothing but
     // its own file in it.
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let sock = dir.path("fe.sock");
-    let mut server = Server::start(&["-b", &dir.bind("fe.sock"), "--user", "nobody"]);
+    let mut server = Server::start(&["-b", &dir.unix("fe.sock"), "--user", "nobody"]);
     let meta = std::fs::symlink_metadata(&sock).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
@@ -387,9 +346,9 @@ fn with_user_the_socket_file_belongs_to_that_user() {
 #[test]
 #[ignore = "needs nc (netcat-openbsd) and socat"]
 fn nc_u_and_socat_unix_connect_get_their_bytes_back() {
-    let dir = Scratch::new("clients");
+    let dir = Scratch::new("unix-clients");
     let sock = dir.path("fe.sock");
-    let _server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    let _server = Server::start(&["-b", &dir.unix("fe.sock")]);
     let data = pattern(5, 200_000);
     for (program, args) in [
         ("nc", vec!["-N", "-U", sock.to_str().unwrap()]),
@@ -398,18 +357,7 @@ fn nc_u_and_socat_unix_connect_get_their_bytes_back() {
             vec!["-t", "5", "-", &format!("UNIX-CONNECT:{}", sock.display())],
         ),
     ] {
-        let mut client = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {program}: {e}"));
-        let mut stdin = client.stdin.take().unwrap();
-        let sent = data.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(&sent).unwrap());
-        let out = output_within_deadline(client, program);
-        writer.join().unwrap();
+        let out = run_client(program, &args, data.clone());
         assert_same_bytes(&out.stdout, &data);
     }
 }
@@ -417,9 +365,9 @@ fn nc_u_and_socat_unix_connect_get_their_bytes_back() {
 #[test]
 #[ignore = "needs python3"]
 fn python_talks_to_the_unix_socket() {
-    let dir = Scratch::new("python");
+    let dir = Scratch::new("unix-python");
     let sock = dir.path("fe.sock");
-    let _server = Server::start(&["-b", &dir.bind("fe.sock")]);
+    let _server = Server::start(&["-b", &dir.unix("fe.sock")]);
     let script = "import socket, sys\n\
         s = socket.socket(socket.AF_UNIX)\n\
         s.connect(sys.argv[1])\n\
@@ -435,7 +383,7 @@ fn python_talks_to_the_unix_socket() {
 #[test]
 #[ignore = "needs systemd-socket-activate (package systemd)"]
 fn systemd_socket_activate_passes_a_unix_socket_whose_file_forkecho_leaves_alone() {
-    let dir = Scratch::new("activate");
+    let dir = Scratch::new("unix-activate");
     let sock = dir.path("fe.sock");
     let mut command = Command::new("systemd-socket-activate");
     command.args(["-l", sock.to_str().unwrap(), binary()]);

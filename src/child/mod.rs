@@ -120,7 +120,7 @@ pub struct Inherited {
     /// listener).
     pub listeners: &'static [RawFd],
     /// The UDP sockets, which only the UDP worker keeps.
-    pub udp: &'static [RawFd],
+    pub udp: &'static [udp::Bound],
     /// The signal mask from before the parent blocked its handled signals for the fork.
     pub mask: SigSet,
     /// The parent's pid, to notice a parent that died before the child asked to follow it.
@@ -224,7 +224,8 @@ fn after_fork(socket: RawFd, inherited: &Inherited, keep_udp: bool) -> bool {
     // sigprocmask fails only for an invalid `how`, which is a constant here.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&inherited.mask), None);
     let udp = if keep_udp { &[][..] } else { inherited.udp };
-    for &fd in inherited.fds.iter().chain(inherited.listeners).chain(udp) {
+    let fds = inherited.fds.iter().chain(inherited.listeners).copied();
+    for fd in fds.chain(udp.iter().map(|socket| socket.fd)) {
         // The fds belong to the parent's objects, which the child never uses: it never returns
         // into the parent's code.
         // SAFETY: nothing in the child refers to these fd numbers after this close.

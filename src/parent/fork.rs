@@ -95,7 +95,7 @@ impl Parent {
         let inherited = Inherited {
             fds: self.inherited_fds(),
             listeners: self.listener_fds,
-            udp: self.udp_fds,
+            udp: self.udp.as_ref().map_or(&[], |udp| udp.bound),
             mask: blocked.previous(),
             parent: self.pid,
         };

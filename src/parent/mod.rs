@@ -99,10 +99,9 @@ pub struct Parent {
     /// Their fds, the metrics listener's, and the directories of their socket files, which
     /// every child closes.
     listener_fds: &'static [RawFd],
-    /// With `--udp`: the UDP sockets and how the worker serves them.
+    /// With `--udp`: the UDP sockets (which every child but the worker closes) and how the
+    /// worker serves them.
     udp: Option<udp::UdpService>,
-    /// The UDP sockets' fds, which every child but the worker closes.
-    udp_fds: &'static [RawFd],
     wakeup: Wakeup,
     /// What every child gets, by value (its `serial` set for each).
     child: child::Context,
@@ -198,7 +197,6 @@ impl Parent {
             .map(Listener::raw_fd)
             .chain(socket_dirs);
         let listener_fds = listener_fds.collect::<Vec<_>>();
-        let udp_fds: Vec<RawFd> = udp_sockets.iter().map(|s| s.bound().fd).collect();
         let udp = ours
             .udp
             .filter(|_| !udp_sockets.is_empty())
@@ -212,7 +210,6 @@ impl Parent {
             });
         Ok(Parent {
             udp,
-            udp_fds: Vec::leak(udp_fds),
             listener_fds: Vec::leak(listener_fds),
             listeners,
             wakeup,

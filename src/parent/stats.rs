@@ -63,7 +63,6 @@ impl Snapshot {
         started: Instant,
         udp: bool,
     ) -> Snapshot {
-        let u = &shared.udp;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
         Snapshot {
             live,
@@ -72,21 +71,9 @@ impl Snapshot {
             log_dropped: load(&shared.log.total),
             uptime: started.elapsed(),
             udp: udp.then(|| {
-                [
-                    ("received", load(&u.received)),
-                    ("echoed", load(&u.echoed)),
-                    ("bytes", load(&u.bytes)),
-                    ("truncated", load(&u.truncated)),
-                    ("source-port", load(&u.source_port)),
-                    ("broadcast", load(&u.broadcast)),
-                    ("rate-limited", load(&u.rate_limited)),
-                    ("lost", load(&u.lost)),
-                    ("duplicated", load(&u.duplicated)),
-                    ("reordered", load(&u.reordered)),
-                    ("corrupted", load(&u.corrupted)),
-                    ("send-failed", load(&u.send_failed)),
-                    ("restarts", counts.udp_restarts),
-                ]
+                let mut all = [("restarts", counts.udp_restarts); 13];
+                all[..12].copy_from_slice(&shared.udp.named());
+                all
             }),
         }
     }

@@ -71,7 +71,7 @@ pub struct Settings {
 
 /// How often binding several addresses on a port the kernel picks is tried afresh when the
 /// port turns out taken on a later address.
-const PICK_TRIES: usize = 8;
+pub(super) const PICK_TRIES: usize = 8;
 
 impl Listener {
     /// Binds every address `binds` stands for (the dual-stack default when it is empty) and

@@ -210,7 +210,7 @@ fn bind_both(
             "--udp needs an IP address to bind, not only unix:"
         );
         match udp::bind(&addrs) {
-            Err(err) if port == 0 && attempt < 8 && listener::in_use(&err) => {}
+            Err(err) if port == 0 && attempt < listener::PICK_TRIES && listener::in_use(&err) => {}
             result => return Ok((listeners, result?)),
         }
     }

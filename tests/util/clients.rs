@@ -1,10 +1,12 @@
-//! Clients: connecting with timeouts, round trips, whole echoes, free ports.
+//! Clients: connecting with timeouts, round trips, whole echoes, free ports, and real client
+//! programs fed on stdin.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 
-use super::{DEADLINE, eventually};
+use super::{DEADLINE, eventually, output_within_deadline};
 
 /// A loopback port that was free a moment ago, for programs that cannot bind port 0 and say
 /// which port they got.
@@ -63,4 +65,21 @@ pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
 /// Whether this host can use IPv6 on loopback.
 pub fn have_ipv6() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Runs `program args`, feeding `input` on stdin then closing it, and returns its output; fails
+/// the test if it has not finished within the deadline.
+pub fn run_client(program: &str, args: &[&str], input: Vec<u8>) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program} (is it installed?): {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    output_within_deadline(child, &format!("{program} {args:?}"))
 }

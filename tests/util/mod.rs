@@ -10,12 +10,14 @@ pub mod logs;
 pub mod netns;
 pub mod payload;
 pub mod procfs;
+pub mod scratch;
 pub mod server;
 
 pub use clients::*;
 pub use logs::*;
 pub use payload::*;
 pub use procfs::{children_of_pid as children_of, process_state, start_time};
+pub use scratch::Scratch;
 pub use server::Server;
 
 use std::process::{Child, Command, Output, Stdio};
@@ -31,6 +33,20 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_forkecho")
+}
+
+/// The user `nobody`, for the tests of `--user`: None, and the test says it is skipped, when
+/// this process is not root or the host has no such user.
+pub fn nobody() -> Option<nix::unistd::User> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: dropping privileges needs root");
+        return None;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap();
+    if nobody.is_none() {
+        eprintln!("skipped: this host has no user 'nobody'");
+    }
+    nobody
 }
 
 /// Calls `check` until it returns true; panics naming `what` after `within`.
@@ -54,6 +70,18 @@ pub fn run_to_completion(mut command: Command) -> Output {
         .spawn()
         .expect("spawn forkecho");
     output_within_deadline(child, "forkecho")
+}
+
+/// Runs forkecho with `args`, which must fail to start: exit status 1, no readiness line. Returns
+/// its stderr.
+pub fn fails_to_start(args: &[&str]) -> String {
+    let mut command = Command::new(binary());
+    command.args(args);
+    let out = run_to_completion(command);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "no readiness line: {stderr}");
+    stderr
 }
 
 /// Waits for `child` (forkecho, or a client or launcher started by a test) to exit and returns
