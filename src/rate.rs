@@ -18,15 +18,14 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
-
-use crate::groups::Key;
 use std::ptr::NonNull;
 use std::time::Instant;
 
 use crate::cli::Rate;
+use crate::groups::Key;
 use crate::memory;
 
-/// Slots in the table: 16 384 groups being remembered at once, 512 KiB of address space,
+/// Slots in the table: 16 384 groups being remembered at once, 768 KiB of address space,
 /// touched only where groups land.
 pub const SLOTS: usize = 16_384;
 /// How many slots from its hash a group may sit in.
@@ -136,6 +135,8 @@ impl Drop for RateTable {
         unsafe { memory::unmap(self.slots.cast(), SLOTS * size_of::<Slot>()) };
     }
 }
+
+const _: () = assert!(SLOTS * size_of::<Slot>() == 768 * 1024);
 
 #[cfg(test)]
 mod tests {

@@ -81,6 +81,13 @@ pub enum Bind {
     Abstract(String),
 }
 
+impl Bind {
+    /// Whether it names a Unix socket (a path or an abstract name).
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Bind::Unix(_) | Bind::Abstract(_))
+    }
+}
+
 impl fmt::Display for Bind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -178,7 +185,7 @@ pub fn parse_bind(text: &str) -> Result<Bind, String> {
 }
 
 /// Parses the part of `--bind unix:…` after `unix:`: a path, or `@` and an abstract name.
-fn parse_unix(path: &str) -> Result<Bind, String> {
+pub fn parse_unix(path: &str) -> Result<Bind, String> {
     let (what, name) = match path.strip_prefix('@') {
         Some(name) => ("an abstract name", name),
         None => ("a socket path", path),

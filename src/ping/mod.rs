@@ -20,7 +20,6 @@ mod udp;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use socket2::Socket;
 
 use crate::cli::PingOptions;
+use crate::cli::values::parse_unix;
 use crate::deadline;
 use crate::setup::listener::Addr;
 use crate::setup::unix::Name;
@@ -192,15 +192,9 @@ fn attempt(
 /// interface: `[fe80::1%eth0]:7`), or takes `unix:PATH` and `unix:@NAME` as they are.
 fn resolve(target: &str) -> Result<Vec<Addr>, String> {
     if let Some(path) = target.strip_prefix("unix:") {
-        let name = match path.strip_prefix('@') {
-            Some(name) => Name::Abstract(name.as_bytes().to_vec()),
-            None => Name::Path(PathBuf::from(path)),
-        };
-        if path.is_empty() || path == "@" || name.sockaddr().is_err() {
-            return Err(format!(
-                "'{target}': expected unix:PATH or unix:@NAME, of at most 107 bytes"
-            ));
-        }
+        // Read as `--bind` reads it.
+        let bind = parse_unix(path).map_err(|why| format!("'{target}': {why}"))?;
+        let name = Name::of_bind(&bind).expect("a unix: bind names a Unix socket");
         return Ok(vec![Addr::Unix(name)]);
     }
     let usage = || format!("'{target}': expected HOST:PORT, such as localhost:9999, or unix:PATH");

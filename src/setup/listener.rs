@@ -85,9 +85,7 @@ impl Listener {
         if binds.is_empty() {
             return Ok(vec![Listener::bind_default(settings)?]);
         }
-        let (unix, ip): (Vec<&Bind>, Vec<&Bind>) = binds
-            .iter()
-            .partition(|bind| matches!(bind, Bind::Unix(_) | Bind::Abstract(_)));
+        let (unix, ip): (Vec<&Bind>, Vec<&Bind>) = binds.iter().partition(|bind| bind.is_unix());
         let mut listeners = match ip.is_empty() {
             true => Vec::new(),
             false => Listener::bind_ip(&ip, settings)?,
@@ -96,12 +94,7 @@ impl Listener {
             mode: settings.unix_mode,
             owner,
         };
-        for bind in unix {
-            let name = match bind {
-                Bind::Unix(path) => unix::Name::Path(path.clone()),
-                Bind::Abstract(name) => unix::Name::Abstract(name.as_bytes().to_vec()),
-                _ => unreachable!("partitioned"),
-            };
+        for name in unix.into_iter().filter_map(unix::Name::of_bind) {
             if listeners
                 .iter()
                 .any(|l: &Listener| l.addr == Addr::Unix(name.clone()))

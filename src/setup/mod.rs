@@ -175,7 +175,7 @@ fn bind_both(
         let ip: Vec<&Bind> = settings
             .binds
             .iter()
-            .filter(|bind| !matches!(bind, Bind::Unix(_) | Bind::Abstract(_)))
+            .filter(|bind| !bind.is_unix())
             .collect();
         let sockets = match (settings.binds.is_empty(), ip.is_empty()) {
             (true, _) => udp::bind_default(port)?,

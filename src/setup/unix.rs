@@ -31,6 +31,7 @@ use nix::sys::stat::{Mode, SFlag, lstat};
 use nix::unistd::{Gid, Pid, Uid, UnlinkatFlags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::cli::Bind;
 use crate::peer::Cred;
 
 /// Where a Unix listener listens, as the readiness and log lines show it.
@@ -57,6 +58,15 @@ impl Name {
             Name::Abstract(bytes) => {
                 SockAddr::unix(std::ffi::OsStr::from_bytes(&[&[0u8][..], bytes].concat()))
             }
+        }
+    }
+
+    /// The socket `--bind unix:…` names (None for an IP address or host name).
+    pub fn of_bind(bind: &Bind) -> Option<Name> {
+        match bind {
+            Bind::Unix(path) => Some(Name::Path(path.clone())),
+            Bind::Abstract(name) => Some(Name::Abstract(name.as_bytes().to_vec())),
+            _ => None,
         }
     }
 
