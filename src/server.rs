@@ -83,15 +83,12 @@ fn announce(
     }
     // With --udp, a second line names the UDP sockets; with --udp-only, it is the only one.
     let udp: Vec<String> = parent.udp_addrs().map(|a| a.to_string()).collect();
-    let udp = (!udp.is_empty()).then(|| format!("listening on udp {}", udp.join(" ")));
-    let mut line = match addr.is_empty() {
-        true => String::new(),
-        false => format!("listening on {addr}\n"),
-    };
-    if let Some(udp) = &udp {
-        line.push_str(udp);
-        line.push('\n');
-    }
+    let udp = (!udp.is_empty()).then(|| format!("udp {}", udp.join(" ")));
+    let line: String = [Some(addr.clone()).filter(|a| !a.is_empty()), udp.clone()]
+        .into_iter()
+        .flatten()
+        .map(|addrs| format!("listening on {addrs}\n"))
+        .collect();
     parent.announce(&line);
     if !stdout.write(line.as_bytes()) {
         logln!(
@@ -109,10 +106,10 @@ fn announce(
     let on_off = |on: bool| if on { "on" } else { "off" };
     // The startup line names the TCP listeners (with --udp-only, the UDP sockets); a UDP line
     // beside TCP comes first.
-    let shown = match (&udp, addr.is_empty()) {
-        (Some(udp), true) => udp.trim_start_matches("listening on ").to_string(),
+    let shown = match (udp, addr.is_empty()) {
+        (Some(udp), true) => udp,
         (Some(udp), false) => {
-            logln!("{udp}");
+            logln!("listening on {udp}");
             addr
         }
         (None, _) => addr,
