@@ -108,7 +108,8 @@ impl Shaper {
             add(&counts.duplicated, 1);
         }
         self.order += 1;
-        if self.faults.is_none() || (!fate.held && fate.delay.is_zero()) {
+        // Without faults every fate is this one: out at once.
+        if !fate.held && fate.delay.is_zero() {
             send(&target, data, copies, counts);
             self.release_held(counts);
             return;
@@ -124,7 +125,7 @@ impl Shaper {
             add(&counts.reordered, 1);
             // Another was held already: this one is its "next".
             let earlier = self.held.replace(Pending {
-                due: pending.due.max(now) + HOLD_MOST,
+                due: pending.due + HOLD_MOST,
                 ..pending
             });
             if let Some(earlier) = earlier {
