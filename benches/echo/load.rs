@@ -355,8 +355,8 @@ pub fn burst(to: Target, clients: usize) -> Result<Burst> {
 
 /// socket2's recv takes uninitialised memory; an initialised buffer is a valid one.
 fn unsafe_uninit(buf: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
-    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only writes initialised bytes
-    // into the slice.
+    // recv only writes initialised bytes into the slice.
+    // SAFETY: u8 and MaybeUninit<u8> have the same layout.
     unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
 }
 

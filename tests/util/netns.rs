@@ -70,8 +70,8 @@ fn lo() -> libc::ifreq {
 fn bring_up_loopback() -> io::Result<()> {
     let socket = Ioctl::new(libc::AF_INET)?;
     let mut req = lo();
-    // SAFETY: the ioctls read and write only `req`, which outlives them; only the flags member
-    // of its union is used, and SIOCGIFFLAGS fills it in.
+    // Only the flags member of the union is used, and SIOCGIFFLAGS fills it in.
+    // SAFETY: the ioctls read and write only `req`, which outlives them.
     unsafe {
         check(libc::ioctl(socket.0, libc::SIOCGIFFLAGS, &mut req))?;
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
