@@ -36,6 +36,7 @@ mod shared;
 mod signals;
 mod sockopt;
 mod testhooks;
+mod tls;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

@@ -159,6 +159,8 @@ mod filter {
         libc::SYS_clock_nanosleep,
         libc::SYS_nanosleep,
         libc::SYS_setitimer,
+        // --tls: the handshake's randomness (ring reads it from the kernel, never from a file).
+        libc::SYS_getrandom,
         // Signals: the stop handler's return, and a panic's abort.
         libc::SYS_rt_sigreturn,
         // A wait with a timeout that SIGSTOP and SIGCONT interrupted (Ctrl-Z and fg, a debugger)

@@ -20,6 +20,12 @@ use crate::setup::{self, Listening};
 /// Runs the server; errors are setup failures only.
 pub fn run(settings: &Settings) -> Result<()> {
     let started = Instant::now();
+    // Before anything is bound: a certificate that cannot be made or read stops the start here.
+    let mut settings = settings.clone();
+    if let Some(tls) = &settings.setup.tls {
+        settings.child.tls = Some(setup::tls::prepare(tls, &settings.setup.binds)?);
+    }
+    let settings = &settings;
     let Listening {
         listeners,
         from_systemd,

@@ -63,6 +63,7 @@ impl Settings {
                 group: options.group.clone(),
                 metrics: options.metrics,
                 udp,
+                tls: tls_of(options),
                 harness: harness::Settings {
                     port_file: options.port_file.clone(),
                     ready_fd: options.ready_fd,
@@ -98,6 +99,8 @@ impl Settings {
                 idle_timeout: options.idle_timeout,
                 faults: faults_of(options, seed).map(|faults| &*Box::leak(Box::new(faults))),
                 grace: options.grace,
+                // Made by `setup::tls::prepare`, which can fail: `server` and `inetd` set it.
+                tls: None,
             },
             sandbox: !options.no_sandbox,
         }
@@ -110,6 +113,22 @@ fn proxy_deadline(idle_timeout: Duration) -> Duration {
         true => PROXY_WAIT,
         false => idle_timeout.min(PROXY_WAIT),
     }
+}
+
+/// What `--tls` and its options ask for; None without TLS.
+fn tls_of(options: &Options) -> Option<setup::tls::Settings> {
+    let files = options.tls_cert.clone().zip(options.tls_key.clone());
+    (options.tls || files.is_some()).then(|| setup::tls::Settings {
+        files,
+        ca_out: options.tls_ca_out.clone(),
+        fault: options
+            .tls_fault
+            .as_deref()
+            .and_then(setup::tls::Fault::named),
+        client_ca: options.tls_client_ca.clone(),
+        alpn: options.tls_alpn.clone(),
+        only_13: options.tls_min_version == "1.3",
+    })
 }
 
 /// The datagram faults asked for, with the run's seed; None without any.

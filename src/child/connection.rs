@@ -19,12 +19,13 @@ use socket2::SockRef;
 
 use super::echo::stall::Conn;
 use super::echo::{self, End};
-use super::{Context, stop};
+use super::{Context, stop, tls};
 use crate::faults::Acted;
 use crate::log::Secs;
 use crate::logln;
 use crate::sandbox::Confine;
 use crate::testhooks::{self, Hook};
+use crate::tls::Tls;
 
 /// What a connection arrives as.
 pub enum Stream {
@@ -62,9 +63,17 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         unserved(&context);
         return 1;
     }
+    let mut tls_info = None;
     let (mut outcome, faulted) = match stream {
         Stream::Socket(mut socket) => {
-            let (outcome, faulted) = echo::echo_socket(&mut socket, &context);
+            let (outcome, faulted) = match settings.tls {
+                Some(tls) => {
+                    let (outcome, faulted, plain) = over_tls(socket, tls, &context, &mut tls_info);
+                    socket = plain;
+                    (outcome, faulted)
+                }
+                None => echo::echo_socket(&mut socket, &context),
+            };
             stop::forget_socket();
             // Before the client can see the close: the parent must not count it against
             // --max-per-ip once the client may reconnect.
@@ -101,15 +110,43 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         && !settings.quiet
     {
         logln!(
-            "close peer={peer} pid={} bytes={} duration={} end={}{}",
+            "close peer={peer} pid={} bytes={} duration={} end={}{}{}",
             std::process::id(),
             outcome.bytes,
             Secs(lasted),
             outcome.end,
-            FaultField(faulted)
+            FaultField(faulted),
+            tls::Fields(tls_info.as_ref()),
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
+}
+
+/// Serves a connection over TLS (`tls`): the handshake, the echo of its plaintext, and
+/// close_notify where the connection ends cleanly. Returns the socket to close, and leaves what
+/// the close line says of the session in `info`.
+fn over_tls(
+    socket: TcpStream,
+    tls: &Tls,
+    context: &Context,
+    info: &mut Option<tls::Info>,
+) -> (echo::Outcome, Option<Acted>, TcpStream) {
+    match tls::handshake(socket, tls, context.settings.idle_timeout) {
+        Err((socket, end)) => (echo::Outcome { bytes: 0, end }, None, socket),
+        Ok((mut stream, session)) => {
+            *info = Some(session);
+            let (outcome, faulted) = echo::echo_tls(&mut stream, context);
+            let socket = match outcome.end {
+                End::ClientClosed
+                | End::CloseAfter
+                | End::Shutdown
+                | End::MaxDuration
+                | End::IdleTimeout => stream.close_notify(),
+                _ => stream.into_socket(),
+            };
+            (outcome, faulted, socket)
+        }
+    }
 }
 
 /// Counts a connection closed before it was served (its child could not set it up) as ended by an

@@ -23,6 +23,7 @@ pub mod connection;
 pub mod echo;
 pub mod scrape;
 mod stop;
+pub mod tls;
 pub mod udp;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -65,6 +66,8 @@ pub struct Settings {
     /// `--grace`: once the server is stopping, how long the parent waits before it kills the
     /// children; a child closes its connection within it (`connection::close`).
     pub grace: Duration,
+    /// `--tls`: the configuration each connection's handshake uses (`tls`).
+    pub tls: Option<&'static crate::tls::Tls>,
 }
 
 /// One connection's context: everything its child needs, handed over by value at fork.

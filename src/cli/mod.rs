@@ -31,6 +31,19 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
 const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
 /// The help section of what a harness (a test suite, a service manager) is told.
 const HARNESS: &str = "Harness (readiness, lifelines, logs)";
+/// The help section of TLS.
+const TLS: &str = "TLS (encrypted echo, certificates made per run, broken on demand)";
+
+/// `--tls-fault`'s kinds: a certificate broken in one way, or a handshake that goes wrong.
+pub const TLS_FAULTS: [&str; 7] = [
+    "expired",
+    "not-yet-valid",
+    "wrong-name",
+    "untrusted",
+    "self-signed",
+    "stall-handshake",
+    "reset-in-handshake",
+];
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -42,6 +55,7 @@ const HARNESS: &str = "Harness (readiness, lifelines, logs)";
         "loss", "duplicate", "reorder", "corrupt",
     ])),
     group(ArgGroup::new("udp_any").args(["udp", "udp_only"])),
+    group(ArgGroup::new("tls_on").multiple(true).args(["tls", "tls_cert"])),
     name = "forkecho",
     version,
     about = "A process-per-connection TCP echo server (RFC 862)",
@@ -328,6 +342,84 @@ pub struct Options {
     /// stops forkecho: rotate with copytruncate, or log to the journal
     #[arg(long, value_name = "PATH", help_heading = HARNESS)]
     pub log_file: Option<std::path::PathBuf>,
+
+    /// Serve TLS with a CA and a certificate made at startup, in memory
+    ///
+    /// The certificate (ECDSA P-256, valid from an hour ago for 7 days) names every --bind address
+    /// and name, the host's name, localhost, 127.0.0.1 and ::1, and is signed by a CA made for
+    /// this run alone: --tls-ca-out writes it for clients to trust. Each child does its own
+    /// handshake, within --idle-timeout; the faults shape the plaintext (--chunk 1: one-byte
+    /// records). TCP and Unix listeners; UDP stays plain
+    #[arg(long, conflicts_with = "udp_only", help_heading = TLS)]
+    pub tls: bool,
+
+    /// Write the run's CA certificate (PEM) to PATH before the `listening on` line
+    ///
+    /// Written atomically (a temporary file, then a rename); point a client's trust store at it
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls",
+        conflicts_with = "tls_cert",
+        help_heading = TLS,
+    )]
+    pub tls_ca_out: Option<std::path::PathBuf>,
+
+    /// Serve TLS with this certificate chain (PEM, leaf first) instead of a made one
+    ///
+    /// Needs --tls-key. A file that cannot be read, holds no certificate, or does not match the
+    /// key is a startup error naming it
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with_all = ["udp_only"],
+        help_heading = TLS,
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = TLS)]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Break TLS on purpose: present a broken certificate, or break the handshake
+    ///
+    /// expired, not-yet-valid, wrong-name (names only wrong.name.invalid), untrusted (signed by
+    /// a CA nobody is given), self-signed: the certificate is otherwise the one --tls makes,
+    /// signed by the CA --tls-ca-out writes. stall-handshake: accept, then say nothing until
+    /// --idle-timeout; reset-in-handshake: read the ClientHello, then reset. Needs --tls (the
+    /// handshake kinds also work with --tls-cert)
+    #[arg(
+        long,
+        value_name = "KIND",
+        value_parser = TLS_FAULTS,
+        requires = "tls_on",
+        help_heading = TLS,
+    )]
+    pub tls_fault: Option<String>,
+
+    /// Require a client certificate signed by a CA in FILE (PEM): mutual TLS
+    ///
+    /// A client without one, or with one that does not verify, fails its handshake; the close
+    /// line names the subject of the client's certificate
+    #[arg(long, value_name = "FILE", requires = "tls_on", help_heading = TLS)]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// Offer ALPN protocol PROTO (repeat for several, most preferred first)
+    ///
+    /// A client that offers protocols, none of them these, fails its handshake
+    #[arg(long, value_name = "PROTO", requires = "tls_on", help_heading = TLS)]
+    pub tls_alpn: Vec<String>,
+
+    /// The oldest TLS version accepted: 1.2 or 1.3
+    #[arg(
+        long,
+        value_name = "VERSION",
+        default_value = "1.2",
+        value_parser = ["1.2", "1.3"],
+        help_heading = TLS,
+    )]
+    pub tls_min_version: String,
 
     /// Hold each echoed chunk back MS milliseconds, ± up to JITTER
     ///

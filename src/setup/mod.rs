@@ -16,6 +16,7 @@ pub mod activation;
 pub mod harness;
 pub mod listener;
 pub mod privileges;
+pub mod tls;
 pub mod udp;
 pub mod unix;
 
@@ -55,6 +56,8 @@ pub struct Settings {
     pub metrics: Option<std::net::SocketAddr>,
     /// `--udp`, `--udp-only`.
     pub udp: Udp,
+    /// `--tls` and its options.
+    pub tls: Option<tls::Settings>,
     /// What a harness is told, and what ties forkecho to it.
     pub harness: harness::Settings,
 }

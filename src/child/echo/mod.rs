@@ -6,7 +6,8 @@
 //!   `splice` (bulk transfers are spliced after their first KiB; most connections never send that
 //!   much at once, and for them read/write is cheaper than a pipe and two splices per message);
 //! - with `--no-splice`, or where splice is refused, `copy::echo_copying` through the whole
-//!   buffer.
+//!   buffer;
+//! - a TLS session (`echo_tls`): shaped, or `copy::echo_copying`, over the plaintext.
 //!
 //! Every path writes through `stall` (never blocking, stalls timed from the last byte the client
 //! took), counts what reached the client in the `Session`'s total, and ends with an `Outcome`:
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use nix::sys::mman::MapFlags;
 
+use super::tls::TlsStream;
 use super::{Context, stop};
 use crate::faults::Acted;
 use crate::memory;
@@ -50,6 +52,9 @@ pub enum End {
     CloseAfter,
     /// `--reset-after`: the limit was echoed and acknowledged; the connection closes with a reset.
     ResetAfter,
+    /// `--tls`: the handshake failed (why, as the close line's `reason=` says), or was broken
+    /// on purpose (`--tls-fault`). Nothing was echoed.
+    TlsHandshake(String),
     /// Any other I/O error.
     Failed(io::Error),
 }
@@ -77,11 +82,12 @@ impl End {
         "max-duration",
         "close-after",
         "reset-after",
+        "tls-handshake",
         "error",
     ];
 
     /// `kind` of every `Failed` end.
-    pub const ERROR: usize = 8;
+    pub const ERROR: usize = 9;
 
     /// This end's index in `KINDS`.
     pub fn kind(&self) -> usize {
@@ -94,24 +100,27 @@ impl End {
             End::MaxDuration => 5,
             End::CloseAfter => 6,
             End::ResetAfter => 7,
+            End::TlsHandshake(_) => 8,
             End::Failed(_) => End::ERROR,
         }
     }
 
-    /// Whether the session ended the way connections are supposed to end.
+    /// Whether the session ended the way connections are supposed to end (a handshake the
+    /// client failed is the client's doing, like a reset).
     pub fn is_normal(&self) -> bool {
         !matches!(self, End::Failed(_))
     }
 }
 
 /// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
-/// `write-timeout`, `shutdown`, `max-duration`, `close-after`, `reset-after`, or
-/// `error error="…"`.
+/// `write-timeout`, `shutdown`, `max-duration`, `close-after`, `reset-after`,
+/// `tls-handshake reason="…"`, or `error error="…"`.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(End::KINDS[self.kind()])?;
         match self {
             End::Failed(err) => write!(f, " error=\"{err}\""),
+            End::TlsHandshake(reason) => write!(f, " reason=\"{}\"", reason.replace('"', "'")),
             _ => Ok(()),
         }
     }
@@ -163,6 +172,21 @@ impl Session {
             true => Some(limit.map_or(self.stopped_stall, |limit| limit.min(self.stopped_stall))),
             false => limit,
         }
+    }
+}
+
+/// Echoes a TLS session: shaped when `faults` picked the connection, otherwise read/write
+/// through the buffer (splice cannot see plaintext).
+pub fn echo_tls(stream: &mut TlsStream, context: &Context) -> (Outcome, Option<Acted>) {
+    match context.settings.faults {
+        Some(faults) if faults.applies(context.serial) => {
+            let (outcome, acted) = shaped::echo_shaped(stream, faults, context);
+            (outcome, Some(acted))
+        }
+        faults => (
+            echo_through_buffer(stream, context),
+            faults.map(|_| Acted::default()),
+        ),
     }
 }
 

@@ -27,6 +27,32 @@ use super::{End, Outcome, Session};
 use crate::child::Context;
 use crate::faults::{Acted, Faults, LimitKind, Rng};
 
+/// A connection the shaped echo can serve: a plain socket, or a TLS session over one
+/// (`child::tls`), whose reads and writes move plaintext.
+pub trait Shapeable: Conn {
+    /// The socket under it: polled, and closed the way the end calls for.
+    fn socket(&self) -> &TcpStream;
+
+    /// Reads what has arrived, without waiting: WouldBlock if nothing has.
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Whether a read would return something (or the end) though the socket may have nothing
+    /// new: input held above the socket.
+    fn holds_input(&mut self) -> bool {
+        false
+    }
+}
+
+impl Shapeable for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(recv(self.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)?)
+    }
+}
+
 /// How long a reset waits for the client to acknowledge the echo before it, at most.
 const RESET_WAIT: Duration = Duration::from_secs(2);
 
@@ -36,7 +62,11 @@ const RESET_WAIT: Duration = Duration::from_secs(2);
 /// its frame must not grow the stack of every unfaulted child (one more page of USS each).
 #[cold]
 #[inline(never)]
-pub fn echo_shaped(socket: &mut TcpStream, faults: &Faults, context: &Context) -> (Outcome, Acted) {
+pub fn echo_shaped<S: Shapeable>(
+    socket: &mut S,
+    faults: &Faults,
+    context: &Context,
+) -> (Outcome, Acted) {
     let now = Instant::now();
     let mut shaper = Shaper {
         faults,
@@ -98,7 +128,7 @@ enum Step {
 }
 
 impl Shaper<'_> {
-    fn run(&mut self, socket: &mut TcpStream) -> End {
+    fn run<S: Shapeable>(&mut self, socket: &mut S) -> End {
         let mut eof = false;
         loop {
             if (self.session.stopped)() {
@@ -108,10 +138,10 @@ impl Shaper<'_> {
                 && self.echoed >= limit.bytes
             {
                 self.acted.add(Acted::limit(limit.kind));
-                return self.at_limit(socket, limit.kind);
+                return self.at_limit(socket.socket(), limit.kind);
             }
             if eof && self.chunks.is_empty() {
-                return self.slow_close(socket);
+                return self.slow_close(socket.socket());
             }
             let now = Instant::now();
             let (out, write_at) = match self.write(socket, now) {
@@ -125,12 +155,19 @@ impl Shaper<'_> {
                 Step::End(end) => return end,
                 Step::Wait(events, until) => (events, until),
             };
-            let mut fds = [PollFd::new(socket.as_fd(), events)];
-            let left = until.map(|until| until.saturating_duration_since(Instant::now()));
-            let revents = match stop::poll(&mut fds, left) {
-                Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
-                Err(errno) => return End::Failed(errno.into()),
+            // Input waiting above the socket (a TLS session's plaintext) is read at once: no
+            // poll would say it is there.
+            let revents = match reading && socket.holds_input() {
+                true => PollFlags::POLLIN,
+                false => {
+                    let mut fds = [PollFd::new(socket.socket().as_fd(), events)];
+                    let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+                    match stop::poll(&mut fds, left) {
+                        Ok(0) | Err(Errno::EINTR) => continue,
+                        Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
+                        Err(errno) => return End::Failed(errno.into()),
+                    }
+                }
             };
             let gone = revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR);
             if !reading && gone {
@@ -153,9 +190,9 @@ impl Shaper<'_> {
     /// Writes the next piece if it is due. Ok(None): wrote (look again at once);
     /// Ok(Some((out, at))): nothing written, `out` if the socket had no room, `at` when the next
     /// piece is due.
-    fn write(
+    fn write<S: Shapeable>(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut S,
         now: Instant,
     ) -> Result<Option<(bool, Option<Instant>)>, End> {
         let Some(&(due, left)) = self.chunks.front() else {
@@ -269,14 +306,9 @@ impl Shaper<'_> {
     }
 
     /// Reads what the socket has (without waiting) into the buffer as one chunk.
-    fn read_chunk(&mut self, socket: &TcpStream) -> io::Result<usize> {
+    fn read_chunk<S: Shapeable>(&mut self, socket: &mut S) -> io::Result<usize> {
         let room = self.room();
-        let flags = MsgFlags::MSG_DONTWAIT;
-        let n = recv(
-            socket.as_raw_fd(),
-            &mut self.buf[self.end..self.end + room],
-            flags,
-        )?;
+        let n = socket.read_now(&mut self.buf[self.end..self.end + room])?;
         if n == 0 {
             return Ok(0);
         }
@@ -300,7 +332,9 @@ impl Shaper<'_> {
         match kind {
             LimitKind::Close => End::CloseAfter,
             LimitKind::Reset => {
-                let unacknowledged = wait_acknowledged(socket, &self.session);
+                // Over TLS the socket counts record bytes, more than the plaintext in them: at
+                // worst, fewer bytes are counted than reached the client, never more.
+                let unacknowledged = wait_acknowledged(socket, &self.session).min(self.echoed);
                 self.echoed -= unacknowledged;
                 self.session
                     .total
