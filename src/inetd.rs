@@ -41,6 +41,10 @@ pub fn run(settings: &Settings) -> Result<u8> {
             .map_err(anyhow::Error::msg)?
             .map(Confine::Install),
     };
+    if let Some(tls) = &settings.setup.tls {
+        // Said nowhere: stderr may be the connection itself (classic inetd).
+        context.settings.tls = Some(setup::tls::prepare(tls, &[], false)?);
+    }
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;
         return serve_socket(socket, context);
@@ -67,6 +71,10 @@ pub fn run(settings: &Settings) -> Result<u8> {
         return serve_socket(socket, context);
     }
     crate::log::init();
+    anyhow::ensure!(
+        context.settings.tls.is_none(),
+        "--tls with --inetd needs the connection's socket on stdin and stdout, not pipes"
+    );
     // Two different files: a pipe or two, most likely.
     // SAFETY: fds 0 and 1 are open (fstat said so) and owned by these Files alone from here.
     let pipes = unsafe { Stream::Pipes(File::from_raw_fd(0), File::from_raw_fd(1)) };

@@ -126,12 +126,7 @@ fn the_readme_pytest_example_fails_the_naive_client_and_passes_the_other() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("test_readme.py"), block("python", "def ask_naive")).unwrap();
     // The example runs `forkecho` from PATH, as a user's test would.
-    let bin_dir = std::path::Path::new(binary()).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_binary();
     let (status, text) = pytest(&dir, &["test_readme.py"], &[("PATH", &path)]);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status, Some(1), "one test must fail:\n{text}");
@@ -140,6 +135,21 @@ fn the_readme_pytest_example_fails_the_naive_client_and_passes_the_other() {
         text.contains("FAILED test_readme.py::test_naive_client"),
         "{text}"
     );
+}
+
+/// Needs python3 with pytest.
+#[test]
+#[ignore]
+fn the_readme_tls_recipe_sees_the_expired_certificate_refused() {
+    let dir = std::env::temp_dir().join(format!("forkecho-readme-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe = block("python", "def test_rejects_an_expired_certificate");
+    std::fs::write(dir.join("test_tls.py"), recipe).unwrap();
+    let path = path_with_binary();
+    let (status, text) = pytest(&dir, &["test_tls.py"], &[("PATH", &path)]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, Some(0), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }
 
 /// Needs python3 with pytest and pytest-xdist. The plugin is loaded from its source folder with
@@ -165,6 +175,13 @@ fn the_pytest_plugin_passes_its_tests_four_at_a_time() {
     let (status, text) = pytest(std::path::Path::new(plugin), &args, &env);
     assert_eq!(status, Some(0), "{text}");
     assert!(text.contains("6 passed"), "{text}");
+}
+
+/// PATH with the built forkecho's folder first: the README's examples run `forkecho`.
+fn path_with_binary() -> String {
+    let bin_dir = std::path::Path::new(binary()).parent().unwrap();
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{path}", bin_dir.display())
 }
 
 /// `python3 -m pytest -q -p no:cacheprovider ARGS` in `dir` with `env` added: its exit status,

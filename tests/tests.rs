@@ -48,6 +48,8 @@ mod shortages;
 mod sources;
 /// The first milliseconds: signals before the server is ready, a stdout nobody reads.
 mod startup;
+/// TLS echo: certificates made per run, broken on demand, mutual TLS, real clients.
+mod tls;
 /// UDP echo: sizes, guards, the worker's restart, datagram faults, real clients.
 mod udp;
 /// Unix-socket listeners: credentials, stale and live files, modes, real clients.

@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
-use nix::sys::socket::{MsgFlags, recv, send};
+use nix::sys::socket::{MsgFlags, recv, send, sendmsg};
 use rustls::ServerConnection;
 use socket2::SockRef;
 
@@ -121,8 +121,9 @@ pub fn handshake(
             Err(err) => return Err((socket, End::from_error(err, End::IdleTimeout))),
         }
         if let Err(err) = conn.process_new_packets() {
-            // The alert that says why, if the client is still there to read it.
-            let _ = conn.write_tls(&mut NoWait(&socket));
+            // The alert that says why (after whatever else is queued before it, a ServerHello
+            // say), if the client is still there to read it.
+            while conn.wants_write() && conn.write_tls(&mut NoWait(&socket)).is_ok() {}
             return Err((socket, failed(err.to_string())));
         }
     }
@@ -325,6 +326,8 @@ impl Shapeable for TlsStream {
     }
 }
 
+const SEND: MsgFlags = MsgFlags::MSG_DONTWAIT.union(MsgFlags::MSG_NOSIGNAL);
+
 /// The socket, read and written without waiting (recv and send with MSG_DONTWAIT).
 struct NoWait<'a>(&'a TcpStream);
 
@@ -336,8 +339,12 @@ impl Read for NoWait<'_> {
 
 impl Write for NoWait<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        Ok(send(self.0.as_raw_fd(), data, flags)?)
+        Ok(send(self.0.as_raw_fd(), data, SEND)?)
+    }
+
+    /// Several records in one system call (rustls queues each message apart).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        Ok(sendmsg::<()>(self.0.as_raw_fd(), bufs, &[], SEND, None)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {

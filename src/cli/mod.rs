@@ -74,6 +74,8 @@ pub const TLS_FAULTS: [&str; 7] = [
         forkecho -p 0 -b 127.0.0.1 -b ::1        two listeners, one port, one loop\n  \
         forkecho -q --max-per-ip 8 --idle-timeout 60   quieter; fair to many sources\n  \
         forkecho --udp                           TCP and UDP echo on port 9999\n  \
+        forkecho --tls --tls-ca-out ca.pem       TLS, with the run's CA written for clients\n  \
+        forkecho --tls --tls-fault expired       a certificate that expired yesterday\n  \
         forkecho --udp-only --loss 0.1 --seed 7  UDP echo that drops one datagram in ten\n  \
         forkecho --rate-per-ip 20/1              20 new connections a second per source\n  \
         forkecho --reuse-port                    one of several instances sharing the port\n  \
@@ -269,7 +271,7 @@ pub struct Options {
             "port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip",
             "ipv6_prefix", "ipv4_prefix", "proxy_protocol", "grace", "user", "group",
             "port_file", "ready_fd", "exit_with_parent", "stdin_lifeline", "metrics", "udp",
-            "udp_only",
+            "udp_only", "tls_ca_out",
         ],
     )]
     pub inetd: bool,
@@ -574,7 +576,8 @@ pub enum Command {
             forkecho ping -c 3 -W 1 host:7 || alert    a health check\n  \
             forkecho ping -c 100 -i 0 -s 1400 [::1]:7  a hundred back to back, 1400 bytes each\n  \
             forkecho ping --connect -c 5 host:7        a connection per probe (times connect)\n  \
-            forkecho ping -c 10 --json host:7          the summary as JSON, for scripts"
+            forkecho ping -c 10 --json host:7          the summary as JSON, for scripts\n  \
+            forkecho ping --tls --tls-ca ca.pem -c 3 localhost:9999   over TLS, verified"
     )]
     Ping(PingOptions),
 }
@@ -618,6 +621,38 @@ pub struct PingOptions {
     /// Loss, corruption, duplicates and reordering are reported apart; --size is at least 16
     #[arg(long, conflicts_with = "connect")]
     pub udp: bool,
+
+    /// Speak TLS: verify the server's certificate and every echo; handshake times reported apart
+    ///
+    /// The certificate must verify against --tls-ca (or the system's trust store) for --sni or
+    /// the target's host name; a failed verification is a lost probe that names the reason
+    #[arg(long, conflicts_with = "udp")]
+    pub tls: bool,
+
+    /// Trust the CAs in FILE (PEM), such as the one forkecho --tls-ca-out writes
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "tls_insecure"
+    )]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Take any certificate, for any name (the handshake's signatures are still checked)
+    #[arg(long, requires = "tls")]
+    pub tls_insecure: bool,
+
+    /// The server name to send and verify [default: the target's host, localhost for unix:]
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub sni: Option<String>,
+
+    /// A client certificate chain (PEM) for servers that ask for one (needs --tls-key)
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_key"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// Print only the first line and the summary
     #[arg(short, long)]

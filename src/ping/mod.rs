@@ -14,6 +14,7 @@
 //! status is 0 when every probe came back intact, 1 when some did not, and 2 for usage and
 //! name-resolution errors, so scripts can use it as a health check.
 
+mod link;
 mod probe;
 mod report;
 mod udp;
@@ -24,13 +25,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use socket2::Socket;
 
 use crate::cli::PingOptions;
 use crate::cli::values::parse_unix;
 use crate::deadline;
 use crate::setup::listener::Addr;
 use crate::setup::unix::Name;
+use link::{Client, Link};
 use probe::Failure;
 use report::Report;
 
@@ -45,6 +46,16 @@ pub fn run(options: &PingOptions) -> u8 {
             crate::logln!("ping: {message}");
             return USAGE;
         }
+    };
+    let tls = match options.tls {
+        true => match Client::new(options, host_of(&options.target)) {
+            Ok(client) => Some(client),
+            Err(message) => {
+                crate::logln!("ping: {message}");
+                return USAGE;
+            }
+        },
+        false => None,
     };
     on_ctrl_c();
     let mut out = io::stdout().lock();
@@ -63,7 +74,8 @@ pub fn run(options: &PingOptions) -> u8 {
         ));
     }
     let mut report = Report::new(&options.target, options.size, options.connect);
-    let mut connection: Option<(Socket, Addr)> = None;
+    report.tls = options.tls;
+    let mut connection: Option<(Link, Addr)> = None;
     // The last probe sent.
     let mut last = 0;
     let started = Instant::now();
@@ -75,8 +87,8 @@ pub fn run(options: &PingOptions) -> u8 {
             break;
         }
         // Bytes that came in on the kept connection since the last probe's echo: its surplus.
-        if let Some((socket, addr)) = &connection
-            && let bytes @ 1.. = probe::pending(socket)
+        if let Some((link, addr)) = &mut connection
+            && let bytes @ 1.. = link.pending()
         {
             let late = report.surplus_after(seq - 1, addr, bytes);
             connection = None;
@@ -86,11 +98,11 @@ pub fn run(options: &PingOptions) -> u8 {
         }
         let deadline = Instant::now() + options.timeout;
         let payload = probe::payload(seq, options.size);
-        let result = attempt(&mut connection, &addrs, &payload, deadline)
+        let result = attempt(&mut connection, &addrs, tls.as_ref(), &payload, deadline)
             .and_then(|echo| surplus(&mut connection, options.connect, deadline, echo));
         let line = match result {
             Ok(echo) => {
-                let line = report.echoed(seq, &echo.addr, echo.connect, echo.rtt);
+                let line = report.echoed(seq, &echo.addr, echo.connect, echo.handshake, echo.rtt);
                 report.address = Some(echo.addr);
                 line
             }
@@ -107,9 +119,9 @@ pub fn run(options: &PingOptions) -> u8 {
         last = seq;
     }
     // The run's connection ends with a half-close: what the server still sends is surplus.
-    if let Some((socket, addr)) = connection.take() {
+    if let Some((mut link, addr)) = connection.take() {
         let deadline = Instant::now() + options.timeout;
-        if let bytes @ 1.. = probe::finish(&socket, deadline, interrupted) {
+        if let bytes @ 1.. = probe::finish(&mut link, deadline, interrupted) {
             let late = report.surplus_after(last, &addr, bytes);
             if lines {
                 say(&late);
@@ -129,6 +141,8 @@ struct Echo {
     addr: Addr,
     /// How long connecting took (zero on a connection kept from the probe before).
     connect: Duration,
+    /// With `--tls`, on a new connection: how long the handshake took.
+    handshake: Option<Duration>,
     rtt: Duration,
 }
 
@@ -136,17 +150,17 @@ struct Echo {
 /// half-close, then whatever the server sends before its FIN), otherwise whatever has come in
 /// already. Surplus makes the probe fail, and leaves the stream out of step.
 fn surplus(
-    connection: &mut Option<(Socket, Addr)>,
+    connection: &mut Option<(Link, Addr)>,
     per_probe: bool,
     deadline: Instant,
     echo: Echo,
 ) -> Result<Echo, (Option<Addr>, Failure)> {
-    let Some((socket, _)) = connection.as_ref() else {
+    let Some((link, _)) = connection.as_mut() else {
         return Ok(echo);
     };
     let bytes = match per_probe {
-        true => probe::finish(socket, deadline, interrupted),
-        false => probe::pending(socket),
+        true => probe::finish(link, deadline, interrupted),
+        false => link.pending(),
     };
     if per_probe || bytes > 0 {
         *connection = None;
@@ -162,22 +176,42 @@ fn surplus(
 /// probe may have been closed by the server meanwhile (an idle timeout, a restart): if it turns
 /// out closed before any of the echo came back, the probe goes once more on a fresh connection.
 fn attempt(
-    connection: &mut Option<(Socket, Addr)>,
+    connection: &mut Option<(Link, Addr)>,
     addrs: &[Addr],
+    tls: Option<&Client>,
     payload: &[u8],
     deadline: Instant,
 ) -> Result<Echo, (Option<Addr>, Failure)> {
     loop {
         let kept = connection.is_some();
         let started = Instant::now();
+        let (mut connect, mut handshake) = (Duration::ZERO, None);
         if !kept {
-            *connection = Some(connect(addrs, deadline).map_err(|failure| (None, failure))?);
+            let (socket, addr) = self::connect(addrs, deadline).map_err(|f| (None, f))?;
+            connect = started.elapsed();
+            let link = match tls {
+                Some(tls) => {
+                    let link = tls
+                        .handshake(socket, deadline, interrupted)
+                        .map_err(|failure| (Some(addr.clone()), failure))?;
+                    handshake = Some(started.elapsed() - connect);
+                    link
+                }
+                None => Link::Plain(socket),
+            };
+            *connection = Some((link, addr));
         }
-        let connect = started.elapsed();
-        let (socket, addr) = connection.as_ref().expect("connected above");
+        let (link, addr) = connection.as_mut().expect("connected above");
         let addr = addr.clone();
-        match probe::echo(socket, payload, deadline, interrupted) {
-            Ok(rtt) => return Ok(Echo { addr, connect, rtt }),
+        match probe::echo(link, payload, deadline, interrupted) {
+            Ok(rtt) => {
+                return Ok(Echo {
+                    addr,
+                    connect,
+                    handshake,
+                    rtt,
+                });
+            }
             Err(failure) => {
                 *connection = None;
                 if !(kept && failure.is_closed_before_echo()) {
@@ -186,6 +220,19 @@ fn attempt(
             }
         }
     }
+}
+
+/// The host part of `HOST:PORT` (None for a Unix socket), for `--tls`'s server name.
+fn host_of(target: &str) -> Option<&str> {
+    if target.starts_with("unix:") {
+        return None;
+    }
+    let (host, _) = target.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some(host.split('%').next().unwrap_or(host))
 }
 
 /// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`, link-local ones with their
@@ -219,7 +266,7 @@ fn resolve(target: &str) -> Result<Vec<Addr>, String> {
 }
 
 /// Connects to the first of `addrs` that accepts, before `deadline`.
-fn connect(addrs: &[Addr], deadline: Instant) -> Result<(Socket, Addr), Failure> {
+fn connect(addrs: &[Addr], deadline: Instant) -> Result<(socket2::Socket, Addr), Failure> {
     let mut last = None;
     for addr in addrs {
         match probe::connect(addr, deadline, interrupted) {

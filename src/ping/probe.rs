@@ -7,14 +7,14 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
-use nix::sys::socket::{MsgFlags, recv, send};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::link::Link;
 use crate::deadline;
 use crate::setup::listener::Addr;
 
@@ -151,10 +151,10 @@ pub fn connect(
     }
 }
 
-/// Sends `payload` on `socket` and reads its echo back, checking it, before `deadline`.
+/// Sends `payload` on `link` and reads its echo back, checking it, before `deadline`.
 /// Returns the round-trip time: from the first byte sent to the last byte back.
 pub fn echo(
-    socket: &Socket,
+    link: &mut Link,
     payload: &[u8],
     deadline: Instant,
     interrupted: fn() -> bool,
@@ -171,70 +171,78 @@ pub fn echo(
             return Err(Failure::Timeout { received });
         }
         let mut events = PollFlags::POLLIN;
-        if sent < payload.len() {
+        if sent < payload.len() || link.wants_write() {
             events |= PollFlags::POLLOUT;
         }
-        let mut fds = [PollFd::new(socket.as_fd(), events)];
-        let ready = match poll(&mut fds, deadline::poll_timeout(Some(left))) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => fds[0].revents().unwrap_or(PollFlags::POLLIN),
-            Err(errno) => return Err(Failure::Error(errno.into())),
+        // Plaintext a TLS session holds already: no poll would say it is there.
+        let ready = match link.holds_input() {
+            true => PollFlags::POLLIN,
+            false => {
+                let mut fds = [PollFd::new(link.socket().as_fd(), events)];
+                match poll(&mut fds, deadline::poll_timeout(Some(left))) {
+                    Ok(0) | Err(Errno::EINTR) => continue,
+                    Ok(_) => fds[0].revents().unwrap_or(PollFlags::POLLIN),
+                    Err(errno) => return Err(Failure::Error(errno.into())),
+                }
+            }
         };
         if ready.contains(PollFlags::POLLOUT) {
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            match send(socket.as_raw_fd(), &payload[sent..], flags) {
+            let sending = match sent < payload.len() {
+                true => link.send_now(&payload[sent..]),
+                false => link.flush_now().map(|()| 0),
+            };
+            match sending {
                 Ok(n) => sent += n,
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(errno) => return Err(Failure::Error(errno.into())),
+                Err(err) if retry(&err) => {}
+                Err(err) => return Err(Failure::Error(err)),
             }
         }
         if ready.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             // Never more than this probe's echo: what follows belongs to the next one.
             let want = (payload.len() - received).min(buf.len());
-            match recv(socket.as_raw_fd(), &mut buf[..want], MsgFlags::MSG_DONTWAIT) {
+            match link.recv_now(&mut buf[..want]) {
                 Ok(0) => return Err(Failure::Truncated { received }),
                 Ok(n) => {
                     verify(payload, received, &buf[..n])?;
                     received += n;
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(errno) => return Err(Failure::Error(errno.into())),
+                Err(err) if retry(&err) => {}
+                Err(err) => return Err(Failure::Error(err)),
             }
         }
     }
     Ok(started.elapsed())
 }
 
-/// Bytes that have already come in on `socket` beyond what was read: after a whole echo, what
-/// the server sent too many. Looked at without waiting and left in the socket (MSG_PEEK); an end
-/// of stream counts as none (the next probe finds the connection closed).
-pub fn pending(socket: &Socket) -> usize {
-    let mut buf = [0u8; 4096];
-    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-    recv(socket.as_raw_fd(), &mut buf, flags).unwrap_or(0)
+/// Whether a send or receive that failed so is simply tried again.
+fn retry(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// Ends a connection whose echoes are all in: half-closes it and reads until the server closes
 /// too (RFC 862: an echo server closes once it has echoed everything), counting the bytes that
 /// still came, each of them one too many. A server that does not close before `deadline` is let
 /// go with what came until then.
-pub fn finish(socket: &Socket, deadline: Instant, interrupted: fn() -> bool) -> usize {
-    if socket.shutdown(std::net::Shutdown::Write).is_err() {
-        return pending(socket);
+pub fn finish(link: &mut Link, deadline: Instant, interrupted: fn() -> bool) -> usize {
+    if link.shutdown_write().is_err() {
+        return link.pending();
     }
     let mut surplus = 0;
     let mut buf = [0u8; 4096];
     loop {
-        match recv(socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+        match link.recv_now(&mut buf) {
             Ok(0) => return surplus,
             Ok(n) => surplus += n,
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || interrupted() {
                     return surplus;
                 }
-                let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+                let mut fds = [PollFd::new(link.socket().as_fd(), PollFlags::POLLIN)];
                 let _ = poll(&mut fds, deadline::poll_timeout(Some(left)));
             }
             // Reset, or any other end: what came before it is all there is.

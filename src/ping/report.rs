@@ -58,6 +58,9 @@ pub struct Report {
     pub rtt: Times,
     /// With `--connect`: the connect times.
     pub connect: Option<Times>,
+    /// With `--tls`: the handshakes' times.
+    pub tls: bool,
+    pub handshake: Times,
     /// With `--udp`: the probes are datagrams, which can also come back twice or out of order.
     pub udp: bool,
     pub duplicates: u64,
@@ -77,6 +80,8 @@ impl Report {
             surplus: 0,
             rtt: Times::default(),
             connect: connect.then(Times::default),
+            tls: false,
+            handshake: Times::default(),
             udp: false,
             duplicates: 0,
             reordered: 0,
@@ -84,8 +89,16 @@ impl Report {
     }
 
     /// Counts an intact echo and returns its line.
-    /// `connect` is how long connecting took (reported with `--connect` only).
-    pub fn echoed(&mut self, seq: u64, from: &Addr, connect: Duration, rtt: Duration) -> String {
+    /// `connect` is how long connecting took (reported with `--connect` only), `handshake` how
+    /// long the TLS handshake took on a new connection.
+    pub fn echoed(
+        &mut self,
+        seq: u64,
+        from: &Addr,
+        connect: Duration,
+        handshake: Option<Duration>,
+        rtt: Duration,
+    ) -> String {
         self.sent += 1;
         self.echoed += 1;
         self.rtt.add(rtt);
@@ -93,6 +106,10 @@ impl Report {
         if let Some(times) = &mut self.connect {
             times.add(connect);
             let _ = write!(line, " connect={:.3} ms", ms(connect));
+        }
+        if let Some(handshake) = handshake {
+            self.handshake.add(handshake);
+            let _ = write!(line, " handshake={:.3} ms", ms(handshake));
         }
         let _ = write!(line, " time={:.3} ms", ms(rtt));
         line
@@ -175,6 +192,12 @@ impl Report {
                 "\nconnect min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms"
             );
         }
+        if let Some((min, avg, max, mdev)) = self.handshake.summary() {
+            let _ = write!(
+                text,
+                "\nhandshake min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms"
+            );
+        }
         text
     }
 
@@ -194,6 +217,9 @@ impl Report {
             "rtt_ms": json_times(Some(self.rtt)),
             "connect_ms": json_times(self.connect),
         });
+        if self.tls {
+            object["handshake_ms"] = json_times(Some(self.handshake));
+        }
         if self.udp {
             object["duplicates"] = self.duplicates.into();
             object["reordered"] = self.reordered.into();
@@ -257,7 +283,7 @@ mod tests {
     fn the_summary_counts_corrupt_apart_from_lost() {
         let mut report = Report::new("h:7", 56, false);
         let addr = Addr::Ip("127.0.0.1:7".parse().unwrap());
-        report.echoed(1, &addr, Duration::ZERO, Duration::from_micros(500));
+        report.echoed(1, &addr, Duration::ZERO, None, Duration::from_micros(500));
         report.failed(2, Some(&addr), &Failure::Truncated { received: 3 });
         report.failed(3, None, &Failure::Timeout { received: 0 });
         assert_eq!(

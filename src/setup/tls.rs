@@ -96,8 +96,8 @@ impl Fault {
 
 /// Makes (or reads) the certificates, writes the CA if asked, and builds the configuration every
 /// child serves with. `binds` are the `--bind` values, whose addresses and names the made
-/// certificate carries.
-pub fn prepare(settings: &Settings, binds: &[Bind]) -> Result<&'static Tls> {
+/// certificate carries. `say`: log which certificate is served.
+pub fn prepare(settings: &Settings, binds: &[Bind], say: bool) -> Result<&'static Tls> {
     let (chain, key, what) = match &settings.files {
         Some((cert, key)) => {
             if let Some(fault) = settings.fault.filter(|f| f.handshake().is_none()) {
@@ -170,7 +170,9 @@ pub fn prepare(settings: &Settings, binds: &[Bind]) -> Result<&'static Tls> {
     let fault = settings
         .fault
         .map_or(String::new(), |f| format!(" fault={}", f.name()));
-    crate::logln!("tls {what}{fault}");
+    if say {
+        crate::logln!("tls {what}{fault}");
+    }
     Ok(Box::leak(Box::new(Tls {
         config: Arc::new(config),
         handshake_fault,
@@ -189,7 +191,10 @@ struct Made {
 /// Makes the run's CA and a leaf for `binds`, broken as `fault` says.
 fn make(binds: &[Bind], fault: Option<Fault>) -> Result<Made> {
     let now = OffsetDateTime::now_utc();
-    let ca = make_ca("forkecho test CA", now)?;
+    // Named apart from every other run's CA: a client trusting several runs' CAs must find this
+    // run's by its name, and never try another's key on it.
+    let run = crate::faults::random_seed();
+    let ca = make_ca(&format!("forkecho test CA {run:016x}"), now)?;
     let mut names = leaf_names(binds);
     if fault == Some(Fault::WrongName) {
         names = vec![WRONG_NAME.to_string()];
@@ -208,7 +213,7 @@ fn make(binds: &[Bind], fault: Option<Fault>) -> Result<Made> {
     let leaf = match fault {
         Some(Fault::SelfSigned) => params.self_signed(&key),
         Some(Fault::Untrusted) => {
-            let stranger = make_ca("forkecho untrusted CA", now)?;
+            let stranger = make_ca(&format!("forkecho untrusted CA {run:016x}"), now)?;
             params.signed_by(&key, &stranger.issuer)
         }
         _ => params.signed_by(&key, &ca.issuer),

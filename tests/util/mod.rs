@@ -12,6 +12,7 @@ pub mod payload;
 pub mod procfs;
 pub mod scratch;
 pub mod server;
+pub mod tls;
 
 pub use clients::*;
 pub use logs::*;
