@@ -70,7 +70,8 @@ fn a_tls_echo_verifies_against_the_written_ca_and_logs_the_session() {
 #[test]
 fn each_certificate_fault_fails_verification_with_its_own_error() {
     use CertificateError::*;
-    let wanted: [(&str, fn(&CertificateError) -> bool); 5] = [
+    type Check = fn(&CertificateError) -> bool;
+    let wanted: [(&str, Check); 5] = [
         ("expired", |e| matches!(e, Expired | ExpiredContext { .. })),
         ("not-yet-valid", |e| {
             matches!(e, NotValidYet | NotValidYetContext { .. })
@@ -135,8 +136,7 @@ fn stall_handshake_says_nothing_to_a_client_hello_until_the_idle_timeout() {
     );
     let started = Instant::now();
     let err = connect_tls(server.addr, &trusting(&ca), "localhost")
-        .err()
-        .expect("a stalled handshake cannot succeed");
+        .expect_err("a stalled handshake cannot succeed");
     assert!(started.elapsed() >= Duration::from_millis(350), "{err}");
     let close = server.wait_for_line("close", |l| event(l) == Some("close"));
     assert!(
@@ -149,8 +149,7 @@ fn stall_handshake_says_nothing_to_a_client_hello_until_the_idle_timeout() {
 fn reset_in_handshake_resets_after_the_client_hello() {
     let (server, _dir, ca) = tls_server("tls-reset", &["--tls-fault", "reset-in-handshake"]);
     let err = connect_tls(server.addr, &trusting(&ca), "localhost")
-        .err()
-        .expect("a reset handshake cannot succeed");
+        .expect_err("a reset handshake cannot succeed");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
     let close = server.wait_for_line("close", |l| event(l) == Some("close"));
     assert!(
