@@ -14,13 +14,15 @@
 //! chart under target/<host>/forkecho-bench/.
 //!
 //! Then the UDP scenarios (`udp`), in rounds of their own: forkecho's UDP worker against a plain
-//! C recvfrom/sendto loop (the floor) and socat.
+//! C recvfrom/sendto loop (the floor) and socat. Then the TLS scenarios (`tls`): forkecho
+//! serving TLS against socat and ncat with the same certificate.
 //!
 //! Flags (after `cargo bench --`): `--quick` (a short smoke run, as CI does), `--rounds N`,
 //! `--clients N` (scenario 4; default 2000), `--burst N` (scenario 5; default 1000), `--seconds S`
 //! (scenarios 1 and 2), `--compare PATH`
 //! (another forkecho binary, say a build of an earlier commit, measured `-q` in the same rounds:
-//! an A/B of a change, interleaved with everything else), `--udp-only` (the UDP rounds alone).
+//! an A/B of a change, interleaved with everything else), `--udp-only` (the UDP rounds alone),
+//! `--tls-only` (the TLS rounds alone).
 
 mod chart;
 #[path = "../../tests/util/fixture.rs"]
@@ -31,6 +33,7 @@ mod payload;
 #[path = "../../tests/util/procfs.rs"]
 mod procfs;
 mod servers;
+mod tls;
 mod udp;
 
 use std::collections::BTreeMap;
@@ -51,6 +54,8 @@ struct Plan {
     quick: bool,
     /// `--udp-only`: the UDP rounds alone.
     udp_only: bool,
+    /// `--tls-only`: the TLS rounds alone.
+    tls_only: bool,
     compare: Option<std::path::PathBuf>,
     rounds: usize,
     clients: usize,
@@ -65,6 +70,7 @@ impl Plan {
         let mut plan = Plan {
             quick: false,
             udp_only: false,
+            tls_only: false,
             compare: None,
             rounds: 3,
             clients: 2000,
@@ -80,6 +86,7 @@ impl Plan {
             match arg.as_str() {
                 "--quick" => plan.quick = true,
                 "--udp-only" => plan.udp_only = true,
+                "--tls-only" => plan.tls_only = true,
                 "--rounds" => rounds = Some(value("--rounds")?.parse()?),
                 "--clients" => clients = Some(value("--clients")?.parse()?),
                 "--burst" => burst = Some(value("--burst")?.parse()?),
@@ -89,7 +96,7 @@ impl Plan {
                 "--bench" => {}
                 other => bail!(
                     "unknown argument {other:?} (try --quick, --rounds N, --clients N, --burst N, \
-                     --seconds S, --compare PATH, --udp-only)"
+                     --seconds S, --compare PATH, --udp-only, --tls-only)"
                 ),
             }
         }
@@ -204,7 +211,11 @@ fn run() -> Result<()> {
     }
     let kinds = setup.kinds();
     let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-    let tcp_rounds = if plan.udp_only { 0 } else { plan.rounds };
+    let tcp_rounds = if plan.udp_only || plan.tls_only {
+        0
+    } else {
+        plan.rounds
+    };
     for round in 0..tcp_rounds {
         let mut order = kinds.clone();
         if round % 2 == 1 {
@@ -224,19 +235,26 @@ fn run() -> Result<()> {
             samples.entry(index(&kinds, kind)).or_default().push(sample);
         }
     }
-    let udp_markdown = udp_rounds(&setup, &plan, &root.join("benches/baselines"), &out_dir)?;
+    let udp_markdown = match plan.tls_only {
+        true => String::new(),
+        false => udp_rounds(&setup, &plan, &root.join("benches/baselines"), &out_dir)?,
+    };
+    let tls_markdown = match plan.udp_only {
+        true => String::new(),
+        false => tls_rounds(&setup, &plan, &out_dir)?,
+    };
     let report = Report {
         kinds: &kinds,
         samples: &samples,
         plan: &plan,
     };
-    let markdown = match plan.udp_only {
-        true => udp_markdown,
-        false => report.markdown() + &udp_markdown,
+    let markdown = match plan.udp_only || plan.tls_only {
+        true => udp_markdown + &tls_markdown,
+        false => report.markdown() + &udp_markdown + &tls_markdown,
     };
     println!("{markdown}");
     std::fs::write(out_dir.join("results.md"), &markdown)?;
-    if !plan.udp_only {
+    if tcp_rounds > 0 {
         std::fs::write(out_dir.join("results.json"), report.json())?;
         chart::draw(
             &out_dir.join("chart.svg"),
@@ -277,6 +295,33 @@ fn udp_rounds(setup: &Setup, plan: &Plan, sources: &Path, out_dir: &Path) -> Res
         }
     }
     Ok(udp::markdown(&kinds, &samples))
+}
+
+/// The TLS rounds: forkecho, and socat and ncat where installed, with one certificate.
+fn tls_rounds(setup: &Setup, plan: &Plan, out_dir: &Path) -> Result<String> {
+    let identity = tls::Identity::make(out_dir)?;
+    let kinds: Vec<tls::TlsKind> = [
+        tls::TlsKind::Forkecho,
+        tls::TlsKind::Socat,
+        tls::TlsKind::Ncat,
+    ]
+    .into_iter()
+    .filter(|kind| kind.available())
+    .collect();
+    let run_for = Duration::from_secs_f64(plan.seconds.min(5.0));
+    let bulk = (plan.bulk_bytes / 4).max(4 << 20);
+    let mut samples = BTreeMap::new();
+    for round in 0..plan.rounds {
+        eprintln!("tls round {}/{}", round + 1, plan.rounds);
+        let mut order = kinds.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (kind, sample) in tls::round(&order, &setup.forkecho, &identity, run_for, bulk)? {
+            samples.entry(kind).or_insert_with(Vec::new).push(sample);
+        }
+    }
+    Ok(tls::markdown(&kinds, &samples))
 }
 
 fn index(kinds: &[Kind], kind: Kind) -> usize {
