@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use crate::util::{DEADLINE, Server, binary, event, round_trip, run_to_completion};
 
 /// A server with `--metrics` on loopback port 0, and where its scrapes go.
-fn with_metrics(args: &[&str]) -> (Server, SocketAddr) {
+pub fn with_metrics(args: &[&str]) -> (Server, SocketAddr) {
     let mut all = vec!["--metrics", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let server = Server::start(&all);
@@ -38,7 +38,7 @@ fn request(addr: SocketAddr, head: &str) -> String {
 }
 
 /// The samples of a scrape: `name{labels}` to value.
-fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+pub fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let answer = request(addr, "GET /metrics HTTP/1.1\r\nHost: forkecho\r\n\r\n");
     let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");

@@ -31,7 +31,7 @@ mod listeners;
 /// Logging never stalls serving, whatever stderr is.
 mod logging;
 /// --metrics: Prometheus scrapes answered by children, counts that add up.
-mod metrics;
+pub mod metrics;
 /// `forkecho ping` against forkecho and against broken servers.
 mod ping;
 /// --proxy-protocol: PROXY v1 and v2 headers.

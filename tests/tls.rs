@@ -592,3 +592,68 @@ fn socat_openssl_is_a_client_too() {
     let out = run_client("socat", &["-t", "5", "-", &target], data.clone());
     assert_same_bytes(&out.stdout, &data);
 }
+
+#[test]
+fn tls_comes_after_a_proxy_header_and_works_on_unix_sockets() {
+    let dir = Scratch::new("tls-proxy-unix");
+    let ca = dir.path("ca.pem");
+    let sock = dir.unix("fe.sock");
+    let server = Server::start(&[
+        "--tls",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+        "--proxy-protocol",
+        "-b",
+        "127.0.0.1",
+    ]);
+    // The PROXY header first, in the clear; then the handshake on the same connection.
+    let mut socket = TcpStream::connect(server.addr).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    let local = socket.local_addr().unwrap();
+    let header = format!("PROXY TCP4 192.0.2.7 127.0.0.1 4242 {}\r\n", local.port());
+    socket.write_all(header.as_bytes()).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(trusting(&ca).config(), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut socket).unwrap();
+    }
+    let tls = rustls::StreamOwned::new(conn, socket);
+    assert_eq!(echo_tls(tls, b"behind a proxy").unwrap(), b"behind a proxy");
+    let close = server.wait_for_line("close", |l| event(l) == Some("close"));
+    assert_eq!(field(&close, "peer"), Some("192.0.2.7:4242"), "{close}");
+    assert_eq!(field(&close, "tls"), Some("1.3"), "{close}");
+    // A Unix listener speaks TLS too: ping sends localhost as the name.
+    let unix = Server::start(&["--tls", "--tls-ca-out", ca.to_str().unwrap(), "-b", &sock]);
+    let mut command = Command::new(binary());
+    command.args([
+        "ping",
+        "--tls",
+        "--tls-ca",
+        ca.to_str().unwrap(),
+        "-c",
+        "1",
+        &sock,
+    ]);
+    let out = run_to_completion(command);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let close = unix.wait_for_line("close", |l| event(l) == Some("close"));
+    assert_eq!(field(&close, "sni"), Some("localhost"), "{close}");
+}
+
+#[test]
+fn failed_handshakes_are_counted_apart_by_the_metrics() {
+    let dir = Scratch::new("tls-metrics");
+    let ca = dir.path("ca.pem");
+    let ca_out = ca.to_str().unwrap();
+    let (server, metrics) = crate::metrics::with_metrics(&["--tls", "--tls-ca-out", ca_out]);
+    let tls = connect_tls(server.addr, &trusting(&ca), "localhost").unwrap();
+    echo_tls(tls, b"counted").unwrap();
+    // Trusting nothing: the client refuses the certificate and says so with an alert.
+    assert!(connect_tls(server.addr, &ClientSetup::default(), "localhost").is_err());
+    server.wait_for_lines(2, |l| event(l) == Some("close"));
+    let samples = crate::metrics::scrape(metrics);
+    let ended = |end: &str| samples[&format!("forkecho_connections_closed_total{{end=\"{end}\"}}")];
+    assert_eq!(ended("tls-handshake"), 1.0);
+    assert_eq!(ended("client-closed"), 1.0);
+    assert_eq!(ended("error"), 0.0);
+}
