@@ -37,7 +37,7 @@ pub fn run(settings: &Settings) -> Result<u8> {
         marks: None,
         tally: None,
         // One process per connection: it installs the allow-list itself.
-        confine: sandbox::prepare(settings.sandbox, None, &[])
+        confine: sandbox::prepare(settings.sandbox, None, &[], false)
             .map_err(anyhow::Error::msg)?
             .map(Confine::Install),
     };

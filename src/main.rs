@@ -1,8 +1,9 @@
 //! forkecho: a blocking, process-per-connection TCP echo server (RFC 862) for Linux.
 //!
 //! `main` parses the options and dispatches on the mode they ask for: serve (`server`), echo one
-//! connection a launcher accepted (`inetd`), probe an echo server (`forkecho ping`: `ping`), or
-//! print the man page or a completion script. It is
+//! connection a launcher accepted (`inetd`), probe an echo server (`forkecho ping`: `ping`),
+//! drive a server's control socket (`forkecho ctl`: `ctl`), or print the man page or a
+//! completion script. It is
 //! the one place an error is printed: once, as one line on stderr, with exit status 1. clap
 //! prints its own usage errors and exits with 2.
 //!
@@ -17,6 +18,7 @@
 
 mod child;
 mod cli;
+mod ctl;
 mod deadline;
 mod faults;
 mod groups;
@@ -77,6 +79,12 @@ fn main() -> ExitCode {
                 unreachable!("Mode::Ping comes from the ping subcommand")
             };
             Ok(ExitCode::from(ping::run(ping)))
+        }
+        Mode::Ctl => {
+            let Some(cli::Command::Ctl(ctl)) = &options.command else {
+                unreachable!("Mode::Ctl comes from the ctl subcommand")
+            };
+            Ok(ExitCode::from(ctl::run(ctl)))
         }
     };
     result.unwrap_or_else(|err| {

@@ -42,9 +42,15 @@ impl Sandbox {
     /// puts the port file in place and removes it at a clean stop; and unlinking in `socket_dirs`
     /// (those of the Unix listeners' files, removed at a clean stop). A child closes those
     /// descriptors, and can open no other.
-    pub fn new(directory: Option<RawFd>, socket_dirs: &[RawFd]) -> Result<Sandbox, String> {
+    /// With `control` (`--control`), listen(2) too: the control socket's `up` listens again on
+    /// the sockets `down` shut.
+    pub fn new(
+        directory: Option<RawFd>,
+        socket_dirs: &[RawFd],
+        control: bool,
+    ) -> Result<Sandbox, String> {
         Ok(Sandbox {
-            program: filter::compile(directory, socket_dirs)?,
+            program: filter::compile(directory, socket_dirs, control)?,
         })
     }
 
@@ -82,6 +88,7 @@ pub fn prepare(
     on: bool,
     directory: Option<RawFd>,
     socket_dirs: &[RawFd],
+    control: bool,
 ) -> Result<Option<&'static Sandbox>, String> {
     if !on {
         return Ok(None);
@@ -96,7 +103,7 @@ pub fn prepare(
         );
         return Ok(None);
     }
-    match Sandbox::new(directory, socket_dirs) {
+    match Sandbox::new(directory, socket_dirs, control) {
         Ok(sandbox) => Ok(Some(Box::leak(Box::new(sandbox)))),
         Err(err) => Err(format!("{err}; --no-sandbox serves without the sandbox")),
     }
@@ -199,6 +206,7 @@ mod filter {
     pub fn compile(
         directory: Option<std::os::fd::RawFd>,
         socket_dirs: &[std::os::fd::RawFd],
+        control: bool,
     ) -> Result<Program, String> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|_| format!("no seccomp filter for {}", std::env::consts::ARCH))?;
@@ -206,6 +214,9 @@ mod filter {
             .iter()
             .map(|&syscall| (syscall as i64, Vec::new()))
             .collect();
+        if control {
+            rules.insert(libc::SYS_listen as i64, Vec::new());
+        }
         let arg = |index, value: u64| {
             SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
         };
@@ -303,7 +314,7 @@ mod filter {
 
         #[test]
         fn the_allow_list_compiles_for_this_machine() {
-            let program = compile(None, &[]).expect("a filter for this architecture");
+            let program = compile(None, &[], false).expect("a filter for this architecture");
             assert!(program.len() > ALLOWED.len());
         }
     }
@@ -326,6 +337,7 @@ mod filter {
     pub fn compile(
         _: Option<std::os::fd::RawFd>,
         _: &[std::os::fd::RawFd],
+        _: bool,
     ) -> Result<Program, String> {
         Err(format!("no seccomp filter for {}", std::env::consts::ARCH))
     }

@@ -15,7 +15,7 @@ use crate::logln;
 use crate::nowait;
 use crate::parent::Parent;
 use crate::settings::Settings;
-use crate::setup::{self, Listening};
+use crate::setup;
 
 /// Runs the server; errors are setup failures only.
 pub fn run(settings: &Settings) -> Result<()> {
@@ -26,17 +26,12 @@ pub fn run(settings: &Settings) -> Result<()> {
         settings.child.tls = Some(setup::tls::prepare(tls, &settings.setup.binds, true)?);
     }
     let settings = &settings;
-    let Listening {
-        listeners,
-        from_systemd,
-        identity,
-        metrics,
-        udp,
-        harness,
-    } = setup::listen(&settings.setup)?;
+    let mut listening = setup::listen(&settings.setup)?;
+    let from_systemd = listening.from_systemd;
+    let identity = listening.identity.take();
     // What needs privilege is opened before the privileges go: the parent's OOM score file, then
     // stdout's own non-blocking description (held only until the readiness line is out).
-    let mut parent = Parent::new(listeners, metrics, udp, harness, settings, started)?;
+    let mut parent = Parent::new(listening, settings, started)?;
     let stdout = nowait::Target::open(1, "stdout");
     // On fd 1 itself: a harness that counts descriptors at the readiness line counts none extra.
     let stdout = (stdout.0.in_place(), stdout.1);

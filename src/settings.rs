@@ -64,6 +64,7 @@ impl Settings {
                 metrics: options.metrics,
                 udp,
                 tls: tls_of(options),
+                control: options.control.clone(),
                 harness: harness::Settings {
                     port_file: options.port_file.clone(),
                     ready_fd: options.ready_fd,
@@ -101,6 +102,7 @@ impl Settings {
                 grace: options.grace,
                 // Made by `setup::tls::prepare`, which can fail: `server` and `inetd` set it.
                 tls: None,
+                control: options.control.is_some(),
             },
             sandbox: !options.no_sandbox,
         }
@@ -154,7 +156,7 @@ fn datagram_faults(options: &Options, seed: u64) -> Option<DatagramFaults> {
 
 /// The connections' faults asked for, with the run's seed (`--seed`, or a random one); None
 /// without any.
-fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
+pub(crate) fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
     let limits = [
         (LimitKind::Close, options.close_after),
         (LimitKind::Reset, options.reset_after),

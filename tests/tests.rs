@@ -8,6 +8,8 @@ mod util;
 
 /// Round trips with nc, socat and telnet.
 mod clients;
+/// --control and `forkecho ctl`: faults, down and up, blackhole, close and reset while serving.
+mod control;
 /// The README's option reference, Rust fixture and pytest example, against the binary.
 mod docs;
 /// The default dual-stack bind, in a private network namespace.

@@ -95,7 +95,9 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         outcome.end,
         End::IdleTimeout | End::WriteTimeout | End::Shutdown
     ) {
-        if stop::stopped() {
+        if stop::reset() {
+            outcome.end = End::ControlReset;
+        } else if stop::stopped() {
             outcome.end = End::Shutdown;
         } else if stop::expired() {
             outcome.end = End::MaxDuration;
@@ -137,6 +139,7 @@ fn over_tls(
             *info = Some(session);
             let (outcome, faulted) = echo::echo_tls(&mut stream, context);
             let socket = match outcome.end {
+                _ if stop::reset() => stream.into_socket(),
                 End::ClientClosed
                 | End::CloseAfter
                 | End::Shutdown
@@ -188,9 +191,14 @@ const LINGER: Duration = Duration::from_secs(2);
 ///   reset, on purpose.
 /// - `--close-after`: the lingering close, so the client gets exactly the bytes before the FIN
 ///   and no reset, whatever it still sends.
+/// - The control socket's `reset`: a reset.
 /// - Otherwise the client has closed, reset or gone idle: a plain close.
 fn close(socket: TcpStream, end: &End, grace: Duration) {
     match end {
+        // The control socket's `reset`, whatever the echo was doing when it came.
+        _ if stop::reset() => {
+            let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+        }
         End::WriteTimeout | End::ResetAfter => {
             let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
         }

@@ -44,6 +44,10 @@ use crate::sandbox::Confine;
 use crate::shared::{Marks, Shared, Tally, UdpCounts};
 use crate::testhooks::{self, Hook};
 
+/// The most control connections (`--control`) the parent keeps open at once, each of which a
+/// child closes.
+pub const CONTROL_FDS: usize = 4;
+
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
 pub const PANICKED: i32 = 101;
 
@@ -68,6 +72,8 @@ pub struct Settings {
     pub grace: Duration,
     /// `--tls`: the configuration each connection's handshake uses (`tls`).
     pub tls: Option<&'static crate::tls::Tls>,
+    /// `--control`: SIGUSR2 resets the connection (the control socket's `reset`).
+    pub control: bool,
 }
 
 /// One connection's context: everything its child needs, handed over by value at fork.
@@ -120,8 +126,10 @@ pub struct Inherited {
     /// each it has not.
     pub fds: [RawFd; 6],
     /// The listening sockets (and the directories of their socket files, and the metrics
-    /// listener).
+    /// listener, and the control socket).
     pub listeners: &'static [RawFd],
+    /// With `--control`: the control connections open at the fork (-1 for none).
+    pub control: [RawFd; CONTROL_FDS],
     /// The UDP sockets, which only the UDP worker keeps.
     pub udp: &'static [udp::Bound],
     /// The signal mask from before the parent blocked its handled signals for the fork.
@@ -133,11 +141,14 @@ pub struct Inherited {
 /// A forked child's whole life: set up, do its `job`, `_exit`.
 pub fn run(job: Job, inherited: Inherited) -> ! {
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
-        let (fd, keep_udp) = match &job {
-            Job::Echo { client, .. } | Job::Scrape { client, .. } => (client.as_raw_fd(), false),
-            Job::Udp { .. } => (-1, true),
+        let (fd, keep_udp, control) = match &job {
+            Job::Echo {
+                client, context, ..
+            } => (client.as_raw_fd(), false, context.settings.control),
+            Job::Scrape { client, .. } => (client.as_raw_fd(), false, false),
+            Job::Udp { .. } => (-1, true, false),
         };
-        if !after_fork(fd, &inherited, keep_udp) {
+        if !after_fork(fd, &inherited, keep_udp, control) {
             // The parent is gone: nobody is left to serve for.
             return 0;
         }
@@ -217,17 +228,22 @@ fn confined(confine: Option<Confine>, highest: RawFd, what: &str) -> bool {
 
 /// Undoes in the child what belongs to the parent, with the parent's signals still blocked:
 /// `socket` is the connection the stop handler wakes (-1 for none); the UDP sockets are kept by
-/// the UDP worker alone (`keep_udp`). Returns false if the parent has already died (then no
-/// parent-death signal will come).
-fn after_fork(socket: RawFd, inherited: &Inherited, keep_udp: bool) -> bool {
+/// the UDP worker alone (`keep_udp`); `control`: see `stop::install`. Returns false if the
+/// parent has already died (then no parent-death signal will come).
+fn after_fork(socket: RawFd, inherited: &Inherited, keep_udp: bool, control: bool) -> bool {
     // Handlers first, mask second: a stop signal that arrived since the fork is pending, and must
     // find the child's handler, not the parent's.
-    stop::install(socket);
+    stop::install(socket, control);
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     // sigprocmask fails only for an invalid `how`, which is a constant here.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&inherited.mask), None);
     let udp = if keep_udp { &[][..] } else { inherited.udp };
-    let fds = inherited.fds.iter().chain(inherited.listeners).copied();
+    let fds = inherited
+        .fds
+        .iter()
+        .chain(inherited.listeners)
+        .chain(&inherited.control);
+    let fds = fds.copied().filter(|&fd| fd >= 0);
     for fd in fds.chain(udp.iter().map(|socket| socket.fd)) {
         // The fds belong to the parent's objects, which the child never uses: it never returns
         // into the parent's code.

@@ -11,7 +11,9 @@
 //! Writes never block (see `echo`); once stopping, a client that reads nothing of its echo is given
 //! 1 s. SIGUSR1 is ignored (`pkill -USR1 forkecho` reaches the children too, and its default action
 //! would kill them); SIGCHLD goes back to the default. `--max-duration` works the same way, from a
-//! timer's SIGALRM; `stopped` and `expired` tell the close line which it was.
+//! timer's SIGALRM; `stopped` and `expired` tell the close line which it was. With `--control`,
+//! SIGUSR2 (the control socket's `reset`) stops it too, and `reset` says the connection is to end
+//! with a reset.
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -33,14 +35,20 @@ static SOCKET: AtomicI32 = AtomicI32::new(-1);
 static STOPPED: AtomicBool = AtomicBool::new(false);
 /// Whether `--max-duration` closed it.
 static EXPIRED: AtomicBool = AtomicBool::new(false);
+/// Whether the control socket's `reset` did (SIGUSR2, with `--control`).
+static RESET: AtomicBool = AtomicBool::new(false);
 
-/// Replaces every handler the parent installed, while its signals are still blocked.
-pub fn install(socket: RawFd) {
+/// Replaces every handler the parent installed, while its signals are still blocked. With
+/// `--control` (`control`), SIGUSR2 stops the echo too, to end the connection with a reset.
+pub fn install(socket: RawFd, control: bool) {
     SOCKET.store(socket, Ordering::Release);
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for signal in crate::signals::STOP {
         handle(signal);
+    }
+    if control {
+        handle(Signal::SIGUSR2);
     }
     // SAFETY: SIG_IGN and SIG_DFL run no code of ours.
     let _ = unsafe { sigaction(Signal::SIGUSR1, &ignore) };
@@ -85,7 +93,10 @@ fn handle(signal: Signal) {
 /// missed until the timeout. A stop already there is EINTR at once; the caller looks again.
 pub fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> nix::Result<i32> {
     let mut stopping = SigSet::empty();
-    for signal in crate::signals::STOP.into_iter().chain([Signal::SIGALRM]) {
+    for signal in crate::signals::STOP
+        .into_iter()
+        .chain([Signal::SIGALRM, Signal::SIGUSR2])
+    {
         stopping.add(signal);
     }
     let mut waiting = SigSet::empty();
@@ -125,6 +136,11 @@ pub fn expired() -> bool {
     EXPIRED.load(Ordering::Acquire)
 }
 
+/// Whether the control socket's `reset` ended the connection (it counts as a stop too).
+pub fn reset() -> bool {
+    RESET.load(Ordering::Acquire)
+}
+
 /// Whether a stop signal or `--max-duration` has ended the echo.
 pub fn requested() -> bool {
     stopped() || expired()
@@ -145,9 +161,13 @@ pub fn forget_socket() {
 /// Records which it was (SIGALRM: `--max-duration`; the others: a stop), then makes a read
 /// about to block return within 1 ms (a blocked read or poll has already returned EINTR).
 extern "C" fn on_signal(signal: nix::libc::c_int) {
-    match signal == nix::libc::SIGALRM {
-        true => EXPIRED.store(true, Ordering::Release),
-        false => STOPPED.store(true, Ordering::Release),
+    match signal {
+        nix::libc::SIGALRM => EXPIRED.store(true, Ordering::Release),
+        nix::libc::SIGUSR2 => {
+            RESET.store(true, Ordering::Release);
+            STOPPED.store(true, Ordering::Release);
+        }
+        _ => STOPPED.store(true, Ordering::Release),
     }
     let fd = SOCKET.load(Ordering::Acquire);
     if fd < 0 {

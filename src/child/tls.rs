@@ -93,14 +93,6 @@ pub fn handshake(
         Err(err) => return Err((socket, failed(err.to_string()))),
     };
     loop {
-        while conn.wants_write() {
-            if let Err(err) = conn.write_tls(&mut socket) {
-                return Err((socket, End::from_error(err, End::WriteTimeout)));
-            }
-        }
-        if !conn.is_handshaking() {
-            break;
-        }
         if stop::requested() {
             return Err((socket, End::Shutdown));
         }
@@ -108,10 +100,21 @@ pub fn handshake(
         if left.is_some_and(|left| left.is_zero()) {
             return Err((socket, failed("timed out".into())));
         }
-        match stop::wait(socket.as_fd(), PollFlags::POLLIN, left) {
-            Ok(false) => continue,
-            Ok(true) if stop::requested() => continue,
-            Ok(true) => {}
+        // Written without waiting, and waited for within the deadline: a client that reads
+        // nothing holds the handshake no longer than one that sends nothing.
+        let events = match conn.wants_write() {
+            true => match conn.write_tls(&mut NoWait(&socket)) {
+                Ok(_) => continue,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => PollFlags::POLLOUT,
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                Err(err) => return Err((socket, End::from_error(err, End::WriteTimeout))),
+            },
+            false if conn.is_handshaking() => PollFlags::POLLIN,
+            false => break,
+        };
+        match stop::wait(socket.as_fd(), events, left) {
+            Ok(true) if events == PollFlags::POLLIN && !stop::requested() => {}
+            Ok(_) => continue,
             Err(err) => return Err((socket, End::Failed(err))),
         }
         match conn.read_tls(&mut socket) {

@@ -271,7 +271,7 @@ pub struct Options {
             "port", "bind", "reuse_port", "backlog", "max_clients", "max_per_ip", "rate_per_ip",
             "ipv6_prefix", "ipv4_prefix", "proxy_protocol", "grace", "user", "group",
             "port_file", "ready_fd", "exit_with_parent", "stdin_lifeline", "metrics", "udp",
-            "udp_only", "tls_ca_out",
+            "udp_only", "tls_ca_out", "control",
         ],
     )]
     pub inetd: bool,
@@ -331,6 +331,14 @@ pub struct Options {
     /// startup line `metrics on http://ADDR/metrics` names the real port
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics, help_heading = HARNESS)]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// Serve a control socket at PATH: change faults, go down and up, reset connections live
+    ///
+    /// A Unix socket of mode 0600 that the server's user (or root) drives with `forkecho ctl
+    /// PATH COMMAND`, or by writing one JSON object a line: status, faults, down, up, blackhole,
+    /// close, reset (see CONTROL in the man page). Removed at a clean stop
+    #[arg(long, value_name = "PATH", help_heading = HARNESS)]
+    pub control: Option<std::path::PathBuf>,
 
     /// Start each text log line with a time stamp (RFC 3339, UTC, microseconds)
     ///
@@ -580,6 +588,56 @@ pub enum Command {
             forkecho ping --tls --tls-ca ca.pem -c 3 localhost:9999   over TLS, verified"
     )]
     Ping(PingOptions),
+    /// Drive a running forkecho through its control socket (forkecho --control PATH)
+    #[command(
+        long_about = "Drive a running forkecho through its control socket (forkecho --control \
+            PATH): send one command, print the JSON reply.\n\n\
+            Commands: status; faults --delay 100 --reset-after 500 (the fault options, as \
+            forkecho takes them, for the connections accepted from now on) or faults --clear; \
+            down (connecting is refused) and up; blackhole (connections hang); close and reset \
+            (every live connection, or with --from CIDR those from one network). A JSON object \
+            is sent as it is. Exit status: 0 if the server said ok, 1 if it refused, 2 for \
+            usage errors and a socket that does not answer.",
+        after_help = "Examples:\n  \
+            forkecho ctl /tmp/fe.sock status\n  \
+            forkecho ctl /tmp/fe.sock faults --reset-after 0     every new connection reset\n  \
+            forkecho ctl /tmp/fe.sock faults --clear\n  \
+            forkecho ctl /tmp/fe.sock down                       clients get ECONNREFUSED\n  \
+            forkecho ctl /tmp/fe.sock up\n  \
+            forkecho ctl /tmp/fe.sock reset --from 127.0.0.1\n  \
+            forkecho ctl /tmp/fe.sock '{\"cmd\":\"status\"}'"
+    )]
+    Ctl(CtlOptions),
+}
+
+/// `forkecho ctl`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct CtlOptions {
+    /// Seconds to wait for the reply
+    #[arg(
+        short = 'W',
+        long,
+        value_name = "SECS",
+        default_value = "5",
+        value_parser = parse_positive,
+    )]
+    pub timeout: Duration,
+
+    /// The control socket (forkecho --control PATH)
+    #[arg(value_name = "PATH")]
+    pub socket: std::path::PathBuf,
+
+    /// status, faults, down, up, blackhole, close or reset; or a JSON request
+    #[arg(value_name = "COMMAND")]
+    pub command: String,
+
+    /// faults: the fault options, or --clear; close and reset: --from ADDR[/LEN]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
 }
 
 /// `forkecho ping`'s options.
@@ -676,13 +734,18 @@ pub enum Mode {
     Completions(Shell),
     /// Probe an echo server (`forkecho ping`).
     Ping,
+    /// Drive a server's control socket (`forkecho ctl`).
+    Ctl,
 }
 
 impl Options {
     /// The mode these options ask for; clap has already refused contradictory combinations.
     pub fn mode(&self) -> Mode {
-        if self.command.is_some() {
-            Mode::Ping
+        if let Some(command) = &self.command {
+            match command {
+                Command::Ping(_) => Mode::Ping,
+                Command::Ctl(_) => Mode::Ctl,
+            }
         } else if self.man {
             Mode::Man
         } else if let Some(shell) = self.completions {

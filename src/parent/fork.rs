@@ -95,6 +95,10 @@ impl Parent {
         let inherited = Inherited {
             fds: self.inherited_fds(),
             listeners: self.listener_fds,
+            control: self
+                .control
+                .as_ref()
+                .map_or([-1; child::CONTROL_FDS], |c| c.client_fds()),
             udp: self.udp.as_ref().map_or(&[], |udp| udp.bound),
             mask: blocked.previous(),
             parent: self.pid,

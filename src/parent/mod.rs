@@ -20,6 +20,7 @@
 mod accept;
 pub mod admission;
 mod children;
+mod control;
 mod fork;
 pub mod limits;
 mod oom;
@@ -55,12 +56,15 @@ use proxy::WaitingRoom;
 use signals::Wakeup;
 use stats::{Counts, Snapshot};
 
-/// The poll set's fixed entries: the self-pipe, the lifeline and the metrics listener (-1,
-/// which poll skips, for either that is not there); the listeners follow.
+/// The poll set's fixed entries: the self-pipe, the lifeline and the metrics listener (-1, which
+/// poll skips, for either that is not there); with `--control`, the control socket and a slot
+/// for each of its connections; the listeners follow. (No slot is there for nothing: poll(2)
+/// refuses more entries than RLIMIT_NOFILE allows descriptors.)
 const PIPE: usize = 0;
 const LIFELINE: usize = 1;
 const METRICS: usize = 2;
-const FIRST_LISTENER: usize = 3;
+const CONTROL: usize = 3;
+const CONTROL_CLIENTS: usize = 4;
 
 /// How long accepting pauses after a resource shortage (EMFILE, fork's EAGAIN, ...).
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -96,6 +100,12 @@ pub struct Parent {
     listeners: Vec<Listener>,
     /// With `--metrics`: where scrapes come (closed with the listeners at shutdown).
     metrics: Option<Listener>,
+    /// With `--control`: the control socket and its connections.
+    control: Option<control::Control>,
+    /// Whether systemd passed the listeners (the control socket's `down` cannot apply).
+    from_systemd: bool,
+    /// `--backlog`, for listening again after the control socket's `down`.
+    backlog: i32,
     /// Their fds, the metrics listener's, and the directories of their socket files, which
     /// every child closes.
     listener_fds: &'static [RawFd],
@@ -145,6 +155,10 @@ struct LoopState {
     stopping: bool,
     /// With `--udp`: the worker's restarts.
     udp: udp::Supervision,
+    /// Whether the listeners take connections (the control socket's `down`, `blackhole`, `up`).
+    gate: control::Gate,
+    /// The number of the first connection the faults in force apply to.
+    faults_from: u64,
 }
 
 impl LoopState {
@@ -159,25 +173,42 @@ impl Parent {
     /// Everything the loop needs, made before the server says it is ready: the shared memory,
     /// the signal handlers and their self-pipe, the reaper's ring, the tables.
     pub fn new(
-        listeners: Vec<Listener>,
-        metrics: Option<Listener>,
-        udp_sockets: Vec<crate::setup::udp::UdpSocket>,
-        harness: Harness,
+        listening: crate::setup::Listening,
         settings: &crate::settings::Settings,
         started: Instant,
     ) -> Result<Parent> {
+        let crate::setup::Listening {
+            listeners,
+            metrics,
+            udp: udp_sockets,
+            harness,
+            control,
+            from_systemd,
+            ..
+        } = listening;
         let ours = &settings.parent;
         let shared = shared::map()?;
-        let socket_dirs: Vec<RawFd> = listeners.iter().filter_map(Listener::dir_fd).collect();
-        let sandbox = crate::sandbox::prepare(settings.sandbox, harness.directory(), &socket_dirs)
-            .map_err(anyhow::Error::msg)?;
+        let control = control.map(|(socket, file)| control::Control::new(socket, file));
+        let socket_dirs: Vec<RawFd> = listeners
+            .iter()
+            .filter_map(Listener::dir_fd)
+            .chain(control.as_ref().and_then(control::Control::dir_fd))
+            .collect();
+        let sandbox = crate::sandbox::prepare(
+            settings.sandbox,
+            harness.directory(),
+            &socket_dirs,
+            control.is_some(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let wakeup = signals::install()?;
         let admission = Admission::new(ours.admission)?;
         let marks = admission.marks();
         let proxy = ours.proxy_deadline.map(WaitingRoom::new).transpose()?;
         // The self-pipe, the lifeline, the metrics listener, every listener, and as many waiting
         // connections as there may be.
-        let poll_capacity = FIRST_LISTENER + listeners.len() + ours.admission.max_clients;
+        let poll_capacity = CONTROL_CLIENTS + control::MOST + listeners.len();
+        let poll_capacity = poll_capacity + ours.admission.max_clients;
         let state = ParentOnly::new(LoopState {
             children: Children::new()?,
             admission,
@@ -189,12 +220,15 @@ impl Parent {
             fork_warnings: RateLimit::new(WARN_INTERVAL),
             stopping: false,
             udp: udp::Supervision::new(),
+            gate: control::Gate::Up,
+            faults_from: settings.child.faults.map_or(0, |_| 1),
         })
         .context("unable to map the parent's bookkeeping")?;
         let listener_fds = listeners
             .iter()
             .chain(&metrics)
             .map(Listener::raw_fd)
+            .chain(control.as_ref().map(control::Control::listener_fd))
             .chain(socket_dirs);
         let listener_fds = listener_fds.collect::<Vec<_>>();
         let udp = ours
@@ -223,6 +257,9 @@ impl Parent {
                 tally: metrics.as_ref().map(|_| &shared.tally),
             },
             metrics,
+            control,
+            from_systemd,
+            backlog: settings.setup.listener.backlog,
             shared,
             oom: oom::OomScore::open().unwrap_or_else(|why| {
                 logln!("warning: children are not made the OOM killer's first choice: {why}");
@@ -243,6 +280,10 @@ impl Parent {
     /// and the sandbox.
     pub fn prepare_to_announce(&mut self) -> Result<()> {
         self.harness.follow_parent()?;
+        // Who may use the control socket: the user forkecho now runs as (and root).
+        if let Some(control) = &mut self.control {
+            control.owner = nix::unistd::geteuid().as_raw();
+        }
         // The port of the IP listeners (they share one, with the UDP sockets); with Unix
         // listeners alone, none.
         let port = self.listeners.iter().find_map(|l| l.addr().port());
@@ -327,12 +368,16 @@ impl Parent {
                 .map(|at| at.saturating_duration_since(now));
             let until_restart =
                 (state.udp.restart_at()).map(|at| at.saturating_duration_since(now));
+            let until_idle = (self.control.as_ref())
+                .and_then(control::Control::next_deadline)
+                .map(|at| at.saturating_duration_since(now));
             let timeout = pause
                 .into_iter()
                 .chain(until_deadline)
                 .chain(until_restart)
+                .chain(until_idle)
                 .min();
-            let listening = match pause.is_none() && !full {
+            let listening = match pause.is_none() && !full && state.gate == control::Gate::Up {
                 true => self.listeners.len(),
                 false => 0,
             };
@@ -343,6 +388,13 @@ impl Parent {
             // Scrapes are served at --max-clients too (that is when they matter), not in a pause.
             let metrics = self.metrics.as_ref().filter(|_| pause.is_none());
             set.push(metrics.map_or(-1, Listener::raw_fd));
+            if let Some(control) = &self.control {
+                set.push(control.listener_fd());
+                for i in 0..control::MOST {
+                    set.push(control.client_fd(i));
+                }
+            }
+            let first_listener = set.len();
             // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
             for listener in &self.listeners[..listening] {
                 set.push(listener.raw_fd());
@@ -357,10 +409,14 @@ impl Parent {
             // Which listeners have connections waiting, as a bit set (up to 64 listeners are
             // polled; `setup` refuses more).
             let ready = (0..listening)
-                .filter(|&i| set.ready(FIRST_LISTENER + i))
+                .filter(|&i| set.ready(first_listener + i))
                 .fold(0u64, |bits, i| bits | 1 << i);
             let lifeline_ready = set.ready(LIFELINE);
             let scrapes_ready = set.ready(METRICS);
+            let control_ready = self.control.is_some() && set.ready(CONTROL);
+            let controllers = (0..control::MOST)
+                .filter(|&i| self.control.is_some() && set.ready(CONTROL_CLIENTS + i))
+                .fold(0u64, |bits, i| bits | 1 << i);
             let pending = self.wakeup.take(woken);
             if let Some((signal, count)) = pending.stop {
                 return Stop::Signal(signal, count);
@@ -391,8 +447,11 @@ impl Parent {
             if scrapes_ready {
                 self.accept_scrapes();
             }
+            if self.control.is_some() {
+                self.serve_control(control_ready, controllers);
+            }
             // The waiting connections follow the listeners in the poll set.
-            self.admit_waiting(FIRST_LISTENER + listening);
+            self.admit_waiting(first_listener + listening);
             for index in 0..self.listeners.len() {
                 if ready & (1 << index) != 0 {
                     self.accept_batch(index);

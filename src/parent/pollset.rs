@@ -44,6 +44,11 @@ impl PollSet {
         self.len = 0;
     }
 
+    /// How many entries the set has.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Adds `fd`, to be polled for input.
     pub fn push(&mut self, fd: RawFd) {
         let at = self.len;

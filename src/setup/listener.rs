@@ -233,6 +233,12 @@ impl Listener {
         &self.addr
     }
 
+    /// Listens again on a socket shut for reading (the control socket's `up` after `down`): the
+    /// same socket, address and port.
+    pub fn relisten(&self, backlog: i32) -> io::Result<()> {
+        self.socket.listen(backlog)
+    }
+
     /// Whether this is a Unix-socket listener.
     pub fn is_unix(&self) -> bool {
         matches!(self.addr, Addr::Unix(_))
@@ -310,10 +316,30 @@ fn listen_on(addr: SocketAddr, settings: Settings) -> io::Result<Socket> {
     if settings.reuse_port {
         socket.set_reuse_port(true)?;
     }
-    socket.bind(&addr.into())?;
+    match addr.port() {
+        0 => bind_picked_port(&socket, addr)?,
+        _ => socket.bind(&addr.into())?,
+    }
     socket.listen(settings.backlog)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// Binds `socket` to a port the kernel picks for `addr`, as bind(2) to port 0 would, but pinned
+/// to the socket: Linux gives a picked port back when its socket stops listening, and the
+/// control socket's `down` and `up` stop and restart listening on the same port. So a holder
+/// socket is bound to port 0 first, and `socket` to the port it got (both SO_REUSEADDR, neither
+/// listening), then the holder is let go.
+fn bind_picked_port(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    let holder = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        holder.set_only_v6(false)?;
+    }
+    holder.set_reuse_address(true)?;
+    holder.bind(&addr.into())?;
+    let mut pinned = addr;
+    pinned.set_port(holder.local_addr()?.as_socket().map_or(0, |a| a.port()));
+    socket.bind(&pinned.into())
 }
 
 /// True when the failure means the port is taken.

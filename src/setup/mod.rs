@@ -58,6 +58,8 @@ pub struct Settings {
     pub udp: Udp,
     /// `--tls` and its options.
     pub tls: Option<tls::Settings>,
+    /// `--control`: where the control socket goes.
+    pub control: Option<std::path::PathBuf>,
     /// What a harness is told, and what ties forkecho to it.
     pub harness: harness::Settings,
 }
@@ -83,6 +85,8 @@ pub struct Listening {
     pub metrics: Option<Listener>,
     /// With `--udp` or `--udp-only`: the UDP sockets.
     pub udp: Vec<udp::UdpSocket>,
+    /// With `--control`: the control socket (mode 0600), and its file.
+    pub control: Option<(socket2::Socket, Option<unix::SocketFile>)>,
     pub harness: Harness,
 }
 
@@ -153,6 +157,20 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
         .metrics
         .map(|addr| Listener::for_scrapes(addr, crate::child::scrape::TIMEOUT))
         .transpose()?;
+    let control = match &settings.control {
+        Some(path) => {
+            let name = unix::Name::Path(path.clone());
+            // The owner's alone: read and write for the user forkecho runs as (after --user).
+            let making = unix::Making {
+                mode: Some(0o600),
+                owner: identity.as_ref().map(|who| (who.uid, who.gid)),
+            };
+            let (socket, file) = unix::listen(&name, 16, making)
+                .with_context(|| format!("--control {}", path.display()))?;
+            Some((socket, file))
+        }
+        None => None,
+    };
     // Now that systemd's fds are taken (the log's own fd must not land on fd 3), before the first
     // line a client could make us write, and before the privileges go (stderr may be a pipe only
     // root can open anew).
@@ -163,6 +181,7 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
         identity,
         metrics,
         udp,
+        control,
         harness,
     })
 }

@@ -55,6 +55,8 @@ pub enum End {
     /// `--tls`: the handshake failed (why, as the close line's `reason=` says), or was broken
     /// on purpose (`--tls-fault`). Nothing was echoed.
     TlsHandshake(String),
+    /// `--control`: the control socket's `reset` ended it, with a reset.
+    ControlReset,
     /// Any other I/O error.
     Failed(io::Error),
 }
@@ -83,11 +85,12 @@ impl End {
         "close-after",
         "reset-after",
         "tls-handshake",
+        "control-reset",
         "error",
     ];
 
     /// `kind` of every `Failed` end.
-    pub const ERROR: usize = 9;
+    pub const ERROR: usize = 10;
 
     /// This end's index in `KINDS`.
     pub fn kind(&self) -> usize {
@@ -101,6 +104,7 @@ impl End {
             End::CloseAfter => 6,
             End::ResetAfter => 7,
             End::TlsHandshake(_) => 8,
+            End::ControlReset => 9,
             End::Failed(_) => End::ERROR,
         }
     }
@@ -114,7 +118,7 @@ impl End {
 
 /// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
 /// `write-timeout`, `shutdown`, `max-duration`, `close-after`, `reset-after`,
-/// `tls-handshake reason="…"`, or `error error="…"`.
+/// `tls-handshake reason="…"`, `control-reset`, or `error error="…"`.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(End::KINDS[self.kind()])?;

@@ -1,0 +1,152 @@
+//! `forkecho ctl PATH COMMAND [ARGS]`: the client of the control socket (`--control PATH`, served
+//! by `parent::control`).
+//!
+//! It turns a command line into the one JSON request line the server reads (`request`), sends
+//! it, and prints the reply line as it came. Exit status: 0 when the reply says `"ok": true`, 1
+//! when the server refused, 2 for usage errors and a socket that cannot be reached or does not
+//! answer within `--timeout`: the same convention as `forkecho ping`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+use serde_json::{Map, Value, json};
+
+use crate::cli::CtlOptions;
+use crate::logln;
+
+/// The exit status for usage errors and an unreachable server.
+const USAGE: u8 = 2;
+
+/// Sends the command and prints the reply; returns the exit status.
+pub fn run(options: &CtlOptions) -> u8 {
+    let request = match request(&options.command, &options.args) {
+        Ok(request) => request,
+        Err(message) => {
+            logln!("ctl: {message}");
+            return USAGE;
+        }
+    };
+    let path = options.socket.display();
+    let reply = UnixStream::connect(&options.socket).and_then(|mut stream| {
+        stream.set_read_timeout(Some(options.timeout))?;
+        stream.set_write_timeout(Some(options.timeout))?;
+        stream.write_all(format!("{request}\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line)
+    });
+    let line = match reply {
+        Ok(line) if !line.is_empty() => line,
+        Ok(_) => {
+            logln!("ctl: {path} closed without a reply");
+            return USAGE;
+        }
+        Err(err) => {
+            logln!("ctl: {path}: {err}");
+            return USAGE;
+        }
+    };
+    print!("{line}");
+    match serde_json::from_str::<Value>(&line) {
+        Ok(reply) if reply["ok"] == true => 0,
+        Ok(_) => 1,
+        Err(_) => {
+            logln!("ctl: {path} answered something that is not JSON");
+            USAGE
+        }
+    }
+}
+
+/// The request line for `command` and its `args`.
+pub fn request(command: &str, args: &[String]) -> Result<Value, String> {
+    if command.starts_with('{') {
+        if !args.is_empty() {
+            return Err("a JSON request takes no further arguments".into());
+        }
+        return serde_json::from_str(command).map_err(|err| format!("'{command}': {err}"));
+    }
+    match command {
+        "status" | "down" | "up" | "blackhole" => match args {
+            [] => Ok(json!({ "cmd": command })),
+            _ => Err(format!("{command} takes no arguments")),
+        },
+        "close" | "reset" => match args {
+            [] => Ok(json!({ "cmd": command })),
+            [flag, net] if flag == "--from" => Ok(json!({ "cmd": command, "from": net })),
+            _ => Err(format!("{command} takes nothing, or --from ADDR[/LEN]")),
+        },
+        "faults" => faults(args),
+        other => Err(format!(
+            "unknown command '{other}': status, faults, down, up, blackhole, close, reset"
+        )),
+    }
+}
+
+/// `faults --clear`, or `faults --NAME VALUE ...` (also `--NAME=VALUE`).
+fn faults(args: &[String]) -> Result<Value, String> {
+    if args == ["--clear"] {
+        return Ok(json!({ "cmd": "faults", "clear": true }));
+    }
+    let usage = "faults takes fault options (--delay 100 --reset-after 500), or --clear";
+    if args.is_empty() {
+        return Err(usage.into());
+    }
+    let mut set = Map::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let Some(name) = arg.strip_prefix("--") else {
+            return Err(format!("'{arg}': {usage}"));
+        };
+        let (name, value) = match name.split_once('=') {
+            Some((name, value)) => (name, value.to_string()),
+            None => {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| format!("--{name} needs a value"))?;
+                (name, value.clone())
+            }
+        };
+        set.insert(name.to_string(), value.into());
+    }
+    Ok(json!({ "cmd": "faults", "set": set }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn command_lines_become_the_requests_the_server_reads() {
+        assert_eq!(request("status", &[]).unwrap(), json!({"cmd": "status"}));
+        assert_eq!(
+            request("faults", &args(&["--delay", "100:20", "--reset-after=500"])).unwrap(),
+            json!({"cmd": "faults", "set": {"delay": "100:20", "reset-after": "500"}})
+        );
+        assert_eq!(
+            request("faults", &args(&["--clear"])).unwrap(),
+            json!({"cmd": "faults", "clear": true})
+        );
+        assert_eq!(
+            request("reset", &args(&["--from", "10.0.0.0/8"])).unwrap(),
+            json!({"cmd": "reset", "from": "10.0.0.0/8"})
+        );
+        assert_eq!(
+            request("{\"cmd\":\"up\"}", &[]).unwrap(),
+            json!({"cmd": "up"})
+        );
+        for (command, bad) in [
+            ("status", &["x"][..]),
+            ("faults", &[][..]),
+            ("faults", &["delay"][..]),
+            ("faults", &["--delay"][..]),
+            ("reset", &["--from"][..]),
+            ("nope", &[][..]),
+        ] {
+            assert!(request(command, &args(bad)).is_err(), "{command} {bad:?}");
+        }
+    }
+}

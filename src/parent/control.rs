@@ -1,0 +1,536 @@
+//! `--control PATH`: a test's hand on the running server, through a Unix socket the parent's loop
+//! serves without ever blocking on it.
+//!
+//! One JSON object per line in, one per line out, each reply with `"ok"` and, when false,
+//! `"error"` saying what was wrong (`forkecho ctl` is the client). The socket file is the
+//! server's owner's alone (mode 0600), and a process whose SO_PEERCRED uid is neither the
+//! server's nor root's is answered with an error and closed. At most `MOST` control connections
+//! at once; a request line is at most `LINE_MAX` bytes; a connection idle for `IDLE` is closed.
+//! Every read and write is non-blocking, and a client that does not read its replies is dropped.
+//!
+//! The commands change what the loop does next, never a connection already being served:
+//! - `status`: the `stats` line's counts, the faults in force and from which connection, the
+//!   listeners and whether they are up;
+//! - `faults`: a new set of faults (the command line's names and syntax, validated by the same
+//!   parser), or none; it applies from the next connection accepted, whose number the reply
+//!   gives, and every child keeps the set it was forked with;
+//! - `down` shuts the listening sockets down so that connecting is refused, and `up` listens on
+//!   them again (the same sockets, so the same port, even after `--port 0`: `setup` binds that
+//!   port explicitly); `blackhole` keeps them listening but stops accepting, so connections wait in
+//!   the backlog and then hang;
+//! - `close` and `reset` end the live connections (optionally only those from one address
+//!   group, `"from": "CIDR"`): SIGTERM, the child's clean close, or SIGUSR2, its reset.
+//!
+//! Written and read by the parent alone; a child closes the control socket and its connections
+//! (they are among the listeners' descriptors).
+
+use std::io::{self, ErrorKind};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+use serde_json::{Map, Value, json};
+use socket2::Socket;
+
+use super::{Parent, signals};
+use crate::faults::Faults;
+use crate::logln;
+use crate::peer::{Cred, Peer};
+use crate::setup::unix::{self, SocketFile};
+
+/// Control connections served at once (each child closes as many).
+pub const MOST: usize = crate::child::CONTROL_FDS;
+/// The longest request line, newline included.
+const LINE_MAX: usize = 4096;
+/// A control connection that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// The control socket and its connections.
+pub struct Control {
+    listener: Socket,
+    /// Removed at a clean stop.
+    file: Option<SocketFile>,
+    clients: Vec<Client>,
+    /// Who may control the server besides root: the user it runs as (set once privileges are
+    /// dropped).
+    pub owner: u32,
+}
+
+struct Client {
+    socket: Socket,
+    cred: Cred,
+    /// What has come of the current request line.
+    input: Vec<u8>,
+    last: Instant,
+    /// It ended, sent too long a line, or did not take a reply: closed once its requests are
+    /// answered.
+    closing: bool,
+}
+
+/// Whether the listeners take connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Up,
+    /// Shut down: connecting is refused.
+    Down,
+    /// Listening, never accepting: connections hang once the backlog is full.
+    Blackhole,
+}
+
+impl Gate {
+    fn name(self) -> &'static str {
+        match self {
+            Gate::Up => "up",
+            Gate::Down => "down",
+            Gate::Blackhole => "blackhole",
+        }
+    }
+}
+
+impl Control {
+    pub fn new(listener: Socket, file: Option<SocketFile>) -> Control {
+        Control {
+            listener,
+            file,
+            clients: Vec::with_capacity(MOST),
+            owner: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
+    /// Entry `i` of the poll's control slots: connection `i`'s fd, or -1.
+    pub fn client_fd(&self, i: usize) -> RawFd {
+        self.clients.get(i).map_or(-1, |c| c.socket.as_raw_fd())
+    }
+
+    pub fn listener_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// The directory of the socket's file (the sandbox lets the parent remove it there).
+    pub fn dir_fd(&self) -> Option<RawFd> {
+        self.file.as_ref().map(SocketFile::dir_fd)
+    }
+
+    /// The control connections' fds, for a child to close (-1 for none).
+    pub fn client_fds(&self) -> [RawFd; MOST] {
+        std::array::from_fn(|i| self.client_fd(i))
+    }
+
+    /// When the first idle control connection is due to be closed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.clients.iter().map(|c| c.last + IDLE).min()
+    }
+}
+
+impl Parent {
+    /// Serves the control socket: accepts (`accept_ready`), reads the connections the poll found
+    /// ready (bit i: connection i), answers every whole line, and closes idle ones.
+    pub(super) fn serve_control(&mut self, accept_ready: bool, ready: u64) {
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        let now = Instant::now();
+        control.clients.retain(|c| now < c.last + IDLE);
+        let mut requests = Vec::new();
+        for (i, client) in control.clients.iter_mut().enumerate() {
+            if ready & (1 << i) != 0 {
+                read_lines(client, &mut requests, i);
+            }
+        }
+        // Answered in order; a connection whose reply cannot go is closed after.
+        for (i, line) in requests {
+            let reply = match line {
+                Ok(line) => {
+                    let cred = self.control.as_ref().expect("serving control").clients[i].cred;
+                    self.command(&line, cred)
+                }
+                Err(error) => refusal(&error),
+            };
+            let client = &mut self.control.as_mut().expect("serving control").clients[i];
+            if !reply_to(&client.socket, &reply) {
+                client.closing = true;
+            }
+        }
+        let control = self.control.as_mut().expect("serving control");
+        control.clients.retain(|c| !c.closing);
+        if accept_ready {
+            accept(control);
+        }
+    }
+
+    /// Runs one request line from `cred`; the reply.
+    fn command(&mut self, line: &[u8], cred: Cred) -> Value {
+        let request: Value = match serde_json::from_slice(line) {
+            Ok(Value::Object(map)) => Value::Object(map),
+            Ok(_) => return refusal("a request is one JSON object"),
+            Err(err) => return refusal(&format!("not JSON: {err}")),
+        };
+        let Some(cmd) = request.get("cmd").and_then(Value::as_str) else {
+            return refusal("no \"cmd\": one of status, faults, down, up, blackhole, reset, close");
+        };
+        let from = format!("uid:{}", cred.uid);
+        let reply = match cmd {
+            "status" => Ok(self.status()),
+            "faults" => self.set_faults(&request),
+            "down" => self.gate(Gate::Down),
+            "up" => self.gate(Gate::Up),
+            "blackhole" => self.gate(Gate::Blackhole),
+            "close" => self.end_connections(&request, Signal::SIGTERM),
+            "reset" => self.end_connections(&request, Signal::SIGUSR2),
+            other => Err(format!(
+                "unknown cmd \"{other}\": one of status, faults, down, up, blackhole, reset, close"
+            )),
+        };
+        match reply {
+            Ok(mut reply) => {
+                if cmd != "status" {
+                    logln!("control cmd={cmd} from={from}{}", Detail(&reply));
+                }
+                reply["ok"] = true.into();
+                reply
+            }
+            Err(error) => {
+                logln!("control cmd={cmd} from={from} refused error=\"{error}\"");
+                refusal(&error)
+            }
+        }
+    }
+
+    fn status(&self) -> Value {
+        let mut status = Map::new();
+        status.insert("state".into(), self.state.gate.name().into());
+        // The `stats` line's fields, as numbers where they are.
+        for field in self.snapshot().to_string().split(' ') {
+            if let Some((key, value)) = field.split_once('=') {
+                let value = match value.strip_suffix('s').unwrap_or(value).parse::<f64>() {
+                    Ok(n) if n.fract() == 0.0 && !value.ends_with('s') => json!(n as u64),
+                    Ok(n) => json!(n),
+                    Err(_) => json!(value),
+                };
+                status.insert(key.into(), value);
+            }
+        }
+        let listeners: Vec<String> = self.addrs().map(ToString::to_string).collect();
+        status.insert("listeners".into(), listeners.into());
+        self.fault_fields(&mut status);
+        Value::Object(status)
+    }
+
+    fn fault_fields(&self, into: &mut Map<String, Value>) {
+        let faults = self.child.settings.faults.map(|f| f.to_string());
+        into.insert("faults".into(), faults.into());
+        into.insert("from_connection".into(), self.state.faults_from.into());
+    }
+
+    /// `{"cmd":"faults","set":{...}}` or `{"cmd":"faults","clear":true}`.
+    fn set_faults(&mut self, request: &Value) -> Result<Value, String> {
+        let faults = match (request.get("set"), request.get("clear")) {
+            (Some(Value::Object(set)), None) => Some(parse_faults(set)?),
+            (None, Some(Value::Bool(true))) => None,
+            _ => return Err("faults takes \"set\": {...} or \"clear\": true".into()),
+        };
+        // Leaked, as the startup set is: each child refers to the set it was forked with for its
+        // whole life, and a set is some hundred bytes.
+        self.child.settings.faults = faults.map(|f| &*Box::leak(Box::new(f)));
+        self.state.faults_from = self.state.counts.accepted + 1;
+        let mut reply = Map::new();
+        self.fault_fields(&mut reply);
+        Ok(Value::Object(reply))
+    }
+
+    /// `down`, `up`, `blackhole`.
+    fn gate(&mut self, to: Gate) -> Result<Value, String> {
+        let from = self.state.gate;
+        if self.from_systemd && to != Gate::Up && from == Gate::Up && to == Gate::Down {
+            return Err(concat!(
+                "the listening sockets came from systemd, which forkecho cannot bind again: ",
+                "down is refused (blackhole works)"
+            )
+            .into());
+        }
+        if to == Gate::Down && self.listeners.iter().any(|l| l.is_unix()) {
+            return Err(concat!(
+                "a Unix listener cannot be shut and opened again under the sandbox: down is ",
+                "refused (blackhole works)"
+            )
+            .into());
+        }
+        if from == Gate::Down && to != Gate::Down {
+            for listener in &self.listeners {
+                listener.relisten(self.backlog).map_err(|err| {
+                    format!("unable to listen on {} again: {err}", listener.addr())
+                })?;
+            }
+        }
+        if to == Gate::Down && from != Gate::Down {
+            for listener in &self.listeners {
+                // A listening TCP socket shut for reading stops listening and keeps its
+                // address: connecting is refused until it listens again.
+                shutdown(listener.raw_fd(), Shutdown::Read).map_err(|errno| {
+                    format!(
+                        "unable to shut {}: {}",
+                        listener.addr(),
+                        io::Error::from(errno)
+                    )
+                })?;
+            }
+        }
+        self.state.gate = to;
+        Ok(json!({ "state": to.name() }))
+    }
+
+    /// `close` and `reset`: `signal` to every child serving a connection (from the group
+    /// `"from"` names, if it does).
+    fn end_connections(&mut self, request: &Value, signal: Signal) -> Result<Value, String> {
+        let net = match request.get("from") {
+            None => None,
+            Some(Value::String(text)) => Some(parse_net(text)?),
+            Some(_) => return Err("\"from\" is an address or CIDR, as a string".into()),
+        };
+        let _blocked = signals::block();
+        self.collect_exits();
+        let mut count = 0u64;
+        for (pid, child) in self.state.children.iter() {
+            let chosen = match (net, child.peer) {
+                _ if child.role != super::children::Role::Client => false,
+                (None, _) => true,
+                (Some((ip, len)), Peer::Ip(addr)) => in_net(addr.ip(), ip, len),
+                (Some(_), Peer::Unix(_)) => false,
+            };
+            if chosen && nix::sys::signal::kill(pid, signal).is_ok() {
+                count += 1;
+            }
+        }
+        Ok(json!({ "connections": count }))
+    }
+}
+
+/// Reads what `client` (connection `i`) has sent, and queues each whole line in `requests`; an
+/// over-long line (answered with an error), or the end of the connection, marks it closing.
+fn read_lines(client: &mut Client, requests: &mut Vec<(usize, Result<Vec<u8>, String>)>, i: usize) {
+    let mut buf = [0u8; LINE_MAX];
+    loop {
+        match recv(client.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => {
+                client.closing = true;
+                return;
+            }
+            Ok(n) => {
+                client.last = Instant::now();
+                client.input.extend_from_slice(&buf[..n]);
+                while let Some(at) = client.input.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = client.input.drain(..=at).collect();
+                    let line = line.trim_ascii().to_vec();
+                    if !line.is_empty() {
+                        requests.push((i, Ok(line)));
+                    }
+                }
+                if client.input.len() >= LINE_MAX {
+                    requests.push((
+                        i,
+                        Err(format!("a request line is at most {LINE_MAX} bytes")),
+                    ));
+                    client.closing = true;
+                    return;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => return,
+            Err(_) => {
+                client.closing = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Accepts waiting control connections: at most `MOST` at once, and only from the server's
+/// user or root.
+fn accept(control: &mut Control) {
+    loop {
+        let socket = match control.listener.accept() {
+            Ok((socket, _)) => socket,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let _ = socket.set_nonblocking(true);
+        let cred = match unix::peer(&socket) {
+            Ok(cred) => cred,
+            Err(_) => continue,
+        };
+        if cred.uid != control.owner && cred.uid != 0 {
+            logln!("control refused from=uid:{} pid={}", cred.uid, cred.pid);
+            let error = format!("uid {} may not control this server", cred.uid);
+            reply_to(&socket, &refusal(&error));
+            continue;
+        }
+        if control.clients.len() >= MOST {
+            reply_to(&socket, &refusal("too many control connections; try again"));
+            continue;
+        }
+        control.clients.push(Client {
+            socket,
+            cred,
+            input: Vec::new(),
+            last: Instant::now(),
+            closing: false,
+        });
+    }
+}
+
+/// An error reply.
+fn refusal(error: &str) -> Value {
+    json!({ "ok": false, "error": error })
+}
+
+/// Sends `reply` and a newline without waiting; false if it did not all go.
+fn reply_to(socket: &Socket, reply: &Value) -> bool {
+    let mut line = reply.to_string();
+    line.push('\n');
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    matches!(send(socket.as_raw_fd(), line.as_bytes(), flags), Ok(n) if n == line.len())
+}
+
+/// The log line's details of a reply: its fields as `key=value`.
+struct Detail<'a>(&'a Value);
+
+impl std::fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Value::Object(map) = self.0 else {
+            return Ok(());
+        };
+        for (key, value) in map {
+            match value {
+                Value::String(text) => write!(f, " {key}=\"{text}\"")?,
+                Value::Null => write!(f, " {key}=none")?,
+                other => write!(f, " {key}={other}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The faults `set` asks for, read as the command line reads them: each key is a fault option's
+/// name without its dashes, each value what the option takes (a string, or a number).
+fn parse_faults(set: &Map<String, Value>) -> Result<Faults, String> {
+    let mut args = vec!["forkecho".to_string()];
+    for (key, value) in set {
+        if !FAULT_OPTIONS.contains(&key.as_str()) {
+            return Err(format!(
+                "\"{key}\" is no fault: one of {}",
+                FAULT_OPTIONS.join(", ")
+            ));
+        }
+        let value = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                return Err(format!(
+                    "\"{key}\": {other} is neither a string nor a number"
+                ));
+            }
+        };
+        args.push(format!("--{key}"));
+        args.push(value);
+    }
+    let options = <crate::cli::Options as clap::Parser>::try_parse_from(&args).map_err(|err| {
+        let text = err.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        first.trim_start_matches("error: ").to_string()
+    })?;
+    crate::settings::faults_of(
+        &options,
+        options.seed.unwrap_or_else(crate::faults::random_seed),
+    )
+    .ok_or_else(|| "no fault in \"set\" (\"clear\": true removes them)".to_string())
+}
+
+/// The options `faults` takes (a connection's faults; the UDP ones are the UDP worker's).
+pub const FAULT_OPTIONS: [&str; 9] = [
+    "delay",
+    "rate",
+    "chunk",
+    "close-after",
+    "reset-after",
+    "stall-after",
+    "slow-close",
+    "fault-rate",
+    "seed",
+];
+
+/// An address or a CIDR network: (address, prefix length).
+fn parse_net(text: &str) -> Result<(IpAddr, u8), String> {
+    let bad = || format!("\"from\": '{text}' is not an address or CIDR (10.0.0.0/8, ::1/128)");
+    let (ip, len) = match text.split_once('/') {
+        Some((ip, len)) => (ip, Some(len.parse::<u8>().map_err(|_| bad())?)),
+        None => (text, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    let most = if ip.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(most);
+    if len > most {
+        return Err(bad());
+    }
+    Ok((ip, len))
+}
+
+/// Whether `addr` is in `net`/`len` (an IPv4-mapped IPv6 address counts as IPv4).
+fn in_net(addr: IpAddr, net: IpAddr, len: u8) -> bool {
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    };
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_match_their_addresses_and_no_others() {
+        let net = parse_net("10.1.0.0/16").unwrap();
+        assert!(in_net("10.1.2.3".parse().unwrap(), net.0, net.1));
+        assert!(in_net("::ffff:10.1.2.3".parse().unwrap(), net.0, net.1));
+        assert!(!in_net("10.2.0.1".parse().unwrap(), net.0, net.1));
+        let one = parse_net("::1").unwrap();
+        assert!(in_net("::1".parse().unwrap(), one.0, one.1));
+        assert!(!in_net("::2".parse().unwrap(), one.0, one.1));
+        assert!(in_net(
+            "1.2.3.4".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            0
+        ));
+        for bad in ["10.0.0.0/33", "nope", "::1/129", "10.0.0.0/x"] {
+            assert!(parse_net(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn faults_are_read_as_the_command_line_reads_them() {
+        let set = |v: Value| parse_faults(v.as_object().unwrap());
+        let faults = set(json!({"delay": "100:20", "reset-after": 500, "seed": 7})).unwrap();
+        assert_eq!(faults.seed, 7);
+        assert_eq!(faults.limit.map(|l| l.bytes), Some(500));
+        let err = set(json!({"delay": "soon"})).unwrap_err();
+        assert!(err.contains("soon"), "{err}");
+        let err = set(json!({"loss": 0.5})).unwrap_err();
+        assert!(err.contains("\"loss\" is no fault"), "{err}");
+        let err = set(json!({"close-after": 1, "reset-after": 2})).unwrap_err();
+        assert!(err.contains("cannot be used with"), "{err}");
+        assert!(set(json!({"seed": 3})).is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! `--control PATH` and `forkecho ctl`: faults changed while serving (each connection keeps the
+//! set it was born with), down and up on the same port, blackhole, close and reset, the socket's
+//! owner-only access, and control clients that misbehave without ever stalling the echo.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{
+    DEADLINE, Scratch, Server, binary, event, field, nobody, round_trip, run_to_completion,
+};
+
+/// A server with `--control` (and `args`), its scratch directory and the socket's path.
+fn controlled(what: &str, args: &[&str]) -> (Server, Scratch, String) {
+    let dir = Scratch::new(what);
+    let path = dir.path("control.sock").to_str().unwrap().to_string();
+    let mut all = vec!["--control", &path];
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    (server, dir, path)
+}
+
+/// `forkecho ctl PATH ARGS`: its exit status and the reply it printed.
+fn ctl(path: &str, args: &[&str]) -> (Option<i32>, Value) {
+    let mut command = Command::new(binary());
+    command.args(["ctl", path]).args(args);
+    let out = run_to_completion(command);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let reply = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+    (out.status.code(), reply)
+}
+
+fn ok(path: &str, args: &[&str]) -> Value {
+    let (status, reply) = ctl(path, args);
+    assert_eq!(status, Some(0), "ctl {args:?}: {reply}");
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply
+}
+
+#[test]
+fn a_retry_story_the_first_two_connections_reset_and_the_third_echoes() {
+    let (server, _dir, path) = controlled("control-retry", &[]);
+    let set = ok(&path, &["faults", "--reset-after", "0"]);
+    assert_eq!(set["from_connection"], 1);
+    for _ in 0..2 {
+        let mut client = server.connect();
+        client.write_all(b"try").unwrap();
+        let mut buf = [0u8; 8];
+        let err = client.read(&mut buf).expect_err("reset");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    }
+    let cleared = ok(&path, &["faults", "--clear"]);
+    assert_eq!(cleared["from_connection"], 3);
+    assert!(cleared["faults"].is_null());
+    assert_eq!(round_trip(&mut server.connect(), b"third"), b"third");
+    let lines = server.wait_for_lines(3, |l| event(l) == Some("close"));
+    let ends: Vec<_> = lines.iter().map(|l| field(l, "end").unwrap()).collect();
+    assert_eq!(
+        ends,
+        ["reset-after", "reset-after", "client-closed"],
+        "{lines:?}"
+    );
+    let log = server.log();
+    assert!(log.contains("control cmd=faults from=uid:"), "{log}");
+}
+
+#[test]
+fn each_connection_keeps_the_faults_it_was_born_with() {
+    let (server, _dir, path) = controlled("control-born", &[]);
+    let mut before = server.connect();
+    assert_eq!(round_trip(&mut before, b"plain"), b"plain");
+    ok(&path, &["faults", "--delay", "150"]);
+    let mut after = server.connect();
+    let started = Instant::now();
+    assert_eq!(round_trip(&mut after, b"slow"), b"slow");
+    assert!(started.elapsed() >= Duration::from_millis(140));
+    // The connection from before the change is still served without it.
+    let started = Instant::now();
+    assert_eq!(round_trip(&mut before, b"still plain"), b"still plain");
+    assert!(started.elapsed() < Duration::from_millis(140));
+    let (b, a) = (before.local_addr().unwrap(), after.local_addr().unwrap());
+    drop((before, after));
+    assert_eq!(field(&server.close_line_for(b), "fault"), None);
+    assert_eq!(field(&server.close_line_for(a), "fault"), Some("delay"));
+    let status = ok(&path, &["status"]);
+    assert_eq!(status["from_connection"], 2);
+    assert!(
+        status["faults"]
+            .as_str()
+            .unwrap()
+            .starts_with("delay=150ms")
+    );
+    assert_eq!(status["accepted"], 2);
+}
+
+#[test]
+fn down_refuses_connections_and_up_serves_the_same_port_again() {
+    // --port 0: the port the kernel picked must come back with `up`.
+    let (server, _dir, path) = controlled("control-down", &[]);
+    assert_eq!(ok(&path, &["down"])["state"], "down");
+    let refused = TcpStream::connect(server.addr).expect_err("down");
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    assert_eq!(ok(&path, &["status"])["state"], "down");
+    assert_eq!(ok(&path, &["up"])["state"], "up");
+    assert_eq!(round_trip(&mut server.connect(), b"back"), b"back");
+    // A connection served while the listeners were down goes on.
+    let mut live = server.connect();
+    ok(&path, &["down"]);
+    assert_eq!(round_trip(&mut live, b"through"), b"through");
+    ok(&path, &["up"]);
+}
+
+#[test]
+fn blackhole_lets_connects_hang_once_the_backlog_is_full() {
+    let (server, _dir, path) = controlled("control-blackhole", &["--backlog", "1"]);
+    ok(&path, &["blackhole"]);
+    // The kernel completes what the backlog holds; after that, a connect gets no answer.
+    let mut queued = Vec::new();
+    let mut hung = false;
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&server.addr, Duration::from_millis(300)) {
+            Ok(stream) => queued.push(stream),
+            Err(err) => {
+                assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+                hung = true;
+                break;
+            }
+        }
+    }
+    assert!(hung, "{} connects completed", queued.len());
+    ok(&path, &["up"]);
+    // The queued ones are served once the hole closes.
+    for mut stream in queued {
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        assert_eq!(round_trip(&mut stream, b"late"), b"late");
+    }
+}
+
+#[test]
+fn close_and_reset_end_live_connections_optionally_by_source() {
+    let (server, _dir, path) = controlled("control-reset", &[]);
+    let mut a = server.connect();
+    assert_eq!(round_trip(&mut a, b"a"), b"a");
+    let reply = ok(&path, &["reset", "--from", "192.0.2.0/24"]);
+    assert_eq!(reply["connections"], 0);
+    let reply = ok(&path, &["reset", "--from", "127.0.0.0/8"]);
+    assert_eq!(reply["connections"], 1);
+    let mut buf = [0u8; 4];
+    let err = a.read(&mut buf).expect_err("reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    let close = server.close_line_for(a.local_addr().unwrap());
+    assert_eq!(field(&close, "end"), Some("control-reset"), "{close}");
+    let mut b = server.connect();
+    assert_eq!(round_trip(&mut b, b"b"), b"b");
+    assert_eq!(ok(&path, &["close"])["connections"], 1);
+    // A clean close: FIN, after everything echoed.
+    assert_eq!(b.read(&mut buf).unwrap(), 0);
+    let close = server.close_line_for(b.local_addr().unwrap());
+    assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+    // The server goes on.
+    assert_eq!(round_trip(&mut server.connect(), b"on"), b"on");
+}
+
+#[test]
+fn bad_requests_are_answered_with_errors_and_change_nothing() {
+    let (server, _dir, path) = controlled("control-bad", &[]);
+    let bad: [(&[&str], &str); 5] = [
+        (&["faults", "--delay", "soon"], "'soon'"),
+        (&["faults", "--loss", "0.5"], "\"loss\" is no fault"),
+        (
+            &["faults", "--close-after", "1", "--reset-after", "2"],
+            "cannot be used with",
+        ),
+        (&["reset", "--from", "10.0.0.0/40"], "10.0.0.0/40"),
+        (&["{\"cmd\":\"explode\"}"], "unknown cmd \"explode\""),
+    ];
+    for (args, wanted) in bad {
+        let (status, reply) = ctl(&path, args);
+        assert_eq!(status, Some(1), "{args:?}: {reply}");
+        assert_eq!(reply["ok"], false);
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.contains(wanted), "{args:?}: {error}");
+    }
+    assert!(ok(&path, &["status"])["faults"].is_null());
+    // Usage errors are the client's own, status 2; so is a socket nobody serves.
+    assert_eq!(ctl(&path, &["faults"]).0, Some(2));
+    assert_eq!(ctl("/nonexistent/fe.sock", &["status"]).0, Some(2));
+    assert_eq!(round_trip(&mut server.connect(), b"fine"), b"fine");
+}
+
+#[test]
+fn misbehaving_control_clients_never_stall_the_echo() {
+    let (server, _dir, path) = controlled("control-misbehave", &[]);
+    let open = || {
+        let stream = UnixStream::connect(&path).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream
+    };
+    let reply_of = |stream: &UnixStream| {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    // Not JSON: an error, and the connection stays for the next request.
+    let mut garbage = open();
+    garbage.write_all(b"hello?\n").unwrap();
+    assert!(
+        reply_of(&garbage)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not JSON")
+    );
+    garbage.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+    assert_eq!(reply_of(&garbage)["ok"], true);
+    // A line longer than 4 KiB: an error, then the close.
+    let mut long = open();
+    long.write_all(&vec![b'x'; 5000]).unwrap();
+    let reply = reply_of(&long);
+    assert!(
+        reply["error"].as_str().unwrap().contains("at most 4096"),
+        "{reply}"
+    );
+    // Closed: an end of file, or a reset for the part of the line it never read.
+    let mut rest = [0u8; 16];
+    match long.read(&mut rest) {
+        Ok(0) => {}
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("the long line's connection stays open: {other:?}"),
+    }
+    // Silent ones hold their places; a fifth beyond the four is turned away at once.
+    let silent: Vec<UnixStream> = (0..3).map(|_| open()).collect();
+    let mut fifth = open();
+    fifth.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+    let reply = reply_of(&fifth);
+    assert!(
+        reply["error"].as_str().unwrap().contains("too many"),
+        "{reply}"
+    );
+    // All the while the echo is served.
+    let started = Instant::now();
+    assert_eq!(round_trip(&mut server.connect(), b"served"), b"served");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop((silent, garbage));
+    // Places free again once they go.
+    crate::util::eventually("a control place frees", DEADLINE, || {
+        ctl(&path, &["status"]).0 == Some(0)
+    });
+}
+
+#[test]
+fn only_the_servers_user_may_control_it() {
+    let Some(nobody) = nobody() else { return };
+    let (_server, _dir, path) = controlled("control-uid", &[]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let as_nobody = |path: &str| {
+        let mut command = Command::new(binary());
+        command
+            .args(["ctl", path, "status"])
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw());
+        run_to_completion(command)
+    };
+    // The file's mode keeps nobody out...
+    let out = as_nobody(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    // ...and were it opened up, the server still asks the kernel who is calling.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let parent = std::path::Path::new(&path).parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_nobody(&path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("may not control this server"), "{text}");
+}
