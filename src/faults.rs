@@ -25,10 +25,13 @@ pub struct Faults {
     pub rate: Option<u64>,
     /// `--chunk SIZE[:DELAY_MS]`: the echo written in pieces of at most this many bytes.
     pub chunk: Option<Chunk>,
-    /// `--close-after`, `--reset-after` or `--stall-after` (at most one: each ends the echo).
+    /// `--close-after`, `--reset-after`, `--stall-after`, `--close-on` or `--reset-on` (at most
+    /// one: each ends the echo).
     pub limit: Option<Limit>,
     /// `--slow-close MS`: after the client's FIN, this long before the connection is closed.
     pub slow_close: Option<Duration>,
+    /// `--fault-on`: which connections get the faults (all, when empty).
+    pub on: Selectors,
     /// `--fault-rate P`: the fraction of connections that get the faults, in (0, 1].
     pub fault_rate: f64,
     /// `--seed N`, or a random one (logged at startup, so a run can be repeated).
@@ -128,11 +131,142 @@ pub struct Chunk {
 /// take each piece on its own, so `--chunk 1` splits every message a client reads.
 pub const CHUNK_GAP: Duration = Duration::from_millis(1);
 
-/// What happens once `bytes` have been echoed.
+/// What happens, and when: a limit ends the echo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
     pub kind: LimitKind,
-    pub bytes: u64,
+    pub at: Trigger,
+}
+
+/// When a limit acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Once this many bytes have been echoed (`--close-after 1K`).
+    Bytes(u64),
+    /// This long after the connection was accepted (`--close-after 500ms`): what was echoed by
+    /// then is all the client gets.
+    After(Duration),
+    /// Where the client's stream first contains this pattern (`--close-on`, `--reset-on`): the
+    /// bytes before it are echoed, the pattern and what follows are not.
+    Pattern(&'static [u8]),
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Bytes(bytes) => write!(f, "{bytes}"),
+            Trigger::After(after) => write!(f, "{}ms", after.as_millis()),
+            Trigger::Pattern(pattern) => write!(f, "\"{}\"", pattern.escape_ascii()),
+        }
+    }
+}
+
+/// The most `--fault-on` selectors.
+pub const MAX_SELECTORS: usize = 8;
+
+/// `--fault-on SELECTOR[,SELECTOR...]`: which connections get the faults. A connection is chosen
+/// when it matches one of the number selectors (if any are given) and one of the `from:`
+/// selectors (if any are given); `--fault-rate` then decides among the chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Selectors {
+    items: [Option<Selector>; MAX_SELECTORS],
+}
+
+/// One `--fault-on` selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    /// `first:N`: connections 1 to N.
+    First(u32),
+    /// `after:N`: every connection after the Nth.
+    After(u32),
+    /// `every:K`: connections K, 2K, 3K, ...
+    Every(u32),
+    /// `conn:A-B` (or `conn:A`): connections A to B.
+    Range(u32, u32),
+    /// `from:ADDR[/LEN]`: connections from that network (by the PROXY header's address, if one
+    /// came).
+    From(std::net::IpAddr, u8),
+}
+
+impl Selectors {
+    /// The selectors, in order; an error past `MAX_SELECTORS`.
+    pub fn new(list: &[Selector]) -> Result<Selectors, String> {
+        if list.len() > MAX_SELECTORS {
+            return Err(format!("at most {MAX_SELECTORS} selectors"));
+        }
+        let mut items = [None; MAX_SELECTORS];
+        for (slot, selector) in items.iter_mut().zip(list) {
+            *slot = Some(*selector);
+        }
+        Ok(Selectors { items })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Selector> + '_ {
+        self.items.iter().flatten().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items[0].is_none()
+    }
+
+    /// Whether connection number `serial`, from `peer` (None: a Unix client), is chosen.
+    pub fn choose(&self, serial: u32, peer: Option<std::net::IpAddr>) -> bool {
+        let (mut numbers, mut number_hit, mut sources, mut source_hit) = (0, false, 0, false);
+        for selector in self.iter() {
+            let hit = match selector {
+                Selector::First(n) => serial <= n,
+                Selector::After(n) => serial > n,
+                Selector::Every(k) => serial.is_multiple_of(k),
+                Selector::Range(a, b) => (a..=b).contains(&serial),
+                Selector::From(net, len) => {
+                    sources += 1;
+                    source_hit |= peer.is_some_and(|ip| in_network(ip, net, len));
+                    continue;
+                }
+            };
+            numbers += 1;
+            number_hit |= hit;
+        }
+        (numbers == 0 || number_hit) && (sources == 0 || source_hit)
+    }
+}
+
+impl fmt::Display for Selectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, selector) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match selector {
+                Selector::First(n) => write!(f, "first:{n}")?,
+                Selector::After(n) => write!(f, "after:{n}")?,
+                Selector::Every(k) => write!(f, "every:{k}")?,
+                Selector::Range(a, b) => write!(f, "conn:{a}-{b}")?,
+                Selector::From(net, len) => write!(f, "from:{net}/{len}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `addr` is in `net`/`len` (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn in_network(addr: std::net::IpAddr, net: std::net::IpAddr, len: u8) -> bool {
+    use std::net::IpAddr;
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    };
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,10 +290,23 @@ impl LimitKind {
     }
 }
 
+impl Limit {
+    /// The option that set it: `close-after`, or `close-on` for a pattern.
+    pub fn name(&self) -> &'static str {
+        match (self.at, self.kind) {
+            (Trigger::Pattern(_), LimitKind::Close) => "close-on",
+            (Trigger::Pattern(_), _) => "reset-on",
+            (_, kind) => kind.name(),
+        }
+    }
+}
+
 impl Faults {
-    /// Whether connection number `serial` gets the faults (`--fault-rate`).
-    pub fn applies(&self, serial: u32) -> bool {
-        self.fault_rate >= 1.0 || Rng::new(self.seed, serial).unit() < self.fault_rate
+    /// Whether connection number `serial`, from `peer` (None: a Unix client), gets the faults
+    /// (`--fault-on`, then `--fault-rate`).
+    pub fn applies(&self, serial: u32, peer: Option<std::net::IpAddr>) -> bool {
+        self.on.choose(serial, peer)
+            && (self.fault_rate >= 1.0 || Rng::new(self.seed, serial).unit() < self.fault_rate)
     }
 
     /// The random numbers of connection `serial` for its delays' jitter: the draws after the
@@ -192,11 +339,14 @@ impl fmt::Display for Faults {
         if let Some(Chunk { size, gap }) = self.chunk {
             write!(f, "chunk={size} chunk-delay={}ms ", ms(gap))?;
         }
-        if let Some(Limit { kind, bytes }) = self.limit {
-            write!(f, "{}={bytes} ", kind.name())?;
+        if let Some(limit) = self.limit {
+            write!(f, "{}={} ", limit.name(), limit.at)?;
         }
         if let Some(wait) = self.slow_close {
             write!(f, "slow-close={}ms ", ms(wait))?;
+        }
+        if !self.on.is_empty() {
+            write!(f, "fault-on={} ", self.on)?;
         }
         write!(f, "fault-rate={} seed={}", self.fault_rate, self.seed)
     }
@@ -307,9 +457,46 @@ mod tests {
             chunk: None,
             limit: None,
             slow_close: None,
+            on: Selectors::default(),
             fault_rate,
             seed,
         }
+    }
+
+    #[test]
+    fn selectors_choose_by_number_and_by_source() {
+        use std::net::IpAddr;
+        let on = |list: &[Selector]| Selectors::new(list).unwrap();
+        let local: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
+        let chosen =
+            |s: Selectors| -> Vec<u32> { (1..=10).filter(|&n| s.choose(n, local)).collect() };
+        assert_eq!(chosen(on(&[Selector::First(2)])), [1, 2]);
+        assert_eq!(chosen(on(&[Selector::After(8)])), [9, 10]);
+        assert_eq!(chosen(on(&[Selector::Every(3)])), [3, 6, 9]);
+        assert_eq!(
+            chosen(on(&[Selector::Range(4, 5), Selector::First(1)])),
+            [1, 4, 5]
+        );
+        let net: IpAddr = "127.0.0.0".parse().unwrap();
+        let other: IpAddr = "10.0.0.0".parse().unwrap();
+        assert_eq!(chosen(on(&[Selector::From(net, 8)])).len(), 10);
+        assert!(chosen(on(&[Selector::From(other, 8)])).is_empty());
+        assert_eq!(
+            chosen(on(&[Selector::First(3), Selector::From(net, 8)])),
+            [1, 2, 3]
+        );
+        assert!(
+            !on(&[Selector::From(net, 8)]).choose(1, None),
+            "a Unix client has no address"
+        );
+        assert_eq!(chosen(Selectors::default()).len(), 10);
+        assert!(Selectors::new(&[Selector::First(1); 9]).is_err());
+        let text = on(&[
+            Selector::First(2),
+            Selector::Range(4, 5),
+            Selector::From(net, 8),
+        ]);
+        assert_eq!(text.to_string(), "first:2,conn:4-5,from:127.0.0.0/8");
     }
 
     #[test]
@@ -351,8 +538,11 @@ mod tests {
 
     #[test]
     fn the_same_seed_picks_the_same_connections() {
-        let picks =
-            |seed| -> Vec<bool> { (1..=200).map(|n| faults(0.3, seed).applies(n)).collect() };
+        let picks = |seed| -> Vec<bool> {
+            (1..=200)
+                .map(|n| faults(0.3, seed).applies(n, None))
+                .collect()
+        };
         assert_eq!(picks(7), picks(7));
         assert_ne!(picks(7), picks(8));
     }
@@ -360,10 +550,10 @@ mod tests {
     #[test]
     fn the_fault_rate_is_the_fraction_of_connections_picked() {
         let picked = (1..=10_000)
-            .filter(|&n| faults(0.25, 42).applies(n))
+            .filter(|&n| faults(0.25, 42).applies(n, None))
             .count();
         assert!((2_250..=2_750).contains(&picked), "{picked} of 10000");
-        assert!((1..=100).all(|n| faults(1.0, 42).applies(n)));
+        assert!((1..=100).all(|n| faults(1.0, 42).applies(n, None)));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub fn run(settings: &Settings) -> Result<u8> {
         settings: settings.child,
         // The one connection this process serves is its connection number 1.
         serial: 1,
+        peer: None,
         total: Box::leak(Box::new(AtomicU64::new(0))),
         marks: None,
         tally: None,
@@ -81,7 +82,7 @@ pub fn run(settings: &Settings) -> Result<u8> {
     Ok(status(connection::serve(pipes, "stdin", context)))
 }
 
-fn serve_socket(socket: Socket, context: Context) -> Result<u8> {
+fn serve_socket(socket: Socket, mut context: Context) -> Result<u8> {
     // Once the connection is ours (it may be fd 3, where the log's own fd must not land).
     crate::log::init();
     // A launcher may hand the socket over non-blocking; a read would then fail at once with
@@ -94,6 +95,7 @@ fn serve_socket(socket: Socket, context: Context) -> Result<u8> {
     let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
     // Not an IP socket: a Unix one (systemd's ListenStream=/path with Accept=yes), named by its
     // client's credentials.
+    context.peer = peer.map(|peer| peer.ip());
     let peer = match peer {
         Some(peer) => Peer::Ip(peer),
         None => Peer::Unix(unix::peer(&socket).context("unable to read the client's credentials")?),

@@ -73,6 +73,7 @@ pub enum Confine {
 impl Confine {
     /// Confines the calling process before its first read: the allow-list if it has none yet,
     /// then no processes and descriptors only below `highest` + 3 (room for a splice pipe).
+    #[unsafe(link_section = ".text.hot.child")]
     pub fn enter(self, highest: RawFd) -> io::Result<()> {
         if let Confine::Install(sandbox) = self {
             sandbox.install()?;
@@ -110,6 +111,7 @@ pub fn prepare(
 }
 
 /// Sets both the soft and the hard limit: a confined process cannot raise it again.
+#[unsafe(link_section = ".text.hot.child")]
 fn limit(resource: Resource, value: u64) -> io::Result<()> {
     Ok(setrlimit(resource, value, value)?)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::child;
 use crate::child::udp;
 use crate::cli::Options;
-use crate::faults::{self, DatagramFaults, Faults, Limit, LimitKind};
+use crate::faults::{self, DatagramFaults, Faults, Limit, LimitKind, Trigger};
 use crate::groups::Grouping;
 use crate::parent;
 use crate::parent::admission;
@@ -103,6 +103,7 @@ impl Settings {
                 // Made by `setup::tls::prepare`, which can fail: `server` and `inetd` set it.
                 tls: None,
                 control: options.control.is_some(),
+                inband: options.inband,
             },
             sandbox: !options.no_sandbox,
         }
@@ -115,6 +116,49 @@ fn proxy_deadline(idle_timeout: Duration) -> Duration {
         true => PROXY_WAIT,
         false => idle_timeout.min(PROXY_WAIT),
     }
+}
+
+/// The options a connection's faults are made of, by name without the dashes: what the control
+/// socket's `faults` and an in-band `FORKECHO` line may set (the UDP ones are the UDP worker's).
+pub const FAULT_OPTIONS: [&str; 12] = [
+    "delay",
+    "rate",
+    "chunk",
+    "close-after",
+    "reset-after",
+    "stall-after",
+    "close-on",
+    "reset-on",
+    "slow-close",
+    "fault-on",
+    "fault-rate",
+    "seed",
+];
+
+/// The faults `flags` (name without dashes, value) ask for, read by the command line's own
+/// parser, so names, syntax and checks are the same; None if they ask for none. An error says
+/// what is wrong, quoting the value.
+pub fn faults_from_flags(flags: &[(&str, String)]) -> Result<Option<Faults>, String> {
+    let mut args = vec!["forkecho".to_string()];
+    for (name, value) in flags {
+        if !FAULT_OPTIONS.contains(name) {
+            return Err(format!(
+                "\"{name}\" is no fault: one of {}",
+                FAULT_OPTIONS.join(", ")
+            ));
+        }
+        args.push(format!("--{name}"));
+        args.push(value.clone());
+    }
+    let options = <Options as clap::Parser>::try_parse_from(&args).map_err(|err| {
+        let text = err.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        first.trim_start_matches("error: ").to_string()
+    })?;
+    Ok(faults_of(
+        &options,
+        options.seed.unwrap_or_else(faults::random_seed),
+    ))
 }
 
 /// What `--tls` and its options ask for; None without TLS.
@@ -156,18 +200,21 @@ fn datagram_faults(options: &Options, seed: u64) -> Option<DatagramFaults> {
 
 /// The connections' faults asked for, with the run's seed (`--seed`, or a random one); None
 /// without any.
-pub(crate) fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
+fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
+    let pattern = |pattern: &Option<crate::cli::Pattern>| {
+        let bytes: Option<&'static [u8]> = pattern.clone().map(|p| &*p.0.leak());
+        bytes.map(Trigger::Pattern)
+    };
     let limits = [
         (LimitKind::Close, options.close_after),
         (LimitKind::Reset, options.reset_after),
         (LimitKind::Stall, options.stall_after),
+        (LimitKind::Close, pattern(&options.close_on)),
+        (LimitKind::Reset, pattern(&options.reset_on)),
     ];
-    let limit = limits.into_iter().find_map(|(kind, bytes)| {
-        Some(Limit {
-            kind,
-            bytes: bytes?,
-        })
-    });
+    let limit = limits
+        .into_iter()
+        .find_map(|(kind, at)| Some(Limit { kind, at: at? }));
     let any = options.delay.is_some()
         || options.rate.is_some()
         || options.chunk.is_some()
@@ -179,6 +226,7 @@ pub(crate) fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
         chunk: options.chunk,
         limit,
         slow_close: options.slow_close,
+        on: options.fault_on.unwrap_or_default(),
         fault_rate: options.fault_rate.unwrap_or(1.0),
         seed,
     })
@@ -281,7 +329,7 @@ mod tests {
             faults.limit,
             Some(Limit {
                 kind: LimitKind::Reset,
-                bytes: 1024
+                at: Trigger::Bytes(1024)
             })
         );
         assert_eq!(faults.slow_close, Some(ms(250)));
@@ -298,7 +346,7 @@ mod tests {
             faults.limit,
             Some(Limit {
                 kind: LimitKind::Stall,
-                bytes: 0
+                at: Trigger::Bytes(0)
             })
         );
         assert_eq!(faults.fault_rate, 1.0);

@@ -280,3 +280,50 @@ fn only_the_servers_user_may_control_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("may not control this server"), "{text}");
 }
+
+#[test]
+fn faults_changed_under_load_split_the_connections_at_the_number_the_reply_gives() {
+    let (server, _dir, path) = controlled("control-load", &["--chunk", "1:0"]);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Connections one after another, all the while: the change lands between two of them.
+    let loader = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut served = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && served < 2000 {
+                let mut client = TcpStream::connect(addr).unwrap();
+                client.set_read_timeout(Some(DEADLINE)).unwrap();
+                assert_eq!(round_trip(&mut client, b"load"), b"load");
+                served += 1;
+            }
+            served
+        }
+    });
+    let accepted = || ok(&path, &["status"])["accepted"].as_u64().unwrap_or(0);
+    crate::util::eventually("20 connections served", DEADLINE, || accepted() >= 20);
+    let reply = ok(&path, &["faults", "--rate", "1M"]);
+    let from = reply["from_connection"].as_u64().unwrap();
+    crate::util::eventually("20 more served", DEADLINE, || accepted() >= from + 20);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = loader.join().unwrap();
+    let lines = server.wait_for_lines(served as usize, |l| event(l) == Some("close"));
+    let (mut before, mut after) = (0, 0);
+    for line in lines {
+        let conn: u64 = field(&line, "conn").unwrap().parse().unwrap();
+        let wanted = match conn < from {
+            true => "chunk",
+            false => "rate",
+        };
+        assert_eq!(field(&line, "fault"), Some(wanted), "from {from}: {line}");
+        if conn < from {
+            before += 1;
+        } else {
+            after += 1;
+        }
+    }
+    assert!(
+        before >= 20 && after >= 20,
+        "{before} before, {after} after"
+    );
+}

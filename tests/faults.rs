@@ -269,6 +269,22 @@ fn contradictory_or_meaningless_faults_are_refused_by_name() {
         (&["--delay", "soon"][..], "'soon'"),
         (&["--chunk", "0"][..], "'0'"),
         (&["--rate", "0"][..], "'0'"),
+        (&["--fault-on", "first:2"][..], "--fault-on"),
+        (
+            &["--reset-after", "0", "--fault-on", "second:2"][..],
+            "'second:2'",
+        ),
+        (
+            &["--reset-after", "0", "--fault-on", "conn:5-2"][..],
+            "conn:5-2",
+        ),
+        (
+            &["--reset-after", "0", "--fault-on", "from:10.0.0.0/33"][..],
+            "10.0.0.0/33",
+        ),
+        (&["--close-after", "2h"][..], "'2h'"),
+        (&["--close-on", "x", "--reset-on", "y"][..], "--reset-on"),
+        (&["--close-on", "\\q"][..], "unknown escape"),
     ] {
         let out = crate::util::run_to_completion({
             let mut command = Command::new(crate::util::binary());
@@ -306,4 +322,153 @@ fn a_stop_after_a_fault_ended_the_echo_leaves_the_close_line_naming_the_fault() 
     assert!(server.wait_exit(DEADLINE).success());
     let line = server.close_line_for(client.local_addr().unwrap());
     assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
+}
+
+#[test]
+fn fault_on_picks_connections_by_number() {
+    let server = Server::start(&["--fault-on", "first:2,conn:5", "--reset-after", "0"]);
+    let mut reset = Vec::new();
+    for _ in 1..=6 {
+        let mut client = server.connect();
+        let (back, err) = send_and_read(&mut client, b"ping");
+        reset.push(err == Some(ErrorKind::ConnectionReset));
+        if err.is_none() {
+            assert_eq!(back, b"ping");
+        }
+    }
+    assert_eq!(reset, [true, true, false, false, true, false]);
+    // Each close line says which connection number it was, faulted or not.
+    let lines = server.wait_for_lines(6, |l| l.contains(" end="));
+    let numbered: Vec<_> = lines.iter().map(|l| field(l, "conn").unwrap()).collect();
+    assert_eq!(numbered.len(), 6, "{lines:?}");
+    let faulted: Vec<_> = lines
+        .iter()
+        .filter(|l| field(l, "fault") == Some("reset-after"))
+        .map(|l| field(l, "conn").unwrap().to_string())
+        .collect();
+    let mut faulted = faulted;
+    faulted.sort();
+    assert_eq!(faulted, ["1", "2", "5"]);
+}
+
+#[test]
+fn fault_on_from_picks_connections_by_source() {
+    let on = Server::start(&["--fault-on", "from:127.0.0.0/8", "--reset-after", "0"]);
+    let (_, err) = send_and_read(&mut on.connect(), b"x");
+    assert_eq!(err, Some(ErrorKind::ConnectionReset));
+    let off = Server::start(&["--fault-on", "from:10.0.0.0/8", "--reset-after", "0"]);
+    assert_eq!(round_trip(&mut off.connect(), b"spared"), b"spared");
+}
+
+#[test]
+fn limits_in_time_end_the_echo_that_long_after_the_accept() {
+    let server = Server::start(&["--close-after", "300ms"]);
+    let mut client = server.connect();
+    let started = Instant::now();
+    assert_eq!(round_trip(&mut client, b"early"), b"early");
+    // Nothing else sent: the close comes at the time, not after any byte count.
+    let (rest, err) = read_until_end(&mut client);
+    assert!(rest.is_empty() && err.is_none(), "{rest:?} {err:?}");
+    let lasted = started.elapsed();
+    assert!(lasted >= Duration::from_millis(280), "{lasted:?}");
+    assert!(lasted < Duration::from_secs(3), "{lasted:?}");
+    let server = Server::start(&["--reset-after", "200ms", "--delay", "1000"]);
+    let mut client = server.connect();
+    // Held back by the delay past the deadline: never echoed, and the reset says so.
+    let (back, err) = send_and_read(&mut client, b"too late");
+    assert!(back.is_empty(), "{back:?}");
+    assert_eq!(err, Some(ErrorKind::ConnectionReset));
+    let close = server.wait_for_line("close", |l| l.contains(" end="));
+    assert_eq!(field(&close, "bytes"), Some("0"), "{close}");
+}
+
+#[test]
+fn a_pattern_split_across_writes_ends_the_echo_just_before_it() {
+    let server = Server::start(&["--close-on", "QUIT\\r\\n"]);
+    let mut client = server.connect();
+    client.write_all(b"hello QU").unwrap();
+    // "QU" may begin the pattern: only "hello " comes back until the next write decides.
+    let mut first = [0u8; 6];
+    client.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"hello ");
+    client.write_all(b"IT\r\nnever echoed").unwrap();
+    let (rest, err) = read_until_end(&mut client);
+    assert!(rest.is_empty() && err.is_none(), "{rest:?} {err:?}");
+    let close = server.wait_for_line("close", |l| l.contains(" end="));
+    assert_eq!(field(&close, "bytes"), Some("6"), "{close}");
+    // A prefix that turns out not to be the pattern is echoed whole once that is known.
+    let mut client = server.connect();
+    client.write_all(b"QUI").unwrap();
+    client.write_all(b"CK").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let (back, err) = read_until_end(&mut client);
+    assert_eq!((back.as_slice(), err), (&b"QUICK"[..], None));
+    let server = Server::start(&["--reset-on", "\\x00"]);
+    let (back, err) = send_and_read(&mut server.connect(), b"abc\0def");
+    assert_eq!(back, b"abc");
+    assert_eq!(err, Some(ErrorKind::ConnectionReset));
+}
+
+#[test]
+fn inband_lines_give_one_connection_its_own_faults() {
+    let server = Server::start(&["--inband"]);
+    // Asked for: a delay, for this connection alone; the line itself is never echoed.
+    let mut slow = server.connect();
+    let started = Instant::now();
+    slow.write_all(b"FORKECHO --delay 200 --chunk=1:0\r\nhello")
+        .unwrap();
+    let mut back = [0u8; 5];
+    slow.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello");
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    // Alongside it, a connection without the line is served as configured, at once.
+    let started = Instant::now();
+    assert_eq!(round_trip(&mut server.connect(), b"FORKLIFT"), b"FORKLIFT");
+    assert!(started.elapsed() < Duration::from_millis(190));
+    // A prefix that turns out to be something else is echoed whole.
+    let mut near = server.connect();
+    near.write_all(b"FORK").unwrap();
+    near.write_all(b"ECHOES\n").unwrap();
+    let mut back = [0u8; 11];
+    near.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"FORKECHOES\n");
+    drop(slow);
+    let close = server.wait_for_line("the delayed close", |l| l.contains("fault=delay,chunk"));
+    assert_eq!(field(&close, "bytes"), Some("5"), "{close}");
+}
+
+#[test]
+fn a_malformed_inband_line_is_answered_and_closed_never_echoed() {
+    let server = Server::start(&["--inband"]);
+    let mut client = server.connect();
+    client
+        .write_all(b"FORKECHO --delay soon\r\nsecret")
+        .unwrap();
+    let (back, err) = read_until_end(&mut client);
+    let text = String::from_utf8_lossy(&back);
+    assert!(
+        text.starts_with("FORKECHO error: invalid value 'soon'"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n") && !text.contains("secret"), "{text}");
+    assert_eq!(err, None, "a clean close");
+    let close = server.wait_for_line("close", |l| l.contains(" end="));
+    assert_eq!(field(&close, "end"), Some("inband-error"), "{close}");
+}
+
+#[test]
+fn inband_lines_come_after_a_proxy_header() {
+    let server = Server::start(&["--inband", "--proxy-protocol"]);
+    let mut client = server.connect();
+    let header = b"PROXY TCP4 192.0.2.9 127.0.0.1 4000 7\r\n";
+    client.write_all(header).unwrap();
+    client
+        .write_all(b"FORKECHO --reset-after 2 --fault-on from:192.0.2.0/24\r\nhello")
+        .unwrap();
+    let (back, err) = read_until_end(&mut client);
+    assert_eq!(back, b"he");
+    assert_eq!(err, Some(ErrorKind::ConnectionReset));
+    let close = server.wait_for_line("close", |l| l.contains(" end="));
+    assert_eq!(field(&close, "peer"), Some("192.0.2.9:4000"), "{close}");
+    assert_eq!(field(&close, "end"), Some("reset-after"), "{close}");
 }

@@ -97,6 +97,29 @@ fn a_passed_listening_socket_is_served_instead_of_binding() {
 }
 
 #[test]
+fn the_control_socket_refuses_down_for_a_passed_socket_but_blackholes_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = crate::util::Scratch::new("activated-control");
+    let control = dir.path("control.sock");
+    let control = control.to_str().unwrap();
+    let server = Server::spawn(activated(listener.as_raw_fd(), &["--control", control]));
+    drop(listener);
+    let ctl = |what: &str| {
+        let mut command = Command::new(binary());
+        command.args(["ctl", control, what]);
+        crate::util::run_to_completion(command)
+    };
+    let out = ctl("down");
+    assert_eq!(out.status.code(), Some(1));
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(reply.contains("came from systemd"), "{reply}");
+    // Still served: nothing was shut.
+    assert_eq!(crate::util::round_trip(&mut server.connect(), b"up"), b"up");
+    assert_eq!(ctl("blackhole").status.code(), Some(0));
+    assert_eq!(ctl("up").status.code(), Some(0));
+}
+
+#[test]
 fn a_passed_datagram_socket_is_served_with_udp_and_refused_without() {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();

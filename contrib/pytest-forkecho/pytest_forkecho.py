@@ -2,12 +2,15 @@
 
 `forkecho(**options)` starts one on a free loopback port and returns once it serves; the
 fixture stops every server a test started at teardown, by closing the server's stdin
-(`--stdin-lifeline`). A test process that dies stops its servers too: their stdin reaches its
+(`--stdin-lifeline`). Each server has a control socket (`--control`): `set_faults`,
+`clear_faults`, `down`, `up`, `blackhole`, `reset`, `close` and `status` change it while it runs. A test process that dies stops its servers too: their stdin reaches its
 end, and `--exit-with-parent` covers the rest. The binary is `$FORKECHO`, or `forkecho` on PATH.
 """
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -48,9 +51,11 @@ class Forkecho:
         self._final_log = None
         self._port_file = os.path.join(self._dir, "port")
         self._log_file = os.path.join(self._dir, "log")
+        self._control = os.path.join(self._dir, "control.sock")
         command = [
             _binary(), "--port", "0", "--bind", "127.0.0.1",
             "--port-file", self._port_file, "--log-file", self._log_file,
+            "--control", self._control,
             "--stdin-lifeline", "--exit-with-parent", *args, *_flags(options),
         ]
         self.process = subprocess.Popen(
@@ -70,6 +75,60 @@ class Forkecho:
         self.host = "127.0.0.1"
         self.addr = (self.host, self.port)
         self.pid = self.process.pid
+
+    def control(self, cmd, **fields):
+        """Sends one control command (`{"cmd": cmd, **fields}`) and returns the reply; a refusal
+        raises RuntimeError with the server's reason."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(DEADLINE)
+            sock.connect(self._control)
+            sock.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        reply = json.loads(reply)
+        if not reply.get("ok"):
+            raise RuntimeError(f"forkecho refused {cmd}: {reply.get('error')}")
+        return reply
+
+    def set_faults(self, **faults):
+        """Faults for the connections from now on (`reset_after=0`, `delay="100:20"`); returns
+        the number of the first connection that gets them."""
+        faults = {name.replace("_", "-"): value for name, value in faults.items()}
+        return self.control("faults", set=faults)["from_connection"]
+
+    def clear_faults(self):
+        """No faults from the next connection on; returns its number."""
+        return self.control("faults", clear=True)["from_connection"]
+
+    def down(self):
+        """Connecting is refused (ECONNREFUSED) until `up`; live connections go on."""
+        self.control("down")
+
+    def up(self):
+        """Listening again on the same port (after `down`), or accepting again (`blackhole`)."""
+        self.control("up")
+
+    def blackhole(self):
+        """Nothing is accepted: connections wait in the backlog, then hang, until `up`."""
+        self.control("blackhole")
+
+    def reset(self, source=None):
+        """Resets every live connection (from `source`, an address or CIDR, if given)."""
+        fields = {"from": source} if source else {}
+        return self.control("reset", **fields)["connections"]
+
+    def close(self, source=None):
+        """Closes every live connection cleanly (from `source`, if given)."""
+        fields = {"from": source} if source else {}
+        return self.control("close", **fields)["connections"]
+
+    def status(self):
+        """The server's counts, faults and state, as a dict."""
+        return self.control("status")
 
     def log_lines(self):
         """forkecho's log lines so far (after `stop`, all of them)."""

@@ -19,7 +19,7 @@ use socket2::SockRef;
 
 use super::echo::stall::Conn;
 use super::echo::{self, End};
-use super::{Context, stop, tls};
+use super::{Context, inband, stop, tls};
 use crate::faults::Acted;
 use crate::log::Secs;
 use crate::logln;
@@ -39,8 +39,10 @@ pub enum Stream {
 
 /// Serves the connection and returns the exit status: 0 for connections that ended normally, 1
 /// for I/O failures (the parent logs those exits too). `peer` is what the close line calls it.
+#[unsafe(link_section = ".text.hot.child")]
 pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
-    let settings = &context.settings;
+    // A copy: an in-band line may give the connection faults of its own (`context`'s).
+    let settings = context.settings;
     // Timed for the close line only. With --quiet there is none, and reading the clock would cost
     // each child its first touches of the vDSO and of that code: 2 to 3 page faults, 7 % of a
     // child's CPU on a 32-byte connection (192 against 179 µs, measured in round 2 from /proc
@@ -64,15 +66,21 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         return 1;
     }
     let mut tls_info = None;
+    let mut context = context;
     let (mut outcome, faulted) = match stream {
         Stream::Socket(mut socket) => {
-            let (outcome, faulted) = match settings.tls {
-                Some(tls) => {
+            let asked = match settings.inband {
+                true => ask_inband(&socket, &mut context),
+                false => None,
+            };
+            let (outcome, faulted) = match (asked, settings.tls) {
+                (Some(end), _) => (echo::Outcome { bytes: 0, end }, None),
+                (None, Some(tls)) => {
                     let (outcome, faulted, plain) = over_tls(socket, tls, &context, &mut tls_info);
                     socket = plain;
                     (outcome, faulted)
                 }
-                None => echo::echo_socket(&mut socket, &context),
+                (None, None) => echo::echo_socket(&mut socket, &context),
             };
             stop::forget_socket();
             // Before the client can see the close: the parent must not count it against
@@ -117,11 +125,26 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
             outcome.bytes,
             Secs(lasted),
             outcome.end,
-            FaultField(faulted),
+            FaultField(faulted, context.serial),
             tls::Fields(tls_info.as_ref()),
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
+}
+
+/// `--inband`: takes a `FORKECHO` line off the connection, if it begins with one, and gives the
+/// connection the faults it asks for. Some(end) when the connection ends here: a malformed line
+/// (answered), or a client that left or went idle first.
+fn ask_inband(socket: &TcpStream, context: &mut Context) -> Option<End> {
+    match inband::take(socket) {
+        Ok(inband::Asked::Nothing) => None,
+        Ok(inband::Asked::Faults(faults)) => {
+            context.settings.faults = faults.map(|faults| &*Box::leak(faults));
+            None
+        }
+        Ok(inband::Asked::Refused(why)) => Some(End::InbandError(why)),
+        Err(err) => Some(End::from_error(err, End::IdleTimeout)),
+    }
 }
 
 /// Serves a connection over TLS (`tls`): the handshake, the echo of its plaintext, and
@@ -189,10 +212,11 @@ const LINGER: Duration = Duration::from_secs(2);
 /// - A client that read nothing of its echo for the timeout: abort with a reset (SO_LINGER 0),
 ///   so its unsent echo does not sit in kernel memory for minutes. `--reset-after`: the same
 ///   reset, on purpose.
-/// - `--close-after`: the lingering close, so the client gets exactly the bytes before the FIN
-///   and no reset, whatever it still sends.
+/// - `--close-after`, and a malformed in-band line's answer: the lingering close, so the client
+///   gets exactly the bytes before the FIN and no reset, whatever it still sends.
 /// - The control socket's `reset`: a reset.
 /// - Otherwise the client has closed, reset or gone idle: a plain close.
+#[unsafe(link_section = ".text.hot.child")]
 fn close(socket: TcpStream, end: &End, grace: Duration) {
     match end {
         // The control socket's `reset`, whatever the echo was doing when it came.
@@ -202,7 +226,7 @@ fn close(socket: TcpStream, end: &End, grace: Duration) {
         End::WriteTimeout | End::ResetAfter => {
             let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
         }
-        End::CloseAfter => linger(&socket, LINGER),
+        End::CloseAfter | End::InbandError(_) => linger(&socket, LINGER),
         End::Reset | End::ClientClosed | End::Failed(_) => {}
         _ if stop::stopped() => linger(&socket, LINGER.min(grace / 2)),
         _ if stop::expired() => linger(&socket, LINGER),
@@ -231,13 +255,14 @@ fn linger(socket: &TcpStream, most: Duration) {
     }
 }
 
-/// The close line's ` fault=…` field: present only when faults were asked for.
-struct FaultField(Option<Acted>);
+/// The close line's ` fault=… conn=N` fields: present only when faults were asked for, with the
+/// connection's number, which `--fault-on` and `--fault-rate` decided by.
+struct FaultField(Option<Acted>, u32);
 
 impl Display for FaultField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(acted) => write!(f, " fault={acted}"),
+            Some(acted) => write!(f, " fault={acted} conn={}", self.1),
             None => Ok(()),
         }
     }

@@ -21,6 +21,7 @@
 
 pub mod connection;
 pub mod echo;
+mod inband;
 pub mod scrape;
 mod stop;
 pub mod tls;
@@ -74,6 +75,8 @@ pub struct Settings {
     pub tls: Option<&'static crate::tls::Tls>,
     /// `--control`: SIGUSR2 resets the connection (the control socket's `reset`).
     pub control: bool,
+    /// `--inband`: a connection may begin with a `FORKECHO` line asking for faults (`inband`).
+    pub inband: bool,
 }
 
 /// One connection's context: everything its child needs, handed over by value at fork.
@@ -83,6 +86,9 @@ pub struct Context {
     /// The connection's number (the count of connections accepted, 1 for the first), for its
     /// close mark and for `faults`.
     pub serial: u32,
+    /// The client's address (the PROXY header's, if one came), for `--fault-on from:`; None for
+    /// a Unix client.
+    pub peer: Option<std::net::IpAddr>,
     /// The server-wide bytes-echoed counter, in memory shared with the parent.
     pub total: &'static AtomicU64,
     /// With `--max-per-ip`: where to mark the connection closed, just before closing it.
@@ -139,6 +145,7 @@ pub struct Inherited {
 }
 
 /// A forked child's whole life: set up, do its `job`, `_exit`.
+#[unsafe(link_section = ".text.hot.child")]
 pub fn run(job: Job, inherited: Inherited) -> ! {
     let code = panic::catch_unwind(AssertUnwindSafe(move || {
         let (fd, keep_udp, control) = match &job {
@@ -196,6 +203,7 @@ pub fn run(job: Job, inherited: Inherited) -> ! {
 }
 
 /// Serves a client's connection; returns the exit status.
+#[unsafe(link_section = ".text.hot.child")]
 fn echo(client: Socket, peer: Peer, via: Via, context: Context) -> i32 {
     if testhooks::armed(Hook::ChildPanics) {
         panic!("FORKECHO_DEBUG=child-panics");
@@ -230,6 +238,7 @@ fn confined(confine: Option<Confine>, highest: RawFd, what: &str) -> bool {
 /// `socket` is the connection the stop handler wakes (-1 for none); the UDP sockets are kept by
 /// the UDP worker alone (`keep_udp`); `control`: see `stop::install`. Returns false if the
 /// parent has already died (then no parent-death signal will come).
+#[unsafe(link_section = ".text.hot.child")]
 fn after_fork(socket: RawFd, inherited: &Inherited, keep_udp: bool, control: bool) -> bool {
     // Handlers first, mask second: a stop signal that arrived since the fork is pending, and must
     // find the child's handler, not the parent's.

@@ -40,6 +40,7 @@ static RESET: AtomicBool = AtomicBool::new(false);
 
 /// Replaces every handler the parent installed, while its signals are still blocked. With
 /// `--control` (`control`), SIGUSR2 stops the echo too, to end the connection with a reset.
+#[unsafe(link_section = ".text.hot.child")]
 pub fn install(socket: RawFd, control: bool) {
     SOCKET.store(socket, Ordering::Release);
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());

@@ -23,36 +23,44 @@ const REFERENCE: &str = include_str!("reference.txt");
 /// Writes the man page (see the module docs).
 pub fn write_man(out: &mut impl Write) -> io::Result<()> {
     let command = Options::command();
-    let ping = command
-        .find_subcommand("ping")
-        .expect("the ping subcommand")
-        .clone()
-        .bin_name("forkecho ping");
+    // The subcommands (ping, ctl), each rendered as a section of its own.
+    let subcommands: Vec<(String, clap::Command)> = command
+        .get_subcommands()
+        .filter(|sub| sub.get_name() != "help")
+        .map(|sub| {
+            let name = format!("forkecho {}", sub.get_name());
+            (name.clone(), sub.clone().bin_name(name))
+        })
+        .collect();
     let server = clap_mangen::Man::new(command.clone());
     let mut page = Vec::new();
     server.render_title(&mut page)?;
     server.render_name_section(&mut page)?;
     page.extend_from_slice(b".SH SYNOPSIS\n");
     page.extend_from_slice(synopsis("forkecho", &command).as_bytes());
-    page.extend_from_slice(b".br\n");
-    page.extend_from_slice(synopsis("forkecho ping", &ping).as_bytes());
+    for (name, sub) in &subcommands {
+        page.extend_from_slice(b".br\n");
+        page.extend_from_slice(synopsis(name, sub).as_bytes());
+    }
     server.render_description_section(&mut page)?;
     server.render_options_section(&mut page)?;
-    page.extend_from_slice(b".SH \"FORKECHO PING\"\n");
-    page.extend_from_slice(synopsis("forkecho ping", &ping).as_bytes());
-    let ping_page = clap_mangen::Man::new(ping);
-    let mut part = Vec::new();
-    ping_page.render_description_section(&mut part)?;
-    ping_page.render_options_section(&mut part)?;
-    ping_page.render_extra_section(&mut part)?;
-    // Its sections become subsections of this one.
-    for line in part.split_inclusive(|&b| b == b'\n') {
-        match line.strip_prefix(b".SH ") {
-            Some(rest) => {
-                page.extend_from_slice(b".SS ");
-                page.extend_from_slice(rest);
+    for (name, sub) in subcommands {
+        let _ = writeln!(page, ".SH \"{}\"", escape(&name.to_uppercase()));
+        page.extend_from_slice(synopsis(&name, &sub).as_bytes());
+        let sub_page = clap_mangen::Man::new(sub);
+        let mut part = Vec::new();
+        sub_page.render_description_section(&mut part)?;
+        sub_page.render_options_section(&mut part)?;
+        sub_page.render_extra_section(&mut part)?;
+        // Its sections become subsections of this one.
+        for line in part.split_inclusive(|&b| b == b'\n') {
+            match line.strip_prefix(b".SH ") {
+                Some(rest) => {
+                    page.extend_from_slice(b".SS ");
+                    page.extend_from_slice(rest);
+                }
+                None => page.extend_from_slice(line),
             }
-            None => page.extend_from_slice(line),
         }
     }
     page.extend_from_slice(reference(REFERENCE).as_bytes());

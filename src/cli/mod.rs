@@ -16,12 +16,12 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use clap_complete::Shell;
 
-use crate::faults::{Chunk, Delay};
-pub use values::{Bind, Rate};
+use crate::faults::{Chunk, Delay, Selectors, Trigger};
+pub use values::{Bind, Pattern, Rate};
 use values::{
-    parse_bind, parse_bytes, parse_chunk, parse_delay, parse_fraction, parse_metrics, parse_millis,
-    parse_mode, parse_positive, parse_rate, parse_rate_per_ip, parse_seconds, parse_size,
-    parse_timeout,
+    parse_bind, parse_chunk, parse_delay, parse_fault_on, parse_fraction, parse_metrics,
+    parse_millis, parse_mode, parse_pattern, parse_positive, parse_rate, parse_rate_per_ip,
+    parse_seconds, parse_size, parse_timeout, parse_trigger,
 };
 
 /// The most processes Linux can have (PID_MAX_LIMIT on 64-bit systems).
@@ -51,8 +51,8 @@ pub const TLS_FAULTS: [&str; 7] = [
     // `-p -1` is a bad port, not an unknown flag: the value's parser says what is wrong with it.
     allow_negative_numbers = true,
     group(ArgGroup::new("faults").multiple(true).args([
-        "delay", "rate", "chunk", "close_after", "reset_after", "stall_after", "slow_close",
-        "loss", "duplicate", "reorder", "corrupt",
+        "delay", "rate", "chunk", "close_after", "reset_after", "stall_after", "close_on",
+        "reset_on", "slow_close", "loss", "duplicate", "reorder", "corrupt",
     ])),
     group(ArgGroup::new("udp_any").args(["udp", "udp_only"])),
     group(ArgGroup::new("tls_on").multiple(true).args(["tls", "tls_cert"])),
@@ -84,6 +84,8 @@ pub const TLS_FAULTS: [&str; 7] = [
         tcpserver 0 7 forkecho --inetd           one forkecho per connection\n  \
         forkecho --chunk 1 --delay 50            a slow server, one byte at a time\n  \
         forkecho --reset-after 1K --fault-rate 0.5 --seed 7   half the clients reset\n  \
+        forkecho --fault-on first:2 --reset-after 0   the first two clients reset\n  \
+        forkecho --control /tmp/fe.sock          then forkecho ctl /tmp/fe.sock down, up, ...\n  \
         nc localhost 9999                        talk to it\n  \
         forkecho ping -c 3 localhost:9999        three probes, checked byte for byte"
 )]
@@ -450,44 +452,69 @@ pub struct Options {
     #[arg(long, value_name = "SIZE[:DELAY_MS]", value_parser = parse_chunk, help_heading = FAULTS)]
     pub chunk: Option<Chunk>,
 
-    /// After echoing BYTES, close the connection cleanly (FIN)
+    /// After echoing BYTES (or TIME after the accept: 500ms, 2s), close cleanly (FIN)
     ///
     /// What the client sends after that is read and dropped. At most one of --close-after,
-    /// --reset-after and --stall-after
+    /// --reset-after, --stall-after, --close-on and --reset-on
     #[arg(
         long,
-        value_name = "BYTES",
-        value_parser = parse_bytes,
+        value_name = "BYTES|TIME",
+        value_parser = parse_trigger,
         group = "limit",
         help_heading = FAULTS,
     )]
-    pub close_after: Option<u64>,
+    pub close_after: Option<Trigger>,
 
-    /// After echoing BYTES, reset the connection (RST)
+    /// After echoing BYTES (or TIME after the accept: 500ms, 2s), reset the connection (RST)
     ///
-    /// Once the client has acknowledged them; its next read fails with ECONNRESET. At most one of
-    /// --close-after, --reset-after and --stall-after
+    /// Once the client has acknowledged what was echoed; its next read fails with ECONNRESET. At
+    /// most one of --close-after, --reset-after, --stall-after, --close-on and --reset-on
     #[arg(
         long,
-        value_name = "BYTES",
-        value_parser = parse_bytes,
+        value_name = "BYTES|TIME",
+        value_parser = parse_trigger,
         group = "limit",
         help_heading = FAULTS,
     )]
-    pub reset_after: Option<u64>,
+    pub reset_after: Option<Trigger>,
 
-    /// After echoing BYTES, read and write nothing more
+    /// After echoing BYTES (or TIME after the accept: 500ms, 2s), read and write nothing more
     ///
     /// The connection is held open until the client closes it or --idle-timeout passes. At most
-    /// one of --close-after, --reset-after and --stall-after
+    /// one of --close-after, --reset-after, --stall-after, --close-on and --reset-on
     #[arg(
         long,
-        value_name = "BYTES",
-        value_parser = parse_bytes,
+        value_name = "BYTES|TIME",
+        value_parser = parse_trigger,
         group = "limit",
         help_heading = FAULTS,
     )]
-    pub stall_after: Option<u64>,
+    pub stall_after: Option<Trigger>,
+
+    /// Close cleanly where the client's stream contains PATTERN, echoing only what came before
+    ///
+    /// The pattern may span reads (\r, \n, \t, \\ and \xNN escapes); until a read shows that the
+    /// last bytes do not begin it, their echo waits. At most one limit, as --close-after
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        value_parser = parse_pattern,
+        group = "limit",
+        help_heading = FAULTS,
+    )]
+    pub close_on: Option<Pattern>,
+
+    /// Reset where the client's stream contains PATTERN, echoing only what came before
+    ///
+    /// As --close-on, with a reset (RST) once the echo before the pattern is acknowledged
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        value_parser = parse_pattern,
+        group = "limit",
+        help_heading = FAULTS,
+    )]
+    pub reset_on: Option<Pattern>,
 
     /// After the client's FIN, wait MS milliseconds before closing
     #[arg(long, value_name = "MS", value_parser = parse_millis, help_heading = FAULTS)]
@@ -549,6 +576,30 @@ pub struct Options {
         help_heading = FAULTS,
     )]
     pub fault_rate: Option<f64>,
+
+    /// Let each connection ask for its own faults with a first line `FORKECHO <flags>\r\n`
+    ///
+    /// Such as `FORKECHO --delay 50 --chunk 1\r\n`: taken off the stream (after a PROXY header),
+    /// never echoed, read like the command line's fault options; that connection gets them in
+    /// place of the server's. Other connections are served as configured; a malformed line is
+    /// answered with `FORKECHO error: ...` and a close. Not with TLS
+    #[arg(long, conflicts_with_all = ["tls", "tls_cert"], help_heading = FAULTS)]
+    pub inband: bool,
+
+    /// Which connections get the faults: first:N, after:N, every:K, conn:A-B, from:ADDR[/LEN]
+    ///
+    /// Commas separate selectors (at most 8). By number, 1 being the first connection accepted;
+    /// by source, the client's address (the PROXY header's, if one came). A connection is chosen
+    /// if it matches a number selector (when there are any) and a from: selector (when there are
+    /// any); --fault-rate then picks among the chosen. Needs a fault
+    #[arg(
+        long,
+        value_name = "SELECTORS",
+        value_parser = parse_fault_on,
+        requires = "faults",
+        help_heading = FAULTS,
+    )]
+    pub fault_on: Option<Selectors>,
 
     /// Seed for the faults' random choices (jitter, --fault-rate)
     ///

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::faults::{CHUNK_GAP, Chunk, Delay};
+use crate::faults::{CHUNK_GAP, Chunk, Delay, Selector, Selectors, Trigger};
 
 /// The largest `--buffer-size` (and `ping --size`, `--chunk` size).
 pub const MAX_BUFFER: usize = 64 * 1024 * 1024;
@@ -261,6 +261,121 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 
 /// The longest delay a fault takes: an hour.
 const MAX_FAULT_MS: u64 = 3_600_000;
+
+/// Parses a network: `ADDR` or `ADDR/LEN` (10.0.0.0/8, ::1/128).
+pub fn parse_network(text: &str) -> Result<(IpAddr, u8), String> {
+    let bad = || format!("'{text}' is not an address or ADDR/LEN (10.0.0.0/8, ::1/128)");
+    let (ip, len) = match text.split_once('/') {
+        Some((ip, len)) => (ip, Some(len.parse::<u8>().map_err(|_| bad())?)),
+        None => (text, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    let most = if ip.is_ipv4() { 32 } else { 128 };
+    match len.unwrap_or(most) {
+        len if len <= most => Ok((ip, len)),
+        _ => Err(bad()),
+    }
+}
+
+/// Parses `--fault-on`: `first:N`, `after:N`, `every:K`, `conn:A-B` (or `conn:A`) and
+/// `from:ADDR[/LEN]`, separated by commas.
+pub fn parse_fault_on(text: &str) -> Result<Selectors, String> {
+    let forms = "first:N, after:N, every:K, conn:A-B or from:ADDR[/LEN]";
+    let number = |value: &str, least: u32| -> Result<u32, String> {
+        match value.parse::<u32>() {
+            Ok(n) if n >= least => Ok(n),
+            _ => Err(format!(
+                "'{value}' is not a connection number of at least {least}"
+            )),
+        }
+    };
+    let mut list = Vec::new();
+    for item in text.split(',') {
+        let (kind, value) = item
+            .split_once(':')
+            .ok_or_else(|| format!("'{item}': expected {forms}"))?;
+        list.push(match kind {
+            "first" => Selector::First(number(value, 1)?),
+            "after" => Selector::After(number(value, 0)?),
+            "every" => Selector::Every(number(value, 1)?),
+            "conn" => {
+                let (a, b) = value.split_once('-').unwrap_or((value, value));
+                let (a, b) = (number(a, 1)?, number(b, 1)?);
+                if a > b {
+                    return Err(format!("'{item}': the range ends before it begins"));
+                }
+                Selector::Range(a, b)
+            }
+            "from" => {
+                let (ip, len) = parse_network(value)?;
+                Selector::From(ip, len)
+            }
+            _ => return Err(format!("'{item}': expected {forms}")),
+        });
+    }
+    Selectors::new(&list)
+}
+
+/// Parses a limit's trigger: a byte count (`1K`), or a time from the accept (`500ms`, `2s`).
+pub fn parse_trigger(text: &str) -> Result<Trigger, String> {
+    let time = |digits: &str, unit: u64| -> Result<Trigger, String> {
+        match digits.parse::<u64>() {
+            Ok(n) if n.saturating_mul(unit) <= MAX_FAULT_MS => {
+                Ok(Trigger::After(Duration::from_millis(n * unit)))
+            }
+            Ok(_) => Err(format!("must be at most {MAX_FAULT_MS} ms (an hour)")),
+            Err(_) => Err("expected a byte count (1K) or a time (500ms, 2s)".to_string()),
+        }
+    };
+    if let Some(ms) = text.strip_suffix("ms") {
+        return time(ms, 1);
+    }
+    if let Some(secs) = text.strip_suffix('s') {
+        return time(secs, 1000);
+    }
+    parse_bytes(text).map(Trigger::Bytes).map_err(|_| {
+        "expected a byte count such as 65536 or 1K, or a time such as 500ms or 2s".to_string()
+    })
+}
+
+/// A byte pattern (`--close-on`, `--reset-on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(pub Vec<u8>);
+
+/// Parses a byte pattern: text with `\n`, `\r`, `\t`, `\\` and `\xNN` escapes; 1 to 256 bytes.
+pub fn parse_pattern(text: &str) -> Result<Pattern, String> {
+    let mut bytes = Vec::new();
+    let mut rest = text.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            bytes.push(b);
+            continue;
+        }
+        let (&e, tail) = rest
+            .split_first()
+            .ok_or("a pattern cannot end with a lone backslash")?;
+        rest = tail;
+        bytes.push(match e {
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'0' => 0,
+            b'\\' => b'\\',
+            b'x' => {
+                let hex = rest.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+                let value = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+                rest = rest.get(2..).unwrap_or_default();
+                value.ok_or("\\x takes two hex digits, such as \\x00")?
+            }
+            other => return Err(format!("unknown escape \\{}", other as char)),
+        });
+    }
+    match bytes.len() {
+        1..=256 => Ok(Pattern(bytes)),
+        _ => Err("a pattern is 1 to 256 bytes".to_string()),
+    }
+}
 
 /// Parses whole milliseconds, up to an hour.
 pub fn parse_millis(text: &str) -> Result<Duration, String> {

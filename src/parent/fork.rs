@@ -33,6 +33,10 @@ impl Parent {
         let serial = (self.state.counts.accepted as u32).max(1);
         let context = child::Context {
             serial,
+            peer: match peer {
+                Peer::Ip(addr) => Some(addr.ip()),
+                Peer::Unix(_) => None,
+            },
             ..self.child
         };
         let job = Job::Echo {
@@ -154,6 +158,7 @@ impl Parent {
 /// Forks a child to do `job` and returns its pid. The parent's copy of the job's client socket is
 /// closed either way: on failure the client sees its connection closed.
 #[inline(never)]
+#[unsafe(link_section = ".text.hot.child")]
 fn fork_child(job: Job, inherited: Inherited) -> nix::Result<Pid> {
     // The parent never starts a thread, and its signal handlers are blocked here, so the child
     // may use the allocator and anything else, as the parent could.

@@ -250,6 +250,7 @@ impl Parent {
             child: child::Context {
                 settings: settings.child,
                 serial: 0,
+                peer: None,
                 total: &shared.bytes,
                 marks,
                 confine: sandbox.map(|_| Confine::Inherited),

@@ -3,6 +3,8 @@
 import os
 import socket
 
+import pytest
+
 import pytest_forkecho
 
 
@@ -71,3 +73,39 @@ def test_two_servers_in_one_test_do_not_share_a_port(forkecho):
 def test_flags_translate_keywords():
     flags = pytest_forkecho._flags({"reset_after": 10, "quiet": True, "delay": None, "x": False})
     assert flags == ["--reset-after", "10", "--quiet"]
+
+
+def retrying_client(addr, data, attempts):
+    """What the code under test might be: a client that retries a failed exchange."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return echo(addr, data), attempt
+        except ConnectionResetError:
+            continue
+    raise ConnectionResetError(f"gave up after {attempts} attempts")
+
+
+def test_a_retry_story_the_first_two_fail_and_the_third_works(forkecho):
+    server = forkecho()
+    assert server.set_faults(reset_after=0, fault_on="first:2") == 1
+    assert retrying_client(server.addr, b"payload", attempts=3) == (b"payload", 3)
+    with pytest.raises(ConnectionResetError):
+        # A client that gives up sooner fails against the same story.
+        fresh = forkecho(reset_after=0, fault_on="first:2")
+        retrying_client(fresh.addr, b"payload", attempts=2)
+
+
+def test_down_and_up_keep_the_port(forkecho):
+    server = forkecho()
+    server.down()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.addr, timeout=10)
+    server.up()
+    assert echo(server.addr, b"back") == b"back"
+    assert server.status()["state"] == "up"
+
+
+def test_a_refused_command_raises_with_the_reason(forkecho):
+    server = forkecho()
+    with pytest.raises(RuntimeError, match="'soon'"):
+        server.set_faults(delay="soon")

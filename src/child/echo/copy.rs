@@ -40,6 +40,7 @@ pub fn echo_small<S: Conn>(stream: &mut S, buf: &mut [u8], session: &Session) ->
     echo_loop(stream, buf, session, true)
 }
 
+#[unsafe(link_section = ".text.hot.child")]
 fn echo_loop<S: Conn>(
     stream: &mut S,
     buf: &mut [u8],

@@ -57,6 +57,8 @@ pub enum End {
     TlsHandshake(String),
     /// `--control`: the control socket's `reset` ended it, with a reset.
     ControlReset,
+    /// `--inband`: a malformed `FORKECHO` line (why), answered with an error line.
+    InbandError(String),
     /// Any other I/O error.
     Failed(io::Error),
 }
@@ -86,11 +88,12 @@ impl End {
         "reset-after",
         "tls-handshake",
         "control-reset",
+        "inband-error",
         "error",
     ];
 
     /// `kind` of every `Failed` end.
-    pub const ERROR: usize = 10;
+    pub const ERROR: usize = 11;
 
     /// This end's index in `KINDS`.
     pub fn kind(&self) -> usize {
@@ -105,6 +108,7 @@ impl End {
             End::ResetAfter => 7,
             End::TlsHandshake(_) => 8,
             End::ControlReset => 9,
+            End::InbandError(_) => 10,
             End::Failed(_) => End::ERROR,
         }
     }
@@ -118,13 +122,16 @@ impl End {
 
 /// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
 /// `write-timeout`, `shutdown`, `max-duration`, `close-after`, `reset-after`,
-/// `tls-handshake reason="…"`, `control-reset`, or `error error="…"`.
+/// `tls-handshake reason="…"`, `control-reset`, `inband-error reason="…"`, or
+/// `error error="…"`.
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(End::KINDS[self.kind()])?;
         match self {
             End::Failed(err) => write!(f, " error=\"{err}\""),
-            End::TlsHandshake(reason) => write!(f, " reason=\"{}\"", reason.replace('"', "'")),
+            End::TlsHandshake(reason) | End::InbandError(reason) => {
+                write!(f, " reason=\"{}\"", reason.replace('"', "'"))
+            }
             _ => Ok(()),
         }
     }
@@ -183,7 +190,7 @@ impl Session {
 /// through the buffer (splice cannot see plaintext).
 pub fn echo_tls(stream: &mut TlsStream, context: &Context) -> (Outcome, Option<Acted>) {
     match context.settings.faults {
-        Some(faults) if faults.applies(context.serial) => {
+        Some(faults) if faults.applies(context.serial, context.peer) => {
             let (outcome, acted) = shaped::echo_shaped(stream, faults, context);
             (outcome, Some(acted))
         }
@@ -197,10 +204,11 @@ pub fn echo_tls(stream: &mut TlsStream, context: &Context) -> (Outcome, Option<A
 /// Echoes a connection's socket on the path its context calls for (see the module docs).
 /// Returns the outcome and, when faults were asked for, which of them acted (none, if
 /// `--fault-rate` left this connection out).
+#[unsafe(link_section = ".text.hot.child")]
 pub fn echo_socket(socket: &mut TcpStream, context: &Context) -> (Outcome, Option<Acted>) {
     let settings = &context.settings;
     match settings.faults {
-        Some(faults) if faults.applies(context.serial) => {
+        Some(faults) if faults.applies(context.serial, context.peer) => {
             let (outcome, acted) = shaped::echo_shaped(socket, faults, context);
             (outcome, Some(acted))
         }
@@ -221,6 +229,7 @@ const SMALL: usize = 1024;
 
 /// Echoes with read/write through a small stack buffer until one read fills it, then with
 /// splice (or, where splice is refused, read/write through the full buffer).
+#[unsafe(link_section = ".text.hot.child")]
 fn small_then_splice(socket: &mut TcpStream, context: &Context) -> Outcome {
     let session = Session::of(context);
     let mut small = [0u8; SMALL];

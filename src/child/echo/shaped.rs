@@ -7,7 +7,10 @@
 //! on while chunks wait, as long as the buffer has room, so a delay delays the echo without
 //! slowing it. Reads stop at a `--close-after`, `--reset-after` or `--stall-after` limit, so the
 //! client receives exactly that many bytes; then the connection is closed (FIN), reset once
-//! the client has every byte before the reset, or left hanging. `--slow-close` waits before
+//! the client has every byte before the reset, or left hanging. A limit in time ends the echo at
+//! its instant with what was echoed by then; `--close-on` and `--reset-on` end it where the
+//! client's stream first holds the pattern (searched with memchr's memmem, across reads: the
+//! bytes that may begin it wait for the next read). `--slow-close` waits before
 //! answering the client's FIN. Stop signals, `--max-duration`, `--idle-timeout` and clients that
 //! take none of their echo end it as they end the plain echo.
 
@@ -25,7 +28,7 @@ use super::super::stop;
 use super::stall::{Conn, Stall};
 use super::{End, Outcome, Session};
 use crate::child::Context;
-use crate::faults::{Acted, Faults, LimitKind, Rng};
+use crate::faults::{Acted, Faults, Limit, LimitKind, Rng, Trigger};
 
 /// A connection the shaped echo can serve: a plain socket, or a TLS session over one
 /// (`child::tls`), whose reads and writes move plaintext.
@@ -85,7 +88,16 @@ pub fn echo_shaped<S: Shapeable>(
         last_due: now,
         last_read: now,
         stall: Stall::default(),
+        cut: None,
+        held: 0,
+        deadline: None,
     };
+    match faults.limit.map(|limit| limit.at) {
+        Some(Trigger::Bytes(bytes)) => shaper.cut = Some(bytes),
+        // From the accept, give or take the fork: a few microseconds.
+        Some(Trigger::After(after)) => shaper.deadline = Some(now + after),
+        _ => {}
+    }
     shaper.tokens = shaper.burst() as f64;
     let end = shaper.run(socket);
     let outcome = Outcome {
@@ -118,6 +130,13 @@ struct Shaper<'a> {
     last_read: Instant,
     /// Since when the client has taken none of its echo.
     stall: Stall,
+    /// Where the echo ends, in bytes of the stream, once known: from the start for a byte
+    /// limit, when the pattern is found, or at the deadline (what was echoed by then).
+    cut: Option<u64>,
+    /// Bytes at the end of the buffer held back from the echo: they may begin the pattern.
+    held: usize,
+    /// A time limit's instant.
+    deadline: Option<Instant>,
 }
 
 /// What the loop does next.
@@ -134,8 +153,14 @@ impl Shaper<'_> {
             if (self.session.stopped)() {
                 return End::Shutdown;
             }
+            if self.deadline.is_some_and(|at| Instant::now() >= at) && self.cut.is_none() {
+                // Time is up: what was echoed is all the client gets; what waits is dropped.
+                self.cut = Some(self.echoed);
+                (self.start, self.end, self.held) = (0, 0, 0);
+                self.chunks.clear();
+            }
             if let Some(limit) = self.faults.limit
-                && self.echoed >= limit.bytes
+                && self.cut.is_some_and(|cut| self.echoed >= cut)
             {
                 self.acted.add(Acted::limit(limit.kind));
                 return self.at_limit(socket.socket(), limit.kind);
@@ -148,6 +173,10 @@ impl Shaper<'_> {
                 Ok(Some(step)) => step,
                 Ok(None) => continue,
                 Err(end) => return end,
+            };
+            let write_at = match (write_at, self.deadline.filter(|_| self.cut.is_none())) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let reading = !eof && self.room() > 0;
             let step = self.next_step(now, reading, out, write_at);
@@ -177,7 +206,11 @@ impl Shaper<'_> {
             }
             if reading && (gone || revents.contains(PollFlags::POLLIN)) {
                 match self.read_chunk(socket) {
-                    Ok(0) => eof = true,
+                    Ok(0) => {
+                        // Nothing more can complete the pattern: what was held goes out.
+                        eof = true;
+                        self.held = 0;
+                    }
                     Ok(_) => {}
                     Err(err) if err.kind() == ErrorKind::WouldBlock => {}
                     Err(err) if err.kind() == ErrorKind::Interrupted => {}
@@ -202,8 +235,13 @@ impl Shaper<'_> {
         if let Some(chunk) = self.faults.chunk {
             piece = piece.min(chunk.size);
         }
-        if let Some(limit) = self.faults.limit {
-            piece = piece.min((limit.bytes - self.echoed) as usize);
+        if let Some(cut) = self.cut {
+            piece = piece.min(cut.saturating_sub(self.echoed) as usize);
+        }
+        piece = piece.min(self.end - self.start - self.held);
+        if piece == 0 {
+            // All that waits may begin the pattern: the next read tells.
+            return Ok(Some((false, None)));
         }
         let mut at = due.max(self.next_piece);
         if let Some(rate) = self.faults.rate {
@@ -299,8 +337,8 @@ impl Shaper<'_> {
             (self.start, self.end) = (0, self.end - self.start);
         }
         let room = self.buf.len() - self.end;
-        match self.faults.limit {
-            Some(limit) => room.min(limit.bytes.saturating_sub(self.read) as usize),
+        match self.cut {
+            Some(cut) => room.min(cut.saturating_sub(self.read) as usize),
             None => room,
         }
     }
@@ -313,6 +351,7 @@ impl Shaper<'_> {
             return Ok(0);
         }
         let now = Instant::now();
+        let before = self.end;
         self.end += n;
         self.read += n as u64;
         self.last_read = now;
@@ -324,7 +363,42 @@ impl Shaper<'_> {
         let due = (now + delay).max(self.last_due);
         self.last_due = due;
         self.chunks.push_back((due, n));
+        if let Some(Limit {
+            at: Trigger::Pattern(pattern),
+            ..
+        }) = self.faults.limit
+            && self.cut.is_none()
+        {
+            self.look_for(pattern, before);
+        }
         Ok(n)
+    }
+
+    /// Looks for `pattern` in what waits, from where it could begin given what was read before
+    /// `from`: found, the echo ends before it (what came with it and after is dropped, and no
+    /// more is read); not found, the bytes that may begin it are held back.
+    fn look_for(&mut self, pattern: &[u8], from: usize) {
+        let search = from.saturating_sub(pattern.len() - 1).max(self.start);
+        if let Some(at) = memchr::memmem::find(&self.buf[search..self.end], pattern) {
+            let at = search + at;
+            self.cut = Some(self.echoed + (at - self.start) as u64);
+            self.read = self.cut.unwrap_or(self.read);
+            self.held = 0;
+            // Trim the chunks to what stays.
+            let mut keep = at - self.start;
+            self.end = at;
+            for chunk in self.chunks.iter_mut() {
+                chunk.1 = chunk.1.min(keep);
+                keep -= chunk.1;
+            }
+            self.chunks.retain(|chunk| chunk.1 > 0);
+            return;
+        }
+        let waiting = &self.buf[self.start..self.end];
+        self.held = (1..pattern.len().min(waiting.len() + 1))
+            .rev()
+            .find(|&k| waiting.ends_with(&pattern[..k]))
+            .unwrap_or(0);
     }
 
     /// The limit is reached: every byte before it has been written.

@@ -125,6 +125,7 @@ impl Pending<'_> {
 /// reached the client to `bytes` and to the session's total even when a later write fails.
 /// Fails with WouldBlock (a write timeout) once the client has taken nothing for the stall
 /// limit.
+#[unsafe(link_section = ".text.hot.child")]
 pub fn write_all<C: Conn>(
     out: &mut C,
     pending: Pending<'_>,
