@@ -13,6 +13,12 @@
 //! status 101 (in a release build, which aborts on panic, with SIGABRT); the parent logs that
 //! exit like any other.
 //!
+//! The functions every connection's child runs (from `fork_child` through the echo to the close)
+//! are placed together, in the section `.text.hot.child`, which the linker puts in one run of
+//! pages: a child touches code pages only to fault them in (its parent's page tables are not
+//! copied for them), so scattered across the binary they cost a fault each (16 faults a child
+//! against 17, measured with the round 3 build; `benches/README.md`).
+//!
 //! A child gets everything it needs in one `Context`, by value: the `Settings` fixed at startup
 //! (`crate::settings`), its connection number, and the memory it shares with the parent
 //! (`crate::shared`). `--inetd` builds the same context for the one connection it serves. A child

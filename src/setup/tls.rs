@@ -102,9 +102,12 @@ pub fn prepare(settings: &Settings, binds: &[Bind], say: bool) -> Result<&'stati
         Some((cert, key)) => {
             if let Some(fault) = settings.fault.filter(|f| f.handshake().is_none()) {
                 bail!(
-                    "--tls-fault {} breaks the certificate --tls makes; it cannot break --tls-cert {}",
-                    fault.name(),
-                    cert.display()
+                    concat!(
+                        "--tls-fault {fault} breaks the certificate --tls makes; ",
+                        "it cannot break --tls-cert {cert}"
+                    ),
+                    fault = fault.name(),
+                    cert = cert.display()
                 );
             }
             let (chain, key) = read_pair(cert, key)?;
