@@ -346,7 +346,10 @@ impl Parent {
         self.listeners.iter().map(Listener::addr)
     }
 
-    /// Serves until a stop signal, or the end of the lifeline.
+    /// Serves until a stop signal, or the end of the lifeline. Never inlined into its caller,
+    /// whose startup locals would sit between the loop's own and every fork: the parent copies
+    /// each stack page it writes after a fork, so the loop's stack stays as shallow as it can.
+    #[inline(never)]
     pub fn serve(&mut self) -> Stop {
         let lifeline = self.harness.lifeline();
         loop {
