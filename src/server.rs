@@ -1,8 +1,8 @@
 //! `forkecho` serving, from start to exit: the table of contents of the server.
 //!
 //! Set up (the listening sockets, the log) → build the parent (signals, reaper, tables: every
-//! step that can fail) → drop privileges → install the sandbox (`sandbox`) → announce readiness →
-//! serve until a stop signal → shut down. Nothing that can fail comes after the readiness line:
+//! step that can fail) → drop privileges → install the sandbox (`sandbox`) → announce
+//! readiness → serve until a stop signal → shut down. Nothing that can fail comes after the readiness line:
 //! once a harness has read it, only a stop signal ends the server.
 
 use std::io;

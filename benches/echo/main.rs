@@ -1,10 +1,10 @@
 //! `cargo bench`: forkecho against the textbook C fork server, a C thread-per-connection server
 //! and socat, side by side in one run.
 //!
-//! Each round starts every server in turn (the order alternates between rounds, A B … B A …) and
-//! runs six scenarios against it: connection rate, round-trip latency, bulk throughput, a crowd
-//! of concurrent clients with their memory, a burst of clients connecting at one instant, and the
-//! connection rate again at 1, 4, 16 and 64 concurrent clients (the concurrency curve).
+//! Each round starts every server in turn (the order alternates between rounds, A B … B A …)
+//! and runs six scenarios against it: connection rate, round-trip latency, bulk throughput, a
+//! crowd of concurrent clients with their memory, a burst of clients connecting at one instant,
+//! and the connection rate again at 1, 4, 16 and 64 concurrent clients (the concurrency curve).
 //! Around the first two it reads the server's own CPU time (parent and reaped children, from
 //! /proc), so the report gives server CPU per connection and per round trip: figures the load
 //! generator, which shares the machine, cannot skew. Every response is verified byte for byte,

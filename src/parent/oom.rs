@@ -3,12 +3,12 @@
 //! Short of memory, the kernel's OOM killer picks the process with the highest badness, which grows
 //! with size: the parent, whose death ends the whole service. A child may raise its own
 //! `oom_score_adj` without privilege, but opening /proc/self/oom_score_adj in every child cost
-//! 35–60 µs of CPU per connection (server CPU per connection 330 → 370 µs, in round 1's benchmark,
-//! dynamically linked build). Instead the parent, through a file it opened once, raises its own
-//! score to the maximum just before each fork, so the child is born with it, and puts its own back
-//! right after. Lowering it again needs no privilege as long as the value is not below
-//! `oom_score_adj_min` (which only a privileged writer sets), so `open` checks the round trip once
-//! and leaves the feature off if it fails.
+//! 35–60 µs of CPU per connection (server CPU per connection 330 → 370 µs, in round 1's
+//! benchmark, dynamically linked build). Instead the parent, through a file it opened once,
+//! raises its own score to the maximum just before each fork, so the child is born with it, and
+//! puts its own back right after. Lowering it again needs no privilege as long as the value is
+//! not below `oom_score_adj_min` (which only a privileged writer sets), so `open` checks the
+//! round trip once and leaves the feature off if it fails.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
