@@ -2,8 +2,8 @@
 //!
 //! Set up (the listening sockets, the log) → build the parent (signals, reaper, tables: every
 //! step that can fail) → drop privileges → install the sandbox (`sandbox`) → announce
-//! readiness → serve until a stop signal → shut down. Nothing that can fail comes after the readiness line:
-//! once a harness has read it, only a stop signal ends the server.
+//! readiness → serve until a stop signal → shut down. Nothing that can fail comes after the
+//! readiness line: once a harness has read it, only a stop signal ends the server.
 
 use std::io;
 use std::time::Instant;
