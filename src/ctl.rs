@@ -30,10 +30,16 @@ pub fn run(options: &CtlOptions) -> u8 {
     let reply = UnixStream::connect(&options.socket).and_then(|mut stream| {
         stream.set_read_timeout(Some(options.timeout))?;
         stream.set_write_timeout(Some(options.timeout))?;
-        stream.write_all(format!("{request}\n").as_bytes())?;
+        // A server that refuses this client answers and closes before reading the request, so
+        // the write may fail (EPIPE) with the answer already waiting: read it either way.
+        let sent = stream.write_all(format!("{request}\n").as_bytes());
         let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        Ok(line)
+        let read = BufReader::new(stream).read_line(&mut line);
+        match (sent, read) {
+            (_, Ok(_)) if !line.is_empty() => Ok(line),
+            (Err(err), _) | (_, Err(err)) => Err(err),
+            (Ok(()), Ok(_)) => Ok(line),
+        }
     });
     let line = match reply {
         Ok(line) if !line.is_empty() => line,
@@ -91,23 +97,12 @@ fn faults(args: &[String]) -> Result<Value, String> {
     if args.is_empty() {
         return Err(usage.into());
     }
-    let mut set = Map::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let Some(name) = arg.strip_prefix("--") else {
-            return Err(format!("'{arg}': {usage}"));
-        };
-        let (name, value) = match name.split_once('=') {
-            Some((name, value)) => (name, value.to_string()),
-            None => {
-                let value = rest
-                    .next()
-                    .ok_or_else(|| format!("--{name} needs a value"))?;
-                (name, value.clone())
-            }
-        };
-        set.insert(name.to_string(), value.into());
-    }
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let flags = crate::settings::fault_flags(&words).map_err(|why| format!("{why}: {usage}"))?;
+    let set: Map<String, Value> = flags
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.into()))
+        .collect();
     Ok(json!({ "cmd": "faults", "set": set }))
 }
 

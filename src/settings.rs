@@ -135,6 +135,29 @@ pub const FAULT_OPTIONS: [&str; 12] = [
     "seed",
 ];
 
+/// Fault options written as on the command line (`--delay 50 --chunk=1`), as (name, value)
+/// pairs for `faults_from_flags`: how `forkecho ctl faults` and an in-band line read theirs.
+pub fn fault_flags<'a>(words: &[&'a str]) -> Result<Vec<(&'a str, String)>, String> {
+    let mut flags = Vec::new();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let Some(name) = word.strip_prefix("--") else {
+            return Err(format!("'{word}': expected --FAULT VALUE"));
+        };
+        let (name, value) = match name.split_once('=') {
+            Some((name, value)) => (name, value),
+            None => (
+                name,
+                *words
+                    .next()
+                    .ok_or_else(|| format!("--{name} needs a value"))?,
+            ),
+        };
+        flags.push((name, value.to_string()));
+    }
+    Ok(flags)
+}
+
 /// The faults `flags` (name without dashes, value) ask for, read by the command line's own
 /// parser, so names, syntax and checks are the same; None if they ask for none. An error says
 /// what is wrong, quoting the value.
@@ -244,6 +267,43 @@ mod tests {
 
     fn faults_from(args: &[&str]) -> Option<Faults> {
         Settings::from_options(&parse(args)).child.faults.copied()
+    }
+
+    #[test]
+    fn the_fault_options_are_the_command_line_s_connection_faults() {
+        use clap::CommandFactory;
+        let command = Options::command();
+        let mut listed: Vec<&str> = command
+            .get_arguments()
+            .filter(|arg| arg.get_help_heading() == Some(crate::cli::FAULTS))
+            .filter_map(|arg| arg.get_long())
+            // The datagrams' faults, and --inband, which is no fault but a way to ask for them.
+            .filter(|long| !["loss", "duplicate", "reorder", "corrupt", "inband"].contains(long))
+            .collect();
+        listed.sort_unstable();
+        let mut ours = FAULT_OPTIONS.to_vec();
+        ours.sort_unstable();
+        assert_eq!(ours, listed);
+    }
+
+    #[test]
+    fn fault_flags_read_both_spellings_and_say_what_is_wrong() {
+        let flags = fault_flags(&["--delay", "50", "--chunk=1"]).unwrap();
+        assert_eq!(
+            flags,
+            [("delay", "50".to_string()), ("chunk", "1".to_string())]
+        );
+        assert!(
+            fault_flags(&["delay"])
+                .unwrap_err()
+                .contains("expected --FAULT")
+        );
+        assert!(
+            fault_flags(&["--delay"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert_eq!(faults_from_flags(&[]).unwrap(), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::{
-    DEADLINE, Scratch, Server, binary, event, field, nobody, round_trip, run_to_completion,
+    DEADLINE, Scratch, Server, binary, event, exchange, field, nobody, round_trip,
+    run_to_completion,
 };
 
 /// A server with `--control` (and `args`), its scratch directory and the socket's path.
@@ -49,10 +50,7 @@ fn a_retry_story_the_first_two_connections_reset_and_the_third_echoes() {
     let set = ok(&path, &["faults", "--reset-after", "0"]);
     assert_eq!(set["from_connection"], 1);
     for _ in 0..2 {
-        let mut client = server.connect();
-        client.write_all(b"try").unwrap();
-        let mut buf = [0u8; 8];
-        let err = client.read(&mut buf).expect_err("reset");
+        let err = exchange(server.addr, b"try").expect_err("reset");
         assert_eq!(err.kind(), ErrorKind::ConnectionReset);
     }
     let cleared = ok(&path, &["faults", "--clear"]);

@@ -480,26 +480,39 @@ fn a_tls_server_keeps_serving_through_garbage_and_half_handshakes() {
 
 // Real clients.
 
+/// `openssl s_client` to `server` for localhost, verifying against `ca` (and `extra` options),
+/// with `input` on its stdin.
+fn s_client(
+    server: &Server,
+    ca: &std::path::Path,
+    extra: &[&str],
+    input: &[u8],
+) -> std::process::Output {
+    let connect = format!("localhost:{}", server.addr.port());
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        &connect,
+        "-CAfile",
+        ca.to_str().unwrap(),
+    ];
+    args.extend([
+        "-verify_return_error",
+        "-verify_hostname",
+        "localhost",
+        "-quiet",
+    ]);
+    args.extend_from_slice(extra);
+    run_client("openssl", &args, input.to_vec())
+}
+
 #[test]
 #[ignore = "needs openssl (the command)"]
 fn openssl_s_client_verifies_and_round_trips_and_reports_each_fault() {
     // s_client leaves at the end of its input without waiting for the echo, or (with -quiet's
     // -ign_eof) waits for the server to close: --close-after closes once the line is echoed.
     let (server, _dir, ca) = tls_server("tls-openssl", &["--close-after", "16"]);
-    let port = server.addr.port().to_string();
-    let connect = format!("localhost:{port}");
-    let args = [
-        "s_client",
-        "-connect",
-        &connect,
-        "-CAfile",
-        ca.to_str().unwrap(),
-        "-verify_return_error",
-        "-verify_hostname",
-        "localhost",
-        "-quiet",
-    ];
-    let out = run_client("openssl", &args, b"through openssl\n".to_vec());
+    let out = s_client(&server, &ca, &[], b"through openssl\n");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "through openssl\n",
@@ -514,20 +527,7 @@ fn openssl_s_client_verifies_and_round_trips_and_reports_each_fault() {
     ];
     for (fault, message) in wanted {
         let (server, _dir, ca) = tls_server(fault, &["--tls-fault", fault]);
-        let connect = format!("localhost:{}", server.addr.port());
-        let args = [
-            "s_client",
-            "-connect",
-            &connect,
-            "-CAfile",
-            ca.to_str().unwrap(),
-            "-verify_return_error",
-            "-verify_hostname",
-            "localhost",
-            "-quiet",
-            "-no_ign_eof",
-        ];
-        let out = run_client("openssl", &args, b"never echoed\n".to_vec());
+        let out = s_client(&server, &ca, &["-no_ign_eof"], b"never echoed\n");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(message), "--tls-fault {fault}: {err}");
         assert!(out.stdout.is_empty());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use nix::unistd::Pid;
 
-use crate::procfs;
+use crate::{fixture, procfs};
 
 /// Throughput with its latency distribution.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,6 +45,28 @@ pub fn settle(server: Pid, forks: bool) {
     while forks && !children_of(server).is_empty() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A server the UDP and TLS rounds started, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Running {
+    pub process: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        fixture::stop(&mut self.process, Duration::from_secs(10));
+    }
+}
+
+/// The CPU time of `root` and every process below it, live or reaped: a server whose children
+/// stay (the UDP worker) or are someone else's (ncat's cats).
+pub fn tree_cpu(root: Pid) -> Duration {
+    let own = procfs::stat(root.as_raw()).map_or(Duration::ZERO, |s| s.cpu() + s.children_cpu());
+    own + children_of(root)
+        .into_iter()
+        .map(tree_cpu)
+        .sum::<Duration>()
 }
 
 /// Where the load goes: the server's address, and what every connection sends first (a PROXY

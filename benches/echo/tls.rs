@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::{fixture, load, procfs};
+use super::{fixture, load};
 
 /// The TLS servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,18 +105,7 @@ impl Identity {
     }
 }
 
-struct Running {
-    process: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        fixture::stop(&mut self.process, Duration::from_secs(10));
-    }
-}
-
-fn start(kind: TlsKind, forkecho: &Path, id: &Identity) -> Result<Running> {
+fn start(kind: TlsKind, forkecho: &Path, id: &Identity) -> Result<load::Running> {
     let (cert, key) = (id.cert.to_str().unwrap(), id.key.to_str().unwrap());
     if kind == TlsKind::Forkecho {
         let mut process = Command::new(forkecho)
@@ -130,7 +119,7 @@ fn start(kind: TlsKind, forkecho: &Path, id: &Identity) -> Result<Running> {
         let mut stdout = BufReader::new(process.stdout.take().expect("piped"));
         let addr = fixture::read_readiness(&mut stdout)
             .map_err(|line| anyhow::anyhow!("forkecho did not announce: {line:?}"))?;
-        return Ok(Running { process, addr });
+        return Ok(load::Running { process, addr });
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -160,7 +149,7 @@ fn start(kind: TlsKind, forkecho: &Path, id: &Identity) -> Result<Running> {
         .spawn()
         .with_context(|| format!("start {}", kind.name()))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let running = Running { process, addr };
+    let running = load::Running { process, addr };
     let deadline = Instant::now() + Duration::from_secs(10);
     // socat and ncat say nothing when they listen: a handshake that works says it.
     while session(addr, &id.config).is_err() {
@@ -195,15 +184,6 @@ fn echo(tls: &mut Tls, data: &[u8]) -> Result<()> {
     tls.read_exact(&mut back)?;
     anyhow::ensure!(back == data, "the echo differs from what was sent");
     Ok(())
-}
-
-/// The CPU time of `root` and every process below it, live or reaped.
-fn tree_cpu(root: Pid) -> Duration {
-    let own = procfs::stat(root.as_raw()).map_or(Duration::ZERO, |s| s.cpu() + s.children_cpu());
-    own + load::children_of(root)
-        .into_iter()
-        .map(tree_cpu)
-        .sum::<Duration>()
 }
 
 /// Every process below `root` (ncat's children are shells' cats).
@@ -307,20 +287,21 @@ pub fn round(
         let server = start(kind, forkecho, id)?;
         let pid = Pid::from_raw(server.process.id() as i32);
         load::settle(pid, true);
-        let before = tree_cpu(pid);
+        let before = load::tree_cpu(pid);
         let started = Instant::now();
         let count = connections(server.addr, &id.config, run_for)
             .with_context(|| format!("{}: connections", kind.name()))?;
         let elapsed = started.elapsed().as_secs_f64();
         load::settle(pid, true);
-        let conn_cpu_us = tree_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6 / count as f64;
+        let conn_cpu_us =
+            load::tree_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6 / count as f64;
         let child_uss_kib = child_uss(server.addr, pid, &id.config)?;
         load::settle(pid, true);
-        let before = tree_cpu(pid);
+        let before = load::tree_cpu(pid);
         let (bulk_mib_s, echoed) = bulk(server.addr, &id.config, bulk_bytes, run_for * 2)?;
         load::settle(pid, true);
         let gib = echoed as f64 / (1u64 << 30) as f64;
-        let bulk_cpu_s_per_gib = tree_cpu(pid).saturating_sub(before).as_secs_f64() / gib;
+        let bulk_cpu_s_per_gib = load::tree_cpu(pid).saturating_sub(before).as_secs_f64() / gib;
         out.push((
             kind,
             TlsSample {

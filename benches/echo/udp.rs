@@ -12,14 +12,14 @@ use std::fmt::Write as _;
 use std::io::BufReader;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
 
-use super::{fixture, load, procfs};
+use super::{fixture, load};
 
 /// The UDP servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,18 +49,7 @@ const LOADS: [(&str, usize, usize, usize); 3] = [
 /// One server's figures in one round: per load, datagrams/s and server CPU µs per datagram.
 pub type UdpSample = [(f64, f64); 3];
 
-struct Running {
-    process: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        fixture::stop(&mut self.process, Duration::from_secs(10));
-    }
-}
-
-fn start(kind: UdpKind, floor: &Path, forkecho: &Path) -> Result<Running> {
+fn start(kind: UdpKind, floor: &Path, forkecho: &Path) -> Result<load::Running> {
     let mut command = match kind {
         UdpKind::Floor => {
             let mut c = Command::new(floor);
@@ -84,7 +73,7 @@ fn start(kind: UdpKind, floor: &Path, forkecho: &Path) -> Result<Running> {
                 .context("start socat")?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             // socat binds at once; a probe answered says it is there.
-            let running = Running { process, addr };
+            let running = load::Running { process, addr };
             wait_answered(addr)?;
             return Ok(running);
         }
@@ -98,7 +87,7 @@ fn start(kind: UdpKind, floor: &Path, forkecho: &Path) -> Result<Running> {
     let mut stdout = BufReader::new(process.stdout.take().expect("piped"));
     let addr = fixture::read_readiness(&mut stdout)
         .map_err(|line| anyhow::anyhow!("{} did not announce: {line:?}", kind.name()))?;
-    Ok(Running { process, addr })
+    Ok(load::Running { process, addr })
 }
 
 fn wait_answered(addr: SocketAddr) -> Result<()> {
@@ -116,15 +105,6 @@ fn wait_answered(addr: SocketAddr) -> Result<()> {
         thread::sleep(Duration::from_millis(10));
     }
     anyhow::bail!("nothing answered on udp {addr}")
-}
-
-/// The CPU time of `root` and every process below it, live or reaped.
-fn tree_cpu(root: Pid) -> Duration {
-    let own = procfs::stat(root.as_raw()).map_or(Duration::ZERO, |s| s.cpu() + s.children_cpu());
-    own + load::children_of(root)
-        .into_iter()
-        .map(tree_cpu)
-        .sum::<Duration>()
 }
 
 /// Echoes datagrams of `size` with `clients` threads, `window` in flight each, for `run_for`:
@@ -175,12 +155,12 @@ pub fn round(
         let pid = Pid::from_raw(server.process.id() as i32);
         let mut sample: UdpSample = [(0.0, 0.0); 3];
         for (i, &(_, clients, size, window)) in LOADS.iter().enumerate() {
-            let before = tree_cpu(pid);
+            let before = load::tree_cpu(pid);
             let started = Instant::now();
             let echoed = echo_load(server.addr, clients, size, window, run_for);
             let elapsed = started.elapsed().as_secs_f64();
             load::settle(pid, kind == UdpKind::Socat);
-            let cpu = tree_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6;
+            let cpu = load::tree_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6;
             sample[i] = (echoed as f64 / elapsed, cpu / echoed.max(1) as f64);
         }
         out.push((kind, sample));

@@ -91,24 +91,8 @@ pub fn take(socket: &TcpStream) -> io::Result<Asked> {
 
 /// The faults a line's flags ask for: `--name value` or `--name=value` pairs.
 fn parse(text: &str) -> Result<Option<Faults>, String> {
-    let mut flags = Vec::new();
-    let mut words = text.split_ascii_whitespace();
-    while let Some(word) = words.next() {
-        let Some(name) = word.strip_prefix("--") else {
-            return Err(format!("'{word}': expected --FAULT VALUE"));
-        };
-        let (name, value) = match name.split_once('=') {
-            Some((name, value)) => (name, value.to_string()),
-            None => {
-                let value = words
-                    .next()
-                    .ok_or_else(|| format!("--{name} needs a value"))?;
-                (name, value.to_string())
-            }
-        };
-        flags.push((name, value));
-    }
-    crate::settings::faults_from_flags(&flags)
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    crate::settings::faults_from_flags(&crate::settings::fault_flags(&words)?)
 }
 
 /// Answers a malformed line with one error line.

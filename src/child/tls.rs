@@ -16,11 +16,10 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
-use nix::sys::socket::{MsgFlags, recv, send, sendmsg};
 use rustls::ServerConnection;
 use socket2::SockRef;
 
@@ -28,7 +27,7 @@ use super::echo::End;
 use super::echo::shaped::Shapeable;
 use super::echo::stall::Conn;
 use super::stop;
-use crate::tls::{HandshakeFault, Tls};
+use crate::tls::{HandshakeFault, NoWait, Tls};
 
 /// The most plaintext one write puts in a record (TLS's own limit).
 const RECORD: usize = 16 * 1024;
@@ -326,32 +325,6 @@ impl Shapeable for TlsStream {
         self.conn
             .process_new_packets()
             .is_ok_and(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
-    }
-}
-
-const SEND: MsgFlags = MsgFlags::MSG_DONTWAIT.union(MsgFlags::MSG_NOSIGNAL);
-
-/// The socket, read and written without waiting (recv and send with MSG_DONTWAIT).
-struct NoWait<'a>(&'a TcpStream);
-
-impl Read for NoWait<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)?)
-    }
-}
-
-impl Write for NoWait<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        Ok(send(self.0.as_raw_fd(), data, SEND)?)
-    }
-
-    /// Several records in one system call (rustls queues each message apart).
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        Ok(sendmsg::<()>(self.0.as_raw_fd(), bufs, &[], SEND, None)?)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

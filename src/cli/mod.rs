@@ -28,7 +28,7 @@ use values::{
 const PID_MAX_LIMIT: i64 = 4_194_304;
 
 /// The help section of the faults.
-const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
+pub const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";
 /// The help section of what a harness (a test suite, a service manager) is told.
 const HARNESS: &str = "Harness (readiness, lifelines, logs)";
 /// The help section of TLS.

@@ -24,12 +24,12 @@
 //! Written and read by the parent alone; a child closes the control socket and its connections
 //! (they are among the listeners' descriptors).
 
-use std::io::{self, ErrorKind};
+use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+use nix::sys::socket::{MsgFlags, recv, send};
 use serde_json::{Map, Value, json};
 use socket2::Socket;
 
@@ -271,15 +271,9 @@ impl Parent {
         }
         if to == Gate::Down && from != Gate::Down {
             for listener in &self.listeners {
-                // A listening TCP socket shut for reading stops listening and keeps its
-                // address: connecting is refused until it listens again.
-                shutdown(listener.raw_fd(), Shutdown::Read).map_err(|errno| {
-                    format!(
-                        "unable to shut {}: {}",
-                        listener.addr(),
-                        io::Error::from(errno)
-                    )
-                })?;
+                listener
+                    .stop_listening()
+                    .map_err(|err| format!("unable to shut {}: {err}", listener.addr()))?;
             }
         }
         self.state.gate = to;

@@ -25,6 +25,7 @@ use socket2::Socket;
 use super::probe::Failure;
 use crate::cli::PingOptions;
 use crate::deadline;
+use crate::tls::{NoWait, SEND_NOW};
 
 /// Where a system keeps the CAs it trusts, as one PEM file (Debian's and Fedora's).
 const SYSTEM_ROOTS: [&str; 2] = [
@@ -85,17 +86,12 @@ impl Client {
         deadline: Instant,
         interrupted: fn() -> bool,
     ) -> Result<Link, Failure> {
-        let conn = ClientConnection::new(self.config.clone(), self.name.clone())
+        let mut conn = ClientConnection::new(self.config.clone(), self.name.clone())
             .map_err(|err| tls_failure(&err))?;
-        let mut link = Link::Tls(Box::new((socket, conn)));
         loop {
-            let Link::Tls(tls) = &mut link else {
-                unreachable!("made as TLS above")
-            };
-            let (socket, conn) = &mut **tls;
             let mut events = PollFlags::empty();
             if conn.wants_write() {
-                match conn.write_tls(&mut NoWait(socket)) {
+                match conn.write_tls(&mut NoWait(&socket)) {
                     Ok(_) => continue,
                     Err(err) if err.kind() == ErrorKind::WouldBlock => events |= PollFlags::POLLOUT,
                     Err(err) if err.kind() == ErrorKind::Interrupted => continue,
@@ -103,7 +99,7 @@ impl Client {
                 }
             }
             if !conn.is_handshaking() && !conn.wants_write() {
-                return Ok(link);
+                return Ok(Link::Tls(Box::new((socket, conn))));
             }
             if conn.is_handshaking() {
                 events |= PollFlags::POLLIN;
@@ -122,7 +118,7 @@ impl Client {
                 Err(errno) => return Err(Failure::Error(errno.into())),
             }
             if events.contains(PollFlags::POLLIN) {
-                match conn.read_tls(&mut NoWait(socket)) {
+                match conn.read_tls(&mut NoWait(&socket)) {
                     Ok(0) => {
                         let closed = "TLS: the server closed the connection in the handshake";
                         return Err(Failure::Error(io::Error::new(
@@ -140,7 +136,7 @@ impl Client {
                 }
                 if let Err(err) = conn.process_new_packets() {
                     // The alert that tells the server why.
-                    let _ = conn.write_tls(&mut NoWait(socket));
+                    let _ = conn.write_tls(&mut NoWait(&socket));
                     return Err(tls_failure(&err));
                 }
             }
@@ -165,7 +161,7 @@ impl Link {
     /// encrypted; `flush_now` moves what the socket could not take yet.
     pub fn send_now(&mut self, data: &[u8]) -> io::Result<usize> {
         if let Link::Plain(socket) = self {
-            return Ok(send(socket.as_raw_fd(), data, send_flags())?);
+            return Ok(send(socket.as_raw_fd(), data, SEND_NOW)?);
         }
         self.flush_now()?;
         let Link::Tls(tls) = self else {
@@ -263,29 +259,6 @@ impl Link {
             self.flush_now()?;
         }
         self.socket().shutdown(std::net::Shutdown::Write)
-    }
-}
-
-fn send_flags() -> MsgFlags {
-    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL
-}
-
-/// The socket, read and written without waiting.
-struct NoWait<'a>(&'a Socket);
-
-impl Read for NoWait<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)?)
-    }
-}
-
-impl Write for NoWait<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        Ok(send(self.0.as_raw_fd(), data, send_flags())?)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

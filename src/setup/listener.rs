@@ -233,6 +233,12 @@ impl Listener {
         &self.addr
     }
 
+    /// Stops listening but keeps the address and port (the control socket's `down`): a listening
+    /// TCP socket shut for reading refuses connections until `relisten`.
+    pub fn stop_listening(&self) -> io::Result<()> {
+        self.socket.shutdown(std::net::Shutdown::Read)
+    }
+
     /// Listens again on a socket shut for reading (the control socket's `up` after `down`): the
     /// same socket, address and port.
     pub fn relisten(&self, backlog: i32) -> io::Result<()> {

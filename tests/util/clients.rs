@@ -62,6 +62,20 @@ pub fn round_trip(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
+/// One exchange as a client that retries would make it: connect, send `data`, half-close, read to
+/// the end. A reset anywhere along the way is the error (a server that resets at once may do so
+/// before connect(2) has even returned).
+pub fn exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr, DEADLINE)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.write_all(data)?;
+    // After a reset this fails too (ENOTCONN); the read below says what happened.
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back)?;
+    Ok(back)
+}
+
 /// Whether this host can use IPv6 on loopback.
 pub fn have_ipv6() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()

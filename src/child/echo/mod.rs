@@ -30,6 +30,7 @@ use super::tls::TlsStream;
 use super::{Context, stop};
 use crate::faults::Acted;
 use crate::memory;
+use shaped::Shapeable;
 use splice::Spliced;
 use stall::Conn;
 
@@ -189,16 +190,7 @@ impl Session {
 /// Echoes a TLS session: shaped when `faults` picked the connection, otherwise read/write
 /// through the buffer (splice cannot see plaintext).
 pub fn echo_tls(stream: &mut TlsStream, context: &Context) -> (Outcome, Option<Acted>) {
-    match context.settings.faults {
-        Some(faults) if faults.applies(context.serial, context.peer) => {
-            let (outcome, acted) = shaped::echo_shaped(stream, faults, context);
-            (outcome, Some(acted))
-        }
-        faults => (
-            echo_through_buffer(stream, context),
-            faults.map(|_| Acted::default()),
-        ),
-    }
+    shaped_or(stream, context, echo_through_buffer)
 }
 
 /// Echoes a connection's socket on the path its context calls for (see the module docs).
@@ -206,19 +198,28 @@ pub fn echo_tls(stream: &mut TlsStream, context: &Context) -> (Outcome, Option<A
 /// `--fault-rate` left this connection out).
 #[unsafe(link_section = ".text.hot.child")]
 pub fn echo_socket(socket: &mut TcpStream, context: &Context) -> (Outcome, Option<Acted>) {
-    let settings = &context.settings;
-    match settings.faults {
+    shaped_or(socket, context, |socket, context| {
+        match context.settings.splice {
+            true => small_then_splice(socket, context),
+            false => echo_through_buffer(socket, context),
+        }
+    })
+}
+
+/// The shaped echo if the faults pick this connection, otherwise `plain`; with the faults that
+/// acted, when any were asked for.
+#[inline(always)]
+fn shaped_or<S: Shapeable>(
+    stream: &mut S,
+    context: &Context,
+    plain: impl FnOnce(&mut S, &Context) -> Outcome,
+) -> (Outcome, Option<Acted>) {
+    match context.settings.faults {
         Some(faults) if faults.applies(context.serial, context.peer) => {
-            let (outcome, acted) = shaped::echo_shaped(socket, faults, context);
+            let (outcome, acted) = shaped::echo_shaped(stream, faults, context);
             (outcome, Some(acted))
         }
-        faults => {
-            let outcome = match settings.splice {
-                true => small_then_splice(socket, context),
-                false => echo_through_buffer(socket, context),
-            };
-            (outcome, faults.map(|_| Acted::default()))
-        }
+        faults => (plain(stream, context), faults.map(|_| Acted::default())),
     }
 }
 
