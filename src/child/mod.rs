@@ -13,11 +13,17 @@
 //! status 101 (in a release build, which aborts on panic, with SIGABRT); the parent logs that
 //! exit like any other.
 //!
-//! The functions every connection's child runs (from `fork_child` through the echo to the close)
-//! are placed together, in the section `.text.hot.child`, which the linker puts in one run of
-//! pages: a child touches code pages only to fault them in (its parent's page tables are not
-//! copied for them), so scattered across the binary they cost a fault each (16 faults a child
-//! against 17, measured with the round 3 build; `benches/README.md`).
+//! A child pays for every page it touches first: fork copies no page table entries for the code
+//! (the binary's text), so each 64 KiB run of it a child enters is a page fault, and each page of
+//! the parent's data or stack it writes is a fault and a copy: some 3 µs each on this machine,
+//! where a system call costs 0.1 µs. So what a connection's child runs is laid out together: its
+//! functions (from `fork_child` through the echo to the close) in the section `.text.hot.child`,
+//! and the C library's functions it calls, and the one static it writes (`stop`'s socket, beside
+//! the lock the C library's fork writes in every child), in the order `hot.order` gives the
+//! linker (build.rs). A child of `-q` faults 9 times, as the C floor's does 8 times; scattered,
+//! it was 16 (`benches/README.md`). Calls through closures and trait shims would land outside the
+//! section, and some C functions on a page of their own (sigprocmask goes through
+//! pthread_sigmask: `set_mask`), so the path avoids them.
 //!
 //! A child gets everything it needs in one `Context`, by value: the `Settings` fixed at startup
 //! (`crate::settings`), its connection number, and the memory it shares with the parent
@@ -34,11 +40,10 @@ pub mod tls;
 pub mod udp;
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 use socket2::Socket;
 
@@ -56,6 +61,7 @@ use crate::testhooks::{self, Hook};
 pub const CONTROL_FDS: usize = 4;
 
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
+#[cfg(panic = "unwind")]
 pub const PANICKED: i32 = 101;
 
 /// How every connection is served, fixed at startup from the options (`crate::settings`).
@@ -153,59 +159,71 @@ pub struct Inherited {
 /// A forked child's whole life: set up, do its `job`, `_exit`.
 #[unsafe(link_section = ".text.hot.child")]
 pub fn run(job: Job, inherited: Inherited) -> ! {
-    let code = panic::catch_unwind(AssertUnwindSafe(move || {
-        let (fd, keep_udp, control) = match &job {
-            Job::Echo {
-                client, context, ..
-            } => (client.as_raw_fd(), false, context.settings.control),
-            Job::Scrape { client, .. } => (client.as_raw_fd(), false, false),
-            Job::Udp { .. } => (-1, true, false),
-        };
-        if !after_fork(fd, &inherited, keep_udp, control) {
-            // The parent is gone: nobody is left to serve for.
-            return 0;
-        }
-        match job {
-            Job::Echo {
-                client,
-                peer,
-                via,
-                context,
-            } => echo(client, peer, via, context),
-            Job::Scrape {
-                client,
-                figures,
-                shared,
-                confine,
-            } => match confined(confine, client.as_raw_fd(), "metrics scrape") {
-                true => {
-                    scrape::serve(client.into(), figures, shared);
-                    0
-                }
-                false => 1,
-            },
-            Job::Udp {
-                sockets,
-                settings,
-                counts,
-                confine,
-            } => {
-                // Forked before the readiness line, the worker has the launcher's stdout: it
-                // must not hold it open. stdin is /dev/null since setup.
-                // SAFETY: dup2 onto fd 1 replaces it atomically; nothing holds fd 1 as an object.
-                unsafe { nix::libc::dup2(0, 1) };
-                let highest = sockets.iter().map(|s| s.fd).max().unwrap_or(2);
-                match confined(confine, highest, "udp worker") {
-                    true => udp::serve(sockets, settings, counts),
-                    false => 1,
-                }
-            }
-        }
-    }))
-    .unwrap_or(PANICKED);
+    // Where a panic unwinds (the debug build the tests run), it is caught here. Where it aborts
+    // (the release build), there is nothing to catch, and no closure to move the job into: that
+    // move is a memcpy of a few hundred bytes, whose code is one more page the child would
+    // fault in, with nothing else on it that the child runs.
+    #[cfg(panic = "unwind")]
+    let code =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || work(job, &inherited)))
+            .unwrap_or(PANICKED);
+    #[cfg(not(panic = "unwind"))]
+    let code = work(job, &inherited);
     // _exit, not exit: no atexit handlers, no second flush of stdio buffers copied from the parent.
     // SAFETY: _exit ends the process at once; nothing of the child's needs to run after it.
     unsafe { nix::libc::_exit(code) }
+}
+
+/// Undoes the inheritance, then does the job; returns the exit status.
+#[unsafe(link_section = ".text.hot.child")]
+fn work(job: Job, inherited: &Inherited) -> i32 {
+    let (fd, keep_udp, control) = match &job {
+        Job::Echo {
+            client, context, ..
+        } => (client.as_raw_fd(), false, context.settings.control),
+        Job::Scrape { client, .. } => (client.as_raw_fd(), false, false),
+        Job::Udp { .. } => (-1, true, false),
+    };
+    if !after_fork(fd, inherited, keep_udp, control) {
+        // The parent is gone: nobody is left to serve for.
+        return 0;
+    }
+    match job {
+        Job::Echo {
+            client,
+            peer,
+            via,
+            context,
+        } => echo(client, peer, via, context),
+        Job::Scrape {
+            client,
+            figures,
+            shared,
+            confine,
+        } => match confined(confine, client.as_raw_fd(), "metrics scrape") {
+            true => {
+                scrape::serve(client.into(), figures, shared);
+                0
+            }
+            false => 1,
+        },
+        Job::Udp {
+            sockets,
+            settings,
+            counts,
+            confine,
+        } => {
+            // Forked before the readiness line, the worker has the launcher's stdout: it must
+            // not hold it open. stdin is /dev/null since setup.
+            // SAFETY: dup2 onto fd 1 replaces it atomically; nothing holds fd 1 as an object.
+            unsafe { nix::libc::dup2(0, 1) };
+            let highest = sockets.iter().map(|s| s.fd).max().unwrap_or(2);
+            match confined(confine, highest, "udp worker") {
+                true => udp::serve(sockets, settings, counts),
+                false => 1,
+            }
+        }
+    }
 }
 
 /// Serves a client's connection; returns the exit status.
@@ -250,8 +268,7 @@ fn after_fork(socket: RawFd, inherited: &Inherited, keep_udp: bool, control: boo
     // find the child's handler, not the parent's.
     stop::install(socket, control);
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-    // sigprocmask fails only for an invalid `how`, which is a constant here.
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&inherited.mask), None);
+    set_mask(&inherited.mask);
     let udp = if keep_udp { &[][..] } else { inherited.udp };
     let fds = inherited
         .fds
@@ -267,4 +284,32 @@ fn after_fork(socket: RawFd, inherited: &Inherited, keep_udp: bool, control: boo
     }
     // If the parent died before prctl, no signal will come: we were reparented already.
     nix::unistd::getppid() == inherited.parent
+}
+
+/// The size of the kernel's signal set, the first bytes of the C library's `sigset_t`: one bit
+/// for each of its 64 signals (128 on MIPS).
+const KERNEL_SIGSET: usize = if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+    16
+} else {
+    8
+};
+
+/// Sets the signal mask to `mask` with rt_sigprocmask(2) itself. The C library's sigprocmask goes
+/// through pthread_sigmask, whose code lies on a page no other step of a child's path touches: one
+/// more page fault in every child, the cost of a few dozen system calls (`benches/README.md`).
+#[unsafe(link_section = ".text.hot.child")]
+fn set_mask(mask: &SigSet) {
+    let set: &nix::libc::sigset_t = mask.as_ref();
+    // rt_sigprocmask fails only for an invalid `how` or size, both constants here.
+    // SAFETY: the kernel reads KERNEL_SIGSET bytes of `set`, a live sigset_t (larger), and writes
+    // nothing (no old set asked for).
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_rt_sigprocmask,
+            nix::libc::SIG_SETMASK,
+            std::ptr::from_ref(set),
+            std::ptr::null_mut::<nix::libc::sigset_t>(),
+            KERNEL_SIGSET,
+        )
+    };
 }

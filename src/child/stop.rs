@@ -29,7 +29,10 @@ use std::time::Duration;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-/// The connection's fd, for the handler to wake; -1 when there is none (any more).
+/// The connection's fd, for the handler to wake; -1 when there is none (any more). Every child
+/// writes it, so the page it is on becomes one of the child's own: named for `hot.order`, which
+/// has the linker put it beside data every child writes anyway.
+#[unsafe(export_name = "forkecho_child_stop_socket")]
 static SOCKET: AtomicI32 = AtomicI32::new(-1);
 /// Whether a stop signal closed the connection.
 static STOPPED: AtomicBool = AtomicBool::new(false);
@@ -143,6 +146,7 @@ pub fn reset() -> bool {
 }
 
 /// Whether a stop signal or `--max-duration` has ended the echo.
+#[unsafe(link_section = ".text.hot.child")]
 pub fn requested() -> bool {
     stopped() || expired()
 }

@@ -198,12 +198,17 @@ pub fn echo_tls(stream: &mut TlsStream, context: &Context) -> (Outcome, Option<A
 /// `--fault-rate` left this connection out).
 #[unsafe(link_section = ".text.hot.child")]
 pub fn echo_socket(socket: &mut TcpStream, context: &Context) -> (Outcome, Option<Acted>) {
-    shaped_or(socket, context, |socket, context| {
-        match context.settings.splice {
-            true => small_then_splice(socket, context),
-            false => echo_through_buffer(socket, context),
-        }
-    })
+    shaped_or(socket, context, echo_plain)
+}
+
+/// The unshaped echo of a socket. A named function, not a closure: a closure is compiled apart
+/// from the function it is written in, outside its section (`.text.hot.child`: see `child`).
+#[unsafe(link_section = ".text.hot.child")]
+fn echo_plain(socket: &mut TcpStream, context: &Context) -> Outcome {
+    match context.settings.splice {
+        true => small_then_splice(socket, context),
+        false => echo_through_buffer(socket, context),
+    }
 }
 
 /// The shaped echo if the faults pick this connection, otherwise `plain`; with the faults that
@@ -212,7 +217,9 @@ pub fn echo_socket(socket: &mut TcpStream, context: &Context) -> (Outcome, Optio
 fn shaped_or<S: Shapeable>(
     stream: &mut S,
     context: &Context,
-    plain: impl FnOnce(&mut S, &Context) -> Outcome,
+    // A function pointer, not `impl FnOnce`: called through the FnOnce trait, a function gets a
+    // shim compiled outside `.text.hot.child`, with the function inlined into it.
+    plain: fn(&mut S, &Context) -> Outcome,
 ) -> (Outcome, Option<Acted>) {
     match context.settings.faults {
         Some(faults) if faults.applies(context.serial, context.peer) => {
