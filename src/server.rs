@@ -46,7 +46,7 @@ pub fn run(settings: &Settings) -> Result<()> {
     if let Some(identity) = &identity {
         logln!("privileges dropped {}", identity.description);
     }
-    let stop = parent.serve();
+    let stop = crate::memory::from_page_top(|| parent.serve());
     parent.shutdown(stop);
     Ok(())
 }

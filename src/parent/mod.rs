@@ -290,6 +290,8 @@ impl Parent {
         let port = self.listeners.iter().find_map(|l| l.addr().port());
         let port = port.or_else(|| self.udp_addrs().next().map(|addr| addr.port()));
         self.harness.stage(port)?;
+        // Before the first fork, and before the sandbox keeps /proc/self/maps out of reach.
+        crate::memory::shed_startup();
         self.confine()?;
         // Last, under the sandbox it inherits: UDP is served from the readiness line on.
         self.start_udp_worker()?;
