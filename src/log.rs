@@ -67,14 +67,38 @@ pub fn configure(json: bool, time: bool) {
 }
 
 /// Writes one formatted line to stderr, or counts it as dropped. A lost log line must never
-/// stop or slow the server. Never inlined: the 4 KiB line buffer must live in this frame alone,
-/// not in the frame of every function that might log (the parent's loop, say), whose stack pages
-/// would then be touched on every call and copied after every fork.
+/// stop or slow the server. Never inlined, and formatted first into `SHORT` bytes: the buffer
+/// must live in this frame alone, not in the frame of every function that might log (the
+/// parent's loop, say), and be small: each stack page a line's frame reaches is a page the parent
+/// (and a child, for its close line) copies after a fork. A longer line is formatted again
+/// (`emit_long`).
 #[inline(never)]
+#[unsafe(link_section = ".text.hot.child")]
 pub fn emit(args: fmt::Arguments<'_>) {
     let format = FORMAT.load(Ordering::Relaxed);
-    let line = Line::format(args, format == TIMED);
-    if !write(&line, format) {
+    let line = Line::<SHORT>::format(args, format == TIMED);
+    match line.truncated {
+        true => emit_long(args, format),
+        false => finish(line.as_bytes(), format),
+    }
+}
+
+/// The room of a line's first formatting: every line a connection logs fits (an accept or close
+/// line takes about 100 bytes, with faults and TLS fields 300).
+const SHORT: usize = 512;
+
+/// `emit` for a line longer than `SHORT`: formatted again into `LINE_MAX`, in a frame of its own.
+#[cold]
+#[inline(never)]
+fn emit_long(args: fmt::Arguments<'_>, format: u8) {
+    let line = Line::<LINE_MAX>::format(args, format == TIMED);
+    finish(line.as_bytes(), format);
+}
+
+/// Writes a formatted line, then the count of lines lost before it, if any.
+#[unsafe(link_section = ".text.hot.child")]
+fn finish(line: &[u8], format: u8) {
+    if !write(line, format) {
         sink::dropped();
         return;
     }
@@ -85,10 +109,11 @@ pub fn emit(args: fmt::Arguments<'_>) {
 }
 
 /// Writes a formatted line as `format` says: as it is, or rendered as JSON. Whether it went out.
-fn write(line: &Line, format: u8) -> bool {
+#[unsafe(link_section = ".text.hot.child")]
+fn write(line: &[u8], format: u8) -> bool {
     match format {
         JSON => write_json(line),
-        _ => sink::write(line.as_bytes()),
+        _ => sink::write(line),
     }
 }
 
@@ -96,8 +121,8 @@ fn write(line: &Line, format: u8) -> bool {
 /// close line) reserves no stack for a second buffer.
 #[cold]
 #[inline(never)]
-fn write_json(line: &Line) -> bool {
-    let text = std::str::from_utf8(line.as_bytes()).unwrap_or("");
+fn write_json(line: &[u8]) -> bool {
+    let text = std::str::from_utf8(line).unwrap_or("");
     let text = text.trim_end_matches('\n');
     let text = text.strip_prefix(PREFIX).unwrap_or(text);
     let json = json::JsonLine::render(time::Stamp::now().as_str(), text);
@@ -110,14 +135,14 @@ fn write_json(line: &Line) -> bool {
 #[inline(never)]
 fn report_dropped(lost: u64) {
     let format = FORMAT.load(Ordering::Relaxed);
-    let notice = Line::format(
+    let notice = Line::<LINE_MAX>::format(
         format_args!(
             "log-dropped lines={lost} (stderr was taking no lines; stats and stopped lines count \
              them all in log-dropped=)"
         ),
         format == TIMED,
     );
-    if !write(&notice, format) {
+    if !write(notice.as_bytes(), format) {
         sink::unreport(lost);
     }
 }
@@ -141,20 +166,21 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// A log line under construction: a fixed buffer that truncates rather than grows.
-pub struct Line {
-    buf: fixed::Fixed,
+/// A log line under construction: a fixed buffer of `N` bytes that truncates rather than grows.
+pub struct Line<const N: usize = LINE_MAX> {
+    buf: fixed::Fixed<N>,
     truncated: bool,
 }
 
-impl Line {
+impl<const N: usize> Line<N> {
     /// Text room: one byte stays free for the newline.
-    const TEXT_MAX: usize = LINE_MAX - 1;
+    const TEXT_MAX: usize = N - 1;
 
     /// Formats `PREFIX` (after a time stamp, with `stamped`), the message and a newline; a
     /// message too long for one atomic write is cut at a character boundary and marked with
     /// `...`. Control characters in the message are written escaped (`\x1b`).
-    pub fn format(args: fmt::Arguments<'_>, stamped: bool) -> Line {
+    #[unsafe(link_section = ".text.hot.child")]
+    pub fn format(args: fmt::Arguments<'_>, stamped: bool) -> Line<N> {
         let mut line = Line {
             buf: fixed::Fixed::new(),
             truncated: false,
@@ -174,9 +200,9 @@ impl Line {
                 cut -= 1;
             }
             line.buf.truncate(cut);
-            line.buf.push(b"...", LINE_MAX);
+            line.buf.push(b"...", N);
         }
-        line.buf.push(b"\n", LINE_MAX);
+        line.buf.push(b"\n", N);
         line
     }
 
@@ -185,7 +211,8 @@ impl Line {
     }
 }
 
-impl fmt::Write for Line {
+impl<const N: usize> fmt::Write for Line<N> {
+    #[unsafe(link_section = ".text.hot.child")]
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
             self.write_escaped(s);
@@ -194,9 +221,15 @@ impl fmt::Write for Line {
         }
         Ok(())
     }
+
+    /// The padding of `{:03}`: the trait's own would be code outside `.text.hot.child`.
+    #[unsafe(link_section = ".text.hot.child")]
+    fn write_char(&mut self, c: char) -> fmt::Result {
+        self.write_str(c.encode_utf8(&mut [0; 4]))
+    }
 }
 
-impl Line {
+impl<const N: usize> Line<N> {
     /// Copies `s` in, as much as fits (cut at a character boundary).
     fn write_plain(&mut self, s: &str) {
         let mut n = s.len().min(Self::TEXT_MAX - self.buf.len());
@@ -233,8 +266,13 @@ impl Line {
 pub struct Secs(pub Duration);
 
 impl fmt::Display for Secs {
+    /// In 64-bit integers: float formatting (and 128-bit division) is code, and tables, a child
+    /// would fault in for this alone.
+    #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:.3}s", self.0.as_secs_f64())
+        let millis =
+            self.0.as_secs() * 1000 + u64::from(self.0.subsec_nanos() + 500_000) / 1_000_000;
+        write!(f, "{}.{:03}s", millis / 1000, millis % 1000)
     }
 }
 
@@ -289,7 +327,7 @@ mod tests {
 
     #[test]
     fn line_has_prefix_and_one_trailing_newline() {
-        let line = Line::format(
+        let line = Line::<SHORT>::format(
             format_args!("accept peer={} live={}", "1.2.3.4:5", 3),
             false,
         );
@@ -298,7 +336,7 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped_and_a_stamp_comes_first() {
-        let line = Line::format(
+        let line = Line::<SHORT>::format(
             format_args!("proxy-error error=\"{}\"", "a\nb\x1b[31m"),
             false,
         );
@@ -306,7 +344,7 @@ mod tests {
             line.as_bytes(),
             b"forkecho: proxy-error error=\"a\\x0ab\\x1b[31m\"\n"
         );
-        let line = Line::format(format_args!("stats live=0"), true);
+        let line = Line::<SHORT>::format(format_args!("stats live=0"), true);
         let text = std::str::from_utf8(line.as_bytes()).unwrap();
         let (stamp, rest) = text.split_once(' ').unwrap();
         assert_eq!(rest, "forkecho: stats live=0\n");
@@ -316,7 +354,7 @@ mod tests {
     #[test]
     fn overlong_line_is_cut_to_one_atomic_write_and_marked() {
         let long = "x".repeat(10_000);
-        let line = Line::format(format_args!("{long}"), false);
+        let line = Line::<LINE_MAX>::format(format_args!("{long}"), false);
         let bytes = line.as_bytes();
         assert_eq!(bytes.len(), LINE_MAX);
         assert!(bytes.ends_with(b"...\n"));
@@ -324,9 +362,21 @@ mod tests {
     }
 
     #[test]
+    fn a_line_too_long_for_the_first_try_says_so_and_fits_the_second() {
+        let message = "y".repeat(SHORT);
+        let short = Line::<SHORT>::format(format_args!("{message}"), false);
+        assert!(short.truncated, "emit formats it again");
+        let long = Line::<LINE_MAX>::format(format_args!("{message}"), false);
+        assert!(!long.truncated);
+        assert_eq!(long.as_bytes().len(), PREFIX.len() + SHORT + 1);
+        let fits = "y".repeat(SHORT - PREFIX.len() - 1);
+        assert!(!Line::<SHORT>::format(format_args!("{fits}"), false).truncated);
+    }
+
+    #[test]
     fn overlong_line_is_cut_on_a_char_boundary() {
         let long = "é".repeat(5_000);
-        let line = Line::format(format_args!("{long}"), false);
+        let line = Line::<LINE_MAX>::format(format_args!("{long}"), false);
         let text = std::str::from_utf8(line.as_bytes()).expect("still UTF-8 after the cut");
         assert!(text.ends_with("...\n"));
         assert!(line.as_bytes().len() <= LINE_MAX);
@@ -336,6 +386,8 @@ mod tests {
     fn secs_shows_milliseconds() {
         assert_eq!(Secs(Duration::from_millis(412)).to_string(), "0.412s");
         assert_eq!(Secs(Duration::from_secs(61)).to_string(), "61.000s");
+        assert_eq!(Secs(Duration::from_micros(1_999_500)).to_string(), "2.000s");
+        assert_eq!(Secs(Duration::from_micros(499)).to_string(), "0.000s");
     }
 
     #[test]

@@ -132,6 +132,7 @@ impl Target {
     /// which fits is dropped at once (EAGAIN); what went in part (a terminal or a socket short of
     /// room) is finished if room comes within `PART_WAITS` short waits, so that lines stay
     /// whole. A plain fd simply blocks, as writes to a file do.
+    #[unsafe(link_section = ".text.hot.child")]
     pub fn write(&self, bytes: &[u8]) -> bool {
         // SAFETY: borrowed for this write only; the fd stays open while the target is used.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
@@ -152,6 +153,7 @@ impl Target {
         true
     }
 
+    #[unsafe(link_section = ".text.hot.child")]
     fn write_now(&self, fd: BorrowedFd<'_>, bytes: &[u8]) -> nix::Result<usize> {
         match self.how {
             How::Socket => {

@@ -28,6 +28,7 @@ pub struct Cred {
 /// (`[::ffff:1.2.3.4]:80`) and are shown as plain IPv4 (`1.2.3.4:80`); a Unix client as
 /// `unix:uid=1000,pid=4242`.
 impl fmt::Display for Peer {
+    #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Peer::Ip(addr) => SocketAddr::new(addr.ip().to_canonical(), addr.port()).fmt(f),
@@ -53,6 +54,7 @@ pub enum Via {
 pub struct PeerVia(pub Peer, pub Via);
 
 impl fmt::Display for PeerVia {
+    #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)?;
         match self.1 {

@@ -1,21 +1,21 @@
-//! A line's buffer: `LINE_MAX` bytes on the stack that are written before they are read and never
-//! zeroed, so that a log line touches only the stack it fills. A child that logs its close line
+//! A line's buffer: `N` bytes (`LINE_MAX` unless said) on the stack that are written before they
+//! are read and never zeroed, so that a log line touches only the stack it fills. A child that logs its close line
 //! would otherwise write, and so copy after fork, whole 4 KiB pages of the parent's stack.
 
 use std::mem::MaybeUninit;
 
 use super::LINE_MAX;
 
-pub struct Fixed {
-    bytes: [MaybeUninit<u8>; LINE_MAX],
+pub struct Fixed<const N: usize = LINE_MAX> {
+    bytes: [MaybeUninit<u8>; N],
     /// `bytes[..len]` are written.
     len: usize,
 }
 
-impl Fixed {
-    pub fn new() -> Fixed {
+impl<const N: usize> Fixed<N> {
+    pub fn new() -> Fixed<N> {
         Fixed {
-            bytes: [MaybeUninit::uninit(); LINE_MAX],
+            bytes: [MaybeUninit::uninit(); N],
             len: 0,
         }
     }
@@ -24,11 +24,11 @@ impl Fixed {
         self.len
     }
 
-    /// Appends as much of `data` as fits below `limit` (at most `LINE_MAX`); returns how much.
+    /// Appends as much of `data` as fits below `limit` (at most `N`); returns how much.
     pub fn push(&mut self, data: &[u8], limit: usize) -> usize {
-        let n = data.len().min(limit.min(LINE_MAX).saturating_sub(self.len));
+        let n = data.len().min(limit.min(N).saturating_sub(self.len));
         // `n` bytes from `data` into `bytes[len..len + n]`, which lies within the array.
-        // SAFETY: len + n <= LINE_MAX, and `data` cannot overlap our own array.
+        // SAFETY: len + n <= N, and `data` cannot overlap our own array.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 data.as_ptr(),
@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn pushes_stop_at_the_limit_and_removal_shifts_the_rest() {
-        let mut fixed = Fixed::new();
+        let mut fixed: Fixed = Fixed::new();
         assert_eq!(fixed.push(b"hello", 3), 3);
         assert_eq!(fixed.push(b"lo, world", LINE_MAX), 9);
         assert_eq!(fixed.as_bytes(), b"hello, world");

@@ -126,6 +126,7 @@ impl End {
 /// `tls-handshake reason="…"`, `control-reset`, `inband-error reason="…"`, or
 /// `error error="…"`.
 impl fmt::Display for End {
+    #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(End::KINDS[self.kind()])?;
         match self {

@@ -91,7 +91,9 @@ pub struct Bound {
     pub wildcard: bool,
 }
 
-/// Serves until a stop signal; returns the exit status.
+/// Serves until a stop signal; returns the exit status. Never inlined into `child::work`, whose
+/// code every connection's child runs through: this one, of one child, stays out of those pages.
+#[inline(never)]
 pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
     let mut worker = match Worker::new(settings, counts) {
         Ok(worker) => worker,
