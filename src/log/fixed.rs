@@ -1,6 +1,7 @@
 //! A line's buffer: `N` bytes (`LINE_MAX` unless said) on the stack that are written before they
-//! are read and never zeroed, so that a log line touches only the stack it fills. A child that logs its close line
-//! would otherwise write, and so copy after fork, whole 4 KiB pages of the parent's stack.
+//! are read and never zeroed, so that a log line touches only the stack it fills. A child that
+//! logs its close line would otherwise write, and so copy after fork, whole 4 KiB pages of the
+//! parent's stack.
 
 use std::mem::MaybeUninit;
 
