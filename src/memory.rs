@@ -69,14 +69,19 @@ pub fn shed_startup() {
 /// stacks below (the loop, and the calls down to fork) share as few pages as they can: one, where
 /// they take less than 3.5 KiB. Every stack page the parent writes after a fork is a page it
 /// copies while a child shares it, and where the loop's frames fall depends on where the kernel
-/// put the stack: at random, within a page. Descends in small steps until there.
-#[inline(never)]
+/// put the stack: at random, within a page. Descends in steps smaller than that eighth (in a
+/// release build) until there, and gives up after a page's worth or so of steps.
 pub fn from_page_top<R>(f: impl FnOnce() -> R) -> R {
+    descend(f, 64)
+}
+
+#[inline(never)]
+fn descend<R>(f: impl FnOnce() -> R, steps_left: u32) -> R {
     let step = [0u8; 128];
     let at = std::hint::black_box(&step).as_ptr() as usize;
-    match at % PAGE >= PAGE - PAGE / 8 {
+    match steps_left == 0 || at % PAGE >= PAGE - PAGE / 8 {
         true => f(),
-        false => from_page_top(f),
+        false => descend(f, steps_left - 1),
     }
 }
 
