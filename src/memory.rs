@@ -8,11 +8,11 @@
 //! copies of pages it never uses: the largest difference from the C baseline's parent in round 2's
 //! `perf` profiles. Hence three kinds of memory:
 //! - `ParentOnly`: the parent's mutable bookkeeping (the child table, the reaper's ring, the
-//!   counters, `parent::LoopState`) in private mappings marked MADV_DONTFORK. A child has no
-//!   mapping
-//!   there at all, so fork neither copies nor write-protects them, and a child that strayed into
-//!   them would fault instead of corrupting the parent's state. Nothing a child runs may read
-//!   them: what a child needs is copied out and handed to `parent::fork` by value.
+//!   counters, `parent::LoopState`), and the stack its SIGCHLD handler runs on, in private
+//!   mappings marked MADV_DONTFORK. A child has no mapping there at all, so fork neither copies
+//!   nor write-protects them, and a child that strayed into them would fault instead of
+//!   corrupting the parent's state. Nothing a child runs may read them: what a child needs is
+//!   copied out and handed to `parent::fork` by value.
 //! - `map(.., MAP_SHARED)`: the one page parent and children both write, the bytes-echoed
 //!   counter (atomics only).
 //! - `map(.., MAP_PRIVATE)`: a child's echo buffer, fresh from the kernel, so the child dirties
