@@ -58,10 +58,10 @@ pub fn shed_startup() {
         return;
     };
     if let Some(len) = NonZeroUsize::new(dead_below.saturating_sub(bottom)) {
-        // SAFETY: the pages lie in the stack mapping below every live frame; MADV_DONTNEED
-        // leaves them mapped, zero-filled when touched again.
-        let _ =
-            unsafe { nix::libc::madvise(bottom as *mut _, len.get(), nix::libc::MADV_DONTNEED) };
+        let (start, dontneed) = (bottom as *mut _, nix::libc::MADV_DONTNEED);
+        // MADV_DONTNEED leaves the pages mapped, zero-filled when touched again.
+        // SAFETY: the pages lie in the stack mapping, below every live frame.
+        let _ = unsafe { nix::libc::madvise(start, len.get(), dontneed) };
     }
 }
 

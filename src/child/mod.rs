@@ -300,9 +300,9 @@ const KERNEL_SIGSET: usize = if cfg!(any(target_arch = "mips", target_arch = "mi
 #[unsafe(link_section = ".text.hot.child")]
 fn set_mask(mask: &SigSet) {
     let set: &nix::libc::sigset_t = mask.as_ref();
-    // rt_sigprocmask fails only for an invalid `how` or size, both constants here.
-    // SAFETY: the kernel reads KERNEL_SIGSET bytes of `set`, a live sigset_t (larger), and writes
-    // nothing (no old set asked for).
+    // rt_sigprocmask fails only for an invalid `how` or size, both constants here. The kernel
+    // reads the first KERNEL_SIGSET bytes of `set` (a sigset_t is larger) and writes nothing.
+    // SAFETY: `set` is a live sigset_t, and no old set is asked for.
     unsafe {
         nix::libc::syscall(
             nix::libc::SYS_rt_sigprocmask,
