@@ -15,6 +15,8 @@
 mod cli;
 #[path = "src/faults.rs"]
 mod faults;
+#[path = "src/network.rs"]
+mod network;
 
 use std::fs;
 use std::io;
@@ -23,7 +25,13 @@ use std::path::{Path, PathBuf};
 use clap_complete::Shell;
 
 fn main() -> io::Result<()> {
-    for input in ["build.rs", "src/cli", "src/faults.rs", HOT_ORDER] {
+    for input in [
+        "build.rs",
+        "src/cli",
+        "src/faults.rs",
+        "src/network.rs",
+        HOT_ORDER,
+    ] {
         println!("cargo::rerun-if-changed={input}");
     }
     lay_out_the_child();

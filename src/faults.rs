@@ -12,6 +12,7 @@
 //! path, at the usual cost. `crate::settings` builds `Faults` from the options; the children only
 //! read it.
 
+use crate::network::in_network;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -246,26 +247,6 @@ impl fmt::Display for Selectors {
             }
         }
         Ok(())
-    }
-}
-
-/// Whether `addr` is in `net`/`len` (an IPv4-mapped IPv6 address counts as IPv4).
-pub fn in_network(addr: std::net::IpAddr, net: std::net::IpAddr, len: u8) -> bool {
-    use std::net::IpAddr;
-    let addr = match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
-    };
-    match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use crate::network::prefix;
 use crate::peer::Peer;
 
 /// A group of clients counted together: an address prefix, or a Unix user.
@@ -32,16 +33,12 @@ impl Grouping {
             Peer::Ip(addr) => addr,
             Peer::Unix(cred) => return Key::Uid(cred.uid),
         };
-        Key::Ip(match addr.ip().to_canonical() {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.v4)).unwrap_or(0);
-                IpAddr::V4((v4.to_bits() & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.v6)).unwrap_or(0);
-                IpAddr::V6((v6.to_bits() & mask).into())
-            }
-        })
+        let ip = addr.ip().to_canonical();
+        let len = match ip {
+            IpAddr::V4(_) => self.v4,
+            IpAddr::V6(_) => self.v6,
+        };
+        Key::Ip(prefix(ip, len))
     }
 
     /// How a group reads in a log line: the address, `prefix/len` when it is more than one, or

@@ -14,7 +14,8 @@
 //! `parent/fork.rs`, the one place that forks; `child/` the other side of that call: what a child
 //! undoes, then one connection's echo from first byte to close line. What both sides touch has a
 //! module of its own that says who writes it: `shared` (memory), `signals`, `sandbox`, `faults`,
-//! `peer`, `log` (and `nowait`, how it writes without waiting).
+//! `peer` (and `network`, what addresses are in which networks), `log` (and `nowait`, how it
+//! writes without waiting).
 
 mod child;
 mod cli;
@@ -25,6 +26,7 @@ mod groups;
 mod inetd;
 mod log;
 mod memory;
+mod network;
 mod nowait;
 mod parent;
 mod peer;

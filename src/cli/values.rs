@@ -319,13 +319,10 @@ pub fn parse_fault_on(text: &str) -> Result<Selectors, String> {
 /// Parses a limit's trigger: a byte count (`1K`), or a time from the accept (`500ms`, `2s`).
 pub fn parse_trigger(text: &str) -> Result<Trigger, String> {
     let time = |digits: &str, unit: u64| -> Result<Trigger, String> {
-        match digits.parse::<u64>() {
-            Ok(n) if n.saturating_mul(unit) <= MAX_FAULT_MS => {
-                Ok(Trigger::After(Duration::from_millis(n * unit)))
-            }
-            Ok(_) => Err(format!("must be at most {MAX_FAULT_MS} ms (an hour)")),
-            Err(_) => Err("expected a byte count (1K) or a time (500ms, 2s)".to_string()),
-        }
+        let n = digits
+            .parse::<u64>()
+            .map_err(|_| "expected a byte count (1K) or a time (500ms, 2s)".to_string())?;
+        fault_millis(n.saturating_mul(unit)).map(Trigger::After)
     };
     if let Some(ms) = text.strip_suffix("ms") {
         return time(ms, 1);
@@ -379,10 +376,17 @@ pub fn parse_pattern(text: &str) -> Result<Pattern, String> {
 
 /// Parses whole milliseconds, up to an hour.
 pub fn parse_millis(text: &str) -> Result<Duration, String> {
-    match text.parse::<u64>() {
-        Ok(ms) if ms <= MAX_FAULT_MS => Ok(Duration::from_millis(ms)),
-        Ok(_) => Err(format!("must be at most {MAX_FAULT_MS} ms (an hour)")),
-        Err(_) => Err("expected whole milliseconds such as 100".to_string()),
+    let ms = text
+        .parse::<u64>()
+        .map_err(|_| "expected whole milliseconds such as 100".to_string())?;
+    fault_millis(ms)
+}
+
+/// `ms` milliseconds, if a fault may take that long: up to an hour.
+fn fault_millis(ms: u64) -> Result<Duration, String> {
+    match ms {
+        0..=MAX_FAULT_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!("must be at most {MAX_FAULT_MS} ms (an hour)")),
     }
 }
 

@@ -35,8 +35,9 @@ use socket2::Socket;
 
 use super::{Parent, signals};
 use crate::cli::values::parse_network;
-use crate::faults::{Faults, in_network};
+use crate::faults::Faults;
 use crate::logln;
+use crate::network::in_network;
 use crate::peer::{Cred, Peer};
 use crate::setup::unix::{self, SocketFile};
 
