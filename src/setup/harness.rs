@@ -18,10 +18,11 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use nix::fcntl::{AtFlags, FcntlArg, OFlag, fcntl, openat, renameat};
+use nix::fcntl::{AtFlags, FcntlArg, OFlag, fcntl};
 use nix::sys::stat::Mode;
 use nix::unistd::{Pid, UnlinkatFlags, getppid, unlinkat};
 
+use super::exclusive;
 use crate::logln;
 use crate::nowait;
 
@@ -36,11 +37,12 @@ pub struct Settings {
 }
 
 /// The port file: its directory (kept open: the sandbox lets the parent rename and unlink in
-/// this directory alone), its name, and the temporary name it is written under.
+/// this directory alone), its name, and the random temporary name it was written under
+/// (`exclusive`), once `stage` wrote it.
 struct PortFile {
     dir: OwnedFd,
     name: CString,
-    temporary: CString,
+    temporary: Option<CString>,
     shown: PathBuf,
     /// Whether the file is in place (renamed), to be removed at a clean stop.
     placed: bool,
@@ -121,24 +123,21 @@ impl Harness {
                 file.shown.display()
             );
         };
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
-        let mode = Mode::from_bits_truncate(0o644);
-        let written = openat(&file.dir, file.temporary.as_c_str(), flags, mode)
-            .map_err(io::Error::from)
-            .and_then(|fd| {
-                io::Write::write_all(&mut std::fs::File::from(fd), format!("{port}\n").as_bytes())
-            });
-        written.with_context(|| format!("unable to write --port-file {}", file.shown.display()))
+        let name = std::ffi::OsStr::from_bytes(file.name.as_bytes());
+        let temporary =
+            exclusive::create(&file.dir, name, format!("{port}\n").as_bytes(), 0o644)
+                .with_context(|| format!("unable to write --port-file {}", file.shown.display()))?;
+        file.temporary = Some(temporary);
+        Ok(())
     }
 
-    /// A start that failed after `stage`: the temporary file goes.
+    /// A start that failed after `stage`, or a port file that could not be put in place: the
+    /// temporary file goes.
     pub fn unstage(&mut self) {
-        if let Some(file) = &self.port_file {
-            let _ = unlinkat(
-                &file.dir,
-                file.temporary.as_c_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
+        if let Some(file) = &mut self.port_file
+            && let Some(temporary) = file.temporary.take()
+        {
+            exclusive::discard(&file.dir, &temporary);
         }
     }
 
@@ -146,15 +145,21 @@ impl Harness {
     /// into place, the ready fd gets the line and is closed, and the service manager READY=1.
     /// Nothing here fails the start: what cannot be done is a warning.
     pub fn announce(&mut self, line: &str) {
-        if let Some(file) = &mut self.port_file {
-            let (from, to) = (file.temporary.as_c_str(), file.name.as_c_str());
-            match renameat(&file.dir, from, &file.dir, to) {
-                Ok(()) => file.placed = true,
-                Err(err) => logln!(
-                    "warning: unable to put --port-file {} in place: {}",
-                    file.shown.display(),
-                    io::Error::from(err)
-                ),
+        if let Some(file) = &mut self.port_file
+            && let Some(temporary) = &file.temporary
+        {
+            match exclusive::place(&file.dir, temporary, &file.name) {
+                Ok(()) => {
+                    file.placed = true;
+                    file.temporary = None;
+                }
+                Err(err) => {
+                    logln!(
+                        "warning: unable to put --port-file {} in place: {err}",
+                        file.shown.display()
+                    );
+                    self.unstage();
+                }
             }
         }
         if let Some(target) = self.ready.take() {
@@ -178,13 +183,14 @@ impl Harness {
         self.notify("STOPPING=1");
     }
 
-    /// A clean stop: the port file goes.
+    /// A clean stop: the port file goes (and a temporary one never placed).
     pub fn stopped(&mut self) {
         if let Some(file) = &self.port_file
             && file.placed
         {
             let _ = unlinkat(&file.dir, file.name.as_c_str(), UnlinkatFlags::NoRemoveDir);
         }
+        self.unstage();
     }
 
     /// The lifeline's descriptor, for the parent's poll.
@@ -311,18 +317,16 @@ impl PortFile {
         let dir = nix::fcntl::open(dir, flags, Mode::empty())
             .map_err(io::Error::from)
             .with_context(unable)?;
-        // The directory must take a new file: write-permission checked now, not at the moment
-        // of readiness.
+        // The directory must take a new file, and the name must be one a file can be renamed
+        // to: checked now, not at the moment of readiness.
         nix::unistd::faccessat(&dir, ".", nix::unistd::AccessFlags::W_OK, AtFlags::empty())
             .map_err(io::Error::from)
             .with_context(unable)?;
-        let mut temporary = b".".to_vec();
-        temporary.extend_from_slice(name.as_bytes());
-        temporary.extend_from_slice(format!(".{}.tmp", std::process::id()).as_bytes());
+        exclusive::check_target(&dir, name).with_context(unable)?;
         Ok(PortFile {
             dir,
             name: CString::new(name.as_bytes()).with_context(unable)?,
-            temporary: CString::new(temporary).with_context(unable)?,
+            temporary: None,
             shown: path.to_path_buf(),
             placed: false,
         })

@@ -13,6 +13,7 @@
 
 mod accounts;
 pub mod activation;
+mod exclusive;
 pub mod harness;
 pub mod listener;
 pub mod privileges;

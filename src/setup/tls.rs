@@ -24,6 +24,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 
+use super::exclusive;
 use crate::cli::{Bind, TLS_FAULTS};
 use crate::tls::{HandshakeFault, Tls};
 
@@ -324,17 +325,29 @@ fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory and a rename, so a
-/// reader sees the whole file or none.
+/// Writes `data` to `path` through a temporary file made exclusively in the same directory
+/// (`exclusive`) and a rename, so a reader sees the whole file or none, and nothing planted in
+/// the directory is followed or overwritten.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let written = fs::write(&temporary, data).and_then(|()| fs::rename(&temporary, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&temporary);
+    use nix::fcntl::OFlag;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let dir = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())?;
+    exclusive::check_target(&dir, name)?;
+    let temporary = exclusive::create(&dir, name, data, 0o644)?;
+    let final_name = std::ffi::CString::new(name.as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let placed = exclusive::place(&dir, &temporary, &final_name);
+    if placed.is_err() {
+        exclusive::discard(&dir, &temporary);
     }
-    written
+    placed
 }
 
 #[cfg(test)]

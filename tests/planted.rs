@@ -1,0 +1,172 @@
+//! What another local user can leave in, or take out of, a directory forkecho writes to (/tmp, a
+//! shared CI workspace): links and FIFOs planted under the names of its temporary files, a
+//! directory where the port file should go, a socket file replaced under a running server.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileTypeExt, symlink};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::stat::Mode;
+use nix::unistd::{Pid, mkfifo};
+
+use crate::util::{DEADLINE, Scratch, binary, fails_to_start};
+
+/// forkecho with `args`, started under a pid that `plant` learns first: a shell takes the pid,
+/// waits for a line on stdin, and then execs forkecho in its own place. This is what an attacker
+/// who guesses the next pids can do.
+fn start_after_planting(args: &[&str], plant: impl FnOnce(u32)) -> Running {
+    let mut child = Command::new("sh")
+        .args(["-c", "read go && exec \"$0\" \"$@\"", binary()])
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    plant(child.id());
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    Running(child)
+}
+
+/// A forkecho started here: killed if the test fails before it stops it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The readiness line, or a failed test (forkecho killed) if none comes within the deadline.
+fn ready(running: &mut Running) -> String {
+    let child = &mut running.0;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(line) if line.starts_with("listening on") => line,
+        other => {
+            let _ = child.kill();
+            panic!("no readiness line within {DEADLINE:?}: {other:?}");
+        }
+    }
+}
+
+fn stop(mut running: Running) {
+    kill(Pid::from_raw(running.0.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(running.0.wait().unwrap().success());
+}
+
+#[test]
+fn links_planted_under_the_temporary_names_are_never_followed() {
+    let dir = Scratch::new("planted-links");
+    let victim = dir.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let (port, ca) = (dir.path("port"), dir.path("ca.pem"));
+    // The final names are links too: a rename replaces a link, never writes through it.
+    let final_victim = dir.path("final-victim");
+    std::fs::write(&final_victim, "also precious\n").unwrap();
+    symlink(&final_victim, &port).unwrap();
+    let args = [
+        "--port-file",
+        port.to_str().unwrap(),
+        "--tls",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+    ];
+    let planted = |pid: u32| [format!(".port.{pid}.tmp"), format!("ca.pem.{pid}.tmp")];
+    let mut names_planted = Vec::new();
+    let mut child = start_after_planting(&args, |pid| {
+        // The names the temporary files had before they were made random.
+        for name in planted(pid) {
+            symlink(&victim, dir.path(&name)).unwrap();
+            names_planted.push(name);
+        }
+    });
+    let line = ready(&mut child);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::read_to_string(&final_victim).unwrap(),
+        "also precious\n"
+    );
+    // The port file is a file of its own now, with the port the readiness line names.
+    let written = std::fs::read_to_string(&port).unwrap();
+    assert!(!port.symlink_metadata().unwrap().is_symlink());
+    assert!(
+        line.contains(&format!(":{}", written.trim())),
+        "{line} {written}"
+    );
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE")
+    );
+    stop(child);
+    // Nothing of forkecho's is left but the CA file (the port file went at the clean stop); the
+    // planted links are as they were.
+    let mut names = dir.names();
+    names.sort();
+    let mut expected = names_planted;
+    expected.extend(["ca.pem", "final-victim", "victim"].map(String::from));
+    expected.sort();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn fifos_planted_under_the_temporary_names_do_not_hold_up_the_start() {
+    let dir = Scratch::new("planted-fifos");
+    let (port, ca) = (dir.path("port"), dir.path("ca.pem"));
+    let args = [
+        "--port-file",
+        port.to_str().unwrap(),
+        "--tls",
+        "--tls-ca-out",
+        ca.to_str().unwrap(),
+    ];
+    let mut child = start_after_planting(&args, |pid| {
+        for name in [format!(".port.{pid}.tmp"), format!("ca.pem.{pid}.tmp")] {
+            mkfifo(&dir.path(&name), Mode::from_bits_truncate(0o666)).unwrap();
+        }
+    });
+    let line = ready(&mut child);
+    let written = std::fs::read_to_string(&port).unwrap();
+    assert!(
+        line.contains(&format!(":{}", written.trim())),
+        "{line} {written}"
+    );
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE")
+    );
+    stop(child);
+    let fifos = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_fifo())
+        .count();
+    assert_eq!(fifos, 2, "the planted FIFOs are left as they were");
+}
+
+#[test]
+fn a_port_file_that_is_a_directory_is_a_startup_error_and_leaves_nothing() {
+    let dir = Scratch::new("port-file-dir");
+    let target = dir.path("taken");
+    std::fs::create_dir(&target).unwrap();
+    let stderr = fails_to_start(&["--port", "0", "--port-file", target.to_str().unwrap()]);
+    assert!(
+        stderr.contains(&format!("unable to write --port-file {}", target.display()))
+            && stderr.contains("is a directory"),
+        "{stderr}"
+    );
+    assert_eq!(dir.names(), ["taken"]);
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+}
