@@ -51,6 +51,11 @@ pub struct UdpCounts {
     pub broadcast: AtomicU64,
     /// Over `--rate-per-ip`.
     pub rate_limited: AtomicU64,
+    /// From the worker's own address, or an echo of an echo over its budget (`child::udp`'s
+    /// loop guard).
+    pub looping: AtomicU64,
+    /// `--delay`: no room left in the queue of delayed answers.
+    pub queue_full: AtomicU64,
     /// The faults: lost, duplicated, reordered, corrupted.
     pub lost: AtomicU64,
     pub duplicated: AtomicU64,
@@ -62,7 +67,7 @@ pub struct UdpCounts {
 
 impl UdpCounts {
     /// Every count, by the name the `stats` line gives it after `udp-`.
-    pub fn named(&self) -> [(&'static str, u64); 12] {
+    pub fn named(&self) -> [(&'static str, u64); 14] {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         [
             ("received", load(&self.received)),
@@ -72,6 +77,8 @@ impl UdpCounts {
             ("source-port", load(&self.source_port)),
             ("broadcast", load(&self.broadcast)),
             ("rate-limited", load(&self.rate_limited)),
+            ("loop", load(&self.looping)),
+            ("queue-full", load(&self.queue_full)),
             ("lost", load(&self.lost)),
             ("duplicated", load(&self.duplicated)),
             ("reordered", load(&self.reordered)),

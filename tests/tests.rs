@@ -36,6 +36,8 @@ mod logging;
 pub mod metrics;
 /// `forkecho ping` against forkecho and against broken servers.
 mod ping;
+/// Links, FIFOs and directories planted where forkecho writes; socket files replaced under it.
+mod planted;
 /// --proxy-protocol: PROXY v1 and v2 headers.
 mod proxy;
 /// The fork boundary's races.
@@ -54,5 +56,7 @@ mod startup;
 mod tls;
 /// UDP echo: sizes, guards, the worker's restart, datagram faults, real clients.
 mod udp;
+/// UDP loops with other echo servers, and floods under --delay: survived, bounded.
+mod udp_loops;
 /// Unix-socket listeners: credentials, stale and live files, modes, real clients.
 mod unix;

@@ -11,14 +11,14 @@ use nix::sys::signal::Signal;
 use crate::util::{DEADLINE, Server, event, field, pattern, run_client};
 
 /// A client socket on loopback that gives up after `wait`.
-fn client(wait: Duration) -> UdpSocket {
+pub(crate) fn client(wait: Duration) -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(wait)).unwrap();
     socket
 }
 
 /// Sends `data` to `to` and returns the answer (None if none came within the socket's timeout).
-fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
     socket.send_to(data, to).unwrap();
     let mut buf = vec![0u8; 70_000];
     let (n, from) = socket.recv_from(&mut buf).ok()?;
@@ -27,7 +27,7 @@ fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The `stats` line's fields after SIGUSR1.
-fn stats(server: &Server) -> String {
+pub(crate) fn stats(server: &Server) -> String {
     let before = server
         .log()
         .lines()
@@ -39,7 +39,7 @@ fn stats(server: &Server) -> String {
 
 /// The `stats` line once its field `key` reads `value`: the worker counts an answer just after
 /// sending it, so a client can have it a moment before the count does.
-fn stats_when(server: &Server, key: &str, value: &str) -> String {
+pub(crate) fn stats_when(server: &Server, key: &str, value: &str) -> String {
     let mut line = String::new();
     crate::util::eventually(&format!("{key}={value}"), DEADLINE, || {
         line = stats(server);

@@ -108,7 +108,9 @@ fn wait_answered(addr: SocketAddr) -> Result<()> {
 }
 
 /// Echoes datagrams of `size` with `clients` threads, `window` in flight each, for `run_for`:
-/// how many came back intact.
+/// how many came back intact. Each datagram carries its sequence number in its first 8 bytes,
+/// as every load generator's does (forkecho's loop guard limits a client that sends the same
+/// bytes again and again in lockstep with the answers: `child/udp/loops.rs`).
 fn echo_load(to: SocketAddr, clients: usize, size: usize, window: usize, run_for: Duration) -> u64 {
     let deadline = Instant::now() + run_for;
     let threads: Vec<_> = (0..clients)
@@ -119,20 +121,26 @@ fn echo_load(to: SocketAddr, clients: usize, size: usize, window: usize, run_for
                 socket
                     .set_read_timeout(Some(Duration::from_millis(100)))
                     .expect("a timeout");
-                let data: Vec<u8> = (0..size).map(|i| (i * 31 + c * 7) as u8).collect();
+                let mut data: Vec<u8> = (0..size).map(|i| (i * 31 + c * 7) as u8).collect();
                 let mut buf = vec![0u8; size + 1];
                 let mut echoed = 0;
+                let mut seq = 0u64;
+                let mut send = |data: &mut Vec<u8>| {
+                    seq += 1;
+                    data[..8].copy_from_slice(&seq.to_le_bytes());
+                    let _ = socket.send(data);
+                };
                 for _ in 0..window {
-                    let _ = socket.send(&data);
+                    send(&mut data);
                 }
                 while Instant::now() < deadline {
                     match socket.recv(&mut buf) {
-                        Ok(n) if buf[..n] == data[..] => echoed += 1,
+                        Ok(n) if n == size && buf[8..n] == data[8..] => echoed += 1,
                         Ok(_) => {}
                         // Lost: send another in its place.
                         Err(_) => {}
                     }
-                    let _ = socket.send(&data);
+                    send(&mut data);
                 }
                 echoed
             })

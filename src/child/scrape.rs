@@ -247,13 +247,15 @@ fn udp_families(out: &mut Exposition, shared: &Shared, restarts: u64) {
     );
     out.by_label(
         "forkecho_udp_datagrams_dropped_total",
-        "Datagrams never answered, by reason (the guards, --loss, a refused send).",
+        "Datagrams never answered, by reason (the guards, --loss, a full --delay queue, a refused send).",
         "reason",
         [
             ("truncated", load(&u.truncated)),
             ("source-port", load(&u.source_port)),
             ("broadcast", load(&u.broadcast)),
             ("rate-per-ip", load(&u.rate_limited)),
+            ("loop", load(&u.looping)),
+            ("queue-full", load(&u.queue_full)),
             ("lost", load(&u.lost)),
             ("send-failed", load(&u.send_failed)),
         ],

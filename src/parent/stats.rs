@@ -52,7 +52,7 @@ pub struct Snapshot {
     pub log_dropped: u64,
     pub uptime: Duration,
     /// With `--udp`: the UDP worker's counts, by name, as the line shows them.
-    pub udp: Option<[(&'static str, u64); 13]>,
+    pub udp: Option<[(&'static str, u64); 15]>,
 }
 
 impl Snapshot {
@@ -71,8 +71,8 @@ impl Snapshot {
             log_dropped: load(&shared.log.total),
             uptime: started.elapsed(),
             udp: udp.then(|| {
-                let mut all = [("restarts", counts.udp_restarts); 13];
-                all[..12].copy_from_slice(&shared.udp.named());
+                let mut all = [("restarts", counts.udp_restarts); 15];
+                all[..14].copy_from_slice(&shared.udp.named());
                 all
             }),
         }

@@ -16,6 +16,8 @@
 //!   between them forever (CERT CA-1996-01);
 //! - none from or to a broadcast, multicast or unspecified address: an echo to one would
 //!   multiply traffic;
+//! - none from the worker's own addresses, and no echo of an echo over its budget: no loop
+//!   with another echo server outlives its first moment, whatever the ports (`loops`);
 //! - none over `--rate-per-ip` from one address group: a spoofed source cannot aim the echo's
 //!   traffic at a victim at more than that rate.
 //!
@@ -25,6 +27,7 @@
 //! source it logs one summary line once the source is quiet (`sources`), never one per datagram.
 
 mod datagram;
+mod loops;
 mod shaper;
 mod sources;
 
@@ -51,6 +54,7 @@ use crate::rate::RateTable;
 use crate::shared::UdpCounts;
 pub use datagram::want_packet_info;
 use datagram::{Local, Received};
+use loops::LoopGuard;
 use shaper::Shaper;
 use sources::Sources;
 
@@ -95,7 +99,8 @@ pub struct Bound {
 /// code every connection's child runs through: this one, of one child, stays out of those pages.
 #[inline(never)]
 pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
-    let mut worker = match Worker::new(settings, counts) {
+    let own = sockets.iter().map(|socket| socket.addr);
+    let mut worker = match Worker::new(settings, counts, LoopGuard::new(own)) {
         Ok(worker) => worker,
         Err(err) => {
             logln!("warning: udp worker cannot start: {err}");
@@ -154,6 +159,7 @@ struct Worker<'a> {
     rates: Option<RateTable>,
     shaper: Shaper,
     sources: Sources,
+    loops: LoopGuard,
     /// Datagrams received by this worker: the number the faults are decided by.
     number: u64,
     /// Whether anything reads the time of a datagram; if not, `started` stands for it.
@@ -162,7 +168,7 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(settings: Settings, counts: &'a UdpCounts) -> io::Result<Worker<'a>> {
+    fn new(settings: Settings, counts: &'a UdpCounts, loops: LoopGuard) -> io::Result<Worker<'a>> {
         Ok(Worker {
             settings,
             counts,
@@ -170,6 +176,7 @@ impl<'a> Worker<'a> {
             rates: settings.rate_per_ip.map(RateTable::new).transpose()?,
             shaper: Shaper::new(settings.faults),
             sources: Sources::new(settings.idle_timeout, settings.quiet),
+            loops,
             number: 0,
             clock: settings.rate_per_ip.is_some() || !settings.quiet || settings.faults.is_some(),
             started: Instant::now(),
@@ -254,6 +261,12 @@ impl<'a> Worker<'a> {
             Some(&counts.source_port)
         } else if !unicast(from.ip(), local.as_ref()) {
             Some(&counts.broadcast)
+        } else if self.loops.looping(
+            from,
+            local.map(|l| l.to.to_canonical()),
+            &self.buf[..received.len],
+        ) {
+            Some(&counts.looping)
         } else if let Some(rates) = &mut self.rates
             && !rates.admit(self.settings.grouping.key(Peer::Ip(from)), now)
         {
@@ -269,6 +282,7 @@ impl<'a> Worker<'a> {
         let data = &mut self.buf[..received.len];
         match self.shaper.shape(self.number, from, data, counts) {
             Some(delivered) => {
+                self.loops.answered(from, data);
                 let target = Target {
                     fd: socket.fd,
                     to: received.from,

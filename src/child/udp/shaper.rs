@@ -4,6 +4,11 @@
 //! its delay, or held until the next datagram has gone (reordered; at most `HOLD_MOST`, if no
 //! next comes).
 //!
+//! What waits is bounded: at most `QUEUE_BYTES` of delayed answers (their bytes and their
+//! bookkeeping), so a flood under a long `--delay` cannot grow the worker without end. A datagram
+//! that does not fit is dropped and counted (`udp-queue-full=`, the metrics' `queue-full`), with
+//! one `udp dropped reason=queue-full` line a second at most.
+//!
 //! Owned by the UDP worker alone. Without faults nothing is queued or copied: every answer goes
 //! out at once.
 
@@ -14,12 +19,15 @@ use std::time::{Duration, Instant};
 
 use super::{Target, add, answer};
 use crate::faults::{DatagramFaults, Fate};
+use crate::log::{RateLimit, Suppressed};
 use crate::logln;
 use crate::peer::Peer;
 use crate::shared::UdpCounts;
 
 /// The longest a reordered datagram waits for a next one.
 pub const HOLD_MOST: Duration = Duration::from_secs(1);
+/// The most that delayed answers may take, counted as their bytes plus their bookkeeping.
+pub const QUEUE_BYTES: usize = 16 << 20;
 
 /// A datagram waiting for its time.
 struct Pending {
@@ -54,6 +62,14 @@ pub struct Shaper {
     /// A reordered datagram, sent right after the next one goes (or at its `due`).
     held: Option<Pending>,
     order: u64,
+    /// What the queue takes now (`cost` of each entry in `delayed`).
+    queued: usize,
+    full: RateLimit,
+}
+
+/// What one delayed answer of `len` bytes takes.
+fn cost(len: usize) -> usize {
+    len + std::mem::size_of::<Reverse<Pending>>()
 }
 
 impl Shaper {
@@ -63,6 +79,8 @@ impl Shaper {
             delayed: BinaryHeap::new(),
             held: None,
             order: 0,
+            queued: 0,
+            full: RateLimit::new(Duration::from_secs(1)),
         }
     }
 
@@ -103,13 +121,26 @@ impl Shaper {
         now: Instant,
         counts: &UdpCounts,
     ) {
+        let waits = fate.held || !fate.delay.is_zero();
+        if waits && !fate.held && self.queued + cost(data.len()) > QUEUE_BYTES {
+            add(&counts.queue_full, 1);
+            if let Some(held) = self.full.allow(now) {
+                logln!(
+                    "udp dropped reason=queue-full peer={} queued={} limit={QUEUE_BYTES}{}",
+                    Peer::Ip(target.to),
+                    self.delayed.len(),
+                    Suppressed(held)
+                );
+            }
+            return;
+        }
         let copies = 1 + u8::from(fate.duplicated);
         if fate.duplicated {
             add(&counts.duplicated, 1);
         }
         self.order += 1;
         // Without faults every fate is this one: out at once.
-        if !fate.held && fate.delay.is_zero() {
+        if !waits {
             send(&target, data, copies, counts);
             self.release_held(counts);
             return;
@@ -133,6 +164,7 @@ impl Shaper {
             }
             return;
         }
+        self.queued += cost(pending.data.len());
         self.delayed.push(Reverse(pending));
     }
 
@@ -147,6 +179,7 @@ impl Shaper {
     pub fn send_due(&mut self, now: Instant, counts: &UdpCounts) {
         while self.delayed.peek().is_some_and(|Reverse(p)| p.due <= now) {
             let Reverse(pending) = self.delayed.pop().expect("peeked");
+            self.queued -= cost(pending.data.len());
             send(&pending.target, &pending.data, pending.copies, counts);
             self.release_held(counts);
         }
@@ -158,6 +191,7 @@ impl Shaper {
     /// Sends everything still waiting (the worker is stopping).
     pub fn send_all(&mut self, counts: &UdpCounts) {
         while let Some(Reverse(pending)) = self.delayed.pop() {
+            self.queued -= cost(pending.data.len());
             send(&pending.target, &pending.data, pending.copies, counts);
         }
         self.release_held(counts);
@@ -168,6 +202,17 @@ impl Shaper {
             send(&held.target, &held.data, held.copies, counts);
         }
     }
+}
+
+#[cfg(test)]
+#[test]
+fn the_man_page_states_the_queue_bound_defined_here() {
+    let reference = include_str!("../../cli/reference.txt");
+    assert_eq!(QUEUE_BYTES % (1 << 20), 0);
+    assert!(reference.contains(&format!(
+        "at most {} MiB of answers wait",
+        QUEUE_BYTES >> 20
+    )));
 }
 
 fn send(target: &Target, data: &[u8], copies: u8, counts: &UdpCounts) {
