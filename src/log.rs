@@ -150,7 +150,17 @@ fn report_dropped(lost: u64) {
 /// Logs a panic as one line like any other, naming the process (in a child, the parent then logs
 /// its exit too): `panic pid=N at src/file.rs:L:C: message`. The default hook writes several
 /// pieces, which lines from other processes could split.
+///
+/// It also turns off the backtraces std would print on its own: a child's allocation failure
+/// prints `memory allocation of N bytes failed` and aborts, and with `RUST_BACKTRACE` set (as
+/// test runners often leave it) std would first resolve a backtrace, calling getcwd and open,
+/// which the sandbox kills (SIGSYS): the child's end would read as a sandbox violation instead
+/// of the SIGABRT it is. Call while single-threaded.
 pub fn install_panic_hook() {
+    for name in ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"] {
+        // SAFETY: called at startup, single-threaded: nothing reads the environment meanwhile.
+        unsafe { std::env::remove_var(name) };
+    }
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
         let message = payload

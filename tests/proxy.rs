@@ -221,6 +221,44 @@ fn an_incomplete_header_costs_the_parent_nothing_while_it_waits() {
 }
 
 #[test]
+fn a_partial_header_then_the_clients_fin_is_a_failed_header_at_once() {
+    // The deadline is 5 s; the FIN says no more is coming, so nothing is waited for.
+    let mut server = Server::start(&["--proxy-protocol"]);
+    let parent = server.pid().as_raw();
+    let cpu = || crate::util::procfs::stat(parent).expect("the parent").cpu();
+    let before = cpu();
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for first in [&b"PROXY TCP4 1.2.3.4"[..], &V2_SIGNATURE[..8]] {
+        let mut client = server.connect();
+        client.write_all(first).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        clients.push(client);
+    }
+    for mut client in clients {
+        let mut back = Vec::new();
+        let _ = client.read_to_end(&mut back);
+        assert!(back.is_empty(), "{back:?}");
+    }
+    let (waited, spent) = (started.elapsed(), cpu() - before);
+    assert!(waited < Duration::from_secs(2), "closed after {waited:?}");
+    assert!(
+        spent < Duration::from_millis(150),
+        "the parent spent {spent:?}"
+    );
+    // One line a second at most: the second is counted.
+    let line = server.wait_for_line("proxy-error", |l| event(l) == Some("proxy-error"));
+    assert!(
+        line.contains("closed before its whole PROXY header"),
+        "{line}"
+    );
+    let (back, _) = through(&server, &v1("192.0.2.9", 1234), b"still serving");
+    assert_eq!(back, b"still serving");
+    let stopped = server.stop();
+    assert_eq!(field(&stopped, "proxy-errors"), Some("2"), "{stopped}");
+}
+
+#[test]
 fn max_per_ip_counts_the_client_the_header_names() {
     let server = Server::start(&["--proxy-protocol", "--max-per-ip", "1"]);
     let mut first = server.connect();

@@ -134,3 +134,69 @@ fn delayed_answers_wait_in_a_bounded_queue_and_the_rest_are_dropped_and_counted(
         l.contains("udp dropped reason=queue-full")
     });
 }
+
+#[test]
+fn a_worker_out_of_memory_is_logged_as_an_abort_not_a_sandbox_kill() {
+    // As a test runner often leaves it: std would then print a backtrace first.
+    let mut command = std::process::Command::new(crate::util::binary());
+    command
+        .args(["--bind", "127.0.0.1", "--port", "0", "--udp-only"])
+        .args(["--delay", "30000"])
+        .env("RUST_BACKTRACE", "1");
+    let server = Server::spawn(command);
+    let worker = server.children()[0].0;
+    // The worker may map 2 MB more than it has now: a few delayed 60 KB answers, then no more.
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let size_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    let limit = size_kib * 1024 + (2 << 20);
+    let pid = nix::unistd::Pid::from_raw(worker);
+    if let Err(err) = prlimit_as(pid, limit) {
+        eprintln!("skipped: unable to limit the worker's memory: {err}");
+        return;
+    }
+    let socket = client(Duration::from_millis(1));
+    let big = vec![7u8; 60_000];
+    let mut line = String::new();
+    eventually("the worker runs out of memory", DEADLINE, || {
+        for _ in 0..100 {
+            socket.send_to(&big, server.addr).unwrap();
+        }
+        line = server.log();
+        line.contains("udp worker restarted")
+    });
+    let log = server.log();
+    assert!(
+        log.contains("memory allocation of 60000 bytes failed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("udp worker pid={worker} killed signal=SIGABRT")),
+        "{log}"
+    );
+    assert!(!log.contains("SIGSYS"), "{log}");
+}
+
+/// prlimit(2) on another process: its address-space limit, soft and hard.
+fn prlimit_as(pid: nix::unistd::Pid, bytes: u64) -> std::io::Result<()> {
+    let limit = nix::libc::rlimit64 {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: `limit` is a valid rlimit64 for the call's duration; no old limit is asked for.
+    let done = unsafe {
+        nix::libc::prlimit64(
+            pid.as_raw(),
+            nix::libc::RLIMIT_AS,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    match done {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}

@@ -93,6 +93,11 @@ impl Reader {
             Parsed::Incomplete if peeked == buf.len() => {
                 Read::Fail("PROXY header longer than 4096 bytes".to_string())
             }
+            // The client has said all it will (FIN) and it is no whole header: a failed header,
+            // closed at once (poll would report the FIN again and again until the deadline).
+            Parsed::Incomplete if finished(fd) => {
+                Read::Fail("closed before its whole PROXY header".to_string())
+            }
             Parsed::Incomplete => Read::More(peeked),
             Parsed::Invalid(why) => Read::Fail(why.to_string()),
             Parsed::Complete { source, len } => {
@@ -275,6 +280,20 @@ impl WaitingRoom {
 /// wakes it (tcp_poll reports those whatever the mark). True if the mark was raised.
 fn wait_for_more(socket: &Socket, peeked: usize) -> bool {
     peeked > 0 && set_lowat(socket, peeked + 1).is_ok()
+}
+
+/// Whether the client has shut its side (its FIN is in): POLLRDHUP, asked without waiting.
+fn finished(fd: RawFd) -> bool {
+    use nix::libc;
+    let mut polled = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, alive for the call; a zero timeout never waits. (nix's PollFlags has
+    // no POLLRDHUP.)
+    let ready = unsafe { libc::poll(&raw mut polled, 1, 0) };
+    ready == 1 && polled.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
 }
 
 fn set_lowat(socket: &Socket, bytes: usize) -> io::Result<()> {
