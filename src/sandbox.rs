@@ -285,6 +285,10 @@ mod filter {
                 .collect();
             if !unlink_in.is_empty() {
                 rules.insert(libc::SYS_unlinkat, any_of(0, &unlink_in)?);
+                // fstatat there: a socket file is removed only if it is still the one bound.
+                #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+                rules.insert(libc::SYS_newfstatat, any_of(0, &unlink_in)?);
+                rules.insert(libc::SYS_statx, any_of(0, &unlink_in)?);
             }
             // prctl: a child asks for SIGTERM when its parent dies; nothing else.
             rules.insert(

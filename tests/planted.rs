@@ -2,8 +2,9 @@
 //! shared CI workspace): links and FIFOs planted under the names of its temporary files, a
 //! directory where the port file should go, a socket file replaced under a running server.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, symlink};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -12,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::stat::Mode;
 use nix::unistd::{Pid, mkfifo};
 
-use crate::util::{DEADLINE, Scratch, binary, fails_to_start};
+use crate::util::{DEADLINE, Scratch, Server, binary, fails_to_start};
 
 /// forkecho with `args`, started under a pid that `plant` learns first: a shell takes the pid,
 /// waits for a line on stdin, and then execs forkecho in its own place. This is what an attacker
@@ -169,4 +170,37 @@ fn a_port_file_that_is_a_directory_is_a_startup_error_and_leaves_nothing() {
     );
     assert_eq!(dir.names(), ["taken"]);
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+}
+
+#[test]
+fn a_clean_stop_leaves_a_socket_file_that_another_server_bound_since() {
+    let dir = Scratch::new("planted-socket");
+    let (sock, control) = (dir.unix("x.sock"), dir.path("ctl.sock"));
+    let control_arg = control.to_str().unwrap();
+    let mut a = Server::start(&["-b", &sock, "--control", control_arg]);
+    // A tmp cleaner removes both files; server B binds the same paths.
+    for path in [dir.path("x.sock"), control.clone()] {
+        std::fs::remove_file(path).unwrap();
+    }
+    let b = Server::start(&["-b", &sock, "--control", control_arg]);
+    let stopped = a.stop();
+    assert!(
+        stopped.contains(&format!(
+            "left-in-place=\"{sock} unix:{}\"",
+            control.display()
+        )),
+        "{stopped}"
+    );
+    // B's files are still there, and B still serves through them.
+    let mut client = UnixStream::connect(dir.path("x.sock")).unwrap();
+    client.write_all(b"still b").unwrap();
+    let mut back = [0u8; 7];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still b");
+    assert!(control.exists());
+    drop(b);
+    // Its own files, at its own clean stop, are removed as ever.
+    let mut c = Server::start(&["-b", &dir.unix("c.sock")]);
+    assert!(!c.stop().contains("left-in-place"));
+    assert!(!dir.path("c.sock").exists());
 }

@@ -280,9 +280,10 @@ pub struct Options {
 
     /// Once listening, write the port and a newline to PATH (removed at a clean stop)
     ///
-    /// Written atomically (a temporary file in the same directory, then a rename) at the moment
-    /// of the `listening on` line, so `port=$(cat PATH)` never reads half a file. A path that
-    /// cannot be written is a startup error
+    /// Written atomically (a temporary file made exclusively in the same directory, then a
+    /// rename) at the moment of the `listening on` line, so `port=$(cat PATH)` never reads half
+    /// a file. A path that cannot be written (a missing or read-only directory, a directory
+    /// itself) is a startup error
     #[arg(long, value_name = "PATH", help_heading = HARNESS)]
     pub port_file: Option<std::path::PathBuf>,
 
@@ -367,7 +368,8 @@ pub struct Options {
 
     /// Write the run's CA certificate (PEM) to PATH before the `listening on` line
     ///
-    /// Written atomically (a temporary file, then a rename); point a client's trust store at it
+    /// Written atomically (a temporary file made exclusively, then a rename); point a client's
+    /// trust store at it
     #[arg(
         long,
         value_name = "PATH",

@@ -114,6 +114,11 @@ impl Control {
         self.file.as_ref().map(SocketFile::dir_fd)
     }
 
+    /// Removes the socket file, if it is still the one bound; the name of one left in place.
+    pub fn remove_file(&mut self) -> Option<String> {
+        self.file.as_mut()?.remove().map(ToString::to_string)
+    }
+
     /// The control connections' fds, for a child to close (-1 for none).
     pub fn client_fds(&self) -> [RawFd; MOST] {
         std::array::from_fn(|i| self.client_fd(i))

@@ -18,6 +18,23 @@ use crate::logln;
 /// How long to wait for SIGKILLed children to be reaped before giving up on them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// ` left-in-place="unix:/a unix:/b"` on the `stopped` line: socket files not removed because
+/// they were no longer the ones this server bound; nothing when there are none.
+struct LeftInPlace<'a>(&'a [String]);
+
+impl std::fmt::Display for LeftInPlace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        write!(
+            f,
+            " left-in-place=\"{}\"",
+            self.0.join(" ").escape_default()
+        )
+    }
+}
+
 impl Parent {
     /// Closes the listeners, asks the children to stop (SIGTERM: each closes its connection),
     /// waits up to `--grace` (cut short by a further stop signal), then SIGKILLs the rest and
@@ -26,7 +43,12 @@ impl Parent {
         self.state.stopping = true;
         self.harness.stopping();
         // Closing the listeners first frees the port for a successor at once; connections still
-        // waiting for their PROXY header go with them.
+        // waiting for their PROXY header go with them. A socket file that is no longer the one
+        // bound (removed, and bound again by another server) is left to its new owner.
+        let mut left: Vec<String> = (self.listeners.iter_mut())
+            .filter_map(|listener| listener.remove_file())
+            .collect();
+        left.extend(self.control.as_mut().and_then(|c| c.remove_file()));
         self.listeners.clear();
         self.metrics = None;
         // The worker holds its own copies until it stops.
@@ -58,10 +80,11 @@ impl Parent {
         }
         self.harness.stopped();
         logln!(
-            "stopped killed={killed} unreaped={} duration={} {}",
+            "stopped killed={killed} unreaped={} duration={} {}{}",
             self.state.children.len(),
             Secs(started.elapsed()),
-            self.snapshot()
+            self.snapshot(),
+            LeftInPlace(&left)
         );
     }
 

@@ -259,6 +259,11 @@ impl Listener {
         self.file.as_ref().map(SocketFile::dir_fd)
     }
 
+    /// Removes the socket file, if it is still the one bound; the name of one left in place.
+    pub fn remove_file(&mut self) -> Option<String> {
+        self.file.as_mut()?.remove().map(ToString::to_string)
+    }
+
     /// Accepts one connection; WouldBlock when none is waiting. The new socket is blocking and
     /// close-on-exec. A Unix client is named by its credentials.
     pub fn accept(&self) -> io::Result<(Socket, Peer)> {

@@ -88,14 +88,22 @@ pub struct Making {
     pub owner: Option<(Option<Uid>, Gid)>,
 }
 
-/// A socket file this process made, to be removed when its listener goes.
+/// A socket file this process made, to be removed when its listener goes: only if it is still
+/// the one bound (the same device and inode). Someone may have removed it meanwhile (a tmp
+/// cleaner, a script) and another server bound the same path: its file is left alone.
 #[derive(Debug)]
 pub struct SocketFile {
     /// The directory it is in, kept open: the sandbox lets the parent unlink here alone.
     dir: OwnedFd,
     name: CString,
+    /// The path, as the log shows it (`unix:/path`).
+    shown: Name,
+    /// The device and inode bind(2) made.
+    identity: (u64, u64),
     /// The process that bound it: only it removes the file.
     owner: Pid,
+    /// Removed (or left) already.
+    done: bool,
 }
 
 impl SocketFile {
@@ -103,15 +111,37 @@ impl SocketFile {
     pub fn dir_fd(&self) -> RawFd {
         self.dir.as_raw_fd()
     }
+
+    /// Removes the file if it is still the one this process bound; otherwise (or if it is gone
+    /// already) leaves it and returns its name, for the `stopped` line.
+    pub fn remove(&mut self) -> Option<&Name> {
+        if self.done || nix::unistd::getpid() != self.owner {
+            return None;
+        }
+        self.done = true;
+        match identity(&self.dir, &self.name) {
+            Ok(found) if found == self.identity => {
+                let flags = UnlinkatFlags::NoRemoveDir;
+                nix::unistd::unlinkat(&self.dir, self.name.as_c_str(), flags).ok()?;
+                None
+            }
+            Ok(_) => Some(&self.shown),
+            // Gone already: nothing to remove, nothing of someone else's either.
+            Err(_) => None,
+        }
+    }
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        if nix::unistd::getpid() == self.owner {
-            let _ =
-                nix::unistd::unlinkat(&self.dir, self.name.as_c_str(), UnlinkatFlags::NoRemoveDir);
-        }
+        let _ = self.remove();
     }
+}
+
+/// The device and inode of `name` in `dir` (the name itself, never a link's target).
+fn identity(dir: &OwnedFd, name: &CString) -> nix::Result<(u64, u64)> {
+    let stat = nix::sys::stat::fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    Ok((stat.st_dev, stat.st_ino))
 }
 
 /// A listening Unix socket on `name`, and its file if it has one.
@@ -131,11 +161,18 @@ pub fn listen(name: &Name, backlog: i32, making: Making) -> Result<(Socket, Opti
             // The directory first: if it cannot be opened, nothing is bound and nothing is left.
             let dir = open_dir(path).with_context(unable)?;
             bind_with_mode(&socket, &addr, making.mode).with_context(unable)?;
+            let file_name = CString::new(path.file_name().unwrap_or_default().as_bytes())
+                .with_context(unable)?;
+            let bound = identity(&dir, &file_name)
+                .map_err(io::Error::from)
+                .with_context(unable)?;
             let file = SocketFile {
                 dir,
-                name: CString::new(path.file_name().unwrap_or_default().as_bytes())
-                    .with_context(unable)?,
+                name: file_name,
+                shown: name.clone(),
+                identity: bound,
                 owner: nix::unistd::getpid(),
+                done: false,
             };
             if let Some((uid, gid)) = making.owner {
                 nix::unistd::fchownat(
