@@ -329,3 +329,59 @@ fn the_lifeline_leaves_the_harness_s_stdin_as_it_was() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn with_exit_with_parent_a_launcher_gone_before_the_start_is_a_startup_error() {
+    // The launcher backgrounds forkecho's start and exits at once; forkecho starts only after
+    // that (when fd 3, the test's pipe, gives it a line), reparented to init.
+    let mut launcher = Command::new("sh")
+        .args([
+            "-c",
+            "exec 3<&0; ( read go <&3; exec sh -c 'echo pid=$$; exec \"$0\" \"$@\"' \"$0\" \"$@\" ) & exit 0",
+            binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--exit-with-parent",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut go = launcher.stdin.take().unwrap();
+    assert!(launcher.wait().unwrap().success(), "the launcher is gone");
+    std::io::Write::write_all(&mut go, b"go\n").unwrap();
+    let mut stdout = BufReader::new(launcher.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let pid = Pid::from_raw(line.trim().strip_prefix("pid=").unwrap().parse().unwrap());
+    // Killed at the end whatever happened: a forkecho that serves on would outlive the test.
+    struct Kill(Pid);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGKILL);
+        }
+    }
+    let _kill = Kill(pid);
+    let mut rest = String::new();
+    let mut stderr = launcher.stderr.take().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        let _ = done_tx.send((text, err));
+    });
+    let (out, err) = done_rx
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("forkecho (pid {pid}) is still running"));
+    rest.push_str(&out);
+    assert!(!rest.contains("listening on"), "it served: {rest}");
+    assert!(
+        err.contains("fatal: --exit-with-parent: forkecho's parent is init (pid 1)"),
+        "{err}"
+    );
+}

@@ -302,7 +302,9 @@ pub struct Options {
     /// Stop (as at SIGTERM) when the process that started forkecho dies
     ///
     /// PR_SET_PDEATHSIG: Linux ties it to the thread that started forkecho, so a harness that
-    /// spawns from a short-lived thread stops it when that thread ends
+    /// spawns from a short-lived thread stops it when that thread ends. The parent is the one
+    /// forkecho has when it starts: if that is already init (pid 1), because the launcher exited
+    /// first, starting fails; a parent that dies while forkecho starts stops it at once
     #[arg(long, help_heading = HARNESS)]
     pub exit_with_parent: bool,
 

@@ -88,12 +88,16 @@ impl Harness {
             true => Some(Lifeline::open()?),
             false => None,
         };
+        let parent = match settings.exit_with_parent {
+            true => Some(parent_to_follow()?),
+            false => None,
+        };
         Ok(Harness {
             port_file,
             ready,
             notify: notify_socket(),
             lifeline,
-            parent: settings.exit_with_parent.then(getppid),
+            parent,
         })
     }
 
@@ -350,6 +354,24 @@ pub fn log_to(path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--exit-with-parent`'s parent: the process forkecho has as its parent when it starts. A
+/// launcher that exits before forkecho starts (`( sleep 1; exec forkecho ... ) & exit`) has
+/// handed it to init already, and init never dies: a parent that is pid 1 (or none at all, for
+/// forkecho as pid 1 of a namespace) is a startup error, not a lifeline that never fires. (A
+/// subreaper that adopted forkecho cannot be told from the launcher: it is followed.) A parent
+/// that dies after this, before the prctl, is caught by `follow_parent`.
+fn parent_to_follow() -> Result<Pid> {
+    let parent = getppid();
+    match parent.as_raw() {
+        0 => bail!("--exit-with-parent: forkecho has no parent in its pid namespace to follow"),
+        1 if nix::unistd::getpid().as_raw() != 1 => bail!(
+            "--exit-with-parent: forkecho's parent is init (pid 1): the process that started it \
+             had exited already, or init started it, and init never exits"
+        ),
+        _ => Ok(parent),
+    }
 }
 
 /// The service manager's notification socket (`NOTIFY_SOCKET`: a path, or `@name` in the
