@@ -225,7 +225,9 @@ fn datagram_faults(options: &Options, seed: u64) -> Option<DatagramFaults> {
 /// without any.
 fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
     let pattern = |pattern: &Option<crate::cli::Pattern>| {
-        let bytes: Option<&'static [u8]> = pattern.clone().map(|p| &*p.0.leak());
+        // A leaked boxed slice: `parent::fault_set` frees the ones the control socket made.
+        let bytes: Option<&'static [u8]> =
+            pattern.clone().map(|p| &*Box::leak(p.0.into_boxed_slice()));
         bytes.map(Trigger::Pattern)
     };
     let limits = [

@@ -33,6 +33,7 @@ use nix::sys::socket::{MsgFlags, recv, send};
 use serde_json::{Map, Value, json};
 use socket2::Socket;
 
+use super::fault_set::FaultSet;
 use super::{Parent, signals};
 use crate::cli::values::parse_network;
 use crate::faults::Faults;
@@ -242,9 +243,11 @@ impl Parent {
             (None, Some(Value::Bool(true))) => None,
             _ => return Err("faults takes \"set\": {...} or \"clear\": true".into()),
         };
-        // Leaked, as the startup set is: each child refers to the set it was forked with for its
-        // whole life, and a set is some hundred bytes.
-        self.child.settings.faults = faults.map(|f| &*Box::leak(Box::new(f)));
+        // The new set becomes the fork template, and the one the last command made is freed:
+        // children forked with it have their own copies (`fault_set`).
+        let set = faults.map(FaultSet::new);
+        self.child.settings.faults = set.as_ref().map(FaultSet::template);
+        self.state.fault_set = set;
         self.state.faults_from = self.state.counts.accepted + 1;
         let mut reply = Map::new();
         self.fault_fields(&mut reply);

@@ -21,6 +21,7 @@ mod accept;
 pub mod admission;
 mod children;
 mod control;
+mod fault_set;
 mod fork;
 pub mod limits;
 mod oom;
@@ -159,6 +160,9 @@ struct LoopState {
     gate: control::Gate,
     /// The number of the first connection the faults in force apply to.
     faults_from: u64,
+    /// The fault set the control socket made last, which the fork template refers to; None
+    /// while the template is the startup set or no set.
+    fault_set: Option<fault_set::FaultSet>,
 }
 
 impl LoopState {
@@ -222,6 +226,7 @@ impl Parent {
             udp: udp::Supervision::new(),
             gate: control::Gate::Up,
             faults_from: settings.child.faults.map_or(0, |_| 1),
+            fault_set: None,
         })
         .context("unable to map the parent's bookkeeping")?;
         let listener_fds = listeners
