@@ -361,3 +361,39 @@ fn the_parent_stays_flat_through_thousands_of_fault_commands() {
     // Leaking, each set with its pattern took about 700 bytes: 3.5 MB here.
     assert!(grown < 512, "the parent grew by {grown} KiB");
 }
+
+#[test]
+fn down_and_up_under_load_count_no_accept_failure() {
+    let (mut server, _dir, path) = controlled("control-flap", &["-q"]);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            // Connections keep arriving through every down and up (refused while down).
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut client) = TcpStream::connect(addr) {
+                    let _ = client.write_all(b"x");
+                }
+            }
+        })
+    };
+    let mut stream = UnixStream::connect(&path).unwrap();
+    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..200 {
+        for cmd in ["down", "up"] {
+            writeln!(stream, "{{\"cmd\":\"{cmd}\"}}").unwrap();
+            let mut reply = String::new();
+            replies.read_line(&mut reply).unwrap();
+            assert!(reply.contains("\"ok\":true"), "{reply}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hammer.join().unwrap();
+    let stopped = server.stop();
+    assert_eq!(field(&stopped, "accept-failures"), Some("0"), "{stopped}");
+    assert!(!server.log().contains("accept failed"), "{}", server.log());
+    // Under load indeed: connections were served between the downs.
+    let accepted: u64 = field(&stopped, "accepted").unwrap().parse().unwrap();
+    assert!(accepted > 0, "{stopped}");
+}

@@ -25,10 +25,14 @@ impl Parent {
         for _ in 0..ACCEPT_BATCH {
             // A failed fork pauses accepting: the rest of the backlog waits for the pause to end
             // (processes may have freed up by then) instead of being accepted and closed at once.
+            // A control `down` or `blackhole` served after the poll that found this listener
+            // ready stops accepting too: a listener shut a moment ago answers accept(2) with
+            // EINVAL, which is no failure.
             let state = &*self.state;
             if signals::stop_requested().is_some()
                 || state.admission.full(state.live())
                 || state.paused_until.is_some()
+                || state.gate != super::control::Gate::Up
             {
                 return;
             }
