@@ -272,6 +272,51 @@ impl<const N: usize> Line<N> {
     }
 }
 
+/// A string from outside (a control command, an error that quotes one, a path) as one quoted
+/// field value: `"..."` with `"` and `\` escaped as `\"` and `\\`. Whatever it holds, it
+/// stays one value: no space, `=` or quote in it can start another field, in the text line or in
+/// its JSON rendering (`json` reads the escapes back).
+pub struct Quoted<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for Quoted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Escapes what passes through it on the way to `f`.
+        struct Escaping<'a, 'b>(&'a mut fmt::Formatter<'b>);
+        impl fmt::Write for Escaping<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                let mut rest = s;
+                while let Some(at) = rest.find(['"', '\\']) {
+                    self.0.write_str(&rest[..at])?;
+                    self.0.write_str(if &rest[at..=at] == "\"" {
+                        "\\\""
+                    } else {
+                        "\\\\"
+                    })?;
+                    rest = &rest[at + 1..];
+                }
+                self.0.write_str(rest)
+            }
+        }
+        f.write_str("\"")?;
+        write!(Escaping(f), "{}", self.0)?;
+        f.write_str("\"")
+    }
+}
+
+/// A word from outside (a control command's name) as a field value: as it is when it is a plain
+/// word (letters, digits, `-_.:/@+`), else `Quoted`.
+pub struct Word<'a>(pub &'a str);
+
+impl fmt::Display for Word<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:/@+".contains(c);
+        match !self.0.is_empty() && self.0.chars().all(plain) {
+            true => f.write_str(self.0),
+            false => Quoted(self.0).fmt(f),
+        }
+    }
+}
+
 /// A duration in seconds with millisecond precision: `0.412s`.
 pub struct Secs(pub Duration);
 
@@ -390,6 +435,16 @@ mod tests {
         let text = std::str::from_utf8(line.as_bytes()).expect("still UTF-8 after the cut");
         assert!(text.ends_with("...\n"));
         assert!(line.as_bytes().len() <= LINE_MAX);
+    }
+
+    #[test]
+    fn quoted_values_escape_quotes_and_backslashes() {
+        let text = Quoted(r#"x" from=uid:1 \ y"#).to_string();
+        assert_eq!(text, r#""x\" from=uid:1 \\ y""#);
+        assert_eq!(Quoted("plain").to_string(), "\"plain\"");
+        assert_eq!(Word("faults").to_string(), "faults");
+        assert_eq!(Word("x event=close").to_string(), "\"x event=close\"");
+        assert_eq!(Word("").to_string(), "\"\"");
     }
 
     #[test]

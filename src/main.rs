@@ -109,3 +109,21 @@ fn print(
         _ => Ok(ExitCode::SUCCESS),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A signal that lands before the handlers are in place finds the default action (SIGUSR1,
+    /// SIGTERM: death); the man page promises the window is only the kernel's loading of the
+    /// program. So catching them stays the very first thing `main` does.
+    #[test]
+    fn catching_the_signals_is_the_first_thing_main_does() {
+        let source = include_str!("main.rs");
+        let body = source.split_once("fn main() -> ExitCode {\n").unwrap().1;
+        let first = body
+            .lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty() && !line.starts_with("//"))
+            .unwrap();
+        assert_eq!(first, "let caught = parent::catch_signals_early();");
+    }
+}

@@ -104,6 +104,17 @@ fn down_refuses_connections_and_up_serves_the_same_port_again() {
     assert_eq!(ok(&path, &["down"])["state"], "down");
     let refused = TcpStream::connect(server.addr).expect_err("down");
     assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    // The port is held while down: another socket with SO_REUSEADDR cannot take it.
+    let squatter = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None);
+    let squatter = squatter.unwrap();
+    squatter.set_reuse_address(true).unwrap();
+    let taken = squatter.bind(&server.addr.into());
+    assert_eq!(
+        taken.map_err(|err| err.kind()),
+        Err(ErrorKind::AddrInUse),
+        "the port was free to take while down"
+    );
+    drop(squatter);
     assert_eq!(ok(&path, &["status"])["state"], "down");
     assert_eq!(ok(&path, &["up"])["state"], "up");
     assert_eq!(round_trip(&mut server.connect(), b"back"), b"back");

@@ -360,3 +360,72 @@ fn log_time_stamps_each_text_line() {
         assert!(rest.starts_with("forkecho: "), "{line}");
     }
 }
+
+/// The keys of a JSON log line as written, repeats included (a parser keeps only one).
+fn raw_keys(line: &str) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    let mut keys = Vec::new();
+    for key in value.as_object().unwrap().keys() {
+        for _ in 0..line.matches(&format!("\"{key}\":")).count() {
+            keys.push(key.clone());
+        }
+    }
+    keys
+}
+
+#[test]
+fn json_log_fields_cannot_be_forged_through_the_control_socket() {
+    use crate::util::{Scratch, Server};
+    use std::io::{BufRead, Write};
+    let dir = Scratch::new("json-forge");
+    let control = dir.path("control.sock");
+    let mut server = Server::start(&[
+        "--log-format",
+        "json",
+        "--control",
+        control.to_str().unwrap(),
+    ]);
+    let mut stream = UnixStream::connect(&control).unwrap();
+    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    let forged_cmd = "x from=uid:4242 event=close";
+    // A pattern's `\\` is one backslash.
+    let forged_pattern = "q\" from=uid:4242 seed=7 \\\\";
+    for request in [
+        serde_json::json!({ "cmd": forged_cmd }),
+        serde_json::json!({ "cmd": "faults", "set": { "close-on": forged_pattern } }),
+    ] {
+        writeln!(stream, "{request}").unwrap();
+        let mut reply = String::new();
+        replies.read_line(&mut reply).unwrap();
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success());
+    server.wait_for_line("the stopped object", |l| {
+        l.contains("\"event\":\"stopped\"")
+    });
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("\"control\"")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for line in &lines {
+        let keys = raw_keys(line);
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(keys.len(), unique.len(), "a key twice: {line}");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["event"], "control", "{line}");
+        assert_ne!(v["from"], "uid:4242", "{line}");
+        assert!(v.get("seed").is_none() || v["seed"] != 7, "{line}");
+    }
+    let refused: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(refused["cmd"], forged_cmd);
+    let set: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert!(set.get("error").is_none(), "{set}");
+    assert!(
+        set["faults"]
+            .as_str()
+            .unwrap()
+            .contains("from=uid:4242 seed=7"),
+        "the pattern is inside the faults value: {set}"
+    );
+}

@@ -5,7 +5,12 @@
 //! atomic write):
 //! - the first word is `"event"` (`accept`, `close`, `warning`, ...), after `"ts"`;
 //! - `key=value` is a field: a whole number is a JSON number, a duration (`0.412s`) a number of
-//!   seconds, anything else a string (`error="..."` keeps what is between its quotes);
+//!   seconds, anything else a string (`error="..."` keeps what is between its quotes, with the
+//!   `\"` and `\\` that `log::Quoted` wrote read back);
+//! - a key is written once: a key already written (or one of `ts`, `event`, `message`,
+//!   `suppressed`, `truncated`) is no field but words of the message, and so is a token whose key
+//!   is not a plain name. Every string from outside reaches the line through `log::Quoted`, so it
+//!   is one value whatever it holds: no input adds or replaces a field;
 //! - other words, and text in parentheses, make `"message"`; a trailing `(N similar
 //!   suppressed)` is `"suppressed": N`;
 //! - after `warning:`, `fatal:` and `panic`, the rest of the line is the message as it stands
@@ -82,29 +87,20 @@ impl JsonLine {
                 self.string(rest)?;
             }
         } else {
-            let mut message_start = None;
-            let mut message_end = 0;
-            let mut rest = rest;
-            while !rest.is_empty() {
-                let (token, after) = next_token(rest);
-                // Where the token stands in the line: every slice here is part of `text`.
-                let start = token.as_ptr() as usize - text.as_ptr() as usize;
-                match token.split_once('=') {
-                    Some((key, _)) if !token.starts_with('(') && !key.is_empty() => {
-                        self.field(token)?
-                    }
-                    _ => {
-                        message_start.get_or_insert(start);
-                        message_end = start + token.len();
-                    }
+            let mut keys = Keys::new();
+            let mut words = false;
+            let mut tokens = rest;
+            while !tokens.is_empty() {
+                let (token, after) = next_token(tokens);
+                match keys.field(token) {
+                    true => self.field(token)?,
+                    false => words = true,
                 }
-                rest = after;
+                tokens = after;
             }
-            if let Some(start) = message_start {
+            if words {
                 self.write_all(b",\"message\":")?;
-                // The words between the first free word and the last, fields left out.
-                let words: &str = &text[start..message_end];
-                self.message(words)?;
+                self.message(rest)?;
             }
         }
         if let Some(count) = suppressed {
@@ -120,7 +116,7 @@ impl JsonLine {
         self.string(key)?;
         self.write_all(b":")?;
         if let Some(quoted) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-            return self.string(quoted);
+            return self.unquoted(quoted);
         }
         let number = |v: &str| {
             !v.is_empty()
@@ -136,19 +132,62 @@ impl JsonLine {
         }
     }
 
-    /// The free words of a line (between fields), as one string, fields left out. Each word is
+    /// A quoted value's text with `Quoted`'s escapes (`\"`, `\\`) read back, as a JSON string:
+    /// written piece by piece between the escapes, each piece's quotes joined as `message` does.
+    fn unquoted(&mut self, quoted: &str) -> io::Result<()> {
+        if !quoted.contains('\\') {
+            return self.string(quoted);
+        }
+        self.write_all(b"\"")?;
+        let mut rest = quoted;
+        while !rest.is_empty() {
+            let (piece, after) = match rest.find('\\') {
+                Some(at) => {
+                    let escaped = rest[at + 1..].chars().next();
+                    match escaped {
+                        Some(c @ ('"' | '\\')) => {
+                            (&rest[..at], Some((c, &rest[at + 1 + c.len_utf8()..])))
+                        }
+                        // Not one of ours (`\x1b` from the line's own escaping): kept as it is.
+                        _ => (&rest[..at + 1], Some(('\0', &rest[at + 1..]))),
+                    }
+                }
+                None => (rest, None),
+            };
+            self.raw_string(piece)?;
+            match after {
+                Some(('\0', after)) => rest = after,
+                Some((c, after)) => {
+                    self.raw_string(c.encode_utf8(&mut [0; 4]))?;
+                    rest = after;
+                }
+                None => rest = "",
+            }
+        }
+        self.write_all(b"\"")
+    }
+
+    /// `text` escaped as the inside of a JSON string (no quotes around it).
+    fn raw_string(&mut self, text: &str) -> io::Result<()> {
+        let start = self.buf.len();
+        self.string(text)?;
+        // Drop the closing quote, then the opening one.
+        self.buf.remove(self.buf.len() - 1);
+        self.buf.remove(start);
+        Ok(())
+    }
+
+    /// The free words of a line (what is not written as a field), as one string. Each word is
     /// escaped by serde_json as a string of its own, then joined to the last: its opening quote
     /// and the closing quote before it give way to a space.
     fn message(&mut self, words: &str) -> io::Result<()> {
         let mut first = true;
         let mut rest = words;
+        // The same decisions as `fields` made, token by token.
+        let mut keys = Keys::new();
         while !rest.is_empty() {
             let (token, after) = next_token(rest);
-            let is_field = !token.starts_with('(')
-                && token
-                    .split_once('=')
-                    .is_some_and(|(key, _)| !key.is_empty());
-            if !is_field {
+            if !keys.field(token) {
                 if !first {
                     // `..."` + `"word"` becomes `... word"`.
                     let closing = self.buf.len() - 1;
@@ -190,16 +229,52 @@ impl JsonLine {
     }
 }
 
-/// The next token of `text`: a word, a `key="quoted value"`, or a parenthesised group; and what
-/// follows it (spaces skipped).
+/// The keys a line's fields have used, so that none is written twice: a later token with the
+/// same key is words of the message. Up to `MOST` keys; past that, every token is words.
+struct Keys<'a> {
+    seen: [&'a str; Keys::MOST],
+    len: usize,
+}
+
+impl<'a> Keys<'a> {
+    const MOST: usize = 64;
+    /// The object's own keys: no field may take them.
+    const RESERVED: [&'static str; 5] = ["ts", "event", "message", "suppressed", "truncated"];
+
+    fn new() -> Keys<'a> {
+        Keys {
+            seen: [""; Keys::MOST],
+            len: 0,
+        }
+    }
+
+    /// Whether `token` is a field to write (and its key, from now on, taken).
+    fn field(&mut self, token: &'a str) -> bool {
+        let Some((key, _)) = token.split_once('=') else {
+            return false;
+        };
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        let fresh = !key.is_empty()
+            && key.chars().all(plain)
+            && !Keys::RESERVED.contains(&key)
+            && !self.seen[..self.len].contains(&key);
+        if !fresh || self.len == Keys::MOST {
+            return false;
+        }
+        self.seen[self.len] = key;
+        self.len += 1;
+        true
+    }
+}
+
+/// The next token of `text`: a word, a `key="quoted value"` (with `\"` and `\\` inside), or a
+/// parenthesised group; and what follows it (spaces skipped).
 fn next_token(text: &str) -> (&str, &str) {
     let text = text.trim_start_matches(' ');
     let end = if text.starts_with('(') {
         text.find(')').map_or(text.len(), |close| close + 1)
     } else if let Some(quote) = text.find("=\"").filter(|&q| !text[..q].contains(' ')) {
-        text[quote + 2..]
-            .find('"')
-            .map_or(text.len(), |close| quote + 3 + close)
+        closing_quote(&text[quote + 2..]).map_or(text.len(), |close| quote + 3 + close)
     } else {
         text.find(' ').unwrap_or(text.len())
     };
@@ -207,6 +282,21 @@ fn next_token(text: &str) -> (&str, &str) {
         .find(' ')
         .map_or(text.len(), |space| end + space);
     (&text[..end], text[end..].trim_start_matches(' '))
+}
+
+/// Where the quoted value that `text` starts inside of ends: its first quote not escaped by a
+/// backslash.
+fn closing_quote(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\\' => at += 2,
+            b'"' => return Some(at),
+            _ => at += 1,
+        }
+    }
+    None
 }
 
 /// `text` without a trailing ` (N similar suppressed)`, and N.
@@ -310,6 +400,50 @@ mod tests {
                 .unwrap()
                 .starts_with("(stderr was taking")
         );
+    }
+
+    /// Every key of the line's object, in order (a reader keeps the last of a repeated one).
+    fn keys(text: &str) -> Vec<String> {
+        let line = JsonLine::render("2026-12-02T10:00:00.000000Z", text);
+        let text = std::str::from_utf8(line.as_bytes()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        // serde_json's map keeps one of each: count the raw `"key":` occurrences instead.
+        for key in &keys {
+            let written = text.matches(&format!("\"{key}\":")).count();
+            assert_eq!(written, 1, "{key} written {written} times: {text}");
+        }
+        keys
+    }
+
+    #[test]
+    fn no_outside_string_adds_or_replaces_a_field() {
+        // A control command named to forge fields, quoted as the parent quotes it.
+        let cmd = crate::log::Quoted("x from=uid:4242 event=close").to_string();
+        let error = crate::log::Quoted(format!("unknown cmd \"{}\"", "x\" seed=1")).to_string();
+        let text = format!("control cmd={cmd} from=uid:0 refused error={error}");
+        let v = json(&text);
+        assert_eq!(v["event"], "control");
+        assert_eq!(v["cmd"], "x from=uid:4242 event=close");
+        assert_eq!(v["from"], "uid:0");
+        assert_eq!(v["error"], "unknown cmd \"x\" seed=1\"");
+        assert!(v.get("seed").is_none());
+        keys(&text);
+        // A close-on pattern with quotes and backslashes, as the fault set shows it.
+        let text = r#"faults close-on="a\" from=evil seed=9 \\" seed=1"#;
+        let v = json(text);
+        assert_eq!(v["close-on"], r#"a" from=evil seed=9 \"#);
+        assert_eq!(v["seed"], 1);
+        assert!(v.get("from").is_none());
+        keys(text);
+        // A key twice, or one of the object's own: written once, the rest is message.
+        let text = "accept peer=1.2.3.4:5 peer=6.6.6.6:6 event=close ts=0 message=x";
+        let v = json(text);
+        assert_eq!(v["peer"], "1.2.3.4:5");
+        assert_eq!(v["event"], "accept");
+        assert_eq!(v["ts"], "2026-12-02T10:00:00.000000Z");
+        assert_eq!(v["message"], "peer=6.6.6.6:6 event=close ts=0 message=x");
+        keys(text);
     }
 
     #[test]

@@ -37,6 +37,7 @@ use super::fault_set::FaultSet;
 use super::{Parent, signals};
 use crate::cli::values::parse_network;
 use crate::faults::Faults;
+use crate::log::{Quoted, Word};
 use crate::logln;
 use crate::network::in_network;
 use crate::peer::{Cred, Peer};
@@ -198,13 +199,17 @@ impl Parent {
         match reply {
             Ok(mut reply) => {
                 if cmd != "status" {
-                    logln!("control cmd={cmd} from={from}{}", Detail(&reply));
+                    logln!("control cmd={} from={from}{}", Word(cmd), Detail(&reply));
                 }
                 reply["ok"] = true.into();
                 reply
             }
             Err(error) => {
-                logln!("control cmd={cmd} from={from} refused error=\"{error}\"");
+                logln!(
+                    "control cmd={} from={from} refused error={}",
+                    Word(cmd),
+                    Quoted(&error)
+                );
                 refusal(&error)
             }
         }
@@ -414,7 +419,7 @@ impl std::fmt::Display for Detail<'_> {
         };
         for (key, value) in map {
             match value {
-                Value::String(text) => write!(f, " {key}=\"{text}\"")?,
+                Value::String(text) => write!(f, " {key}={}", Quoted(text))?,
                 Value::Null => write!(f, " {key}=none")?,
                 other => write!(f, " {key}={other}")?,
             }

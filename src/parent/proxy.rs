@@ -32,7 +32,7 @@ use socket2::Socket;
 
 use super::pollset::PollSet;
 use super::stats::Counts;
-use crate::log::{RateLimit, Secs, Suppressed};
+use crate::log::{Quoted, RateLimit, Secs, Suppressed};
 use crate::logln;
 use crate::memory;
 use crate::peer::{Peer, Via};
@@ -265,8 +265,9 @@ impl WaitingRoom {
         counts.proxy_errors += 1;
         if let Some(held) = self.warnings.allow(Instant::now()) {
             logln!(
-                "proxy-error peer={} error=\"{why}\"{}",
+                "proxy-error peer={} error={}{}",
                 Peer::Ip(from),
+                Quoted(why),
                 Suppressed(held)
             );
         }

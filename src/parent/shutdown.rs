@@ -27,11 +27,7 @@ impl std::fmt::Display for LeftInPlace<'_> {
         if self.0.is_empty() {
             return Ok(());
         }
-        write!(
-            f,
-            " left-in-place=\"{}\"",
-            self.0.join(" ").escape_default()
-        )
+        write!(f, " left-in-place={}", crate::log::Quoted(self.0.join(" ")))
     }
 }
 

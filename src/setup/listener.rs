@@ -234,14 +234,19 @@ impl Listener {
     }
 
     /// Stops listening but keeps the address and port (the control socket's `down`): a listening
-    /// TCP socket shut for reading refuses connections until `relisten`.
+    /// TCP socket shut for reading refuses connections until `relisten`. It also holds the port
+    /// meanwhile: a socket no longer listening lets any other with SO_REUSEADDR bind and listen
+    /// on the same address and port (any local user's), unless it has SO_REUSEADDR off itself.
     pub fn stop_listening(&self) -> io::Result<()> {
+        self.socket.set_reuse_address(false)?;
         self.socket.shutdown(std::net::Shutdown::Read)
     }
 
     /// Listens again on a socket shut for reading (the control socket's `up` after `down`): the
-    /// same socket, address and port.
+    /// same socket, address and port (SO_REUSEADDR back on first: Linux checks the port again at
+    /// listen(2), and without it finds the socket in its own way).
     pub fn relisten(&self, backlog: i32) -> io::Result<()> {
+        self.socket.set_reuse_address(true)?;
         self.socket.listen(backlog)
     }
 
