@@ -339,12 +339,7 @@ fn faults_changed_under_load_split_the_connections_at_the_number_the_reply_gives
 
 /// The parent's resident memory, in KiB.
 fn rss_kib(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
+    crate::util::procfs::status_kib(server.pid().as_raw(), "VmRSS").unwrap()
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, symlink};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -62,6 +63,23 @@ fn ready(running: &mut Running) -> String {
     }
 }
 
+/// `--port-file PORT --tls --tls-ca-out CA`.
+fn port_and_ca<'a>(port: &'a Path, ca: &'a Path) -> [&'a str; 5] {
+    let (port, ca) = (port.to_str().unwrap(), ca.to_str().unwrap());
+    ["--port-file", port, "--tls", "--tls-ca-out", ca]
+}
+
+/// The port file holds the port the readiness line `line` names, and the CA file a certificate.
+fn assert_written(line: &str, port: &Path, ca: &Path) {
+    let written = std::fs::read_to_string(port).unwrap();
+    assert!(
+        line.contains(&format!(":{}", written.trim())),
+        "{line} {written}"
+    );
+    let pem = std::fs::read_to_string(ca).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE"), "{pem}");
+}
+
 fn stop(mut running: Running) {
     kill(Pid::from_raw(running.0.id() as i32), Signal::SIGTERM).unwrap();
     assert!(running.0.wait().unwrap().success());
@@ -77,13 +95,7 @@ fn links_planted_under_the_temporary_names_are_never_followed() {
     let final_victim = dir.path("final-victim");
     std::fs::write(&final_victim, "also precious\n").unwrap();
     symlink(&final_victim, &port).unwrap();
-    let args = [
-        "--port-file",
-        port.to_str().unwrap(),
-        "--tls",
-        "--tls-ca-out",
-        ca.to_str().unwrap(),
-    ];
+    let args = port_and_ca(&port, &ca);
     let planted = |pid: u32| [format!(".port.{pid}.tmp"), format!("ca.pem.{pid}.tmp")];
     let mut names_planted = Vec::new();
     let mut child = start_after_planting(&args, |pid| {
@@ -100,17 +112,8 @@ fn links_planted_under_the_temporary_names_are_never_followed() {
         "also precious\n"
     );
     // The port file is a file of its own now, with the port the readiness line names.
-    let written = std::fs::read_to_string(&port).unwrap();
     assert!(!port.symlink_metadata().unwrap().is_symlink());
-    assert!(
-        line.contains(&format!(":{}", written.trim())),
-        "{line} {written}"
-    );
-    assert!(
-        std::fs::read_to_string(&ca)
-            .unwrap()
-            .starts_with("-----BEGIN CERTIFICATE")
-    );
+    assert_written(&line, &port, &ca);
     stop(child);
     // Nothing of forkecho's is left but the CA file (the port file went at the clean stop); the
     // planted links are as they were.
@@ -126,29 +129,14 @@ fn links_planted_under_the_temporary_names_are_never_followed() {
 fn fifos_planted_under_the_temporary_names_do_not_hold_up_the_start() {
     let dir = Scratch::new("planted-fifos");
     let (port, ca) = (dir.path("port"), dir.path("ca.pem"));
-    let args = [
-        "--port-file",
-        port.to_str().unwrap(),
-        "--tls",
-        "--tls-ca-out",
-        ca.to_str().unwrap(),
-    ];
+    let args = port_and_ca(&port, &ca);
     let mut child = start_after_planting(&args, |pid| {
         for name in [format!(".port.{pid}.tmp"), format!("ca.pem.{pid}.tmp")] {
             mkfifo(&dir.path(&name), Mode::from_bits_truncate(0o666)).unwrap();
         }
     });
     let line = ready(&mut child);
-    let written = std::fs::read_to_string(&port).unwrap();
-    assert!(
-        line.contains(&format!(":{}", written.trim())),
-        "{line} {written}"
-    );
-    assert!(
-        std::fs::read_to_string(&ca)
-            .unwrap()
-            .starts_with("-----BEGIN CERTIFICATE")
-    );
+    assert_written(&line, &port, &ca);
     stop(child);
     let fifos = std::fs::read_dir(&dir.0)
         .unwrap()

@@ -87,3 +87,12 @@ pub fn start_time(pid: i32) -> Option<u64> {
 pub fn process_state(pid: i32) -> Option<char> {
     stat(pid).map(|stat| stat.state)
 }
+
+/// A field of /proc/PID/status given in kB (`VmRSS`, `VmSize`, ...), in KiB.
+pub fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
+}
