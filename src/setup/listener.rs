@@ -233,18 +233,17 @@ impl Listener {
         &self.addr
     }
 
-    /// Stops listening but keeps the address and port (the control socket's `down`): a listening
-    /// TCP socket shut for reading refuses connections until `relisten`. It also holds the port
-    /// meanwhile: a socket no longer listening lets any other with SO_REUSEADDR bind and listen
-    /// on the same address and port (any local user's), unless it has SO_REUSEADDR off itself.
+    /// Stops listening but keeps the address and port (the control socket's `down`): shut for
+    /// reading, it refuses connections until `relisten`; SO_REUSEADDR off holds the port (no
+    /// other socket with SO_REUSEADDR, any user's, may bind it while this one does not listen).
     pub fn stop_listening(&self) -> io::Result<()> {
         self.socket.set_reuse_address(false)?;
         self.socket.shutdown(std::net::Shutdown::Read)
     }
 
-    /// Listens again on a socket shut for reading (the control socket's `up` after `down`): the
-    /// same socket, address and port (SO_REUSEADDR back on first: Linux checks the port again at
-    /// listen(2), and without it finds the socket in its own way).
+    /// Listens again on a socket shut for reading (`up` after `down`): the same socket, address
+    /// and port; SO_REUSEADDR first (listen(2) checks the port again, and the socket's own bind
+    /// conflicts without it).
     pub fn relisten(&self, backlog: i32) -> io::Result<()> {
         self.socket.set_reuse_address(true)?;
         self.socket.listen(backlog)
