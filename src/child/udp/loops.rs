@@ -193,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn the_man_page_states_the_budget_defined_here() {
+    fn the_man_page_and_readme_state_the_budget_defined_here() {
         let reference = include_str!("../../cli/reference.txt");
         let said = format!(
             "Each source may send {BURST} of those, then {RATE} a second; past that they are \
@@ -201,6 +201,8 @@ mod tests {
         );
         assert!(reference.contains(&said), "reference.txt must say: {said}");
         assert!(reference.contains(&format!("gets {BURST} and then {RATE} a second")));
+        let readme = include_str!("../../../README.md");
+        assert!(readme.contains(&format!("gets {BURST} such answers, then {RATE} a second")));
     }
 
     #[test]
