@@ -9,7 +9,7 @@
 //! OUT_DIR's name carries a hash (cargo-deb's issue #67).
 
 // The script uses the generators only: the parsers and the rest of the options go unused here.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 #[path = "src/cli/mod.rs"]
 mod cli;

@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use serde_json::{Map, Value, json};
 
 use crate::cli::CtlOptions;
-use crate::logln;
+use crate::log::logln;
 
 /// The exit status for usage errors and an unreachable server.
 const USAGE: u8 = 2;
@@ -98,7 +98,7 @@ fn faults(args: &[String]) -> Result<Value, String> {
         return Err(usage.into());
     }
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let flags = crate::settings::fault_flags(&words).map_err(|why| format!("{why}: {usage}"))?;
+    let flags = crate::cli::fault_flags(&words).map_err(|why| format!("{why}: {usage}"))?;
     let set: Map<String, Value> = flags
         .into_iter()
         .map(|(name, value)| (name.to_string(), value.into()))

@@ -36,12 +36,13 @@ pub fn fd() -> std::os::fd::RawFd {
 }
 
 /// Formats one log line (`forkecho: ` + message + newline) and writes it to stderr in one write.
-#[macro_export]
+/// Used as `crate::log::logln!`.
 macro_rules! logln {
     ($($arg:tt)*) => {
         $crate::log::emit(format_args!($($arg)*))
     };
 }
+pub(crate) use logln;
 
 /// Chooses how lines are written, from what stderr is. Call at startup, before anything is
 /// logged, and again whenever fd 2 is replaced.
@@ -172,7 +173,7 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_default();
-        crate::logln!("panic pid={}{place}: {message}", std::process::id());
+        logln!("panic pid={}{place}: {message}", std::process::id());
     }));
 }
 

@@ -48,6 +48,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use cli::Mode;
+use log::logln;
 
 fn main() -> ExitCode {
     // Before anything else, even parsing the options: a serving process must not die of a

@@ -95,7 +95,7 @@ pub fn prepare(
         return Ok(None);
     }
     if !filter::AVAILABLE {
-        crate::logln!(
+        crate::log::logln!(
             concat!(
                 "warning: no sandbox on {}: seccompiler builds filters for x86_64, aarch64 and ",
                 "riscv64 only"

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::log::Secs;
-use crate::logln;
+use crate::log::logln;
 use crate::nowait;
 use crate::parent::Parent;
 use crate::settings::Settings;
@@ -31,7 +31,8 @@ pub fn run(settings: &Settings) -> Result<()> {
     let identity = listening.identity.take();
     // What needs privilege is opened before the privileges go: the parent's OOM score file, then
     // stdout's own non-blocking description (held only until the readiness line is out).
-    let mut parent = Parent::new(listening, settings, started)?;
+    let (ours, template) = (&settings.parent, settings.child);
+    let mut parent = Parent::new(listening, ours, template, settings.sandbox, started)?;
     let stdout = nowait::Target::open(1, "stdout");
     // On fd 1 itself: a harness that counts descriptors at the readiness line counts none extra.
     let stdout = (stdout.0.in_place(), stdout.1);

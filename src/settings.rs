@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::child;
 use crate::child::udp;
 use crate::cli::Options;
-use crate::faults::{self, DatagramFaults, Faults, Limit, LimitKind, Trigger};
+use crate::faults;
 use crate::groups::Grouping;
 use crate::parent;
 use crate::parent::admission;
@@ -38,7 +38,7 @@ impl Settings {
             .proxy_protocol
             .then(|| proxy_deadline(options.idle_timeout));
         // One seed for the connections' faults and the datagrams'.
-        let seed = options.seed.unwrap_or_else(faults::random_seed);
+        let seed = options.faults.seed.unwrap_or_else(faults::random_seed);
         let grouping = Grouping {
             v4: options.ipv4_prefix,
             v6: options.ipv6_prefix,
@@ -86,11 +86,14 @@ impl Settings {
                     quiet: options.quiet,
                     rate_per_ip: options.rate_per_ip,
                     grouping,
-                    faults: datagram_faults(options, seed).map(|f| &*Box::leak(Box::new(f))),
+                    faults: (options.faults)
+                        .datagram_faults(seed)
+                        .map(|f| &*Box::leak(Box::new(f))),
                 }),
                 proxy_deadline,
                 grace: options.grace,
                 quiet: options.quiet,
+                backlog: options.backlog,
             },
             child: child::Settings {
                 buffer_size: options.buffer_size,
@@ -98,12 +101,14 @@ impl Settings {
                 splice: !options.no_splice,
                 max_duration: options.max_duration,
                 idle_timeout: options.idle_timeout,
-                faults: faults_of(options, seed).map(|faults| &*Box::leak(Box::new(faults))),
+                faults: (options.faults)
+                    .faults(seed)
+                    .map(|faults| &*Box::leak(Box::new(faults))),
                 grace: options.grace,
                 // Made by `setup::tls::prepare`, which can fail: `server` and `inetd` set it.
                 tls: None,
                 control: options.control.is_some(),
-                inband: options.inband,
+                inband: options.faults.inband,
             },
             sandbox: !options.no_sandbox,
         }
@@ -116,72 +121,6 @@ fn proxy_deadline(idle_timeout: Duration) -> Duration {
         true => PROXY_WAIT,
         false => idle_timeout.min(PROXY_WAIT),
     }
-}
-
-/// The options a connection's faults are made of, by name without the dashes: what the control
-/// socket's `faults` and an in-band `FORKECHO` line may set (the UDP ones are the UDP worker's).
-pub const FAULT_OPTIONS: [&str; 12] = [
-    "delay",
-    "rate",
-    "chunk",
-    "close-after",
-    "reset-after",
-    "stall-after",
-    "close-on",
-    "reset-on",
-    "slow-close",
-    "fault-on",
-    "fault-rate",
-    "seed",
-];
-
-/// Fault options written as on the command line (`--delay 50 --chunk=1`), as (name, value)
-/// pairs for `faults_from_flags`: how `forkecho ctl faults` and an in-band line read theirs.
-pub fn fault_flags<'a>(words: &[&'a str]) -> Result<Vec<(&'a str, String)>, String> {
-    let mut flags = Vec::new();
-    let mut words = words.iter();
-    while let Some(word) = words.next() {
-        let Some(name) = word.strip_prefix("--") else {
-            return Err(format!("'{word}': expected --FAULT VALUE"));
-        };
-        let (name, value) = match name.split_once('=') {
-            Some((name, value)) => (name, value),
-            None => (
-                name,
-                *words
-                    .next()
-                    .ok_or_else(|| format!("--{name} needs a value"))?,
-            ),
-        };
-        flags.push((name, value.to_string()));
-    }
-    Ok(flags)
-}
-
-/// The faults `flags` (name without dashes, value) ask for, read by the command line's own
-/// parser, so names, syntax and checks are the same; None if they ask for none. An error says
-/// what is wrong, quoting the value.
-pub fn faults_from_flags(flags: &[(&str, String)]) -> Result<Option<Faults>, String> {
-    let mut args = vec!["forkecho".to_string()];
-    for (name, value) in flags {
-        if !FAULT_OPTIONS.contains(name) {
-            return Err(format!(
-                "\"{name}\" is no fault: one of {}",
-                FAULT_OPTIONS.join(", ")
-            ));
-        }
-        args.push(format!("--{name}"));
-        args.push(value.clone());
-    }
-    let options = <Options as clap::Parser>::try_parse_from(&args).map_err(|err| {
-        let text = err.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        first.trim_start_matches("error: ").to_string()
-    })?;
-    Ok(faults_of(
-        &options,
-        options.seed.unwrap_or_else(faults::random_seed),
-    ))
 }
 
 /// What `--tls` and its options ask for; None without TLS.
@@ -200,67 +139,10 @@ fn tls_of(options: &Options) -> Option<setup::tls::Settings> {
     })
 }
 
-/// The datagram faults asked for, with the run's seed; None without any.
-fn datagram_faults(options: &Options, seed: u64) -> Option<DatagramFaults> {
-    let any = [
-        options.loss,
-        options.duplicate,
-        options.reorder,
-        options.corrupt,
-    ]
-    .iter()
-    .any(Option::is_some)
-        || options.delay.is_some();
-    any.then(|| DatagramFaults {
-        loss: options.loss.unwrap_or(0.0),
-        duplicate: options.duplicate.unwrap_or(0.0),
-        reorder: options.reorder.unwrap_or(0.0),
-        corrupt: options.corrupt.unwrap_or(0.0),
-        delay: options.delay,
-        seed,
-    })
-}
-
-/// The connections' faults asked for, with the run's seed (`--seed`, or a random one); None
-/// without any.
-fn faults_of(options: &Options, seed: u64) -> Option<Faults> {
-    let pattern = |pattern: &Option<crate::cli::Pattern>| {
-        // A leaked boxed slice: `parent::fault_set` frees the ones the control socket made.
-        let bytes: Option<&'static [u8]> =
-            pattern.clone().map(|p| &*Box::leak(p.0.into_boxed_slice()));
-        bytes.map(Trigger::Pattern)
-    };
-    let limits = [
-        (LimitKind::Close, options.close_after),
-        (LimitKind::Reset, options.reset_after),
-        (LimitKind::Stall, options.stall_after),
-        (LimitKind::Close, pattern(&options.close_on)),
-        (LimitKind::Reset, pattern(&options.reset_on)),
-    ];
-    let limit = limits
-        .into_iter()
-        .find_map(|(kind, at)| Some(Limit { kind, at: at? }));
-    let any = options.delay.is_some()
-        || options.rate.is_some()
-        || options.chunk.is_some()
-        || limit.is_some()
-        || options.slow_close.is_some();
-    any.then(|| Faults {
-        delay: options.delay,
-        rate: options.rate,
-        chunk: options.chunk,
-        limit,
-        slow_close: options.slow_close,
-        on: options.fault_on.unwrap_or_default(),
-        fault_rate: options.fault_rate.unwrap_or(1.0),
-        seed,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::{CHUNK_GAP, Chunk, Delay};
+    use crate::faults::{CHUNK_GAP, Chunk, Delay, Faults, Limit, LimitKind, Trigger};
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Options {
@@ -269,43 +151,6 @@ mod tests {
 
     fn faults_from(args: &[&str]) -> Option<Faults> {
         Settings::from_options(&parse(args)).child.faults.copied()
-    }
-
-    #[test]
-    fn the_fault_options_are_the_command_line_s_connection_faults() {
-        use clap::CommandFactory;
-        let command = Options::command();
-        let mut listed: Vec<&str> = command
-            .get_arguments()
-            .filter(|arg| arg.get_help_heading() == Some(crate::cli::FAULTS))
-            .filter_map(|arg| arg.get_long())
-            // The datagrams' faults, and --inband, which is no fault but a way to ask for them.
-            .filter(|long| !["loss", "duplicate", "reorder", "corrupt", "inband"].contains(long))
-            .collect();
-        listed.sort_unstable();
-        let mut ours = FAULT_OPTIONS.to_vec();
-        ours.sort_unstable();
-        assert_eq!(ours, listed);
-    }
-
-    #[test]
-    fn fault_flags_read_both_spellings_and_say_what_is_wrong() {
-        let flags = fault_flags(&["--delay", "50", "--chunk=1"]).unwrap();
-        assert_eq!(
-            flags,
-            [("delay", "50".to_string()), ("chunk", "1".to_string())]
-        );
-        assert!(
-            fault_flags(&["delay"])
-                .unwrap_err()
-                .contains("expected --FAULT")
-        );
-        assert!(
-            fault_flags(&["--delay"])
-                .unwrap_err()
-                .contains("needs a value")
-        );
-        assert_eq!(faults_from_flags(&[]).unwrap(), None);
     }
 
     #[test]

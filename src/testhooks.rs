@@ -53,7 +53,7 @@ mod armed {
                 Some(&(_, hook)) => {
                     ARMED.fetch_or(bit(hook), Ordering::Relaxed);
                 }
-                None => crate::logln!("warning: FORKECHO_DEBUG: unknown hook '{name}'"),
+                None => crate::log::logln!("warning: FORKECHO_DEBUG: unknown hook '{name}'"),
             }
         }
     }

@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
+use super::context::Context;
 use super::echo::stall::Conn;
 use super::echo::{self, End};
-use super::{Context, inband, stop, tls};
+use super::{inband, stop, tls};
 use crate::faults::Acted;
 use crate::log::Secs;
-use crate::logln;
+use crate::log::logln;
 use crate::sandbox::Confine;
 use crate::testhooks::{self, Hook};
 use crate::tls::Tls;

@@ -92,7 +92,7 @@ pub fn take(socket: &TcpStream) -> io::Result<Asked> {
 /// The faults a line's flags ask for: `--name value` or `--name=value` pairs.
 fn parse(text: &str) -> Result<Option<Faults>, String> {
     let words: Vec<&str> = text.split_ascii_whitespace().collect();
-    crate::settings::faults_from_flags(&crate::settings::fault_flags(&words)?)
+    crate::cli::faults_from_flags(&crate::cli::fault_flags(&words)?)
 }
 
 /// Answers a malformed line with one error line.

@@ -32,6 +32,7 @@
 //! and is confined the same way, then does its own `Job` instead.
 
 pub mod connection;
+mod context;
 pub mod echo;
 mod inband;
 pub mod scrape;
@@ -40,20 +41,18 @@ pub mod tls;
 pub mod udp;
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 use socket2::Socket;
 
 use connection::Stream;
+pub use context::{Context, Settings};
 
-use crate::faults::Faults;
-use crate::logln;
+use crate::log::logln;
 use crate::peer::{Peer, PeerVia, Via};
 use crate::sandbox::Confine;
-use crate::shared::{Marks, Shared, Tally, UdpCounts};
+use crate::shared::{Shared, UdpCounts};
 use crate::testhooks::{self, Hook};
 
 /// The most control connections (`--control`) the parent keeps open at once, each of which a
@@ -63,53 +62,6 @@ pub const CONTROL_FDS: usize = 4;
 /// The exit status of a child that panicked (Rust's own status for a panicking `main`).
 #[cfg(panic = "unwind")]
 pub const PANICKED: i32 = 101;
-
-/// How every connection is served, fixed at startup from the options (`crate::settings`).
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// `--buffer-size`: the most bytes one transfer moves.
-    pub buffer_size: usize,
-    /// `--quiet`: no close line.
-    pub quiet: bool,
-    /// Echo with splice(2) (falling back to read/write where it is refused), or read/write only.
-    pub splice: bool,
-    /// `--max-duration`: a connection's whole life at most (zero: no limit).
-    pub max_duration: Duration,
-    /// `--idle-timeout`: how long a client may send nothing, or take none of its echo (zero:
-    /// no limit). Reads are timed by the socket (SO_RCVTIMEO); stalled writes by the echo.
-    pub idle_timeout: Duration,
-    /// `--delay`, `--chunk` and the other faults, if any are asked for.
-    pub faults: Option<&'static Faults>,
-    /// `--grace`: once the server is stopping, how long the parent waits before it kills the
-    /// children; a child closes its connection within it (`connection::close`).
-    pub grace: Duration,
-    /// `--tls`: the configuration each connection's handshake uses (`tls`).
-    pub tls: Option<&'static crate::tls::Tls>,
-    /// `--control`: SIGUSR2 resets the connection (the control socket's `reset`).
-    pub control: bool,
-    /// `--inband`: a connection may begin with a `FORKECHO` line asking for faults (`inband`).
-    pub inband: bool,
-}
-
-/// One connection's context: everything its child needs, handed over by value at fork.
-#[derive(Debug, Clone, Copy)]
-pub struct Context {
-    pub settings: Settings,
-    /// The connection's number (the count of connections accepted, 1 for the first), for its
-    /// close mark and for `faults`.
-    pub serial: u32,
-    /// The client's address (the PROXY header's, if one came), for `--fault-on from:`; None for
-    /// a Unix client.
-    pub peer: Option<std::net::IpAddr>,
-    /// The server-wide bytes-echoed counter, in memory shared with the parent.
-    pub total: &'static AtomicU64,
-    /// With `--max-per-ip`: where to mark the connection closed, just before closing it.
-    pub marks: Option<Marks>,
-    /// How the child confines itself before its first read (None with `--no-sandbox`).
-    pub confine: Option<Confine>,
-    /// With `--metrics`: where the child counts its connection when it closes.
-    pub tally: Option<&'static Tally>,
-}
 
 /// What a child is forked for.
 pub enum Job {

@@ -23,7 +23,7 @@ use nix::poll::PollFlags;
 use rustls::ServerConnection;
 use socket2::SockRef;
 
-use super::echo::End;
+use super::echo::outcome::End;
 use super::echo::shaped::Shapeable;
 use super::echo::stall::Conn;
 use super::stop;

@@ -1,7 +1,10 @@
 //! Parsing the command line: defaults, short and long flags, modes, and the values refused.
 
+use std::time::Duration;
+
 use super::*;
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
+use clap_complete::Shell;
 
 fn parse(args: &[&str]) -> Result<Options, clap::Error> {
     Options::try_parse_from(std::iter::once("forkecho").chain(args.iter().copied()))

@@ -76,7 +76,7 @@ pub fn init() {
     FD.store(target.fd, Ordering::Release);
     HOW.store(target.how as u8, Ordering::Release);
     if let Some(why) = warning {
-        crate::logln!("warning: log lines may wait for whoever reads stderr: {why}");
+        crate::log::logln!("warning: log lines may wait for whoever reads stderr: {why}");
     }
 }
 

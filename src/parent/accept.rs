@@ -13,7 +13,7 @@ use socket2::Socket;
 
 use super::{BACKOFF, Parent, signals};
 use crate::log::Suppressed;
-use crate::logln;
+use crate::log::logln;
 use crate::peer::{Peer, Via};
 
 /// Connections accepted per wake-up before the loop looks at signals and exits again.

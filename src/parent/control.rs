@@ -37,8 +37,8 @@ use super::fault_set::FaultSet;
 use super::{Parent, signals};
 use crate::cli::values::parse_network;
 use crate::faults::Faults;
+use crate::log::logln;
 use crate::log::{Quoted, Word};
-use crate::logln;
 use crate::network::in_network;
 use crate::peer::{Cred, Peer};
 use crate::setup::unix::{self, SocketFile};
@@ -444,7 +444,7 @@ fn parse_faults(set: &Map<String, Value>) -> Result<Faults, String> {
         };
         flags.push((key.as_str(), value));
     }
-    match crate::settings::faults_from_flags(&flags)? {
+    match crate::cli::faults_from_flags(&flags)? {
         Some(faults) => Ok(faults),
         None => Err("no fault in \"set\" (\"clear\": true removes them)".to_string()),
     }

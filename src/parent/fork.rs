@@ -23,7 +23,7 @@ use super::{BACKOFF, Parent, oom, signals};
 use crate::child::scrape::Figures;
 use crate::child::{self, Inherited, Job};
 use crate::log::Suppressed;
-use crate::logln;
+use crate::log::logln;
 use crate::peer::{Peer, PeerVia, Via};
 
 impl Parent {

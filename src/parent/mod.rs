@@ -44,8 +44,8 @@ use nix::unistd::Pid;
 use crate::child;
 use crate::deadline;
 use crate::faults::Faults;
+use crate::log::logln;
 use crate::log::{RateLimit, Suppressed};
-use crate::logln;
 use crate::memory::ParentOnly;
 use crate::sandbox::{Confine, Sandbox};
 use crate::setup::harness::Harness;
@@ -94,6 +94,8 @@ pub struct Settings {
     pub quiet: bool,
     /// With `--udp` or `--udp-only`: how the UDP worker serves.
     pub udp: Option<crate::child::udp::Settings>,
+    /// `--backlog`, for listening again after the control socket's `down`.
+    pub backlog: i32,
 }
 
 pub struct Parent {
@@ -178,7 +180,9 @@ impl Parent {
     /// the signal handlers and their self-pipe, the reaper's ring, the tables.
     pub fn new(
         listening: crate::setup::Listening,
-        settings: &crate::settings::Settings,
+        ours: &Settings,
+        template: crate::child::Settings,
+        sandbox: bool,
         started: Instant,
     ) -> Result<Parent> {
         let crate::setup::Listening {
@@ -190,7 +194,6 @@ impl Parent {
             from_systemd,
             ..
         } = listening;
-        let ours = &settings.parent;
         let shared = shared::map()?;
         let control = control.map(|(socket, file)| control::Control::new(socket, file));
         let socket_dirs: Vec<RawFd> = listeners
@@ -199,7 +202,7 @@ impl Parent {
             .chain(control.as_ref().and_then(control::Control::dir_fd))
             .collect();
         let sandbox = crate::sandbox::prepare(
-            settings.sandbox,
+            sandbox,
             harness.directory(),
             &socket_dirs,
             control.is_some(),
@@ -225,7 +228,7 @@ impl Parent {
             stopping: false,
             udp: udp::Supervision::new(),
             gate: control::Gate::Up,
-            faults_from: settings.child.faults.map_or(0, |_| 1),
+            faults_from: template.faults.map_or(0, |_| 1),
             fault_set: None,
         })
         .context("unable to map the parent's bookkeeping")?;
@@ -253,7 +256,7 @@ impl Parent {
             listeners,
             wakeup,
             child: child::Context {
-                settings: settings.child,
+                settings: template,
                 serial: 0,
                 peer: None,
                 total: &shared.bytes,
@@ -265,7 +268,7 @@ impl Parent {
             metrics,
             control,
             from_systemd,
-            backlog: settings.setup.listener.backlog,
+            backlog: ours.backlog,
             shared,
             oom: oom::OomScore::open().unwrap_or_else(|why| {
                 logln!("warning: children are not made the OOM killer's first choice: {why}");

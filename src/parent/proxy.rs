@@ -32,8 +32,8 @@ use socket2::Socket;
 
 use super::pollset::PollSet;
 use super::stats::Counts;
+use crate::log::logln;
 use crate::log::{Quoted, RateLimit, Secs, Suppressed};
-use crate::logln;
 use crate::memory;
 use crate::peer::{Peer, Via};
 use header::{Parsed, Source, V2_MAX, parse};

@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use super::children::Role;
 use super::{Parent, signals};
 use crate::log::Secs;
-use crate::logln;
+use crate::log::logln;
 use crate::memory;
 
 /// How many exits can wait for the main loop. A burst beyond this waits as zombies for a moment.

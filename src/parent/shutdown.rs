@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use super::{Parent, Stop, signals};
 use crate::deadline;
 use crate::log::Secs;
-use crate::logln;
+use crate::log::logln;
 
 /// How long to wait for SIGKILLed children to be reaped before giving up on them.
 const KILL_WAIT: Duration = Duration::from_secs(5);

@@ -20,7 +20,7 @@ use super::Parent;
 use super::children::Role;
 use crate::child::Job;
 use crate::child::udp::{Bound, Settings};
-use crate::logln;
+use crate::log::logln;
 use crate::peer::Peer;
 use crate::setup::udp::UdpSocket;
 

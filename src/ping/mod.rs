@@ -43,7 +43,7 @@ pub fn run(options: &PingOptions) -> u8 {
     let addrs = match resolve(&options.target) {
         Ok(addrs) => addrs,
         Err(message) => {
-            crate::logln!("ping: {message}");
+            crate::log::logln!("ping: {message}");
             return USAGE;
         }
     };
@@ -51,7 +51,7 @@ pub fn run(options: &PingOptions) -> u8 {
         true => match Client::new(options, host_of(&options.target)) {
             Ok(client) => Some(client),
             Err(message) => {
-                crate::logln!("ping: {message}");
+                crate::log::logln!("ping: {message}");
                 return USAGE;
             }
         },

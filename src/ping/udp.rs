@@ -63,13 +63,13 @@ pub fn read(data: &[u8], size: usize, sent: u64) -> Answer {
 /// Runs the probes against `addrs` (the first of them) and returns the exit status.
 pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> u8 {
     let Some(Addr::Ip(to)) = addrs.first().cloned() else {
-        crate::logln!("ping: --udp needs HOST:PORT, not a Unix socket");
+        crate::log::logln!("ping: --udp needs HOST:PORT, not a Unix socket");
         return super::USAGE;
     };
     let socket = match open(to) {
         Ok(socket) => socket,
         Err(err) => {
-            crate::logln!("ping: unable to open a UDP socket for {to}: {err}");
+            crate::log::logln!("ping: unable to open a UDP socket for {to}: {err}");
             return super::USAGE;
         }
     };
@@ -122,7 +122,7 @@ pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> 
             // An ICMP port unreachable for an earlier probe: nobody there (yet).
             Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => continue,
             Err(err) => {
-                crate::logln!("ping: receive failed: {err}");
+                crate::log::logln!("ping: receive failed: {err}");
                 break;
             }
         };

@@ -23,7 +23,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Pid, UnlinkatFlags, getppid, unlinkat};
 
 use super::exclusive;
-use crate::logln;
+use crate::log::logln;
 use crate::nowait;
 
 /// The harness options, from `crate::settings`.

@@ -148,7 +148,7 @@ impl Listener {
                 }
                 Err(err) if matches!(bind, Bind::Name(_)) && no_family(&err) => {
                     let ip = addr.ip();
-                    crate::logln!("warning: --bind {bind}: skipping {ip}: {err:#}");
+                    crate::log::logln!("warning: --bind {bind}: skipping {ip}: {err:#}");
                 }
                 Err(err) => return Err(err),
             }

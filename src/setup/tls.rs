@@ -175,7 +175,7 @@ pub fn prepare(settings: &Settings, binds: &[Bind], say: bool) -> Result<&'stati
         .fault
         .map_or(String::new(), |f| format!(" fault={}", f.name()));
     if say {
-        crate::logln!("tls {what}{fault}");
+        crate::log::logln!("tls {what}{fault}");
     }
     Ok(Box::leak(Box::new(Tls {
         config: Arc::new(config),

@@ -218,7 +218,7 @@ fn clear_stale(path: &Path, name: &Name) -> Result<()> {
         Err(err) if err.raw_os_error() == Some(Errno::ECONNREFUSED as i32) => {
             std::fs::remove_file(path)
                 .with_context(|| format!("unable to replace the stale socket {name}"))?;
-            crate::logln!("replaced the stale socket {name}");
+            crate::log::logln!("replaced the stale socket {name}");
             Ok(())
         }
         Err(err) => Err(err).with_context(|| {

@@ -9,8 +9,8 @@
 
 use std::io::ErrorKind;
 
+use super::outcome::{End, Outcome, Session};
 use super::stall::{self, Conn, Pending};
-use super::{End, Outcome, Session};
 
 /// Echoes `stream` to itself through `buf` until the peer closes, the connection fails, or the
 /// session ends it.

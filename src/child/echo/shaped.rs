@@ -24,10 +24,10 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{MsgFlags, recv};
 
+use super::super::context::Context;
 use super::super::stop;
+use super::outcome::{End, Outcome, Session};
 use super::stall::{Conn, Stall};
-use super::{End, Outcome, Session};
-use crate::child::Context;
 use crate::faults::{Acted, Faults, Limit, LimitKind, Rng, Trigger};
 
 /// A connection the shaped echo can serve: a plain socket, or a TLS session over one

@@ -15,8 +15,8 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, recv};
 
 use super::super::stop;
+use super::outcome::{End, Outcome, Session};
 use super::stall::{self, Pending};
-use super::{End, Outcome, Session};
 
 /// The result of trying splice: an ended session, or "use read/write instead".
 #[derive(Debug)]

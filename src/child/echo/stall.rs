@@ -18,7 +18,7 @@ use nix::poll::PollFlags;
 use nix::sys::socket::{MsgFlags, send};
 
 use super::super::stop;
-use super::Session;
+use super::outcome::Session;
 
 /// A stream the echo writes to. The defaults, for pipes and scripted tests, write blocking,
 /// never wait and cannot splice.

@@ -26,6 +26,7 @@
 //! The worker writes the shared `UdpCounts`; the parent reads them for its `stats` line. Per
 //! source it logs one summary line once the source is quiet (`sources`), never one per datagram.
 
+mod answer;
 mod datagram;
 mod loops;
 mod shaper;
@@ -34,7 +35,7 @@ mod sources;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -48,10 +49,11 @@ use super::stop;
 use crate::cli::Rate;
 use crate::faults::DatagramFaults;
 use crate::groups::Grouping;
-use crate::logln;
+use crate::log::logln;
 use crate::peer::Peer;
 use crate::rate::RateTable;
 use crate::shared::UdpCounts;
+use answer::{Target, add};
 pub use datagram::want_packet_info;
 use datagram::{Local, Received};
 use loops::LoopGuard;
@@ -296,39 +298,12 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Where an answer goes: the socket, the client (as the socket names it), and the local
-/// address to answer from (wildcard sockets).
-#[derive(Debug, Clone, Copy)]
-pub struct Target {
-    pub fd: RawFd,
-    pub to: SocketAddr,
-    pub local: Option<Local>,
-}
-
 /// An error that concerns an earlier answer (ICMP port unreachable) or a signal: go on.
 fn passing(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error().map(Errno::from_raw),
         Some(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::EINTR)
     )
-}
-
-/// Sends one answer, counting it.
-fn answer(target: &Target, data: &[u8], counts: &UdpCounts) {
-    match datagram::send(target.fd, data, target.to, target.local.as_ref()) {
-        Ok(()) => {
-            add(&counts.echoed, 1);
-            add(&counts.bytes, data.len() as u64);
-        }
-        Err(_) => add(&counts.send_failed, 1),
-    }
-}
-
-/// Adds to one of the shared counts. The worker is their only writer (a restarted worker starts
-/// after the last one was reaped), so a plain load and store do, without a locked
-/// read-modify-write per datagram; the parent only reads them.
-fn add(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// An IPv4 client of a dual-stack socket, as the IPv4 address it is.

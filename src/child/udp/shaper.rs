@@ -17,10 +17,10 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Target, add, answer};
+use super::answer::{Target, add, answer};
 use crate::faults::{DatagramFaults, Fate};
+use crate::log::logln;
 use crate::log::{RateLimit, Suppressed};
-use crate::logln;
 use crate::peer::Peer;
 use crate::shared::UdpCounts;
 

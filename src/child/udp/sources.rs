@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::logln;
+use crate::log::logln;
 use crate::peer::Peer;
 
 /// Sources tracked at once.
