@@ -17,6 +17,7 @@
 //! `peer` (and `network`, what addresses are in which networks), `log` (and `nowait`, how it
 //! writes without waiting).
 
+mod address;
 mod child;
 mod cli;
 mod ctl;

@@ -22,7 +22,7 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStor
 use rustls_pki_types::pem::PemObject;
 use socket2::Socket;
 
-use super::probe::Failure;
+use super::failure::Failure;
 use crate::cli::PingOptions;
 use crate::deadline;
 use crate::tls::{NoWait, SEND_NOW};

@@ -14,6 +14,7 @@
 //! status is 0 when every probe came back intact, 1 when some did not, and 2 for usage and
 //! name-resolution errors, so scripts can use it as a health check.
 
+mod failure;
 mod link;
 mod probe;
 mod report;
@@ -26,13 +27,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
+use crate::address::Addr;
+use crate::address::Name;
 use crate::cli::PingOptions;
 use crate::cli::values::parse_unix;
 use crate::deadline;
-use crate::setup::listener::Addr;
-use crate::setup::unix::Name;
+use failure::Failure;
 use link::{Client, Link};
-use probe::Failure;
 use report::Report;
 
 /// The exit status for usage and name-resolution errors.

@@ -5,7 +5,6 @@
 //! buffers cannot deadlock against its own echo. Every wait is a poll, which a signal always
 //! interrupts (whatever SA_RESTART says), so Ctrl-C ends a probe at once.
 
-use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -14,67 +13,10 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::failure::Failure;
 use super::link::Link;
+use crate::address::Addr;
 use crate::deadline;
-use crate::setup::listener::Addr;
-
-/// Why a probe got no intact echo.
-#[derive(Debug)]
-pub enum Failure {
-    /// Not all of the echo came back before the deadline (lost).
-    Timeout { received: usize },
-    /// The connection could not be made, or failed (lost).
-    Error(io::Error),
-    /// A byte came back different (corrupt).
-    Corrupt { at: usize, got: u8, want: u8 },
-    /// The server closed before the whole echo came back (corrupt).
-    Truncated { received: usize },
-    /// The whole echo came back, and then more bytes than were sent (corrupt: a server that
-    /// duplicates or adds data).
-    Surplus { bytes: usize },
-    /// Ctrl-C: the probe is abandoned and not counted.
-    Interrupted,
-}
-
-impl Failure {
-    /// Whether the echo came back wrong (as opposed to not at all).
-    pub fn is_corrupt(&self) -> bool {
-        matches!(
-            self,
-            Failure::Corrupt { .. } | Failure::Truncated { .. } | Failure::Surplus { .. }
-        )
-    }
-
-    /// Whether the connection turned out closed (FIN or reset) before any of the echo came
-    /// back: what a connection the server closed while idle looks like.
-    pub fn is_closed_before_echo(&self) -> bool {
-        match self {
-            Failure::Truncated { received } => *received == 0,
-            Failure::Error(err) => matches!(
-                err.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-            ),
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Timeout { received } => write!(f, "timeout ({received} bytes back)"),
-            Failure::Error(err) => write!(f, "error: {err}"),
-            Failure::Corrupt { at, got, want } => {
-                write!(f, "corrupt: byte {at} is {got:#04x}, sent {want:#04x}")
-            }
-            Failure::Truncated { received } => {
-                write!(f, "truncated: connection closed after {received} bytes")
-            }
-            Failure::Surplus { bytes } => write!(f, "surplus: {bytes} bytes"),
-            Failure::Interrupted => f.write_str("interrupted"),
-        }
-    }
-}
 
 /// The payload of probe `seq`: `size` bytes from a generator seeded with the sequence number,
 /// so that no two probes (and no probe and a stale echo of another) look alike.

@@ -4,8 +4,8 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use super::probe::Failure;
-use crate::setup::listener::Addr;
+use super::failure::Failure;
+use crate::address::Addr;
 
 /// Running min/avg/max/mdev of a series of times, in milliseconds (mdev as ping computes it:
 /// the standard deviation, sqrt(mean(x²) − mean(x)²)).

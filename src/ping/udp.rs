@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use super::probe::payload;
 use super::report::Report;
+use crate::address::Addr;
 use crate::cli::PingOptions;
-use crate::setup::listener::Addr;
 
 /// The sequence number and the checksum come first.
 pub const HEADER: usize = 16;

@@ -11,7 +11,6 @@
 //! accept(2). `--bind unix:…` adds Unix-socket listeners beside them (made in `unix`), served by
 //! the same loop; their clients are named by their credentials.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -22,6 +21,7 @@ use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::unix::{self, Making, SocketFile};
+use crate::address::{Addr, Name};
 use crate::cli::Bind;
 use crate::cli::values::reachable;
 use crate::peer::Peer;
@@ -31,32 +31,6 @@ pub struct Listener {
     addr: Addr,
     /// The socket file of a Unix listener this process bound: removed when the listener goes.
     file: Option<SocketFile>,
-}
-
-/// Where a listener listens, with the real port: as the readiness line shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Addr {
-    Ip(SocketAddr),
-    Unix(unix::Name),
-}
-
-impl fmt::Display for Addr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Addr::Ip(addr) => addr.fmt(f),
-            Addr::Unix(name) => name.fmt(f),
-        }
-    }
-}
-
-impl Addr {
-    /// The TCP port, for an IP listener.
-    pub fn port(&self) -> Option<u16> {
-        match self {
-            Addr::Ip(addr) => Some(addr.port()),
-            Addr::Unix(_) => None,
-        }
-    }
 }
 
 /// How the listeners are made.
@@ -94,7 +68,7 @@ impl Listener {
             mode: settings.unix_mode,
             owner,
         };
-        for name in unix.into_iter().filter_map(unix::Name::of_bind) {
+        for name in unix.into_iter().filter_map(Name::of_bind) {
             if listeners
                 .iter()
                 .any(|l: &Listener| l.addr == Addr::Unix(name.clone()))
@@ -196,7 +170,7 @@ impl Listener {
         let local = socket
             .local_addr()
             .context("unable to read the passed socket's address")?;
-        let addr = match (local.as_socket(), unix::Name::of(&local)) {
+        let addr = match (local.as_socket(), Name::of(&local)) {
             (Some(ip), _) => Addr::Ip(ip),
             (None, Some(name)) => Addr::Unix(name),
             (None, None) => anyhow::bail!("the passed socket has no address (an unnamed socket)"),

@@ -160,7 +160,7 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
         .transpose()?;
     let control = match &settings.control {
         Some(path) => {
-            let name = unix::Name::Path(path.clone());
+            let name = crate::address::Name::Path(path.clone());
             // The owner's alone: read and write for the user forkecho runs as (after --user).
             let making = unix::Making {
                 mode: Some(0o600),
@@ -224,8 +224,8 @@ fn bind_both(
         let addrs: Vec<std::net::SocketAddr> = listeners
             .iter()
             .filter_map(|l| match l.addr() {
-                listener::Addr::Ip(addr) => Some(*addr),
-                listener::Addr::Unix(_) => None,
+                crate::address::Addr::Ip(addr) => Some(*addr),
+                crate::address::Addr::Unix(_) => None,
             })
             .collect();
         anyhow::ensure!(

@@ -17,11 +17,10 @@
 //! who connected (`peer`), once per Unix connection; IP connections never pay for it.
 
 use std::ffi::CString;
-use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
@@ -31,54 +30,8 @@ use nix::sys::stat::{Mode, SFlag, lstat};
 use nix::unistd::{Gid, Pid, Uid, UnlinkatFlags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::cli::Bind;
+use crate::address::Name;
 use crate::peer::Cred;
-
-/// Where a Unix listener listens, as the readiness and log lines show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Name {
-    Path(PathBuf),
-    Abstract(Vec<u8>),
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Name::Path(path) => write!(f, "unix:{}", path.display()),
-            Name::Abstract(name) => write!(f, "unix:@{}", name.escape_ascii()),
-        }
-    }
-}
-
-impl Name {
-    /// The socket address to bind or connect to. A leading NUL byte makes a name abstract.
-    pub fn sockaddr(&self) -> io::Result<SockAddr> {
-        match self {
-            Name::Path(path) => SockAddr::unix(path),
-            Name::Abstract(bytes) => {
-                SockAddr::unix(std::ffi::OsStr::from_bytes(&[&[0u8][..], bytes].concat()))
-            }
-        }
-    }
-
-    /// The socket `--bind unix:…` names (None for an IP address or host name).
-    pub fn of_bind(bind: &Bind) -> Option<Name> {
-        match bind {
-            Bind::Unix(path) => Some(Name::Path(path.clone())),
-            Bind::Abstract(name) => Some(Name::Abstract(name.as_bytes().to_vec())),
-            _ => None,
-        }
-    }
-
-    /// The name a socket is bound to, or None if it is not a named Unix socket.
-    pub fn of(addr: &SockAddr) -> Option<Name> {
-        if let Some(path) = addr.as_pathname() {
-            return Some(Name::Path(path.to_path_buf()));
-        }
-        addr.as_abstract_namespace()
-            .map(|name| Name::Abstract(name.to_vec()))
-    }
-}
 
 /// Who a Unix listener's file is to belong to (`--user`, `--group`), and with which permission
 /// bits (`--unix-mode`).
