@@ -1,17 +1,18 @@
 //! `forkecho ctl PATH COMMAND [ARGS]`: the client of the control socket (`--control PATH`, served
 //! by `parent::control`).
 //!
-//! It turns a command line into the one JSON request line the server reads (`request`), sends
-//! it, and prints the reply line as it came. Exit status: 0 when the reply says `"ok": true`, 1
+//! It turns a command line into the one JSON request line the server reads (`request`, a
+//! `control_request::Request`), sends it, and prints the reply line as it came. Exit status: 0 when the reply says `"ok": true`, 1
 //! when the server refused, 2 for usage errors and a socket that cannot be reached or does not
 //! answer within `--timeout`: the same convention as `forkecho ping`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::cli::CtlOptions;
+use crate::control_request::Request;
 use crate::log::logln;
 
 /// The exit status for usage errors and an unreachable server.
@@ -63,7 +64,8 @@ pub fn run(options: &CtlOptions) -> u8 {
     }
 }
 
-/// The request line for `command` and its `args`.
+/// The request line for `command` and its `args`: a JSON object given as it is, or the typed
+/// request the command line names (`control_request`).
 pub fn request(command: &str, args: &[String]) -> Result<Value, String> {
     if command.starts_with('{') {
         if !args.is_empty() {
@@ -71,44 +73,13 @@ pub fn request(command: &str, args: &[String]) -> Result<Value, String> {
         }
         return serde_json::from_str(command).map_err(|err| format!("'{command}': {err}"));
     }
-    match command {
-        "status" | "down" | "up" | "blackhole" => match args {
-            [] => Ok(json!({ "cmd": command })),
-            _ => Err(format!("{command} takes no arguments")),
-        },
-        "close" | "reset" => match args {
-            [] => Ok(json!({ "cmd": command })),
-            [flag, net] if flag == "--from" => Ok(json!({ "cmd": command, "from": net })),
-            _ => Err(format!("{command} takes nothing, or --from ADDR[/LEN]")),
-        },
-        "faults" => faults(args),
-        other => Err(format!(
-            "unknown command '{other}': status, faults, down, up, blackhole, close, reset"
-        )),
-    }
-}
-
-/// `faults --clear`, or `faults --NAME VALUE ...` (also `--NAME=VALUE`).
-fn faults(args: &[String]) -> Result<Value, String> {
-    if args == ["--clear"] {
-        return Ok(json!({ "cmd": "faults", "clear": true }));
-    }
-    let usage = "faults takes fault options (--delay 100 --reset-after 500), or --clear";
-    if args.is_empty() {
-        return Err(usage.into());
-    }
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let flags = crate::cli::fault_flags(&words).map_err(|why| format!("{why}: {usage}"))?;
-    let set: Map<String, Value> = flags
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value.into()))
-        .collect();
-    Ok(json!({ "cmd": "faults", "set": set }))
+    Request::from_words(command, args).map(|request| request.to_json())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|a| a.to_string()).collect()

@@ -20,6 +20,7 @@
 mod address;
 mod child;
 mod cli;
+mod control_request;
 mod ctl;
 mod deadline;
 mod faults;

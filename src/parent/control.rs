@@ -36,6 +36,7 @@ use socket2::Socket;
 use super::fault_set::FaultSet;
 use super::{Parent, signals};
 use crate::cli::values::parse_network;
+use crate::control_request::{FaultChange, Request};
 use crate::faults::Faults;
 use crate::log::logln;
 use crate::log::{Quoted, Word};
@@ -180,25 +181,26 @@ impl Parent {
             Ok(_) => return refusal("a request is one JSON object"),
             Err(err) => return refusal(&format!("not JSON: {err}")),
         };
+        // The name as it came, for the log line, even when the request is refused.
         let Some(cmd) = request.get("cmd").and_then(Value::as_str) else {
-            return refusal("no \"cmd\": one of status, faults, down, up, blackhole, reset, close");
+            return refusal(&Request::from_json(&request).unwrap_err());
         };
         let from = format!("uid:{}", cred.uid);
-        let reply = match cmd {
-            "status" => Ok(self.status()),
-            "faults" => self.set_faults(&request),
-            "down" => self.gate(Gate::Down),
-            "up" => self.gate(Gate::Up),
-            "blackhole" => self.gate(Gate::Blackhole),
-            "close" => self.end_connections(&request, Signal::SIGTERM),
-            "reset" => self.end_connections(&request, Signal::SIGUSR2),
-            other => Err(format!(
-                "unknown cmd \"{other}\": one of status, faults, down, up, blackhole, reset, close"
-            )),
-        };
+        let parsed = Request::from_json(&request);
+        // Every command but `status` is logged.
+        let logged = !matches!(parsed, Ok(Request::Status));
+        let reply = parsed.and_then(|request| match request {
+            Request::Status => Ok(self.status()),
+            Request::Faults(change) => self.set_faults(change),
+            Request::Down => self.gate(Gate::Down),
+            Request::Up => self.gate(Gate::Up),
+            Request::Blackhole => self.gate(Gate::Blackhole),
+            Request::Close { from } => self.end_connections(from, Signal::SIGTERM),
+            Request::Reset { from } => self.end_connections(from, Signal::SIGUSR2),
+        });
         match reply {
             Ok(mut reply) => {
-                if cmd != "status" {
+                if logged {
                     logln!("control cmd={} from={from}{}", Word(cmd), Detail(&reply));
                 }
                 reply["ok"] = true.into();
@@ -241,12 +243,11 @@ impl Parent {
         into.insert("from_connection".into(), self.state.faults_from.into());
     }
 
-    /// `{"cmd":"faults","set":{...}}` or `{"cmd":"faults","clear":true}`.
-    fn set_faults(&mut self, request: &Value) -> Result<Value, String> {
-        let faults = match (request.get("set"), request.get("clear")) {
-            (Some(Value::Object(set)), None) => Some(parse_faults(set)?),
-            (None, Some(Value::Bool(true))) => None,
-            _ => return Err("faults takes \"set\": {...} or \"clear\": true".into()),
+    /// `faults`: a new set (read as the command line reads its fault options), or none.
+    fn set_faults(&mut self, change: FaultChange) -> Result<Value, String> {
+        let faults = match change {
+            FaultChange::Set(flags) => Some(parse_faults(&flags)?),
+            FaultChange::Clear => None,
         };
         // The new set becomes the fork template, and the one the last command made is freed:
         // children forked with it have their own copies (`fault_set`).
@@ -296,13 +297,10 @@ impl Parent {
 
     /// `close` and `reset`: `signal` to every child serving a connection (from the group
     /// `"from"` names, if it does).
-    fn end_connections(&mut self, request: &Value, signal: Signal) -> Result<Value, String> {
-        let net = match request.get("from") {
+    fn end_connections(&mut self, from: Option<String>, signal: Signal) -> Result<Value, String> {
+        let net = match from {
             None => None,
-            Some(Value::String(text)) => {
-                Some(parse_network(text).map_err(|why| format!("\"from\": {why}"))?)
-            }
-            Some(_) => return Err("\"from\" is an address or CIDR, as a string".into()),
+            Some(text) => Some(parse_network(&text).map_err(|why| format!("\"from\": {why}"))?),
         };
         let _blocked = signals::block();
         self.collect_exits();
@@ -428,22 +426,12 @@ impl std::fmt::Display for Detail<'_> {
     }
 }
 
-/// The faults `set` asks for, read as the command line reads them: each key is a fault option's
-/// name without its dashes, each value what the option takes (a string, or a number).
-fn parse_faults(set: &Map<String, Value>) -> Result<Faults, String> {
-    let mut flags = Vec::new();
-    for (key, value) in set {
-        let value = match value {
-            Value::String(text) => text.clone(),
-            Value::Number(n) => n.to_string(),
-            other => {
-                return Err(format!(
-                    "\"{key}\": {other} is neither a string nor a number"
-                ));
-            }
-        };
-        flags.push((key.as_str(), value));
-    }
+/// The faults a `set` asks for, read as the command line reads them: each name a fault option's
+/// without its dashes, each value what the option takes.
+fn parse_faults(set: &[(String, String)]) -> Result<Faults, String> {
+    let flags: Vec<(&str, String)> = (set.iter())
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
     match crate::cli::faults_from_flags(&flags)? {
         Some(faults) => Ok(faults),
         None => Err("no fault in \"set\" (\"clear\": true removes them)".to_string()),
@@ -456,7 +444,13 @@ mod tests {
 
     #[test]
     fn faults_are_read_as_the_command_line_reads_them() {
-        let set = |v: Value| parse_faults(v.as_object().unwrap());
+        let set = |v: Value| {
+            let json = serde_json::json!({ "cmd": "faults", "set": v });
+            match Request::from_json(&json).unwrap() {
+                Request::Faults(FaultChange::Set(flags)) => parse_faults(&flags),
+                other => panic!("{other:?}"),
+            }
+        };
         let faults = set(json!({"delay": "100:20", "reset-after": 500, "seed": 7})).unwrap();
         assert_eq!(faults.seed, 7);
         assert_eq!(
