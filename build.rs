@@ -17,6 +17,8 @@ mod cli;
 mod faults;
 #[path = "src/network.rs"]
 mod network;
+#[path = "src/selectors.rs"]
+mod selectors;
 
 use std::fs;
 use std::io;

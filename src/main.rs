@@ -35,6 +35,7 @@ mod peer;
 mod ping;
 mod rate;
 mod sandbox;
+mod selectors;
 mod server;
 mod settings;
 mod setup;

@@ -6,7 +6,7 @@
 //! the handshake holds one process and never the loop. The handshake is bounded by
 //! `--idle-timeout` as a whole, not per read, and ends early at a stop signal. Once it is done,
 //! `TlsStream` is the connection as the echo paths see it (`echo::stall::Conn`, and
-//! `echo::shaped::Shapeable` for the faults): reads return plaintext; a write encrypts one
+//! `echo::shapeable::Shapeable` for the faults): reads return plaintext; a write encrypts one
 //! record and reports its bytes only once the whole record is in the kernel, so the count of
 //! bytes echoed never includes a record still held here.
 //!
@@ -24,7 +24,7 @@ use rustls::ServerConnection;
 use socket2::SockRef;
 
 use super::echo::outcome::End;
-use super::echo::shaped::Shapeable;
+use super::echo::shapeable::Shapeable;
 use super::echo::stall::Conn;
 use super::stop;
 use crate::tls::{HandshakeFault, NoWait, Tls};

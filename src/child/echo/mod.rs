@@ -15,6 +15,7 @@
 
 pub mod copy;
 pub mod outcome;
+pub mod shapeable;
 pub mod shaped;
 pub mod splice;
 pub mod stall;
@@ -28,7 +29,7 @@ use super::tls::TlsStream;
 use crate::faults::Acted;
 use crate::memory;
 pub use outcome::{End, Outcome, Session};
-use shaped::Shapeable;
+use shapeable::Shapeable;
 use splice::Spliced;
 use stall::Conn;
 

@@ -22,39 +22,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
-use nix::sys::socket::{MsgFlags, recv};
 
 use super::super::context::Context;
 use super::super::stop;
 use super::outcome::{End, Outcome, Session};
-use super::stall::{Conn, Stall};
+use super::shapeable::Shapeable;
+use super::stall::Stall;
 use crate::faults::{Acted, Faults, Limit, LimitKind, Rng, Trigger};
-
-/// A connection the shaped echo can serve: a plain socket, or a TLS session over one
-/// (`child::tls`), whose reads and writes move plaintext.
-pub trait Shapeable: Conn {
-    /// The socket under it: polled, and closed the way the end calls for.
-    fn socket(&self) -> &TcpStream;
-
-    /// Reads what has arrived, without waiting: WouldBlock if nothing has.
-    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-
-    /// Whether a read would return something (or the end) though the socket may have nothing
-    /// new: input held above the socket.
-    fn holds_input(&mut self) -> bool {
-        false
-    }
-}
-
-impl Shapeable for TcpStream {
-    fn socket(&self) -> &TcpStream {
-        self
-    }
-
-    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(recv(self.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)?)
-    }
-}
 
 /// How long a reset waits for the client to acknowledge the echo before it, at most.
 const RESET_WAIT: Duration = Duration::from_secs(2);
