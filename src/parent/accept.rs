@@ -11,7 +11,8 @@ use std::time::Instant;
 use nix::errno::Errno;
 use socket2::Socket;
 
-use super::{BACKOFF, Parent, signals};
+use super::signals;
+use super::state::{BACKOFF, Parent};
 use crate::log::Suppressed;
 use crate::log::logln;
 use crate::peer::{Peer, Via};
@@ -32,7 +33,7 @@ impl Parent {
             if signals::stop_requested().is_some()
                 || state.admission.full(state.live())
                 || state.paused_until.is_some()
-                || state.gate != super::control::Gate::Up
+                || state.gate != super::control_socket::Gate::Up
             {
                 return;
             }

@@ -19,7 +19,8 @@ use nix::unistd::{ForkResult, Pid, fork};
 use socket2::Socket;
 
 use super::children::{Child, Role};
-use super::{BACKOFF, Parent, oom, signals};
+use super::state::{BACKOFF, Parent};
+use super::{oom, signals};
 use crate::child::scrape::Figures;
 use crate::child::{self, Inherited, Job};
 use crate::log::Suppressed;

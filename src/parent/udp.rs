@@ -16,50 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use nix::unistd::Pid;
 
-use super::Parent;
 use super::children::Role;
+use super::state::{FIRST_BACKOFF, Parent};
 use crate::child::Job;
-use crate::child::udp::{Bound, Settings};
 use crate::log::logln;
 use crate::peer::Peer;
-use crate::setup::udp::UdpSocket;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MOST_BACKOFF: Duration = Duration::from_secs(10);
 /// A worker that served this long before dying is restarted after the first backoff again.
 const STEADY: Duration = Duration::from_secs(10);
-
-/// The UDP sockets and how they are served.
-pub struct UdpService {
-    /// Owned here, so they stay open for every worker; closed at shutdown.
-    pub sockets: Vec<UdpSocket>,
-    pub bound: &'static [Bound],
-    pub settings: Settings,
-}
-
-/// The worker's life, as the loop sees it.
-pub struct Supervision {
-    /// When the running worker was forked.
-    started: Instant,
-    /// When to fork a new one, after the last died.
-    restart_at: Option<Instant>,
-    backoff: Duration,
-}
-
-impl Supervision {
-    pub fn new() -> Supervision {
-        Supervision {
-            started: Instant::now(),
-            restart_at: None,
-            backoff: FIRST_BACKOFF,
-        }
-    }
-
-    /// When the loop must wake to restart the worker.
-    pub fn restart_at(&self) -> Option<Instant> {
-        self.restart_at
-    }
-}
 
 impl Parent {
     /// Forks the UDP worker (at startup, and to restart it). An error only at startup is fatal.

@@ -1,0 +1,157 @@
+//! The loop: one poll(2) over the self-pipe, the lifeline, the metrics listener, the control
+//! socket and its connections, the listeners and the connections still sending their PROXY
+//! header, in that fixed layout (the constants below, `pollset` for the set itself); then each
+//! ready source handed to the file that serves it (`exits`, `udp`, `scrape`, `control`,
+//! `accept`). Ends at a stop signal or the lifeline's end, with the `Stop` that says which.
+
+use std::time::Instant;
+
+use nix::errno::Errno;
+
+use super::control_socket::{self, Control, Gate};
+use super::proxy::WaitingRoom;
+use super::state::{BACKOFF, Parent, Stop};
+use super::stats::Snapshot;
+use crate::deadline;
+use crate::log::{Suppressed, logln};
+use crate::setup::listener::Listener;
+
+/// The poll set's fixed entries: the self-pipe, the lifeline and the metrics listener (-1, which
+/// poll skips, for either that is not there); with `--control`, the control socket and a slot
+/// for each of its connections; the listeners follow. (No slot is there for nothing: poll(2)
+/// refuses more entries than RLIMIT_NOFILE allows descriptors.)
+const PIPE: usize = 0;
+const LIFELINE: usize = 1;
+const METRICS: usize = 2;
+const CONTROL: usize = 3;
+pub(super) const CONTROL_CLIENTS: usize = 4;
+
+impl Parent {
+    /// Serves until a stop signal, or the end of the lifeline. Never inlined into its caller,
+    /// whose startup locals would sit between the loop's own and every fork: the parent copies
+    /// each stack page it writes after a fork, so the loop's stack stays as shallow as it can.
+    #[inline(never)]
+    pub fn serve(&mut self) -> Stop {
+        let lifeline = self.harness.lifeline();
+        loop {
+            let now = Instant::now();
+            let pause = self
+                .state
+                .paused_until
+                .map(|until| until.saturating_duration_since(now))
+                .filter(|left| !left.is_zero());
+            if pause.is_none() {
+                self.state.paused_until = None;
+            }
+            let state = &mut *self.state;
+            let full = state.admission.note_capacity(state.live(), now);
+            // Until the pause ends, or the first PROXY header's deadline passes, at most.
+            let until_deadline = state
+                .proxy
+                .as_ref()
+                .and_then(WaitingRoom::next_deadline)
+                .map(|at| at.saturating_duration_since(now));
+            let until_restart =
+                (state.udp.restart_at()).map(|at| at.saturating_duration_since(now));
+            let until_idle = (self.control.as_ref())
+                .and_then(Control::next_deadline)
+                .map(|at| at.saturating_duration_since(now));
+            let timeout = pause
+                .into_iter()
+                .chain(until_deadline)
+                .chain(until_restart)
+                .chain(until_idle)
+                .min();
+            let listening = match pause.is_none() && !full && state.gate == Gate::Up {
+                true => self.listeners.len(),
+                false => 0,
+            };
+            let set = &mut state.polled;
+            set.clear();
+            set.push(self.wakeup.raw_fds()[0]);
+            set.push(lifeline.unwrap_or(-1));
+            // Scrapes are served at --max-clients too (that is when they matter), not in a pause.
+            let metrics = self.metrics.as_ref().filter(|_| pause.is_none());
+            set.push(metrics.map_or(-1, Listener::raw_fd));
+            if let Some(control) = &self.control {
+                set.push(control.listener_fd());
+                for i in 0..control_socket::MOST {
+                    set.push(control.client_fd(i));
+                }
+            }
+            let first_listener = set.len();
+            // Paused or full, only signals (a child exit, say) and the end of a pause wake us.
+            for listener in &self.listeners[..listening] {
+                set.push(listener.raw_fd());
+            }
+            for fd in state.proxy.iter().flat_map(WaitingRoom::fds) {
+                set.push(fd);
+            }
+            let polled = set.poll(deadline::poll_timeout(timeout));
+            // EINTR means a handler ran: its byte is in the pipe, so drain it now rather than pay
+            // another poll to find it.
+            let woken = polled == Err(Errno::EINTR) || set.ready(PIPE);
+            // Which listeners have connections waiting, as a bit set (up to 64 listeners are
+            // polled; `setup` refuses more).
+            let ready = (0..listening)
+                .filter(|&i| set.ready(first_listener + i))
+                .fold(0u64, |bits, i| bits | 1 << i);
+            let lifeline_ready = set.ready(LIFELINE);
+            let scrapes_ready = set.ready(METRICS);
+            let control_ready = self.control.is_some() && set.ready(CONTROL);
+            let controllers = (0..control_socket::MOST)
+                .filter(|&i| self.control.is_some() && set.ready(CONTROL_CLIENTS + i))
+                .fold(0u64, |bits, i| bits | 1 << i);
+            let pending = self.wakeup.take(woken);
+            if let Some((signal, count)) = pending.stop {
+                return Stop::Signal(signal, count);
+            }
+            if lifeline_ready && self.harness.lifeline_ended() {
+                return Stop::Lifeline;
+            }
+            if let Err(errno) = polled
+                && errno != Errno::EINTR
+            {
+                // Only ENOMEM is plausible here; do not spin while memory is short.
+                self.state.counts.accept_failures += 1;
+                if let Some(held) = self.state.accept_warnings.allow(Instant::now()) {
+                    logln!(
+                        "warning: poll failed (retrying in 100ms): {errno}{}",
+                        Suppressed(held)
+                    );
+                }
+                std::thread::sleep(BACKOFF);
+            }
+            self.collect_exits();
+            if self.udp.is_some() {
+                self.restart_udp_worker(Instant::now());
+            }
+            if pending.stats {
+                logln!("stats {}", self.snapshot());
+            }
+            if scrapes_ready {
+                self.accept_scrapes();
+            }
+            if self.control.is_some() {
+                self.serve_control(control_ready, controllers);
+            }
+            // The waiting connections follow the listeners in the poll set.
+            self.admit_waiting(first_listener + listening);
+            for index in 0..self.listeners.len() {
+                if ready & (1 << index) != 0 {
+                    self.accept_batch(index);
+                }
+            }
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> Snapshot {
+        Snapshot::take(
+            self.state.children.serving(),
+            self.state.counts,
+            self.shared,
+            self.started,
+            self.udp.is_some(),
+        )
+    }
+}
