@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use sink::{Drops, share as share_drops};
 
-/// Writes of at most `PIPE_BUF` (4096 on Linux) bytes to a pipe are atomic.
-const LINE_MAX: usize = 4096;
+use fixed::LINE_MAX;
 const PREFIX: &str = "forkecho: ";
 
 /// The descriptor log lines go to (2, or a private description of it): a sandboxed child must
@@ -47,7 +46,9 @@ pub(crate) use logln;
 /// Chooses how lines are written, from what stderr is. Call at startup, before anything is
 /// logged, and again whenever fd 2 is replaced.
 pub fn init() {
-    sink::init();
+    if let Some(why) = sink::init() {
+        logln!("warning: log lines may wait for whoever reads stderr: {why}");
+    }
 }
 
 /// How lines read: `TEXT` (`forkecho: event key=value ...`), `TIMED` (the same after a time

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use clap::{Arg, CommandFactory};
 use clap_complete::Shell;
 
-use super::Options;
+use super::options::Options;
 
 /// The reference sections, rendered by `reference`.
 const REFERENCE: &str = include_str!("reference.txt");

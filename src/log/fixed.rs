@@ -5,7 +5,9 @@
 
 use std::mem::MaybeUninit;
 
-use super::LINE_MAX;
+/// Writes of at most `PIPE_BUF` (4096 on Linux) bytes to a pipe are atomic: a line is at most
+/// this long.
+pub const LINE_MAX: usize = 4096;
 
 pub struct Fixed<const N: usize = LINE_MAX> {
     bytes: [MaybeUninit<u8>; N],

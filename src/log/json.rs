@@ -21,8 +21,7 @@
 
 use std::io::{self, Write};
 
-use super::LINE_MAX;
-use super::fixed::Fixed;
+use super::fixed::{Fixed, LINE_MAX};
 
 /// The JSON rendering of one line.
 pub struct JsonLine {

@@ -64,8 +64,8 @@ fn drops() -> &'static Drops {
 
 /// Chooses how to write to fd 2 (`nowait::Target::open`); call at startup, before privileges
 /// are dropped, and again if fd 2 is replaced. Ignores SIGXFSZ. Logs a warning where lines may
-/// wait for stderr's reader after all.
-pub fn init() {
+/// wait for stderr's reader after all: returns why, for `log::init` to say.
+pub fn init() -> Option<String> {
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     // SAFETY: SIG_IGN runs no code of ours.
     let _ = unsafe { sigaction(Signal::SIGXFSZ, &ignore) };
@@ -75,9 +75,7 @@ pub fn init() {
     let (target, warning) = Target::open(2, "stderr");
     FD.store(target.fd, Ordering::Release);
     HOW.store(target.how as u8, Ordering::Release);
-    if let Some(why) = warning {
-        crate::log::logln!("warning: log lines may wait for whoever reads stderr: {why}");
-    }
+    warning
 }
 
 #[unsafe(link_section = ".text.hot.child")]

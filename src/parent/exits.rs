@@ -9,7 +9,8 @@ use nix::unistd::Pid;
 
 use super::children::Role;
 use super::reaper::exits;
-use super::{Parent, signals};
+use super::signals;
+use super::state::Parent;
 use crate::log::Secs;
 use crate::log::logln;
 

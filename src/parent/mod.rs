@@ -41,7 +41,7 @@ mod udp;
 
 use anyhow::Result;
 
-pub use state::{Parent, Settings, Stop};
+pub use state::{Parent, Settings};
 
 /// Catches the signals a serving process handles, first thing (see `signals::catch_early`).
 pub fn catch_signals_early() -> Result<()> {

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use super::Parent;
+use super::state::Parent;
 
 /// Scrapes answered at once; Prometheus sends one at a time per target. (`--metrics`' help
 /// states it, and the timeout: a test below holds the two together.)

@@ -10,7 +10,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::{Signal, kill};
 
-use super::{Parent, Stop, signals};
+use super::signals;
+use super::state::{Parent, Stop};
 use crate::deadline;
 use crate::log::Secs;
 use crate::log::logln;

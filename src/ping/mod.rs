@@ -15,6 +15,7 @@
 //! name-resolution errors, so scripts can use it as a health check.
 
 mod failure;
+mod interrupt;
 mod link;
 mod probe;
 mod report;
@@ -22,10 +23,7 @@ mod udp;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 use crate::address::Addr;
 use crate::address::Name;
@@ -33,11 +31,11 @@ use crate::cli::PingOptions;
 use crate::cli::values::parse_unix;
 use crate::deadline;
 use failure::Failure;
+use interrupt::{interrupted, on_ctrl_c};
 use link::{Client, Link};
 use report::Report;
 
-/// The exit status for usage and name-resolution errors.
-pub const USAGE: u8 = 2;
+pub use report::USAGE;
 
 /// Runs the probes and returns the exit status.
 pub fn run(options: &PingOptions) -> u8 {
@@ -292,28 +290,6 @@ fn sleep_until(at: Instant) -> bool {
         // No fds: poll only sleeps, and a signal always ends it early.
         let _ = nix::poll::poll(&mut [], deadline::poll_timeout(Some(left)));
     }
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
-}
-
-extern "C" fn on_interrupt(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-/// Ctrl-C ends the run with its summary: the handler sets a flag, and every wait is a poll,
-/// which the signal interrupts.
-fn on_ctrl_c() {
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: on_interrupt only stores to an atomic, which is async-signal-safe.
-    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
 }
 
 #[cfg(test)]

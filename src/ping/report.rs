@@ -7,6 +7,9 @@ use std::time::Duration;
 use super::failure::Failure;
 use crate::address::Addr;
 
+/// The exit status for usage and name-resolution errors.
+pub const USAGE: u8 = 2;
+
 /// Running min/avg/max/mdev of a series of times, in milliseconds (mdev as ping computes it:
 /// the standard deviation, sqrt(mean(x²) − mean(x)²)).
 #[derive(Debug, Default, Clone, Copy)]
@@ -150,7 +153,8 @@ impl Report {
         }
     }
 
-    /// 0 if every probe came back intact (and there was one), 1 otherwise.
+    /// 0 if every probe came back intact (and there was one), 1 otherwise (`USAGE` for usage
+    /// and name-resolution errors).
     pub fn exit_status(&self) -> u8 {
         match self.sent > 0 && self.echoed == self.sent {
             true => 0,

@@ -13,8 +13,9 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use super::interrupt::interrupted;
 use super::probe::payload;
-use super::report::Report;
+use super::report::{Report, USAGE};
 use crate::address::Addr;
 use crate::cli::PingOptions;
 
@@ -64,13 +65,13 @@ pub fn read(data: &[u8], size: usize, sent: u64) -> Answer {
 pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> u8 {
     let Some(Addr::Ip(to)) = addrs.first().cloned() else {
         crate::log::logln!("ping: --udp needs HOST:PORT, not a Unix socket");
-        return super::USAGE;
+        return USAGE;
     };
     let socket = match open(to) {
         Ok(socket) => socket,
         Err(err) => {
             crate::log::logln!("ping: unable to open a UDP socket for {to}: {err}");
-            return super::USAGE;
+            return USAGE;
         }
     };
     let lines = !options.quiet && !options.json;
@@ -100,7 +101,7 @@ pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> 
             (None, None) => break,
         };
         let now = Instant::now();
-        if super::interrupted() {
+        if interrupted() {
             break;
         }
         if now >= give_up {

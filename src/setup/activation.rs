@@ -143,7 +143,7 @@ fn take_at(fd: RawFd, passed: u32, expect: Expect) -> Result<Socket> {
 
 /// Closes the passed fds from `from` up to 3 + `passed` - 1.
 fn close_extra(passed: u32, from: RawFd) {
-    super::close_range(from as u32, (FIRST_FD as u32).saturating_add(passed - 1));
+    super::descriptors::close_range(from as u32, (FIRST_FD as u32).saturating_add(passed - 1));
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 mod accounts;
 pub mod activation;
+mod descriptors;
 mod exclusive;
 pub mod harness;
 pub mod listener;
@@ -31,9 +32,11 @@ use nix::sys::stat::Mode;
 use std::time::Duration;
 
 use crate::cli::Bind;
+use descriptors::close_range;
 use harness::Harness;
 use listener::Listener;
 use privileges::Identity;
+pub use udp::Udp;
 
 /// The most listening sockets (or UDP sockets) one forkecho serves (the parent's loop and the UDP
 /// worker track them in 64-bit sets).
@@ -63,16 +66,6 @@ pub struct Settings {
     pub control: Option<std::path::PathBuf>,
     /// What a harness is told, and what ties forkecho to it.
     pub harness: harness::Settings,
-}
-
-/// Whether UDP echo is served, and TCP too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Udp {
-    Off,
-    /// `--udp`: beside TCP, on the same addresses and port.
-    Also,
-    /// `--udp-only`.
-    Only,
 }
 
 /// The bound (or adopted) listeners, ready for the parent.
@@ -266,25 +259,6 @@ pub fn clean(passed: u32, keep: Option<RawFd>) {
             close_range(keep + 1, u32::MAX);
         }
         None => close_range(first, u32::MAX),
-    }
-}
-
-/// Closes fds `first` to `last`. One close_range(2) call, however wide the range; where the
-/// kernel lacks it (before Linux 5.9), a close(2) for each up to the descriptor limit, which no
-/// fd can exceed.
-pub fn close_range(first: u32, last: u32) {
-    if first > last {
-        return;
-    }
-    // SAFETY: callers own every fd in the range: nothing in this process refers to them.
-    if unsafe { nix::libc::close_range(first, last, 0) } == 0 {
-        return;
-    }
-    // SAFETY: sysconf has no preconditions.
-    let limit = unsafe { nix::libc::sysconf(nix::libc::_SC_OPEN_MAX) }.clamp(0, i32::MAX as i64);
-    for fd in first..=last.min(limit as u32) {
-        // SAFETY: as above.
-        unsafe { nix::libc::close(fd as i32) };
     }
 }
 

@@ -22,14 +22,14 @@ pub struct UdpSocket {
 
 impl UdpSocket {
     /// Serves a datagram socket systemd passed (`ListenDatagram=`), which needs `--udp`.
-    pub fn adopt(socket: Socket, udp: super::Udp) -> Result<UdpSocket> {
+    pub fn adopt(socket: Socket, udp: Udp) -> Result<UdpSocket> {
         let addr = socket
             .local_addr()
             .ok()
             .and_then(|a| a.as_socket())
             .context("unable to read the passed datagram socket's address")?;
         anyhow::ensure!(
-            udp != super::Udp::Off,
+            udp != Udp::Off,
             "systemd passed a datagram socket ({addr}, ListenDatagram=): serve it with --udp"
         );
         socket
@@ -99,4 +99,14 @@ fn open(addr: SocketAddr) -> std::io::Result<Socket> {
         want_packet_info(socket.as_raw_fd(), addr.is_ipv6())?;
     }
     Ok(socket)
+}
+
+/// Whether UDP echo is served, and TCP too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Udp {
+    Off,
+    /// `--udp`: beside TCP, on the same addresses and port.
+    Also,
+    /// `--udp-only`.
+    Only,
 }
