@@ -2,9 +2,10 @@
 //! by `parent::control`).
 //!
 //! It turns a command line into the one JSON request line the server reads (`request`, a
-//! `control_request::Request`), sends it, and prints the reply line as it came. Exit status: 0 when the reply says `"ok": true`, 1
-//! when the server refused, 2 for usage errors and a socket that cannot be reached or does not
-//! answer within `--timeout`: the same convention as `forkecho ping`.
+//! `control_request::Request`), sends it, and prints the reply line as it came. Exit status: 0
+//! when the reply says `"ok": true`, 1 when the server refused, 2 for usage errors and a socket
+//! that cannot be reached or does not answer within `--timeout`: the same convention as
+//! `forkecho ping`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

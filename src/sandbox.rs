@@ -204,6 +204,7 @@ mod filter {
 
     /// Compiles the allow-list for this machine's architecture.
     // The libc constants' types differ between architectures: the casts are no-ops only here.
+    /// Long on purpose: the allow-list is one table, read top to bottom.
     #[allow(clippy::unnecessary_cast)]
     pub fn compile(
         directory: Option<std::os::fd::RawFd>,

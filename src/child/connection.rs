@@ -40,6 +40,9 @@ pub enum Stream {
 
 /// Serves the connection and returns the exit status: 0 for connections that ended normally, 1
 /// for I/O failures (the parent logs those exits too). `peer` is what the close line calls it.
+///
+/// Long on purpose: a connection's whole path in one function, laid out in `.text.hot.child`
+/// (see `child`): a call into a helper out of that section is a page fault in every child.
 #[unsafe(link_section = ".text.hot.child")]
 pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
     // A copy: an in-band line may give the connection faults of its own (`context`'s).

@@ -115,6 +115,8 @@ fn response(status: &str, kind: &str, body: &str) -> String {
 }
 
 /// The metrics, in Prometheus' text format.
+///
+/// Long on purpose: one family after another, in the order the exposition lists them.
 pub fn exposition(figures: &Figures, shared: &Shared) -> String {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let tally = &shared.tally;
@@ -247,7 +249,10 @@ fn udp_families(out: &mut Exposition, shared: &Shared, restarts: u64) {
     );
     out.by_label(
         "forkecho_udp_datagrams_dropped_total",
-        "Datagrams never answered, by reason (the guards, --loss, a full --delay queue, a refused send).",
+        concat!(
+            "Datagrams never answered, by reason ",
+            "(the guards, --loss, a full --delay queue, a refused send)."
+        ),
         "reason",
         [
             ("truncated", load(&u.truncated)),

@@ -1,7 +1,7 @@
 //! The main loop's side of the reaper: the exits the SIGCHLD handler left in the ring
 //! (`reaper::exits`) are taken off it, removed from the table of `children`, counted, and the
-//! abnormal ones logged (`child pid=… killed signal=…`). A UDP worker's death goes to `udp` for a
-//! restart. Runs in the parent's loop only (and at shutdown), never in a handler.
+//! abnormal ones logged (`child pid=... killed signal=...`). A UDP worker's death goes to `udp`
+//! for a restart. Runs in the parent's loop only (and at shutdown), never in a handler.
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;

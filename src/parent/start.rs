@@ -59,29 +59,8 @@ impl Parent {
         )
         .map_err(anyhow::Error::msg)?;
         let wakeup = signals::install()?;
-        let admission = Admission::new(ours.admission)?;
-        let marks = admission.marks();
-        let proxy = ours.proxy_deadline.map(WaitingRoom::new).transpose()?;
-        // The self-pipe, the lifeline, the metrics listener, every listener, and as many waiting
-        // connections as there may be.
-        let poll_capacity = CONTROL_CLIENTS + super::control_socket::MOST + listeners.len();
-        let poll_capacity = poll_capacity + ours.admission.max_clients;
-        let state = ParentOnly::new(LoopState {
-            children: Children::new()?,
-            admission,
-            proxy,
-            polled: pollset::PollSet::new(poll_capacity).context("unable to map the poll set")?,
-            counts: Counts::default(),
-            paused_until: None,
-            accept_warnings: RateLimit::new(WARN_INTERVAL),
-            fork_warnings: RateLimit::new(WARN_INTERVAL),
-            stopping: false,
-            udp: Supervision::new(),
-            gate: Gate::Up,
-            faults_from: template.faults.map_or(0, |_| 1),
-            fault_set: None,
-        })
-        .context("unable to map the parent's bookkeeping")?;
+        let state = loop_state(ours, listeners.len(), template.faults.is_some())?;
+        let marks = state.admission.marks();
         let listener_fds = listeners
             .iter()
             .chain(&metrics)
@@ -92,14 +71,7 @@ impl Parent {
         let udp = ours
             .udp
             .filter(|_| !udp_sockets.is_empty())
-            .map(|settings| {
-                let bound: Vec<_> = udp_sockets.iter().map(|s| s.bound()).collect();
-                UdpService {
-                    sockets: udp_sockets,
-                    bound: Vec::leak(bound),
-                    settings,
-                }
-            });
+            .map(|settings| UdpService::new(udp_sockets, settings));
         Ok(Parent {
             udp,
             listener_fds: Vec::leak(listener_fds),
@@ -205,4 +177,29 @@ impl Parent {
     pub fn addrs(&self) -> impl Iterator<Item = &Addr> + '_ {
         self.listeners.iter().map(Listener::addr)
     }
+}
+
+/// The loop's own bookkeeping, in memory children do not inherit: the table of children,
+/// admission, the PROXY waiting room, the poll set (the self-pipe, the lifeline, the metrics
+/// listener, the control slots, every listener, and as many waiting connections as there may
+/// be), the counts. `faulted`: whether the startup faults apply from connection 1.
+fn loop_state(ours: &Settings, listeners: usize, faulted: bool) -> Result<ParentOnly<LoopState>> {
+    let poll_capacity = CONTROL_CLIENTS + super::control_socket::MOST + listeners;
+    let poll_capacity = poll_capacity + ours.admission.max_clients;
+    let state = LoopState {
+        children: Children::new()?,
+        admission: Admission::new(ours.admission)?,
+        proxy: ours.proxy_deadline.map(WaitingRoom::new).transpose()?,
+        polled: pollset::PollSet::new(poll_capacity).context("unable to map the poll set")?,
+        counts: Counts::default(),
+        paused_until: None,
+        accept_warnings: RateLimit::new(WARN_INTERVAL),
+        fork_warnings: RateLimit::new(WARN_INTERVAL),
+        stopping: false,
+        udp: Supervision::new(),
+        gate: Gate::Up,
+        faults_from: u64::from(faulted),
+        fault_set: None,
+    };
+    ParentOnly::new(state).context("unable to map the parent's bookkeeping")
 }

@@ -145,6 +145,18 @@ pub struct Supervision {
     pub(super) backoff: Duration,
 }
 
+impl UdpService {
+    /// The worker's sockets, their addresses as every worker gets them, and how it serves.
+    pub fn new(sockets: Vec<UdpSocket>, settings: UdpSettings) -> UdpService {
+        let bound: Vec<_> = sockets.iter().map(|s| s.bound()).collect();
+        UdpService {
+            sockets,
+            bound: Vec::leak(bound),
+            settings,
+        }
+    }
+}
+
 impl Supervision {
     pub fn new() -> Supervision {
         Supervision {

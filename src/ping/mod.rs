@@ -38,6 +38,8 @@ use report::Report;
 pub use report::USAGE;
 
 /// Runs the probes and returns the exit status.
+///
+/// Long on purpose: the run from the command line to the summary, in the order it happens.
 pub fn run(options: &PingOptions) -> u8 {
     let addrs = match resolve(&options.target) {
         Ok(addrs) => addrs,

@@ -62,6 +62,9 @@ pub fn read(data: &[u8], size: usize, sent: u64) -> Answer {
 }
 
 /// Runs the probes against `addrs` (the first of them) and returns the exit status.
+///
+/// Long on purpose: one loop that reads like ping(8)'s, sending, reading and reporting in
+/// the order they happen.
 pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> u8 {
     let Some(Addr::Ip(to)) = addrs.first().cloned() else {
         crate::log::logln!("ping: --udp needs HOST:PORT, not a Unix socket");

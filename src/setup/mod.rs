@@ -87,6 +87,8 @@ pub struct Listening {
 /// Finds or binds the listening socket and sets the options connections inherit from it. The
 /// privileges stay until `drop_privileges`: whatever else needs them (the log's own description
 /// of stderr, here; the parent's OOM score file) is acquired first.
+///
+/// Long on purpose: startup's steps, whose order matters (see the module docs), in that order.
 pub fn listen(settings: &Settings) -> Result<Listening> {
     let passed = activation::passed_sockets()?;
     clean(passed, settings.harness.ready_fd);

@@ -98,6 +98,8 @@ impl Fault {
 /// Makes (or reads) the certificates, writes the CA if asked, and builds the configuration every
 /// child serves with. `binds` are the `--bind` values, whose addresses and names the made
 /// certificate carries. `say`: log which certificate is served.
+///
+/// Long on purpose: the certificate's making, writing and loading in the order they happen.
 pub fn prepare(settings: &Settings, binds: &[Bind], say: bool) -> Result<&'static Tls> {
     let (chain, key, what) = match &settings.files {
         Some((cert, key)) => {

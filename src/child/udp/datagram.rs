@@ -185,6 +185,9 @@ fn packet_info(control: &Control, len: usize) -> Option<Local> {
 
 /// Sends `data` to `to` without waiting, from `local`'s answer address when given. A socket
 /// buffer that is full is WouldBlock: the datagram is dropped, as a router would.
+///
+/// Long on purpose: the message header and its control message are built and sent within one
+/// unsafe context, so the buffers they point into visibly outlive the call.
 pub fn send(fd: RawFd, data: &[u8], to: SocketAddr, local: Option<&Local>) -> io::Result<()> {
     let to = SockAddr::from(to);
     if local.is_none() {
