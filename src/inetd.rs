@@ -44,7 +44,7 @@ pub fn run(settings: &Settings) -> Result<u8> {
     };
     if let Some(tls) = &settings.setup.tls {
         // Said nowhere: stderr may be the connection itself (classic inetd).
-        context.settings.tls = Some(setup::tls::prepare(tls, &[], false)?);
+        context.settings.tls = Some(setup::certificates::prepare(tls, &[], false)?);
     }
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;

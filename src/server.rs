@@ -23,7 +23,11 @@ pub fn run(settings: &Settings) -> Result<()> {
     // Before anything is bound: a certificate that cannot be made or read stops the start here.
     let mut settings = settings.clone();
     if let Some(tls) = &settings.setup.tls {
-        settings.child.tls = Some(setup::tls::prepare(tls, &settings.setup.binds, true)?);
+        settings.child.tls = Some(setup::certificates::prepare(
+            tls,
+            &settings.setup.binds,
+            true,
+        )?);
     }
     let settings = &settings;
     let mut listening = setup::listen(&settings.setup)?;

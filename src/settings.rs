@@ -51,7 +51,7 @@ impl Settings {
         Settings {
             setup: setup::Settings {
                 binds: options.bind.clone(),
-                listener: listener::Settings {
+                listener: listener::Binding {
                     port: options.port,
                     backlog: options.backlog,
                     reuse_port: options.reuse_port,
@@ -65,7 +65,7 @@ impl Settings {
                 udp,
                 tls: tls_of(options),
                 control: options.control.clone(),
-                harness: harness::Settings {
+                harness: harness::Ties {
                     port_file: options.port_file.clone(),
                     ready_fd: options.ready_fd,
                     exit_with_parent: options.exit_with_parent,
@@ -74,13 +74,13 @@ impl Settings {
                 },
             },
             parent: parent::Settings {
-                admission: admission::Settings {
+                admission: admission::Policy {
                     max_clients: options.max_clients as usize,
                     max_per_ip: options.max_per_ip,
                     grouping,
                     rate_per_ip: options.rate_per_ip,
                 },
-                udp: (udp != Udp::Off).then(|| udp::Settings {
+                udp: (udp != Udp::Off).then(|| udp::Serving {
                     buffer_size: options.buffer_size.min(udp::LARGEST),
                     idle_timeout: options.idle_timeout,
                     quiet: options.quiet,
@@ -105,7 +105,8 @@ impl Settings {
                     .faults(seed)
                     .map(|faults| &*Box::leak(Box::new(faults))),
                 grace: options.grace,
-                // Made by `setup::tls::prepare`, which can fail: `server` and `inetd` set it.
+                // Made by `setup::certificates::prepare`, which can fail: `server` and `inetd`
+                // set it.
                 tls: None,
                 control: options.control.is_some(),
                 inband: options.faults.inband,
@@ -124,15 +125,15 @@ fn proxy_deadline(idle_timeout: Duration) -> Duration {
 }
 
 /// What `--tls` and its options ask for; None without TLS.
-fn tls_of(options: &Options) -> Option<setup::tls::Settings> {
+fn tls_of(options: &Options) -> Option<setup::certificates::Recipe> {
     let files = options.tls_cert.clone().zip(options.tls_key.clone());
-    (options.tls || files.is_some()).then(|| setup::tls::Settings {
+    (options.tls || files.is_some()).then(|| setup::certificates::Recipe {
         files,
         ca_out: options.tls_ca_out.clone(),
         fault: options
             .tls_fault
             .as_deref()
-            .and_then(setup::tls::Fault::named),
+            .and_then(setup::certificates::Fault::named),
         client_ca: options.tls_client_ca.clone(),
         alpn: options.tls_alpn.clone(),
         only_13: options.tls_min_version == "1.3",

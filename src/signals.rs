@@ -1,6 +1,6 @@
 //! Which signal means what, on both sides of the fork.
 //!
-//! Read by the parent, which handles them (`parent/signals.rs`), and by each child, which
+//! Read by the parent, which handles them (`parent/handlers.rs`), and by each child, which
 //! replaces the parent's handlers with its own (`child/stop.rs`). Nobody writes anything here.
 
 use nix::sys::signal::Signal;

@@ -1,7 +1,7 @@
-//! TLS as every child serves it: made once by the parent at startup (`setup::tls`: the
-//! certificates, the rustls configuration), read by each child after fork (`child::tls`: the
-//! handshake, then the echo through the session). Nothing here changes after startup; each child
-//! gets the configuration by inheritance, and with it the keys, without reading a file. Also
+//! TLS as every child serves it: made once by the parent at startup (`setup::certificates`: the
+//! certificates, the rustls configuration), read by each child after fork (`child::tls_session`:
+//! the handshake, then the echo through the session). Nothing here changes after startup; each
+//! child gets the configuration by inheritance, and with it the keys, without reading a file. Also
 //! what both TLS sides share, the server's children and `forkecho ping --tls`: the provider, and
 //! `NoWait`, the socket as rustls reads and writes it without waiting.
 

@@ -20,7 +20,7 @@ use socket2::SockRef;
 use super::context::Context;
 use super::echo::stall::Conn;
 use super::echo::{self, End};
-use super::{inband, stop, tls};
+use super::{inband, stop, tls_session};
 use crate::faults::Acted;
 use crate::log::Secs;
 use crate::log::logln;
@@ -127,7 +127,7 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
             Secs(lasted),
             outcome.end,
             FaultField(faulted, context.serial),
-            tls::Fields(tls_info.as_ref()),
+            tls_session::Fields(tls_info.as_ref()),
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
@@ -168,16 +168,16 @@ fn ask_inband(socket: &TcpStream, context: &mut Context) -> Option<End> {
     }
 }
 
-/// Serves a connection over TLS (`tls`): the handshake, the echo of its plaintext, and
+/// Serves a connection over TLS (`tls_session`): the handshake, the echo of its plaintext, and
 /// close_notify where the connection ends cleanly. Returns the socket to close, and leaves what
 /// the close line says of the session in `info`.
 fn over_tls(
     socket: TcpStream,
     tls: &Tls,
     context: &Context,
-    info: &mut Option<tls::Info>,
+    info: &mut Option<tls_session::Info>,
 ) -> (echo::Outcome, Option<Acted>, TcpStream) {
-    match tls::handshake(socket, tls, context.settings.idle_timeout) {
+    match tls_session::handshake(socket, tls, context.settings.idle_timeout) {
         Err((socket, end)) => (echo::Outcome { bytes: 0, end }, None, socket),
         Ok((mut stream, session)) => {
             *info = Some(session);

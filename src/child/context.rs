@@ -29,7 +29,7 @@ pub struct Settings {
     /// `--grace`: once the server is stopping, how long the parent waits before it kills the
     /// children; a child closes its connection within it (`connection::close`).
     pub grace: Duration,
-    /// `--tls`: the configuration each connection's handshake uses (`tls`).
+    /// `--tls`: the configuration each connection's handshake uses (`tls_session`).
     pub tls: Option<&'static crate::tls::Tls>,
     /// `--control`: SIGUSR2 resets the connection (the control socket's `reset`).
     pub control: bool,

@@ -28,16 +28,16 @@
 //! A child gets everything it needs in one `Context`, by value: the `Settings` fixed at startup
 //! (`crate::settings`), its connection number, and the memory it shares with the parent
 //! (`crate::shared`). `--inetd` builds the same context for the one connection it serves. A child
-//! forked for a metrics scrape (`scrape`), or the UDP worker (`udp`), undoes the same inheritance
+//! forked for a metrics scrape (`metrics`), or the UDP worker (`udp`), undoes the same inheritance
 //! and is confined the same way, then does its own `Job` instead.
 
 pub mod connection;
 mod context;
 pub mod echo;
 mod inband;
-pub mod scrape;
+pub mod metrics;
 mod stop;
-pub mod tls;
+pub mod tls_session;
 pub mod udp;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -73,16 +73,16 @@ pub enum Job {
         context: Context,
     },
     /// Answer a metrics scrape with the parent's `figures` and the children's `shared` counts.
-    Scrape {
+    Metrics {
         client: Socket,
-        figures: scrape::Figures,
+        figures: metrics::Figures,
         shared: &'static Shared,
         confine: Option<Confine>,
     },
     /// Serve every UDP datagram on `sockets` (the worker), counting in `counts`.
     Udp {
         sockets: &'static [udp::Bound],
-        settings: udp::Settings,
+        settings: udp::Serving,
         counts: &'static UdpCounts,
         confine: Option<Confine>,
     },
@@ -133,7 +133,7 @@ fn work(job: Job, inherited: &Inherited) -> i32 {
         Job::Echo {
             client, context, ..
         } => (client.as_raw_fd(), false, context.settings.control),
-        Job::Scrape { client, .. } => (client.as_raw_fd(), false, false),
+        Job::Metrics { client, .. } => (client.as_raw_fd(), false, false),
         Job::Udp { .. } => (-1, true, false),
     };
     if !after_fork(fd, inherited, keep_udp, control) {
@@ -146,15 +146,15 @@ fn work(job: Job, inherited: &Inherited) -> i32 {
             peer,
             via,
             context,
-        } => echo(client, peer, via, context),
-        Job::Scrape {
+        } => echo_client(client, peer, via, context),
+        Job::Metrics {
             client,
             figures,
             shared,
             confine,
         } => match confined(confine, client.as_raw_fd(), "metrics scrape") {
             true => {
-                scrape::serve(client.into(), figures, shared);
+                metrics::answer(client.into(), figures, shared);
                 0
             }
             false => 1,
@@ -171,7 +171,7 @@ fn work(job: Job, inherited: &Inherited) -> i32 {
             unsafe { nix::libc::dup2(0, 1) };
             let highest = sockets.iter().map(|s| s.fd).max().unwrap_or(2);
             match confined(confine, highest, "udp worker") {
-                true => udp::serve(sockets, settings, counts),
+                true => udp::run(sockets, settings, counts),
                 false => 1,
             }
         }
@@ -180,7 +180,7 @@ fn work(job: Job, inherited: &Inherited) -> i32 {
 
 /// Serves a client's connection; returns the exit status.
 #[unsafe(link_section = ".text.hot.child")]
-fn echo(client: Socket, peer: Peer, via: Via, context: Context) -> i32 {
+fn echo_client(client: Socket, peer: Peer, via: Via, context: Context) -> i32 {
     if testhooks::armed(Hook::ChildPanics) {
         panic!("FORKECHO_DEBUG=child-panics");
     }

@@ -1,5 +1,5 @@
 //! The words `--help` and the man page group the options under, and `--tls-fault`'s kinds:
-//! constants the option definitions (`options`, `faults`) and `setup::tls` read.
+//! constants the option definitions (`options`, `faults`) and `setup::certificates` read.
 
 /// The help section of the faults.
 pub const FAULTS: &str = "Faults (misbehave on purpose, to test clients)";

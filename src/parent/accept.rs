@@ -11,7 +11,7 @@ use std::time::Instant;
 use nix::errno::Errno;
 use socket2::Socket;
 
-use super::signals;
+use super::handlers;
 use super::state::{BACKOFF, Parent};
 use crate::log::Suppressed;
 use crate::log::logln;
@@ -30,7 +30,7 @@ impl Parent {
             // ready stops accepting too: a listener shut a moment ago answers accept(2) with
             // EINVAL, which is no failure.
             let state = &*self.state;
-            if signals::stop_requested().is_some()
+            if handlers::stop_requested().is_some()
                 || state.admission.full(state.live())
                 || state.paused_until.is_some()
                 || state.gate != super::control_socket::Gate::Up

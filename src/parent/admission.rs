@@ -30,7 +30,7 @@ const WARN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The admission policy, from the options (`crate::settings`).
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub struct Policy {
     /// `--max-clients`.
     pub max_clients: usize,
     /// `--max-per-ip` (0: no limit).
@@ -54,7 +54,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(settings: Settings) -> Result<Admission> {
+    pub fn new(settings: Policy) -> Result<Admission> {
         Ok(Admission {
             limits: Limits::new(settings.max_clients, settings.max_per_ip, settings.grouping),
             rates: settings

@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 
 use super::control_socket::{Gate, IDLE, accept, read_lines, refusal, reply_to};
 use super::fault_set::FaultSet;
-use super::signals;
+use super::handlers;
 use super::state::Parent;
 use crate::cli::values::parse_network;
 use crate::control_request::{FaultChange, Request};
@@ -146,7 +146,7 @@ impl Parent {
     }
 
     fn fault_fields(&self, into: &mut Map<String, Value>) {
-        let faults = self.child.settings.faults.map(|f| f.to_string());
+        let faults = self.template.settings.faults.map(|f| f.to_string());
         into.insert("faults".into(), faults.into());
         into.insert("from_connection".into(), self.state.faults_from.into());
     }
@@ -160,7 +160,7 @@ impl Parent {
         // The new set becomes the fork template, and the one the last command made is freed:
         // children forked with it have their own copies (`fault_set`).
         let set = faults.map(FaultSet::new);
-        self.child.settings.faults = set.as_ref().map(FaultSet::template);
+        self.template.settings.faults = set.as_ref().map(FaultSet::template);
         self.state.fault_set = set;
         self.state.faults_from = self.state.counts.accepted + 1;
         let mut reply = Map::new();
@@ -210,7 +210,7 @@ impl Parent {
             None => None,
             Some(text) => Some(parse_network(&text).map_err(|why| format!("\"from\": {why}"))?),
         };
-        let _blocked = signals::block();
+        let _blocked = handlers::block();
         self.collect_exits();
         let mut count = 0u64;
         for (pid, child) in self.state.children.iter() {

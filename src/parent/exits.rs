@@ -1,15 +1,16 @@
 //! The main loop's side of the reaper: the exits the SIGCHLD handler left in the ring
 //! (`reaper::exits`) are taken off it, removed from the table of `children`, counted, and the
-//! abnormal ones logged (`child pid=... killed signal=...`). A UDP worker's death goes to `udp`
-//! for a restart. Runs in the parent's loop only (and at shutdown), never in a handler.
+//! abnormal ones logged (`child pid=... killed signal=...`). A UDP worker's death goes to
+//! `udp_worker` for a restart. Runs in the parent's loop only (and at shutdown), never in a
+//! handler.
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::children::Role;
+use super::handlers;
 use super::reaper::exits;
-use super::signals;
 use super::state::Parent;
 use crate::log::Secs;
 use crate::log::logln;
@@ -20,7 +21,7 @@ impl Parent {
         while exits().drain(|pid, status| self.child_exited(Pid::from_raw(pid), status)) {
             // The ring overflowed and the handler left zombies: reap them here, with SIGCHLD
             // blocked so this loop is the ring's only producer meanwhile.
-            let _blocked = signals::block();
+            let _blocked = handlers::block();
             exits().reap();
         }
     }

@@ -1,7 +1,7 @@
 //! The fork boundary: the one place forkecho calls fork(2), for a client (`spawn`), a metrics
-//! scrape (`spawn_scrape`) or the UDP worker (`parent/udp.rs`).
+//! scrape (`spawn_scrape`) or the UDP worker (`parent/udp_worker.rs`).
 //!
-//! `spawn` blocks the handled signals (`signals::block`) from before the fork until the child is
+//! `spawn` blocks the handled signals (`handlers::block`) from before the fork until the child is
 //! in the table: no handler of the parent's runs in the child before the child has replaced them,
 //! and no child's exit can be reaped before the parent has recorded the child. `fork_child` takes
 //! only owned values: the client, its address (and how it came), and the child's `Context`,
@@ -20,8 +20,8 @@ use socket2::Socket;
 
 use super::children::{Child, Role};
 use super::state::{BACKOFF, Parent};
-use super::{oom, signals};
-use crate::child::scrape::Figures;
+use super::{handlers, oom};
+use crate::child::metrics::Figures;
 use crate::child::{self, Inherited, Job};
 use crate::log::Suppressed;
 use crate::log::logln;
@@ -38,7 +38,7 @@ impl Parent {
                 Peer::Ip(addr) => Some(addr.ip()),
                 Peer::Unix(_) => None,
             },
-            ..self.child
+            ..self.template
         };
         let job = Job::Echo {
             client,
@@ -74,11 +74,11 @@ impl Parent {
             udp_restarts: self.udp.is_some().then_some(self.state.counts.udp_restarts),
             ..self.state.counts.figures()
         };
-        let job = Job::Scrape {
+        let job = Job::Metrics {
             client,
             figures,
             shared: self.shared,
-            confine: self.child.confine,
+            confine: self.template.confine,
         };
         if let Err(errno) = self.fork_for(job, peer, 0, Role::Scrape) {
             self.fork_failed(peer, errno);
@@ -96,7 +96,7 @@ impl Parent {
         role: Role,
     ) -> nix::Result<Pid> {
         self.state.children.make_room()?;
-        let blocked = signals::block();
+        let blocked = handlers::block();
         let inherited = Inherited {
             fds: self.inherited_fds(),
             listeners: self.listener_fds,

@@ -1,7 +1,7 @@
 //! The loop: one poll(2) over the self-pipe, the lifeline, the metrics listener, the control
 //! socket and its connections, the listeners and the connections still sending their PROXY
 //! header, in that fixed layout (the constants below, `pollset` for the set itself); then each
-//! ready source handed to the file that serves it (`exits`, `udp`, `scrape`, `control`,
+//! ready source handed to the file that serves it (`exits`, `udp_worker`, `metrics`, `control`,
 //! `accept`). Ends at a stop signal or the lifeline's end, with the `Stop` that says which.
 
 use std::time::Instant;

@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::{Signal, kill};
 
-use super::signals;
+use super::handlers;
 use super::state::{Parent, Stop};
 use crate::deadline;
 use crate::log::Secs;
@@ -88,7 +88,7 @@ impl Parent {
     fn signal_children(&mut self, signal: Signal) {
         // With SIGCHLD blocked no child can be reaped, so every pid left in the table after
         // this collect is still ours: the signal cannot reach a recycled pid.
-        let _blocked = signals::block();
+        let _blocked = handlers::block();
         self.collect_exits();
         for pid in self.state.children.pids() {
             let _ = kill(pid, signal);

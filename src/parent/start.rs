@@ -15,7 +15,7 @@ use super::proxy::WaitingRoom;
 use super::serve::CONTROL_CLIENTS;
 use super::state::{LoopState, Parent, Settings, Supervision, UdpService, WARN_INTERVAL};
 use super::stats::Counts;
-use super::{oom, pollset, signals};
+use super::{handlers, oom, pollset};
 use crate::address::Addr;
 use crate::child;
 use crate::faults::Faults;
@@ -58,7 +58,7 @@ impl Parent {
             control.is_some(),
         )
         .map_err(anyhow::Error::msg)?;
-        let wakeup = signals::install()?;
+        let wakeup = handlers::install()?;
         let state = loop_state(ours, listeners.len(), template.faults.is_some())?;
         let marks = state.admission.marks();
         let listener_fds = listeners
@@ -77,7 +77,7 @@ impl Parent {
             listener_fds: Vec::leak(listener_fds),
             listeners,
             wakeup,
-            child: child::Context {
+            template: child::Context {
                 settings: template,
                 serial: 0,
                 peer: None,
@@ -165,7 +165,7 @@ impl Parent {
 
     /// The faults children apply, if any were asked for (with the seed chosen).
     pub fn faults(&self) -> Option<&'static Faults> {
-        self.child.settings.faults
+        self.template.settings.faults
     }
 
     /// With `--metrics`: where scrapes are served, with the real port.

@@ -1,8 +1,8 @@
 //! What the parent is made of: `Parent`, fixed at startup (the listeners, the self-pipe, the
-//! children's template), and `LoopState`, what the loop writes while serving, in memory children
-//! do not inherit (see `memory`). Written by `start` (which makes them) and by the loop's files
-//! (`serve`, `accept`, `fork`, `exits`, `control`, `udp`, `scrape`, `shutdown`); nothing outside
-//! `parent/` sees their fields.
+//! children's template), and `LoopState`, what the loop writes while serving, in memory children do
+//! not inherit (see `memory`). Written by `start` (which makes them) and by the loop's files
+//! (`serve`, `accept`, `fork`, `exits`, `control`, `udp_worker`, `metrics`, `shutdown`); nothing
+//! outside `parent/` sees their fields.
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -13,32 +13,32 @@ use super::admission::{self, Admission};
 use super::children::Children;
 use super::control_socket::{Control, Gate};
 use super::fault_set::FaultSet;
+use super::handlers::Wakeup;
 use super::oom::OomScore;
 use super::pollset::PollSet;
 use super::proxy::WaitingRoom;
-use super::signals::Wakeup;
 use super::stats::Counts;
 use crate::child;
-use crate::child::udp::{Bound, Settings as UdpSettings};
+use crate::child::udp::{Bound, Serving};
 use crate::log::RateLimit;
 use crate::memory::ParentOnly;
 use crate::sandbox::Sandbox;
 use crate::setup::harness::Harness;
 use crate::setup::listener::Listener;
-use crate::setup::udp::UdpSocket;
+use crate::setup::udp_sockets::UdpSocket;
 use crate::shared::Shared;
 
 /// How long accepting pauses after a resource shortage (EMFILE, fork's EAGAIN, ...).
 pub(super) const BACKOFF: Duration = Duration::from_millis(100);
 /// At most one warning line per second for each kind of failure.
 pub(super) const WARN_INTERVAL: Duration = Duration::from_secs(1);
-/// The first pause before a dead UDP worker is forked again (`udp` doubles it).
+/// The first pause before a dead UDP worker is forked again (`udp_worker` doubles it).
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the parent's loop enforces, from the options (`crate::settings`).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub admission: admission::Settings,
+    pub admission: admission::Policy,
     /// With `--proxy-protocol`: how long a connection may take to send its header.
     pub proxy_deadline: Option<Duration>,
     /// `--grace`: how long children get to close their connections at shutdown.
@@ -46,7 +46,7 @@ pub struct Settings {
     /// `--quiet`: no accept lines.
     pub quiet: bool,
     /// With `--udp` or `--udp-only`: how the UDP worker serves.
-    pub udp: Option<UdpSettings>,
+    pub udp: Option<Serving>,
     /// `--backlog`, for listening again after the control socket's `down`.
     pub backlog: i32,
 }
@@ -69,8 +69,9 @@ pub struct Parent {
     /// worker serves them.
     pub(super) udp: Option<UdpService>,
     pub(super) wakeup: Wakeup,
-    /// What every child gets, by value (its `serial` set for each).
-    pub(super) child: child::Context,
+    /// The template of what every child gets, by value (its `serial` set for each): changing
+    /// it changes the next fork's child, never a live one.
+    pub(super) template: child::Context,
     /// Counters the children add to.
     pub(super) shared: &'static Shared,
     /// Raises the parent's oom_score_adj across each fork, for the child to inherit.
@@ -133,7 +134,7 @@ pub struct UdpService {
     /// Owned here, so they stay open for every worker; closed at shutdown.
     pub sockets: Vec<UdpSocket>,
     pub bound: &'static [Bound],
-    pub settings: UdpSettings,
+    pub settings: Serving,
 }
 
 /// The worker's life, as the loop sees it.
@@ -147,7 +148,7 @@ pub struct Supervision {
 
 impl UdpService {
     /// The worker's sockets, their addresses as every worker gets them, and how it serves.
-    pub fn new(sockets: Vec<UdpSocket>, settings: UdpSettings) -> UdpService {
+    pub fn new(sockets: Vec<UdpSocket>, settings: Serving) -> UdpService {
         let bound: Vec<_> = sockets.iter().map(|s| s.bound()).collect();
         UdpService {
             sockets,

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::child::scrape::Figures;
+use crate::child::metrics::Figures;
 use crate::log::Secs;
 use crate::shared::Shared;
 

@@ -1,6 +1,7 @@
-//! Files forkecho writes into directories other users may share (/tmp, a CI workspace): the
-//! port file (`--port-file`, through `harness`) and the CA certificate (`--tls-ca-out`, through
-//! `tls`). Written by `setup` alone, before the sandbox; read by whoever waits for the file.
+//! Files forkecho writes into directories other users may share (/tmp, a CI workspace): the port
+//! file (`--port-file`, through `harness`) and the CA certificate (`--tls-ca-out`, through
+//! `certificates`). Written by `setup` alone, before the sandbox; read by whoever waits for the
+//! file.
 //!
 //! A predictable temporary name is a trap there: a local user plants a symlink under it and
 //! `open(O_CREAT|O_TRUNC)` overwrites the link's target, as root if forkecho runs as root, or

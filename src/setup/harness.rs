@@ -28,7 +28,7 @@ use crate::nowait;
 
 /// The harness options, from `crate::settings`.
 #[derive(Debug, Clone, Default)]
-pub struct Settings {
+pub struct Ties {
     pub port_file: Option<PathBuf>,
     pub ready_fd: Option<RawFd>,
     pub exit_with_parent: bool,
@@ -62,7 +62,7 @@ pub struct Harness {
 impl Harness {
     /// Opens and checks what the options ask for. Call before fds 0-2 are pointed elsewhere
     /// (the lifeline is a copy of stdin) and before `log::init` (the log file goes on fd 2).
-    pub fn prepare(settings: &Settings) -> Result<Harness> {
+    pub fn prepare(settings: &Ties) -> Result<Harness> {
         if let Some(path) = &settings.log_file {
             log_to(path)?;
         }

@@ -35,7 +35,7 @@ pub struct Listener {
 
 /// How the listeners are made.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub struct Binding {
     pub port: u16,
     pub backlog: i32,
     pub reuse_port: bool,
@@ -53,7 +53,7 @@ impl Listener {
     /// `owner` (`--user`, `--group`) when given.
     pub fn bind_all(
         binds: &[Bind],
-        settings: Settings,
+        settings: Binding,
         owner: Option<(Option<nix::unistd::Uid>, nix::unistd::Gid)>,
     ) -> Result<Vec<Listener>> {
         if binds.is_empty() {
@@ -85,7 +85,7 @@ impl Listener {
         Ok(listeners)
     }
 
-    fn bind_ip(binds: &[&Bind], settings: Settings) -> Result<Vec<Listener>> {
+    fn bind_ip(binds: &[&Bind], settings: Binding) -> Result<Vec<Listener>> {
         let addrs = resolve(binds)?;
         for attempt in 1.. {
             match Listener::bind_addrs(&addrs, settings) {
@@ -97,7 +97,7 @@ impl Listener {
         unreachable!("the last attempt returns")
     }
 
-    fn bind_default(settings: Settings) -> Result<Listener> {
+    fn bind_default(settings: Binding) -> Result<Listener> {
         let dual = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), settings.port);
         match Listener::open(dual, settings) {
             Err(err) if no_family(&err) => {
@@ -110,12 +110,12 @@ impl Listener {
 
     /// One listener per address, all on one port. An address of a family this host lacks is
     /// skipped if it came from a name (with a warning); at least one must bind.
-    fn bind_addrs(addrs: &[(SocketAddr, &Bind)], settings: Settings) -> Result<Vec<Listener>> {
+    fn bind_addrs(addrs: &[(SocketAddr, &Bind)], settings: Binding) -> Result<Vec<Listener>> {
         let mut listeners: Vec<Listener> = Vec::new();
         let mut port = settings.port;
         for &(mut addr, bind) in addrs {
             addr.set_port(port);
-            match Listener::open(addr, Settings { port, ..settings }) {
+            match Listener::open(addr, Binding { port, ..settings }) {
                 Ok(listener) => {
                     port = listener.addr.port().unwrap_or(port);
                     listeners.push(listener);
@@ -131,7 +131,7 @@ impl Listener {
         Ok(listeners)
     }
 
-    fn open(addr: SocketAddr, settings: Settings) -> Result<Listener> {
+    fn open(addr: SocketAddr, settings: Binding) -> Result<Listener> {
         let socket = listen_on(addr, settings).with_context(|| format!("unable to bind {addr}"))?;
         // With port 0 the kernel picked the port: report the real one.
         let addr = socket
@@ -149,7 +149,7 @@ impl Listener {
     /// The `--metrics` listener on `addr`: scrapes it accepts inherit `timeout` for their reads
     /// and writes.
     pub fn for_scrapes(addr: SocketAddr, timeout: Duration) -> Result<Listener> {
-        let settings = Settings {
+        let settings = Binding {
             port: addr.port(),
             backlog: 64,
             reuse_port: false,
@@ -294,7 +294,7 @@ pub(super) fn resolve<'a>(binds: &[&'a Bind]) -> Result<Vec<(SocketAddr, &'a Bin
     Ok(addrs)
 }
 
-fn listen_on(addr: SocketAddr, settings: Settings) -> io::Result<Socket> {
+fn listen_on(addr: SocketAddr, settings: Binding) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         socket.set_only_v6(false)?;
@@ -355,8 +355,8 @@ pub(super) fn no_family(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn settings(port: u16) -> Settings {
-        Settings {
+    fn settings(port: u16) -> Binding {
+        Binding {
             port,
             backlog: 16,
             reuse_port: false,
@@ -420,14 +420,14 @@ mod tests {
 
     #[test]
     fn reuse_port_lets_two_listeners_share_a_port() {
-        let shared = Settings {
+        let shared = Binding {
             reuse_port: true,
             ..settings(0)
         };
         let v4 = [Bind::Ip(Ipv4Addr::LOCALHOST.into())];
         let first = Listener::bind_all(&v4, shared, None).unwrap();
         let port = ip(&first[0]).port();
-        let second = Listener::bind_all(&v4, Settings { port, ..shared }, None).unwrap();
+        let second = Listener::bind_all(&v4, Binding { port, ..shared }, None).unwrap();
         assert_eq!(ip(&second[0]).port(), port);
         // Without it, the port stays taken.
         assert!(bind(port).is_err());

@@ -13,13 +13,13 @@
 
 mod accounts;
 pub mod activation;
+pub mod certificates;
 mod descriptors;
 mod exclusive;
 pub mod harness;
 pub mod listener;
 pub mod privileges;
-pub mod tls;
-pub mod udp;
+pub mod udp_sockets;
 pub mod unix;
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -36,7 +36,7 @@ use descriptors::close_range;
 use harness::Harness;
 use listener::Listener;
 use privileges::Identity;
-pub use udp::Udp;
+pub use udp_sockets::Udp;
 
 /// The most listening sockets (or UDP sockets) one forkecho serves (the parent's loop and the UDP
 /// worker track them in 64-bit sets).
@@ -47,7 +47,7 @@ pub const MAX_LISTENERS: usize = 64;
 pub struct Settings {
     /// `--bind`: empty for the dual-stack default.
     pub binds: Vec<Bind>,
-    pub listener: listener::Settings,
+    pub listener: listener::Binding,
     /// `--idle-timeout`, set on the listeners for every connection to inherit.
     pub idle_timeout: Duration,
     /// With `--proxy-protocol`: hand connections over only once their first data has come
@@ -61,11 +61,11 @@ pub struct Settings {
     /// `--udp`, `--udp-only`.
     pub udp: Udp,
     /// `--tls` and its options.
-    pub tls: Option<tls::Settings>,
+    pub tls: Option<certificates::Recipe>,
     /// `--control`: where the control socket goes.
     pub control: Option<std::path::PathBuf>,
     /// What a harness is told, and what ties forkecho to it.
-    pub harness: harness::Settings,
+    pub harness: harness::Ties,
 }
 
 /// The bound (or adopted) listeners, ready for the parent.
@@ -78,7 +78,7 @@ pub struct Listening {
     /// With `--metrics`: the listener scrapes come to.
     pub metrics: Option<Listener>,
     /// With `--udp` or `--udp-only`: the UDP sockets.
-    pub udp: Vec<udp::UdpSocket>,
+    pub udp: Vec<udp_sockets::UdpSocket>,
     /// With `--control`: the control socket (mode 0600), and its file.
     pub control: Option<(socket2::Socket, Option<unix::SocketFile>)>,
     pub harness: Harness,
@@ -107,7 +107,7 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
             let (mut listeners, mut datagrams) = (Vec::new(), Vec::new());
             for socket in activation::take_listeners(n)? {
                 match socket.r#type()? == socket2::Type::DGRAM {
-                    true => datagrams.push(udp::UdpSocket::adopt(socket, settings.udp)?),
+                    true => datagrams.push(udp_sockets::UdpSocket::adopt(socket, settings.udp)?),
                     false => listeners.push(Listener::adopt(socket)?),
                 }
             }
@@ -151,7 +151,7 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
     }
     let metrics = settings
         .metrics
-        .map(|addr| Listener::for_scrapes(addr, crate::child::scrape::TIMEOUT))
+        .map(|addr| Listener::for_scrapes(addr, crate::child::metrics::TIMEOUT))
         .transpose()?;
     let control = match &settings.control {
         Some(path) => {
@@ -187,7 +187,7 @@ pub fn listen(settings: &Settings) -> Result<Listening> {
 fn bind_both(
     settings: &Settings,
     owner: Option<(Option<nix::unistd::Uid>, nix::unistd::Gid)>,
-) -> Result<(Vec<Listener>, Vec<udp::UdpSocket>)> {
+) -> Result<(Vec<Listener>, Vec<udp_sockets::UdpSocket>)> {
     let port = settings.listener.port;
     if settings.udp == Udp::Only {
         let ip: Vec<&Bind> = settings
@@ -196,7 +196,7 @@ fn bind_both(
             .filter(|bind| !bind.is_unix())
             .collect();
         let sockets = match (settings.binds.is_empty(), ip.is_empty()) {
-            (true, _) => udp::bind_default(port)?,
+            (true, _) => udp_sockets::bind_default(port)?,
             (false, true) => {
                 anyhow::bail!("--udp-only needs an IP address to bind, not only unix:")
             }
@@ -206,7 +206,7 @@ fn bind_both(
                     .iter()
                     .map(|(addr, _)| std::net::SocketAddr::new(addr.ip(), port))
                     .collect();
-                udp::bind(&addrs)?
+                udp_sockets::bind(&addrs)?
             }
         };
         return Ok((Vec::new(), sockets));
@@ -227,7 +227,7 @@ fn bind_both(
             !addrs.is_empty(),
             "--udp needs an IP address to bind, not only unix:"
         );
-        match udp::bind(&addrs) {
+        match udp_sockets::bind(&addrs) {
             Err(err) if port == 0 && attempt < listener::PICK_TRIES && listener::in_use(&err) => {}
             result => return Ok((listeners, result?)),
         }

@@ -25,7 +25,7 @@ use std::net::TcpStream;
 use nix::sys::mman::MapFlags;
 
 use super::context::Context;
-use super::tls::TlsStream;
+use super::tls_session::TlsStream;
 use crate::faults::Acted;
 use crate::memory;
 pub use outcome::{End, Outcome, Session};

@@ -1,7 +1,7 @@
 //! How an echo session ends and what it did (`End`, `Outcome`, the close line's `end=` and
 //! `bytes=`), and what every echo path is given besides its stream (`Session`). Every path in
-//! `echo/` (and `child::tls`) writes an `Outcome`; `child::connection` reads it for the close
-//! line and the metrics.
+//! `echo/` (and `child::tls_session`) writes an `Outcome`; `child::connection` reads it for the
+//! close line and the metrics.
 
 use std::fmt;
 use std::io::{self, ErrorKind};

@@ -1,5 +1,5 @@
 //! What the shaped echo (`shaped`) needs of a connection: a plain socket, or a TLS session
-//! (`child::tls`, which implements it over plaintext). Read by `shaped` alone.
+//! (`child::tls_session`, which implements it over plaintext). Read by `shaped` alone.
 
 use std::io;
 use std::net::TcpStream;
@@ -10,7 +10,7 @@ use nix::sys::socket::{MsgFlags, recv};
 use super::stall::Conn;
 
 /// A connection the shaped echo can serve: a plain socket, or a TLS session over one
-/// (`child::tls`), whose reads and writes move plaintext.
+/// (`child::tls_session`), whose reads and writes move plaintext.
 pub trait Shapeable: Conn {
     /// The socket under it: polled, and closed the way the end calls for.
     fn socket(&self) -> &TcpStream;

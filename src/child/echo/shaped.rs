@@ -45,7 +45,7 @@ pub fn echo_shaped<S: Shapeable>(
     context: &Context,
 ) -> (Outcome, Acted) {
     let now = Instant::now();
-    let mut shaper = Shaper {
+    let mut shaper = Shaping {
         faults,
         rng: faults.rng(context.serial),
         session: Session::of(context),
@@ -81,7 +81,7 @@ pub fn echo_shaped<S: Shapeable>(
     (outcome, shaper.acted)
 }
 
-struct Shaper<'a> {
+struct Shaping<'a> {
     faults: &'a Faults,
     rng: Rng,
     /// Its stall limit is `--idle-timeout`, which also ends a client that sends nothing.
@@ -120,7 +120,7 @@ enum Step {
     End(End),
 }
 
-impl Shaper<'_> {
+impl Shaping<'_> {
     fn run<S: Shapeable>(&mut self, socket: &mut S) -> End {
         let mut eof = false;
         loop {

@@ -7,7 +7,7 @@
 //! waits in recvmsg(2) itself instead, as the plainest C server does: one system call in and one
 //! out per datagram. The parent
 //! never touches a datagram; it reaps the worker like any child and forks a new one, with backoff,
-//! if it dies (`parent/udp.rs`).
+//! if it dies (`parent/udp_worker.rs`).
 //!
 //! Before a datagram is answered, the guards (on by default, as the man page explains):
 //! - a datagram larger than the buffer is counted as truncated and never echoed short;
@@ -76,7 +76,7 @@ pub const REFLECTING_PORTS: [(u16, &str); 6] = [
 
 /// How the worker serves, fixed at startup.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub struct Serving {
     /// The largest datagram echoed (`--buffer-size`, at most 65 536).
     pub buffer_size: usize,
     /// A source quiet this long gets its summary line (`--idle-timeout`; zero: at the stop).
@@ -100,7 +100,7 @@ pub struct Bound {
 /// Serves until a stop signal; returns the exit status. Never inlined into `child::work`, whose
 /// code every connection's child runs through: this one, of one child, stays out of those pages.
 #[inline(never)]
-pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
+pub fn run(sockets: &[Bound], settings: Serving, counts: &UdpCounts) -> i32 {
     let own = sockets.iter().map(|socket| socket.addr);
     let mut worker = match Worker::new(settings, counts, LoopGuard::new(own)) {
         Ok(worker) => worker,
@@ -155,7 +155,7 @@ pub fn serve(sockets: &[Bound], settings: Settings, counts: &UdpCounts) -> i32 {
 }
 
 struct Worker<'a> {
-    settings: Settings,
+    settings: Serving,
     counts: &'a UdpCounts,
     buf: Vec<u8>,
     rates: Option<RateTable>,
@@ -170,7 +170,7 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(settings: Settings, counts: &'a UdpCounts, loops: LoopGuard) -> io::Result<Worker<'a>> {
+    fn new(settings: Serving, counts: &'a UdpCounts, loops: LoopGuard) -> io::Result<Worker<'a>> {
         Ok(Worker {
             settings,
             counts,

@@ -38,7 +38,7 @@ pub const WRONG_NAME: &str = "wrong.name.invalid";
 
 /// What `--tls` and its options ask for.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Recipe {
     /// `--tls-cert` and `--tls-key`; None: make them.
     pub files: Option<(PathBuf, PathBuf)>,
     /// `--tls-ca-out`.
@@ -100,7 +100,7 @@ impl Fault {
 /// certificate carries. `say`: log which certificate is served.
 ///
 /// Long on purpose: the certificate's making, writing and loading in the order they happen.
-pub fn prepare(settings: &Settings, binds: &[Bind], say: bool) -> Result<&'static Tls> {
+pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static Tls> {
     let (chain, key, what) = match &settings.files {
         Some((cert, key)) => {
             if let Some(fault) = settings.fault.filter(|f| f.handshake().is_none()) {

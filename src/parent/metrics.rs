@@ -41,7 +41,7 @@ mod tests {
     use clap::CommandFactory;
 
     use super::MOST_AT_ONCE;
-    use crate::child::scrape::TIMEOUT;
+    use crate::child::metrics::TIMEOUT;
 
     #[test]
     fn the_help_states_the_limits_these_constants_set() {

@@ -51,7 +51,7 @@ pub struct Figures {
 /// Answers the one request on `stream` and closes it. Never inlined into `child::work`, whose
 /// code every connection's child runs through: a scrape's stays out of those pages.
 #[inline(never)]
-pub fn serve(mut stream: TcpStream, figures: Figures, shared: &Shared) {
+pub fn answer(mut stream: TcpStream, figures: Figures, shared: &Shared) {
     // Reads and writes time out after `TIMEOUT`: set on the metrics listener, which its
     // connections inherit.
     let started = Instant::now();

@@ -36,7 +36,7 @@ impl Parent {
             sockets: service.bound,
             settings: service.settings,
             counts: &self.shared.udp,
-            confine: self.child.confine,
+            confine: self.template.confine,
         };
         let peer = Peer::Ip(service.bound[0].addr);
         let pid = self
