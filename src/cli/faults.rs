@@ -110,45 +110,25 @@ pub struct FaultOptions {
     ///
     /// Decided per datagram from --seed and its number, so a seed drops the same datagrams
     /// every run. --duplicate, --reorder, --corrupt and --delay likewise
-    #[arg(
-        long,
-        value_name = "P",
-        value_parser = parse_fraction,
-        requires = "udp_any",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "P", value_parser = parse_fraction, requires = "udp_any")]
+    #[arg(help_heading = FAULTS)]
     pub loss: Option<f64>,
 
     /// UDP: answer this fraction of datagrams twice (0 < P <= 1)
-    #[arg(
-        long,
-        value_name = "P",
-        value_parser = parse_fraction,
-        requires = "udp_any",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "P", value_parser = parse_fraction, requires = "udp_any")]
+    #[arg(help_heading = FAULTS)]
     pub duplicate: Option<f64>,
 
     /// UDP: hold this fraction of answers until the next one has gone (0 < P <= 1)
     ///
     /// A held answer waits at most 1 s for a next one
-    #[arg(
-        long,
-        value_name = "P",
-        value_parser = parse_fraction,
-        requires = "udp_any",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "P", value_parser = parse_fraction, requires = "udp_any")]
+    #[arg(help_heading = FAULTS)]
     pub reorder: Option<f64>,
 
     /// UDP: flip one byte in this fraction of answers (0 < P <= 1); a log line says which
-    #[arg(
-        long,
-        value_name = "P",
-        value_parser = parse_fraction,
-        requires = "udp_any",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "P", value_parser = parse_fraction, requires = "udp_any")]
+    #[arg(help_heading = FAULTS)]
     pub corrupt: Option<f64>,
 
     /// Apply the faults to this fraction of connections only (0 < P <= 1)
