@@ -14,7 +14,9 @@ use super::values::{
     Pattern, parse_chunk, parse_delay, parse_fault_on, parse_fraction, parse_millis, parse_pattern,
     parse_rate, parse_trigger,
 };
-use crate::faults::{Chunk, DatagramFaults, Delay, Faults, Limit, LimitKind, Selectors, Trigger};
+use crate::faults::{
+    Acted, Chunk, DatagramFaults, Delay, Faults, Limit, LimitKind, Selectors, Trigger,
+};
 
 /// The fault options, as typed.
 #[derive(Args, Debug, Clone, Default)]
@@ -42,64 +44,39 @@ pub struct FaultOptions {
     ///
     /// What the client sends after that is read and dropped. At most one of --close-after,
     /// --reset-after, --stall-after, --close-on and --reset-on
-    #[arg(
-        long,
-        value_name = "BYTES|TIME",
-        value_parser = parse_trigger,
-        group = "limit",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "BYTES|TIME", value_parser = parse_trigger, group = "limit")]
+    #[arg(help_heading = FAULTS)]
     pub close_after: Option<Trigger>,
 
     /// After echoing BYTES (or TIME after the accept: 500ms, 2s), reset the connection (RST)
     ///
     /// Once the client has acknowledged what was echoed; its next read fails with ECONNRESET. At
     /// most one of --close-after, --reset-after, --stall-after, --close-on and --reset-on
-    #[arg(
-        long,
-        value_name = "BYTES|TIME",
-        value_parser = parse_trigger,
-        group = "limit",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "BYTES|TIME", value_parser = parse_trigger, group = "limit")]
+    #[arg(help_heading = FAULTS)]
     pub reset_after: Option<Trigger>,
 
     /// After echoing BYTES (or TIME after the accept: 500ms, 2s), read and write nothing more
     ///
     /// The connection is held open until the client closes it or --idle-timeout passes. At most
     /// one of --close-after, --reset-after, --stall-after, --close-on and --reset-on
-    #[arg(
-        long,
-        value_name = "BYTES|TIME",
-        value_parser = parse_trigger,
-        group = "limit",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "BYTES|TIME", value_parser = parse_trigger, group = "limit")]
+    #[arg(help_heading = FAULTS)]
     pub stall_after: Option<Trigger>,
 
     /// Close cleanly where the client's stream contains PATTERN, echoing only what came before
     ///
     /// The pattern may span reads (\r, \n, \t, \\ and \xNN escapes); until a read shows that the
     /// last bytes do not begin it, their echo waits. At most one limit, as --close-after
-    #[arg(
-        long,
-        value_name = "PATTERN",
-        value_parser = parse_pattern,
-        group = "limit",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern, group = "limit")]
+    #[arg(help_heading = FAULTS)]
     pub close_on: Option<Pattern>,
 
     /// Reset where the client's stream contains PATTERN, echoing only what came before
     ///
     /// As --close-on, with a reset (RST) once the echo before the pattern is acknowledged
-    #[arg(
-        long,
-        value_name = "PATTERN",
-        value_parser = parse_pattern,
-        group = "limit",
-        help_heading = FAULTS,
-    )]
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern, group = "limit")]
+    #[arg(help_heading = FAULTS)]
     pub reset_on: Option<Pattern>,
 
     /// After the client's FIN, wait MS milliseconds before closing
@@ -231,20 +208,27 @@ impl FaultOptions {
 
 /// The options a connection's faults are made of, by name without the dashes: what the control
 /// socket's `faults` and an in-band `FORKECHO` line may set (the UDP ones are the UDP worker's).
-pub const FAULT_OPTIONS: [&str; 12] = [
-    "delay",
-    "rate",
-    "chunk",
-    "close-after",
-    "reset-after",
-    "stall-after",
-    "close-on",
-    "reset-on",
-    "slow-close",
-    "fault-on",
-    "fault-rate",
-    "seed",
-];
+/// Every fault that acts (`faults::Acted::NAMES`, the close line's words), the two pattern
+/// limits (which act as close-after and reset-after), and what chooses the connections.
+pub const FAULT_OPTIONS: [&str; 12] = joined(
+    Acted::NAMES,
+    ["close-on", "reset-on", "fault-on", "fault-rate", "seed"],
+);
+
+/// `first` then `then`, as one array of `N` names (a compile error unless N is their sum).
+const fn joined<const A: usize, const B: usize, const N: usize>(
+    first: [&'static str; A],
+    then: [&'static str; B],
+) -> [&'static str; N] {
+    assert!(A + B == N);
+    let mut all = [""; N];
+    let mut i = 0;
+    while i < N {
+        all[i] = if i < A { first[i] } else { then[i - A] };
+        i += 1;
+    }
+    all
+}
 
 /// Fault options written as on the command line (`--delay 50 --chunk=1`), as (name, value)
 /// pairs for `faults_from_flags`: how `forkecho ctl faults` and an in-band line read theirs.
