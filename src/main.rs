@@ -3,19 +3,21 @@
 //! `main` parses the options and dispatches on the mode they ask for: serve (`server`), echo one
 //! connection a launcher accepted (`inetd`), probe an echo server (`forkecho ping`: `ping`),
 //! drive a server's control socket (`forkecho ctl`: `ctl`), or print the man page or a
-//! completion script. It is
-//! the one place an error is printed: once, as one line on stderr, with exit status 1. clap
-//! prints its own usage errors and exits with 2.
+//! completion script. It is the one place an error is printed: once, as one line on stderr, with
+//! exit status 1. clap prints its own usage errors and exits with 2.
 //!
-//! Where things live: `cli/` is what the user types and `settings` what it means to each side;
-//! `setup/` holds what happens before the first fork (the listening sockets, systemd's sockets,
-//! privileges); `parent/` the accept loop and everything it keeps (signals, the SIGCHLD reaper,
-//! the table of children, admission, the PROXY waiting room, statistics, shutdown) and
-//! `parent/fork.rs`, the one place that forks; `child/` the other side of that call: what a child
-//! undoes, then one connection's echo from first byte to close line. What both sides touch has a
-//! module of its own that says who writes it: `shared` (memory), `signals`, `sandbox`, `faults`,
-//! `peer` (and `network`, what addresses are in which networks), `log` (and `nowait`, how it
-//! writes without waiting).
+//! Where things live: `cli/` is what the user types (the fault options read once, in
+//! `cli/faults.rs`) and `settings` what it means to each side; `setup/` holds what happens before
+//! the first fork (the listening sockets, systemd's sockets, privileges, the certificates);
+//! `parent/` the accept loop and everything it keeps (`state`, then a file per part of the loop:
+//! its module docs list them) with `parent/fork.rs`, the one place that forks; `child/` the other
+//! side of that call: what a child undoes, then one connection's echo from first byte to close
+//! line. What both sides touch has a module of its own that says who writes it: `shared`
+//! (memory), `signals`, `sandbox`, `faults` (and `selectors`, which connections get them),
+//! `peer` (and `network`, what addresses are in which networks), `address` (where a service is,
+//! for the server and `forkecho ping`), `control_request` (for the server and `forkecho ctl`),
+//! `log` (and `nowait`, how it writes without waiting). No file imports a file above it, and no
+//! two files import each other.
 
 mod address;
 mod child;
