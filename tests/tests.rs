@@ -24,6 +24,9 @@ mod faults;
 mod hardening;
 /// What a harness is told (port file, ready fd, sd_notify) and the lifelines that tie to it.
 mod harness;
+/// The house rules on src/ itself: no import that climbs, no import circle, no file over 500
+/// lines.
+mod house;
 /// Started by other programs: systemd socket activation, inetd, tcpserver.
 mod launchers;
 /// Reaping, fds, killed children, stopping, logs.
