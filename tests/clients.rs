@@ -36,13 +36,13 @@ fn nc_round_trip(bind: &str, host: &str) {
 }
 
 #[test]
-#[ignore = "needs nc from netcat-openbsd"]
+#[ignore = "run with: cargo test -- --ignored (uses nc from netcat-openbsd)"]
 fn nc_round_trip_over_ipv4_is_byte_exact() {
     nc_round_trip("127.0.0.1", "127.0.0.1");
 }
 
 #[test]
-#[ignore = "needs nc from netcat-openbsd"]
+#[ignore = "run with: cargo test -- --ignored (uses nc from netcat-openbsd)"]
 fn nc_round_trip_over_ipv6_is_byte_exact() {
     if !have_ipv6() {
         eprintln!("skipped: this host has no IPv6 on loopback");
@@ -52,7 +52,7 @@ fn nc_round_trip_over_ipv6_is_byte_exact() {
 }
 
 #[test]
-#[ignore = "needs socat"]
+#[ignore = "run with: cargo test -- --ignored (uses socat)"]
 fn socat_round_trip_is_byte_exact() {
     let server = Server::start(&[]);
     // -t: after stdin's EOF socat half-closes and waits up to this long for the server to
@@ -61,7 +61,7 @@ fn socat_round_trip_is_byte_exact() {
 }
 
 #[test]
-#[ignore = "needs telnet"]
+#[ignore = "run with: cargo test -- --ignored (uses telnet)"]
 fn telnet_gets_back_what_was_typed() {
     let server = Server::start(&[]);
     let mut telnet = Command::new("telnet")

@@ -349,10 +349,9 @@ fn the_parent_stays_flat_through_thousands_of_fault_commands() {
     let mut replies = BufReader::new(stream.try_clone().unwrap());
     let mut send = |n: usize| {
         for i in 0..n {
-            let request = format!(
-                "{{\"cmd\":\"faults\",\"set\":{{\"delay\":\"{}\",\"close-on\":\"pattern {i}\"}}}}\n",
-                i % 50
-            );
+            let (delay, pattern) = ((i % 50).to_string(), format!("pattern {i}"));
+            let set = serde_json::json!({ "delay": delay, "close-on": pattern });
+            let request = format!("{}\n", serde_json::json!({ "cmd": "faults", "set": set }));
             stream.write_all(request.as_bytes()).unwrap();
             let mut reply = String::new();
             replies.read_line(&mut reply).unwrap();

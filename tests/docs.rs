@@ -152,7 +152,7 @@ fn the_readme_rust_fixture_is_this_code_and_serves() {
 
 /// Needs python3 with pytest (Debian: python3-pytest).
 #[test]
-#[ignore]
+#[ignore = "run with: cargo test -- --ignored (uses python3 with pytest)"]
 fn the_readme_pytest_example_fails_the_naive_client_and_passes_the_other() {
     let dir = std::env::temp_dir().join(format!("forkecho-readme-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -171,7 +171,7 @@ fn the_readme_pytest_example_fails_the_naive_client_and_passes_the_other() {
 
 /// Needs python3 with pytest.
 #[test]
-#[ignore]
+#[ignore = "run with: cargo test -- --ignored (uses python3 with pytest)"]
 fn the_readme_tls_recipe_sees_the_expired_certificate_refused() {
     let dir = std::env::temp_dir().join(format!("forkecho-readme-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -187,7 +187,7 @@ fn the_readme_tls_recipe_sees_the_expired_certificate_refused() {
 /// Needs python3 with pytest and pytest-xdist. The plugin is loaded from its source folder with
 /// autoloading off, so that an installed copy (CI installs it with pip) is not loaded twice.
 #[test]
-#[ignore]
+#[ignore = "run with: cargo test -- --ignored (uses python3 with pytest and pytest-xdist)"]
 fn the_pytest_plugin_passes_its_tests_four_at_a_time() {
     let plugin = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/pytest-forkecho");
     let args = [

@@ -179,3 +179,39 @@ fn help_and_version_succeed() {
         format!("forkecho {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn an_option_that_shapes_faults_without_a_fault_says_so_in_words() {
+    for (args, what) in [
+        (
+            &["--seed", "7"][..],
+            "--seed seeds the faults' random choices",
+        ),
+        (
+            &["--fault-rate", "0.5"][..],
+            "--fault-rate picks the connections",
+        ),
+        (
+            &["--fault-on", "first:2"][..],
+            "--fault-on chooses the connections",
+        ),
+    ] {
+        let out = forkecho(args);
+        assert_refused(&out, 2, &[what, "add one (--delay"]);
+        // One sentence, not clap's list of every fault option as "required arguments".
+        assert!(
+            !stderr(&out).contains("required arguments"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn ping_with_host_and_port_apart_is_told_to_join_them() {
+    assert_refused(
+        &forkecho(&["ping", "localhost", "9999"]),
+        2,
+        &["unexpected argument '9999'", "forkecho ping localhost:9999"],
+    );
+}

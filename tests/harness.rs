@@ -337,7 +337,10 @@ fn with_exit_with_parent_a_launcher_gone_before_the_start_is_a_startup_error() {
     let mut launcher = Command::new("sh")
         .args([
             "-c",
-            "exec 3<&0; ( read go <&3; exec sh -c 'echo pid=$$; exec \"$0\" \"$@\"' \"$0\" \"$@\" ) & exit 0",
+            concat!(
+                "exec 3<&0; ( read go <&3; ",
+                "exec sh -c 'echo pid=$$; exec \"$0\" \"$@\"' \"$0\" \"$@\" ) & exit 0"
+            ),
             binary(),
             "--bind",
             "127.0.0.1",

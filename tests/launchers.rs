@@ -527,7 +527,7 @@ fn three_clients_through(addr: SocketAddr) {
 }
 
 #[test]
-#[ignore = "needs systemd-socket-activate (package systemd)"]
+#[ignore = "run with: cargo test -- --ignored (uses systemd-socket-activate (package systemd))"]
 fn systemd_socket_activate_starts_the_server_on_its_socket() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -549,7 +549,7 @@ fn systemd_socket_activate_starts_the_server_on_its_socket() {
 }
 
 #[test]
-#[ignore = "needs systemd-socket-activate (package systemd)"]
+#[ignore = "run with: cargo test -- --ignored (uses systemd-socket-activate (package systemd))"]
 fn systemd_socket_activate_passes_a_datagram_socket_to_udp_only() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -584,7 +584,7 @@ fn systemd_socket_activate_passes_a_datagram_socket_to_udp_only() {
 }
 
 #[test]
-#[ignore = "needs systemd-socket-activate (package systemd)"]
+#[ignore = "run with: cargo test -- --ignored (uses systemd-socket-activate (package systemd))"]
 fn systemd_socket_activate_accept_runs_inetd_mode_per_connection() {
     // --accept passes each connection as fd 3 (LISTEN_FDS); with --inetd also, on stdin/stdout.
     for inetd_style in [false, true] {
@@ -601,7 +601,7 @@ fn systemd_socket_activate_accept_runs_inetd_mode_per_connection() {
 }
 
 #[test]
-#[ignore = "needs tcpserver (package ucspi-tcp)"]
+#[ignore = "run with: cargo test -- --ignored (uses tcpserver (package ucspi-tcp))"]
 fn tcpserver_runs_inetd_mode_per_connection() {
     let port = free_port().to_string();
     let _launcher = launch("tcpserver", &["127.0.0.1", &port, binary(), "--inetd"]);
@@ -609,7 +609,7 @@ fn tcpserver_runs_inetd_mode_per_connection() {
 }
 
 #[test]
-#[ignore = "needs systemd-analyze and man (packages systemd, man-db)"]
+#[ignore = "run with: cargo test -- --ignored (uses systemd-analyze and man)"]
 fn the_shipped_systemd_units_verify() {
     let dir = std::env::temp_dir().join(format!("forkecho-units-{}", std::process::id()));
     let man1 = dir.join("man/man1");

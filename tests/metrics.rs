@@ -284,7 +284,7 @@ fn a_bad_metrics_address_is_refused_by_name() {
 }
 
 #[test]
-#[ignore = "needs curl and promtool (package prometheus)"]
+#[ignore = "run with: cargo test -- --ignored (uses curl and promtool (package prometheus))"]
 fn promtool_accepts_a_scrape_taken_by_curl_under_load() {
     let (server, metrics) = with_metrics(&["--quiet", "--delay", "1", "--udp"]);
     let addr = server.loopback();

@@ -371,7 +371,7 @@ fn usage_and_resolution_errors_exit_2_naming_the_value() {
 }
 
 #[test]
-#[ignore = "needs socat"]
+#[ignore = "run with: cargo test -- --ignored (uses socat)"]
 fn probes_to_socat_as_a_foreign_echo_server_come_back_intact() {
     let port = crate::util::free_port();
     let mut socat = Command::new("socat")

@@ -103,7 +103,7 @@ fn shipped_config(front: SocketAddr, backends: [SocketAddr; 2], name: &str) -> s
 }
 
 #[test]
-#[ignore = "needs haproxy (package haproxy)"]
+#[ignore = "run with: cargo test -- --ignored (uses haproxy (package haproxy))"]
 fn haproxy_spreads_clients_and_survives_a_killed_backend() {
     let echo1 = Server::start(&["--proxy-protocol"]);
     let mut echo2_holder = Some(Server::start(&["--proxy-protocol"]));
@@ -190,7 +190,7 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
 }
 
 #[test]
-#[ignore = "needs haproxy (package haproxy)"]
+#[ignore = "run with: cargo test -- --ignored (uses haproxy (package haproxy))"]
 fn through_haproxy_max_per_ip_counts_each_client_not_the_balancer() {
     // Both of the shipped backends point at one forkecho, so every connection meets its limit.
     let echo = Server::start(&["--proxy-protocol", "--max-per-ip", "1"]);

@@ -507,7 +507,7 @@ fn s_client(
 }
 
 #[test]
-#[ignore = "needs openssl (the command)"]
+#[ignore = "run with: cargo test -- --ignored (uses openssl (the command))"]
 fn openssl_s_client_verifies_and_round_trips_and_reports_each_fault() {
     // s_client leaves at the end of its input without waiting for the echo, or (with -quiet's
     // -ign_eof) waits for the server to close: --close-after closes once the line is echoed.
@@ -536,7 +536,7 @@ fn openssl_s_client_verifies_and_round_trips_and_reports_each_fault() {
 }
 
 #[test]
-#[ignore = "needs python3"]
+#[ignore = "run with: cargo test -- --ignored (uses python3)"]
 fn python_ssl_round_trips_and_reports_each_fault() {
     let script = "import socket, ssl, sys\n\
         ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
@@ -580,7 +580,7 @@ fn python_ssl_round_trips_and_reports_each_fault() {
 }
 
 #[test]
-#[ignore = "needs socat"]
+#[ignore = "run with: cargo test -- --ignored (uses socat)"]
 fn socat_openssl_is_a_client_too() {
     let (server, _dir, ca) = tls_server("tls-socat", &[]);
     let target = format!(

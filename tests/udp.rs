@@ -332,7 +332,7 @@ fn ping_udp_reports_each_fault_apart() {
 }
 
 #[test]
-#[ignore = "needs nc (netcat-openbsd), socat and python3"]
+#[ignore = "run with: cargo test -- --ignored (uses nc (netcat-openbsd), socat and python3)"]
 fn nc_u_socat_and_python_get_their_datagrams_back() {
     let server = Server::start(&["--udp-only", "-b", "127.0.0.1", "-b", "::1"]);
     let port = server.addr.port().to_string();

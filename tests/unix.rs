@@ -344,7 +344,7 @@ fn with_user_the_socket_file_belongs_to_that_user() {
 }
 
 #[test]
-#[ignore = "needs nc (netcat-openbsd) and socat"]
+#[ignore = "run with: cargo test -- --ignored (uses nc (netcat-openbsd) and socat)"]
 fn nc_u_and_socat_unix_connect_get_their_bytes_back() {
     let dir = Scratch::new("unix-clients");
     let sock = dir.path("fe.sock");
@@ -363,7 +363,7 @@ fn nc_u_and_socat_unix_connect_get_their_bytes_back() {
 }
 
 #[test]
-#[ignore = "needs python3"]
+#[ignore = "run with: cargo test -- --ignored (uses python3)"]
 fn python_talks_to_the_unix_socket() {
     let dir = Scratch::new("unix-python");
     let sock = dir.path("fe.sock");
@@ -381,7 +381,7 @@ fn python_talks_to_the_unix_socket() {
 }
 
 #[test]
-#[ignore = "needs systemd-socket-activate (package systemd)"]
+#[ignore = "run with: cargo test -- --ignored (uses systemd-socket-activate (package systemd))"]
 fn systemd_socket_activate_passes_a_unix_socket_whose_file_forkecho_leaves_alone() {
     let dir = Scratch::new("unix-activate");
     let sock = dir.path("fe.sock");

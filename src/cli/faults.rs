@@ -115,7 +115,6 @@ pub struct FaultOptions {
         long,
         value_name = "P",
         value_parser = parse_fraction,
-        requires = "faults",
         help_heading = FAULTS,
     )]
     pub fault_rate: Option<f64>,
@@ -139,20 +138,63 @@ pub struct FaultOptions {
         long,
         value_name = "SELECTORS",
         value_parser = parse_fault_on,
-        requires = "faults",
         help_heading = FAULTS,
     )]
     pub fault_on: Option<Selectors>,
 
-    /// Seed for the faults' random choices (jitter, --fault-rate)
+    /// Seed for the faults' random choices (jitter, --fault-rate, the UDP faults)
     ///
     /// The same seed makes the same choices for the same connection numbers; without it a random
     /// seed is used and logged. Needs a fault
-    #[arg(long, value_name = "N", requires = "faults", help_heading = FAULTS)]
+    #[arg(long, value_name = "N", help_heading = FAULTS)]
     pub seed: Option<u64>,
 }
 
 impl FaultOptions {
+    /// Whether any fault is asked for (the connections' or the datagrams').
+    pub fn any(&self) -> bool {
+        self.delay.is_some()
+            || self.rate.is_some()
+            || self.chunk.is_some()
+            || self.close_after.is_some()
+            || self.reset_after.is_some()
+            || self.stall_after.is_some()
+            || self.close_on.is_some()
+            || self.reset_on.is_some()
+            || self.slow_close.is_some()
+            || self.loss.is_some()
+            || self.duplicate.is_some()
+            || self.reorder.is_some()
+            || self.corrupt.is_some()
+    }
+
+    /// An option that only shapes the faults (`--seed`, `--fault-rate`, `--fault-on`) given
+    /// without one: what is wrong, in words (clap's own would list every fault option).
+    pub fn unshaped(&self) -> Option<String> {
+        let shaping = [
+            (
+                self.seed.is_some(),
+                "--seed seeds the faults' random choices",
+            ),
+            (
+                self.fault_rate.is_some(),
+                "--fault-rate picks the connections that get faults",
+            ),
+            (
+                self.fault_on.is_some(),
+                "--fault-on chooses the connections that get faults",
+            ),
+        ];
+        let (_, what) = shaping.into_iter().find(|(given, _)| *given)?;
+        (!self.any()).then(|| {
+            format!(
+                "{what}, and there is none: add one (--delay, --rate, --chunk, --close-after, \
+                 --reset-after, --stall-after, --close-on, --reset-on, --slow-close, or for UDP \
+                 --loss, --duplicate, --reorder, --corrupt)"
+            )
+        })
+    }
+
     /// The datagram faults asked for, with the run's seed; None without any.
     pub fn datagram_faults(&self, seed: u64) -> Option<DatagramFaults> {
         let any = [self.loss, self.duplicate, self.reorder, self.corrupt]
@@ -257,6 +299,39 @@ pub fn fault_flags<'a>(words: &[&'a str]) -> Result<Vec<(&'a str, String)>, Stri
 mod tests {
     use super::super::options::{Options, faults_from_flags};
     use super::*;
+
+    #[test]
+    fn the_man_page_s_control_section_names_every_fault_key() {
+        let reference = include_str!("reference.txt");
+        let line = (reference.lines())
+            .find(|l| l.starts_with("- {\"cmd\":\"faults\""))
+            .unwrap();
+        for name in FAULT_OPTIONS {
+            assert!(line.contains(&format!("`{name}`")), "CONTROL lacks {name}");
+        }
+    }
+
+    #[test]
+    fn options_that_shape_faults_need_one_and_say_so() {
+        let parse = |args: &[&str]| {
+            <Options as clap::Parser>::try_parse_from([&["forkecho"], args].concat()).unwrap()
+        };
+        let why = parse(&["--seed", "7"]).faults.unshaped().unwrap();
+        assert!(why.starts_with("--seed seeds"), "{why}");
+        assert!(
+            parse(&["--seed", "7", "--loss", "0.1", "--udp"])
+                .faults
+                .unshaped()
+                .is_none()
+        );
+        assert!(
+            parse(&["--fault-on", "first:1", "--delay", "5"])
+                .faults
+                .unshaped()
+                .is_none()
+        );
+        assert!(parse(&[]).faults.unshaped().is_none());
+    }
 
     #[test]
     fn the_fault_options_are_the_command_line_s_connection_faults() {

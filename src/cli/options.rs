@@ -37,10 +37,11 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
         forkecho listens on a TCP port and forks one child process per client; the child sends \
         back every byte it receives, in order, until the client closes the connection.\n\n\
         Once listening, it prints one line to stdout, `listening on ADDR` (with the real port, \
-        useful with --port 0; with several listeners, their addresses separated by spaces), and \
-        nothing else. Logs go to stderr, one line per event. \
-        SIGTERM, SIGINT or SIGHUP stops it: it closes the listening sockets, asks the children to \
-        close their connections, and exits 0. SIGUSR1 logs a line of statistics. The man page \
+        useful with --port 0; with several listeners, their addresses separated by spaces), a \
+        second, `listening on udp ADDR`, with --udp, and nothing else. Logs go to stderr, one \
+        line per event. \
+        SIGTERM, SIGINT, SIGQUIT or SIGHUP stops it: it closes the listening sockets, asks the \
+        children to close their connections, and exits 0. SIGUSR1 logs a line of statistics. The man page \
         (forkecho --man) describes every log line, signal, limit and exit status.",
     after_help = "Examples:\n  \
         forkecho                                 port 9999, IPv6 and IPv4\n  \
@@ -49,7 +50,7 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
         forkecho -q --max-per-ip 8 --idle-timeout 60   quieter; fair to many sources\n  \
         forkecho --udp                           TCP and UDP echo on port 9999\n  \
         forkecho --tls --tls-ca-out ca.pem       TLS, with the run's CA written for clients\n  \
-        forkecho --tls --tls-fault expired       a certificate that expired yesterday\n  \
+        forkecho --tls --tls-fault expired       a certificate that expired an hour ago\n  \
         forkecho --udp-only --loss 0.1 --seed 7  UDP echo that drops one datagram in ten\n  \
         forkecho --rate-per-ip 20/1              20 new connections a second per source\n  \
         forkecho --reuse-port                    one of several instances sharing the port\n  \
@@ -440,6 +441,27 @@ pub enum Mode {
 }
 
 impl Options {
+    /// Parses the command line, or exits as clap does (status 2) with what is wrong: clap's own
+    /// message, and ours where clap's would not help (`FaultOptions::unshaped`; `forkecho ping
+    /// HOST PORT`, which takes HOST:PORT).
+    pub fn parse_or_exit() -> Options {
+        let options = Options::try_parse().unwrap_or_else(|err| {
+            if let Some(tip) = ping_tip(&err, std::env::args().skip(1)) {
+                eprint!("{}", err.render());
+                eprintln!("\n{tip}");
+                std::process::exit(2);
+            }
+            err.exit()
+        });
+        if let Some(why) = options.faults.unshaped() {
+            let mut command = <Options as clap::CommandFactory>::command();
+            command
+                .error(clap::error::ErrorKind::MissingRequiredArgument, why)
+                .exit();
+        }
+        options
+    }
+
     /// The mode these options ask for; clap has already refused contradictory combinations.
     pub fn mode(&self) -> Mode {
         if let Some(command) = &self.command {
@@ -479,9 +501,29 @@ pub fn faults_from_flags(flags: &[(&str, String)]) -> Result<Option<Faults>, Str
         let first = text.lines().next().unwrap_or_default();
         first.trim_start_matches("error: ").to_string()
     })?;
+    if let Some(why) = options.faults.unshaped() {
+        return Err(why);
+    }
     let seed = options
         .faults
         .seed
         .unwrap_or_else(crate::faults::random_seed);
     Ok(options.faults.faults(seed))
+}
+
+/// `forkecho ping HOST PORT` (two words, the second a port): the tip to write HOST:PORT.
+fn ping_tip(err: &clap::Error, args: impl Iterator<Item = String>) -> Option<String> {
+    let args: Vec<String> = args.collect();
+    let unexpected = err.kind() == clap::error::ErrorKind::UnknownArgument;
+    let words: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    match (args.first().map(String::as_str), &words[..]) {
+        (Some("ping"), [host, port, ..]) if unexpected && port.parse::<u16>().is_ok() => Some(
+            format!("tip: forkecho ping takes HOST:PORT in one word: forkecho ping {host}:{port}"),
+        ),
+        _ => None,
+    }
 }

@@ -79,11 +79,17 @@ fn bring_up_loopback() -> io::Result<()> {
     }
 }
 
-/// `ip addr add ADDR/64 dev lo` for each of `addrs`, with ioctls only.
+/// `ip addr add ADDR/64 dev lo` for each of `addrs`, with ioctls only, and waits until each can
+/// be bound. A new IPv6 address is tentative until Duplicate Address Detection is done with it,
+/// even on loopback, where the kernel finishes it from a work queue a moment later: a test that
+/// binds it at once gets EADDRNOTAVAIL (seen on a first `cargo test`). So DAD is turned off on
+/// this namespace's `lo` first, and every address is checked bindable before the test runs.
 fn add_ipv6(addrs: &[&str]) -> io::Result<()> {
     if addrs.is_empty() {
         return Ok(());
     }
+    // Per namespace: /proc/sys/net is the writing thread's namespace's.
+    std::fs::write("/proc/sys/net/ipv6/conf/lo/accept_dad", "0")?;
     let v4 = Ioctl::new(libc::AF_INET)?;
     let v6 = Ioctl::new(libc::AF_INET6)?;
     let mut req = lo();
@@ -102,6 +108,17 @@ fn add_ipv6(addrs: &[&str]) -> io::Result<()> {
         };
         // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads one in6_ifreq.
         check(unsafe { libc::ioctl(v6.0, libc::SIOCSIFADDR, &add) })?;
+    }
+    for addr in addrs {
+        let bind = || std::net::UdpSocket::bind((addr.parse::<std::net::Ipv6Addr>().unwrap(), 0));
+        let deadline = std::time::Instant::now() + super::DEADLINE;
+        while let Err(err) = bind() {
+            if err.kind() != io::ErrorKind::AddrNotAvailable || std::time::Instant::now() > deadline
+            {
+                return Err(err);
+            }
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
     Ok(())
 }
