@@ -51,12 +51,13 @@ fn every_option_the_readme_names_is_one_the_binary_has() {
     named.dedup();
     // What the README's examples pass to other programs (cargo, nc, podman, ...), not forkecho.
     let others = [
-        "--release",
+        "--release", // cargo
         "--path",
-        "--format",
+        "--ignored", // cargo test -- --ignored
+        "--format",  // podman build
         "--ignorefile",
         "--rm",
-        "--now",
+        "--now", // systemctl
     ];
     let unknown: Vec<&&str> = named
         .iter()

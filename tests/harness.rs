@@ -164,6 +164,36 @@ fn sd_notify_says_ready_once_serving_and_stopping_at_a_stop() {
 }
 
 #[test]
+fn sd_notify_with_udp_sends_only_assignments() {
+    let dir = Scratch::new("notify-udp");
+    let path = dir.path("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut server = forkecho(&["--udp"])
+        .env("NOTIFY_SOCKET", &path)
+        .spawn()
+        .unwrap();
+    let mut message = [0u8; 512];
+    let n = socket.recv(&mut message).expect("READY=1");
+    let ready = String::from_utf8_lossy(&message[..n]).into_owned();
+    // sd_notify(3): newline-separated VAR=VALUE assignments, nothing else.
+    for line in ready.lines() {
+        let (var, _) = line.split_once('=').expect(&ready);
+        assert!(
+            var.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "{ready:?}"
+        );
+    }
+    let status = ready
+        .lines()
+        .find(|l| l.starts_with("STATUS="))
+        .expect(&ready);
+    assert!(status.contains("; listening on udp "), "{status}");
+    kill(Pid::from_raw(server.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(server.wait().unwrap().success());
+}
+
+#[test]
 fn sd_notify_reaches_an_abstract_socket() {
     use std::os::linux::net::SocketAddrExt;
     let name = format!("forkecho-test-notify-{}", std::process::id());

@@ -175,7 +175,9 @@ impl Harness {
             // SAFETY: the fd the harness handed us for this one line; nothing else uses it.
             unsafe { nix::libc::close(fd) };
         }
-        let status = line.trim_end();
+        // One line for STATUS: every line of the message must be VAR=VALUE (with --udp the
+        // readiness text has two lines).
+        let status = line.trim_end().replace('\n', "; ");
         self.notify(&format!(
             "READY=1\nMAINPID={}\nSTATUS={status}",
             std::process::id()
