@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     // `pkill -USR1 forkecho` or a SIGTERM sent while it starts. The other modes give the
     // signals back to their defaults once the options say which mode this is.
     let caught = parent::catch_signals_early();
-    let options = cli::Options::parse_or_exit();
+    let options = cli::parse_or_exit();
     match options.mode() {
         Mode::Serve => {
             if let Err(err) = caught {

@@ -86,8 +86,8 @@ fn zero_limits_act_before_the_first_byte() {
 }
 
 #[test]
-fn stall_after_echoes_the_limit_then_nothing_until_the_client_gives_up() {
-    let server = Server::start(&["--stall-after", "4"]);
+fn stall_after_echoes_the_limit_then_nothing_until_the_idle_timeout() {
+    let server = Server::start(&["--stall-after", "4", "--idle-timeout", "1"]);
     let mut client = server.connect();
     client.write_all(b"abcdefgh").unwrap();
     let mut got = [0u8; 4];
@@ -101,11 +101,24 @@ fn stall_after_echoes_the_limit_then_nothing_until_the_client_gives_up() {
         .read(&mut [0u8; 16])
         .expect_err("nothing more is echoed");
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
-    // The client gives up; the server notices its FIN.
+    // The client says it is done (FIN): a hung server does not notice; the connection stays
+    // until the idle timeout, with neither a close nor a reset before it.
+    let stalled = std::time::Instant::now();
     client.shutdown(Shutdown::Write).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let ended = client.read(&mut [0u8; 16]);
+    let after = stalled.elapsed();
+    assert!(
+        !matches!(ended, Ok(n) if n > 0),
+        "nothing echoed: {ended:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(600),
+        "ended {after:?} after the FIN"
+    );
     let line = server.close_line_for(client.local_addr().unwrap());
     assert_eq!(field(&line, "bytes"), Some("4"), "{line}");
-    assert_eq!(field(&line, "end"), Some("client-closed"), "{line}");
+    assert_eq!(field(&line, "end"), Some("idle-timeout"), "{line}");
     assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
 }
 

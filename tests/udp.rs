@@ -288,6 +288,32 @@ fn ping_udp(faults: &[&str], count: u32) -> (i32, String) {
 }
 
 #[test]
+fn ping_udp_ends_when_the_last_answer_is_in_and_i_0_waits_for_each() {
+    // A server that holds each answer 100 ms: with -i 0 the probes go one at a time, each once
+    // the last is back (300 ms at least), and the run ends then, not --timeout (5 s) later.
+    let server = Server::start(&["--udp-only", "-q", "--delay", "100"]);
+    let mut command = Command::new(crate::util::binary());
+    let target = server.addr.to_string();
+    command.args([
+        "ping", "--udp", "-c", "3", "-i", "0", "-W", "5", "-q", &target,
+    ]);
+    let started = std::time::Instant::now();
+    let out = crate::util::run_to_completion(command);
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("3 sent, 3 echoed"), "{text}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "probes overlapped: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "waited out --timeout: {took:?}"
+    );
+}
+
+#[test]
 fn ping_udp_reports_each_fault_apart() {
     let (code, text) = ping_udp(&[], 5);
     assert_eq!(code, 0, "{text}");

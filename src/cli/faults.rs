@@ -2,7 +2,7 @@
 //! definition, flattened into `Options` (so `--help` and the man page list them under Faults),
 //! and what they mean once read (`FaultOptions::faults`, `FaultOptions::datagram_faults`). The
 //! names a control `faults` command and an in-band `FORKECHO` line may use are `FAULT_OPTIONS`,
-//! read as flags by `fault_flags` and parsed by `options::faults_from_flags`. Read at startup by
+//! read as flags by `fault_flags` and parsed by `parse::faults_from_flags`. Read at startup by
 //! `crate::settings`, and by the control socket and in-band lines through `faults_from_flags`.
 
 use std::time::Duration;
@@ -58,8 +58,9 @@ pub struct FaultOptions {
 
     /// After echoing BYTES (or TIME after the accept: 500ms, 2s), read and write nothing more
     ///
-    /// The connection is held open until the client closes it or --idle-timeout passes. At most
-    /// one of --close-after, --reset-after, --stall-after, --close-on and --reset-on
+    /// As a hung server: the connection is held open, the client's FIN unnoticed, until
+    /// --idle-timeout or --max-duration passes or the client resets it. At most one of
+    /// --close-after, --reset-after, --stall-after, --close-on and --reset-on
     #[arg(long, value_name = "BYTES|TIME", value_parser = parse_trigger, group = "limit")]
     #[arg(help_heading = FAULTS)]
     pub stall_after: Option<Trigger>,
@@ -297,7 +298,8 @@ pub fn fault_flags<'a>(words: &[&'a str]) -> Result<Vec<(&'a str, String)>, Stri
 
 #[cfg(test)]
 mod tests {
-    use super::super::options::{Options, faults_from_flags};
+    use super::super::options::Options;
+    use super::super::parse::faults_from_flags;
     use super::*;
 
     #[test]

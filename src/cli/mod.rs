@@ -17,12 +17,14 @@ mod faults;
 mod help;
 pub mod man;
 mod options;
+mod parse;
 pub mod values;
 
 pub use commands::{Command, CtlOptions, PingOptions};
 pub use faults::fault_flags;
 pub use help::TLS_FAULTS;
-pub use options::{Mode, Options, faults_from_flags};
+pub use options::{Mode, Options};
+pub use parse::{faults_from_flags, parse_or_exit};
 pub use values::{Bind, Rate};
 
 #[cfg(test)]

@@ -8,13 +8,12 @@ use clap::{ArgGroup, Parser};
 use clap_complete::Shell;
 
 use super::commands::Command;
-use super::faults::{FAULT_OPTIONS, FaultOptions};
+use super::faults::FaultOptions;
 use super::help::{HARNESS, TLS, TLS_FAULTS};
 use super::values::{
     Bind, Rate, parse_bind, parse_metrics, parse_mode, parse_rate_per_ip, parse_seconds,
     parse_size, parse_timeout,
 };
-use crate::faults::Faults;
 
 /// The most processes Linux can have (PID_MAX_LIMIT on 64-bit systems).
 const PID_MAX_LIMIT: i64 = 4_194_304;
@@ -41,8 +40,8 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
         second, `listening on udp ADDR`, with --udp, and nothing else. Logs go to stderr, one \
         line per event. \
         SIGTERM, SIGINT, SIGQUIT or SIGHUP stops it: it closes the listening sockets, asks the \
-        children to close their connections, and exits 0. SIGUSR1 logs a line of statistics. The man page \
-        (forkecho --man) describes every log line, signal, limit and exit status.",
+        children to close their connections, and exits 0. SIGUSR1 logs a line of statistics. \
+        The man page (forkecho --man) describes every log line, signal, limit and exit status.",
     after_help = "Examples:\n  \
         forkecho                                 port 9999, IPv6 and IPv4\n  \
         forkecho -p 0 -b 127.0.0.1               any free loopback port (stdout says which)\n  \
@@ -441,27 +440,6 @@ pub enum Mode {
 }
 
 impl Options {
-    /// Parses the command line, or exits as clap does (status 2) with what is wrong: clap's own
-    /// message, and ours where clap's would not help (`FaultOptions::unshaped`; `forkecho ping
-    /// HOST PORT`, which takes HOST:PORT).
-    pub fn parse_or_exit() -> Options {
-        let options = Options::try_parse().unwrap_or_else(|err| {
-            if let Some(tip) = ping_tip(&err, std::env::args().skip(1)) {
-                eprint!("{}", err.render());
-                eprintln!("\n{tip}");
-                std::process::exit(2);
-            }
-            err.exit()
-        });
-        if let Some(why) = options.faults.unshaped() {
-            let mut command = <Options as clap::CommandFactory>::command();
-            command
-                .error(clap::error::ErrorKind::MissingRequiredArgument, why)
-                .exit();
-        }
-        options
-    }
-
     /// The mode these options ask for; clap has already refused contradictory combinations.
     pub fn mode(&self) -> Mode {
         if let Some(command) = &self.command {
@@ -478,52 +456,5 @@ impl Options {
         } else {
             Mode::Serve
         }
-    }
-}
-
-/// The faults `flags` (name without dashes, value) ask for, read by the command line's own
-/// parser, so names, syntax and checks are the same; None if they ask for none. An error says
-/// what is wrong, quoting the value.
-pub fn faults_from_flags(flags: &[(&str, String)]) -> Result<Option<Faults>, String> {
-    let mut args = vec!["forkecho".to_string()];
-    for (name, value) in flags {
-        if !FAULT_OPTIONS.contains(name) {
-            return Err(format!(
-                "\"{name}\" is no fault: one of {}",
-                FAULT_OPTIONS.join(", ")
-            ));
-        }
-        args.push(format!("--{name}"));
-        args.push(value.clone());
-    }
-    let options = Options::try_parse_from(&args).map_err(|err| {
-        let text = err.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        first.trim_start_matches("error: ").to_string()
-    })?;
-    if let Some(why) = options.faults.unshaped() {
-        return Err(why);
-    }
-    let seed = options
-        .faults
-        .seed
-        .unwrap_or_else(crate::faults::random_seed);
-    Ok(options.faults.faults(seed))
-}
-
-/// `forkecho ping HOST PORT` (two words, the second a port): the tip to write HOST:PORT.
-fn ping_tip(err: &clap::Error, args: impl Iterator<Item = String>) -> Option<String> {
-    let args: Vec<String> = args.collect();
-    let unexpected = err.kind() == clap::error::ErrorKind::UnknownArgument;
-    let words: Vec<&String> = args
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    match (args.first().map(String::as_str), &words[..]) {
-        (Some("ping"), [host, port, ..]) if unexpected && port.parse::<u16>().is_ok() => Some(
-            format!("tip: forkecho ping takes HOST:PORT in one word: forkecho ping {host}:{port}"),
-        ),
-        _ => None,
     }
 }

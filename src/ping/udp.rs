@@ -94,16 +94,29 @@ pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> 
     let mut highest = 0;
     let mut buf = vec![0u8; 65_536];
     let mut seq = 0u64;
+    // The slowest round trip yet, and when every probe sent had its answer (with none to send).
+    let mut slowest = Duration::ZERO;
+    let mut all_in: Option<Instant> = None;
     loop {
+        let now = Instant::now();
         let more = options.count.is_none_or(|count| seq < count);
-        let next_send = more.then(|| started + options.interval * seq as u32);
+        let next_send = more.then(|| match (options.interval.is_zero(), sent_at.last()) {
+            // -i 0: the next probe once the last one's answer is in, or its time is up.
+            (true, Some(&last)) if !answered.contains(&seq) => last + options.timeout,
+            _ => started + options.interval * seq as u32,
+        });
         let last_sent = sent_at.last().copied();
         let give_up = match (next_send, last_sent) {
             (Some(at), _) => at,
+            // Every answer is in: a moment more for a duplicate (twice the slowest round trip,
+            // 10 ms at least), not the whole --timeout.
+            (None, Some(_)) if answered.len() as u64 == report.sent => {
+                let linger = (slowest * 2).max(Duration::from_millis(10));
+                *all_in.get_or_insert(now) + linger.min(options.timeout)
+            }
             (None, Some(last)) => last + options.timeout,
             (None, None) => break,
         };
-        let now = Instant::now();
         if interrupted() {
             break;
         }
@@ -141,6 +154,7 @@ pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> 
             }
             Answer::Intact(got) => {
                 let rtt = sent_at[got as usize - 1].elapsed();
+                slowest = slowest.max(rtt);
                 report.echoed += 1;
                 report.rtt.add(rtt);
                 let late = got < highest;

@@ -393,8 +393,9 @@ impl Shaping<'_> {
         }
     }
 
-    /// `--stall-after`: neither read nor write; wait for the client to close (or reset), the
-    /// idle timeout counted from here, or a stop.
+    /// `--stall-after`: neither read nor write, as a hung server: its FIN goes unnoticed too.
+    /// Wait for the idle timeout counted from here, a stop (`--max-duration` included), or the
+    /// client's reset.
     fn hang(&self, socket: &TcpStream) -> End {
         let since = Instant::now();
         let limit = Some(self.session.stall).filter(|idle| !idle.is_zero());
@@ -406,10 +407,9 @@ impl Shaping<'_> {
             if left.is_some_and(|left| left.is_zero()) {
                 return End::IdleTimeout;
             }
-            // POLLRDHUP: the client's FIN, even with its data still unread. A stop ends the wait
-            // early too; the loop looks again.
-            let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-            match stop::wait(socket.as_fd(), rdhup, left) {
+            // No events asked for: poll reports only POLLERR (a reset) and POLLHUP, never the
+            // client's FIN or its data. A stop ends the wait early too; the loop looks again.
+            match stop::wait(socket.as_fd(), PollFlags::empty(), left) {
                 Ok(false) => {}
                 Ok(true) if (self.session.stopped)() => {}
                 Ok(true) => {
