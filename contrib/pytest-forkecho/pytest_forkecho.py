@@ -44,10 +44,14 @@ def _flags(options):
 
 
 class Forkecho:
-    """One forkecho, started by `start` and serving on `addr` until `stop`."""
+    """One forkecho, started by `start` and serving on `addr` until `stop`. Its files (port,
+    log, control socket) go in `directory`, or a new temporary one; the fixture gives it one
+    under pytest's own temporary directory, which pytest cleans even after a killed run."""
 
-    def __init__(self, *args, **options):
-        self._dir = tempfile.mkdtemp(prefix="forkecho-")
+    def __init__(self, *args, directory=None, **options):
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="forkecho-")
+        self._dir = str(directory)
         self._final_log = None
         self._port_file = os.path.join(self._dir, "port")
         self._log_file = os.path.join(self._dir, "log")
@@ -157,12 +161,14 @@ class Forkecho:
 
 
 @pytest.fixture
-def forkecho():
+def forkecho(tmp_path_factory):
     """A factory: `forkecho(chunk=1)` starts `forkecho --chunk 1` and returns the server."""
     started = []
 
     def start(*args, **options):
-        server = Forkecho(*args, **options)
+        # Under pytest's base temporary directory: a run that is killed before teardown leaves
+        # it there, and pytest removes it with its old runs (it keeps the last three).
+        server = Forkecho(*args, directory=tmp_path_factory.mktemp("forkecho"), **options)
         started.append(server)
         return server
 

@@ -109,3 +109,13 @@ def test_a_refused_command_raises_with_the_reason(forkecho):
     server = forkecho()
     with pytest.raises(RuntimeError, match="'soon'"):
         server.set_faults(delay="soon")
+
+
+def test_its_files_live_under_pytests_own_temporary_directory(forkecho, tmp_path_factory):
+    # So a run killed before teardown leaves nothing pytest does not clean with its old runs.
+    server = forkecho()
+    base = str(tmp_path_factory.getbasetemp())
+    assert server._dir.startswith(base + os.sep), (server._dir, base)
+    assert os.path.exists(server._dir)
+    server.stop()
+    assert not os.path.exists(server._dir)
