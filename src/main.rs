@@ -46,6 +46,7 @@ mod signals;
 mod sockopt;
 mod testhooks;
 mod tls;
+mod tls_errors;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

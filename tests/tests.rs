@@ -57,6 +57,8 @@ mod sources;
 mod startup;
 /// TLS echo: certificates made per run, broken on demand, mutual TLS, real clients.
 mod tls;
+/// Certificates made with openssl that rustls refuses, explained.
+mod tls_made;
 /// UDP echo: sizes, guards, the worker's restart, datagram faults, real clients.
 mod udp;
 /// UDP loops with other echo servers, and floods under --delay: survived, bounded.

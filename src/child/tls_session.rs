@@ -127,7 +127,7 @@ pub fn handshake(
             // The alert that says why (after whatever else is queued before it, a ServerHello
             // say), if the client is still there to read it.
             while conn.wants_write() && conn.write_tls(&mut NoWait(&socket)).is_ok() {}
-            return Err((socket, failed(err.to_string())));
+            return Err((socket, failed(crate::tls_errors::explain(&err))));
         }
     }
     let info = info(&conn);

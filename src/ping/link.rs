@@ -145,7 +145,8 @@ impl Client {
 }
 
 fn tls_failure(err: &rustls::Error) -> Failure {
-    Failure::Error(io::Error::other(format!("TLS: {err}")))
+    let why = crate::tls_errors::explain(err);
+    Failure::Error(io::Error::other(format!("TLS: {why}")))
 }
 
 impl Link {
