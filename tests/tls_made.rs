@@ -1,50 +1,72 @@
 //! Certificates made the common way with `openssl`, which rustls refuses: what forkecho says
 //! about them, on the server's close line and in `forkecho ping`, must tell the user what is
-//! wrong with the certificate and how to make it instead.
+//! wrong with the certificate and how to make it instead; and the man page's recipe for one it
+//! takes.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::util::{Scratch, Server, binary, run_client, run_to_completion};
 
-/// Runs `openssl ARGS` in `dir`; panics with its stderr if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl` with `args` (split at spaces) in `dir`; panics with its stderr if it fails.
+fn openssl(dir: &Path, args: &str) {
     let out = Command::new("openssl")
-        .args(args)
+        .args(args.split(' '))
         .current_dir(dir)
         .output()
         .expect("run openssl");
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "openssl {args}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
-/// A CA (`ca.pem`, `ca.key`: `openssl req -x509`, so CA:TRUE) naming localhost.
+/// A CA (`ca.pem`, `ca.key`: `openssl req -x509`, so CA:TRUE) that names localhost.
 fn make_ca(dir: &Path) {
     openssl(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ],
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+         -out ca.pem -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost",
     );
+}
+
+/// A client certificate (`client.pem`, `client.key`) the CA signs: with `extfile`'s extensions
+/// (X.509 v3), or without (what `openssl x509 -req` then makes: v1).
+fn make_client(dir: &Path, extfile: Option<&str>) {
+    openssl(
+        dir,
+        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key \
+         -out client.csr -subj /CN=client",
+    );
+    let sign = "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 \
+                -out client.pem";
+    match extfile {
+        Some(extfile) => openssl(dir, &format!("{sign} -extfile {extfile}")),
+        None => openssl(dir, sign),
+    }
+}
+
+/// A `--tls` server that asks for client certificates from `dir`'s CA (and `args`), and
+/// `openssl s_client` sending it `input` with `dir`'s client certificate.
+fn mutual_tls(dir: &Scratch, args: &[&str], input: &[u8]) -> (Server, Output) {
+    let (server_ca, ca) = (dir.path("server-ca.pem"), dir.path("ca.pem"));
+    let mut all = vec!["--tls", "--tls-ca-out", server_ca.to_str().unwrap()];
+    all.extend(["--tls-client-ca", ca.to_str().unwrap()]);
+    all.extend_from_slice(args);
+    let server = Server::start(&all);
+    let connect = format!("localhost:{}", server.addr.port());
+    let (cert, key) = (dir.path("client.pem"), dir.path("client.key"));
+    let mut args = vec!["s_client", "-connect", &connect, "-quiet"];
+    args.extend(["-CAfile", server_ca.to_str().unwrap()]);
+    args.extend([
+        "-cert",
+        cert.to_str().unwrap(),
+        "-key",
+        key.to_str().unwrap(),
+    ]);
+    let out = run_client("openssl", &args, input.to_vec());
+    (server, out)
 }
 
 #[test]
@@ -52,66 +74,8 @@ fn make_ca(dir: &Path) {
 fn a_version_1_client_certificate_is_refused_in_words() {
     let dir = Scratch::new("tls-made-v1");
     make_ca(&dir.0);
-    // The client's certificate as `openssl x509 -req` makes it without -extfile: version 1.
-    openssl(
-        &dir.0,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=client",
-        ],
-    );
-    openssl(
-        &dir.0,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "1",
-        ],
-    );
-    let server_ca = dir.path("server-ca.pem");
-    let server = Server::start(&[
-        "--tls",
-        "--tls-ca-out",
-        server_ca.to_str().unwrap(),
-        "--tls-client-ca",
-        dir.path("ca.pem").to_str().unwrap(),
-    ]);
-    let connect = format!("localhost:{}", server.addr.port());
-    let (cert, key) = (dir.path("client.pem"), dir.path("client.key"));
-    let args = [
-        "s_client",
-        "-connect",
-        &connect,
-        "-CAfile",
-        server_ca.to_str().unwrap(),
-        "-cert",
-        cert.to_str().unwrap(),
-        "-key",
-        key.to_str().unwrap(),
-        "-quiet",
-    ];
-    let _ = run_client("openssl", &args, b"hello\n".to_vec());
+    make_client(&dir.0, None);
+    let (server, _) = mutual_tls(&dir, &[], b"hello\n");
     let line = server.wait_for_line("the refused handshake", |l| l.contains("end=tls-handshake"));
     assert!(
         line.contains("the certificate is X.509 version 1"),
@@ -127,16 +91,11 @@ fn a_ca_certificate_served_as_the_servers_own_is_explained_by_ping() {
     let dir = Scratch::new("tls-made-ca");
     make_ca(&dir.0);
     let (cert, key) = (dir.path("ca.pem"), dir.path("ca.key"));
-    let server = Server::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = Server::start(&["--tls-cert", cert, "--tls-key", key]);
     let mut command = Command::new(binary());
     command
-        .args(["ping", "--tls", "-c", "1", "-W", "5", "--tls-ca"])
-        .arg(&cert)
+        .args(["ping", "--tls", "-c", "1", "-W", "5", "--tls-ca", cert])
         .arg(format!("localhost:{}", server.addr.port()));
     let out = run_to_completion(command);
     let text =
@@ -159,77 +118,15 @@ fn the_man_page_recipe_for_a_client_certificate_is_taken() {
     let dir = Scratch::new("tls-made-v3");
     make_ca(&dir.0);
     std::fs::write(dir.path("client.ext"), CLIENT_EXT.join("\n") + "\n").unwrap();
-    openssl(
-        &dir.0,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=client",
-        ],
-    );
-    openssl(
-        &dir.0,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "7",
-            "-out",
-            "client.pem",
-            "-extfile",
-            "client.ext",
-        ],
-    );
-    // The man page gives the same commands and extensions.
-    let man = String::from_utf8(Command::new(binary()).arg("--man").output().unwrap().stdout)
-        .unwrap()
-        .replace("\\-", "-");
+    make_client(&dir.0, Some("client.ext"));
+    // The man page gives the same extensions and the same signing step.
+    let man = Command::new(binary()).arg("--man").output().unwrap().stdout;
+    let man = String::from_utf8(man).unwrap().replace("\\-", "-");
     for needle in CLIENT_EXT.iter().chain(&["-extfile client.ext"]) {
         assert!(man.contains(needle), "the man page's recipe lacks {needle}");
     }
-    let server_ca = dir.path("server-ca.pem");
-    let server = Server::start(&[
-        "--tls",
-        "--tls-ca-out",
-        server_ca.to_str().unwrap(),
-        "--tls-client-ca",
-        dir.path("ca.pem").to_str().unwrap(),
-        // s_client -quiet waits for the server to close: it does, after the 13 bytes.
-        "--close-after",
-        "13",
-    ]);
-    let connect = format!("localhost:{}", server.addr.port());
-    let (cert, key) = (dir.path("client.pem"), dir.path("client.key"));
-    let args = [
-        "s_client",
-        "-connect",
-        &connect,
-        "-CAfile",
-        server_ca.to_str().unwrap(),
-        "-cert",
-        cert.to_str().unwrap(),
-        "-key",
-        key.to_str().unwrap(),
-        "-quiet",
-    ];
-    let out = run_client("openssl", &args, b"made by hand\n".to_vec());
+    // s_client -quiet waits for the server to close: it does, after the 13 bytes.
+    let (server, out) = mutual_tls(&dir, &["--close-after", "13"], b"made by hand\n");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("made by hand"),
         "{}",
