@@ -15,8 +15,9 @@ use crate::faults::Faults;
 pub fn parse_or_exit() -> Options {
     let options = Options::try_parse().unwrap_or_else(|err| {
         if let Some(tip) = ping_tip(&err, std::env::args().skip(1)) {
-            eprint!("{}", err.render());
-            eprintln!("\n{tip}");
+            // clap's message and the tip in one write, as every line forkecho writes.
+            let text = format!("{}\n{tip}\n", err.render());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
             std::process::exit(2);
         }
         err.exit()

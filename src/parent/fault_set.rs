@@ -5,7 +5,7 @@
 //! Children refer to their fault set as `&'static Faults` (`child::Settings`): a child's copy of
 //! the parent's memory, made at fork, holds it for the child's whole life whatever the parent
 //! does with its own. In the parent, the one reference to a set made here is the template for
-//! the next fork (`child.settings.faults`), which `parent::control` points at the new set in
+//! the next fork (`template.settings.faults`), which `parent::control` points at the new set in
 //! the same call that drops the old one. The startup set (from the command line) is not one of
 //! these: it lives as long as the process.
 
@@ -14,7 +14,7 @@ use std::ptr::NonNull;
 use crate::faults::{Faults, Trigger};
 
 /// A fault set on the heap, with its `--close-on`/`--reset-on` pattern (a leaked boxed slice,
-/// as `settings` makes it), both freed on drop.
+/// as `cli::faults` makes it), both freed on drop.
 pub struct FaultSet(NonNull<Faults>);
 
 impl FaultSet {
@@ -25,8 +25,8 @@ impl FaultSet {
     /// The set, as the fork template holds it. The caller drops the `FaultSet` only once that
     /// template no longer refers to it (see the module's notes).
     pub fn template(&self) -> &'static Faults {
-        // SAFETY: the pointer came from Box::leak and stays valid until `drop`; per the module's
-        // notes, nothing in this process uses the reference after that.
+        // Nothing in this process uses the reference after `drop` (see the module's notes).
+        // SAFETY: the pointer came from Box::leak and stays valid until `drop`.
         unsafe { self.0.as_ref() }
     }
 }
@@ -39,9 +39,10 @@ impl Drop for FaultSet {
             && let Trigger::Pattern(pattern) = limit.at
         {
             let pattern: *const [u8] = pattern;
-            // SAFETY: `settings` leaks every pattern as a Box<[u8]> (Box::leak of a boxed
-            // slice), and this set was its only owner.
-            drop(unsafe { Box::from_raw(pattern.cast_mut()) });
+            // `cli::faults` leaks every pattern as a boxed slice, and this set was its owner.
+            // SAFETY: from Box::leak of a Box<[u8]>, freed once, here.
+            let pattern = unsafe { Box::from_raw(pattern.cast_mut()) };
+            drop(pattern);
         }
     }
 }

@@ -291,8 +291,8 @@ fn finished(fd: RawFd) -> bool {
         events: libc::POLLRDHUP,
         revents: 0,
     };
-    // SAFETY: one pollfd, alive for the call; a zero timeout never waits. (nix's PollFlags has
-    // no POLLRDHUP.)
+    // libc's poll: nix's PollFlags has no POLLRDHUP.
+    // SAFETY: one pollfd, alive for the call; a zero timeout never waits.
     let ready = unsafe { libc::poll(&raw mut polled, 1, 0) };
     ready == 1 && polled.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
 }
