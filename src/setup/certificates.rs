@@ -119,7 +119,7 @@ pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static 
         None => {
             let made = make(binds, settings.fault)?;
             if let Some(path) = &settings.ca_out {
-                write_atomically(path, made.ca_pem.as_bytes())
+                exclusive::write(path, made.ca_pem.as_bytes())
                     .with_context(|| format!("--tls-ca-out {}: unable to write", path.display()))?;
             }
             let what = format!("certificate made for {}", made.names.join(","));
@@ -325,31 +325,6 @@ fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
         bail!("{flag} {}: no certificate in it", path.display());
     }
     Ok(certs)
-}
-
-/// Writes `data` to `path` through a temporary file made exclusively in the same directory
-/// (`exclusive`) and a rename, so a reader sees the whole file or none, and nothing planted in
-/// the directory is followed or overwritten.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use nix::fcntl::OFlag;
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file name"))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let dir = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())?;
-    exclusive::check_target(&dir, name)?;
-    let temporary = exclusive::create(&dir, name, data, 0o644)?;
-    let final_name = std::ffi::CString::new(name.as_encoded_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let placed = exclusive::place(&dir, &temporary, &final_name);
-    if placed.is_err() {
-        exclusive::discard(&dir, &temporary);
-    }
-    placed
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Files forkecho writes into directories other users may share (/tmp, a CI workspace): the port
 //! file (`--port-file`, through `harness`) and the CA certificate (`--tls-ca-out`, through
-//! `certificates`). Written by `setup` alone, before the sandbox; read by whoever waits for the
-//! file.
+//! `certificates`), and the directory a file goes in (`open_dir`, also for a Unix socket's file).
+//! Written by `setup` alone, before the sandbox; read by whoever waits for the file.
 //!
 //! A predictable temporary name is a trap there: a local user plants a symlink under it and
 //! `open(O_CREAT|O_TRUNC)` overwrites the link's target, as root if forkecho runs as root, or
@@ -13,8 +13,9 @@
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
@@ -23,6 +24,35 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// Names tried before giving up: with 64 random bits a clash is someone guessing on purpose.
 const TRIES: usize = 16;
+
+/// The directory `path` is in (`.` for a bare name), opened to create, rename and remove in:
+/// by descriptor, so the sandbox can allow those calls there alone.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    Ok(nix::fcntl::open(dir, flags, Mode::empty())?)
+}
+
+/// Writes `data` to `path` at once: a temporary file made exclusively beside it, then renamed
+/// into place, so a reader sees the whole file or none (`--tls-ca-out`).
+pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("not a file name"))?;
+    let dir = open_dir(path)?;
+    check_target(&dir, name)?;
+    let temporary = create(&dir, name, data, 0o644)?;
+    let final_name =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let placed = place(&dir, &temporary, &final_name);
+    if placed.is_err() {
+        discard(&dir, &temporary);
+    }
+    placed
+}
 
 /// Creates a new file in `dir` under a random temporary name for `name`, writes `data` to it,
 /// and returns the temporary name (for `place` or `discard`). Nothing already in `dir` is

@@ -315,14 +315,7 @@ impl PortFile {
         let name = path
             .file_name()
             .with_context(|| format!("{}: not a file name", unable()))?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let dir = nix::fcntl::open(dir, flags, Mode::empty())
-            .map_err(io::Error::from)
-            .with_context(unable)?;
+        let dir = exclusive::open_dir(path).with_context(unable)?;
         // The directory must take a new file, and the name must be one a file can be renamed
         // to: checked now, not at the moment of readiness.
         nix::unistd::faccessat(&dir, ".", nix::unistd::AccessFlags::W_OK, AtFlags::empty())

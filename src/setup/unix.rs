@@ -24,12 +24,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::AtFlags;
 use nix::sys::socket::sockopt::PeerCredentials;
 use nix::sys::stat::{Mode, SFlag, lstat};
 use nix::unistd::{Gid, Pid, Uid, UnlinkatFlags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::exclusive;
 use crate::address::Name;
 use crate::peer::Cred;
 
@@ -112,7 +113,7 @@ pub fn listen(name: &Name, backlog: i32, making: Making) -> Result<(Socket, Opti
         }
         Name::Path(path) => {
             // The directory first: if it cannot be opened, nothing is bound and nothing is left.
-            let dir = open_dir(path).with_context(unable)?;
+            let dir = exclusive::open_dir(path).with_context(unable)?;
             bind_with_mode(&socket, &addr, making.mode).with_context(unable)?;
             let file_name = CString::new(path.file_name().unwrap_or_default().as_bytes())
                 .with_context(unable)?;
@@ -178,16 +179,6 @@ fn clear_stale(path: &Path, name: &Name) -> Result<()> {
             format!("unable to bind {name}: unable to tell whether a server listens on it")
         }),
     }
-}
-
-/// Opens the directory `path` is in, for removing the file later.
-fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    Ok(nix::fcntl::open(dir, flags, Mode::empty())?)
 }
 
 /// Binds with the file's permission bits exactly `mode` (when given): the umask is set to its

@@ -21,7 +21,7 @@
 //! tables, nothing allocated per datagram, and the clock read only for a returned echo.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Returned echoes a source may send before the rate applies.
 pub const BURST: u32 = 1024;
@@ -52,6 +52,7 @@ struct Budget {
 }
 
 impl LoopGuard {
+    /// `own`: where the worker listens, as canonical addresses.
     pub fn new(own: impl IntoIterator<Item = SocketAddr>) -> LoopGuard {
         let empty = Budget {
             source: 0,
@@ -59,15 +60,16 @@ impl LoopGuard {
             refilled: Instant::now(),
         };
         LoopGuard {
-            own: own.into_iter().map(canonical).collect(),
+            own: own.into_iter().collect(),
             answers: Box::new([0; ANSWERS]),
             budgets: Box::new([empty; SOURCES]),
         }
     }
 
-    /// Whether the datagram `data` from `from`, sent to `to` (its destination, where known),
-    /// belongs to a loop and must not be answered. `from` and `to` are canonical.
-    pub fn looping(&mut self, from: SocketAddr, to: Option<IpAddr>, data: &[u8]) -> bool {
+    /// Whether the datagram from `from` with fingerprint `print`, sent to `to` (its
+    /// destination, where known), belongs to a loop and must not be answered. `from` and `to`
+    /// are canonical.
+    pub fn looping(&mut self, from: SocketAddr, to: Option<IpAddr>, print: Print) -> bool {
         let own = |addr: &SocketAddr| {
             addr.port() == from.port()
                 && (addr.ip() == from.ip() || (addr.ip().is_unspecified() && to == Some(from.ip())))
@@ -75,17 +77,15 @@ impl LoopGuard {
         if self.own.iter().any(own) {
             return true;
         }
-        let print = fingerprint(from, data);
-        if self.answers[print as usize % ANSWERS] != print {
+        if self.answers[print.0 as usize % ANSWERS] != print.0 {
             return false;
         }
         !self.spend(source_key(from), Instant::now())
     }
 
-    /// Notes the answer `data` sent to `to` (canonical).
-    pub fn answered(&mut self, to: SocketAddr, data: &[u8]) {
-        let print = fingerprint(to, data);
-        self.answers[print as usize % ANSWERS] = print;
+    /// Notes an answer sent, by its fingerprint (`Print::of` its destination and bytes).
+    pub fn answered(&mut self, print: Print) {
+        self.answers[print.0 as usize % ANSWERS] = print.0;
     }
 
     /// Spends one of `source`'s returned echoes; false when it has none left.
@@ -98,12 +98,17 @@ impl LoopGuard {
                 refilled: now,
             };
         }
-        // Whole tokens only; the time of a part token is kept for the next call.
+        // Whole tokens only; the time of a part token is kept for the next call (unless the
+        // budget is full, when time earns nothing).
         let since = now.saturating_duration_since(budget.refilled);
         let earned = since.as_millis() as u64 * u64::from(RATE) / 1000;
         if earned > 0 {
-            budget.tokens = (u64::from(budget.tokens) + earned).min(u64::from(BURST)) as u32;
-            budget.refilled = now;
+            let tokens = u64::from(budget.tokens) + earned;
+            budget.tokens = tokens.min(u64::from(BURST)) as u32;
+            budget.refilled = match tokens >= u64::from(BURST) {
+                true => now,
+                false => budget.refilled + Duration::from_millis(earned * 1000 / u64::from(RATE)),
+            };
         }
         match budget.tokens {
             0 => false,
@@ -115,21 +120,24 @@ impl LoopGuard {
     }
 }
 
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
+/// A datagram's fingerprint: a 64-bit mix (never 0) of its peer, its length and the bytes at
+/// both ends. Made once per datagram received, and again for its answer only if a fault changed
+/// the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Print(u64);
 
-/// A 64-bit mix (never 0) of the peer, the length and the bytes at both ends.
-fn fingerprint(peer: SocketAddr, data: &[u8]) -> u64 {
-    let head = &data[..data.len().min(ENDS)];
-    let tail = &data[data.len().saturating_sub(ENDS)..];
-    let mut hash = mix(source_key(peer), data.len() as u64);
-    for chunk in head.chunks(8).chain(tail.chunks(8)) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        hash = mix(hash, u64::from_le_bytes(word));
+impl Print {
+    pub fn of(peer: SocketAddr, data: &[u8]) -> Print {
+        let head = &data[..data.len().min(ENDS)];
+        let tail = &data[data.len().saturating_sub(ENDS)..];
+        let mut hash = mix(source_key(peer), data.len() as u64);
+        for chunk in head.chunks(8).chain(tail.chunks(8)) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = mix(hash, u64::from_le_bytes(word));
+        }
+        Print(hash | 1)
     }
-    hash | 1
 }
 
 /// The peer as one number.
@@ -152,7 +160,6 @@ fn mix(hash: u64, word: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
@@ -162,10 +169,12 @@ mod tests {
     fn datagrams_from_the_workers_own_addresses_are_loops() {
         let mut guard = LoopGuard::new([addr("127.0.0.1:7000"), addr("0.0.0.0:7001")]);
         let local = Some("127.0.0.2".parse().unwrap());
-        assert!(guard.looping(addr("127.0.0.1:7000"), None, b"x"));
-        assert!(guard.looping(addr("127.0.0.2:7001"), local, b"x"));
-        assert!(!guard.looping(addr("127.0.0.3:7001"), local, b"x"));
-        assert!(!guard.looping(addr("127.0.0.1:7002"), None, b"x"));
+        let mut looping =
+            |from: &str, to| guard.looping(addr(from), to, Print::of(addr(from), b"x"));
+        assert!(looping("127.0.0.1:7000", None));
+        assert!(looping("127.0.0.2:7001", local));
+        assert!(!looping("127.0.0.3:7001", local));
+        assert!(!looping("127.0.0.1:7002", None));
     }
 
     #[test]
@@ -173,18 +182,21 @@ mod tests {
         let mut guard = LoopGuard::new([]);
         let peer = addr("192.0.2.1:9999");
         let mut answered = 0;
+        let print = Print::of(peer, b"same bytes");
         for _ in 0..BURST * 2 {
-            if guard.looping(peer, None, b"same bytes") {
+            if guard.looping(peer, None, print) {
                 break;
             }
-            guard.answered(peer, b"same bytes");
+            guard.answered(print);
             answered += 1;
         }
         // The first is no returned echo (nothing was sent yet); then the burst.
         assert_eq!(answered, BURST + 1);
         // Another source, and other bytes from this one, are not held back.
-        assert!(!guard.looping(addr("192.0.2.1:9998"), None, b"same bytes"));
-        assert!(!guard.looping(peer, None, b"other bytes"));
+        let other_port = addr("192.0.2.1:9998");
+        let other_bytes = Print::of(peer, b"other bytes");
+        assert!(!guard.looping(other_port, None, Print::of(other_port, b"same bytes")));
+        assert!(!guard.looping(peer, None, other_bytes));
         // A second later, RATE more.
         let later = Instant::now() + Duration::from_secs(1);
         let key = source_key(peer);
@@ -208,11 +220,11 @@ mod tests {
     #[test]
     fn fingerprints_tell_lengths_ends_and_peers_apart() {
         let peer = addr("192.0.2.1:1");
-        let print = fingerprint(peer, b"abc");
-        assert_ne!(print, fingerprint(peer, b"abd"));
-        assert_ne!(print, fingerprint(peer, b"abc\0"));
-        assert_ne!(print, fingerprint(addr("192.0.2.1:2"), b"abc"));
-        assert_ne!(print, 0);
-        assert_ne!(fingerprint(peer, &[7; 100]), fingerprint(peer, &[8; 100]));
+        let print = Print::of(peer, b"abc");
+        assert_ne!(print, Print::of(peer, b"abd"));
+        assert_ne!(print, Print::of(peer, b"abc\0"));
+        assert_ne!(print, Print::of(addr("192.0.2.1:2"), b"abc"));
+        assert_ne!(print.0, 0);
+        assert_ne!(Print::of(peer, &[7; 100]), Print::of(peer, &[8; 100]));
     }
 }

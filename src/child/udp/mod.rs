@@ -35,7 +35,6 @@ mod sources;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{BorrowedFd, RawFd};
-
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -56,7 +55,7 @@ use crate::shared::UdpCounts;
 use answer::{Target, add};
 pub use datagram::want_packet_info;
 use datagram::{Local, Received};
-use loops::LoopGuard;
+use loops::{LoopGuard, Print};
 use shaper::Shaper;
 use sources::Sources;
 
@@ -101,7 +100,7 @@ pub struct Bound {
 /// code every connection's child runs through: this one, of one child, stays out of those pages.
 #[inline(never)]
 pub fn run(sockets: &[Bound], settings: Serving, counts: &UdpCounts) -> i32 {
-    let own = sockets.iter().map(|socket| socket.addr);
+    let own = sockets.iter().map(|socket| canonical(socket.addr));
     let mut worker = match Worker::new(settings, counts, LoopGuard::new(own)) {
         Ok(worker) => worker,
         Err(err) => {
@@ -254,6 +253,9 @@ impl<'a> Worker<'a> {
         self.number += 1;
         let from = canonical(received.from);
         let local = received.local;
+        // Made once: the loop guard reads it, and keeps it as the answer's unless a fault
+        // changes the bytes.
+        let print = Print::of(from, &self.buf[..received.len.min(self.buf.len())]);
         let dropped = if received.truncated {
             Some(&counts.truncated)
         } else if REFLECTING_PORTS
@@ -263,11 +265,7 @@ impl<'a> Worker<'a> {
             Some(&counts.source_port)
         } else if !unicast(from.ip(), local.as_ref()) {
             Some(&counts.broadcast)
-        } else if self.loops.looping(
-            from,
-            local.map(|l| l.to.to_canonical()),
-            &self.buf[..received.len],
-        ) {
+        } else if (self.loops).looping(from, local.map(|l| l.to.to_canonical()), print) {
             Some(&counts.looping)
         } else if let Some(rates) = &mut self.rates
             && !rates.admit(self.settings.grouping.key(Peer::Ip(from)), now)
@@ -284,7 +282,11 @@ impl<'a> Worker<'a> {
         let data = &mut self.buf[..received.len];
         match self.shaper.shape(self.number, from, data, counts) {
             Some(delivered) => {
-                self.loops.answered(from, data);
+                let sent = match delivered.corrupt_at {
+                    Some(_) => Print::of(from, data),
+                    None => print,
+                };
+                self.loops.answered(sent);
                 let target = Target {
                     fd: socket.fd,
                     to: received.from,

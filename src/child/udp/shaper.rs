@@ -121,8 +121,9 @@ impl Shaper {
         now: Instant,
         counts: &UdpCounts,
     ) {
-        let waits = fate.held || !fate.delay.is_zero();
-        if waits && !fate.held && self.queued + cost(data.len()) > QUEUE_BYTES {
+        // A held datagram waits alone (one at most); delayed ones wait in the bounded queue.
+        let delayed = !fate.held && !fate.delay.is_zero();
+        if delayed && self.queued + cost(data.len()) > QUEUE_BYTES {
             add(&counts.queue_full, 1);
             if let Some(held) = self.full.allow(now) {
                 logln!(
@@ -140,7 +141,7 @@ impl Shaper {
         }
         self.order += 1;
         // Without faults every fate is this one: out at once.
-        if !waits {
+        if !fate.held && !delayed {
             send(&target, data, copies, counts);
             self.release_held(counts);
             return;
