@@ -369,6 +369,6 @@ mod tests {
                 .unwrap_err()
                 .contains("needs a value")
         );
-        assert_eq!(faults_from_flags(&[]).unwrap(), None);
+        assert_eq!(faults_from_flags::<&str>(&[]).unwrap(), None);
     }
 }

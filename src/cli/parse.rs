@@ -34,10 +34,11 @@ pub fn parse_or_exit() -> Options {
 /// The faults `flags` (name without dashes, value) ask for, read by the command line's own
 /// parser, so names, syntax and checks are the same; None if they ask for none. An error says
 /// what is wrong, quoting the value.
-pub fn faults_from_flags(flags: &[(&str, String)]) -> Result<Option<Faults>, String> {
+pub fn faults_from_flags<N: AsRef<str>>(flags: &[(N, String)]) -> Result<Option<Faults>, String> {
     let mut args = vec!["forkecho".to_string()];
     for (name, value) in flags {
-        if !FAULT_OPTIONS.contains(name) {
+        let name = name.as_ref();
+        if !FAULT_OPTIONS.contains(&name) {
             return Err(format!(
                 "\"{name}\" is no fault: one of {}",
                 FAULT_OPTIONS.join(", ")

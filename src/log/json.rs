@@ -131,38 +131,29 @@ impl JsonLine {
         }
     }
 
-    /// A quoted value's text with `Quoted`'s escapes (`\"`, `\\`) read back, as a JSON string:
-    /// written piece by piece between the escapes, each piece's quotes joined as `message` does.
+    /// A quoted value's text with `Quoted`'s escapes (`\"`, `\\`) read back, as a JSON string.
+    /// Any other backslash (`\x1b`, the text line's own escaping) stays as it is.
     fn unquoted(&mut self, quoted: &str) -> io::Result<()> {
         if !quoted.contains('\\') {
             return self.string(quoted);
         }
         self.write_all(b"\"")?;
         let mut rest = quoted;
-        while !rest.is_empty() {
-            let (piece, after) = match rest.find('\\') {
-                Some(at) => {
-                    let escaped = rest[at + 1..].chars().next();
-                    match escaped {
-                        Some(c @ ('"' | '\\')) => {
-                            (&rest[..at], Some((c, &rest[at + 1 + c.len_utf8()..])))
-                        }
-                        // Not one of ours (`\x1b` from the line's own escaping): kept as it is.
-                        _ => (&rest[..at + 1], Some(('\0', &rest[at + 1..]))),
-                    }
-                }
-                None => (rest, None),
-            };
-            self.raw_string(piece)?;
-            match after {
-                Some(('\0', after)) => rest = after,
-                Some((c, after)) => {
+        while let Some(at) = rest.find('\\') {
+            let (before, escape) = rest.split_at(at);
+            self.raw_string(before)?;
+            rest = match escape[1..].chars().next() {
+                Some(c @ ('"' | '\\')) => {
                     self.raw_string(c.encode_utf8(&mut [0; 4]))?;
-                    rest = after;
+                    &escape[2..]
                 }
-                None => rest = "",
-            }
+                _ => {
+                    self.raw_string("\\")?;
+                    &escape[1..]
+                }
+            };
         }
+        self.raw_string(rest)?;
         self.write_all(b"\"")
     }
 

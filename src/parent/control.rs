@@ -89,12 +89,12 @@ impl Parent {
             Ok(_) => return refusal("a request is one JSON object"),
             Err(err) => return refusal(&format!("not JSON: {err}")),
         };
+        let parsed = Request::from_json(&request);
         // The name as it came, for the log line, even when the request is refused.
         let Some(cmd) = request.get("cmd").and_then(Value::as_str) else {
-            return refusal(&Request::from_json(&request).unwrap_err());
+            return refusal(&parsed.unwrap_err());
         };
         let from = format!("uid:{}", cred.uid);
-        let parsed = Request::from_json(&request);
         // Every command but `status` is logged.
         let logged = !matches!(parsed, Ok(Request::Status));
         let reply = parsed.and_then(|request| match request {
@@ -250,10 +250,7 @@ impl std::fmt::Display for Detail<'_> {
 /// The faults a `set` asks for, read as the command line reads them: each name a fault option's
 /// without its dashes, each value what the option takes.
 fn parse_faults(set: &[(String, String)]) -> Result<Faults, String> {
-    let flags: Vec<(&str, String)> = (set.iter())
-        .map(|(name, value)| (name.as_str(), value.clone()))
-        .collect();
-    match crate::cli::faults_from_flags(&flags)? {
+    match crate::cli::faults_from_flags(set)? {
         Some(faults) => Ok(faults),
         None => Err("no fault in \"set\" (\"clear\": true removes them)".to_string()),
     }
