@@ -23,10 +23,6 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
     args_conflicts_with_subcommands = true,
     // `-p -1` is a bad port, not an unknown flag: the value's parser says what is wrong with it.
     allow_negative_numbers = true,
-    group(ArgGroup::new("faults").multiple(true).args([
-        "delay", "rate", "chunk", "close_after", "reset_after", "stall_after", "close_on",
-        "reset_on", "slow_close", "loss", "duplicate", "reorder", "corrupt",
-    ])),
     group(ArgGroup::new("udp_any").args(["udp", "udp_only"])),
     group(ArgGroup::new("tls_on").multiple(true).args(["tls", "tls_cert"])),
     name = "forkecho",

@@ -291,7 +291,8 @@ fn finished(fd: RawFd) -> bool {
         events: libc::POLLRDHUP,
         revents: 0,
     };
-    // libc's poll: nix's PollFlags has no POLLRDHUP.
+    // libc's poll: nix's PollFd reports no revents at all once POLLRDHUP, a bit it does not
+    // name, is among them.
     // SAFETY: one pollfd, alive for the call; a zero timeout never waits.
     let ready = unsafe { libc::poll(&raw mut polled, 1, 0) };
     ready == 1 && polled.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
