@@ -33,6 +33,11 @@ impl Times {
         self.squares += ms * ms;
     }
 
+    /// The longest time so far (zero with no sample).
+    pub fn max(&self) -> Duration {
+        Duration::from_secs_f64(self.max / 1e3)
+    }
+
     /// (min, avg, max, mdev), or None with no sample.
     pub fn summary(&self) -> Option<(f64, f64, f64, f64)> {
         if self.count == 0 {

@@ -94,8 +94,7 @@ pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> 
     let mut highest = 0;
     let mut buf = vec![0u8; 65_536];
     let mut seq = 0u64;
-    // The slowest round trip yet, and when every probe sent had its answer (with none to send).
-    let mut slowest = Duration::ZERO;
+    // When every probe sent had its answer, with none left to send.
     let mut all_in: Option<Instant> = None;
     loop {
         let now = Instant::now();
@@ -111,7 +110,7 @@ pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> 
             // Every answer is in: a moment more for a duplicate (twice the slowest round trip,
             // 10 ms at least), not the whole --timeout.
             (None, Some(_)) if answered.len() as u64 == report.sent => {
-                let linger = (slowest * 2).max(Duration::from_millis(10));
+                let linger = (report.rtt.max() * 2).max(Duration::from_millis(10));
                 *all_in.get_or_insert(now) + linger.min(options.timeout)
             }
             (None, Some(last)) => last + options.timeout,
@@ -154,7 +153,6 @@ pub fn run(options: &PingOptions, addrs: &[Addr], say: &mut dyn FnMut(&str)) -> 
             }
             Answer::Intact(got) => {
                 let rtt = sent_at[got as usize - 1].elapsed();
-                slowest = slowest.max(rtt);
                 report.echoed += 1;
                 report.rtt.add(rtt);
                 let late = got < highest;
