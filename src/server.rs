@@ -88,13 +88,18 @@ fn announce(
         logln!("warning: the listening line may wait for whoever reads stdout: {why}");
     }
     // With --udp, a second line names the UDP sockets; with --udp-only, it is the only one.
+    // With --metrics, a last line names where scrapes are served (port 0 picks the port).
     let udp: Vec<String> = parent.udp_addrs().map(|a| a.to_string()).collect();
     let udp = (!udp.is_empty()).then(|| format!("udp {}", udp.join(" ")));
-    let line: String = [Some(addr.clone()).filter(|a| !a.is_empty()), udp.clone()]
+    let metrics = parent.metrics_addr().map(|addr| format!("http://{addr}/metrics"));
+    let mut line: String = [Some(addr.clone()).filter(|a| !a.is_empty()), udp.clone()]
         .into_iter()
         .flatten()
         .map(|addrs| format!("listening on {addrs}\n"))
         .collect();
+    if let Some(url) = &metrics {
+        line.push_str(&format!("metrics on {url}\n"));
+    }
     parent.announce(&line);
     if !stdout.write(line.as_bytes()) {
         logln!(
@@ -145,8 +150,8 @@ fn announce(
     if let Some(faults) = parent.datagram_faults() {
         logln!("udp-faults {faults}");
     }
-    if let Some(addr) = parent.metrics_addr() {
-        logln!("metrics on http://{addr}/metrics");
+    if let Some(url) = metrics {
+        logln!("metrics on {url}");
     }
     // fd 0 is /dev/null since `setup`; std's stdout writes to the number and was just flushed.
     // SAFETY: dup2 replaces fd 1 atomically, and nothing holds fd 1 as an object.

@@ -11,17 +11,19 @@ use nix::sys::signal::{Signal, kill};
 
 use crate::util::{DEADLINE, Server, binary, event, round_trip, run_to_completion};
 
-/// A server with `--metrics` on loopback port 0, and where its scrapes go.
+/// A server with `--metrics` on loopback port 0, and where its scrapes go: read as a harness
+/// does, from the last stdout line, `metrics on http://ADDR/metrics` (after the listening lines).
 pub fn with_metrics(args: &[&str]) -> (Server, SocketAddr) {
     let mut all = vec!["--metrics", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let server = Server::start(&all);
-    let line = server.wait_for_line("the metrics line", |l| event(l) == Some("metrics"));
-    let addr = line
-        .split("http://")
-        .nth(1)
+    let rest = String::from_utf8(server.stdout_after_listening()).unwrap();
+    let addr = rest
+        .lines()
+        .last()
+        .and_then(|last| last.strip_prefix("metrics on http://"))
         .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{line}"))
+        .unwrap_or_else(|| panic!("stdout after the listening line: {rest:?}"))
         .parse()
         .unwrap();
     (server, addr)
@@ -323,4 +325,21 @@ fn promtool_accepts_a_scrape_taken_by_curl_under_load() {
     let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "promtool: {said}");
     assert!(said.trim().is_empty(), "promtool found problems: {said}");
+}
+
+#[test]
+fn the_metrics_address_is_on_stdout_and_a_json_field() {
+    let (server, metrics) = with_metrics(&["--log-format", "json"]);
+    assert_ne!(metrics.port(), 0);
+    let line = server.wait_for_line("the metrics event", |l| l.contains(r#""event":"metrics""#));
+    let event: serde_json::Value = serde_json::from_str(line.trim_start_matches("forkecho: "))
+        .unwrap_or_else(|err| panic!("{err}: {line}"));
+    assert_eq!(event["addresses"], serde_json::json!([metrics.to_string()]));
+    assert_eq!(event["url"], format!("http://{metrics}/metrics"));
+    let line = server.wait_for_line("the listening event", |l| l.contains(r#""listening""#));
+    let event: serde_json::Value =
+        serde_json::from_str(line.trim_start_matches("forkecho: ")).unwrap();
+    assert_eq!(event["addresses"], serde_json::json!([server.addr.to_string()]));
+    assert!(event.get("message").is_none(), "{line}");
+    assert!(scrape(metrics).contains_key("forkecho_uptime_seconds"));
 }

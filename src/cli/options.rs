@@ -33,7 +33,8 @@ const PID_MAX_LIMIT: i64 = 4_194_304;
         back every byte it receives, in order, until the client closes the connection.\n\n\
         Once listening, it prints one line to stdout, `listening on ADDR` (with the real port, \
         useful with --port 0; with several listeners, their addresses separated by spaces), a \
-        second, `listening on udp ADDR`, with --udp, and nothing else. Logs go to stderr, one \
+        second, `listening on udp ADDR`, with --udp, a last, `metrics on http://ADDR/metrics`, \
+        with --metrics, and nothing else. Logs go to stderr, one \
         line per event. \
         SIGTERM, SIGINT, SIGQUIT or SIGHUP stops it: it closes the listening sockets, asks the \
         children to close their connections, and exits 0. SIGUSR1 logs a line of statistics. \
@@ -303,7 +304,7 @@ pub struct Options {
     ///
     /// Each scrape is answered by a child of its own, outside --max-clients, --max-per-ip and the
     /// faults, within 2 s (at most 4 at once). Anything but GET /metrics is answered 404. The
-    /// startup line `metrics on http://ADDR/metrics` names the real port
+    /// last stdout line, `metrics on http://ADDR/metrics`, names the real port
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics, help_heading = HARNESS)]
     pub metrics: Option<std::net::SocketAddr>,
 

@@ -11,6 +11,9 @@
 //!   `suppressed`, `truncated`) is no field but words of the message, and so is a token whose key
 //!   is not a plain name. Every string from outside reaches the line through `log::Quoted`, so it
 //!   is one value whatever it holds: no input adds or replaces a field;
+//! - in a line whose words start with `on` (`listening`, `metrics`), the words after it up to
+//!   the first field are `"addresses"`, a list (`udp` first is `"transport":"udp"`, a URL is
+//!   `"url"` and its host:port an address);
 //! - other words, and text in parentheses, make `"message"`; a trailing `(N similar
 //!   suppressed)` is `"suppressed": N`;
 //! - after `warning:`, `fatal:` and `panic`, the rest of the line is the message as it stands
@@ -86,6 +89,10 @@ impl JsonLine {
                 self.string(rest)?;
             }
         } else {
+            let rest = match rest.strip_prefix("on ") {
+                Some(named) => self.addresses(named)?,
+                None => rest,
+            };
             let mut keys = Keys::new();
             let mut words = false;
             let mut tokens = rest;
@@ -106,6 +113,42 @@ impl JsonLine {
             write!(self, ",\"suppressed\":{count}")?;
         }
         Ok(())
+    }
+
+    /// The words after a leading `on` (the `listening` and `metrics` lines), up to the first
+    /// field, as `"addresses"`: a leading `udp` is `"transport":"udp"`, and a URL is `"url"` with
+    /// its host and port among the addresses. Returns the rest of the line.
+    fn addresses<'t>(&mut self, named: &'t str) -> io::Result<&'t str> {
+        let mut rest = named;
+        let mut first = true;
+        let mut list = false;
+        while !rest.is_empty() {
+            let (token, after) = next_token(rest);
+            if token.contains('=') || token.starts_with('(') {
+                break;
+            }
+            if first && token == "udp" {
+                self.write_all(b",\"transport\":\"udp\"")?;
+            } else {
+                let addr = match token.strip_prefix("http://") {
+                    Some(url) => {
+                        self.write_all(b",\"url\":")?;
+                        self.string(token)?;
+                        url.split_once('/').map_or(url, |(addr, _)| addr)
+                    }
+                    None => token,
+                };
+                self.write_all(if list { b"," } else { b",\"addresses\":[" })?;
+                self.string(addr)?;
+                list = true;
+            }
+            first = false;
+            rest = after;
+        }
+        if list {
+            self.write_all(b"]")?;
+        }
+        Ok(rest)
     }
 
     /// `key=value` as `"key":value`.
@@ -229,7 +272,16 @@ struct Keys<'a> {
 impl<'a> Keys<'a> {
     const MOST: usize = 64;
     /// The object's own keys: no field may take them.
-    const RESERVED: [&'static str; 5] = ["ts", "event", "message", "suppressed", "truncated"];
+    const RESERVED: [&'static str; 8] = [
+        "ts",
+        "event",
+        "message",
+        "suppressed",
+        "truncated",
+        "addresses",
+        "transport",
+        "url",
+    ];
 
     fn new() -> Keys<'a> {
         Keys {
@@ -349,9 +401,34 @@ mod tests {
         let v =
             json("listening on 127.0.0.1:1 [::1]:1 pid=7 rate-per-ip=20/1s idle-timeout=300.000s");
         assert_eq!(v["event"], "listening");
-        assert_eq!(v["message"], "on 127.0.0.1:1 [::1]:1");
+        assert_eq!(v["addresses"], serde_json::json!(["127.0.0.1:1", "[::1]:1"]));
+        assert!(v.get("message").is_none());
         assert_eq!(v["rate-per-ip"], "20/1s");
         assert_eq!(v["idle-timeout"], 300.0);
+    }
+
+    #[test]
+    fn addresses_are_a_field_of_their_own() {
+        let v = json("listening on udp 127.0.0.1:9 [::1]:9");
+        assert_eq!(v["transport"], "udp");
+        assert_eq!(v["addresses"], serde_json::json!(["127.0.0.1:9", "[::1]:9"]));
+        assert!(v.get("message").is_none());
+        let v = json("listening on 127.0.0.1:9 unix:/run/fe.sock from=systemd pid=1");
+        assert_eq!(
+            v["addresses"],
+            serde_json::json!(["127.0.0.1:9", "unix:/run/fe.sock"])
+        );
+        assert_eq!((v["from"].clone(), v["pid"].clone()), ("systemd".into(), 1.into()));
+        assert!(v.get("transport").is_none());
+        let v = json("metrics on http://127.0.0.1:40973/metrics");
+        assert_eq!(v["url"], "http://127.0.0.1:40973/metrics");
+        assert_eq!(v["addresses"], serde_json::json!(["127.0.0.1:40973"]));
+        assert!(v.get("message").is_none());
+        // A field cannot pose as one of them; `on` elsewhere in a line is a word.
+        let v = json("close url=x addresses=y reason=on");
+        assert_eq!(v["message"], "url=x addresses=y");
+        assert!(v.get("addresses").is_none());
+        assert_eq!(json("limit reached on purpose")["message"], "reached on purpose");
     }
 
     #[test]
