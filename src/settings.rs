@@ -135,6 +135,7 @@ fn tls_of(options: &Options) -> Option<setup::certificates::Recipe> {
             .as_deref()
             .and_then(setup::certificates::Fault::named),
         client_ca: options.tls_client_ca.clone(),
+        client_out: options.tls_client_cert_out.clone(),
         alpn: options.tls_alpn.clone(),
         only_13: options.tls_min_version == "1.3",
     })

@@ -1,12 +1,13 @@
 //! Certificates made the common way with `openssl`, which rustls refuses: what forkecho says
 //! about them, on the server's close line and in `forkecho ping`, must tell the user what is
 //! wrong with the certificate and how to make it instead; and the man page's recipe for one it
-//! takes.
+//! takes; and `--tls-client-cert-out`, which makes the client certificate itself.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::util::{Scratch, Server, binary, run_client, run_to_completion};
+use crate::util::{Scratch, Server, binary, fails_to_start, run_client, run_to_completion};
 
 /// Runs `openssl` with `args` (split at spaces) in `dir`; panics with its stderr if it fails.
 fn openssl(dir: &Path, args: &str) {
@@ -134,4 +135,114 @@ fn the_man_page_recipe_for_a_client_certificate_is_taken() {
     );
     let line = server.wait_for_line("the close", |l| l.contains(" end="));
     assert!(line.contains("client=\"CN=client\""), "{line}");
+}
+
+/// A server that makes the run's client certificate in `dir` (with `args`), and the path of
+/// the CA that signs its own certificate.
+fn made_client(dir: &Scratch, args: &[&str]) -> (Server, String) {
+    let server_ca = dir.path("server-ca.pem").to_str().unwrap().to_string();
+    let mut all = vec!["--tls", "--tls-ca-out", &server_ca];
+    all.extend(["--tls-client-cert-out", dir.0.to_str().unwrap()]);
+    all.extend_from_slice(args);
+    (Server::start(&all), server_ca)
+}
+
+/// `forkecho ping --tls` against `server`, with the client certificate in `dir` or none.
+fn ping(server: &Server, server_ca: &str, dir: Option<&Scratch>) -> Output {
+    let mut command = Command::new(binary());
+    command.args(["ping", "--tls", "-c", "1", "-W", "5", "--tls-ca", server_ca]);
+    if let Some(dir) = dir {
+        command.arg("--tls-cert").arg(dir.path("client.pem"));
+        command.arg("--tls-key").arg(dir.path("client.key"));
+    }
+    command.arg(format!("localhost:{}", server.addr.port()));
+    run_to_completion(command)
+}
+
+#[test]
+fn the_made_client_certificate_is_written_and_required() {
+    let dir = Scratch::new("tls-client-out");
+    let (server, server_ca) = made_client(&dir, &[]);
+    for (file, mode) in [("client-ca.pem", 0o644), ("client.pem", 0o644), ("client.key", 0o600)] {
+        let meta = std::fs::metadata(dir.path(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+    }
+    assert!(server.log().contains("client-ca=\""), "{}", server.log());
+    let out = ping(&server, &server_ca, Some(&dir));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = server.wait_for_line("the close", |l| l.contains("end=client-closed"));
+    assert!(line.contains("client=\"CN=forkecho client\""), "{line}");
+    // Without the certificate, the handshake is refused.
+    let out = ping(&server, &server_ca, None);
+    assert_eq!(out.status.code(), Some(1));
+    server.wait_for_line("the refusal", |l| l.contains("end=tls-handshake"));
+}
+
+#[test]
+fn another_client_ca_decides_over_the_made_one() {
+    let dir = Scratch::new("tls-client-out-other");
+    let other = Scratch::new("tls-client-out-ca");
+    // A CA of another run: the made client certificate is not signed by it.
+    let (first, _) = made_client(&other, &[]);
+    drop(first);
+    let other_ca = other.path("client-ca.pem");
+    let (server, server_ca) = made_client(&dir, &["--tls-client-ca", other_ca.to_str().unwrap()]);
+    let out = ping(&server, &server_ca, Some(&dir));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let line = server.wait_for_line("the refusal", |l| l.contains("end=tls-handshake"));
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(
+        server.log().contains(&format!("client-ca=\"{}\"", other_ca.display())),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn an_unusable_client_certificate_directory_is_a_startup_error() {
+    let dir = Scratch::new("tls-client-out-bad");
+    let missing = dir.path("missing");
+    let stderr = fails_to_start(&["--tls", "--tls-client-cert-out", missing.to_str().unwrap()]);
+    assert!(
+        stderr.contains(&format!("--tls-client-cert-out {}", missing.display())),
+        "{stderr}"
+    );
+    // Without --tls, a usage error (exit status 2) that says what it needs.
+    let mut command = Command::new(binary());
+    command.args(["--tls-client-cert-out", dir.0.to_str().unwrap()]);
+    let out = run_to_completion(command);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("<--tls|--tls-cert <FILE>>"), "{stderr}");
+    assert!(dir.names().is_empty(), "{:?}", dir.names());
+}
+
+#[test]
+#[ignore = "run with: cargo test -- --ignored (uses openssl, python3)"]
+fn openssl_and_python_present_the_made_client_certificate() {
+    let dir = Scratch::new("tls-client-out-real");
+    let (server, server_ca) = made_client(&dir, &["--close-after", "6"]);
+    let (cert, key) = (dir.path("client.pem"), dir.path("client.key"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let connect = format!("localhost:{}", server.addr.port());
+    let args = [
+        "s_client", "-connect", &connect, "-quiet", "-CAfile", &server_ca, "-cert", cert, "-key",
+        key,
+    ];
+    let out = run_client("openssl", &args, b"hello\n".to_vec());
+    assert_eq!(out.stdout, b"hello\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let script = format!(
+        "import socket, ssl\n\
+         c = ssl.create_default_context(cafile={server_ca:?})\n\
+         c.load_cert_chain({cert:?}, {key:?})\n\
+         s = c.wrap_socket(socket.create_connection(('localhost', {port})), \
+         server_hostname='localhost')\n\
+         s.sendall(b'python')\n\
+         print(s.recv(6).decode())\n",
+        port = server.addr.port()
+    );
+    let out = run_client("python3", &["-c", &script], Vec::new());
+    assert_eq!(out.stdout, b"python\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = server.wait_for_lines(2, |l| l.contains("client=\"CN=forkecho client\""));
+    assert_eq!(lines.len(), 2);
 }

@@ -392,6 +392,15 @@ pub struct Options {
     #[arg(long, value_name = "FILE", requires = "tls_on", help_heading = TLS)]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
+    /// Make a client certificate for this run and require it: write it to DIR for clients
+    ///
+    /// DIR gets client-ca.pem (a CA made for this run alone), client.pem (a certificate it signs,
+    /// CN "forkecho client", for clientAuth) and client.key (its key, mode 0600), each written
+    /// atomically. Clients must then present a certificate that CA signs, unless
+    /// --tls-client-ca names another CA to verify them against
+    #[arg(long, value_name = "DIR", requires = "tls_on", help_heading = TLS)]
+    pub tls_client_cert_out: Option<std::path::PathBuf>,
+
     /// Offer ALPN protocol PROTO (repeat for several, most preferred first)
     ///
     /// A client that offers protocols, none of them these, fails its handshake

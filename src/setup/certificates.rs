@@ -47,6 +47,8 @@ pub struct Recipe {
     pub fault: Option<Fault>,
     /// `--tls-client-ca`.
     pub client_ca: Option<PathBuf>,
+    /// `--tls-client-cert-out`: where the run's client certificate goes.
+    pub client_out: Option<PathBuf>,
     /// `--tls-alpn`, in order of preference.
     pub alpn: Vec<String>,
     /// `--tls-min-version 1.3`: TLS 1.2 refused.
@@ -119,7 +121,7 @@ pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static 
         None => {
             let made = make(binds, settings.fault)?;
             if let Some(path) = &settings.ca_out {
-                exclusive::write(path, made.ca_pem.as_bytes())
+                exclusive::write(path, made.ca_pem.as_bytes(), 0o644)
                     .with_context(|| format!("--tls-ca-out {}: unable to write", path.display()))?;
             }
             let what = format!("certificate made for {}", made.names.join(","));
@@ -134,20 +136,28 @@ pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static 
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .context("--tls: unable to set up TLS")?;
-    let builder = match &settings.client_ca {
-        Some(path) => {
+    // Client certificates: verified against --tls-client-ca, else the client CA made for
+    // --tls-client-cert-out.
+    let made_client_ca = match &settings.client_out {
+        Some(dir) => Some(write_client(dir)?),
+        None => None,
+    };
+    let client_roots = match (&settings.client_ca, made_client_ca) {
+        (Some(path), _) => Some((read_certs(path, "--tls-client-ca")?, path.clone())),
+        (None, Some((ca, path))) => Some((vec![ca], path)),
+        (None, None) => None,
+    };
+    let builder = match &client_roots {
+        Some((certs, path)) => {
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(path, "--tls-client-ca")? {
-                roots.add(cert).map_err(|err| {
-                    anyhow!(
-                        "--tls-client-ca {}: not a CA certificate: {err}",
-                        path.display()
-                    )
+            for cert in certs {
+                roots.add(cert.clone()).map_err(|err| {
+                    anyhow!("{}: not a CA certificate: {err}", path.display())
                 })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                 .build()
-                .map_err(|err| anyhow!("--tls-client-ca {}: {err}", path.display()))?;
+                .map_err(|err| anyhow!("{}: {err}", path.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -176,8 +186,11 @@ pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static 
     let fault = settings
         .fault
         .map_or(String::new(), |f| format!(" fault={}", f.name()));
+    let clients = client_roots.map_or(String::new(), |(_, path)| {
+        format!(" client-ca={}", crate::log::Quoted(&path.display().to_string()))
+    });
     if say {
-        crate::log::logln!("tls {what}{fault}");
+        crate::log::logln!("tls {what}{fault}{clients}");
     }
     Ok(Box::leak(Box::new(Tls {
         config: Arc::new(config),
@@ -235,9 +248,46 @@ fn make(binds: &[Bind], fault: Option<Fault>) -> Result<Made> {
     })
 }
 
-/// A CA: its certificate in PEM, and what signs with its key.
+/// The files `--tls-client-cert-out DIR` writes: the client CA, the certificate it signs, and
+/// that certificate's key (mode 0600).
+pub const CLIENT_FILES: [&str; 3] = ["client-ca.pem", "client.pem", "client.key"];
+
+/// `--tls-client-cert-out DIR`: a client CA made for this run alone, and a client certificate
+/// (ECDSA P-256, CN `forkecho client`, extendedKeyUsage clientAuth) and key it signs, written to
+/// DIR as `CLIENT_FILES` say. Returns the CA and the path it was written to.
+fn write_client(dir: &Path) -> Result<(CertificateDer<'static>, PathBuf)> {
+    let unable = |err: &dyn std::fmt::Display| {
+        anyhow!("--tls-client-cert-out {}: {err}", dir.display())
+    };
+    if !dir.is_dir() {
+        return Err(unable(&"not a directory"));
+    }
+    let now = OffsetDateTime::now_utc();
+    let run = crate::faults::random_seed();
+    let ca = make_ca(&format!("forkecho client CA {run:016x}"), now)?;
+    let mut params = CertificateParams::new(Vec::new()).map_err(rcgen_error)?;
+    params.distinguished_name = name("forkecho client");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    (params.not_before, params.not_after) = (now - BEFORE, now + VALID);
+    let key = KeyPair::generate().map_err(rcgen_error)?;
+    let cert = params.signed_by(&key, &ca.issuer).map_err(rcgen_error)?;
+    let [ca_file, cert_file, key_file] = CLIENT_FILES.map(|file| dir.join(file));
+    for (path, data, mode) in [
+        (&ca_file, ca.pem.as_str(), 0o644),
+        (&cert_file, &cert.pem(), 0o644),
+        (&key_file, &key.serialize_pem(), 0o600),
+    ] {
+        exclusive::write(path, data.as_bytes(), mode)
+            .map_err(|err| unable(&format!("unable to write {}: {err}", path.display())))?;
+    }
+    Ok((ca.der, ca_file))
+}
+
+/// A CA: its certificate in PEM and DER, and what signs with its key.
 struct Ca {
     pem: String,
+    der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -252,6 +302,7 @@ fn make_ca(common_name: &str, now: OffsetDateTime) -> Result<Ca> {
     let cert = params.self_signed(&key).map_err(rcgen_error)?;
     Ok(Ca {
         pem: cert.pem(),
+        der: cert.der().clone(),
         issuer: Issuer::new(params, key),
     })
 }

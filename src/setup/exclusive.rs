@@ -36,15 +36,16 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(nix::fcntl::open(dir, flags, Mode::empty())?)
 }
 
-/// Writes `data` to `path` at once: a temporary file made exclusively beside it, then renamed
-/// into place, so a reader sees the whole file or none (`--tls-ca-out`).
-pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Writes `data` to `path` at once with permissions `mode`: a temporary file made exclusively
+/// beside it, then renamed into place, so a reader sees the whole file or none (`--tls-ca-out`,
+/// `--tls-client-cert-out`).
+pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("not a file name"))?;
     let dir = open_dir(path)?;
     check_target(&dir, name)?;
-    let temporary = create(&dir, name, data, 0o644)?;
+    let temporary = create(&dir, name, data, mode)?;
     let final_name =
         CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let placed = place(&dir, &temporary, &final_name);
