@@ -91,7 +91,9 @@ fn announce(
     // With --metrics, a last line names where scrapes are served (port 0 picks the port).
     let udp: Vec<String> = parent.udp_addrs().map(|a| a.to_string()).collect();
     let udp = (!udp.is_empty()).then(|| format!("udp {}", udp.join(" ")));
-    let metrics = parent.metrics_addr().map(|addr| format!("http://{addr}/metrics"));
+    let metrics = parent
+        .metrics_addr()
+        .map(|addr| format!("http://{addr}/metrics"));
     let mut line: String = [Some(addr.clone()).filter(|a| !a.is_empty()), udp.clone()]
         .into_iter()
         .flatten()

@@ -32,23 +32,48 @@ fn help(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 help")
 }
 
-#[test]
-fn every_option_the_readme_names_is_one_the_binary_has() {
-    // The reference is the binary's own (`-h`, `--help`, the man page); the README only names
-    // options, and each must be one of those, spelled as the binary spells it.
-    let readme = README;
+/// Every option `text` names (`--word`) that is not one of `others` nor one forkecho, `ping`
+/// or `ctl` has, spelled as the binary spells it; and how many it names.
+fn unknown_options(text: &str, others: &[&str]) -> (Vec<String>, usize) {
     let known = format!(
         "{}{}{}",
         help(&["--help"]),
         help(&["ping", "--help"]),
         help(&["ctl", "--help"])
     );
-    let mut named: Vec<&str> = readme
+    let mut named: Vec<&str> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
         .filter(|word| word.starts_with("--") && word.len() > 2 && !word.ends_with('-'))
         .collect();
     named.sort_unstable();
     named.dedup();
+    let unknown = named
+        .iter()
+        .filter(|flag| !others.contains(flag))
+        .filter(|flag| {
+            [" ", "\n", "=", ","]
+                .iter()
+                .all(|after| !known.contains(&format!("{flag}{after}")))
+        })
+        .map(ToString::to_string)
+        .collect();
+    (unknown, named.len())
+}
+
+/// The man page as plain text: roff's fonts and escapes undone.
+fn man_text() -> String {
+    let roff = help(&["--man"]);
+    ["\\fB", "\\fI", "\\fR", "\\fP", "\\&"]
+        .iter()
+        .fold(roff, |text, font| text.replace(font, ""))
+        .replace("\\-", "-")
+        .replace("\\(aq", "'")
+}
+
+#[test]
+fn every_option_the_readme_names_is_one_the_binary_has() {
+    // The reference is the binary's own (`-h`, `--help`, the man page); the README only names
+    // options, and each must be one of those, spelled as the binary spells it.
     // What the README's examples pass to other programs (cargo, nc, podman, ...), not forkecho.
     let others = [
         "--release", // cargo
@@ -59,20 +84,77 @@ fn every_option_the_readme_names_is_one_the_binary_has() {
         "--rm",
         "--now", // systemctl
     ];
-    let unknown: Vec<&&str> = named
-        .iter()
-        .filter(|flag| !others.contains(flag))
-        .filter(|flag| {
-            [" ", "\n", "=", ","]
-                .iter()
-                .all(|after| !known.contains(&format!("{flag}{after}")))
-        })
-        .collect();
+    let (unknown, named) = unknown_options(README, &others);
     assert!(
         unknown.is_empty(),
         "README.md names options forkecho does not have: {unknown:?}"
     );
-    assert!(named.len() > 30, "{named:?}");
+    assert!(named > 30, "{named}");
+}
+
+#[test]
+fn every_option_the_man_page_names_is_one_the_binary_has() {
+    // The options sections are clap's own; the reference sections (LOGS, CONTROL, TLS, ...) are
+    // prose that names options, and drift there is what this catches.
+    let others = ["--now"]; // systemctl enable --now
+    let (unknown, named) = unknown_options(&man_text(), &others);
+    assert!(
+        unknown.is_empty(),
+        "the man page names options forkecho does not have: {unknown:?}"
+    );
+    assert!(named > 60, "{named}");
+}
+
+#[test]
+fn the_stdout_lines_are_the_ones_help_man_and_readme_describe() {
+    // Every line forkecho can write to stdout, with every listener kind that adds one.
+    let server = crate::util::Server::start(&["--udp", "--metrics", "127.0.0.1:0"]);
+    let rest = String::from_utf8(server.stdout_after_listening()).unwrap();
+    let addr = server.addr.to_string();
+    let lines: Vec<String> = std::iter::once(format!("listening on {addr}"))
+        .chain(rest.lines().map(ToString::to_string))
+        .collect();
+    let shapes: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let mut words: Vec<&str> = line.split(' ').collect();
+            let last = words.pop().unwrap();
+            let shape = match last.strip_prefix("http://") {
+                Some(url) => format!("http://ADDR/{}", url.split_once('/').unwrap().1),
+                None => "ADDR".to_string(),
+            };
+            format!("{} {shape}", words.join(" "))
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            "listening on ADDR",
+            "listening on udp ADDR",
+            "metrics on http://ADDR/metrics"
+        ],
+        "stdout: {lines:?}"
+    );
+    let (long_help, man) = (help(&["--help"]).replace('\n', " "), man_text());
+    let man = man.replace('\n', " ");
+    let readme = README.replace('\n', " ");
+    for shape in &shapes {
+        let quoted = format!("`{shape}`");
+        assert!(
+            long_help.contains(&quoted),
+            "--help does not describe {quoted}"
+        );
+        assert!(
+            man.contains(shape.as_str()),
+            "the man page does not describe {shape}"
+        );
+        assert!(
+            readme.contains(&quoted),
+            "README.md does not describe {quoted}"
+        );
+    }
+    // --help says how many lines there are and that nothing else is written.
+    assert!(long_help.contains("and nothing else"), "{long_help}");
 }
 
 // The README's fixture, word for word (the test below checks the README against these lines).

@@ -339,7 +339,10 @@ fn the_metrics_address_is_on_stdout_and_a_json_field() {
     let line = server.wait_for_line("the listening event", |l| l.contains(r#""listening""#));
     let event: serde_json::Value =
         serde_json::from_str(line.trim_start_matches("forkecho: ")).unwrap();
-    assert_eq!(event["addresses"], serde_json::json!([server.addr.to_string()]));
+    assert_eq!(
+        event["addresses"],
+        serde_json::json!([server.addr.to_string()])
+    );
     assert!(event.get("message").is_none(), "{line}");
     assert!(scrape(metrics).contains_key("forkecho_uptime_seconds"));
 }

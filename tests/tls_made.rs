@@ -163,13 +163,21 @@ fn ping(server: &Server, server_ca: &str, dir: Option<&Scratch>) -> Output {
 fn the_made_client_certificate_is_written_and_required() {
     let dir = Scratch::new("tls-client-out");
     let (server, server_ca) = made_client(&dir, &[]);
-    for (file, mode) in [("client-ca.pem", 0o644), ("client.pem", 0o644), ("client.key", 0o600)] {
+    for (file, mode) in [
+        ("client-ca.pem", 0o644),
+        ("client.pem", 0o644),
+        ("client.key", 0o600),
+    ] {
         let meta = std::fs::metadata(dir.path(file)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
     }
     assert!(server.log().contains("client-ca=\""), "{}", server.log());
     let out = ping(&server, &server_ca, Some(&dir));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = server.wait_for_line("the close", |l| l.contains("end=client-closed"));
     assert!(line.contains("client=\"CN=forkecho client\""), "{line}");
     // Without the certificate, the handshake is refused.
@@ -188,11 +196,18 @@ fn another_client_ca_decides_over_the_made_one() {
     let other_ca = other.path("client-ca.pem");
     let (server, server_ca) = made_client(&dir, &["--tls-client-ca", other_ca.to_str().unwrap()]);
     let out = ping(&server, &server_ca, Some(&dir));
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let line = server.wait_for_line("the refusal", |l| l.contains("end=tls-handshake"));
     assert!(line.contains("UnknownIssuer"), "{line}");
     assert!(
-        server.log().contains(&format!("client-ca=\"{}\"", other_ca.display())),
+        server
+            .log()
+            .contains(&format!("client-ca=\"{}\"", other_ca.display())),
         "{}",
         server.log()
     );
@@ -230,7 +245,12 @@ fn openssl_and_python_present_the_made_client_certificate() {
         key,
     ];
     let out = run_client("openssl", &args, b"hello\n".to_vec());
-    assert_eq!(out.stdout, b"hello\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.stdout,
+        b"hello\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let script = format!(
         "import socket, ssl\n\
          c = ssl.create_default_context(cafile={server_ca:?})\n\
@@ -242,7 +262,12 @@ fn openssl_and_python_present_the_made_client_certificate() {
         port = server.addr.port()
     );
     let out = run_client("python3", &["-c", &script], Vec::new());
-    assert_eq!(out.stdout, b"python\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.stdout,
+        b"python\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = server.wait_for_lines(2, |l| l.contains("client=\"CN=forkecho client\""));
     assert_eq!(lines.len(), 2);
 }

@@ -151,9 +151,9 @@ pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static 
         Some((certs, path)) => {
             let mut roots = RootCertStore::empty();
             for cert in certs {
-                roots.add(cert.clone()).map_err(|err| {
-                    anyhow!("{}: not a CA certificate: {err}", path.display())
-                })?;
+                roots
+                    .add(cert.clone())
+                    .map_err(|err| anyhow!("{}: not a CA certificate: {err}", path.display()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                 .build()
@@ -187,7 +187,10 @@ pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static 
         .fault
         .map_or(String::new(), |f| format!(" fault={}", f.name()));
     let clients = client_roots.map_or(String::new(), |(_, path)| {
-        format!(" client-ca={}", crate::log::Quoted(&path.display().to_string()))
+        format!(
+            " client-ca={}",
+            crate::log::Quoted(&path.display().to_string())
+        )
     });
     if say {
         crate::log::logln!("tls {what}{fault}{clients}");
@@ -256,9 +259,8 @@ pub const CLIENT_FILES: [&str; 3] = ["client-ca.pem", "client.pem", "client.key"
 /// (ECDSA P-256, CN `forkecho client`, extendedKeyUsage clientAuth) and key it signs, written to
 /// DIR as `CLIENT_FILES` say. Returns the CA and the path it was written to.
 fn write_client(dir: &Path) -> Result<(CertificateDer<'static>, PathBuf)> {
-    let unable = |err: &dyn std::fmt::Display| {
-        anyhow!("--tls-client-cert-out {}: {err}", dir.display())
-    };
+    let unable =
+        |err: &dyn std::fmt::Display| anyhow!("--tls-client-cert-out {}: {err}", dir.display());
     if !dir.is_dir() {
         return Err(unable(&"not a directory"));
     }
