@@ -2,7 +2,7 @@
 //! by `parent::control`).
 //!
 //! It turns a command line into the one JSON request line the server reads (`request`, a
-//! `control_request::Request`), sends it, and prints the reply line as it came. Exit status: 0
+//! `forkecho_control::Request`), sends it, and prints the reply line as it came. Exit status: 0
 //! when the reply says `"ok": true`, 1 when the server refused, 2 for usage errors and a socket
 //! that cannot be reached or does not answer within `--timeout`: the same convention as
 //! `forkecho ping`.
@@ -13,8 +13,8 @@ use std::os::unix::net::UnixStream;
 use serde_json::Value;
 
 use crate::cli::CtlOptions;
-use crate::control_request::Request;
 use crate::log::logln;
+use forkecho_control::{FaultChange, NAMES, Request};
 
 /// The exit status for usage errors and an unreachable server.
 const USAGE: u8 = 2;
@@ -66,7 +66,7 @@ pub fn run(options: &CtlOptions) -> u8 {
 }
 
 /// The request line for `command` and its `args`: a JSON object given as it is, or the typed
-/// request the command line names (`control_request`).
+/// request the command line names.
 pub fn request(command: &str, args: &[String]) -> Result<Value, String> {
     if command.starts_with('{') {
         if !args.is_empty() {
@@ -74,7 +74,47 @@ pub fn request(command: &str, args: &[String]) -> Result<Value, String> {
         }
         return serde_json::from_str(command).map_err(|err| format!("'{command}': {err}"));
     }
-    Request::from_words(command, args).map(|request| request.to_json())
+    from_words(command, args).map(|request| request.to_json())
+}
+
+/// `forkecho ctl`'s reading of its command and arguments: the typed request they name.
+fn from_words(command: &str, args: &[String]) -> Result<Request, String> {
+    let plain = |request: Request| match args {
+        [] => Ok(request),
+        _ => Err(format!("{command} takes no arguments")),
+    };
+    let from = || match args {
+        [] => Ok(None),
+        [flag, net] if flag == "--from" => Ok(Some(net.clone())),
+        _ => Err(format!("{command} takes nothing, or --from ADDR[/LEN]")),
+    };
+    match command {
+        "status" => plain(Request::Status),
+        "down" => plain(Request::Down),
+        "up" => plain(Request::Up),
+        "blackhole" => plain(Request::Blackhole),
+        "close" => Ok(Request::Close { from: from()? }),
+        "reset" => Ok(Request::Reset { from: from()? }),
+        "faults" => fault_words(args).map(Request::Faults),
+        other => Err(format!("unknown command '{other}': {}", NAMES.join(", "))),
+    }
+}
+
+/// `faults --clear`, or `faults --NAME VALUE ...` (also `--NAME=VALUE`).
+fn fault_words(args: &[String]) -> Result<FaultChange, String> {
+    if args == ["--clear"] {
+        return Ok(FaultChange::Clear);
+    }
+    let usage = "faults takes fault options (--delay 100 --reset-after 500), or --clear";
+    if args.is_empty() {
+        return Err(usage.into());
+    }
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let flags = crate::cli::fault_flags(&words).map_err(|why| format!("{why}: {usage}"))?;
+    let flags = (flags.into_iter())
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+    Ok(FaultChange::Set(flags))
 }
 
 #[cfg(test)]

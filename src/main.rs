@@ -15,14 +15,14 @@
 //! line. What both sides touch has a module of its own that says who writes it: `shared`
 //! (memory), `signals`, `sandbox`, `faults` (and `selectors`, which connections get them),
 //! `peer` (and `network`, what addresses are in which networks), `address` (where a service is,
-//! for the server and `forkecho ping`), `control_request` (for the server and `forkecho ctl`),
-//! `log` (and `nowait`, how it writes without waiting). No file imports a file above it, and no
-//! two files import each other.
+//! for the server and `forkecho ping`), the crate `forkecho_control` (the control socket's
+//! requests, for the server, `forkecho ctl` and `forkecho-fixture`), `log` (and `nowait`, how
+//! it writes without waiting). No file imports a file above it, and no two files import each
+//! other.
 
 mod address;
 mod child;
 mod cli;
-mod control_request;
 mod ctl;
 mod deadline;
 mod faults;

@@ -34,12 +34,12 @@ use super::fault_set::FaultSet;
 use super::handlers;
 use super::state::Parent;
 use crate::cli::values::parse_network;
-use crate::control_request::{FaultChange, Request};
 use crate::faults::Faults;
 use crate::log::logln;
 use crate::log::{Quoted, Word};
 use crate::network::in_network;
 use crate::peer::{Cred, Peer};
+use forkecho_control::{FaultChange, Request};
 
 impl Parent {
     /// Serves the control socket: accepts (`accept_ready`), reads the connections the poll found

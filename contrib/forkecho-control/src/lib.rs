@@ -1,7 +1,17 @@
-//! The control socket's requests, typed: what `forkecho ctl` builds from its command line
-//! (`Request::from_words`) and sends as one JSON object per line (`Request::to_json`), and what
-//! the parent reads from that line, once, before it applies it (`Request::from_json`, then
-//! `parent::control`). The command names, and the shape of each request, exist here alone.
+//! The control socket's requests, typed: what `forkecho ctl` and `forkecho-fixture` send as one
+//! JSON object per line (`Request::to_json`), and what the forkecho server reads from that line,
+//! once, before it applies it (`Request::from_json`). The command names, and the shape of each
+//! request, exist here alone; the server answers each with one JSON object, `"ok": true` and
+//! what the command reports, or `"ok": false` and `"error"` (see CONTROL in `man forkecho`).
+//!
+//! ```
+//! use forkecho_control::{FaultChange, Request};
+//!
+//! let delay = Request::Faults(FaultChange::Set(vec![("delay".into(), "100".into())]));
+//! let line = delay.to_json().to_string();
+//! assert_eq!(line, r#"{"cmd":"faults","set":{"delay":"100"}}"#);
+//! assert_eq!(Request::from_json(&serde_json::from_str(&line).unwrap()), Ok(delay));
+//! ```
 
 use serde_json::{Map, Value, json};
 
@@ -103,29 +113,6 @@ impl Request {
             }
         })
     }
-
-    /// `forkecho ctl`'s reading of its command and arguments.
-    pub fn from_words(command: &str, args: &[String]) -> Result<Request, String> {
-        let plain = |request: Request| match args {
-            [] => Ok(request),
-            _ => Err(format!("{command} takes no arguments")),
-        };
-        let from = || match args {
-            [] => Ok(None),
-            [flag, net] if flag == "--from" => Ok(Some(net.clone())),
-            _ => Err(format!("{command} takes nothing, or --from ADDR[/LEN]")),
-        };
-        match command {
-            "status" => plain(Request::Status),
-            "down" => plain(Request::Down),
-            "up" => plain(Request::Up),
-            "blackhole" => plain(Request::Blackhole),
-            "close" => Ok(Request::Close { from: from()? }),
-            "reset" => Ok(Request::Reset { from: from()? }),
-            "faults" => fault_words(args).map(Request::Faults),
-            other => Err(format!("unknown command '{other}': {}", NAMES.join(", "))),
-        }
-    }
 }
 
 /// `{"set": {...}}` or `{"clear": true}`, each value a string or a number.
@@ -150,23 +137,6 @@ fn fault_change(request: &Value) -> Result<FaultChange, String> {
         (None, Some(Value::Bool(true))) => Ok(FaultChange::Clear),
         _ => Err("faults takes \"set\": {...} or \"clear\": true".into()),
     }
-}
-
-/// `faults --clear`, or `faults --NAME VALUE ...` (also `--NAME=VALUE`).
-fn fault_words(args: &[String]) -> Result<FaultChange, String> {
-    if args == ["--clear"] {
-        return Ok(FaultChange::Clear);
-    }
-    let usage = "faults takes fault options (--delay 100 --reset-after 500), or --clear";
-    if args.is_empty() {
-        return Err(usage.into());
-    }
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let flags = crate::cli::fault_flags(&words).map_err(|why| format!("{why}: {usage}"))?;
-    let flags = (flags.into_iter())
-        .map(|(name, value)| (name.to_string(), value))
-        .collect();
-    Ok(FaultChange::Set(flags))
 }
 
 #[cfg(test)]
