@@ -1,10 +1,10 @@
-//! The README's promises, checked against the binary: its option reference is `forkecho -h`
-//! exactly, its Rust fixture is the code below (compiled and run here), and its
-//! pytest example catches the naive client and passes the correct one.
+//! The README's promises, checked against the binary: the options it names exist, its Rust
+//! example passes in a fresh project, and its pytest example catches the naive client and passes
+//! the correct one.
 
 use std::process::Command;
 
-use crate::util::{binary, output_within_deadline, round_trip};
+use crate::util::{binary, output_within_deadline};
 
 const README: &str = include_str!("../README.md");
 
@@ -109,10 +109,8 @@ fn every_option_the_man_page_names_is_one_the_binary_has() {
 fn the_stdout_lines_are_the_ones_help_man_and_readme_describe() {
     // Every line forkecho can write to stdout, with every listener kind that adds one.
     let server = crate::util::Server::start(&["--udp", "--metrics", "127.0.0.1:0"]);
-    let rest = String::from_utf8(server.stdout_after_listening()).unwrap();
-    let addr = server.addr.to_string();
-    let lines: Vec<String> = std::iter::once(format!("listening on {addr}"))
-        .chain(rest.lines().map(ToString::to_string))
+    let lines: Vec<String> = (server.fixture.readiness_lines().lines())
+        .map(ToString::to_string)
         .collect();
     let shapes: Vec<String> = lines
         .iter()
@@ -157,80 +155,56 @@ fn the_stdout_lines_are_the_ones_help_man_and_readme_describe() {
     assert!(long_help.contains("and nothing else"), "{long_help}");
 }
 
-// The README's fixture, word for word (the test below checks the README against these lines).
-// README fixture begins
-/// forkecho on a free loopback port; dropping it closes its stdin, which stops it.
-struct Forkecho {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Forkecho {
-    fn start(binary: &str, args: &[&str]) -> Forkecho {
-        let name = format!(
-            "forkecho-{}-{:?}.port",
-            std::process::id(),
-            std::thread::current().id()
-        );
-        let port_file = std::env::temp_dir().join(name);
-        let mut child = std::process::Command::new(binary)
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--stdin-lifeline",
-                "--port-file",
-            ])
-            .arg(&port_file)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("start forkecho");
-        // The port file appears, whole, once forkecho serves.
-        while !port_file.exists() {
-            assert!(child.try_wait().unwrap().is_none(), "forkecho exited");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let port = std::fs::read_to_string(&port_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        Forkecho { child, addr }
+/// The client the README's Rust example calls: reads until the whole reply is in.
+const MY_CLIENT: &str = "mod my_client {
+    use std::io::{Read, Write};
+    pub fn echo(addr: std::net::SocketAddr, message: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.write_all(message)?;
+        let mut reply = vec![0; message.len()];
+        stream.read_exact(&mut reply)?;
+        Ok(reply)
     }
 }
-
-impl Drop for Forkecho {
-    /// Its stdin's end stops it: every connection closed, the port file removed, exit 0.
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-// README fixture ends
+";
 
 #[test]
-fn the_readme_rust_fixture_is_this_code_and_serves() {
-    let source = include_str!("docs.rs");
-    let begin = "// README fixture begins\n";
-    let start = source.find(begin).expect("the marker") + begin.len();
-    let end = source.find("// README fixture ends").expect("the marker");
-    assert_eq!(
-        block("rust", "struct Forkecho"),
-        &source[start..end],
-        "README.md's Rust fixture drifted"
+#[ignore = "run with: cargo test -- --ignored (uses cargo, offline)"]
+fn the_readme_rust_example_is_three_lines_of_glue_and_passes_in_a_fresh_project() {
+    let example = block("rust", "forkecho_fixture");
+    // The glue: the lines that name the fixture or the server it started.
+    let glue: Vec<&str> = (example.lines())
+        .filter(|l| l.contains("orkecho") || l.contains("server."))
+        .collect();
+    assert_eq!(glue.len(), 3, "{glue:#?}");
+    let project = crate::util::Scratch::new("readme-rust");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/forkecho-fixture");
+    let manifest = format!(
+        "[package]\nname = \"readme-example\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n\
+         [dev-dependencies]\nforkecho-fixture = {{ path = \"{fixture}\" }}\n\n[workspace]\n"
     );
-
-    let server = Forkecho::start(binary(), &["--quiet"]);
-    let mut client = crate::util::connect(server.addr);
-    assert_eq!(round_trip(&mut client, b"fixture\n"), b"fixture\n");
-    drop(client);
-    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
-    drop(server);
-    // Dropped, it is gone: reaped by the fixture itself.
-    assert!(nix::sys::signal::kill(pid, None).is_err());
+    std::fs::write(project.path("Cargo.toml"), manifest).unwrap();
+    std::fs::create_dir_all(project.path("src")).unwrap();
+    std::fs::create_dir_all(project.path("tests")).unwrap();
+    std::fs::write(project.path("src/lib.rs"), "").unwrap();
+    std::fs::write(
+        project.path("tests/readme.rs"),
+        format!("{MY_CLIENT}\n{example}"),
+    )
+    .unwrap();
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/target/readme-example");
+    // Compiling the fixture and its dependencies takes longer than any test's deadline.
+    let out = Command::new(env!("CARGO"))
+        .args(["test", "--offline", "-q"])
+        .current_dir(&project.0)
+        .env("CARGO_TARGET_DIR", target)
+        .env("FORKECHO_BIN", binary())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }
 
 /// Needs python3 with pytest (Debian: python3-pytest).

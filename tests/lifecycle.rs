@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
 use std::net::TcpListener;
 use std::sync::Barrier;
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
 
@@ -217,31 +218,48 @@ fn quiet_mode_logs_no_connection_lines() {
     assert!(!log.contains("close peer="), "{log}");
 }
 
+/// forkecho spawned raw with stdout piped: the child process, its address, and what its stdout
+/// holds after the readiness line once it reaches its end (read on a thread of its own).
+fn stdout_watched() -> (std::process::Child, std::net::SocketAddr, Receiver<Vec<u8>>) {
+    let mut process = std::process::Command::new(crate::util::binary())
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(process.stdout.take().unwrap());
+    let addr = crate::util::fixture::read_readiness(&mut stdout).unwrap();
+    let (sender, rest) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        let _ = sender.send(bytes);
+    });
+    (process, addr, rest)
+}
+
 #[test]
 fn stdout_holds_only_the_listening_line() {
-    let mut server = Server::start(&[]);
-    let mut client = server.connect();
+    let (mut process, addr, rest) = stdout_watched();
+    let mut client = crate::util::connect(addr);
     assert_eq!(round_trip(&mut client, b"data"), b"data");
     drop(client);
-    server.wait_for_no_children();
-    server.signal(Signal::SIGTERM);
-    server.wait_exit(DEADLINE);
-    assert_eq!(server.stdout_after_listening(), b"");
+    crate::util::fixture::stop(&mut process, DEADLINE);
+    assert_eq!(rest.recv_timeout(DEADLINE).unwrap(), b"");
 }
 
 #[test]
 fn stdout_reaches_its_end_after_the_listening_line_while_the_server_serves() {
     // A harness that reads stdout to its end must not wait for the server, or a child, to exit.
-    let server = Server::start(&[]);
-    let (_client, child) = server.connected_child();
-    assert_eq!(server.stdout_after_listening(), b"");
-    assert!(
-        server
-            .children()
-            .iter()
-            .any(|&(pid, _)| pid == child.as_raw()),
-        "the child still serves"
-    );
+    let (mut process, addr, rest) = stdout_watched();
+    let mut client = crate::util::connect(addr);
+    assert_eq!(round_trip(&mut client, b"serving"), b"serving");
+    assert_eq!(rest.recv_timeout(DEADLINE).unwrap(), b"");
+    let children = crate::util::children_of(nix::unistd::Pid::from_raw(process.id() as i32));
+    assert_eq!(children.len(), 1, "the child still serves");
+    drop(client);
+    crate::util::fixture::stop(&mut process, DEADLINE);
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub fn with_metrics(args: &[&str]) -> (Server, SocketAddr) {
     let mut all = vec!["--metrics", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let server = Server::start(&all);
-    let rest = String::from_utf8(server.stdout_after_listening()).unwrap();
+    let rest = server.fixture.readiness_lines().to_string();
     let addr = rest
         .lines()
         .last()

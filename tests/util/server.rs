@@ -1,135 +1,81 @@
-//! The server harness: runs the built forkecho binary as a fixture, the way users are told to.
+//! The server harness: forkecho started by `forkecho-fixture`, the crate users get, on the binary
+//! cargo built, with what forkecho's own tests read on top: text log lines, the children and
+//! descriptors in /proc, signals.
 //!
-//! `Server::start` spawns it on `--port 0` (loopback unless the test says otherwise), reads the
-//! `listening on ADDR` line to learn the port, and collects stderr in the background so the server
-//! never blocks on a full pipe. Dropping a `Server` stops it (SIGTERM, then SIGKILL) and kills any
-//! children it left.
+//! `Server::start` starts it on `--port 0` on loopback (unless the test says otherwise), logging
+//! text lines and without a control socket unless the test asks for one; `Server::spawn` runs a
+//! command of the test's own (passed sockets, wrappers). Dropping a `Server` stops it and kills
+//! any children it left.
 
 use std::fs;
-use std::io::{BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
+use forkecho_fixture::{Builder, Forkecho};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{
-    DEADLINE, binary, children_of, connect, event, eventually, field, fixture, round_trip,
-};
-
-/// Everything the server wrote to stderr so far, with a condvar to wait for more.
-#[derive(Default)]
-struct Sink {
-    text: Mutex<String>,
-    grew: Condvar,
-}
+use super::{DEADLINE, binary, children_of, connect, event, eventually, field, round_trip};
 
 /// A running forkecho, stopped when dropped.
 pub struct Server {
-    process: Child,
+    pub fixture: Forkecho,
     /// The first address of the readiness line.
     pub addr: SocketAddr,
     /// Every IP address of the readiness line (several with several --bind).
     pub addrs: Vec<SocketAddr>,
     /// Every Unix socket of the readiness line, as it shows them (`unix:/path`).
     pub unix: Vec<String>,
-    stderr: Arc<Sink>,
-    /// Bytes after the listening line, and whether stdout has reached EOF.
-    stdout_rest: Arc<(Mutex<Vec<u8>>, AtomicBool)>,
 }
 
 impl Server {
     /// forkecho with `args`, on loopback port 0 unless `args` name a port or address.
     pub fn start(args: &[&str]) -> Server {
-        let mut command = Command::new(binary());
-        if !args.iter().any(|a| *a == "-b" || *a == "--bind") {
-            command.args(["--bind", "127.0.0.1"]);
-        }
-        if !args.iter().any(|a| *a == "-p" || *a == "--port") {
-            command.args(["--port", "0"]);
-        }
-        command.args(args);
-        Server::spawn(command)
+        Server::build(Builder::new(), args)
     }
 
     /// forkecho on loopback port 0 with `args` and the debug-build fault hooks `hooks` armed
     /// (`FORKECHO_DEBUG`).
     pub fn with_hooks(hooks: &str, args: &[&str]) -> Server {
-        let mut command = Command::new(binary());
-        command
-            .args(["--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .env("FORKECHO_DEBUG", hooks);
-        Server::spawn(command)
+        Server::build(Builder::new().env("FORKECHO_DEBUG", hooks), args)
     }
 
-    /// Spawns `command` (a forkecho invocation) and waits for its `listening on` line.
-    pub fn spawn(mut command: Command) -> Server {
-        let mut process = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn forkecho");
-        let stderr = Arc::new(Sink::default());
-        let mut err_pipe = process.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut chunk = [0u8; 8192];
-            while let Ok(n @ 1..) = err_pipe.read(&mut chunk) {
-                sink.text
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-                sink.grew.notify_all();
-            }
-        });
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stdout_rest = Arc::new((Mutex::new(Vec::new()), AtomicBool::new(false)));
-        let rest = Arc::clone(&stdout_rest);
-        let mut out = BufReader::new(process.stdout.take().unwrap());
-        thread::spawn(move || {
-            let _ = ready_tx.send(fixture::read_readiness_split(&mut out));
-            let mut bytes = Vec::new();
-            let _ = out.read_to_end(&mut bytes);
-            *rest.0.lock().unwrap() = bytes;
-            rest.1.store(true, Ordering::Release);
-        });
-        let ready = ready_rx
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| Err(String::new()));
-        let mut server = Server {
-            process,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            addrs: Vec::new(),
-            unix: Vec::new(),
-            stderr,
-            stdout_rest,
-        };
-        match ready {
-            Ok((addrs, unix)) => {
-                server.addr = addrs.first().copied().unwrap_or(server.addr);
-                server.addrs = addrs;
-                server.unix = unix;
-            }
-            Err(first) => {
-                let _ = server.process.kill();
-                let _ = server.process.wait();
-                panic!(
-                    "no readiness line; stdout began {first:?}; stderr:\n{}",
-                    server.log()
-                );
-            }
+    fn build(builder: Builder, args: &[&str]) -> Server {
+        let mut builder = builder.binary(binary());
+        if !args.iter().any(|a| a.starts_with("--log-format")) {
+            builder = builder.args(["--log-format", "text"]);
         }
-        server
+        if !args.iter().any(|a| a.starts_with("--control")) {
+            builder = builder.without_control();
+        }
+        Server::new(builder.args(args).start())
+    }
+
+    /// Spawns `command` (a forkecho invocation of the test's own) and waits for its readiness.
+    pub fn spawn(command: Command) -> Server {
+        Server::new(Forkecho::spawn(command))
+    }
+
+    fn new(started: std::io::Result<Forkecho>) -> Server {
+        let fixture = started.unwrap_or_else(|err| panic!("{err}"));
+        let found = fixture.addresses();
+        // With --udp-only the UDP sockets stand for the listeners.
+        let addrs = match found.tcp.is_empty() {
+            true => found.udp.clone(),
+            false => found.tcp.clone(),
+        };
+        let unix = found.unix.iter().map(|p| format!("unix:{}", p.display()));
+        Server {
+            addr: addrs.first().copied().unwrap_or(([0, 0, 0, 0], 0).into()),
+            unix: unix.collect(),
+            addrs,
+            fixture,
+        }
     }
 
     pub fn pid(&self) -> Pid {
-        Pid::from_raw(self.process.id() as i32)
+        Pid::from_raw(self.fixture.pid() as i32)
     }
 
     /// The port on loopback: `127.0.0.1:PORT` or `[::1]:PORT` to match the bound family.
@@ -145,61 +91,35 @@ impl Server {
         connect(self.loopback())
     }
 
-    /// The UDP addresses of the readiness lines (`listening on udp ADDR...`), once stdout has
-    /// ended (forkecho points it at /dev/null right after them).
+    /// The UDP addresses of the readiness lines (`listening on udp ADDR...`).
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        eventually("stdout to end after the readiness lines", DEADLINE, || {
-            self.stdout_rest.1.load(Ordering::Acquire)
-        });
-        let rest = self.stdout_rest.0.lock().unwrap();
-        let rest = String::from_utf8_lossy(&rest);
-        let line = rest
-            .lines()
-            .find_map(|l| l.strip_prefix("listening on udp "))
-            .unwrap_or_else(|| panic!("no udp line after the first; stdout went on {rest:?}"));
-        line.split(' ').map(|a| a.parse().unwrap()).collect()
+        let udp = self.fixture.addresses().udp.clone();
+        assert!(!udp.is_empty(), "{}", self.fixture.readiness_lines());
+        udp
     }
 
-    /// All of stderr so far.
+    /// Every log line so far, each with its newline.
     pub fn log(&self) -> String {
-        self.stderr.text.lock().unwrap().clone()
+        let lines = self.fixture.log_lines();
+        lines.iter().map(|line| format!("{line}\n")).collect()
     }
 
-    /// Waits for a stderr line satisfying `matches` and returns it.
+    /// Waits for a log line satisfying `matches` and returns it.
     pub fn wait_for_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        let mut text = self.stderr.text.lock().unwrap();
-        loop {
-            if let Some(line) = text.lines().find(|l| matches(l)) {
-                return line.to_string();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no log line with {what}; stderr:\n{text}");
-            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
-        }
+        let found = self
+            .fixture
+            .wait_for_events(1, DEADLINE, |e| matches(&e.line));
+        let mut found = found.unwrap_or_else(|err| panic!("no log line with {what}: {err}"));
+        found.remove(0).line
     }
 
-    /// Waits until `count` stderr lines satisfy `matches`, and returns them.
+    /// Waits until `count` log lines satisfy `matches`, and returns them.
     pub fn wait_for_lines(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + DEADLINE;
-        let mut text = self.stderr.text.lock().unwrap();
-        loop {
-            let lines: Vec<String> = text
-                .lines()
-                .filter(|l| matches(l))
-                .map(str::to_string)
-                .collect();
-            if lines.len() >= count {
-                return lines;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{} of {count} expected log lines; stderr:\n{text}",
-                lines.len()
-            );
-            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
-        }
+        let found = self
+            .fixture
+            .wait_for_events(count, DEADLINE, |e| matches(&e.line));
+        let found = found.unwrap_or_else(|err| panic!("{err}"));
+        found.into_iter().map(|event| event.line).collect()
     }
 
     /// The accept line for the client whose local address is `client`.
@@ -270,32 +190,16 @@ impl Server {
 
     /// Waits for the server to exit, at most `within`.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let mut status = None;
-        eventually("forkecho to exit", within, || {
-            status = self.process.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        status.unwrap()
-    }
-
-    /// What the server and its children wrote to stdout after the listening line, once every
-    /// one of them has closed it (so call it after the server exited).
-    pub fn stdout_after_listening(&self) -> Vec<u8> {
-        eventually("stdout to reach EOF", DEADLINE, || {
-            self.stdout_rest.1.load(Ordering::Acquire)
-        });
-        self.stdout_rest.0.lock().unwrap().clone()
+        let exited = self.fixture.wait_exit(within);
+        exited.unwrap_or_else(|err| panic!("{err}; the log:\n{}", self.log()))
     }
 }
 
 impl Drop for Server {
+    /// The fixture stops the server; children it left are killed.
     fn drop(&mut self) {
-        if let Ok(None) = self.process.try_wait() {
-            let children = self.children();
-            fixture::stop(&mut self.process, DEADLINE);
-            for (pid, _) in children {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+        for (pid, _) in self.children() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }

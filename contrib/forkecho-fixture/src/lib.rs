@@ -95,7 +95,7 @@
 //!   with `--tls` (and neither `--tls-ca-out` nor `--tls-cert`) `--tls-ca-out`, all in a
 //!   directory of its own under the temporary directory.
 //! - Readiness: forkecho's readiness lines on stdout, never a log line and never a sleep. They
-//!   come when every listener is bound and the CA written.
+//!   come in one write when every listener is bound and the CA written.
 //! - Lifetime: forkecho stops when the fixture is stopped or dropped, and when the test process
 //!   ends however it ends (SIGKILL too, from any thread): the fixture holds forkecho's stdin,
 //!   and its end stops it. Its children close their connections as it stops.
@@ -124,7 +124,9 @@ pub use start::{Builder, DEADLINE};
 /// A running forkecho, stopped when dropped.
 pub struct Forkecho {
     child: Child,
-    lifeline: Option<ChildStdin>,
+    stdin: Option<ChildStdin>,
+    lifeline: bool,
+    readiness: String,
     log: Arc<log::Log>,
     dir: start::Dir,
     control: Option<PathBuf>,
@@ -160,10 +162,22 @@ impl Forkecho {
         Builder::new()
     }
 
-    pub(crate) fn new(started: start::Started, addresses: Addresses) -> Forkecho {
+    /// forkecho started by a `Command` of your own, for what the fixture's arguments cannot
+    /// say: a wrapper (`ip netns exec`, `systemd-socket-activate`), a listening socket passed
+    /// in. Nothing is added to its arguments; the fixture reads its readiness lines, collects
+    /// its log, and stops it with SIGTERM when dropped or stopped (or, if the command has
+    /// `--stdin-lifeline`, as for `start`).
+    pub fn spawn(command: std::process::Command) -> io::Result<Forkecho> {
+        let lifeline = command.get_args().any(|arg| arg == "--stdin-lifeline");
+        start::launch(command, start::Dir::new(), None, None, lifeline)
+    }
+
+    pub(crate) fn new(started: start::Started, addresses: Addresses, readiness: String) -> Self {
         Forkecho {
             child: started.child,
+            stdin: started.stdin,
             lifeline: started.lifeline,
+            readiness,
             log: started.log,
             dir: started.dir,
             control: started.control,
@@ -211,6 +225,11 @@ impl Forkecho {
     /// The fixture's own directory (the control socket, the CA), removed with the fixture.
     pub fn directory(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The readiness lines, as forkecho wrote them to stdout (all it ever writes there).
+    pub fn readiness_lines(&self) -> &str {
+        &self.readiness
     }
 
     /// forkecho's process id.
@@ -359,9 +378,13 @@ impl Forkecho {
         }
     }
 
-    /// Closes the lifeline and waits for the exit; kills forkecho if it takes over `DEADLINE`.
+    /// Closes the lifeline (or sends SIGTERM, without one) and waits for the exit; kills
+    /// forkecho if it takes over `DEADLINE`.
     fn end(&mut self) -> io::Result<ExitStatus> {
-        drop(self.lifeline.take());
+        drop(self.stdin.take());
+        if !self.lifeline {
+            terminate(self.child.id());
+        }
         match self.wait_exit(DEADLINE) {
             Ok(status) => Ok(status),
             Err(err) => {
@@ -380,6 +403,12 @@ impl Drop for Forkecho {
         }
         self.dir.remove();
     }
+}
+
+/// SIGTERM to `pid` (std's `Child::kill` sends only SIGKILL).
+fn terminate(pid: u32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
 }
 
 /// One request line out, one reply line back.

@@ -76,8 +76,8 @@ impl Builder {
     /// Starts forkecho and returns once it serves: every listener bound, the CA written, the
     /// readiness lines out. A forkecho that cannot start is an error quoting what it said.
     pub fn start(self) -> io::Result<Forkecho> {
-        let binary = match self.binary {
-            Some(binary) => binary,
+        let binary = match &self.binary {
+            Some(binary) => binary.clone(),
             None => find_binary()?,
         };
         let given = |names: &[&str]| {
@@ -102,39 +102,80 @@ impl Builder {
             command.args(["--log-format", "json"]);
         }
         command.arg("--stdin-lifeline");
-        let control = (!self.no_control).then(|| dir.file("control.sock"));
-        if let Some(control) = &control {
-            command.arg("--control").arg(control);
-        }
-        let made_ca = given(&["--tls"]) && !given(&["--tls-ca-out", "--tls-cert"]);
-        let ca = made_ca.then(|| dir.file("ca.pem"));
-        if let Some(ca) = &ca {
-            command.arg("--tls-ca-out").arg(ca);
-        }
+        // A control socket and a CA file the test names are the ones the fixture uses.
+        let control = match self.value_of("--control") {
+            Some(path) => Some(path),
+            None if self.no_control => None,
+            None => {
+                let path = dir.file("control.sock");
+                command.arg("--control").arg(&path);
+                Some(path)
+            }
+        };
+        let ca = match self.value_of("--tls-ca-out") {
+            Some(path) => Some(path),
+            None if given(&["--tls"]) && !given(&["--tls-cert"]) => {
+                let path = dir.file("ca.pem");
+                command.arg("--tls-ca-out").arg(&path);
+                Some(path)
+            }
+            None => None,
+        };
         command
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)));
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", binary.display())))?;
-        let lifeline = child.stdin.take();
-        let log = Log::collect(child.stderr.take().expect("piped"));
-        let ready = readiness(&mut child);
-        let started = Started {
-            child,
-            lifeline,
-            log,
-            dir,
-            control,
-            ca,
-        };
-        match ready {
-            Ok(addresses) => Ok(Forkecho::new(started, addresses)),
-            Err(why) => Err(started.failed(&why)),
+        launch(command, dir, control, ca, true)
+    }
+}
+
+impl Builder {
+    /// The value the test's arguments give option `name` (`--name VALUE` or `--name=VALUE`).
+    fn value_of(&self, name: &str) -> Option<PathBuf> {
+        let prefix = format!("{name}=");
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == name {
+                return args.next().map(PathBuf::from);
+            }
+            if let Some(value) = arg.to_str().and_then(|arg| arg.strip_prefix(&prefix)) {
+                return Some(PathBuf::from(value));
+            }
         }
+        None
+    }
+}
+
+/// Spawns `command` with its stdin, stdout and stderr piped to the fixture, and waits for its
+/// readiness. `lifeline`: whether it runs with `--stdin-lifeline` (else a stop is SIGTERM).
+pub(crate) fn launch(
+    mut command: Command,
+    dir: Dir,
+    control: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    lifeline: bool,
+) -> io::Result<Forkecho> {
+    let program = command.get_program().to_owned();
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", program.display())))?;
+    let stdin = child.stdin.take();
+    let log = Log::collect(child.stderr.take().expect("piped"));
+    let ready = readiness(&mut child);
+    let started = Started {
+        child,
+        stdin,
+        lifeline,
+        log,
+        dir,
+        control,
+        ca,
+    };
+    match ready {
+        Ok((addresses, text)) => Ok(Forkecho::new(started, addresses, text)),
+        Err(why) => Err(started.failed(&why)),
     }
 }
 
@@ -143,7 +184,9 @@ pub(crate) struct Started {
     pub child: Child,
     /// forkecho's stdin: while the fixture holds it open, forkecho serves (`--stdin-lifeline`).
     /// The kernel closes it when the test process ends, however it ends.
-    pub lifeline: Option<ChildStdin>,
+    pub stdin: Option<ChildStdin>,
+    /// Whether forkecho runs with `--stdin-lifeline` (`Forkecho::spawn`'s may not).
+    pub lifeline: bool,
     pub log: Arc<Log>,
     pub dir: Dir,
     pub control: Option<PathBuf>,
@@ -153,7 +196,7 @@ pub(crate) struct Started {
 impl Started {
     /// A start that failed: forkecho is stopped and the error says what it printed.
     fn failed(mut self, why: &str) -> io::Error {
-        drop(self.lifeline.take());
+        drop(self.stdin.take());
         let _ = self.child.kill();
         let status = self.child.wait();
         self.log.wait_for_end(DEADLINE);
@@ -164,18 +207,35 @@ impl Started {
     }
 }
 
-/// Reads the readiness lines: everything on stdout up to its end, which forkecho reaches right
-/// after writing them (it points stdout at /dev/null), or at once if it fails to start.
-fn readiness(child: &mut Child) -> Result<Addresses, String> {
+/// Reads the readiness lines. forkecho writes them in one write(2) at the moment it serves (a
+/// pipe delivers a write that small whole), then points its stdout at /dev/null; a forkecho that
+/// fails to start writes nothing and exits. So the first read that ends a line has them all,
+/// and an end with nothing read is a failed start. Whatever a wrapper (`unshare`, `ip netns
+/// exec`) writes to the same pipe later is read and dropped.
+fn readiness(child: &mut Child) -> Result<(Addresses, String), String> {
     let mut stdout = child.stdout.take().expect("piped");
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
-        let mut text = String::new();
-        let read = stdout.read_to_string(&mut text);
-        let _ = sender.send(read.map(|_| text));
+        let mut text = Vec::new();
+        let mut chunk = [0; 4096];
+        let read = loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    text.extend_from_slice(&chunk[..n]);
+                    if text.ends_with(b"\n") {
+                        break Ok(());
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => break Err(err),
+            }
+        };
+        let _ = sender.send(read.map(|()| String::from_utf8_lossy(&text).into_owned()));
+        let _ = io::copy(&mut stdout, &mut io::sink());
     });
     match receiver.recv_timeout(DEADLINE) {
-        Ok(Ok(text)) => Addresses::parse(&text),
+        Ok(Ok(text)) => Addresses::parse(&text).map(|found| (found, text)),
         Ok(Err(err)) => Err(format!("its stdout: {err}")),
         Err(_) => Err(format!("not serving after {DEADLINE:?}")),
     }
@@ -224,7 +284,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 const PREFIX: &str = "forkecho-fixture.";
 
 impl Dir {
-    fn new() -> Dir {
+    pub(crate) fn new() -> Dir {
         sweep(&env::temp_dir());
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("{PREFIX}{}.{n}", std::process::id());
