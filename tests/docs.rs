@@ -259,11 +259,11 @@ fn the_pytest_plugin_passes_its_tests_four_at_a_time() {
     let env = [
         ("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1"),
         ("PYTHONPATH", plugin),
-        ("FORKECHO", binary()),
+        ("FORKECHO_BIN", binary()),
     ];
     let (status, text) = pytest(std::path::Path::new(plugin), &args, &env);
     assert_eq!(status, Some(0), "{text}");
-    assert!(text.contains("10 passed"), "{text}");
+    assert!(text.contains("11 passed"), "{text}");
 }
 
 /// PATH with the built forkecho's folder first: the README's examples run `forkecho`.

@@ -2,13 +2,16 @@
 
 `forkecho(**options)` starts one on a free loopback port and returns once it serves; the
 fixture stops every server a test started at teardown, by closing the server's stdin
-(`--stdin-lifeline`). Each server has a control socket (`--control`): `set_faults`,
-`clear_faults`, `down`, `up`, `blackhole`, `reset`, `close` and `status` change it while it runs. A test process that dies stops its servers too: their stdin reaches its
-end, and `--exit-with-parent` covers the rest. The binary is `$FORKECHO`, or `forkecho` on PATH.
+(`--stdin-lifeline`), and a test process that dies, however it dies, stops its servers too: the
+kernel closes their stdin. Each server has a control socket (`--control`): `set_faults`,
+`clear_faults`, `down`, `up`, `blackhole`, `reset`, `close` and `status` change it while it
+runs. The binary is `$FORKECHO_BIN` (or `$FORKECHO`), else `forkecho` on PATH. It behaves as
+the Rust crate forkecho-fixture does; README.md beside this file says where they differ.
 """
 
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -24,9 +27,16 @@ DEADLINE = 20.0
 
 
 def _binary():
-    binary = os.environ.get("FORKECHO") or shutil.which("forkecho")
+    binary = os.environ.get("FORKECHO_BIN") or os.environ.get("FORKECHO")
+    if binary:
+        if not os.path.isfile(binary):
+            raise RuntimeError(f"FORKECHO_BIN={binary}: no such file")
+        return binary
+    binary = shutil.which("forkecho")
     if not binary:
-        raise RuntimeError("forkecho not found: set FORKECHO or put forkecho on PATH")
+        raise RuntimeError(
+            "forkecho not found: FORKECHO_BIN is not set and PATH has none; install it with "
+            "`cargo install forkecho` (or the Debian package), or set FORKECHO_BIN to its path")
     return binary
 
 
@@ -43,41 +53,63 @@ def _flags(options):
     return args
 
 
+def _readiness(stdout, deadline):
+    """forkecho's readiness lines: written in one write at the moment it serves, so the first
+    read that ends a line has them all; nothing at all means it failed to start."""
+    text = b""
+    while not text.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([stdout], [], [], left)[0]:
+            return None
+        chunk = os.read(stdout.fileno(), 4096)
+        if not chunk:
+            break
+        text += chunk
+    return text.decode(errors="replace")
+
+
+def _address(text):
+    host, port = text.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
 class Forkecho:
-    """One forkecho, started by `start` and serving on `addr` until `stop`. Its files (port,
-    log, control socket) go in `directory`, or a new temporary one; the fixture gives it one
-    under pytest's own temporary directory, which pytest cleans even after a killed run."""
+    """One forkecho, started by `start` and serving on `addr` until `stop`. Its files (log,
+    control socket) go in `directory`, or a new temporary one; the fixture gives it one under
+    pytest's own temporary directory, which pytest cleans even after a killed run."""
 
     def __init__(self, *args, directory=None, **options):
         if directory is None:
             directory = tempfile.mkdtemp(prefix="forkecho-")
         self._dir = str(directory)
         self._final_log = None
-        self._port_file = os.path.join(self._dir, "port")
         self._log_file = os.path.join(self._dir, "log")
         self._control = os.path.join(self._dir, "control.sock")
         command = [
             _binary(), "--port", "0", "--bind", "127.0.0.1",
-            "--port-file", self._port_file, "--log-file", self._log_file,
-            "--control", self._control,
-            "--stdin-lifeline", "--exit-with-parent", *args, *_flags(options),
+            "--log-file", self._log_file, "--control", self._control,
+            "--stdin-lifeline", *args, *_flags(options),
         ]
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
-        deadline = time.monotonic() + DEADLINE
-        while not os.path.exists(self._port_file):
-            if self.process.poll() is not None:
-                error = self.process.stderr.read().decode(errors="replace")
-                raise RuntimeError(f"forkecho exited with {self.process.returncode}: {error}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("forkecho did not start in time")
-            time.sleep(0.005)
-        with open(self._port_file) as file:
-            self.port = int(file.read())
-        self.host = "127.0.0.1"
-        self.addr = (self.host, self.port)
+        text = _readiness(self.process.stdout, time.monotonic() + DEADLINE)
+        if not text or not text.startswith("listening on "):
+            self.stop()
+            error = self.process.stderr.read().decode(errors="replace")
+            raise RuntimeError(f"forkecho did not start ({self.process.returncode}): {error}")
+        #: The readiness lines, as forkecho wrote them.
+        self.readiness = text
+        self.udp_addr = self.metrics_addr = None
+        for line in text.splitlines():
+            words = line.split()
+            if line.startswith("listening on udp "):
+                self.udp_addr = _address(words[3])
+            elif line.startswith("listening on "):
+                self.addr = _address(words[2])
+            elif line.startswith("metrics on http://"):
+                self.metrics_addr = _address(words[2][len("http://"):].split("/")[0])
+        self.host, self.port = self.addr
         self.pid = self.process.pid
 
     def control(self, cmd, **fields):
@@ -138,8 +170,11 @@ class Forkecho:
         """forkecho's log lines so far (after `stop`, all of them)."""
         if self._final_log is not None:
             return self._final_log
-        with open(self._log_file, errors="replace") as file:
-            return file.read().splitlines()
+        try:
+            with open(self._log_file, errors="replace") as file:
+                return file.read().splitlines()
+        except FileNotFoundError:
+            return []
 
     def stop(self):
         """Stops it (its stdin's end: every connection closed cleanly); returns its exit status.
@@ -153,7 +188,8 @@ class Forkecho:
         except subprocess.TimeoutExpired:
             self.process.kill()
             status = self.process.wait()
-        self.process.stderr.close()
+        for stream in (self.process.stdout, self.process.stderr):
+            stream.close()
         if self._final_log is None:
             self._final_log = self.log_lines()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -54,11 +55,15 @@ def test_faults_show_in_the_log(forkecho):
 
 def test_stop_closes_its_stdin_and_it_stops_cleanly(forkecho):
     server = forkecho()
+    # The startup log line follows the readiness lines by a moment.
+    deadline = time.monotonic() + 20
+    while not server.log_lines() and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert server.log_lines()[0].startswith("forkecho: listening on 127.0.0.1:")
     assert server.stop() == 0
     lines = server.log_lines()
     assert any(line.startswith("forkecho: stopping lifeline=stdin ") for line in lines), lines
-    # Nothing is left: the server, its port file, its log.
+    # Nothing is left: the server, its control socket, its log.
     assert not os.path.exists(server._dir)
     assert server.stop() == 0
 
@@ -119,3 +124,14 @@ def test_its_files_live_under_pytests_own_temporary_directory(forkecho, tmp_path
     assert os.path.exists(server._dir)
     server.stop()
     assert not os.path.exists(server._dir)
+
+
+def test_udp_and_metrics_addresses_come_from_the_readiness_lines(forkecho):
+    server = forkecho(udp=True, metrics="127.0.0.1:0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"datagram", server.udp_addr)
+        assert sock.recv(64) == b"datagram"
+    with socket.create_connection(server.metrics_addr, timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: forkecho\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 200 OK")
