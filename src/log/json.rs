@@ -24,6 +24,8 @@
 
 use std::io::{self, Write};
 
+use forkecho_control::closing_quote;
+
 use super::fixed::{Fixed, LINE_MAX};
 
 /// The JSON rendering of one line.
@@ -324,21 +326,6 @@ fn next_token(text: &str) -> (&str, &str) {
         .find(' ')
         .map_or(text.len(), |space| end + space);
     (&text[..end], text[end..].trim_start_matches(' '))
-}
-
-/// Where the quoted value that `text` starts inside of ends: its first quote not escaped by a
-/// backslash.
-fn closing_quote(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut at = 0;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'\\' => at += 2,
-            b'"' => return Some(at),
-            _ => at += 1,
-        }
-    }
-    None
 }
 
 /// `text` without a trailing ` (N similar suppressed)`, and N.

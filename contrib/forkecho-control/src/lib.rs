@@ -1,4 +1,4 @@
-//! The control socket's requests, typed: what `forkecho ctl` and `forkecho-fixture` send as one
+//! What forkecho's server and its clients share. The control socket's requests, typed: what `forkecho ctl` and `forkecho-fixture` send as one
 //! JSON object per line (`Request::to_json`), and what the forkecho server reads from that line,
 //! once, before it applies it (`Request::from_json`). The command names, and the shape of each
 //! request, exist here alone; the server answers each with one JSON object, `"ok": true` and
@@ -113,6 +113,22 @@ impl Request {
             }
         })
     }
+}
+
+/// Where a quoted log value (`key="..."`, with `\"` and `\\` inside) that `text` starts inside
+/// of ends: its first quote not escaped by a backslash. The one reading of forkecho's quoting in
+/// text log lines, for the server's JSON renderer and forkecho-fixture's text reader.
+pub fn closing_quote(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\\' => at += 2,
+            b'"' => return Some(at),
+            _ => at += 1,
+        }
+    }
+    None
 }
 
 /// `{"set": {...}}` or `{"clear": true}`, each value a string or a number.

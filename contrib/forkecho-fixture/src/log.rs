@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use forkecho_control::closing_quote;
 use serde_json::{Map, Value};
 
 /// One log line: its event (`accept`, `close`, `stopped`, ...) and fields.
@@ -93,20 +94,6 @@ fn text_fields(line: &str) -> Map<String, Value> {
         rest = after.trim_start_matches(' ');
     }
     fields
-}
-
-/// Where a quoted value that `text` starts inside of ends: its first unescaped quote.
-fn closing_quote(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut at = 0;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'\\' => at += 2,
-            b'"' => return Some(at),
-            _ => at += 1,
-        }
-    }
-    None
 }
 
 /// The lines collected so far, and a condvar to wait for more.

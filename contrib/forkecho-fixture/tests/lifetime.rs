@@ -22,11 +22,16 @@ fn ended(pid: u32) -> bool {
 
 #[test]
 fn stop_returns_the_stopped_lines_counts_and_drop_ends_it_too() {
+    let started = Instant::now();
     let fe = Forkecho::start().unwrap();
     let mut client = TcpStream::connect(fe.addr()).unwrap();
     client.write_all(b"counted").unwrap();
     let mut echoed = [0; 7];
     client.read_exact(&mut echoed).unwrap();
+    eprintln!(
+        "from start() to a served connection: {:?}",
+        started.elapsed()
+    );
     drop(client);
     fe.wait_for(|e| e.name() == "close").unwrap();
     let stopped = fe.stop().unwrap();
