@@ -110,6 +110,8 @@ impl Settings {
                 tls: None,
                 control: options.control.is_some(),
                 inband: options.faults.inband,
+                websocket: (options.websocket.websocket)
+                    .then_some(options.websocket.websocket_max_message as usize),
             },
             sandbox: !options.no_sandbox,
         }

@@ -89,7 +89,7 @@ impl UdpCounts {
 }
 
 /// The end kinds a child tallies (`child::echo::End::KINDS`).
-pub const END_KINDS: usize = 12;
+pub const END_KINDS: usize = 13;
 /// The faults a child tallies (`faults::Acted::NAMES`).
 pub const FAULT_KINDS: usize = crate::faults::Acted::NAMES.len();
 /// Upper bounds of the connection-duration histogram's buckets, in seconds (and +Inf after).

@@ -65,3 +65,6 @@ mod udp;
 mod udp_loops;
 /// Unix-socket listeners: credentials, stale and live files, modes, real clients.
 mod unix;
+/// --websocket: RFC 6455 echo over ws:// and wss://, close codes, with our frames and real
+/// clients (Python websockets, node ws).
+mod websocket;

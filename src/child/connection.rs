@@ -20,7 +20,7 @@ use socket2::SockRef;
 use super::context::Context;
 use super::echo::stall::Conn;
 use super::echo::{self, End};
-use super::{inband, stop, tls_session};
+use super::{inband, stop, tls_session, websocket};
 use crate::faults::Acted;
 use crate::log::Secs;
 use crate::log::logln;
@@ -67,6 +67,7 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         return 1;
     }
     let mut tls_info = None;
+    let mut ws_info = None;
     let mut context = context;
     let (mut outcome, faulted) = match stream {
         Stream::Socket(mut socket) => {
@@ -77,11 +78,18 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
             let (outcome, faulted) = match (asked, settings.tls) {
                 (Some(end), _) => (echo::Outcome { bytes: 0, end }, None),
                 (None, Some(tls)) => {
-                    let (outcome, faulted, plain) = over_tls(socket, tls, &context, &mut tls_info);
+                    let infos = (&mut tls_info, &mut ws_info);
+                    let (outcome, faulted, plain) = over_tls(socket, tls, &context, infos);
                     socket = plain;
                     (outcome, faulted)
                 }
-                (None, None) => echo::echo_socket(&mut socket, &context),
+                (None, None) => match settings.websocket {
+                    Some(max) => {
+                        let outcome = websocket::echo(&mut socket, &context, max, &mut ws_info);
+                        (outcome, None)
+                    }
+                    None => echo::echo_socket(&mut socket, &context),
+                },
             };
             stop::forget_socket();
             // Before the client can see the close: the parent must not count it against
@@ -121,13 +129,14 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         && !settings.quiet
     {
         logln!(
-            "close peer={peer} pid={} bytes={} duration={} end={}{}{}",
+            "close peer={peer} pid={} bytes={} duration={} end={}{}{}{}",
             std::process::id(),
             outcome.bytes,
             Secs(lasted),
             outcome.end,
             FaultField(faulted, context.serial),
             tls_session::Fields(tls_info.as_ref()),
+            websocket::Fields(ws_info.as_ref()),
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
@@ -175,13 +184,16 @@ fn over_tls(
     socket: TcpStream,
     tls: &Tls,
     context: &Context,
-    info: &mut Option<tls_session::Info>,
+    (info, ws_info): (&mut Option<tls_session::Info>, &mut Option<websocket::Info>),
 ) -> (echo::Outcome, Option<Acted>, TcpStream) {
     match tls_session::handshake(socket, tls, context.settings.idle_timeout) {
         Err((socket, end)) => (echo::Outcome { bytes: 0, end }, None, socket),
         Ok((mut stream, session)) => {
             *info = Some(session);
-            let (outcome, faulted) = echo::echo_tls(&mut stream, context);
+            let (outcome, faulted) = match context.settings.websocket {
+                Some(max) => (websocket::echo(&mut stream, context, max, ws_info), None),
+                None => echo::echo_tls(&mut stream, context),
+            };
             let socket = match outcome.end {
                 _ if stop::reset() => stream.into_socket(),
                 End::ClientClosed
@@ -233,8 +245,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// - A client that read nothing of its echo for the timeout: abort with a reset (SO_LINGER 0),
 ///   so its unsent echo does not sit in kernel memory for minutes. `--reset-after`: the same
 ///   reset, on purpose.
-/// - `--close-after`, and a malformed in-band line's answer: the lingering close, so the client
-///   gets exactly the bytes before the FIN and no reset, whatever it still sends.
+/// - `--close-after`, a malformed in-band line's answer, and a WebSocket close for a broken
+///   protocol or an HTTP error: the lingering close, so the client gets exactly the bytes before
+///   the FIN and no reset, whatever it still sends.
 /// - The control socket's `reset`: a reset.
 /// - Otherwise the client has closed, reset or gone idle: a plain close.
 #[unsafe(link_section = ".text.hot.child")]
@@ -247,7 +260,7 @@ fn close(socket: TcpStream, end: &End, grace: Duration) {
         End::WriteTimeout | End::ResetAfter => {
             let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
         }
-        End::CloseAfter | End::InbandError(_) => linger(&socket, LINGER),
+        End::CloseAfter | End::InbandError(_) | End::WebSocket(_) => linger(&socket, LINGER),
         End::Reset | End::ClientClosed | End::Failed(_) => {}
         _ if stop::stopped() => linger(&socket, LINGER.min(grace / 2)),
         _ if stop::expired() => linger(&socket, LINGER),

@@ -35,6 +35,8 @@ pub struct Settings {
     pub control: bool,
     /// `--inband`: a connection may begin with a `FORKECHO` line asking for faults (`inband`).
     pub inband: bool,
+    /// `--websocket`: the most bytes one message may hold (`child::websocket`); None: raw echo.
+    pub websocket: Option<usize>,
 }
 
 /// One connection's context: everything its child needs, handed over by value at fork.

@@ -39,6 +39,7 @@ pub mod metrics;
 mod stop;
 pub mod tls_session;
 pub mod udp;
+mod websocket;
 
 use std::os::fd::{AsRawFd, RawFd};
 

@@ -8,6 +8,9 @@ pub const HARNESS: &str = "Harness (readiness, lifelines, logs)";
 /// The help section of TLS.
 pub const TLS: &str = "TLS (encrypted echo, certificates made per run, broken on demand)";
 
+/// The help section of WebSocket.
+pub const WEBSOCKET: &str = "WebSocket (RFC 6455 echo, ws:// and wss://)";
+
 /// `--tls-fault`'s kinds: a certificate broken in one way, or a handshake that goes wrong.
 pub const TLS_FAULTS: [&str; 7] = [
     "expired",

@@ -19,6 +19,7 @@ pub mod man;
 mod options;
 mod parse;
 pub mod values;
+mod websocket;
 
 pub use commands::{Command, CtlOptions, PingOptions};
 pub use faults::fault_flags;

@@ -418,6 +418,8 @@ pub struct Options {
     pub tls_min_version: String,
     #[command(flatten)]
     pub faults: FaultOptions,
+    #[command(flatten)]
+    pub websocket: super::websocket::WebSocketOptions,
 
     /// Print the man page (roff) and exit
     #[arg(long, exclusive = true)]

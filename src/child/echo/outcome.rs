@@ -37,6 +37,9 @@ pub enum End {
     ControlReset,
     /// `--inband`: a malformed `FORKECHO` line (why), answered with an error line.
     InbandError(String),
+    /// `--websocket`: a request that was not an upgrade (answered 400 or 426), or a frame that
+    /// broke the protocol (answered with a close of the code the close line's `ws-close=` says).
+    WebSocket(String),
     /// Any other I/O error.
     Failed(io::Error),
 }
@@ -68,6 +71,7 @@ impl End {
         "control-reset",
         "inband-error",
         "error",
+        "websocket-error",
     ];
 
     /// `kind` of every `Failed` end.
@@ -88,6 +92,7 @@ impl End {
             End::ControlReset => 9,
             End::InbandError(_) => 10,
             End::Failed(_) => End::ERROR,
+            End::WebSocket(_) => 12,
         }
     }
 
@@ -100,15 +105,15 @@ impl End {
 
 /// The close-line fields after `end=`: `client-closed`, `reset`, `idle-timeout`,
 /// `write-timeout`, `shutdown`, `max-duration`, `close-after`, `reset-after`,
-/// `tls-handshake reason="…"`, `control-reset`, `inband-error reason="…"`, or
-/// `error error="…"`.
+/// `tls-handshake reason="…"`, `control-reset`, `inband-error reason="…"`, `error error="…"`,
+/// or `websocket-error reason="…"`.
 impl fmt::Display for End {
     #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(End::KINDS[self.kind()])?;
         match self {
             End::Failed(err) => write!(f, " error=\"{err}\""),
-            End::TlsHandshake(reason) | End::InbandError(reason) => {
+            End::TlsHandshake(reason) | End::InbandError(reason) | End::WebSocket(reason) => {
                 write!(f, " reason=\"{}\"", reason.replace('"', "'"))
             }
             _ => Ok(()),

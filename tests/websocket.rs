@@ -1,0 +1,324 @@
+//! `--websocket`: the upgrade, messages echoed as messages of their type whatever their
+//! fragments, ping and close answered, and the RFC's close codes for a broken protocol (1002,
+//! 1007, 1009). Frames are written byte by byte here, so a test can break the protocol on
+//! purpose; tungstenite's client (over TLS too), Python's websockets and node's ws are the
+//! clients users have.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use crate::util::tls::{ClientSetup, connect_tls};
+use crate::util::{Scratch, Server, binary, connect, field, run_client, run_to_completion};
+
+/// A client's frame: FIN, `opcode`, `payload`, masked unless `unmasked`.
+fn frame(fin: bool, opcode: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    let mask_bit = if unmasked { 0 } else { 0x80 };
+    match payload.len() {
+        len @ 0..=125 => out.push(mask_bit | len as u8),
+        len @ 126..=0xffff => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    if unmasked {
+        out.extend_from_slice(payload);
+    } else {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    }
+    out
+}
+
+/// A server frame: (FIN, opcode, payload).
+fn read_frame(stream: &mut impl Read) -> (bool, u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("a frame");
+    assert_eq!(head[1] & 0x80, 0, "a server frame is never masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).unwrap();
+            u16::from_be_bytes(len) as usize
+        }
+        127 => {
+            let mut len = [0u8; 8];
+            stream.read_exact(&mut len).unwrap();
+            u64::from_be_bytes(len) as usize
+        }
+        len => len as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).unwrap();
+    (head[0] & 0x80 != 0, head[0] & 0x0f, payload)
+}
+
+/// Upgrades a fresh connection to `server` by hand; returns it once the 101 is read.
+fn upgraded(server: &Server) -> TcpStream {
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(
+            b"GET /any/path HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    let mut accept = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line
+            .to_ascii_lowercase()
+            .starts_with("sec-websocket-accept:")
+        {
+            accept = line.clone();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    // RFC 6455's own example key and answer.
+    assert!(accept.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{accept}");
+    assert!(reader.buffer().is_empty());
+    stream
+}
+
+/// The close frame's code and reason.
+fn close_code(payload: &[u8]) -> (u16, String) {
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    (code, String::from_utf8_lossy(&payload[2..]).into_owned())
+}
+
+#[test]
+fn messages_come_back_whole_and_of_their_type_whatever_their_fragments() {
+    let server = Server::start(&["--websocket"]);
+    let mut ws = upgraded(&server);
+    ws.write_all(&frame(true, 1, "héllo".as_bytes(), false))
+        .unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 1, "héllo".as_bytes().to_vec()));
+    ws.write_all(&frame(true, 2, &[0, 1, 2, 255], false))
+        .unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 2, vec![0, 1, 2, 255]));
+    // Three fragments, a ping between them: the pong first, then one text message.
+    let mut bytes = frame(false, 1, b"frag", false);
+    bytes.extend(frame(true, 9, b"are you there", false));
+    bytes.extend(frame(false, 0, b"men", false));
+    bytes.extend(frame(true, 0, b"ts", false));
+    ws.write_all(&bytes).unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 10, b"are you there".to_vec()));
+    assert_eq!(read_frame(&mut ws), (true, 1, b"fragments".to_vec()));
+    let large = vec![7u8; 200_000];
+    ws.write_all(&frame(true, 2, &large, false)).unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 2, large));
+    // A close of the client's own code is answered with the same code.
+    let mut close = 4000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"done");
+    ws.write_all(&frame(true, 8, &close, false)).unwrap();
+    let (fin, opcode, payload) = read_frame(&mut ws);
+    assert_eq!((fin, opcode, close_code(&payload).0), (true, 8, 4000));
+    drop(ws);
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert_eq!(field(&line, "end"), Some("client-closed"), "{line}");
+    assert_eq!(field(&line, "ws-messages"), Some("4"), "{line}");
+    assert_eq!(field(&line, "ws-close"), Some("4000"), "{line}");
+    assert_eq!(field(&line, "bytes"), Some("200019"), "{line}");
+}
+
+#[test]
+fn a_broken_protocol_gets_the_rfcs_close_code() {
+    let server = Server::start(&["--websocket", "--websocket-max-message", "1K"]);
+    let too_long_control = frame(true, 9, &[0; 126], false);
+    let cases: [(&str, Vec<u8>, u16); 6] = [
+        ("unmasked", frame(true, 1, b"bare", true), 1002),
+        (
+            "reserved bits",
+            [&[0xc1u8][..], &frame(true, 1, b"x", false)[1..]].concat(),
+            1002,
+        ),
+        ("reserved opcode", frame(true, 3, b"x", false), 1002),
+        ("control over 125 bytes", too_long_control, 1002),
+        (
+            "invalid UTF-8",
+            frame(true, 1, &[0x66, 0xff, 0x6f], false),
+            1007,
+        ),
+        ("over the limit", frame(true, 2, &[0; 1025], false), 1009),
+    ];
+    for (what, bytes, code) in cases {
+        let mut ws = upgraded(&server);
+        let client = ws.local_addr().unwrap();
+        ws.write_all(&bytes).unwrap();
+        let (_, opcode, payload) = read_frame(&mut ws);
+        assert_eq!(
+            (opcode, close_code(&payload).0),
+            (8, code),
+            "{what}: {payload:?}"
+        );
+        // Then the server closes: a FIN, never a reset. (The client's own FIN ends the server's
+        // wait for it at once.)
+        ws.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        ws.read_to_end(&mut rest)
+            .unwrap_or_else(|err| panic!("{what}: {err}"));
+        let line = server.close_line_for(client);
+        assert_eq!(
+            field(&line, "end"),
+            Some("websocket-error"),
+            "{what}: {line}"
+        );
+        assert_eq!(
+            field(&line, "ws-close"),
+            Some(code.to_string().as_str()),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_request_that_is_not_an_upgrade_gets_an_http_error() {
+    let server = Server::start(&["--websocket"]);
+    for (request, status) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            "HTTP/1.1 426 Upgrade Required",
+        ),
+        (&b"hello, echo\r\n\r\n"[..], "HTTP/1.1 400 Bad Request"),
+    ] {
+        let mut stream = connect(server.addr);
+        stream.write_all(request).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with(status), "{answer}");
+        if status.contains("426") {
+            assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"), "{answer}");
+        }
+    }
+    let lines = server.wait_for_lines(2, |l| l.contains("end=websocket-error"));
+    assert!(
+        lines.iter().all(|l| l.contains("not an upgrade")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn wss_echoes_over_tls_with_the_runs_ca() {
+    let dir = Scratch::new("websocket-tls");
+    let ca = dir.path("ca.pem");
+    let server = Server::start(&["--websocket", "--tls", "--tls-ca-out", ca.to_str().unwrap()]);
+    let setup = ClientSetup {
+        ca: Some(&ca),
+        ..ClientSetup::default()
+    };
+    let tls = connect_tls(server.addr, &setup, "localhost").unwrap();
+    let url = format!("wss://localhost:{}/echo", server.addr.port());
+    let (mut ws, response) = tungstenite::client(url.as_str(), tls).unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(tungstenite::Message::text("over TLS")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("over TLS"));
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert!(line.contains(" tls=1.3 "), "{line}");
+    assert_eq!(field(&line, "ws-close"), Some("1005"), "{line}");
+}
+
+#[test]
+fn faults_with_websocket_are_a_usage_error_for_now() {
+    let mut command = Command::new(binary());
+    command.args(["--websocket", "--delay", "100"]);
+    let out = run_to_completion(command);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--websocket: the faults"), "{stderr}");
+}
+
+/// A client in Python's websockets (the sync client): text, binary, a fragmented message, ping,
+/// an oversized message refused with 1009, and a normal close.
+const PYTHON_CLIENT: &str = r#"
+import sys
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+url = sys.argv[1]
+with connect(url) as ws:
+    ws.send("héllo"); assert ws.recv() == "héllo"
+    ws.send(b"\x00\xff"); assert ws.recv() == b"\x00\xff"
+    ws.send(["frag", "ments"]); assert ws.recv() == "fragments"
+    assert ws.ping(b"pp").wait(10)
+with connect(url, max_size=None) as ws:
+    try:
+        ws.send(b"y" * 2048)
+        ws.recv()
+        raise SystemExit("no close for an oversized message")
+    except ConnectionClosed as closed:
+        assert closed.rcvd.code == 1009, closed
+print("ok")
+"#;
+
+#[test]
+#[ignore = "run with: cargo test -- --ignored (uses python3 with websockets)"]
+fn pythons_websockets_client_is_echoed() {
+    let server = Server::start(&["--websocket", "--websocket-max-message", "1K"]);
+    let url = format!("ws://127.0.0.1:{}/", server.addr.port());
+    let out = run_client("python3", &["-c", PYTHON_CLIENT, &url], Vec::new());
+    assert_eq!(
+        out.stdout,
+        b"ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client in node's ws: a text and a binary message, then a close with code 4001.
+const NODE_CLIENT: &str = r#"
+const WebSocket = require('ws');
+const ws = new WebSocket(process.argv[2]);
+const got = [];
+ws.on('open', () => { ws.send('hello node'); ws.send(Buffer.from([1, 2, 3])); });
+ws.on('message', (data, isBinary) => {
+  got.push(isBinary ? 'bin:' + [...data].join(',') : 'text:' + data.toString());
+  if (got.length === 2) ws.close(4001, 'bye');
+});
+ws.on('close', (code) => { console.log(got.join(' ') + ' close:' + code); });
+ws.on('error', (err) => { console.error(err.message); process.exit(1); });
+"#;
+
+#[test]
+#[ignore = "run with: cargo test -- --ignored (uses node, and ws: npm install --prefix target/node ws)"]
+fn nodes_ws_client_is_echoed() {
+    let server = Server::start(&["--websocket"]);
+    let url = format!("ws://127.0.0.1:{}/", server.addr.port());
+    let script = Scratch::new("websocket-node");
+    std::fs::write(script.path("client.js"), NODE_CLIENT).unwrap();
+    let mut command = Command::new("node");
+    command.arg(script.path("client.js")).arg(&url);
+    // Where `npm install --prefix target/node ws` puts it (CI does), else node's own search.
+    command.env(
+        "NODE_PATH",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/node/node_modules"),
+    );
+    let out = crate::util::output_within_deadline(
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run node"),
+        "node",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "text:hello node bin:1,2,3 close:4001",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
