@@ -7,9 +7,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::util::tls::{ClientSetup, connect_tls};
-use crate::util::{Scratch, Server, binary, connect, field, run_client, run_to_completion};
+use crate::util::{Scratch, Server, connect, field, run_client};
 
 /// A client's frame: FIN, `opcode`, `payload`, masked unless `unmasked`.
 fn frame(fin: bool, opcode: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
@@ -232,14 +233,143 @@ fn wss_echoes_over_tls_with_the_runs_ca() {
     assert_eq!(field(&line, "ws-close"), Some("1005"), "{line}");
 }
 
+/// The frames of one message the server sends back: (opcode of the first, payload sizes).
+fn message_frames(ws: &mut TcpStream) -> (u8, Vec<usize>, Vec<u8>) {
+    let (mut fin, opcode, mut payload) = read_frame(ws);
+    let mut sizes = vec![payload.len()];
+    while !fin {
+        let (more_fin, continuation, more) = read_frame(ws);
+        assert_eq!(continuation, 0, "a continuation frame");
+        sizes.push(more.len());
+        payload.extend(more);
+        fin = more_fin;
+    }
+    (opcode, sizes, payload)
+}
+
 #[test]
-fn faults_with_websocket_are_a_usage_error_for_now() {
-    let mut command = Command::new(binary());
-    command.args(["--websocket", "--delay", "100"]);
-    let out = run_to_completion(command);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--websocket: the faults"), "{stderr}");
+fn chunk_and_delay_shape_each_message() {
+    let server = Server::start(&["--websocket", "--chunk", "3", "--delay", "150"]);
+    let mut ws = upgraded(&server);
+    let started = Instant::now();
+    ws.write_all(&frame(true, 1, b"ten bytes!", false)).unwrap();
+    let (opcode, sizes, payload) = message_frames(&mut ws);
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (opcode, sizes, payload),
+        (1, vec![3, 3, 3, 1], b"ten bytes!".to_vec())
+    );
+    drop(ws);
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert_eq!(field(&line, "fault"), Some("delay,chunk"), "{line}");
+}
+
+#[test]
+fn limits_act_at_message_boundaries() {
+    // --close-after 10: the message that reaches 10 bytes is echoed whole, then a close 1000.
+    let server = Server::start(&["--websocket", "--close-after", "10"]);
+    let mut ws = upgraded(&server);
+    for (i, message) in [&b"sixsix"[..], b"sevenseven"].iter().enumerate() {
+        ws.write_all(&frame(true, 2, message, false)).unwrap();
+        assert_eq!(
+            read_frame(&mut ws),
+            (true, 2, message.to_vec()),
+            "message {i}"
+        );
+    }
+    let (_, opcode, payload) = read_frame(&mut ws);
+    assert_eq!(
+        (opcode, close_code(&payload)),
+        (8, (1000, "close-after".into()))
+    );
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
+    assert_eq!(field(&line, "ws-messages"), Some("2"), "{line}");
+
+    // --reset-after: the echo, then a reset.
+    let server = Server::start(&["--websocket", "--reset-after", "1"]);
+    let mut ws = upgraded(&server);
+    ws.write_all(&frame(true, 1, b"last words", false)).unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 1, b"last words".to_vec()));
+    let mut rest = Vec::new();
+    let err = ws.read_to_end(&mut rest).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{rest:?}");
+
+    // --close-on: the message holding the pattern is not echoed.
+    let server = Server::start(&["--websocket", "--close-on", "STOP"]);
+    let mut ws = upgraded(&server);
+    ws.write_all(&frame(true, 1, b"fine", false)).unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 1, b"fine".to_vec()));
+    ws.write_all(&frame(true, 1, b"now STOP", false)).unwrap();
+    let (_, opcode, _) = read_frame(&mut ws);
+    assert_eq!(opcode, 8);
+}
+
+#[test]
+fn stall_after_holds_the_session_until_the_idle_timeout() {
+    let server = Server::start(&["--websocket", "--stall-after", "0", "--idle-timeout", "1"]);
+    let mut ws = upgraded(&server);
+    let started = Instant::now();
+    ws.write_all(&frame(true, 1, b"anyone?", false)).unwrap();
+    // Nothing comes back; at the timeout the connection closes (with a reset: the message was
+    // never read).
+    let mut rest = Vec::new();
+    if let Err(err) = ws.read_to_end(&mut rest) {
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert_eq!(field(&line, "end"), Some("idle-timeout"), "{line}");
+    assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
+}
+
+#[test]
+fn faults_set_on_the_control_socket_reach_the_next_session() {
+    let dir = Scratch::new("websocket-control");
+    let control = dir.path("control.sock");
+    let server = Server::start(&["--websocket", "--control", control.to_str().unwrap()]);
+    let reply = server.fixture.set_faults([("chunk", "2")]).unwrap();
+    assert_eq!(reply["from_connection"], 1);
+    let mut ws = upgraded(&server);
+    ws.write_all(&frame(true, 2, b"abcde", false)).unwrap();
+    assert_eq!(
+        message_frames(&mut ws),
+        (2, vec![2, 2, 1], b"abcde".to_vec())
+    );
+    server.fixture.clear_faults().unwrap();
+    let mut ws = upgraded(&server);
+    ws.write_all(&frame(true, 2, b"abcde", false)).unwrap();
+    assert_eq!(message_frames(&mut ws), (2, vec![5], b"abcde".to_vec()));
+}
+
+#[test]
+fn a_client_that_reads_nothing_ends_as_a_write_timeout() {
+    let server = Server::start(&["--websocket", "--idle-timeout", "1"]);
+    let ws = upgraded(&server);
+    let client = ws.local_addr().unwrap();
+    // Megabyte messages, never read: the echo fills the client's window, then waits.
+    let mut writer = ws.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let message = frame(true, 2, &vec![0u8; 1 << 20], false);
+        for _ in 0..64 {
+            if writer.write_all(&message).is_err() {
+                break;
+            }
+        }
+    });
+    let line = server.close_line_for(client);
+    assert_eq!(field(&line, "end"), Some("write-timeout"), "{line}");
+    drop(ws);
+    sending.join().unwrap();
 }
 
 /// A client in Python's websockets (the sync client): text, binary, a fragmented message, ping,

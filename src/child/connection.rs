@@ -84,10 +84,7 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
                     (outcome, faulted)
                 }
                 (None, None) => match settings.websocket {
-                    Some(max) => {
-                        let outcome = websocket::echo(&mut socket, &context, max, &mut ws_info);
-                        (outcome, None)
-                    }
+                    Some(max) => websocket::echo(&mut socket, &context, max, &mut ws_info),
                     None => echo::echo_socket(&mut socket, &context),
                 },
             };
@@ -191,7 +188,7 @@ fn over_tls(
         Ok((mut stream, session)) => {
             *info = Some(session);
             let (outcome, faulted) = match context.settings.websocket {
-                Some(max) => (websocket::echo(&mut stream, context, max, ws_info), None),
+                Some(max) => websocket::echo(&mut stream, context, max, ws_info),
                 None => echo::echo_tls(&mut stream, context),
             };
             let socket = match outcome.end {

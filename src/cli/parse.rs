@@ -28,14 +28,6 @@ pub fn parse_or_exit() -> Options {
             .error(clap::error::ErrorKind::MissingRequiredArgument, why)
             .exit();
     }
-    if options.websocket.websocket && options.faults.faults(0).is_some() {
-        let mut command = <Options as clap::CommandFactory>::command();
-        let why = "--websocket: the faults (--delay, --chunk, --close-after, ...) do not act on \
-                   WebSocket messages yet; use them without --websocket";
-        command
-            .error(clap::error::ErrorKind::ArgumentConflict, why)
-            .exit();
-    }
     options
 }
 

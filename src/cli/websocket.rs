@@ -19,7 +19,8 @@ pub struct WebSocketOptions {
     /// whatever fragments it came in; a ping gets a pong, a close the same close. A frame that
     /// breaks the protocol (unmasked, reserved bits or opcodes, a control frame over 125 bytes)
     /// is answered with close 1002, invalid UTF-8 in a text message 1007, a message over
-    /// --websocket-max-message 1009. With --tls, wss://
+    /// --websocket-max-message 1009. The faults act on messages (see WEBSOCKET in the man page).
+    /// With --tls, wss://
     #[arg(
         long,
         conflicts_with_all = ["udp_only", "inetd", "inband"],

@@ -467,7 +467,7 @@ impl Shaping<'_> {
 /// Waits (up to `RESET_WAIT`, or the stall limit if shorter, or a stop) until the client has
 /// acknowledged everything written; returns how many bytes it had not, which a reset now
 /// throws away.
-fn wait_acknowledged(socket: &TcpStream, session: &Session) -> u64 {
+pub(crate) fn wait_acknowledged(socket: &TcpStream, session: &Session) -> u64 {
     let since = Instant::now();
     let limit = session
         .stall_limit()
