@@ -19,6 +19,8 @@ mod faults;
 mod network;
 #[path = "src/selectors.rs"]
 mod selectors;
+#[path = "src/websocket_faults.rs"]
+mod websocket_faults;
 
 use std::fs;
 use std::io;

@@ -13,6 +13,7 @@
 //! read it. Which connections are chosen is `selectors`.
 
 pub use crate::selectors::{Selector, Selectors};
+pub use crate::websocket_faults::{Close as WebSocketClose, REASON_MAX, WebSocketFaults};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub struct Faults {
     pub limit: Option<Limit>,
     /// `--slow-close MS`: after the client's FIN, this long before the connection is closed.
     pub slow_close: Option<Duration>,
+    /// `--websocket-close`, `--websocket-ping`, `--websocket-no-pong`.
+    pub websocket: WebSocketFaults,
     /// `--fault-on`: which connections get the faults (all, when empty).
     pub on: Selectors,
     /// `--fault-rate P`: the fraction of connections that get the faults, in (0, 1].
@@ -238,6 +241,7 @@ impl fmt::Display for Faults {
         if let Some(wait) = self.slow_close {
             write!(f, "slow-close={}ms ", ms(wait))?;
         }
+        write!(f, "{}", self.websocket)?;
         if !self.on.is_empty() {
             write!(f, "fault-on={} ", self.on)?;
         }
@@ -283,7 +287,7 @@ impl Rng {
 
 /// Which faults acted on a connection, for its close line (`fault=delay,chunk`, `fault=none`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Acted(u8);
+pub struct Acted(u16);
 
 impl Acted {
     pub const DELAY: Acted = Acted(1);
@@ -293,8 +297,11 @@ impl Acted {
     pub const RESET_AFTER: Acted = Acted(16);
     pub const STALL_AFTER: Acted = Acted(32);
     pub const SLOW_CLOSE: Acted = Acted(64);
+    pub const WEBSOCKET_CLOSE: Acted = Acted(128);
+    pub const WEBSOCKET_PING: Acted = Acted(256);
+    pub const WEBSOCKET_NO_PONG: Acted = Acted(512);
     /// Every fault, by bit: the close line's `fault=` words, and the metrics' labels.
-    pub const NAMES: [&str; 7] = [
+    pub const NAMES: [&str; 10] = [
         "delay",
         "rate",
         "chunk",
@@ -302,10 +309,13 @@ impl Acted {
         "reset-after",
         "stall-after",
         "slow-close",
+        "websocket-close",
+        "websocket-ping",
+        "websocket-no-pong",
     ];
 
     /// The faults' bits, as `NAMES` orders them.
-    pub fn bits(self) -> u8 {
+    pub fn bits(self) -> u16 {
         self.0
     }
 
@@ -350,6 +360,7 @@ mod tests {
             chunk: None,
             limit: None,
             slow_close: None,
+            websocket: WebSocketFaults::default(),
             on: Selectors::default(),
             fault_rate,
             seed,

@@ -47,6 +47,7 @@ mod sockopt;
 mod testhooks;
 mod tls;
 mod tls_errors;
+mod websocket_faults;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

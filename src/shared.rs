@@ -113,7 +113,7 @@ pub struct Tally {
 impl Tally {
     /// One connection that ended as `end` (an index in `End::KINDS`), with the faults whose bits
     /// are `faults` (as `Acted::NAMES` orders them), after `lasted`.
-    pub fn record(&self, end: usize, faults: u8, lasted: Duration) {
+    pub fn record(&self, end: usize, faults: u16, lasted: Duration) {
         self.ended[end.min(END_KINDS - 1)].fetch_add(1, Ordering::Relaxed);
         for (bit, count) in self.faults.iter().enumerate() {
             if faults & (1 << bit) != 0 {

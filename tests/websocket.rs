@@ -4,13 +4,13 @@
 //! purpose; tungstenite's client (over TLS too), Python's websockets and node's ws are the
 //! clients users have.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util::tls::{ClientSetup, connect_tls};
-use crate::util::{Scratch, Server, connect, field, run_client};
+use crate::util::{Scratch, Server, binary, connect, field, run_client, run_to_completion};
 
 /// A client's frame: FIN, `opcode`, `payload`, masked unless `unmasked`.
 fn frame(fin: bool, opcode: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
@@ -70,27 +70,22 @@ fn upgraded(server: &Server) -> TcpStream {
               Sec-WebSocket-Version: 13\r\n\r\n",
         )
         .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
-    let mut accept = String::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line
-            .to_ascii_lowercase()
-            .starts_with("sec-websocket-accept:")
-        {
-            accept = line.clone();
-        }
-        if line == "\r\n" {
-            break;
-        }
+    // Byte by byte, so nothing after the head is taken from the stream (a frame may follow it
+    // at once).
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).expect("the upgrade's answer");
+        head.push(byte[0]);
     }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // RFC 6455's own example key and answer.
-    assert!(accept.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{accept}");
-    assert!(reader.buffer().is_empty());
+    let accept = head.to_ascii_lowercase();
+    assert!(
+        accept.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
     stream
 }
 
@@ -370,6 +365,86 @@ fn a_client_that_reads_nothing_ends_as_a_write_timeout() {
     assert_eq!(field(&line, "end"), Some("write-timeout"), "{line}");
     drop(ws);
     sending.join().unwrap();
+}
+
+#[test]
+fn the_server_pings_on_its_interval_and_counts_the_pongs() {
+    let server = Server::start(&["--websocket", "--websocket-ping", "50"]);
+    let mut ws = upgraded(&server);
+    for n in 1..=2 {
+        let (fin, opcode, payload) = read_frame(&mut ws);
+        assert_eq!((fin, opcode), (true, 9));
+        assert_eq!(payload, format!("forkecho ping {n}").into_bytes());
+        ws.write_all(&frame(true, 10, &payload, false)).unwrap();
+    }
+    ws.write_all(&frame(true, 8, &1000u16.to_be_bytes(), false))
+        .unwrap();
+    drop(ws);
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert_eq!(field(&line, "fault"), Some("websocket-ping"), "{line}");
+    let pongs: u64 = field(&line, "ws-pongs").unwrap().parse().unwrap();
+    assert_eq!(pongs, 2, "{line}");
+}
+
+#[test]
+fn pings_past_the_first_n_go_unanswered() {
+    let server = Server::start(&["--websocket", "--websocket-no-pong", "1"]);
+    let mut ws = upgraded(&server);
+    ws.write_all(&frame(true, 9, b"first", false)).unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 10, b"first".to_vec()));
+    // The second ping gets no pong: the message after it is the next frame back.
+    ws.write_all(&frame(true, 9, b"second", false)).unwrap();
+    ws.write_all(&frame(true, 1, b"still here", false)).unwrap();
+    assert_eq!(read_frame(&mut ws), (true, 1, b"still here".to_vec()));
+    drop(ws);
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert_eq!(field(&line, "ws-unanswered"), Some("1"), "{line}");
+    assert_eq!(field(&line, "fault"), Some("websocket-no-pong"), "{line}");
+}
+
+#[test]
+fn a_close_limit_sends_the_chosen_code_and_reason() {
+    let server = Server::start(&[
+        "--websocket",
+        "--close-after",
+        "0",
+        "--websocket-close",
+        "1011:restarting",
+    ]);
+    let mut ws = upgraded(&server);
+    let (_, opcode, payload) = read_frame(&mut ws);
+    assert_eq!(
+        (opcode, close_code(&payload)),
+        (8, (1011, "restarting".into()))
+    );
+    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    assert_eq!(
+        field(&line, "fault"),
+        Some("close-after,websocket-close"),
+        "{line}"
+    );
+    assert_eq!(field(&line, "ws-close"), Some("1011"), "{line}");
+}
+
+#[test]
+fn a_close_code_without_a_close_or_out_of_range_is_refused_in_words() {
+    for (args, wanted) in [
+        (
+            &["--websocket-close", "1011"][..],
+            "--websocket-close sets the code of the close",
+        ),
+        (
+            &["--websocket-close", "1005", "--close-after", "1"][..],
+            "1005 is no close code",
+        ),
+    ] {
+        let mut command = Command::new(binary());
+        command.arg("--websocket").args(args);
+        let out = run_to_completion(command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(wanted), "{stderr}");
+    }
 }
 
 /// A client in Python's websockets (the sync client): text, binary, a fragmented message, ping,

@@ -14,8 +14,10 @@ use super::values::{
     Pattern, parse_chunk, parse_delay, parse_fault_on, parse_fraction, parse_millis, parse_pattern,
     parse_rate, parse_trigger,
 };
+use super::websocket::{parse_interval, parse_websocket_close};
 use crate::faults::{
     Acted, Chunk, DatagramFaults, Delay, Faults, Limit, LimitKind, Selectors, Trigger,
+    WebSocketClose, WebSocketFaults,
 };
 
 /// The fault options, as typed.
@@ -83,6 +85,24 @@ pub struct FaultOptions {
     /// After the client's FIN, wait MS milliseconds before closing
     #[arg(long, value_name = "MS", value_parser = parse_millis, help_heading = FAULTS)]
     pub slow_close: Option<Duration>,
+
+    /// WebSocket: the close --close-after and --close-on send: CODE, and a REASON (1011:restart)
+    ///
+    /// CODE is 1000 to 1003, 1007 to 1014, or 3000 to 4999 (1001 going away, 1011 internal
+    /// error: what reconnect logic meets); REASON at most 123 bytes. Needs a close limit
+    #[arg(long, value_name = "CODE[:REASON]", value_parser = parse_websocket_close)]
+    #[arg(help_heading = FAULTS)]
+    pub websocket_close: Option<WebSocketClose>,
+
+    /// WebSocket: ping the client every MS milliseconds (its pongs are counted on the close line)
+    #[arg(long, value_name = "MS", value_parser = parse_interval, help_heading = FAULTS)]
+    pub websocket_ping: Option<Duration>,
+
+    /// WebSocket: answer the client's first N pings, then none (0: none at all)
+    ///
+    /// A keepalive that stops: the client's timeout for a missing pong is what is tested
+    #[arg(long, value_name = "N", help_heading = FAULTS)]
+    pub websocket_no_pong: Option<u64>,
 
     /// UDP: drop this fraction of datagrams unanswered (0 < P <= 1)
     ///
@@ -163,6 +183,7 @@ impl FaultOptions {
             || self.close_on.is_some()
             || self.reset_on.is_some()
             || self.slow_close.is_some()
+            || self.websocket().any()
             || self.loss.is_some()
             || self.duplicate.is_some()
             || self.reorder.is_some()
@@ -172,6 +193,9 @@ impl FaultOptions {
     /// An option that only shapes the faults (`--seed`, `--fault-rate`, `--fault-on`) given
     /// without one: what is wrong, in words (clap's own would list every fault option).
     pub fn unshaped(&self) -> Option<String> {
+        if let Some(why) = self.close_unset() {
+            return Some(why.to_string());
+        }
         let shaping = [
             (
                 self.seed.is_some(),
@@ -190,10 +214,29 @@ impl FaultOptions {
         (!self.any()).then(|| {
             format!(
                 "{what}, and there is none: add one (--delay, --rate, --chunk, --close-after, \
-                 --reset-after, --stall-after, --close-on, --reset-on, --slow-close, or for UDP \
-                 --loss, --duplicate, --reorder, --corrupt)"
+                 --reset-after, --stall-after, --close-on, --reset-on, --slow-close, for \
+                 WebSocket --websocket-ping, --websocket-no-pong, or for UDP --loss, \
+                 --duplicate, --reorder, --corrupt)"
             )
         })
+    }
+
+    /// The WebSocket sessions' own faults asked for.
+    pub fn websocket(&self) -> WebSocketFaults {
+        WebSocketFaults {
+            close: self.websocket_close,
+            ping: self.websocket_ping,
+            pongs: self.websocket_no_pong,
+        }
+    }
+
+    /// `--websocket-close` without the close it sets the code of: what is wrong, in words.
+    fn close_unset(&self) -> Option<&'static str> {
+        let closes = self.close_after.is_some() || self.close_on.is_some();
+        (self.websocket_close.is_some() && !closes).then_some(
+            "--websocket-close sets the code of the close that --close-after or --close-on \
+             sends: add one",
+        )
     }
 
     /// The datagram faults asked for, with the run's seed; None without any.
@@ -231,17 +274,20 @@ impl FaultOptions {
         let limit = limits
             .into_iter()
             .find_map(|(kind, at)| Some(Limit { kind, at: at? }));
+        let websocket = self.websocket();
         let any = self.delay.is_some()
             || self.rate.is_some()
             || self.chunk.is_some()
             || limit.is_some()
-            || self.slow_close.is_some();
+            || self.slow_close.is_some()
+            || websocket.any();
         any.then(|| Faults {
             delay: self.delay,
             rate: self.rate,
             chunk: self.chunk,
             limit,
             slow_close: self.slow_close,
+            websocket,
             on: self.fault_on.unwrap_or_default(),
             fault_rate: self.fault_rate.unwrap_or(1.0),
             seed,
@@ -253,7 +299,7 @@ impl FaultOptions {
 /// socket's `faults` and an in-band `FORKECHO` line may set (the UDP ones are the UDP worker's).
 /// Every fault that acts (`faults::Acted::NAMES`, the close line's words), the two pattern
 /// limits (which act as close-after and reset-after), and what chooses the connections.
-pub const FAULT_OPTIONS: [&str; 12] = joined(
+pub const FAULT_OPTIONS: [&str; 15] = joined(
     Acted::NAMES,
     ["close-on", "reset-on", "fault-on", "fault-rate", "seed"],
 );

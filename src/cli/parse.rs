@@ -28,6 +28,14 @@ pub fn parse_or_exit() -> Options {
             .error(clap::error::ErrorKind::MissingRequiredArgument, why)
             .exit();
     }
+    if options.faults.websocket().any() && !options.websocket.websocket {
+        let mut command = <Options as clap::CommandFactory>::command();
+        let why = "--websocket-close, --websocket-ping and --websocket-no-pong act on WebSocket \
+                   sessions: add --websocket";
+        command
+            .error(clap::error::ErrorKind::MissingRequiredArgument, why)
+            .exit();
+    }
     options
 }
 

@@ -33,12 +33,18 @@ use crate::faults::{Acted, LimitKind};
 use shaping::Shaping;
 use stream::Waiting;
 
-/// What the close line says of a WebSocket session: messages echoed, and the close code sent or
-/// received (1006 for a connection that closed without one).
+/// What the close line says of a WebSocket session: messages echoed, the close code sent or
+/// received (1006 for a connection that closed without one), and the pings: the server's
+/// (`--websocket-ping`) and the pongs that came back, the client's left unanswered
+/// (`--websocket-no-pong`).
 #[derive(Debug, Default)]
 pub struct Info {
     pub messages: u64,
     pub close: Option<u16>,
+    pub pings: u64,
+    pub pongs: u64,
+    pub client_pings: u64,
+    pub unanswered: u64,
 }
 
 /// The close line's WebSocket fields (` ws-messages=N ws-close=CODE`), or nothing.
@@ -50,10 +56,16 @@ impl fmt::Display for Fields<'_> {
             return Ok(());
         };
         write!(f, " ws-messages={}", info.messages)?;
-        match info.close {
-            Some(code) => write!(f, " ws-close={code}"),
-            None => Ok(()),
+        if let Some(code) = info.close {
+            write!(f, " ws-close={code}")?;
         }
+        if info.pings > 0 {
+            write!(f, " ws-pings={} ws-pongs={}", info.pings, info.pongs)?;
+        }
+        if info.unanswered > 0 {
+            write!(f, " ws-unanswered={}", info.unanswered)?;
+        }
+        Ok(())
     }
 }
 
@@ -103,17 +115,34 @@ fn serve<S: Shapeable>(
     let idle = Some(context.settings.idle_timeout).filter(|idle| !idle.is_zero());
     let mut bytes = 0u64;
     let mut heard = Instant::now();
+    let every = shaping.as_ref().and_then(|s| s.ping_every());
+    let mut ping_at = every.map(|every| heard + every);
     loop {
         if let Some(kind) = shaping.as_mut().and_then(|s| s.limit_due(bytes)) {
-            return (bytes, limit(ws, kind, context, info));
+            return (bytes, limit(ws, kind, context, shaping, info));
         }
-        // Reads wait until the client goes idle, or a time-triggered limit comes.
         let now = Instant::now();
+        if let (Some(at), Some(every), Some(s)) = (ping_at, every, shaping.as_mut())
+            && now >= at
+        {
+            info.pings += 1;
+            s.pinged();
+            let payload = format!("forkecho ping {}", info.pings);
+            if let Err(err) = ws.send(Message::Ping(payload.into_bytes().into())) {
+                return (bytes, ended(ws, err, info));
+            }
+            ping_at = Some(at.max(now - every) + every);
+        }
+        // Reads wait until the client goes idle, a ping is due, or a time-triggered limit comes.
         let idle_at = idle.map(|idle| heard + idle);
-        let wake = [idle_at, shaping.as_ref().and_then(|s| s.limit_at())]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            idle_at,
+            ping_at,
+            shaping.as_ref().and_then(|s| s.limit_at()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         ws.get_ref()
             .read_within(wake.map(|at| at.saturating_duration_since(now)));
         // After the timeout is set: a stop that came before has set its own 1 ms one over it.
@@ -141,7 +170,7 @@ fn serve<S: Shapeable>(
                     .as_mut()
                     .and_then(|s| s.pattern_in(&message.clone().into_data()))
                 {
-                    return (bytes, limit(ws, kind, context, info));
+                    return (bytes, limit(ws, kind, context, shaping, info));
                 }
                 let len = message.len() as u64;
                 let sent = send(ws, message, shaping.as_deref_mut());
@@ -154,8 +183,21 @@ fn serve<S: Shapeable>(
                 }
                 sent
             }
-            // The pong (or the close's reply) tungstenite queued goes out now.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => ws.flush(),
+            // The pong tungstenite queued goes out now, unless pongs have stopped.
+            Message::Ping(_) => {
+                info.client_pings += 1;
+                let count = info.client_pings;
+                if shaping.as_mut().is_some_and(|s| !s.answers_ping(count)) {
+                    info.unanswered += 1;
+                    ws.get_mut().drop_pongs();
+                }
+                ws.flush()
+            }
+            Message::Pong(_) => {
+                info.pongs += 1;
+                ws.flush()
+            }
+            Message::Frame(_) => ws.flush(),
             Message::Close(frame) => {
                 info.close = Some(frame.map_or(1005, |frame| u16::from(frame.code)));
                 if let Some(wait) = shaping.as_mut().and_then(|s| s.slow_close()) {
@@ -233,11 +275,14 @@ fn limit<S: Shapeable>(
     ws: &mut Ws<'_, '_, S>,
     kind: LimitKind,
     context: &Context,
+    shaping: Option<&mut Shaping>,
     info: &mut Info,
 ) -> End {
     match kind {
         LimitKind::Close => {
-            close(ws, CloseCode::Normal, "close-after", info);
+            let (code, reason) = shaping.map_or((1000, "close-after"), |s| s.close_frame());
+            let reason = reason.to_string();
+            close(ws, CloseCode::from(code), &reason, info);
             End::CloseAfter
         }
         LimitKind::Reset => {
@@ -359,13 +404,19 @@ mod tests {
 
     #[test]
     fn the_close_line_fields_say_messages_and_the_code() {
-        let info = Info {
+        let mut info = Info {
             messages: 3,
             close: Some(1000),
+            ..Info::default()
         };
         assert_eq!(
             Fields(Some(&info)).to_string(),
             " ws-messages=3 ws-close=1000"
+        );
+        (info.pings, info.pongs, info.unanswered) = (2, 1, 4);
+        assert_eq!(
+            Fields(Some(&info)).to_string(),
+            " ws-messages=3 ws-close=1000 ws-pings=2 ws-pongs=1 ws-unanswered=4"
         );
         assert_eq!(Fields(None).to_string(), "");
     }

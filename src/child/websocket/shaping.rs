@@ -14,6 +14,9 @@
 //!   close: a close frame (1000, "close-after"), then the lingering close; reset: a TCP reset
 //!   once the client has received what came before; stall: nothing more is read or written.
 //! - `--slow-close MS`: the client's close is answered that long after it came.
+//! - `--websocket-close CODE[:REASON]`: the close frame a close limit sends.
+//! - `--websocket-ping MS`: the server pings the client that often.
+//! - `--websocket-no-pong N`: the client's first N pings are answered, no later one.
 
 use std::time::{Duration, Instant};
 
@@ -92,6 +95,38 @@ impl Shaping {
         let rate = self.faults.rate?;
         self.acted.add(Acted::RATE);
         Some(Duration::from_secs_f64(len as f64 / rate as f64))
+    }
+
+    /// The close frame a close limit sends: `--websocket-close`'s, or 1000 "close-after".
+    pub fn close_frame(&mut self) -> (u16, &str) {
+        match &self.faults.websocket.close {
+            Some(close) => {
+                self.acted.add(Acted::WEBSOCKET_CLOSE);
+                (close.code, close.reason())
+            }
+            None => (1000, "close-after"),
+        }
+    }
+
+    /// How often the server pings (`--websocket-ping`).
+    pub fn ping_every(&self) -> Option<Duration> {
+        self.faults.websocket.ping
+    }
+
+    /// A ping went out.
+    pub fn pinged(&mut self) {
+        self.acted.add(Acted::WEBSOCKET_PING);
+    }
+
+    /// Whether the client's ping number `count` (1 for the first) is answered.
+    pub fn answers_ping(&mut self, count: u64) -> bool {
+        match self.faults.websocket.pongs {
+            Some(pongs) if count > pongs => {
+                self.acted.add(Acted::WEBSOCKET_NO_PONG);
+                false
+            }
+            _ => true,
+        }
     }
 
     /// How long to hold the answer to the client's close (`--slow-close`).
