@@ -92,6 +92,11 @@ impl UdpCounts {
 pub const END_KINDS: usize = 13;
 /// The faults a child tallies (`faults::Acted::NAMES`).
 pub const FAULT_KINDS: usize = crate::faults::Acted::NAMES.len();
+/// The WebSocket close codes a child tallies by name (`other` for the rest): the RFC's, as
+/// sent or received (1005: a close without a code; 1006: no close at all).
+pub const WEBSOCKET_CLOSES: [&str; 12] = [
+    "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1010", "1011", "other",
+];
 /// Upper bounds of the connection-duration histogram's buckets, in seconds (and +Inf after).
 pub const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -108,6 +113,10 @@ pub struct Tally {
     pub durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
     /// The durations' sum, in microseconds.
     pub duration_micros: AtomicU64,
+    /// `--websocket`: messages echoed.
+    pub websocket_messages: AtomicU64,
+    /// `--websocket`: sessions by close code, as `WEBSOCKET_CLOSES` orders them.
+    pub websocket_closes: [AtomicU64; WEBSOCKET_CLOSES.len()],
 }
 
 impl Tally {
@@ -128,6 +137,17 @@ impl Tally {
         self.durations[bucket].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(lasted.as_micros()).unwrap_or(u64::MAX);
         self.duration_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// One WebSocket session's messages and close code (None: it ended before a close).
+    pub fn record_websocket(&self, messages: u64, close: Option<u16>) {
+        self.websocket_messages
+            .fetch_add(messages, Ordering::Relaxed);
+        if let Some(code) = close {
+            let named = WEBSOCKET_CLOSES.iter().position(|c| c.parse() == Ok(code));
+            let at = named.unwrap_or(WEBSOCKET_CLOSES.len() - 1);
+            self.websocket_closes[at].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -447,6 +447,40 @@ fn a_close_code_without_a_close_or_out_of_range_is_refused_in_words() {
     }
 }
 
+#[test]
+fn metrics_count_messages_and_close_codes() {
+    let (server, metrics) = crate::metrics::with_metrics(&["--websocket"]);
+    let mut ws = upgraded(&server);
+    for message in [&b"one"[..], b"two"] {
+        ws.write_all(&frame(true, 2, message, false)).unwrap();
+        read_frame(&mut ws);
+    }
+    ws.write_all(&frame(true, 8, &1000u16.to_be_bytes(), false))
+        .unwrap();
+    read_frame(&mut ws);
+    drop(ws);
+    let mut ws = upgraded(&server);
+    ws.write_all(&frame(true, 1, b"bare", true)).unwrap();
+    read_frame(&mut ws);
+    drop(ws);
+    server.wait_for_lines(2, |l| l.contains(" end="));
+    server.wait_for_no_children();
+    let samples = crate::metrics::scrape(metrics);
+    assert_eq!(samples["forkecho_websocket_messages_total"], 2.0);
+    assert_eq!(
+        samples["forkecho_websocket_closes_total{code=\"1000\"}"],
+        1.0
+    );
+    assert_eq!(
+        samples["forkecho_websocket_closes_total{code=\"1002\"}"],
+        1.0
+    );
+    assert_eq!(
+        samples["forkecho_connections_closed_total{end=\"websocket-error\"}"],
+        1.0
+    );
+}
+
 /// A client in Python's websockets (the sync client): text, binary, a fragmented message, ping,
 /// an oversized message refused with 1009, and a normal close.
 const PYTHON_CLIENT: &str = r#"

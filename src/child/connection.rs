@@ -121,6 +121,9 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
     if let Some(tally) = context.tally {
         let faults = faulted.map_or(0, Acted::bits);
         tally.record(outcome.end.kind(), faults, lasted.unwrap_or_default());
+        if let Some(ws) = &ws_info {
+            tally.record_websocket(ws.messages, ws.close);
+        }
     }
     if let Some(lasted) = lasted
         && !settings.quiet

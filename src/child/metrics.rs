@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::echo::End;
 use crate::faults::Acted;
-use crate::shared::{DURATION_BUCKETS, Shared};
+use crate::shared::{DURATION_BUCKETS, Shared, WEBSOCKET_CLOSES};
 
 /// How long a scrape may take to send its request, and to take the answer.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
@@ -178,6 +178,20 @@ pub fn exposition(figures: &Figures, shared: &Shared) -> String {
             .iter()
             .zip(&tally.faults)
             .map(|(fault, n)| (*fault, load(n))),
+    );
+    out.counter(
+        "forkecho_websocket_messages_total",
+        "WebSocket messages echoed (--websocket).",
+        load(&tally.websocket_messages),
+    );
+    out.by_label(
+        "forkecho_websocket_closes_total",
+        "WebSocket sessions by the close code sent or received (1006: none).",
+        "code",
+        WEBSOCKET_CLOSES
+            .iter()
+            .zip(&tally.websocket_closes)
+            .map(|(code, n)| (*code, load(n))),
     );
     out.counter(
         "forkecho_echoed_bytes_total",
