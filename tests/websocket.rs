@@ -481,6 +481,74 @@ fn metrics_count_messages_and_close_codes() {
     );
 }
 
+/// `forkecho ping` with `args` against `target`: its exit status and everything it printed.
+fn ping(args: &[&str], target: &str) -> (Option<i32>, String) {
+    let mut command = Command::new(binary());
+    command.arg("ping").args(args).arg(target);
+    let out = run_to_completion(command);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+#[test]
+fn ping_checks_a_websocket_server_message_by_message() {
+    // Fragments on the way back make no difference: a message is a message.
+    let server = Server::start(&["--websocket", "--chunk", "7"]);
+    let target = format!("ws://127.0.0.1:{}/probe", server.addr.port());
+    let (code, text) = ping(&["-c", "3", "-i", "0", "-s", "100"], &target);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("3 sent, 3 echoed, 0 corrupt, 0 lost"),
+        "{text}"
+    );
+    assert!(text.contains("seq=1 handshake="), "{text}");
+    let (code, text) = ping(&["-c", "2", "-i", "0", "--json", "--connect"], &target);
+    assert_eq!(code, Some(0), "{text}");
+    let report: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        (report["echoed"].as_u64(), report["sent"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(report["handshake_ms"]["min"].as_f64().is_some(), "{report}");
+    // The server's own close ends the run's session: the probe fails, saying why.
+    let closing = Server::start(&["--websocket", "--close-after", "0"]);
+    let target = format!("ws://127.0.0.1:{}/", closing.addr.port());
+    let (code, text) = ping(&["-c", "1"], &target);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("the server closed (1000 close-after)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ping_over_wss_trusts_the_runs_ca_and_fails_a_plain_echo_server_in_words() {
+    let dir = Scratch::new("websocket-ping-tls");
+    let ca = dir.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let server = Server::start(&["--websocket", "--tls", "--tls-ca-out", ca]);
+    let target = format!("wss://localhost:{}/", server.addr.port());
+    let (code, text) = ping(&["-c", "2", "-i", "0", "--tls-ca", ca], &target);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("2 echoed"), "{text}");
+    let plain = Server::start(&[]);
+    let target = format!("ws://127.0.0.1:{}/", plain.addr.port());
+    let (code, text) = ping(&["-c", "1"], &target);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not a WebSocket server"), "{text}");
+    assert!(
+        text.contains("a plain TCP echo server sends the request back"),
+        "{text}"
+    );
+    let (code, text) = ping(&["-c", "1", "--tls-ca", ca], "localhost:1");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("--tls-ca needs --tls (or a wss:// target)"),
+        "{text}"
+    );
+}
+
 /// A client in Python's websockets (the sync client): text, binary, a fragmented message, ping,
 /// an oversized message refused with 1009, and a normal close.
 const PYTHON_CLIENT: &str = r#"

@@ -85,7 +85,8 @@ pub struct CtlOptions {
 #[derive(Args, Debug, Clone)]
 #[command(allow_negative_numbers = true)]
 pub struct PingOptions {
-    /// The echo server: HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT), or unix:PATH
+    /// The echo server: HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT), unix:PATH, or a
+    /// WebSocket one: ws://HOST:PORT/PATH or wss://HOST:PORT/PATH
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
 
@@ -129,24 +130,19 @@ pub struct PingOptions {
     pub tls: bool,
 
     /// Trust the CAs in FILE (PEM), such as the one forkecho --tls-ca-out writes
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls",
-        conflicts_with = "tls_insecure"
-    )]
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
     pub tls_ca: Option<std::path::PathBuf>,
 
     /// Take any certificate, for any name (the handshake's signatures are still checked)
-    #[arg(long, requires = "tls")]
+    #[arg(long)]
     pub tls_insecure: bool,
 
     /// The server name to send and verify [default: the target's host, localhost for unix:]
-    #[arg(long, value_name = "NAME", requires = "tls")]
+    #[arg(long, value_name = "NAME")]
     pub sni: Option<String>,
 
     /// A client certificate chain (PEM) for servers that ask for one (needs --tls-key)
-    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_key"])]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
 
     /// The private key of --tls-cert (PEM)
@@ -160,4 +156,22 @@ pub struct PingOptions {
     /// Print only the summary, as one JSON object (implies --quiet)
     #[arg(long)]
     pub json: bool,
+}
+
+impl PingOptions {
+    /// The TLS option given without TLS to use it for (`--tls`, or a wss:// target), if any.
+    pub fn tls_unused(&self) -> Option<&'static str> {
+        if self.tls || self.target.starts_with("wss://") {
+            return None;
+        }
+        let given = [
+            (self.tls_ca.is_some(), "--tls-ca"),
+            (self.tls_insecure, "--tls-insecure"),
+            (self.sni.is_some(), "--sni"),
+            (self.tls_cert.is_some(), "--tls-cert"),
+        ];
+        given
+            .into_iter()
+            .find_map(|(given, name)| given.then_some(name))
+    }
 }

@@ -18,6 +18,9 @@ pub enum Failure {
     /// The whole echo came back, and then more bytes than were sent (corrupt: a server that
     /// duplicates or adds data).
     Surplus { bytes: usize },
+    /// Something else came back, said in words (a WebSocket server's close, a text message for a
+    /// binary one, an upgrade refused): corrupt.
+    Message(String),
     /// Ctrl-C: the probe is abandoned and not counted.
     Interrupted,
 }
@@ -27,7 +30,10 @@ impl Failure {
     pub fn is_corrupt(&self) -> bool {
         matches!(
             self,
-            Failure::Corrupt { .. } | Failure::Truncated { .. } | Failure::Surplus { .. }
+            Failure::Corrupt { .. }
+                | Failure::Truncated { .. }
+                | Failure::Surplus { .. }
+                | Failure::Message(_)
         )
     }
 
@@ -57,6 +63,7 @@ impl fmt::Display for Failure {
                 write!(f, "truncated: connection closed after {received} bytes")
             }
             Failure::Surplus { bytes } => write!(f, "surplus: {bytes} bytes"),
+            Failure::Message(what) => f.write_str(what),
             Failure::Interrupted => f.write_str("interrupted"),
         }
     }

@@ -20,6 +20,7 @@ mod link;
 mod probe;
 mod report;
 mod udp;
+mod websocket;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -41,6 +42,18 @@ pub use report::USAGE;
 ///
 /// Long on purpose: the run from the command line to the summary, in the order it happens.
 pub fn run(options: &PingOptions) -> u8 {
+    if let Some(option) = options.tls_unused() {
+        crate::log::logln!("ping: {option} needs --tls (or a wss:// target)");
+        return USAGE;
+    }
+    if websocket::names_websocket(&options.target) {
+        on_ctrl_c();
+        let mut out = io::stdout().lock();
+        let mut say = |line: &str| {
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        };
+        return websocket::run(options, &mut say);
+    }
     let addrs = match resolve(&options.target) {
         Ok(addrs) => addrs,
         Err(message) => {
