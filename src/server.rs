@@ -29,6 +29,9 @@ pub fn run(settings: &Settings) -> Result<()> {
             true,
         )?);
     }
+    if settings.child.websocket.is_some() {
+        crate::child::websocket::warm();
+    }
     let settings = &settings;
     let mut listening = setup::listen(&settings.setup)?;
     let from_systemd = listening.from_systemd;

@@ -35,6 +35,7 @@ mod procfs;
 mod servers;
 mod tls;
 mod udp;
+mod websocket;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -56,6 +57,8 @@ struct Plan {
     udp_only: bool,
     /// `--tls-only`: the TLS rounds alone.
     tls_only: bool,
+    /// `--websocket-only`: the WebSocket rounds alone.
+    websocket_only: bool,
     compare: Option<std::path::PathBuf>,
     rounds: usize,
     clients: usize,
@@ -71,6 +74,7 @@ impl Plan {
             quick: false,
             udp_only: false,
             tls_only: false,
+            websocket_only: false,
             compare: None,
             rounds: 3,
             clients: 2000,
@@ -87,6 +91,7 @@ impl Plan {
                 "--quick" => plan.quick = true,
                 "--udp-only" => plan.udp_only = true,
                 "--tls-only" => plan.tls_only = true,
+                "--websocket-only" => plan.websocket_only = true,
                 "--rounds" => rounds = Some(value("--rounds")?.parse()?),
                 "--clients" => clients = Some(value("--clients")?.parse()?),
                 "--burst" => burst = Some(value("--burst")?.parse()?),
@@ -96,7 +101,7 @@ impl Plan {
                 "--bench" => {}
                 other => bail!(
                     "unknown argument {other:?} (try --quick, --rounds N, --clients N, --burst N, \
-                     --seconds S, --compare PATH, --udp-only, --tls-only)"
+                     --seconds S, --compare PATH, --udp-only, --tls-only, --websocket-only)"
                 ),
             }
         }
@@ -211,11 +216,8 @@ fn run() -> Result<()> {
     }
     let kinds = setup.kinds();
     let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-    let tcp_rounds = if plan.udp_only || plan.tls_only {
-        0
-    } else {
-        plan.rounds
-    };
+    let only = plan.udp_only || plan.tls_only || plan.websocket_only;
+    let tcp_rounds = if only { 0 } else { plan.rounds };
     for round in 0..tcp_rounds {
         let mut order = kinds.clone();
         if round % 2 == 1 {
@@ -235,22 +237,26 @@ fn run() -> Result<()> {
             samples.entry(index(&kinds, kind)).or_default().push(sample);
         }
     }
-    let udp_markdown = match plan.tls_only {
-        true => String::new(),
-        false => udp_rounds(&setup, &plan, &root.join("benches/baselines"), &out_dir)?,
+    let udp_markdown = match !only || plan.udp_only {
+        false => String::new(),
+        true => udp_rounds(&setup, &plan, &root.join("benches/baselines"), &out_dir)?,
     };
-    let tls_markdown = match plan.udp_only {
-        true => String::new(),
-        false => tls_rounds(&setup, &plan, &out_dir)?,
+    let tls_markdown = match !only || plan.tls_only {
+        false => String::new(),
+        true => tls_rounds(&setup, &plan, &out_dir)?,
+    };
+    let websocket_markdown = match !only || plan.websocket_only {
+        false => String::new(),
+        true => websocket_rounds(&setup, &plan, &root.join("benches/baselines"))?,
     };
     let report = Report {
         kinds: &kinds,
         samples: &samples,
         plan: &plan,
     };
-    let markdown = match plan.udp_only || plan.tls_only {
-        true => udp_markdown + &tls_markdown,
-        false => report.markdown() + &udp_markdown + &tls_markdown,
+    let markdown = match only {
+        true => udp_markdown + &tls_markdown + &websocket_markdown,
+        false => report.markdown() + &udp_markdown + &tls_markdown + &websocket_markdown,
     };
     println!("{markdown}");
     std::fs::write(out_dir.join("results.md"), &markdown)?;
@@ -322,6 +328,32 @@ fn tls_rounds(setup: &Setup, plan: &Plan, out_dir: &Path) -> Result<String> {
         }
     }
     Ok(tls::markdown(&kinds, &samples))
+}
+
+fn websocket_rounds(setup: &Setup, plan: &Plan, baselines: &Path) -> Result<String> {
+    let kinds: Vec<websocket::WsKind> = [
+        websocket::WsKind::Forkecho,
+        websocket::WsKind::PythonWebsockets,
+    ]
+    .into_iter()
+    .filter(|kind| kind.available())
+    .collect();
+    let run_for = Duration::from_secs_f64(plan.seconds.min(5.0));
+    let mut samples = BTreeMap::new();
+    let mut plain = Vec::new();
+    for round in 0..plan.rounds {
+        eprintln!("websocket round {}/{}", round + 1, plan.rounds);
+        let mut order = kinds.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let (measured, per_write) = websocket::round(&order, &setup.forkecho, baselines, run_for)?;
+        for (kind, sample) in measured {
+            samples.entry(kind).or_insert_with(Vec::new).push(sample);
+        }
+        plain.push(per_write);
+    }
+    Ok(websocket::markdown(&kinds, &samples, &plain))
 }
 
 fn index(kinds: &[Kind], kind: Kind) -> usize {

@@ -39,7 +39,7 @@ pub mod metrics;
 mod stop;
 pub mod tls_session;
 pub mod udp;
-mod websocket;
+pub mod websocket;
 
 use std::os::fd::{AsRawFd, RawFd};
 

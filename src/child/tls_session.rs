@@ -322,6 +322,10 @@ impl Shapeable for TlsStream {
         }
     }
 
+    fn holds_output(&self) -> bool {
+        self.owed > 0 || self.conn.wants_write()
+    }
+
     fn holds_input(&mut self) -> bool {
         self.conn
             .process_new_packets()

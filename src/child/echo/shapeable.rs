@@ -23,6 +23,12 @@ pub trait Shapeable: Conn {
     fn holds_input(&mut self) -> bool {
         false
     }
+
+    /// Whether written bytes are still held above the socket (a TLS session's records): what a
+    /// flush must still move.
+    fn holds_output(&self) -> bool {
+        false
+    }
 }
 
 impl Shapeable for TcpStream {

@@ -22,6 +22,8 @@ pub struct Waiting<'a, S: Shapeable> {
     pub write_timed_out: bool,
     /// Where the frames written stand, once pongs are dropped (None: every byte goes).
     pongs_dropped: Option<Frames>,
+    /// The read timeout last set (SO_RCVTIMEO), so an unchanged one costs no system call.
+    read_timeout: Option<Option<Duration>>,
 }
 
 /// Where the server's frames written so far stand: in a header (its bytes so far), or in a
@@ -87,6 +89,7 @@ impl<'a, S: Shapeable> Waiting<'a, S> {
             timeout: (!timeout.is_zero()).then_some(timeout),
             write_timed_out: false,
             pongs_dropped: None,
+            read_timeout: None,
         }
     }
 
@@ -104,10 +107,14 @@ impl<'a, S: Shapeable> Waiting<'a, S> {
         Ok(())
     }
 
-    /// Sets how long the next reads may wait (the socket's SO_RCVTIMEO; None: no limit).
-    pub fn read_within(&self, timeout: Option<Duration>) {
-        let timeout = timeout.filter(|t| !t.is_zero());
-        let _ = self.inner.socket().set_read_timeout(timeout);
+    /// Sets how long each of the next reads may wait (the socket's SO_RCVTIMEO, timed per read
+    /// call; None: no limit).
+    pub fn read_within(&mut self, timeout: Option<Duration>) {
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        if self.read_timeout != Some(timeout) {
+            let _ = self.inner.socket().set_read_timeout(timeout);
+            self.read_timeout = Some(timeout);
+        }
     }
 
     /// The connection's socket.
@@ -159,9 +166,10 @@ impl<S: Shapeable> Write for Waiting<'_, S> {
         Ok(data.len())
     }
 
-    /// Until everything written is with the kernel (a TLS session may hold records back).
+    /// Until everything written is with the kernel (a TLS session may hold records back; a
+    /// socket holds nothing, and its flush makes no system call).
     fn flush(&mut self) -> io::Result<()> {
-        loop {
+        while self.inner.holds_output() {
             match self.inner.write_now(&[]) {
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {
                     if !self.room()? {
@@ -169,9 +177,11 @@ impl<S: Shapeable> Write for Waiting<'_, S> {
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                result => return result.map(drop),
+                Err(err) => return Err(err),
+                Ok(_) => {}
             }
         }
+        Ok(())
     }
 }
 
