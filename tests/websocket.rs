@@ -600,7 +600,7 @@ ws.on('error', (err) => { console.error(err.message); process.exit(1); });
 "#;
 
 #[test]
-#[ignore = "run with: cargo test -- --ignored (uses node, and ws: npm install --prefix target/node ws)"]
+#[ignore = "run with: cargo test -- --ignored (uses node, ws in target/node: npm i --prefix)"]
 fn nodes_ws_client_is_echoed() {
     let server = Server::start(&["--websocket"]);
     let url = format!("ws://127.0.0.1:{}/", server.addr.port());

@@ -393,6 +393,6 @@ mod tests {
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
-        assert_eq!((families, helps), (12, 12), "{text}");
+        assert_eq!((families, helps), (14, 14), "{text}");
     }
 }

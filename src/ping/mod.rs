@@ -18,22 +18,20 @@ mod failure;
 mod interrupt;
 mod link;
 mod probe;
+mod reach;
 mod report;
 mod udp;
 mod websocket;
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::address::Addr;
-use crate::address::Name;
 use crate::cli::PingOptions;
-use crate::cli::values::parse_unix;
-use crate::deadline;
 use failure::Failure;
 use interrupt::{interrupted, on_ctrl_c};
 use link::{Client, Link};
+use reach::{host_of, resolve, sleep_until};
 use report::Report;
 
 pub use report::USAGE;
@@ -201,7 +199,7 @@ fn attempt(
         let started = Instant::now();
         let (mut connect, mut handshake) = (Duration::ZERO, None);
         if !kept {
-            let (socket, addr) = self::connect(addrs, deadline).map_err(|f| (None, f))?;
+            let (socket, addr) = reach::connect(addrs, deadline).map_err(|f| (None, f))?;
             connect = started.elapsed();
             let link = match tls {
                 Some(tls) => {
@@ -233,77 +231,6 @@ fn attempt(
                 }
             }
         }
-    }
-}
-
-/// The host part of `HOST:PORT` (None for a Unix socket), for `--tls`'s server name.
-fn host_of(target: &str) -> Option<&str> {
-    if target.starts_with("unix:") {
-        return None;
-    }
-    let (host, _) = target.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    Some(host.split('%').next().unwrap_or(host))
-}
-
-/// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]`, link-local ones with their
-/// interface: `[fe80::1%eth0]:7`), or takes `unix:PATH` and `unix:@NAME` as they are.
-fn resolve(target: &str) -> Result<Vec<Addr>, String> {
-    if let Some(path) = target.strip_prefix("unix:") {
-        // Read as `--bind` reads it.
-        let bind = parse_unix(path).map_err(|why| format!("'{target}': {why}"))?;
-        let name = Name::of_bind(&bind).expect("a unix: bind names a Unix socket");
-        return Ok(vec![Addr::Unix(name)]);
-    }
-    let usage = || format!("'{target}': expected HOST:PORT, such as localhost:9999, or unix:PATH");
-    let (host, port) = target.rsplit_once(':').ok_or_else(usage)?;
-    // The resolver reads a scope (`%eth0`) but not brackets: take them off.
-    let host = match host.strip_prefix('[') {
-        Some(inner) => inner.strip_suffix(']').ok_or_else(usage)?,
-        None => host,
-    };
-    let port: u16 = port.parse().map_err(|_| usage())?;
-    if host.is_empty() {
-        return Err(usage());
-    }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|err| format!("unable to resolve '{target}': {err}"))?
-        .collect();
-    match addrs.is_empty() {
-        true => Err(format!("unable to resolve '{target}': no addresses")),
-        false => Ok(addrs.into_iter().map(Addr::Ip).collect()),
-    }
-}
-
-/// Connects to the first of `addrs` that accepts, before `deadline`.
-fn connect(addrs: &[Addr], deadline: Instant) -> Result<(socket2::Socket, Addr), Failure> {
-    let mut last = None;
-    for addr in addrs {
-        match probe::connect(addr, deadline, interrupted) {
-            Ok(socket) => return Ok((socket, addr.clone())),
-            Err(Failure::Interrupted) => return Err(Failure::Interrupted),
-            Err(failure) => last = Some(failure),
-        }
-    }
-    Err(last.expect("at least one address"))
-}
-
-/// Waits until `at`; false if Ctrl-C came first.
-fn sleep_until(at: Instant) -> bool {
-    loop {
-        if interrupted() {
-            return false;
-        }
-        let left = at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        // No fds: poll only sleeps, and a signal always ends it early.
-        let _ = nix::poll::poll(&mut [], deadline::poll_timeout(Some(left)));
     }
 }
 

@@ -16,8 +16,9 @@ use tungstenite::{Error, Message, WebSocket};
 use super::failure::Failure;
 use super::interrupt::interrupted;
 use super::link::{Client, Link};
+use super::probe;
+use super::reach::{self, host_of, resolve, sleep_until};
 use super::report::{Report, USAGE};
-use super::{probe, resolve, sleep_until};
 use crate::address::Addr;
 use crate::cli::PingOptions;
 
@@ -101,7 +102,7 @@ pub fn run(options: &PingOptions, say: &mut dyn FnMut(&str)) -> u8 {
         Ok(addrs) => addrs,
         Err(why) => return usage(why),
     };
-    let host = super::host_of(authority);
+    let host = host_of(authority);
     let client = match tls {
         true => match Client::new(options, host) {
             Ok(client) => Some(client),
@@ -188,7 +189,7 @@ fn probe_once(
     let started = Instant::now();
     let (mut connect, mut handshake) = (Duration::ZERO, None);
     if session.is_none() {
-        let (socket, addr) = super::connect(addrs, deadline).map_err(|f| (None, f))?;
+        let (socket, addr) = reach::connect(addrs, deadline).map_err(|f| (None, f))?;
         connect = started.elapsed();
         let fail = |failure| (Some(addr.clone()), failure);
         let stream = match client {

@@ -1,8 +1,10 @@
-//! What forkecho's server and its clients share. The control socket's requests, typed: what `forkecho ctl` and `forkecho-fixture` send as one
-//! JSON object per line (`Request::to_json`), and what the forkecho server reads from that line,
-//! once, before it applies it (`Request::from_json`). The command names, and the shape of each
-//! request, exist here alone; the server answers each with one JSON object, `"ok": true` and
-//! what the command reports, or `"ok": false` and `"error"` (see CONTROL in `man forkecho`).
+//! What forkecho's server and its clients share. The control socket's requests, typed: what
+//! `forkecho ctl` and `forkecho-fixture` send as one JSON object per line (`Request::to_json`),
+//! and what the forkecho server reads from that line, once, before it applies it
+//! (`Request::from_json`). The command names, and the shape of each request, exist here alone;
+//! the server answers each with one JSON object, `"ok": true` and what the command reports, or
+//! `"ok": false` and `"error"` (see CONTROL in `man forkecho`). And the one reading of a quoted
+//! log value (`closing_quote`).
 //!
 //! ```
 //! use forkecho_control::{FaultChange, Request};

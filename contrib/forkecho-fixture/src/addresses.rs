@@ -23,7 +23,8 @@ impl Addresses {
     /// Reads the readiness lines; an error quotes what came instead.
     ///
     /// ```
-    /// let text = "listening on 127.0.0.1:4000 unix:/tmp/fe.sock\nlistening on udp 127.0.0.1:4000\n";
+    /// let text = "listening on 127.0.0.1:4000 unix:/tmp/fe.sock\n\
+    ///             listening on udp 127.0.0.1:4000\n";
     /// let addrs = forkecho_fixture::Addresses::parse(text).unwrap();
     /// assert_eq!(addrs.tcp, ["127.0.0.1:4000".parse().unwrap()]);
     /// assert_eq!(addrs.udp, addrs.tcp);
