@@ -481,3 +481,24 @@ pub fn children_of(parent: Pid) -> Vec<Pid> {
         .map(|(pid, _)| Pid::from_raw(pid))
         .collect()
 }
+
+/// Runs `work` on `threads` threads at once (each given its number) and adds up what they
+/// count: the clients of a rate scenario.
+pub fn count_on_threads<F>(threads: u64, work: F) -> Result<u64>
+where
+    F: Fn(u64) -> Result<u64> + Send + Clone + 'static,
+{
+    let running: Vec<_> = (0..threads)
+        .map(|t| {
+            let work = work.clone();
+            std::thread::spawn(move || work(t))
+        })
+        .collect();
+    let mut total = 0;
+    for thread in running {
+        total += thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client panicked"))??;
+    }
+    Ok(total)
+}

@@ -199,30 +199,19 @@ fn descendants(root: Pid) -> Vec<Pid> {
 /// Full handshakes with one 64-byte echo each, by 4 threads for `run_for`: how many.
 fn connections(addr: SocketAddr, config: &Arc<ClientConfig>, run_for: Duration) -> Result<u64> {
     let deadline = Instant::now() + run_for;
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let config = config.clone();
-            thread::spawn(move || -> Result<u64> {
-                let payload = super::payload::pattern(t, 64);
-                let mut count = 0;
-                while Instant::now() < deadline {
-                    let mut tls = session(addr, &config)?;
-                    echo(&mut tls, &payload)?;
-                    tls.conn.send_close_notify();
-                    let _ = tls.flush();
-                    count += 1;
-                }
-                Ok(count)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for thread in threads {
-        total += thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a client panicked"))??;
-    }
-    Ok(total)
+    let config = config.clone();
+    load::count_on_threads(4, move |t| {
+        let payload = super::payload::pattern(t, 64);
+        let mut count = 0;
+        while Instant::now() < deadline {
+            let mut tls = session(addr, &config)?;
+            echo(&mut tls, &payload)?;
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            count += 1;
+        }
+        Ok(count)
+    })
 }
 
 /// The unique memory per connection of the server's children, with 32 connections open and

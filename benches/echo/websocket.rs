@@ -133,28 +133,17 @@ fn close(mut ws: Ws) {
 /// Sessions of one 64-byte message, by 4 threads for `run_for`: how many.
 fn sessions(addr: SocketAddr, run_for: Duration) -> Result<u64> {
     let deadline = Instant::now() + run_for;
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            thread::spawn(move || -> Result<u64> {
-                let payload = super::payload::pattern(t, 64);
-                let mut count = 0;
-                while Instant::now() < deadline {
-                    let mut ws = session(addr)?;
-                    echo(&mut ws, &payload)?;
-                    close(ws);
-                    count += 1;
-                }
-                Ok(count)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for thread in threads {
-        total += thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a client panicked"))??;
-    }
-    Ok(total)
+    load::count_on_threads(4, move |t| {
+        let payload = super::payload::pattern(t, 64);
+        let mut count = 0;
+        while Instant::now() < deadline {
+            let mut ws = session(addr)?;
+            echo(&mut ws, &payload)?;
+            close(ws);
+            count += 1;
+        }
+        Ok(count)
+    })
 }
 
 /// 64-byte messages on one session, one in flight, for `run_for`: how many.

@@ -31,7 +31,7 @@ use crate::cli::PingOptions;
 use failure::Failure;
 use interrupt::{interrupted, on_ctrl_c};
 use link::{Client, Link};
-use reach::{host_of, resolve, sleep_until};
+use reach::{host_of, next_probe, resolve};
 use report::Report;
 
 pub use report::USAGE;
@@ -92,10 +92,7 @@ pub fn run(options: &PingOptions) -> u8 {
     let mut last = 0;
     let started = Instant::now();
     for seq in 1.. {
-        if options.count.is_some_and(|count| seq > count) {
-            break;
-        }
-        if seq > 1 && !sleep_until(started + options.interval * (seq as u32 - 1)) {
+        if !next_probe(options.count, options.interval, started, seq) {
             break;
         }
         // Bytes that came in on the kept connection since the last probe's echo: its surplus.

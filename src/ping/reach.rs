@@ -82,3 +82,17 @@ pub fn sleep_until(at: Instant) -> bool {
         let _ = nix::poll::poll(&mut [], deadline::poll_timeout(Some(left)));
     }
 }
+
+/// Whether probe `seq` (1 for the first) goes: `--count` not reached, and its time come
+/// (`--interval` after the one before) without a Ctrl-C first.
+pub fn next_probe(
+    count: Option<u64>,
+    interval: std::time::Duration,
+    started: Instant,
+    seq: u64,
+) -> bool {
+    if count.is_some_and(|count| seq > count) {
+        return false;
+    }
+    seq == 1 || sleep_until(started + interval * (seq as u32 - 1))
+}

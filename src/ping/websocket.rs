@@ -17,7 +17,7 @@ use super::failure::Failure;
 use super::interrupt::interrupted;
 use super::link::{Client, Link};
 use super::probe;
-use super::reach::{self, host_of, resolve, sleep_until};
+use super::reach::{self, host_of, next_probe, resolve};
 use super::report::{Report, USAGE};
 use crate::address::Addr;
 use crate::cli::PingOptions;
@@ -122,10 +122,7 @@ pub fn run(options: &PingOptions, say: &mut dyn FnMut(&str)) -> u8 {
     let mut session: Option<(WebSocket<Stream>, Addr)> = None;
     let started = Instant::now();
     for seq in 1.. {
-        if options.count.is_some_and(|count| seq > count) {
-            break;
-        }
-        if seq > 1 && !sleep_until(started + options.interval * (seq as u32 - 1)) {
+        if !next_probe(options.count, options.interval, started, seq) {
             break;
         }
         let deadline = Instant::now() + options.timeout;
