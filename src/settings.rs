@@ -48,12 +48,13 @@ impl Settings {
             (true, _) => Udp::Also,
             (false, true) => Udp::Only,
         };
+        let backlog = setup::listener::backlog(options.backlog);
         Settings {
             setup: setup::Settings {
                 binds: options.bind.clone(),
                 listener: listener::Binding {
                     port: options.port,
-                    backlog: options.backlog,
+                    backlog,
                     reuse_port: options.reuse_port,
                     unix_mode: options.unix_mode,
                 },
@@ -93,7 +94,7 @@ impl Settings {
                 proxy_deadline,
                 grace: options.grace,
                 quiet: options.quiet,
-                backlog: options.backlog,
+                backlog,
             },
             child: child::Settings {
                 buffer_size: options.buffer_size,

@@ -1,5 +1,6 @@
 //! The server's first milliseconds and its first line: a signal sent while it sets itself up is
-//! handled, never fatal, and a stdout nobody reads never keeps it from serving or stopping.
+//! handled, never fatal, and a stdout nobody reads never keeps it from serving or stopping; the
+//! listen backlog it announces is the kernel's.
 
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
@@ -143,4 +144,25 @@ fn a_full_stdout_nobody_reads_costs_a_warning_not_serving_or_stopping() {
     let out = output_within_deadline(child, "forkecho");
     assert!(out.status.success(), "{:?}", out.status);
     assert!(reader.as_raw_fd() > 2);
+}
+
+#[test]
+fn the_backlog_is_the_kernels_most_unless_asked_and_never_above_it() {
+    let most: i32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for (args, want) in [
+        (&[][..], most),
+        (&["--backlog", "5"][..], 5),
+        (&["--backlog", "2000000000"][..], most),
+    ] {
+        let server = crate::util::Server::start(args);
+        let line = server.wait_for_line("the startup line", |l| {
+            crate::util::event(l) == Some("listening")
+        });
+        let backlog = crate::util::field(&line, "backlog").unwrap();
+        assert_eq!(backlog, want.to_string(), "{args:?}: {line}");
+    }
 }

@@ -110,16 +110,13 @@ pub struct Options {
     #[arg(long)]
     pub reuse_port: bool,
 
-    /// Connections the kernel may queue before forkecho accepts them
+    /// Connections the kernel may queue before forkecho accepts them [default: the kernel's most]
     ///
-    /// The kernel caps it at net.core.somaxconn
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 1024,
-        value_parser = clap::value_parser!(i32).range(1..)
-    )]
-    pub backlog: i32,
+    /// The kernel's most is net.core.somaxconn (4096 on Linux since 5.4); a larger N is cut to
+    /// it. Deep by default: a crowd of clients connecting at once that overflows the queue while
+    /// the parent forks waits a second for the kernel's SYN-ACK retry
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    pub backlog: Option<i32>,
 
     /// No per-connection log lines (accept, close)
     ///

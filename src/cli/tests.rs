@@ -21,7 +21,7 @@ fn defaults_match_the_documentation() {
     assert_eq!(opts.port, 9999);
     assert_eq!(opts.bind, vec![]);
     assert!(!opts.reuse_port);
-    assert_eq!(opts.backlog, 1024);
+    assert_eq!(opts.backlog, None);
     assert!(!opts.quiet);
     assert_eq!(opts.buffer_size, 64 * 1024);
     assert_eq!(opts.max_clients, 4096);
@@ -38,7 +38,7 @@ fn short_and_long_flags_parse() {
     let opts = parse(&["-p", "0", "-b", "::1", "--backlog", "5", "-q"]).unwrap();
     assert_eq!(opts.port, 0);
     assert_eq!(opts.bind, vec![Bind::Ip("::1".parse().unwrap())]);
-    assert_eq!(opts.backlog, 5);
+    assert_eq!(opts.backlog, Some(5));
     assert!(opts.quiet);
     let opts = parse(&["-b", "127.0.0.1", "--bind", "localhost", "--reuse-port"]).unwrap();
     assert_eq!(

@@ -351,6 +351,21 @@ pub(super) fn no_family(err: &anyhow::Error) -> bool {
     )
 }
 
+/// The listen backlog for `--backlog` (None: not given): the kernel's most
+/// (net.core.somaxconn, read at startup; 4096 where it cannot be read), and a given one cut to it
+/// so the startup line says what the kernel uses.
+pub fn backlog(asked: Option<i32>) -> i32 {
+    let most = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .filter(|&most| most > 0);
+    match (asked, most) {
+        (Some(asked), Some(most)) => asked.min(most),
+        (Some(asked), None) => asked,
+        (None, most) => most.unwrap_or(4096),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
