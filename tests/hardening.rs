@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{DEADLINE, Server, event, field, fields, round_trip, start_time};
+use crate::util::{DEADLINE, Server, event, eventually, field, fields, round_trip, start_time};
 use nix::sys::signal::{Signal, kill};
 use socket2::{Domain, Socket, Type};
 
@@ -229,8 +229,19 @@ fn sigusr1_logs_the_statistics_line() {
     kill(child, Signal::SIGUSR1).unwrap();
     assert_eq!(round_trip(&mut live, b"ok"), b"ok");
 
-    server.signal(Signal::SIGUSR1);
-    let line = server.wait_for_line("the stats line", |l| event(l) == Some("stats"));
+    // The child adds what it echoed to the shared count just after the write that delivered
+    // it (a byte is counted once it reached the client): ask until the last echo is in.
+    let mut line = String::new();
+    let mut asked = 0;
+    eventually("the stats line to count the last echo", DEADLINE, || {
+        server.signal(Signal::SIGUSR1);
+        asked += 1;
+        line = server
+            .wait_for_lines(asked, |l| event(l) == Some("stats"))
+            .pop()
+            .unwrap();
+        fields(&line)["bytes"] == (5 + 5 + 4 + 2).to_string()
+    });
     let f = fields(&line);
     assert_eq!(f["live"], "1", "{line}");
     assert_eq!(f["accepted"], "3", "{line}");
