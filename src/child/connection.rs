@@ -2,8 +2,9 @@
 //! it, log it.
 //!
 //! A forked child and `--inetd` both serve their connection here. A socket is echoed on the path
-//! `echo` chooses; stdin and stdout that are not one socket (`--inetd` under a launcher that
-//! passes pipes) are echoed with read/write. A stop signal or `--max-duration` ends the echo
+//! `echo` chooses, or, with `--websocket`, message by message (`websocket`), over TLS or not;
+//! stdin and stdout that are not one socket (`--inetd` under a launcher that passes pipes) are
+//! echoed with read/write. A stop signal or `--max-duration` ends the echo
 //! before its next read (`stop`), and `close` then closes the socket the way the end calls for.
 //! The connection is closed before its line is logged, so the client's FIN never waits for the
 //! log.

@@ -6,12 +6,12 @@
 //! to send SIGTERM if the parent dies, the signal mask the parent held across fork is lifted, and
 //! the listeners, the self-pipe and the parent's oom_score_adj file are closed (stdin and stdout
 //! are /dev/null already: the parent pointed its own there once it announced itself). Then it
-//! serves its one connection (`connection`: confine it, echo it through `echo`, close it, log its
-//! close line) and leaves with `_exit`, never returning into the parent's code: `exit` would run
-//! the parent's atexit handlers and flush stdio buffers the child only holds copies of, and
-//! unwinding would run the parent's destructors. A panic is caught here and ends the child with
-//! status 101 (in a release build, which aborts on panic, with SIGABRT); the parent logs that
-//! exit like any other.
+//! serves its one connection (`connection`: confine it, echo it through `echo` or `websocket`,
+//! close it, log its close line) and leaves with `_exit`, never returning into the parent's
+//! code: `exit` would run the parent's atexit handlers and flush stdio buffers the child only
+//! holds copies of, and unwinding would run the parent's destructors. A panic is caught here and
+//! ends the child with status 101 (in a release build, which aborts on panic, with SIGABRT); the
+//! parent logs that exit like any other.
 //!
 //! A child pays for every page it touches first: fork copies no page table entries for the code
 //! (the binary's text), so each 64 KiB run of it a child enters is a page fault, and each page of
