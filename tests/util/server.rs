@@ -133,10 +133,13 @@ impl Server {
     }
 
     fn line_for(&self, what: &str, client: SocketAddr) -> String {
-        let peer = client.to_string();
-        self.wait_for_line(&format!("{what} peer={peer}"), |l| {
-            event(l) == Some(what) && field(l, "peer") == Some(peer.as_str())
-        })
+        let found = match what {
+            "close" => self.fixture.closed(client),
+            _ => self.fixture.accepted(client),
+        };
+        found
+            .unwrap_or_else(|err| panic!("no {what} line for {client}: {err}"))
+            .line
     }
 
     /// The child serving the client whose local address is `client`.

@@ -320,6 +320,24 @@ impl Forkecho {
         Ok(found.remove(0))
     }
 
+    /// Waits (up to `DEADLINE`) for the `close` event of the connection whose client end is
+    /// `client` (`stream.local_addr()`): how it ended (`end`), what was echoed (`bytes`), the
+    /// faults that acted (`fault`).
+    pub fn closed(&self, client: SocketAddr) -> io::Result<Event> {
+        self.event_of("close", client)
+    }
+
+    /// Waits (up to `DEADLINE`) for the `accept` event of the connection whose client end is
+    /// `client`: the child serving it (`pid`).
+    pub fn accepted(&self, client: SocketAddr) -> io::Result<Event> {
+        self.event_of("accept", client)
+    }
+
+    fn event_of(&self, name: &str, client: SocketAddr) -> io::Result<Event> {
+        let peer = client.to_string();
+        self.wait_for(|e| e.name() == name && e.str("peer") == Some(peer.as_str()))
+    }
+
     /// Waits up to `within` for `count` events that match, and returns every one that does.
     pub fn wait_for_events(
         &self,

@@ -32,8 +32,15 @@ fn stop_returns_the_stopped_lines_counts_and_drop_ends_it_too() {
         "from start() to a served connection: {:?}",
         started.elapsed()
     );
+    let local = client.local_addr().unwrap();
     drop(client);
-    fe.wait_for(|e| e.name() == "close").unwrap();
+    let close = fe.closed(local).unwrap();
+    assert_eq!(
+        (close.str("end"), close.u64("bytes")),
+        (Some("client-closed"), Some(7))
+    );
+    let accept = fe.accepted(local).unwrap();
+    assert!(accept.u64("pid").is_some(), "{}", accept.line);
     let stopped = fe.stop().unwrap();
     assert!(stopped.status.success());
     assert_eq!(stopped.event.u64("accepted"), Some(1));
