@@ -383,7 +383,19 @@ fn measure(setup: &Setup, kind: Kind, plan: &Plan, at: &str) -> Result<Sample> {
     let rtt = load::round_trips(to, run_for).context("round trips")?;
     let rtt_cpu_us = per(before, rtt.count);
     eprintln!("{at}: bulk");
-    let bulk = load::bulk_with_cpu(to, plan.bulk_bytes, pid, kind.forks()).context("bulk")?;
+    let bulk = match load::bulk_with_cpu(to, plan.bulk_bytes, pid, kind.forks()) {
+        Ok(bulk) => bulk,
+        // socat's PIPE has stalled a two-way bulk until the client's 30 s timeout (seen once in
+        // CI): a peer's failure is noted and its bulk left out, never the benchmark's end.
+        Err(err) if kind == Kind::Socat => {
+            eprintln!("note: {at}: bulk failed ({err:#}); its bulk figures are left out");
+            load::Bulk {
+                mib_per_s: f64::NAN,
+                server_cpu_ms_per_gib: f64::NAN,
+            }
+        }
+        Err(err) => return Err(err.context("bulk")),
+    };
     eprintln!("{at}: crowd of {}", plan.clients);
     let crowd = load::crowd(to, plan.clients, pid, kind.forks()).context("crowd")?;
     load::settle(pid, kind.forks());
