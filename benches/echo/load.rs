@@ -502,3 +502,25 @@ where
     }
     Ok(total)
 }
+
+/// Starts `command` (a server that announces itself as forkecho does, `listening on ADDR` on
+/// stdout) with stdin and stderr closed, and returns it serving at the address it named. What it
+/// prints after that line is read away on a thread, so it never blocks on stdout.
+pub fn start_announced(mut command: std::process::Command, name: &str) -> Result<Running> {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut process = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    let mut stdout = std::io::BufReader::new(process.stdout.take().expect("piped"));
+    let addr = fixture::read_readiness(&mut stdout)
+        .map_err(|line| anyhow::anyhow!("{name} did not announce: {line:?}"))?;
+    thread::spawn(move || {
+        let mut rest = String::new();
+        while stdout.read_line(&mut rest).is_ok_and(|n| n > 0) {}
+    });
+    Ok(Running { process, addr })
+}

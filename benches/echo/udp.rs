@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::BufReader;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::unistd::Pid;
 
-use super::{fixture, load};
+use super::load;
 
 /// The UDP servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,7 +49,7 @@ const LOADS: [(&str, usize, usize, usize); 3] = [
 pub type UdpSample = [(f64, f64); 3];
 
 fn start(kind: UdpKind, floor: &Path, forkecho: &Path) -> Result<load::Running> {
-    let mut command = match kind {
+    let command = match kind {
         UdpKind::Floor => {
             let mut c = Command::new(floor);
             c.arg("0");
@@ -78,16 +77,7 @@ fn start(kind: UdpKind, floor: &Path, forkecho: &Path) -> Result<load::Running> 
             return Ok(running);
         }
     };
-    let mut process = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start {}", kind.name()))?;
-    let mut stdout = BufReader::new(process.stdout.take().expect("piped"));
-    let addr = fixture::read_readiness(&mut stdout)
-        .map_err(|line| anyhow::anyhow!("{} did not announce: {line:?}", kind.name()))?;
-    Ok(load::Running { process, addr })
+    load::start_announced(command, kind.name())
 }
 
 fn wait_answered(addr: SocketAddr) -> Result<()> {

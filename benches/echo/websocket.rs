@@ -17,18 +17,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nix::unistd::Pid;
 use tungstenite::Message;
 
-use super::{fixture, load};
+use super::load;
 
 /// The servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,7 +66,7 @@ pub struct WsSample {
 }
 
 fn start(kind: WsKind, forkecho: &Path, baselines: &Path) -> Result<load::Running> {
-    let mut command = match kind {
+    let command = match kind {
         WsKind::Forkecho => {
             let mut c = Command::new(forkecho);
             c.args(["-q", "-b", "127.0.0.1", "-p", "0", "--max-clients", "1024"])
@@ -80,21 +79,7 @@ fn start(kind: WsKind, forkecho: &Path, baselines: &Path) -> Result<load::Runnin
             c
         }
     };
-    let mut process = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start {}", kind.name()))?;
-    let mut stdout = BufReader::new(process.stdout.take().expect("piped"));
-    let addr = fixture::read_readiness(&mut stdout)
-        .map_err(|line| anyhow::anyhow!("{} did not announce: {line:?}", kind.name()))?;
-    // The rest of what it prints (nothing) is read away, so it never blocks on stdout.
-    thread::spawn(move || {
-        let mut rest = String::new();
-        while stdout.read_line(&mut rest).is_ok_and(|n| n > 0) {}
-    });
-    Ok(load::Running { process, addr })
+    load::start_announced(command, kind.name())
 }
 
 type Ws = tungstenite::WebSocket<TcpStream>;
@@ -217,20 +202,9 @@ pub fn round(
             },
         ));
     }
-    let mut plain = Command::new(forkecho)
-        .args(["-q", "-b", "127.0.0.1", "-p", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start forkecho -q")?;
-    let mut stdout = BufReader::new(plain.stdout.take().expect("piped"));
-    let addr = fixture::read_readiness(&mut stdout)
-        .map_err(|line| anyhow::anyhow!("forkecho did not announce: {line:?}"))?;
-    let plain = load::Running {
-        process: plain,
-        addr,
-    };
+    let mut command = Command::new(forkecho);
+    command.args(["-q", "-b", "127.0.0.1", "-p", "0"]);
+    let plain = load::start_announced(command, "forkecho -q")?;
     let pid = Pid::from_raw(plain.process.id() as i32);
     let (_, write_cpu_us) = per_unit(pid, true, || round_trips(plain.addr, run_for))?;
     Ok((out, write_cpu_us))

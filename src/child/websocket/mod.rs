@@ -29,7 +29,7 @@ use super::context::Context;
 use super::echo::shapeable::Shapeable;
 use super::echo::{End, Outcome, Session};
 use super::stop;
-use crate::faults::{Acted, LimitKind};
+use crate::faults::{Acted, LimitKind, REASON_MAX};
 use shaping::Shaping;
 use stream::Waiting;
 
@@ -357,8 +357,8 @@ fn ended<S: Shapeable>(ws: &mut Ws<'_, '_, S>, err: Error, info: &mut Info) -> E
 /// Sends a close frame with `code` and `why` (cut to fit a control frame), and flushes it.
 fn close<S: Shapeable>(ws: &mut Ws<'_, '_, S>, code: CloseCode, why: &str, info: &mut Info) {
     let mut reason = why;
-    while reason.len() > 123 {
-        let mut end = 123;
+    while reason.len() > REASON_MAX {
+        let mut end = REASON_MAX;
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
