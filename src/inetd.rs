@@ -38,13 +38,16 @@ pub fn run(settings: &Settings) -> Result<u8> {
         marks: None,
         tally: None,
         // One process per connection: it installs the allow-list itself.
-        confine: sandbox::prepare(settings.sandbox, None, &[], false)
+        confine: sandbox::prepare(settings.sandbox, None, &[], false, None)
             .map_err(anyhow::Error::msg)?
             .map(Confine::Install),
     };
     if let Some(tls) = &settings.setup.tls {
         // Said nowhere: stderr may be the connection itself (classic inetd).
         context.settings.tls = Some(setup::certificates::prepare(tls, &[], false)?);
+    }
+    if let Some(path) = &settings.setup.tls_keylog {
+        crate::tls::log_keys_to(setup::dump::open_keylog(path)?);
     }
     if passed > 0 {
         let socket = activation::take_socket(passed, Expect::Connection)?;

@@ -17,7 +17,7 @@
 mod fixed;
 mod json;
 mod sink;
-mod time;
+pub mod time;
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -9,7 +9,7 @@
 //! allow-list, and resource limits. The allow-list names the system calls forkecho makes once it
 //! is listening, the parent's (accept, fork, wait, kill) and the children's (read, write, splice,
 //! poll, socket options, memory, time, exit), and kills any process that makes another one with
-//! SIGSYS (`SECCOMP_RET_KILL_PROCESS`): no exec, no open, no socket or connect, no ptrace, no
+//! SIGSYS (`SECCOMP_RET_KILL_PROCESS`): no exec, no open (but a new file in `--dump`'s DIR), no socket or connect, no ptrace, no
 //! mount. A child that steps outside it dies alone, and the parent logs `killed signal=SIGSYS`
 //! like any other death. Each child also lowers its own limits: no processes (RLIMIT_NPROC 0,
 //! which binds unless the server runs as root) and no descriptors beyond the two of a splice pipe
@@ -44,13 +44,15 @@ impl Sandbox {
     /// descriptors, and can open no other.
     /// With `control` (`--control`), listen(2) too: the control socket's `up` listens again on
     /// the sockets `down` shut.
+    /// With `dump_dir` (`--dump`'s), creating new files there: see `filter::compile`.
     pub fn new(
         directory: Option<RawFd>,
         socket_dirs: &[RawFd],
         control: bool,
+        dump_dir: Option<RawFd>,
     ) -> Result<Sandbox, String> {
         Ok(Sandbox {
-            program: filter::compile(directory, socket_dirs, control)?,
+            program: filter::compile(directory, socket_dirs, control, dump_dir)?,
         })
     }
 
@@ -90,6 +92,7 @@ pub fn prepare(
     directory: Option<RawFd>,
     socket_dirs: &[RawFd],
     control: bool,
+    dump_dir: Option<RawFd>,
 ) -> Result<Option<&'static Sandbox>, String> {
     if !on {
         return Ok(None);
@@ -104,7 +107,7 @@ pub fn prepare(
         );
         return Ok(None);
     }
-    match Sandbox::new(directory, socket_dirs, control) {
+    match Sandbox::new(directory, socket_dirs, control, dump_dir) {
         Ok(sandbox) => Ok(Some(Box::leak(Box::new(sandbox)))),
         Err(err) => Err(format!("{err}; --no-sandbox serves without the sandbox")),
     }
@@ -210,6 +213,7 @@ mod filter {
         directory: Option<std::os::fd::RawFd>,
         socket_dirs: &[std::os::fd::RawFd],
         control: bool,
+        dump_dir: Option<std::os::fd::RawFd>,
     ) -> Result<Program, String> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|_| format!("no seccomp filter for {}", std::env::consts::ARCH))?;
@@ -291,6 +295,27 @@ mod filter {
                 rules.insert(libc::SYS_newfstatat, any_of(0, &unlink_in)?);
                 rules.insert(libc::SYS_statx, any_of(0, &unlink_in)?);
             }
+            // --dump: openat in DIR only, and only to make a new file, write-only, never through
+            // a link (`child::dump::settings::CREATE`): no file can be opened, read or truncated.
+            if let Some(dir) = dump_dir {
+                let kinds = libc::O_ACCMODE
+                    | libc::O_CREAT
+                    | libc::O_EXCL
+                    | libc::O_NOFOLLOW
+                    | libc::O_TRUNC
+                    | libc::O_APPEND
+                    | libc::O_PATH
+                    | libc::O_TMPFILE;
+                let create = crate::child::dump::settings::CREATE.bits() & kinds;
+                let flags = SeccompCondition::new(
+                    2,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(kinds as u64),
+                    create as u64,
+                )?;
+                let rule = SeccompRule::new(vec![arg(0, dir as u64)?, flags])?;
+                rules.insert(libc::SYS_openat, vec![rule]);
+            }
             // prctl: a child asks for SIGTERM when its parent dies; nothing else.
             rules.insert(
                 libc::SYS_prctl,
@@ -321,7 +346,7 @@ mod filter {
 
         #[test]
         fn the_allow_list_compiles_for_this_machine() {
-            let program = compile(None, &[], false).expect("a filter for this architecture");
+            let program = compile(None, &[], false, None).expect("a filter for this architecture");
             assert!(program.len() > ALLOWED.len());
         }
     }
@@ -345,6 +370,7 @@ mod filter {
         _: Option<std::os::fd::RawFd>,
         _: &[std::os::fd::RawFd],
         _: bool,
+        _: Option<std::os::fd::RawFd>,
     ) -> Result<Program, String> {
         Err(format!("no seccomp filter for {}", std::env::consts::ARCH))
     }

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::log::Secs;
 use crate::log::logln;
+use crate::log::{Quoted, Secs};
 use crate::nowait;
 use crate::parent::Parent;
 use crate::settings::Settings;
@@ -32,8 +32,19 @@ pub fn run(settings: &Settings) -> Result<()> {
     if settings.child.websocket.is_some() {
         crate::child::websocket::warm();
     }
-    let settings = &settings;
     let mut listening = setup::listen(&settings.setup)?;
+    // After `listen`, which closes every descriptor a launcher left.
+    if let Some(path) = &settings.setup.tls_keylog {
+        crate::tls::log_keys_to(setup::dump::open_keylog(path)?);
+    }
+    if let Some((dir, limit)) = &settings.setup.dump {
+        let dump = setup::dump::prepare(dir, *limit)?;
+        settings.child.dump = Some(dump);
+        if let Some(udp) = &mut settings.parent.udp {
+            udp.dump = Some(dump);
+        }
+    }
+    let settings = &settings;
     let from_systemd = listening.from_systemd;
     let identity = listening.identity.take();
     // What needs privilege is opened before the privileges go: the parent's OOM score file, then
@@ -44,6 +55,9 @@ pub fn run(settings: &Settings) -> Result<()> {
     // On fd 1 itself: a harness that counts descriptors at the readiness line counts none extra.
     let stdout = (stdout.0.in_place(), stdout.1);
     setup::drop_privileges(identity.as_ref())?;
+    if let (Some(dump), Some((dir, _))) = (settings.child.dump, &settings.setup.dump) {
+        setup::dump::check(dump, dir)?;
+    }
     // The last steps that can fail: the port file (written under a temporary name) and the
     // sandbox. A start that fails here leaves no port file behind.
     if let Err(err) = parent.prepare_to_announce() {
@@ -157,6 +171,13 @@ fn announce(
     }
     if let Some(url) = metrics {
         logln!("metrics on {url}");
+    }
+    // Privacy is the default: say so whenever a client's bytes or keys are written anywhere.
+    if let Some((dir, limit)) = &settings.setup.dump {
+        logln!("dump dir={} limit={limit}", Quoted(dir.display()));
+    }
+    if let Some(path) = &settings.setup.tls_keylog {
+        logln!("tls-keylog file={}", Quoted(path.display()));
     }
     // fd 0 is /dev/null since `setup`; std's stdout writes to the number and was just flushed.
     // SAFETY: dup2 replaces fd 1 atomically, and nothing holds fd 1 as an object.

@@ -66,6 +66,8 @@ impl Settings {
                 udp,
                 tls: tls_of(options),
                 control: options.control.clone(),
+                dump: (options.dump.dump.clone()).map(|dir| (dir, options.dump.dump_limit)),
+                tls_keylog: options.dump.tls_keylog.clone(),
                 harness: harness::Ties {
                     port_file: options.port_file.clone(),
                     ready_fd: options.ready_fd,
@@ -90,6 +92,8 @@ impl Settings {
                     faults: (options.faults)
                         .datagram_faults(seed)
                         .map(|f| &*Box::leak(Box::new(f))),
+                    // Set with the children's (`server`).
+                    dump: None,
                 }),
                 proxy_deadline,
                 grace: options.grace,
@@ -113,6 +117,8 @@ impl Settings {
                 inband: options.faults.inband,
                 websocket: (options.websocket.websocket)
                     .then_some(options.websocket.websocket_max_message as usize),
+                // Opened by `setup::dump::prepare`, which can fail: `server` sets it.
+                dump: None,
             },
             sandbox: !options.no_sandbox,
         }
@@ -141,6 +147,7 @@ fn tls_of(options: &Options) -> Option<setup::certificates::Recipe> {
         client_out: options.tls_client_cert_out.clone(),
         alpn: options.tls_alpn.clone(),
         only_13: options.tls_min_version == "1.3",
+        keylog: options.dump.tls_keylog.is_some(),
     })
 }
 

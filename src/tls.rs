@@ -5,9 +5,11 @@
 //! what both TLS sides share, the server's children and `forkecho ping --tls`: the provider, and
 //! `NoWait`, the socket as rustls reads and writes it without waiting.
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::socket::{MsgFlags, recv, send, sendmsg};
 
@@ -18,6 +20,46 @@ pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
     /// `--tls-fault stall-handshake` or `reset-in-handshake`: no handshake is done at all.
     pub handshake_fault: Option<HandshakeFault>,
+}
+
+/// `--tls-keylog`: the file the session secrets go to, opened at startup (`setup::dump`) after
+/// the configuration that names `KeyLog` was made; -1 until then.
+static KEYLOG: AtomicI32 = AtomicI32::new(-1);
+
+/// Sends the session secrets to `fd` from now on (every child inherits it).
+pub fn log_keys_to(fd: RawFd) {
+    KEYLOG.store(fd, Ordering::Relaxed);
+}
+
+/// The session secrets of each handshake, written by the child that made it in the NSS key log
+/// format (`LABEL CLIENT_RANDOM SECRET`, hex): what `SSLKEYLOGFILE` gives browsers and curl.
+/// One write(2) per line on a file opened O_APPEND, so lines from children never mix.
+#[derive(Debug)]
+pub struct KeyLog;
+
+impl rustls::KeyLog for KeyLog {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        let fd = KEYLOG.load(Ordering::Relaxed);
+        if fd < 0 {
+            return;
+        }
+        let mut line =
+            String::with_capacity(label.len() + 2 * (client_random.len() + secret.len()) + 3);
+        line.push_str(label);
+        line.push(' ');
+        for byte in client_random {
+            let _ = write!(line, "{byte:02x}");
+        }
+        line.push(' ');
+        for byte in secret {
+            let _ = write!(line, "{byte:02x}");
+        }
+        line.push('\n');
+        // A failed write costs the line; the handshake goes on. Said nowhere: a full disk would
+        // say it for every handshake.
+        // SAFETY: write(2) reads `line`, which lives across the call.
+        let _ = unsafe { nix::libc::write(fd, line.as_ptr().cast(), line.len()) };
+    }
 }
 
 /// A handshake broken on purpose (`--tls-fault`).

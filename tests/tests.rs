@@ -14,6 +14,8 @@ mod control;
 mod docs;
 /// The default dual-stack bind, in a private network namespace.
 mod dualstack;
+/// --dump and --tls-keylog: pcapng files read back, with tshark too.
+mod dump;
 /// Echo semantics: exact bytes back, any content, any size, many clients.
 mod echo;
 /// Bad flags, files and bind failures: non-zero exit and a message naming the value.
@@ -67,4 +69,4 @@ mod udp_loops;
 mod unix;
 /// --websocket: RFC 6455 echo over ws:// and wss://, close codes, with our frames and real
 /// clients (Python websockets, node ws).
-mod websocket;
+pub mod websocket;

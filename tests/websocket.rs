@@ -38,7 +38,7 @@ fn frame(fin: bool, opcode: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
 }
 
 /// A server frame: (FIN, opcode, payload).
-fn read_frame(stream: &mut impl Read) -> (bool, u8, Vec<u8>) {
+pub(crate) fn read_frame(stream: &mut impl Read) -> (bool, u8, Vec<u8>) {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).expect("a frame");
     assert_eq!(head[1] & 0x80, 0, "a server frame is never masked");
@@ -61,7 +61,7 @@ fn read_frame(stream: &mut impl Read) -> (bool, u8, Vec<u8>) {
 }
 
 /// Upgrades a fresh connection to `server` by hand; returns it once the 101 is read.
-fn upgraded(server: &Server) -> TcpStream {
+pub(crate) fn upgraded(server: &Server) -> TcpStream {
     let mut stream = connect(server.addr);
     stream
         .write_all(

@@ -12,13 +12,17 @@
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
 use super::context::Context;
+use super::dump::recorder::{Recorder, State};
+use super::dump::settings::Dump;
+use super::dump::stream::Dumped;
+use super::echo::shapeable::Shapeable;
 use super::echo::stall::Conn;
 use super::echo::{self, End};
 use super::{inband, stop, tls_session, websocket};
@@ -56,6 +60,11 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
     {
         stop::expire_after(socket.as_raw_fd(), settings.max_duration);
     }
+    // Before the sandbox: its descriptor limit counts the file.
+    let mut dump = match (settings.dump, &stream) {
+        (Some(dump), Stream::Socket(socket)) => dump_of(dump, socket, &peer, context.serial),
+        _ => None,
+    };
     // Last: the timer's handler is installed, and nothing else is left to set up.
     if let Some(confine) = context.confine
         && let Err(err) = enter(confine, &stream, context.serial)
@@ -80,13 +89,15 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
                 (Some(end), _) => (echo::Outcome { bytes: 0, end }, None),
                 (None, Some(tls)) => {
                     let infos = (&mut tls_info, &mut ws_info);
-                    let (outcome, faulted, plain) = over_tls(socket, tls, &context, infos);
+                    let (outcome, faulted, plain) =
+                        over_tls(socket, tls, &context, infos, dump.as_mut());
                     socket = plain;
                     (outcome, faulted)
                 }
-                (None, None) => match settings.websocket {
-                    Some(max) => websocket::echo(&mut socket, &context, max, &mut ws_info),
-                    None => echo::echo_socket(&mut socket, &context),
+                (None, None) => match (dump.as_mut(), settings.websocket) {
+                    (Some(dump), _) => echo_dumped(&mut socket, dump, &context, &mut ws_info),
+                    (None, Some(max)) => websocket::echo(&mut socket, &context, max, &mut ws_info),
+                    (None, None) => echo::echo_socket(&mut socket, &context),
                 },
             };
             stop::forget_socket();
@@ -118,6 +129,8 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
             outcome.end = End::MaxDuration;
         }
     }
+    // Once the connection is closed: the client never waits for the file.
+    let dumped = dump.map(|dump| dump.finish(resets(&outcome.end)));
     let lasted = started.map(|started| monotonic().saturating_sub(started));
     if let Some(tally) = context.tally {
         let faults = faulted.map_or(0, Acted::bits);
@@ -130,7 +143,7 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         && !settings.quiet
     {
         logln!(
-            "close peer={peer} pid={} bytes={} duration={} end={}{}{}{}",
+            "close peer={peer} pid={} bytes={} duration={} end={}{}{}{}{}",
             std::process::id(),
             outcome.bytes,
             Secs(lasted),
@@ -138,6 +151,7 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
             FaultField(faulted, context.serial),
             tls_session::Fields(tls_info.as_ref()),
             websocket::Fields(ws_info.as_ref()),
+            DumpField(settings.dump.is_some(), dumped.as_ref()),
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
@@ -186,14 +200,16 @@ fn over_tls(
     tls: &Tls,
     context: &Context,
     (info, ws_info): (&mut Option<tls_session::Info>, &mut Option<websocket::Info>),
+    dump: Option<&mut Recorder>,
 ) -> (echo::Outcome, Option<Acted>, TcpStream) {
     match tls_session::handshake(socket, tls, context.settings.idle_timeout) {
         Err((socket, end)) => (echo::Outcome { bytes: 0, end }, None, socket),
         Ok((mut stream, session)) => {
             *info = Some(session);
-            let (outcome, faulted) = match context.settings.websocket {
-                Some(max) => websocket::echo(&mut stream, context, max, ws_info),
-                None => echo::echo_tls(&mut stream, context),
+            let (outcome, faulted) = match (dump, context.settings.websocket) {
+                (Some(dump), _) => echo_dumped(&mut stream, dump, context, ws_info),
+                (None, Some(max)) => websocket::echo(&mut stream, context, max, ws_info),
+                (None, None) => echo::echo_unspliced(&mut stream, context),
             };
             let socket = match outcome.end {
                 _ if stop::reset() => stream.into_socket(),
@@ -207,6 +223,45 @@ fn over_tls(
             (outcome, faulted, socket)
         }
     }
+}
+
+/// `--dump`: the connection's dump file, made now (None if it cannot be: said and counted). The
+/// packets carry the socket's own addresses (a Unix socket's client is shown as 127.0.0.2, the
+/// server as 127.0.0.1 port 7, echo's); the file is named after `peer` as the log names it.
+#[inline(never)]
+fn dump_of(dump: &Dump, socket: &TcpStream, peer: &impl Display, serial: u32) -> Option<Recorder> {
+    let unix = (
+        SocketAddr::from(([127, 0, 0, 2], 1024 + (serial % 60_000) as u16)),
+        SocketAddr::from(([127, 0, 0, 1], 7)),
+    );
+    let ends = socket
+        .peer_addr()
+        .and_then(|p| Ok((p, socket.local_addr()?)));
+    Recorder::tcp(dump, serial, peer, ends.unwrap_or(unix))
+}
+
+/// Echoes a dumped connection (a socket or a TLS session), recording every read and write: as
+/// raw echo, or message by message with `--websocket`.
+#[inline(never)]
+fn echo_dumped<S: Shapeable>(
+    stream: &mut S,
+    recorder: &mut Recorder,
+    context: &Context,
+    ws_info: &mut Option<websocket::Info>,
+) -> (echo::Outcome, Option<Acted>) {
+    let mut dumped = Dumped {
+        inner: stream,
+        recorder,
+    };
+    match context.settings.websocket {
+        Some(max) => websocket::echo(&mut dumped, context, max, ws_info),
+        None => echo::echo_unspliced(&mut dumped, context),
+    }
+}
+
+/// Whether the connection ends with a reset from our side (`close`).
+fn resets(end: &End) -> bool {
+    stop::reset() || matches!(end, End::WriteTimeout | End::ResetAfter)
 }
 
 /// Counts a connection closed before it was served (its child could not set it up) as ended by an
@@ -300,6 +355,22 @@ impl Display for FaultField {
         match self.0 {
             Some(acted) => write!(f, " fault={acted} conn={}", self.1),
             None => Ok(()),
+        }
+    }
+}
+
+/// The close line's ` dump=FILE` field with `--dump` (`none` when no file could be made), and
+/// ` dump-end=cut` or `failed` when the file does not hold the whole connection.
+struct DumpField<'a>(bool, Option<&'a (String, State)>);
+
+impl Display for DumpField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            _ if !self.0 => Ok(()),
+            None => f.write_str(" dump=none dump-end=failed"),
+            Some((name, State::Writing)) => write!(f, " dump={name}"),
+            Some((name, State::Cut)) => write!(f, " dump={name} dump-end=cut"),
+            Some((name, State::Failed)) => write!(f, " dump={name} dump-end=failed"),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Settings {
     pub inband: bool,
     /// `--websocket`: the most bytes one message may hold (`child::websocket`); None: raw echo.
     pub websocket: Option<usize>,
+    /// `--dump`: where each connection's traffic is written (`child::dump`); None: nowhere.
+    pub dump: Option<&'static super::dump::settings::Dump>,
 }
 
 /// One connection's context: everything its child needs, handed over by value at fork.

@@ -46,6 +46,8 @@ pub struct Figures {
     pub uptime: Duration,
     /// With `--udp`: the worker's restarts (the UDP families are left out without it).
     pub udp_restarts: Option<u64>,
+    /// With `--dump`: the dumps' counts as they stood (the dump families are left out without).
+    pub dumps: Option<[(&'static str, u64); 3]>,
 }
 
 /// Answers the one request on `stream` and closes it. Never inlined into `child::work`, whose
@@ -233,6 +235,19 @@ pub fn exposition(figures: &Figures, shared: &Shared) -> String {
     out.sample(&format!("{name}_count"), cumulative);
     if let Some(restarts) = figures.udp_restarts {
         udp_families(&mut out, shared, restarts);
+    }
+    if let Some([(_, files), (_, cut), (_, failed)]) = figures.dumps {
+        out.counter(
+            "forkecho_dump_files_total",
+            "Dump files made (--dump): one per connection, one per UDP worker run.",
+            files,
+        );
+        out.by_label(
+            "forkecho_dumps_incomplete_total",
+            "Dumps that do not hold everything: cut at --dump-limit, or lost to a failed write.",
+            "reason",
+            [("cut", cut), ("failed", failed)],
+        );
     }
     out.0
 }

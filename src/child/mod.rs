@@ -33,6 +33,7 @@
 
 pub mod connection;
 mod context;
+pub mod dump;
 pub mod echo;
 mod inband;
 pub mod metrics;
@@ -170,6 +171,8 @@ fn work(job: Job, inherited: &Inherited) -> i32 {
             // not hold it open. stdin is /dev/null since setup.
             // SAFETY: dup2 onto fd 1 replaces it atomically; nothing holds fd 1 as an object.
             unsafe { nix::libc::dup2(0, 1) };
+            // Before the sandbox: its descriptor limit counts the file.
+            udp::dumped::start(settings.dump);
             let highest = sockets.iter().map(|s| s.fd).max().unwrap_or(2);
             match confined(confine, highest, "udp worker") {
                 true => udp::run(sockets, settings, counts),

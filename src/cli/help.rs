@@ -11,6 +11,9 @@ pub const TLS: &str = "TLS (encrypted echo, certificates made per run, broken on
 /// The help section of WebSocket.
 pub const WEBSOCKET: &str = "WebSocket (RFC 6455 echo, ws:// and wss://)";
 
+/// The help section of the traffic dumps.
+pub const DUMPS: &str = "Dumps (see what clients sent: pcapng files, TLS key logs)";
+
 /// `--tls-fault`'s kinds: a certificate broken in one way, or a handshake that goes wrong.
 pub const TLS_FAULTS: [&str; 7] = [
     "expired",

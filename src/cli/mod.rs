@@ -13,6 +13,7 @@
 //! `cargo deb` packages (see build.rs): so it depends only on std, clap and `crate::faults`.
 
 mod commands;
+mod dump;
 mod faults;
 mod help;
 pub mod man;

@@ -417,6 +417,8 @@ pub struct Options {
     pub faults: FaultOptions,
     #[command(flatten)]
     pub websocket: super::websocket::WebSocketOptions,
+    #[command(flatten)]
+    pub dump: super::dump::DumpOptions,
 
     /// Print the man page (roff) and exit
     #[arg(long, exclusive = true)]

@@ -71,6 +71,7 @@ impl Parent {
         let figures = Figures {
             live: self.state.live() as u64,
             uptime: self.started.elapsed(),
+            dumps: (self.template.settings.dump).map(|dump| dump.counts.named()),
             udp_restarts: self.udp.is_some().then_some(self.state.counts.udp_restarts),
             ..self.state.counts.figures()
         };

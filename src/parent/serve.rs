@@ -173,6 +173,7 @@ impl Parent {
             self.shared,
             self.started,
             self.udp.is_some(),
+            self.template.settings.dump.map(|dump| dump.counts),
         )
     }
 }

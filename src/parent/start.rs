@@ -56,6 +56,7 @@ impl Parent {
             harness.directory(),
             &socket_dirs,
             control.is_some(),
+            template.dump.map(|dump| dump.dir),
         )
         .map_err(anyhow::Error::msg)?;
         let wakeup = handlers::install()?;

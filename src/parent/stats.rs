@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::child::dump::settings::DumpCounts;
 use crate::child::metrics::Figures;
 use crate::log::Secs;
 use crate::shared::Shared;
@@ -53,6 +54,8 @@ pub struct Snapshot {
     pub uptime: Duration,
     /// With `--udp`: the UDP worker's counts, by name, as the line shows them.
     pub udp: Option<[(&'static str, u64); 15]>,
+    /// With `--dump`: the dumps' counts (`child::dump::DumpCounts`), by name.
+    pub dumps: Option<[(&'static str, u64); 3]>,
 }
 
 impl Snapshot {
@@ -62,6 +65,7 @@ impl Snapshot {
         shared: &Shared,
         started: Instant,
         udp: bool,
+        dumps: Option<&DumpCounts>,
     ) -> Snapshot {
         let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
         Snapshot {
@@ -75,6 +79,7 @@ impl Snapshot {
                 all[..14].copy_from_slice(&shared.udp.named());
                 all
             }),
+            dumps: dumps.map(DumpCounts::named),
         }
     }
 }
@@ -103,6 +108,9 @@ impl fmt::Display for Snapshot {
         for (name, count) in self.udp.iter().flatten() {
             write!(f, " udp-{name}={count}")?;
         }
+        for (name, count) in self.dumps.iter().flatten() {
+            write!(f, " dump-{name}={count}")?;
+        }
         Ok(())
     }
 }
@@ -130,12 +138,14 @@ mod tests {
             log_dropped: 5,
             uptime: Duration::from_millis(61_500),
             udp: None,
+            dumps: Some([("files", 9), ("cut", 1), ("failed", 2)]),
         };
         assert_eq!(
             snapshot.to_string(),
             concat!(
                 "live=3 accepted=10 refused=2 rate-limited=6 proxy-errors=8 accept-failures=1 ",
-                "fork-failures=4 reaped=7 bytes=1234 log-dropped=5 uptime=61.500s"
+                "fork-failures=4 reaped=7 bytes=1234 log-dropped=5 uptime=61.500s ",
+                "dump-files=9 dump-cut=1 dump-failed=2"
             )
         );
     }

@@ -53,6 +53,8 @@ pub struct Recipe {
     pub alpn: Vec<String>,
     /// `--tls-min-version 1.3`: TLS 1.2 refused.
     pub only_13: bool,
+    /// `--tls-keylog`: the sessions' secrets are logged (`tls::KeyLog`).
+    pub keylog: bool,
 }
 
 /// `--tls-fault`: one of `cli::TLS_FAULTS`, in that order.
@@ -172,6 +174,9 @@ pub fn prepare(settings: &Recipe, binds: &[Bind], say: bool) -> Result<&'static 
             ),
             None => anyhow!("--tls: unable to use the made certificate: {err}"),
         })?;
+    if settings.keylog {
+        config.key_log = Arc::new(crate::tls::KeyLog);
+    }
     for proto in &settings.alpn {
         if proto.is_empty() || proto.len() > 255 {
             bail!("--tls-alpn '{proto}': a protocol name is 1 to 255 bytes");

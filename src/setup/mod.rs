@@ -15,6 +15,7 @@ mod accounts;
 pub mod activation;
 pub mod certificates;
 mod descriptors;
+pub mod dump;
 mod exclusive;
 pub mod harness;
 pub mod listener;
@@ -64,6 +65,10 @@ pub struct Settings {
     pub tls: Option<certificates::Recipe>,
     /// `--control`: where the control socket goes.
     pub control: Option<std::path::PathBuf>,
+    /// `--dump DIR` and `--dump-limit`.
+    pub dump: Option<(std::path::PathBuf, u64)>,
+    /// `--tls-keylog FILE`.
+    pub tls_keylog: Option<std::path::PathBuf>,
     /// What a harness is told, and what ties forkecho to it.
     pub harness: harness::Ties,
 }

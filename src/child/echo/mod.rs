@@ -7,7 +7,8 @@
 //!   much at once, and for them read/write is cheaper than a pipe and two splices per message);
 //! - with `--no-splice`, or where splice is refused, `copy::echo_copying` through the whole
 //!   buffer;
-//! - a TLS session (`echo_tls`): shaped, or `copy::echo_copying`, over the plaintext.
+//! - a TLS session, or a dumped connection (`echo_unspliced`): shaped, or `copy::echo_copying`,
+//!   over the plaintext (splice never shows the child what it moves).
 //!
 //! Every path writes through `stall` (never blocking, stalls timed from the last byte the client
 //! took), counts what reached the client in the `Session`'s total, and ends with an `Outcome`:
@@ -25,7 +26,6 @@ use std::net::TcpStream;
 use nix::sys::mman::MapFlags;
 
 use super::context::Context;
-use super::tls_session::TlsStream;
 use crate::faults::Acted;
 use crate::memory;
 pub use outcome::{End, Outcome, Session};
@@ -33,9 +33,10 @@ use shapeable::Shapeable;
 use splice::Spliced;
 use stall::Conn;
 
-/// Echoes a TLS session: shaped when `faults` picked the connection, otherwise read/write
-/// through the buffer (splice cannot see plaintext).
-pub fn echo_tls(stream: &mut TlsStream, context: &Context) -> (Outcome, Option<Acted>) {
+/// Echoes a TLS session, or a connection whose bytes are dumped: shaped when `faults` picked
+/// the connection, otherwise read/write through the buffer (splice cannot see plaintext, and
+/// moves bytes the child never sees).
+pub fn echo_unspliced<S: Shapeable>(stream: &mut S, context: &Context) -> (Outcome, Option<Acted>) {
     shaped_or(stream, context, echo_through_buffer)
 }
 

@@ -16,12 +16,19 @@ pub struct Target {
     pub fd: RawFd,
     pub to: SocketAddr,
     pub local: Option<Local>,
+    /// The socket's own address (its port, and its IP unless `local` names one).
+    pub bound: SocketAddr,
 }
 
 /// Sends one answer, counting it.
 pub fn answer(target: &Target, data: &[u8], counts: &UdpCounts) {
     match datagram::send(target.fd, data, target.to, target.local.as_ref()) {
         Ok(()) => {
+            let ip = target
+                .local
+                .map_or(target.bound.ip(), |local| local.answer_from);
+            let from = SocketAddr::new(ip, target.bound.port());
+            super::dumped::answered(from, target.to, data);
             add(&counts.echoed, 1);
             add(&counts.bytes, data.len() as u64);
         }

@@ -28,6 +28,7 @@
 
 mod answer;
 mod datagram;
+pub mod dumped;
 mod loops;
 mod shaper;
 mod sources;
@@ -85,6 +86,8 @@ pub struct Serving {
     pub rate_per_ip: Option<Rate>,
     pub grouping: Grouping,
     pub faults: Option<&'static DatagramFaults>,
+    /// `--dump`: the worker's datagrams go to a file of its own (`dumped`).
+    pub dump: Option<&'static crate::child::dump::settings::Dump>,
 }
 
 /// A UDP socket the worker serves.
@@ -109,7 +112,9 @@ pub fn run(sockets: &[Bound], settings: Serving, counts: &UdpCounts) -> i32 {
         }
     };
     if let ([socket], None) = (sockets, settings.faults) {
-        return worker.serve_one(socket);
+        let code = worker.serve_one(socket);
+        dumped::finish();
+        return code;
     }
     while !stop::requested() {
         let now = Instant::now();
@@ -150,6 +155,7 @@ pub fn run(sockets: &[Bound], settings: Serving, counts: &UdpCounts) -> i32 {
     }
     worker.shaper.send_all(counts);
     worker.sources.flush();
+    dumped::finish();
     0
 }
 
@@ -253,6 +259,10 @@ impl<'a> Worker<'a> {
         self.number += 1;
         let from = canonical(received.from);
         let local = received.local;
+        let to = local.map_or(socket.addr, |local| {
+            SocketAddr::new(local.to, socket.addr.port())
+        });
+        dumped::received(from, to, &self.buf[..received.len.min(self.buf.len())]);
         // Made once: the loop guard reads it, and keeps it as the answer's unless a fault
         // changes the bytes.
         let print = Print::of(from, &self.buf[..received.len.min(self.buf.len())]);
@@ -291,6 +301,7 @@ impl<'a> Worker<'a> {
                     fd: socket.fd,
                     to: received.from,
                     local,
+                    bound: socket.addr,
                 };
                 self.shaper.deliver(delivered, target, data, now, counts);
                 self.sources.saw(from, Some(received.len), now);

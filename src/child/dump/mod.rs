@@ -1,0 +1,23 @@
+//! `--dump DIR`: each connection's traffic in a pcapng file of its own, for Wireshark and tshark.
+//!
+//! The child that serves a connection writes its file, as it writes its close line: it creates
+//! the file in DIR (exclusively, never following a link: the sandbox lets a child create new
+//! files there and open nothing else), records each read and write of the echo as it happens
+//! (`Dumped`, a stream that wraps the connection's: the plain socket, the plaintext of a TLS
+//! session, the bytes under a WebSocket session) as a TCP segment (`packets`), and finishes it
+//! once the connection is closed. The UDP worker writes one file per run (`Recorder::udp`).
+//! Packets are gathered in memory and written 64 KiB at a time with plain writes, as the log
+//! writes a file. A write that fails (a full disk, a quota, a file over RLIMIT_FSIZE) costs the
+//! dump, never the echo: the child stops writing, says so once, and counts it. A file reaching
+//! `--dump-limit` is cut there, said and counted the same way.
+//!
+//! The files: `settings` (what startup fixed: DIR, the limit, the shared counts), `recorder`
+//! (one file being written: its packets, its limit, its failures), `packets` (the headers made
+//! up around the payload), `stream` (the connection's stream that records). `setup::dump` opens
+//! DIR and maps the counts at startup; the children write them, the parent reads them for its
+//! `stats` and `stopped` lines and a scrape child for the metrics.
+
+pub mod packets;
+pub mod recorder;
+pub mod settings;
+pub mod stream;
