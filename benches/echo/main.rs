@@ -237,6 +237,7 @@ fn run() -> Result<()> {
             samples.entry(index(&kinds, kind)).or_default().push(sample);
         }
     }
+    setup.remove_dumps();
     let udp_markdown = match !only || plan.udp_only {
         false => String::new(),
         true => udp_rounds(&setup, &plan, &root.join("benches/baselines"), &out_dir)?,

@@ -38,6 +38,9 @@ pub enum Kind {
     /// `forkecho -q --metrics`: what each child's counting for the metrics costs (nothing scrapes
     /// during the run).
     ForkechoMetrics,
+    /// `forkecho -q --dump DIR`: what writing every connection to a pcapng file costs (and
+    /// echoing through a buffer instead of splice, which dumping needs).
+    ForkechoDump,
     ForkechoDynamic,
     /// `--compare PATH`: another forkecho binary, run with `-q`.
     ForkechoCompare,
@@ -56,6 +59,7 @@ impl Kind {
             Kind::ForkechoLogging => "forkecho (logging)",
             Kind::ForkechoJsonLogging => "forkecho (JSON logging)",
             Kind::ForkechoMetrics => "forkecho -q --metrics",
+            Kind::ForkechoDump => "forkecho -q --dump",
             Kind::ForkechoDynamic => "forkecho -q, dynamic build",
             Kind::ForkechoCompare => "forkecho -q, --compare build",
             Kind::CThread => "C threads",
@@ -74,6 +78,7 @@ impl Kind {
             Kind::ForkechoLogging => "forkecho_logging",
             Kind::ForkechoJsonLogging => "forkecho_json_logging",
             Kind::ForkechoMetrics => "forkecho_metrics",
+            Kind::ForkechoDump => "forkecho_dump",
             Kind::ForkechoDynamic => "forkecho_dynamic",
             Kind::ForkechoCompare => "forkecho_compare",
             Kind::CThread => "c_thread",
@@ -176,6 +181,7 @@ impl Setup {
             Kind::ForkechoLogging,
             Kind::ForkechoJsonLogging,
             Kind::ForkechoMetrics,
+            Kind::ForkechoDump,
         ]);
         if self.forkecho_dynamic.is_some() {
             kinds.push(Kind::ForkechoDynamic);
@@ -194,6 +200,22 @@ impl Setup {
         kinds
     }
 
+    /// Where `forkecho --dump` writes: on tmpfs where there is one, since making a file on this
+    /// machine's ext4 costs some 380 µs, which would measure the file system, not forkecho
+    /// (benches/README.md). Removed by `remove_dumps`.
+    pub fn dump_dir(&self) -> PathBuf {
+        let shm = Path::new("/dev/shm");
+        match shm.is_dir() {
+            true => shm.join(format!("forkecho-bench-dumps-{}", std::process::id())),
+            false => self.out_dir.join("dumps"),
+        }
+    }
+
+    /// Removes what the dumping server wrote.
+    pub fn remove_dumps(&self) {
+        let _ = std::fs::remove_dir_all(self.dump_dir());
+    }
+
     /// Starts a server of `kind` on a free loopback port, ready for connections.
     pub fn start(&self, kind: Kind, max_clients: usize) -> Result<Server> {
         let log = self.out_dir.join(format!("{}.log", kind.id()));
@@ -209,6 +231,7 @@ impl Setup {
             | Kind::ForkechoLogging
             | Kind::ForkechoJsonLogging
             | Kind::ForkechoMetrics
+            | Kind::ForkechoDump
             | Kind::ForkechoDynamic
             | Kind::ForkechoCompare => {
                 let mut args = vec!["--bind", "127.0.0.1", "--port", "0"];
@@ -226,6 +249,13 @@ impl Setup {
                 }
                 if kind == Kind::ForkechoMetrics {
                     args.extend(["--metrics", "127.0.0.1:0"]);
+                }
+                let dumps = self.dump_dir();
+                if kind == Kind::ForkechoDump {
+                    // A fresh directory each time: a round writes one file per connection.
+                    let _ = std::fs::remove_dir_all(&dumps);
+                    std::fs::create_dir_all(&dumps)?;
+                    args.extend(["--dump", dumps.to_str().context("a UTF-8 path")?]);
                 }
                 let program = match kind {
                     Kind::ForkechoDynamic => self.forkecho_dynamic.as_deref().context("dynamic")?,

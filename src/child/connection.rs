@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 
 use super::context::Context;
+use super::dump::name::Name;
 use super::dump::recorder::{Recorder, State};
 use super::dump::settings::Dump;
 use super::dump::stream::Dumped;
@@ -361,7 +362,7 @@ impl Display for FaultField {
 
 /// The close line's ` dump=FILE` field with `--dump` (`none` when no file could be made), and
 /// ` dump-end=cut` or `failed` when the file does not hold the whole connection.
-struct DumpField<'a>(bool, Option<&'a (String, State)>);
+struct DumpField<'a>(bool, Option<&'a (Name, State)>);
 
 impl Display for DumpField<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -8,6 +8,8 @@
 //! ends in one family (an IPv4 client of a dual-stack socket is shown as IPv4). Checksums are
 //! right, so no tool flags them.
 
+use super::gather::Gather;
+
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// The most payload one packet carries: a read or write larger than this is several segments
@@ -24,6 +26,16 @@ pub const ACK: u8 = 0x10;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
+/// The headers' lengths: TCP without options, UDP.
+pub const TCP_HEADER: usize = 20;
+pub const UDP_HEADER: usize = 8;
+
+/// The length of a packet from `from` with a `header` of that length and `payload` bytes.
+pub fn length(from: SocketAddr, header: usize, payload: usize) -> usize {
+    let ip = if from.is_ipv4() { 20 } else { 40 };
+    ip + header + payload
+}
+
 /// Both ends in one family: an IPv4 end beside an IPv6 one is written IPv4-mapped, but an
 /// IPv4-mapped end (a dual-stack socket's IPv4 client) is written as the IPv4 address it is.
 pub fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
@@ -37,14 +49,14 @@ pub fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     }
 }
 
-/// One TCP segment from `from` to `to` into `out` (cleared first): headers, then `payload`.
+/// One TCP segment from `from` to `to`, appended to `out`: headers, then `payload`.
 pub fn tcp(
-    out: &mut Vec<u8>,
+    out: &mut Gather,
     (from, to): (SocketAddr, SocketAddr),
     (seq, ack, flags): (u32, u32, u8),
     payload: &[u8],
 ) {
-    let mut header = [0u8; 20];
+    let mut header = [0u8; TCP_HEADER];
     header[0..2].copy_from_slice(&from.port().to_be_bytes());
     header[2..4].copy_from_slice(&to.port().to_be_bytes());
     header[4..8].copy_from_slice(&seq.to_be_bytes());
@@ -57,9 +69,9 @@ pub fn tcp(
     packet(out, (from.ip(), to.ip()), TCP, &header, payload);
 }
 
-/// One UDP datagram from `from` to `to` into `out` (cleared first).
-pub fn udp(out: &mut Vec<u8>, (from, to): (SocketAddr, SocketAddr), payload: &[u8]) {
-    let mut header = [0u8; 8];
+/// One UDP datagram from `from` to `to`, appended to `out`.
+pub fn udp(out: &mut Gather, (from, to): (SocketAddr, SocketAddr), payload: &[u8]) {
+    let mut header = [0u8; UDP_HEADER];
     header[0..2].copy_from_slice(&from.port().to_be_bytes());
     header[2..4].copy_from_slice(&to.port().to_be_bytes());
     let len = (8 + payload.len()).min(usize::from(u16::MAX)) as u16;
@@ -69,13 +81,13 @@ pub fn udp(out: &mut Vec<u8>, (from, to): (SocketAddr, SocketAddr), payload: &[u
 
 /// The IP header, then `header` (TCP or UDP, its checksum filled in here), then `payload`.
 fn packet(
-    out: &mut Vec<u8>,
+    out: &mut Gather,
     (from, to): (IpAddr, IpAddr),
     proto: u8,
     header: &[u8],
     payload: &[u8],
 ) {
-    out.clear();
+    let base = out.len();
     let len = header.len() + payload.len();
     let mut sum = Checksum::default();
     match (from, to) {
@@ -116,8 +128,9 @@ fn packet(
     let start = out.len();
     out.extend_from_slice(header);
     out.extend_from_slice(payload);
-    sum.add(&out[start..]);
+    sum.add(&out[start..out.len()]);
     let at = start + if proto == TCP { 16 } else { 6 };
+    debug_assert!(start > base);
     let mut checksum = sum.finish();
     if proto == UDP && checksum == 0 {
         // UDP's zero means "no checksum": a real zero is sent as all ones.
@@ -170,12 +183,13 @@ mod tests {
 
     #[test]
     fn an_ipv4_segment_checks_out() {
-        let mut out = Vec::new();
+        let mut out = Gather::new().unwrap();
         let ends = (
             "127.0.0.1:40000".parse().unwrap(),
             "127.0.0.2:7".parse().unwrap(),
         );
         tcp(&mut out, ends, (1000, 2000, PSH | ACK), b"hello");
+        let out = out.as_slice().to_vec();
         assert_eq!(out.len(), 20 + 20 + 5);
         assert_eq!(out[0], 0x45);
         assert_eq!(u16::from_be_bytes([out[2], out[3]]), 45);
@@ -193,9 +207,10 @@ mod tests {
 
     #[test]
     fn an_ipv6_datagram_checks_out() {
-        let mut out = Vec::new();
+        let mut out = Gather::new().unwrap();
         let ends = ("[::1]:5000".parse().unwrap(), "[::1]:7".parse().unwrap());
         udp(&mut out, ends, b"odd");
+        let out = out.as_slice().to_vec();
         assert_eq!(out.len(), 40 + 8 + 3);
         assert_eq!(out[0] >> 4, 6);
         let mut pseudo = out[8..40].to_vec();

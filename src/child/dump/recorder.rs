@@ -4,26 +4,21 @@
 //! handshake, each read and write, and the ends; the UDP worker's records datagrams. Owned by
 //! the child that writes it (`connection::serve`, `udp::dumped`).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pcap_file::DataLink;
-use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
+use nix::errno::Errno;
 
 use crate::log::logln;
-use crate::log::time::Stamp;
 
-use super::packets;
+use super::gather::Gather;
+use super::name::Name;
 use super::settings::{CREATE, Dump, DumpCounts};
+use super::{packets, pcapng};
 
 /// How much is gathered before it is written.
 const GATHER: usize = 64 * 1024;
@@ -40,16 +35,17 @@ pub enum State {
 
 /// One dump file being written.
 pub struct Recorder {
-    name: String,
+    name: Name,
     file: File,
-    writer: PcapNgWriter<Vec<u8>>,
+    /// The blocks gathered, not yet written.
+    gathered: Gather,
     /// Bytes written to the file and gathered so far.
     size: u64,
     limit: u64,
     state: State,
     counts: &'static DumpCounts,
-    /// The packet being made (reused).
-    packet: Vec<u8>,
+    /// Whether to try RWF_NOWAIT (until the file system refuses it).
+    nowait: bool,
     /// A TCP connection's ends and sequence numbers.
     flow: Option<Flow>,
 }
@@ -78,12 +74,7 @@ impl Recorder {
         (client, server): (SocketAddr, SocketAddr),
     ) -> Option<Recorder> {
         let (client, server) = packets::same_family(client, server);
-        let name = format!(
-            "conn-{serial}_{}_{}",
-            FileWord(peer),
-            compact(&Stamp::now())
-        );
-        let mut recorder = Recorder::create(dump, name)?;
+        let mut recorder = Recorder::create(dump, Name::connection(serial, peer))?;
         recorder.flow = Some(Flow {
             client,
             server,
@@ -99,12 +90,16 @@ impl Recorder {
 
     /// The UDP worker's dump for this run.
     pub fn udp(dump: &Dump) -> Option<Recorder> {
-        let name = format!("udp-{}-pid{}", compact(&Stamp::now()), std::process::id());
-        Recorder::create(dump, name)
+        Recorder::create(dump, Name::udp(std::process::id()))
     }
 
-    fn create(dump: &Dump, stem: String) -> Option<Recorder> {
-        let mut name = format!("{stem}.pcapng");
+    fn create(dump: &Dump, stem: Name) -> Option<Recorder> {
+        let Some(mut gathered) = Gather::new() else {
+            logln!("warning: dump {stem} not made: no memory for it");
+            dump.counts.failed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let mut name = stem.file();
         let mut tries = 1;
         let fd = loop {
             let made = nix::fcntl::openat(
@@ -119,7 +114,7 @@ impl Recorder {
                 // The same name in the same millisecond (another run's connection): another.
                 Err(nix::errno::Errno::EEXIST) if tries < 10 => {
                     tries += 1;
-                    name = format!("{stem}-{tries}.pcapng");
+                    name = stem.numbered(tries).file();
                 }
                 Err(errno) => {
                     logln!("warning: dump {name} not made: {}", io::Error::from(errno));
@@ -129,26 +124,16 @@ impl Recorder {
             }
         };
         dump.counts.files.fetch_add(1, Ordering::Relaxed);
-        let start = || -> pcap_file::PcapResult<PcapNgWriter<Vec<u8>>> {
-            let mut writer = PcapNgWriter::new(Vec::with_capacity(GATHER * 2))?;
-            // pcap-file writes time stamps in nanoseconds: the interface must say so.
-            let mut raw = InterfaceDescriptionBlock::new(DataLink::RAW, 0);
-            raw.options.push(InterfaceDescriptionOption::IfTsResol(9));
-            raw.options
-                .push(InterfaceDescriptionOption::IfName(Cow::Borrowed(
-                    "forkecho",
-                )));
-            writer.write_pcapng_block(raw)?;
-            Ok(writer)
-        };
+        pcapng::section_header(&mut gathered);
+        pcapng::interface(&mut gathered, "forkecho");
         Some(Recorder {
             file: File::from(fd),
-            writer: start().expect("writing to memory cannot fail"),
+            gathered,
             size: 0,
             limit: dump.limit,
             state: State::Writing,
             counts: dump.counts,
-            packet: Vec::new(),
+            nowait: true,
             flow: None,
             name,
         })
@@ -186,7 +171,7 @@ impl Recorder {
 
     /// The server's end of the connection (a reset with `reset`), then everything written out.
     /// Returns how the dump ended.
-    pub fn finish(mut self, reset: bool) -> (String, State) {
+    pub fn finish(mut self, reset: bool) -> (Name, State) {
         if let Some(flow) = &self.flow {
             let client_done = flow.client_done;
             match reset {
@@ -199,16 +184,17 @@ impl Recorder {
                 }
             }
         }
+        // The connection is closed: what is left may wait for the disk.
+        self.nowait = false;
         self.flush();
-        (std::mem::take(&mut self.name), self.state)
+        (self.name, self.state)
     }
 
     /// A datagram from `from` to `to` (the UDP worker's).
     pub fn datagram(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        let mut packet = std::mem::take(&mut self.packet);
-        packets::udp(&mut packet, packets::same_family(from, to), data);
-        self.record(&packet);
-        self.packet = packet;
+        let ends = packets::same_family(from, to);
+        let len = packets::length(ends.0, packets::UDP_HEADER, data.len());
+        self.record(len, |out| packets::udp(out, ends, data));
     }
 
     /// One TCP segment, from the client or the server, advancing the sender's sequence number.
@@ -229,20 +215,27 @@ impl Recorder {
             true => flow.client_seq = flow.client_seq.wrapping_add(advance),
             false => flow.server_seq = flow.server_seq.wrapping_add(advance),
         }
-        let mut packet = std::mem::take(&mut self.packet);
-        packets::tcp(&mut packet, ends, (seq, ack, flags), payload);
-        self.record(&packet);
-        self.packet = packet;
+        let len = packets::length(ends.0, packets::TCP_HEADER, payload.len());
+        self.record(len, |out| {
+            packets::tcp(out, ends, (seq, ack, flags), payload)
+        });
     }
 
-    /// Adds one packet, stamped now, unless the dump is over; writes when enough is gathered.
-    fn record(&mut self, packet: &[u8]) {
+    /// Adds one packet of `packet_len` bytes, which `packet` appends, stamped now, unless the
+    /// dump is over; writes when enough is gathered.
+    fn record(&mut self, packet_len: usize, packet: impl FnOnce(&mut Gather)) {
         if self.state != State::Writing {
             return;
         }
-        // The block: 32 bytes of framing and the packet padded to 4 bytes.
-        let block = 32 + packet.len().next_multiple_of(4) as u64;
-        if self.size + self.writer.get_ref().len() as u64 + block > self.limit {
+        let block = pcapng::packet_size(packet_len);
+        if self.gathered.len() >= GATHER || self.gathered.room() < block {
+            self.flush();
+        }
+        if self.state == State::Writing && self.gathered.room() < block {
+            self.fail("the disk did not keep up");
+            return;
+        }
+        if self.size + (self.gathered.len() + block) as u64 > self.limit {
             self.flush();
             if self.state == State::Writing {
                 self.state = State::Cut;
@@ -255,103 +248,84 @@ impl Recorder {
             }
             return;
         }
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        let epb = EnhancedPacketBlock {
-            interface_id: 0,
-            timestamp: since,
-            original_len: packet.len() as u32,
-            data: Cow::Borrowed(packet),
-            options: Vec::new(),
+        pcapng::packet(&mut self.gathered, now(), packet);
+    }
+
+    /// Writes what is gathered without waiting where the file system allows it (RWF_NOWAIT:
+    /// XFS and btrfs; ext4 refuses it for buffered writes, and then plain writes go to the page
+    /// cache, as the log's do). What a busy disk cannot take at once stays gathered, up to
+    /// `BEHIND`; past that, or when a write fails, the dump is lost (said once, counted).
+    fn flush(&mut self) {
+        if self.state == State::Failed {
+            self.gathered.clear();
+            return;
+        }
+        let mut done = 0;
+        let stopped = loop {
+            let gathered = self.gathered.as_slice();
+            if done == gathered.len() {
+                break None;
+            }
+            match write(&self.file, &gathered[done..], self.nowait) {
+                Ok(0) => break Some(Errno::ENOSPC),
+                Ok(n) => done += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EOPNOTSUPP | Errno::EINVAL) if self.nowait => self.nowait = false,
+                Err(errno) => break Some(errno),
+            }
         };
-        // Into memory: cannot fail.
-        let _ = self.writer.write_pcapng_block(epb);
-        if self.writer.get_ref().len() >= GATHER {
-            self.flush();
+        self.size += done as u64;
+        self.gathered.consume(done);
+        match stopped {
+            // What is left waits for the next flush (`record` gives up once nothing fits).
+            None | Some(Errno::EAGAIN) => {}
+            Some(errno) => self.fail(&io::Error::from(errno).to_string()),
         }
     }
 
-    /// Writes what is gathered; a failure ends the dump (said once, counted).
-    fn flush(&mut self) {
-        let gathered = self.writer.get_mut();
-        if gathered.is_empty() || self.state == State::Failed {
-            gathered.clear();
-            return;
-        }
-        let result = self.file.write_all(gathered);
-        self.size += gathered.len() as u64;
-        gathered.clear();
-        if let Err(err) = result {
-            self.state = State::Failed;
-            self.counts.failed.fetch_add(1, Ordering::Relaxed);
-            logln!("warning: dump {} lost, the echo goes on: {err}", self.name);
-        }
+    /// Ends the dump for `why`: said once, counted.
+    fn fail(&mut self, why: &str) {
+        self.gathered.clear();
+        self.state = State::Failed;
+        self.counts.failed.fetch_add(1, Ordering::Relaxed);
+        logln!("warning: dump {} lost, the echo goes on: {why}", self.name);
     }
+}
+
+/// The time now, in nanoseconds since the epoch, read with clock_gettime(2) itself: std's
+/// `SystemTime` reads it through the vDSO, whose page a child would fault in for it.
+fn now() -> u64 {
+    let mut now = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: the kernel writes one timespec into `now`, which lives on this stack.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_clock_gettime,
+            nix::libc::CLOCK_REALTIME,
+            &raw mut now,
+        )
+    };
+    (now.tv_sec as u64).saturating_mul(1_000_000_000) + now.tv_nsec as u64
+}
+
+/// One write(2), or pwritev2(2) with RWF_NOWAIT (at the file's offset) when `nowait`.
+fn write(file: &File, data: &[u8], nowait: bool) -> Result<usize, Errno> {
+    let iov = nix::libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let flags = if nowait { nix::libc::RWF_NOWAIT } else { 0 };
+    // SAFETY: one iovec over `data`, which pwritev2 only reads; offset -1 is the file's own.
+    let n = unsafe { nix::libc::pwritev2(file.as_raw_fd(), &iov, 1, -1, flags) };
+    Errno::result(n).map(|n| n as usize)
 }
 
 impl Drop for Recorder {
     /// A dump not finished (the UDP worker's, at its end) still gets what was gathered.
     fn drop(&mut self) {
+        self.nowait = false;
         self.flush();
-    }
-}
-
-/// The time in a file name: `20261206T101500.123Z` (no colons, to the millisecond).
-fn compact(stamp: &Stamp) -> String {
-    let text: String = stamp
-        .as_str()
-        .chars()
-        .filter(|c| !matches!(c, '-' | ':'))
-        .collect();
-    // ...T101500.123456Z → ...T101500.123Z
-    match text.len() {
-        len @ 4.. => format!("{}Z", &text[..len - 4]),
-        _ => text,
-    }
-}
-
-/// A peer as a file name word: `127.0.0.1-40112`, `::1-40112`, `unix-uid1000-pid4242`.
-struct FileWord<T>(T);
-
-impl<T: fmt::Display> fmt::Display for FileWord<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.0.to_string();
-        let (host, port) = match text.rsplit_once(':') {
-            Some((host, port)) if !text.starts_with("unix:") => (host, Some(port)),
-            _ => (text.as_str(), None),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let host: String = host
-            .chars()
-            .map(|c| match c {
-                '=' | ',' | '/' | ' ' => '-',
-                ':' if host.starts_with("unix") => '-',
-                c => c,
-            })
-            .collect();
-        match port {
-            Some(port) => write!(f, "{host}-{port}"),
-            None => write!(f, "{}", host.replace("--", "-")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_read_as_the_peer() {
-        let word = |p: &str| FileWord(p).to_string();
-        assert_eq!(word("127.0.0.1:40112"), "127.0.0.1-40112");
-        assert_eq!(word("[::1]:40112"), "::1-40112");
-        assert_eq!(word("unix:uid=1000,pid=4242"), "unix-uid-1000-pid-4242");
-        let stamp = Stamp::at(1_765_016_100, 123_456);
-        assert!(
-            compact(&stamp).ends_with("T101500.123Z"),
-            "{}",
-            compact(&stamp)
-        );
     }
 }

@@ -170,7 +170,7 @@ mod tests {
         let (name, _) = recorder.finish(false);
         assert_eq!(peer.taken, b"hello, world");
         assert_eq!(counts.files.load(Ordering::Relaxed), 1);
-        let file = std::fs::File::open(dir.join(&name)).unwrap();
+        let file = std::fs::File::open(dir.join(name.as_str())).unwrap();
         let mut reader = PcapNgReader::new(file).unwrap();
         let mut payloads = Vec::new();
         while let Some(block) = reader.next_block() {
