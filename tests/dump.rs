@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -629,13 +630,16 @@ fn wireshark_decrypts_a_raw_capture_with_the_key_log() {
         .arg(&capture)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("run tshark");
-    // Stopped whatever happens: a capture left running would hold the test's output open.
+    // Stopped whatever happens, with the dumpcap it runs (its process group): a capture left
+    // running would hold the test's output open.
     struct Capture(std::process::Child);
     impl Drop for Capture {
         fn drop(&mut self) {
-            let _ = self.0.kill();
+            let group = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = self.0.wait();
         }
     }

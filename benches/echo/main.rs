@@ -22,7 +22,8 @@
 //! (scenarios 1 and 2), `--compare PATH`
 //! (another forkecho binary, say a build of an earlier commit, measured `-q` in the same rounds:
 //! an A/B of a change, interleaved with everything else), `--udp-only` (the UDP rounds alone),
-//! `--tls-only` (the TLS rounds alone).
+//! `--tls-only` (the TLS rounds alone), `--websocket-only` (the WebSocket rounds alone),
+//! `--tcp-only` (the TCP rounds alone).
 
 mod chart;
 #[path = "../../tests/util/fixture.rs"]
@@ -59,6 +60,8 @@ struct Plan {
     tls_only: bool,
     /// `--websocket-only`: the WebSocket rounds alone.
     websocket_only: bool,
+    /// `--tcp-only`: the TCP rounds alone (an A/B of a change to the plain path).
+    tcp_only: bool,
     compare: Option<std::path::PathBuf>,
     rounds: usize,
     clients: usize,
@@ -75,6 +78,7 @@ impl Plan {
             udp_only: false,
             tls_only: false,
             websocket_only: false,
+            tcp_only: false,
             compare: None,
             rounds: 3,
             clients: 2000,
@@ -92,6 +96,7 @@ impl Plan {
                 "--udp-only" => plan.udp_only = true,
                 "--tls-only" => plan.tls_only = true,
                 "--websocket-only" => plan.websocket_only = true,
+                "--tcp-only" => plan.tcp_only = true,
                 "--rounds" => rounds = Some(value("--rounds")?.parse()?),
                 "--clients" => clients = Some(value("--clients")?.parse()?),
                 "--burst" => burst = Some(value("--burst")?.parse()?),
@@ -101,7 +106,7 @@ impl Plan {
                 "--bench" => {}
                 other => bail!(
                     "unknown argument {other:?} (try --quick, --rounds N, --clients N, --burst N, \
-                     --seconds S, --compare PATH, --udp-only, --tls-only, --websocket-only)"
+                     --seconds S, --compare PATH, --udp-only, --tls-only, --websocket-only, --tcp-only)"
                 ),
             }
         }
@@ -238,6 +243,16 @@ fn run() -> Result<()> {
         }
     }
     setup.remove_dumps();
+    let report = Report {
+        kinds: &kinds,
+        samples: &samples,
+        plan: &plan,
+    };
+    // The TCP report first, on its own: a later round that fails must not take it along.
+    if tcp_rounds > 0 {
+        std::fs::write(out_dir.join("results-tcp.md"), report.markdown())?;
+    }
+    let only = only || plan.tcp_only;
     let udp_markdown = match !only || plan.udp_only {
         false => String::new(),
         true => udp_rounds(&setup, &plan, &root.join("benches/baselines"), &out_dir)?,
@@ -250,12 +265,7 @@ fn run() -> Result<()> {
         false => String::new(),
         true => websocket_rounds(&setup, &plan, &root.join("benches/baselines"))?,
     };
-    let report = Report {
-        kinds: &kinds,
-        samples: &samples,
-        plan: &plan,
-    };
-    let markdown = match only {
+    let markdown = match only && !plan.tcp_only {
         true => udp_markdown + &tls_markdown + &websocket_markdown,
         false => report.markdown() + &udp_markdown + &tls_markdown + &websocket_markdown,
     };
