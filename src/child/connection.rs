@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
+use super::clock::monotonic;
 use super::context::Context;
 use super::dump::name::Name;
 use super::dump::recorder::{Recorder, State};
@@ -156,26 +157,6 @@ pub fn serve(stream: Stream, peer: impl Display, context: Context) -> i32 {
         );
     }
     if outcome.end.is_normal() { 0 } else { 1 }
-}
-
-/// The monotonic clock, read with clock_gettime(2) itself. std's `Instant` reads it through the
-/// vDSO, whose page, and std's code for it, a child would fault in for these two reads alone: 2
-/// page faults, some 4 µs, against 0.2 µs for the two system calls.
-#[unsafe(link_section = ".text.hot.child")]
-fn monotonic() -> Duration {
-    let mut now = nix::libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: the kernel writes one timespec into `now`, which lives on this stack.
-    unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_clock_gettime,
-            nix::libc::CLOCK_MONOTONIC,
-            &raw mut now,
-        )
-    };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// `--inband`: takes a `FORKECHO` line off the connection, if it begins with one, and gives the

@@ -292,22 +292,9 @@ impl Recorder {
     }
 }
 
-/// The time now, in nanoseconds since the epoch, read with clock_gettime(2) itself: std's
-/// `SystemTime` reads it through the vDSO, whose page a child would fault in for it.
+/// The time now, in nanoseconds since the epoch.
 fn now() -> u64 {
-    let mut now = nix::libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: the kernel writes one timespec into `now`, which lives on this stack.
-    unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_clock_gettime,
-            nix::libc::CLOCK_REALTIME,
-            &raw mut now,
-        )
-    };
-    (now.tv_sec as u64).saturating_mul(1_000_000_000) + now.tv_nsec as u64
+    u64::try_from(crate::child::clock::realtime().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One write(2), or pwritev2(2) with RWF_NOWAIT (at the file's offset) when `nowait`.
