@@ -132,6 +132,13 @@ fn dumping(what: &str, args: &[&str]) -> (Server, Scratch) {
     (Server::start(&all), dir)
 }
 
+/// A client of `server`, and its own address (what the close line and the dump name it by).
+fn client_of(server: &Server) -> (TcpStream, SocketAddr) {
+    let client = server.connect();
+    let local = client.local_addr().unwrap();
+    (client, local)
+}
+
 /// The dump the close line `close` names, in `dir`.
 fn dump_of(dir: &Scratch, close: &str) -> PathBuf {
     let name = field(close, "dump").unwrap_or_else(|| panic!("no dump= field: {close}"));
@@ -141,8 +148,7 @@ fn dump_of(dir: &Scratch, close: &str) -> PathBuf {
 #[test]
 fn a_connection_is_dumped_as_the_tcp_conversation_it_was() {
     let (server, dir) = dumping("dump-tcp", &[]);
-    let mut client = server.connect();
-    let local = client.local_addr().unwrap();
+    let (mut client, local) = client_of(&server);
     // Round trips: each read of the child's gets exactly one of these.
     assert_eq!(round_trip(&mut client, b"one"), b"one");
     assert_eq!(round_trip(&mut client, b"two!"), b"two!");
@@ -220,8 +226,7 @@ fn a_dump_at_its_limit_is_cut_and_the_echo_stays_whole() {
     let dir = Scratch::new("dump-cut");
     let args = ["--dump-limit", "8K", "--dump", dir.0.to_str().unwrap()];
     let (server, metrics) = crate::metrics::with_metrics(&args);
-    let client = server.connect();
-    let local = client.local_addr().unwrap();
+    let (client, local) = client_of(&server);
     let data = pattern(82, 256 * 1024);
     assert_same_bytes(&echo_through(client, &data), &data);
     let close = server.close_line_for(local);
@@ -306,8 +311,7 @@ fn a_full_disk_costs_the_dump_never_the_echo() {
     let mut server = Server::spawn(command);
     let data = pattern(83, 1 << 20);
     for _ in 0..2 {
-        let client = server.connect();
-        let local = client.local_addr().unwrap();
+        let (client, local) = client_of(&server);
         assert_same_bytes(&echo_through(client, &data), &data);
         let close = server.close_line_for(local);
         assert_eq!(field(&close, "end"), Some("client-closed"), "{close}");
@@ -485,8 +489,7 @@ fn tshark(path: &Path, args: &[&str]) -> String {
 #[ignore = "needs tshark"]
 fn tshark_reads_a_dump_as_the_conversation_and_follows_its_stream() {
     let (server, dir) = dumping("dump-tshark", &[]);
-    let client = server.connect();
-    let local = client.local_addr().unwrap();
+    let (client, local) = client_of(&server);
     let data = pattern(85, 200_000);
     assert_same_bytes(&echo_through(client, &data), &data);
     let path = dump_of(&dir, &server.close_line_for(local));
@@ -591,8 +594,7 @@ fn tshark_decodes_websocket_messages_and_udp_datagrams_in_dumps() {
 #[test]
 fn a_reset_client_ends_its_dump_with_its_reset() {
     let (server, dir) = dumping("dump-reset", &[]);
-    let mut client = server.connect();
-    let local = client.local_addr().unwrap();
+    let (mut client, local) = client_of(&server);
     assert_eq!(round_trip(&mut client, b"bye"), b"bye");
     socket2::SockRef::from(&client)
         .set_linger(Some(Duration::ZERO))
