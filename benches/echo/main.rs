@@ -106,7 +106,8 @@ impl Plan {
                 "--bench" => {}
                 other => bail!(
                     "unknown argument {other:?} (try --quick, --rounds N, --clients N, --burst N, \
-                     --seconds S, --compare PATH, --udp-only, --tls-only, --websocket-only, --tcp-only)"
+                     --seconds S, --compare PATH, --udp-only, --tls-only, --websocket-only, \
+                     --tcp-only)"
                 ),
             }
         }

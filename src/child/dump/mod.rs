@@ -14,9 +14,9 @@
 //!
 //! The files: `settings` (what startup fixed: DIR, the limit, the shared counts), `recorder`
 //! (one file being written: its packets, its limit, its failures), `packets` (the headers made
-//! up around the payload), `pcapng` (the file's blocks), `gather` (where
-//! they wait), `name` (the file's name), `stream` (the connection's stream that records). `setup::dump` opens
-//! DIR and maps the counts at startup; the children write them, the parent reads them for its
+//! up around the payload), `pcapng` (the file's blocks), `gather` (where they wait), `name`
+//! (the file's name), `stream` (the connection's stream that records). `setup::dump` opens DIR
+//! and maps the counts at startup; the children write them, the parent reads them for its
 //! `stats` and `stopped` lines and a scrape child for the metrics.
 
 pub mod gather;

@@ -1,8 +1,9 @@
 //! `--dump` in the UDP worker: every datagram it receives and every answer it sends, in one
-//! pcapng file per worker run (`child::dump::recorder::Recorder::udp`). Received datagrams are recorded
-//! as they come, before any check (a dropped one is in the file too: the dump shows what the
-//! client sent); answers as they leave. The worker is one process with one thread, so the file
-//! is this process's alone; `ON` keeps the cost without `--dump` to one load per datagram.
+//! pcapng file per worker run (`child::dump::recorder::Recorder::udp`). Received datagrams are
+//! recorded as they come, before any check (a dropped one is in the file too: the dump shows
+//! what the client sent); answers as they leave. The worker is one process with one thread, so
+//! the file is this process's alone; `ON` keeps the cost without `--dump` to one load per
+//! datagram.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
