@@ -11,9 +11,9 @@
 //! poll, socket options, memory, time, exit), and kills any process that makes another one with
 //! SIGSYS (`SECCOMP_RET_KILL_PROCESS`): no exec, no open (but a new file in `--dump`'s DIR), no
 //! socket or connect, no ptrace, no mount. A child that steps outside it dies alone, and the
-//! parent logs `killed signal=SIGSYS` like any other death. Each child also lowers its own limits: no processes (RLIMIT_NPROC 0,
-//! which binds unless the server runs as root) and no descriptors beyond the two of a splice pipe
-//! (RLIMIT_NOFILE just above what it holds).
+//! parent logs `killed signal=SIGSYS` like any other death. Each child also lowers its own
+//! limits: no processes (RLIMIT_NPROC 0, which binds unless the server runs as root) and no
+//! descriptors beyond the two of a splice pipe (RLIMIT_NOFILE just above what it holds).
 //!
 //! Why one filter for all, installed once in the parent before it announces itself, and not one
 //! per child: attaching a filter costs the kernel a JIT compilation and an executable mapping,
