@@ -404,6 +404,34 @@ fn the_udp_worker_dumps_every_datagram_and_answer() {
     assert_eq!(seen, want);
 }
 
+/// Python's ssl (OpenSSL's), a client users have, against `server` trusting `ca`: one message,
+/// its echo, close_notify, close; its own key log in `keylog` if given. Returns once the server
+/// has logged the connection's close.
+fn python_tls_echo(server: &Server, ca: &Path, keylog: Option<&Path>, message: &str) {
+    let keylog = keylog.map_or(String::new(), |path| {
+        format!("c.keylog_filename = '{}'\n", path.display())
+    });
+    let script = format!(
+        concat!(
+            "import socket, ssl\n",
+            "c = ssl.create_default_context(cafile='{ca}')\n",
+            "{keylog}",
+            "s = c.wrap_socket(socket.create_connection(('127.0.0.1', {port})),",
+            " server_hostname='localhost')\n",
+            "s.sendall(b'{message}'); assert s.recv(64) == b'{message}'\n",
+            "s.unwrap(); s.close()\n"
+        ),
+        ca = ca.display(),
+        keylog = keylog,
+        port = server.addr.port(),
+        message = message,
+    );
+    let out = run_client("python3", &["-c", &script], Vec::new());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    server.wait_for_line("the close", |l| l.contains(" end="));
+}
+
 /// The `--tls-keylog` lines for the one TLS 1.3 session a Python client makes, and the client's
 /// own (Python's `keylog_filename`, OpenSSL's): the same secrets, label by label.
 #[test]
@@ -415,26 +443,7 @@ fn the_key_log_holds_the_secrets_pythons_client_logs() {
     let args = ["--tls", "--tls-ca-out", ca.to_str().unwrap()];
     let server = Server::start(&[&args[..], &["--tls-keylog", ours.to_str().unwrap()]].concat());
     let theirs = dir.path("client.keys");
-    let script = format!(
-        concat!(
-            "import socket, ssl\n",
-            "c = ssl.create_default_context(cafile='{ca}')\n",
-            "c.keylog_filename = '{keys}'\n",
-            "s = c.wrap_socket(socket.create_connection(('127.0.0.1', {port})),",
-            " server_hostname='localhost')\n",
-            "s.sendall(b'secret'); assert s.recv(6) == b'secret'; s.close()\n"
-        ),
-        ca = ca.display(),
-        keys = theirs.display(),
-        port = server.addr.port()
-    );
-    let out = run_client("python3", &["-c", &script], Vec::new());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server.wait_for_line("the close", |l| l.contains(" end="));
+    python_tls_echo(&server, &ca, Some(&theirs), "secret");
     let lines = |path: &Path| -> Vec<String> {
         let mut lines: Vec<String> = fs::read_to_string(path)
             .unwrap()
@@ -666,26 +675,7 @@ fn wireshark_decrypts_a_raw_capture_with_the_key_log() {
             "tshark never captured a probe"
         );
     }
-    // Python's ssl (OpenSSL's), as a client users have: one message, its echo, a clean close.
-    let script = format!(
-        concat!(
-            "import socket, ssl\n",
-            "c = ssl.create_default_context(cafile='{ca}')\n",
-            "s = c.wrap_socket(socket.create_connection(('127.0.0.1', {port})),",
-            " server_hostname='localhost')\n",
-            "s.sendall(b'for your eyes only'); assert s.recv(64) == b'for your eyes only'\n",
-            "s.unwrap(); s.close()\n"
-        ),
-        ca = ca.display(),
-        port = port
-    );
-    let out = run_client("python3", &["-c", &script], Vec::new());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    server.wait_for_line("the close", |l| l.contains(" end="));
+    python_tls_echo(&server, &ca, None, "for your eyes only");
     // Everything is captured once tshark has printed both FINs; then it may stop.
     let mut fins = 0;
     while fins < 2 {

@@ -112,7 +112,7 @@ impl Recorder {
             match made {
                 Ok(fd) => break fd,
                 // The same name in the same millisecond (another run's connection): another.
-                Err(nix::errno::Errno::EEXIST) if tries < 10 => {
+                Err(Errno::EEXIST) if tries < 10 => {
                     tries += 1;
                     name = stem.numbered(tries).file();
                 }
@@ -253,8 +253,8 @@ impl Recorder {
 
     /// Writes what is gathered without waiting where the file system allows it (RWF_NOWAIT:
     /// XFS and btrfs; ext4 refuses it for buffered writes, and then plain writes go to the page
-    /// cache, as the log's do). What a busy disk cannot take at once stays gathered, up to
-    /// `BEHIND`; past that, or when a write fails, the dump is lost (said once, counted).
+    /// cache, as the log's do). What a busy disk cannot take at once stays gathered until
+    /// nothing more fits (`record`); a failed write loses the dump (said once, counted).
     fn flush(&mut self) {
         if self.state == State::Failed {
             self.gathered.clear();

@@ -24,11 +24,8 @@ pub struct Target {
 pub fn answer(target: &Target, data: &[u8], counts: &UdpCounts) {
     match datagram::send(target.fd, data, target.to, target.local.as_ref()) {
         Ok(()) => {
-            let ip = target
-                .local
-                .map_or(target.bound.ip(), |local| local.answer_from);
-            let from = SocketAddr::new(ip, target.bound.port());
-            super::dumped::answered(from, target.to, data);
+            let from = target.local.map(|local| local.answer_from);
+            super::dumped::answered(from, target.bound, target.to, data);
             add(&counts.echoed, 1);
             add(&counts.bytes, data.len() as u64);
         }

@@ -3,9 +3,9 @@
 //! recorded as they come, before any check (a dropped one is in the file too: the dump shows
 //! what the client sent); answers as they leave. The worker is one process with one thread, so
 //! the file is this process's alone; `ON` keeps the cost without `--dump` to one load per
-//! datagram.
+//! datagram: nothing is worked out before it is read.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,18 +23,26 @@ pub fn start(dump: Option<&Dump>) {
     }
 }
 
-/// A datagram from `from` to the worker's `to` (or, `answered`, from the worker to a client).
-pub fn received(from: SocketAddr, to: SocketAddr, data: &[u8]) {
-    if ON.load(Ordering::Relaxed)
-        && let Some(recorder) = lock().as_mut()
-    {
-        recorder.datagram(from, to, data);
+/// A datagram from `from` to the worker's socket `bound` (to `to` on a wildcard socket).
+pub fn received(from: SocketAddr, to: Option<IpAddr>, bound: SocketAddr, data: &[u8]) {
+    if ON.load(Ordering::Relaxed) {
+        let to = SocketAddr::new(to.unwrap_or(bound.ip()), bound.port());
+        record(from, to, data);
     }
 }
 
-/// An answer sent from `from` to `to`.
-pub fn answered(from: SocketAddr, to: SocketAddr, data: &[u8]) {
-    received(from, to, data);
+/// An answer sent to `to` from the worker's socket `bound` (from `from` on a wildcard socket).
+pub fn answered(from: Option<IpAddr>, bound: SocketAddr, to: SocketAddr, data: &[u8]) {
+    if ON.load(Ordering::Relaxed) {
+        let from = SocketAddr::new(from.unwrap_or(bound.ip()), bound.port());
+        record(from, to, data);
+    }
+}
+
+fn record(from: SocketAddr, to: SocketAddr, data: &[u8]) {
+    if let Some(recorder) = lock().as_mut() {
+        recorder.datagram(from, to, data);
+    }
 }
 
 /// Writes out what is gathered (at the worker's end).

@@ -259,13 +259,11 @@ impl<'a> Worker<'a> {
         self.number += 1;
         let from = canonical(received.from);
         let local = received.local;
-        let to = local.map_or(socket.addr, |local| {
-            SocketAddr::new(local.to, socket.addr.port())
-        });
-        dumped::received(from, to, &self.buf[..received.len.min(self.buf.len())]);
+        let got = &self.buf[..received.len.min(self.buf.len())];
+        dumped::received(from, local.map(|local| local.to), socket.addr, got);
         // Made once: the loop guard reads it, and keeps it as the answer's unless a fault
         // changes the bytes.
-        let print = Print::of(from, &self.buf[..received.len.min(self.buf.len())]);
+        let print = Print::of(from, got);
         let dropped = if received.truncated {
             Some(&counts.truncated)
         } else if REFLECTING_PORTS
