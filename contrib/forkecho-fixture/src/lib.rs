@@ -32,33 +32,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! TLS with a certificate made for this run: trust the CA at `ca_path()`.
-//!
-//! ```
-//! use std::io::{Read, Write};
-//! use std::sync::Arc;
-//! use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-//!
-//! let fe = forkecho_fixture::Forkecho::with_args(["--tls"])?;
-//! let mut roots = rustls::RootCertStore::empty();
-//! for cert in CertificateDer::pem_file_iter(fe.ca_path().unwrap()).unwrap() {
-//!     roots.add(cert.unwrap()).unwrap();
-//! }
-//! let provider = Arc::new(rustls::crypto::ring::default_provider());
-//! let config = rustls::ClientConfig::builder_with_provider(provider)
-//!     .with_safe_default_protocol_versions().unwrap()
-//!     .with_root_certificates(roots)
-//!     .with_no_client_auth();
-//! let name = ServerName::try_from("localhost").unwrap();
-//! let tls = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-//! let tcp = std::net::TcpStream::connect(fe.addr())?;
-//! let mut client = rustls::StreamOwned::new(tls, tcp);
-//! client.write_all(b"secret")?;
-//! let mut echoed = [0; 6];
-//! client.read_exact(&mut echoed)?;
-//! assert_eq!(&echoed, b"secret");
-//! # Ok::<(), std::io::Error>(())
-//! ```
+//! TLS with a certificate made for this run: with the `rustls` feature, `connect_tls()` trusts
+//! the run's CA (`ca_path()`); the `tls` module has the example.
 //!
 //! The control socket changes it while it runs: faults from the next connection on, the
 //! listeners down and up again, live connections closed or reset.
@@ -105,9 +80,11 @@
 mod addresses;
 mod log;
 mod start;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ExitStatus};
 use std::sync::Arc;
@@ -195,6 +172,23 @@ impl Forkecho {
                 self.addresses
             )
         })
+    }
+
+    /// A client connected to `addr()` (to loopback on its port when forkecho listens on a
+    /// wildcard address), with read and write timeouts of `DEADLINE`: a server that stalls fails
+    /// the test instead of hanging it.
+    pub fn connect(&self) -> io::Result<TcpStream> {
+        let mut addr = self.addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let stream = TcpStream::connect_timeout(&addr, DEADLINE)?;
+        stream.set_read_timeout(Some(DEADLINE))?;
+        stream.set_write_timeout(Some(DEADLINE))?;
+        Ok(stream)
     }
 
     /// Every address of the readiness lines.
@@ -304,12 +298,14 @@ impl Forkecho {
         self.control(&Request::Status)
     }
 
-    /// Every log line so far, as forkecho wrote it.
+    /// Every log line read so far, as forkecho wrote it. Lines are read as they come, so one
+    /// written just now, even the startup lines written as `start()` returned, may still be on
+    /// its way: `wait_for` a line rather than look for it here.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lines()
     }
 
-    /// Every log line so far, read as events.
+    /// Every log line read so far, as events (see `log_lines`).
     pub fn events(&self) -> Vec<Event> {
         self.log.lines().iter().map(|l| Event::parse(l)).collect()
     }
