@@ -84,8 +84,11 @@ fn each_connection_keeps_the_faults_it_was_born_with() {
     assert!(started.elapsed() < Duration::from_millis(140));
     let (b, a) = (before.local_addr().unwrap(), after.local_addr().unwrap());
     drop((before, after));
-    assert_eq!(field(&server.close_line_for(b), "fault"), None);
-    assert_eq!(field(&server.close_line_for(a), "fault"), Some("delay"));
+    assert_eq!(field(&server.closed(b).unwrap().line, "fault"), None);
+    assert_eq!(
+        field(&server.closed(a).unwrap().line, "fault"),
+        Some("delay")
+    );
     let status = ok(&path, &["status"]);
     assert_eq!(status["from_connection"], 2);
     assert!(
@@ -163,14 +166,14 @@ fn close_and_reset_end_live_connections_optionally_by_source() {
     let mut buf = [0u8; 4];
     let err = a.read(&mut buf).expect_err("reset");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
-    let close = server.close_line_for(a.local_addr().unwrap());
+    let close = server.closed(a.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&close, "end"), Some("control-reset"), "{close}");
     let mut b = server.connect();
     assert_eq!(round_trip(&mut b, b"b"), b"b");
     assert_eq!(ok(&path, &["close"])["connections"], 1);
     // A clean close: FIN, after everything echoed.
     assert_eq!(b.read(&mut buf).unwrap(), 0);
-    let close = server.close_line_for(b.local_addr().unwrap());
+    let close = server.closed(b.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
     // The server goes on.
     assert_eq!(round_trip(&mut server.connect(), b"on"), b"on");
@@ -339,7 +342,10 @@ fn faults_changed_under_load_split_the_connections_at_the_number_the_reply_gives
 
 /// The parent's resident memory, in KiB.
 fn rss_kib(server: &Server) -> u64 {
-    crate::util::procfs::status_kib(server.pid().as_raw(), "VmRSS").unwrap()
+    crate::util::procfs::status(server.pid().as_raw())
+        .unwrap()
+        .vmrss
+        .unwrap()
 }
 
 #[test]

@@ -109,7 +109,7 @@ fn every_option_the_man_page_names_is_one_the_binary_has() {
 fn the_stdout_lines_are_the_ones_help_man_and_readme_describe() {
     // Every line forkecho can write to stdout, with every listener kind that adds one.
     let server = crate::util::Server::start(&["--udp", "--metrics", "127.0.0.1:0"]);
-    let lines: Vec<String> = (server.fixture.readiness_lines().lines())
+    let lines: Vec<String> = (server.readiness_lines().lines())
         .map(ToString::to_string)
         .collect();
     let shapes: Vec<String> = lines

@@ -19,7 +19,7 @@ fn default_bind_serves_ipv6_and_ipv4_on_one_socket() {
         let mut v4 = crate::util::connect(([127, 0, 0, 1], port).into());
         assert_eq!(round_trip(&mut v4, b"over IPv4\n"), b"over IPv4\n");
         // IPv4 peers reach a dual-stack socket as ::ffff:a.b.c.d and are logged as plain IPv4.
-        server.accept_line_for(v4.local_addr().unwrap());
+        server.accepted(v4.local_addr().unwrap()).unwrap();
 
         if !crate::util::have_ipv6() {
             assert_eq!(server.addr.to_string(), format!("0.0.0.0:{port}"));
@@ -39,7 +39,7 @@ fn default_bind_serves_ipv6_and_ipv4_on_one_socket() {
                 .unwrap(),
         );
         assert_eq!(round_trip(&mut v6, b"over IPv6\n"), b"over IPv6\n");
-        server.accept_line_for(v6.local_addr().unwrap());
+        server.accepted(v6.local_addr().unwrap()).unwrap();
         assert!(
             !server.log().contains("::ffff:"),
             "mapped addresses must be unmapped"

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use pcap_file::pcapng::{Block, PcapNgReader};
 
-use crate::util::tls::{ClientSetup, connect_tls, echo_tls};
 use crate::util::{
     Scratch, Server, assert_same_bytes, binary, echo_through, fails_to_start, field, pattern,
     round_trip, run_client, run_to_completion,
 };
+use forkecho_fixture::tls::echo as echo_tls;
 
 /// One packet of a dump, its headers read.
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ fn a_connection_is_dumped_as_the_tcp_conversation_it_was() {
     let bulk = pattern(81, 300_000);
     let back = echo_through(client, &bulk);
     assert_same_bytes(&back, &bulk);
-    let close = server.close_line_for(local);
+    let close = server.closed(local).unwrap().line;
     let path = dump_of(&dir, &close);
     let name = path.file_name().unwrap().to_str().unwrap().to_string();
     assert!(
@@ -215,7 +215,7 @@ fn the_startup_line_says_when_dumping_is_on_and_nothing_is_written_without_it() 
     let local = client.local_addr().unwrap();
     assert_eq!(round_trip(&mut client, b"private"), b"private");
     drop(client);
-    let close = quiet.close_line_for(local);
+    let close = quiet.closed(local).unwrap().line;
     assert_eq!(field(&close, "dump"), None, "{close}");
     assert!(!quiet.log().contains("dump"), "{}", quiet.log());
     assert!(dir.names().is_empty(), "{:?}", dir.names());
@@ -229,7 +229,7 @@ fn a_dump_at_its_limit_is_cut_and_the_echo_stays_whole() {
     let (client, local) = client_of(&server);
     let data = pattern(82, 256 * 1024);
     assert_same_bytes(&echo_through(client, &data), &data);
-    let close = server.close_line_for(local);
+    let close = server.closed(local).unwrap().line;
     assert_eq!(field(&close, "dump-end"), Some("cut"), "{close}");
     assert_eq!(field(&close, "bytes"), Some("262144"), "{close}");
     let path = dump_of(&dir, &close);
@@ -313,7 +313,7 @@ fn a_full_disk_costs_the_dump_never_the_echo() {
     for _ in 0..2 {
         let (client, local) = client_of(&server);
         assert_same_bytes(&echo_through(client, &data), &data);
-        let close = server.close_line_for(local);
+        let close = server.closed(local).unwrap().line;
         assert_eq!(field(&close, "end"), Some("client-closed"), "{close}");
         assert_eq!(field(&close, "dump-end"), Some("failed"), "{close}");
     }
@@ -326,18 +326,12 @@ fn a_full_disk_costs_the_dump_never_the_echo() {
 
 #[test]
 fn tls_is_dumped_as_its_plaintext_and_websocket_as_its_frames() {
-    let certs = Scratch::new("dump-tls-ca");
-    let ca = certs.path("ca.pem");
-    let (server, dir) = dumping("dump-tls", &["--tls", "--tls-ca-out", ca.to_str().unwrap()]);
-    let setup = ClientSetup {
-        ca: Some(&ca),
-        ..ClientSetup::default()
-    };
-    let tls = connect_tls(server.addr, &setup, "localhost").unwrap();
+    let (server, dir) = dumping("dump-tls", &["--tls"]);
+    let tls = server.connect_tls().unwrap();
     let local = tls.sock.local_addr().unwrap();
     let data = pattern(84, 100_000);
     assert_same_bytes(&echo_tls(tls, &data).unwrap(), &data);
-    let all = packets(&dump_of(&dir, &server.close_line_for(local)));
+    let all = packets(&dump_of(&dir, &server.closed(local).unwrap().line));
     assert_same_bytes(&stream_from(&all, local), &data);
     assert_same_bytes(&stream_from(&all, server.addr), &data);
 
@@ -354,7 +348,7 @@ fn tls_is_dumped_as_its_plaintext_and_websocket_as_its_frames() {
         .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
         .unwrap();
     let _ = crate::websocket::read_frame(&mut client);
-    let all = packets(&dump_of(&dir, &server.close_line_for(local)));
+    let all = packets(&dump_of(&dir, &server.closed(local).unwrap().line));
     let from_client = stream_from(&all, local);
     assert!(from_client.starts_with(b"GET /any/path HTTP/1.1\r\n"));
     let from_server = stream_from(&all, server.addr);
@@ -372,7 +366,7 @@ fn tls_is_dumped_as_its_plaintext_and_websocket_as_its_frames() {
 #[test]
 fn the_udp_worker_dumps_every_datagram_and_answer() {
     let (mut server, dir) = dumping("dump-udp", &["--udp"]);
-    let to = server.udp_addrs()[0];
+    let to = server.udp_addr().unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -501,7 +495,7 @@ fn tshark_reads_a_dump_as_the_conversation_and_follows_its_stream() {
     let (client, local) = client_of(&server);
     let data = pattern(85, 200_000);
     assert_same_bytes(&echo_through(client, &data), &data);
-    let path = dump_of(&dir, &server.close_line_for(local));
+    let path = dump_of(&dir, &server.closed(local).unwrap().line);
     let fields = [
         "-T",
         "fields",
@@ -559,7 +553,7 @@ fn tshark_decodes_websocket_messages_and_udp_datagrams_in_dumps() {
     client.write_all(b"hello").unwrap();
     assert_eq!(crate::websocket::read_frame(&mut client).2, b"hello");
     drop::<TcpStream>(client);
-    let path = dump_of(&dir, &server.close_line_for(local));
+    let path = dump_of(&dir, &server.closed(local).unwrap().line);
     let port = format!("tcp.port=={},http", server.addr.port());
     let texts = ["-T", "fields", "-e", "websocket.payload.text"];
     let shown = tshark(
@@ -571,7 +565,7 @@ fn tshark_decodes_websocket_messages_and_udp_datagrams_in_dumps() {
 
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let to = server.udp_addrs()[0];
+    let to = server.udp_addr().unwrap();
     udp.send_to(b"datagram", to).unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(udp.recv(&mut buf).unwrap(), 8);
@@ -609,7 +603,7 @@ fn a_reset_client_ends_its_dump_with_its_reset() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(client);
-    let close = server.close_line_for(local);
+    let close = server.closed(local).unwrap().line;
     let all = packets(&dump_of(&dir, &close));
     let resets: Vec<&Packet> = all.iter().filter(|p| p.flags & RST != 0).collect();
     assert_eq!(resets.len(), 1, "{all:?}");

@@ -99,7 +99,7 @@ fn ipv6_loopback_is_served_and_logged_as_ipv6() {
     let mut client = server.connect();
     assert_eq!(round_trip(&mut client, b"over IPv6\n"), b"over IPv6\n");
     let local = client.local_addr().unwrap();
-    assert!(server.accept_line_for(local).contains("peer=[::1]:"));
+    assert!(server.accepted(local).unwrap().line.contains("peer=[::1]:"));
 }
 
 #[test]

@@ -47,7 +47,7 @@ fn close_after_delivers_exactly_the_limit_then_a_clean_close_on_every_echo_path(
         let (got, error) = send_and_read(&mut client, &data);
         assert_eq!(error, None, "{extra:?}: a FIN, not a reset");
         crate::util::assert_same_bytes(&got, &data[..1000]);
-        let line = server.close_line_for(client.local_addr().unwrap());
+        let line = server.closed(client.local_addr().unwrap()).unwrap().line;
         assert_eq!(field(&line, "bytes"), Some("1000"), "{line}");
         assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
         assert!(
@@ -65,7 +65,7 @@ fn reset_after_delivers_exactly_the_limit_then_econnreset() {
     let (got, error) = send_and_read(&mut client, &data);
     assert_eq!(error, Some(ErrorKind::ConnectionReset));
     crate::util::assert_same_bytes(&got, &data[..1000]);
-    let line = server.close_line_for(client.local_addr().unwrap());
+    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&line, "bytes"), Some("1000"), "{line}");
     assert_eq!(field(&line, "end"), Some("reset-after"), "{line}");
     assert_eq!(field(&line, "fault"), Some("reset-after"), "{line}");
@@ -116,7 +116,7 @@ fn stall_after_echoes_the_limit_then_nothing_until_the_idle_timeout() {
         after >= Duration::from_millis(600),
         "ended {after:?} after the FIN"
     );
-    let line = server.close_line_for(client.local_addr().unwrap());
+    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&line, "bytes"), Some("4"), "{line}");
     assert_eq!(field(&line, "end"), Some("idle-timeout"), "{line}");
     assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
@@ -135,7 +135,7 @@ fn a_stall_ends_at_the_idle_timeout_or_the_max_duration() {
         let (got, _) = read_until_end(&mut client);
         assert!(got.is_empty());
         assert!(started.elapsed() >= Duration::from_millis(290), "{limit}");
-        let line = server.close_line_for(client.local_addr().unwrap());
+        let line = server.closed(client.local_addr().unwrap()).unwrap().line;
         assert_eq!(field(&line, "end"), Some(end), "{line}");
         assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
     }
@@ -155,7 +155,7 @@ fn delay_holds_every_echo_back_within_its_jitter() {
     // Five round trips of at most 120 ms each; a generous margin for a busy machine.
     assert!(started.elapsed() < Duration::from_secs(5));
     client.shutdown(Shutdown::Write).unwrap();
-    let line = server.close_line_for(client.local_addr().unwrap());
+    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&line, "fault"), Some("delay"), "{line}");
 }
 
@@ -214,7 +214,7 @@ fn slow_close_answers_the_clients_fin_late_after_the_whole_echo() {
     let (got, error) = read_until_end(&mut client);
     assert_eq!((got.as_slice(), error), (&b"bye"[..], None));
     assert!(closed.elapsed() >= Duration::from_millis(300));
-    let line = server.close_line_for(client.local_addr().unwrap());
+    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&line, "fault"), Some("slow-close"), "{line}");
     assert_eq!(field(&line, "end"), Some("client-closed"), "{line}");
 }
@@ -228,7 +228,7 @@ fn picked_connections(seed: &str) -> Vec<bool> {
             let client = server.connect();
             let local = client.local_addr().unwrap();
             let got = echo_through(client, b"x");
-            let line = server.close_line_for(local);
+            let line = server.closed(local).unwrap().line;
             let faulted = field(&line, "fault") == Some("close-after");
             assert!(faulted || field(&line, "fault") == Some("none"), "{line}");
             assert_eq!(got.is_empty(), faulted, "{line}");
@@ -261,7 +261,7 @@ fn without_faults_the_close_line_has_no_fault_field() {
     let client = server.connect();
     let local = client.local_addr().unwrap();
     assert_eq!(echo_through(client, b"plain"), b"plain");
-    let line = server.close_line_for(local);
+    let line = server.closed(local).unwrap().line;
     assert_eq!(field(&line, "fault"), None, "{line}");
     assert!(!server.log().contains("faults"));
 }
@@ -334,7 +334,7 @@ fn a_stop_after_a_fault_ended_the_echo_leaves_the_close_line_naming_the_fault() 
     assert_eq!(got, b"hello");
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.wait_exit(DEADLINE).success());
-    let line = server.close_line_for(client.local_addr().unwrap());
+    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
 }
 

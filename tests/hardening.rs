@@ -46,7 +46,7 @@ fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 
 /// CPU time (user + system) process `pid` has used.
 fn cpu_time(pid: nix::unistd::Pid) -> Duration {
-    crate::util::procfs::stat(pid.as_raw()).unwrap().cpu()
+    crate::util::procfs::cpu(pid.as_raw()).unwrap().0
 }
 
 fn is_gone(pid: i32, started: Option<u64>) -> bool {
@@ -131,7 +131,7 @@ fn silent_client_is_closed(extra: &[&str]) {
     let server = Server::start(&[&["--idle-timeout", "0.5"], extra].concat());
     let (mut silent, _) = server.connected_child();
     assert!(read_until_closed(&mut silent).is_empty());
-    let close = server.close_line_for(silent.local_addr().unwrap());
+    let close = server.closed(silent.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&close, "end"), Some("idle-timeout"), "{close}");
     assert_eq!(field(&close, "bytes"), Some("4"), "{close}");
 }
@@ -168,7 +168,7 @@ fn stalled_client_is_closed(extra: &[&str]) {
     for i in 0..20u8 {
         assert_eq!(round_trip(&mut other, &[i; 100]), [i; 100]);
     }
-    let close = server.close_line_for(stalled_addr);
+    let close = server.closed(stalled_addr).unwrap().line;
     assert_eq!(field(&close, "end"), Some("write-timeout"), "{close}");
     // One timeout after the last byte the client took (plus the moment it takes to fill the
     // buffers): per-call socket timeouts once made it two (read/write) or three (splice).
@@ -306,7 +306,7 @@ fn a_short_grace_closes_idle_clients_instead_of_killing_their_children() {
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
     let stopped = server.stopped_line();
     assert_eq!(field(&stopped, "killed"), Some("0"), "{stopped}");
-    let close = server.close_line_for(idle.local_addr().unwrap());
+    let close = server.closed(idle.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
 }
 
@@ -441,7 +441,7 @@ fn max_duration_ends_a_trickling_client_that_the_idle_timeout_never_would() {
         lived >= Duration::from_millis(450),
         "closed after {lived:?}: {ended}"
     );
-    let close = server.close_line_for(local);
+    let close = server.closed(local).unwrap().line;
     assert_eq!(field(&close, "end"), Some("max-duration"), "{close}");
     assert_eq!(
         field(&close, "bytes"),

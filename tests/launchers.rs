@@ -92,7 +92,7 @@ fn a_passed_listening_socket_is_served_instead_of_binding() {
     let client = server.connect();
     let client_addr = client.local_addr().unwrap();
     assert_same_bytes(&echo_through(client, &data), &data);
-    let close = server.close_line_for(client_addr);
+    let close = server.closed(client_addr).unwrap().line;
     assert_eq!(field(&close, "bytes"), Some("200000"), "{close}");
 }
 

@@ -175,7 +175,7 @@ fn close_line_reports_bytes_and_the_reason() {
     let local = client.local_addr().unwrap();
     let pid = server.child_for(local);
     drop(client);
-    let close = server.close_line_for(local);
+    let close = server.closed(local).unwrap().line;
     let f = fields(&close);
     assert_eq!(f["pid"], pid.to_string());
     assert_eq!(f["bytes"], "5");
@@ -193,7 +193,7 @@ fn a_client_reset_ends_its_child_normally() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(client);
-    let close = server.close_line_for(local);
+    let close = server.closed(local).unwrap().line;
     assert_eq!(field(&close, "end"), Some("reset"), "{close}");
     server.wait_for_no_children();
     assert!(
@@ -256,7 +256,7 @@ fn stdout_reaches_its_end_after_the_listening_line_while_the_server_serves() {
     let mut client = crate::util::connect(addr);
     assert_eq!(round_trip(&mut client, b"serving"), b"serving");
     assert_eq!(rest.recv_timeout(DEADLINE).unwrap(), b"");
-    let children = crate::util::children_of(nix::unistd::Pid::from_raw(process.id() as i32));
+    let children = crate::util::children_of(process.id() as i32);
     assert_eq!(children.len(), 1, "the child still serves");
     drop(client);
     crate::util::fixture::stop(&mut process, DEADLINE);
@@ -355,7 +355,7 @@ fn sigterm_sent_to_a_child_closes_only_that_connection_cleanly() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).expect("a clean EOF");
     assert!(rest.is_empty());
-    let close = server.close_line_for(client.local_addr().unwrap());
+    let close = server.closed(client.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
     assert_eq!(round_trip(&mut other, b"unaffected"), b"unaffected");
     crate::util::eventually("the child to be reaped", DEADLINE, || {
@@ -565,7 +565,7 @@ fn at_sigterm_streaming_clients_get_all_that_was_echoed_then_fin() {
         server.signal(Signal::SIGTERM);
         for (local, client) in clients {
             let (received, ended) = client.join().unwrap();
-            let close = server.close_line_for(local);
+            let close = server.closed(local).unwrap().line;
             assert!(
                 ended.is_ok(),
                 "{args:?}: {ended:?} after {received} bytes; {close}"

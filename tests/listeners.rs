@@ -43,17 +43,24 @@ fn listening_fds(pid: i32) -> usize {
 #[test]
 fn several_binds_listen_on_each_in_one_loop_and_announce_all_on_one_line() {
     let server = Server::start(&["-b", "127.0.0.1", "-b", "127.0.0.2", "-b", "127.0.0.3"]);
-    assert_eq!(server.addrs.len(), 3, "{:?}", server.addrs);
+    assert_eq!(
+        server.addresses().tcp.len(),
+        3,
+        "{:?}",
+        server.addresses().tcp
+    );
     let port = server.addr.port();
     for (addr, ip) in server
-        .addrs
+        .addresses()
+        .tcp
         .iter()
         .zip(["127.0.0.1", "127.0.0.2", "127.0.0.3"])
     {
         assert_eq!(*addr, SocketAddr::new(ip.parse().unwrap(), port));
     }
     let mut clients: Vec<_> = server
-        .addrs
+        .addresses()
+        .tcp
         .iter()
         .map(|&a| crate::util::connect(a))
         .collect();
@@ -76,8 +83,8 @@ fn several_binds_listen_on_each_in_one_loop_and_announce_all_on_one_line() {
 #[test]
 fn a_host_name_listens_on_what_it_resolves_to() {
     let server = Server::start(&["--bind", "localhost"]);
-    assert!(!server.addrs.is_empty());
-    for &addr in &server.addrs {
+    assert!(!server.addresses().tcp.is_empty());
+    for &addr in &server.addresses().tcp {
         assert!(addr.ip().is_loopback(), "{addr}");
         let mut client = crate::util::connect(addr);
         assert_eq!(round_trip(&mut client, b"by name"), b"by name");
@@ -152,7 +159,7 @@ fn every_listening_socket_systemd_passes_is_served() {
     }
     let server = Server::spawn(command);
     let expected = [a.local_addr().unwrap(), b.local_addr().unwrap()];
-    assert_eq!(server.addrs, expected);
+    assert_eq!(server.addresses().tcp, expected);
     drop((a, b));
     for addr in expected {
         let mut client = crate::util::connect(addr);

@@ -17,7 +17,7 @@ pub fn with_metrics(args: &[&str]) -> (Server, SocketAddr) {
     let mut all = vec!["--metrics", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let server = Server::start(&all);
-    let rest = server.fixture.readiness_lines().to_string();
+    let rest = server.readiness_lines().to_string();
     let addr = rest
         .lines()
         .last()
@@ -200,7 +200,7 @@ fn a_full_server_is_still_scraped_and_faults_never_touch_a_scrape() {
 #[test]
 fn the_counts_add_up_at_quiescence_after_load_refusals_and_a_killed_child() {
     let (server, metrics) = with_metrics(&["--quiet", "--rate-per-ip", "60/1"]);
-    let addr = server.loopback();
+    let addr = server.addr;
     // First, one killed mid-connection: it never counts its own close.
     let mut victim = server.connect();
     assert_eq!(round_trip(&mut victim, b"x"), b"x");
@@ -289,7 +289,7 @@ fn a_bad_metrics_address_is_refused_by_name() {
 #[ignore = "run with: cargo test -- --ignored (uses curl and promtool (package prometheus))"]
 fn promtool_accepts_a_scrape_taken_by_curl_under_load() {
     let (server, metrics) = with_metrics(&["--quiet", "--delay", "1", "--udp"]);
-    let addr = server.loopback();
+    let addr = server.addr;
     let load = std::thread::spawn(move || {
         for _ in 0..50 {
             let mut client = TcpStream::connect(addr).unwrap();

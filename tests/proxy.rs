@@ -191,7 +191,7 @@ fn an_incomplete_header_costs_the_parent_nothing_while_it_waits() {
     // readable again and again until its deadline, 1 s here.
     let server = Server::start(&["--proxy-protocol", "--idle-timeout", "1"]);
     let parent = server.pid().as_raw();
-    let cpu = || crate::util::procfs::stat(parent).expect("the parent").cpu();
+    let cpu = || crate::util::procfs::cpu(parent).expect("the parent").0;
     let mut halves = Vec::new();
     for first in [&b"PROXY "[..], &V2_SIGNATURE[..8]] {
         let mut client = server.connect();
@@ -225,7 +225,7 @@ fn a_partial_header_then_the_clients_fin_is_a_failed_header_at_once() {
     // The deadline is 5 s; the FIN says no more is coming, so nothing is waited for.
     let mut server = Server::start(&["--proxy-protocol"]);
     let parent = server.pid().as_raw();
-    let cpu = || crate::util::procfs::stat(parent).expect("the parent").cpu();
+    let cpu = || crate::util::procfs::cpu(parent).expect("the parent").0;
     let before = cpu();
     let started = Instant::now();
     let mut clients = Vec::new();

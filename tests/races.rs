@@ -59,7 +59,7 @@ fn a_stop_signal_that_lands_just_before_a_child_waits_is_not_lost() {
             waited < std::time::Duration::from_secs(10),
             "{faults:?}: closed after {waited:?}"
         );
-        let close = server.close_line_for(client.local_addr().unwrap());
+        let close = server.closed(client.local_addr().unwrap()).unwrap().line;
         assert_eq!(
             field(&close, "end"),
             Some("shutdown"),
@@ -133,7 +133,7 @@ fn recycled_pids_never_corrupt_the_child_table() {
         }
     });
     crate::util::eventually("every child to be reaped", DEADLINE, || {
-        crate::util::children_of(forkecho).is_empty()
+        crate::util::children_of(forkecho.as_raw()).is_empty()
     });
     kill(forkecho, Signal::SIGUSR1).unwrap();
     let stats = server.wait_for_line("the stats line", |l| event(l) == Some("stats"));

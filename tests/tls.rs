@@ -11,13 +11,11 @@ use std::time::{Duration, Instant};
 
 use rustls::{CertificateError, Error as TlsError};
 
-use crate::util::tls::{
-    ClientSetup, client_identity, connect_tls, echo_tls, server_identity, tls_error,
-};
 use crate::util::{
     DEADLINE, Scratch, Server, assert_same_bytes, binary, event, fails_to_start, field,
     output_within_deadline, pattern, run_client, run_to_completion,
 };
+use forkecho_fixture::tls::{ClientSetup, echo as echo_tls, tls_error};
 
 /// A `--tls` server (with `args`) whose CA is written to a scratch file; the scratch directory
 /// and the CA's path.
@@ -39,7 +37,7 @@ fn trusting(ca: &std::path::Path) -> ClientSetup<'_> {
 
 /// The close line of the connection from `client` (a TLS stream's local address).
 fn close_of(server: &Server, local: std::net::SocketAddr) -> String {
-    server.close_line_for(local)
+    server.closed(local).unwrap().line
 }
 
 #[test]
@@ -51,7 +49,7 @@ fn a_tls_echo_verifies_against_the_written_ca_and_logs_the_session() {
     assert_eq!(dir.names(), ["ca.pem"]);
     let data = pattern(26, 1 << 20);
     for name in ["localhost", "127.0.0.1"] {
-        let tls = connect_tls(server.addr, &trusting(&ca), name).unwrap();
+        let tls = trusting(&ca).connect(server.addr, name).unwrap();
         let local = tls.sock.local_addr().unwrap();
         let back = echo_tls(tls, &data).unwrap();
         assert_same_bytes(&back, &data);
@@ -84,7 +82,8 @@ fn each_certificate_fault_fails_verification_with_its_own_error() {
     ];
     for (fault, is_wanted) in wanted {
         let (server, _dir, ca) = tls_server(fault, &["--tls-fault", fault]);
-        let err = connect_tls(server.addr, &trusting(&ca), "localhost")
+        let err = trusting(&ca)
+            .connect(server.addr, "localhost")
             .err()
             .unwrap_or_else(|| panic!("--tls-fault {fault}: the handshake succeeded"));
         match tls_error(&err) {
@@ -107,7 +106,9 @@ fn the_faulted_certificates_are_otherwise_sound() {
     // Trusting the leaf's own problem away shows it is broken in that one way only: an expired
     // certificate from the written CA verifies for localhost at a time it was valid.
     let (server, _dir, ca) = tls_server("tls-wrong-name", &["--tls-fault", "wrong-name"]);
-    let tls = connect_tls(server.addr, &trusting(&ca), "wrong.name.invalid").unwrap();
+    let tls = trusting(&ca)
+        .connect(server.addr, "wrong.name.invalid")
+        .unwrap();
     assert_eq!(echo_tls(tls, b"named wrong").unwrap(), b"named wrong");
 }
 
@@ -118,12 +119,12 @@ fn a_stalled_handshake_is_closed_at_the_idle_timeout_while_others_are_served() {
     silent.set_read_timeout(Some(DEADLINE)).unwrap();
     let started = Instant::now();
     // Served meanwhile: the silent client holds its own child, not the loop.
-    let tls = connect_tls(server.addr, &trusting(&ca), "localhost").unwrap();
+    let tls = trusting(&ca).connect(server.addr, "localhost").unwrap();
     assert_eq!(echo_tls(tls, b"meanwhile").unwrap(), b"meanwhile");
     let mut buf = [0u8; 16];
     assert_eq!(silent.read(&mut buf).unwrap(), 0, "closed without a word");
     assert!(started.elapsed() >= Duration::from_millis(450));
-    let close = server.close_line_for(silent.local_addr().unwrap());
+    let close = server.closed(silent.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&close, "end"), Some("tls-handshake"), "{close}");
     assert!(close.contains("reason=\"timed out\""), "{close}");
 }
@@ -135,7 +136,8 @@ fn stall_handshake_says_nothing_to_a_client_hello_until_the_idle_timeout() {
         &["--tls-fault", "stall-handshake", "--idle-timeout", "0.4"],
     );
     let started = Instant::now();
-    let err = connect_tls(server.addr, &trusting(&ca), "localhost")
+    let err = trusting(&ca)
+        .connect(server.addr, "localhost")
         .expect_err("a stalled handshake cannot succeed");
     assert!(started.elapsed() >= Duration::from_millis(350), "{err}");
     let close = server.wait_for_line("close", |l| event(l) == Some("close"));
@@ -148,7 +150,8 @@ fn stall_handshake_says_nothing_to_a_client_hello_until_the_idle_timeout() {
 #[test]
 fn reset_in_handshake_resets_after_the_client_hello() {
     let (server, _dir, ca) = tls_server("tls-reset", &["--tls-fault", "reset-in-handshake"]);
-    let err = connect_tls(server.addr, &trusting(&ca), "localhost")
+    let err = trusting(&ca)
+        .connect(server.addr, "localhost")
         .expect_err("a reset handshake cannot succeed");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
     let close = server.wait_for_line("close", |l| event(l) == Some("close"));
@@ -173,7 +176,7 @@ fn mutual_tls_takes_a_client_certificate_from_its_ca_and_refuses_none() {
         identity: Some((cert.clone(), key.clone())),
         ..ClientSetup::default()
     };
-    let tls = connect_tls(server.addr, &setup, "localhost").unwrap();
+    let tls = setup.connect(server.addr, "localhost").unwrap();
     let local = tls.sock.local_addr().unwrap();
     assert_eq!(
         echo_tls(tls, b"with a certificate").unwrap(),
@@ -182,7 +185,8 @@ fn mutual_tls_takes_a_client_certificate_from_its_ca_and_refuses_none() {
     let close = close_of(&server, local);
     assert!(close.ends_with("client=\"CN=test client\""), "{close}");
     // Without one: TLS 1.3 clients learn of it at their first read.
-    let refused = connect_tls(server.addr, &trusting(&ca), "localhost")
+    let refused = trusting(&ca)
+        .connect(server.addr, "localhost")
         .and_then(|tls| echo_tls(tls, b"without"));
     assert!(refused.is_err(), "{refused:?}");
     let line = server.wait_for_line("the refusal", |l| l.contains("end=tls-handshake"));
@@ -197,7 +201,9 @@ fn mutual_tls_takes_a_client_certificate_from_its_ca_and_refuses_none() {
         identity: Some((stranger, stranger_key)),
         ..ClientSetup::default()
     };
-    let refused = connect_tls(server.addr, &setup, "localhost").and_then(|t| echo_tls(t, b"x"));
+    let refused = setup
+        .connect(server.addr, "localhost")
+        .and_then(|t| echo_tls(t, b"x"));
     assert!(refused.is_err(), "{refused:?}");
     // forkecho ping presents one with --tls-cert and --tls-key.
     let (cert_path, key_path) = (dir.path("client.pem"), dir.path("client.key"));
@@ -225,7 +231,7 @@ fn alpn_is_negotiated_from_the_servers_list() {
         alpn: &["http/1.1", "h2"],
         ..ClientSetup::default()
     };
-    let tls = connect_tls(server.addr, &setup, "localhost").unwrap();
+    let tls = setup.connect(server.addr, "localhost").unwrap();
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
     let local = tls.sock.local_addr().unwrap();
     echo_tls(tls, b"alpn").unwrap();
@@ -235,7 +241,7 @@ fn alpn_is_negotiated_from_the_servers_list() {
         alpn: &["imap"],
         ..ClientSetup::default()
     };
-    let err = connect_tls(server.addr, &setup, "localhost").err().unwrap();
+    let err = setup.connect(server.addr, "localhost").err().unwrap();
     assert!(
         matches!(tls_error(&err), Some(TlsError::AlertReceived(_))),
         "{err}"
@@ -250,7 +256,7 @@ fn tls_1_2_is_served_unless_the_minimum_is_1_3() {
         only_12: true,
         ..ClientSetup::default()
     };
-    let tls = connect_tls(server.addr, &setup, "localhost").unwrap();
+    let tls = setup.connect(server.addr, "localhost").unwrap();
     let local = tls.sock.local_addr().unwrap();
     assert_eq!(echo_tls(tls, b"twelve").unwrap(), b"twelve");
     assert_eq!(field(&close_of(&server, local), "tls"), Some("1.2"));
@@ -260,13 +266,13 @@ fn tls_1_2_is_served_unless_the_minimum_is_1_3() {
         only_12: true,
         ..ClientSetup::default()
     };
-    assert!(connect_tls(strict.addr, &setup, "localhost").is_err());
+    assert!(setup.connect(strict.addr, "localhost").is_err());
 }
 
 #[test]
 fn chunk_1_sends_every_echoed_byte_in_a_record_of_its_own() {
     let (server, _dir, ca) = tls_server("tls-chunk", &["--chunk", "1:0"]);
-    let tls = connect_tls(server.addr, &trusting(&ca), "localhost").unwrap();
+    let tls = trusting(&ca).connect(server.addr, "localhost").unwrap();
     let (mut conn, mut socket) = (tls.conn, tls.sock);
     conn.writer().write_all(b"0123456789").unwrap();
     conn.write_tls(&mut socket).unwrap();
@@ -304,7 +310,7 @@ fn chunk_1_sends_every_echoed_byte_in_a_record_of_its_own() {
 #[test]
 fn close_after_over_tls_echoes_exactly_the_limit_then_close_notify() {
     let (server, _dir, ca) = tls_server("tls-close-after", &["--close-after", "100"]);
-    let mut tls = connect_tls(server.addr, &trusting(&ca), "localhost").unwrap();
+    let mut tls = trusting(&ca).connect(server.addr, "localhost").unwrap();
     let data = pattern(3, 1000);
     tls.write_all(&data).unwrap();
     let mut back = Vec::new();
@@ -319,7 +325,7 @@ fn close_after_over_tls_echoes_exactly_the_limit_then_close_notify() {
 #[test]
 fn delay_over_tls_holds_the_echo_back() {
     let (server, _dir, ca) = tls_server("tls-delay", &["--delay", "200"]);
-    let mut tls = connect_tls(server.addr, &trusting(&ca), "localhost").unwrap();
+    let mut tls = trusting(&ca).connect(server.addr, "localhost").unwrap();
     let started = Instant::now();
     tls.write_all(b"later").unwrap();
     let mut back = [0u8; 5];
@@ -338,9 +344,12 @@ fn a_certificate_from_files_is_served_and_bad_files_are_named() {
     std::fs::write(&key_path, &key).unwrap();
     let (c, k) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
     let server = Server::start(&["--tls-cert", c, "--tls-key", k]);
-    let tls = connect_tls(server.addr, &trusting(&cert_path), "localhost").unwrap();
+    let tls = trusting(&cert_path)
+        .connect(server.addr, "localhost")
+        .unwrap();
     assert_eq!(echo_tls(tls, b"from files").unwrap(), b"from files");
-    assert!(server.log().contains(&format!("tls certificate from {c}")));
+    let from = format!("tls certificate from {c}");
+    server.wait_for_line(&from, |l| l.contains(&from));
     // Each broken start names the file and what is wrong with it.
     let (_, other_key) = server_identity(&["localhost"]);
     let other = dir.path("other.key");
@@ -397,7 +406,7 @@ fn inetd_serves_tls_on_a_socket_a_launcher_accepted() {
     let client = std::thread::spawn({
         let cert_path = cert_path.clone();
         move || {
-            let tls = connect_tls(addr, &trusting(&cert_path), "localhost").unwrap();
+            let tls = trusting(&cert_path).connect(addr, "localhost").unwrap();
             echo_tls(tls, b"inetd over tls").unwrap()
         }
     });
@@ -469,7 +478,7 @@ fn a_tls_server_keeps_serving_through_garbage_and_half_handshakes() {
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .unwrap();
     drop(half);
-    let tls = connect_tls(server.addr, &trusting(&ca), "localhost").unwrap();
+    let tls = trusting(&ca).connect(server.addr, "localhost").unwrap();
     assert_eq!(echo_tls(tls, b"still here").unwrap(), b"still here");
     let lines = server.wait_for_lines(2, |l| l.contains("end=tls-handshake"));
     assert!(
@@ -646,14 +655,49 @@ fn failed_handshakes_are_counted_apart_by_the_metrics() {
     let ca = dir.path("ca.pem");
     let ca_out = ca.to_str().unwrap();
     let (server, metrics) = crate::metrics::with_metrics(&["--tls", "--tls-ca-out", ca_out]);
-    let tls = connect_tls(server.addr, &trusting(&ca), "localhost").unwrap();
+    let tls = trusting(&ca).connect(server.addr, "localhost").unwrap();
     echo_tls(tls, b"counted").unwrap();
     // Trusting nothing: the client refuses the certificate and says so with an alert.
-    assert!(connect_tls(server.addr, &ClientSetup::default(), "localhost").is_err());
+    assert!(
+        ClientSetup::default()
+            .connect(server.addr, "localhost")
+            .is_err()
+    );
     server.wait_for_lines(2, |l| event(l) == Some("close"));
     let samples = crate::metrics::scrape(metrics);
     let ended = |end: &str| samples[&format!("forkecho_connections_closed_total{{end=\"{end}\"}}")];
     assert_eq!(ended("tls-handshake"), 1.0);
     assert_eq!(ended("client-closed"), 1.0);
     assert_eq!(ended("error"), 0.0);
+}
+
+/// A CA made for a test, and a client certificate it signs: (CA PEM, cert PEM, key PEM).
+pub fn client_identity(common_name: &str) -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::CommonName, "test client CA");
+    ca_params.distinguished_name = name;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A self-signed server certificate for `names` and its key, both PEM (for --tls-cert).
+pub fn server_identity(names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
 }

@@ -171,7 +171,8 @@ fn the_made_client_certificate_is_written_and_required() {
         let meta = std::fs::metadata(dir.path(file)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
     }
-    assert!(server.log().contains("client-ca=\""), "{}", server.log());
+    // Log lines are collected as they come, maybe after the readiness line: waited for.
+    server.wait_for_line("the client CA", |l| l.contains("client-ca=\""));
     let out = ping(&server, &server_ca, Some(&dir));
     assert!(
         out.status.success(),

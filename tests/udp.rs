@@ -51,7 +51,7 @@ pub(crate) fn stats_when(server: &Server, key: &str, value: &str) -> String {
 #[test]
 fn udp_echoes_every_size_beside_tcp_on_the_same_port() {
     let server = Server::start(&["--udp"]);
-    let udp = server.udp_addrs();
+    let udp = server.addresses().udp.clone();
     assert_eq!(
         udp,
         [server.addr],

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::udp::{ask, client, stats, stats_when};
-use crate::util::procfs::status_kib;
+use crate::util::procfs::status;
 use crate::util::{DEADLINE, Server, eventually, field};
 
 /// Sends one UDP datagram "from" `from` to `to` (IPv4) through a raw socket: None when this
@@ -127,7 +127,7 @@ fn delayed_answers_wait_in_a_bounded_queue_and_the_rest_are_dropped_and_counted(
         "still delayed: {line}"
     );
     let worker = server.children()[0].0;
-    let rss_kib = status_kib(worker, "VmRSS").unwrap();
+    let rss_kib = status(worker).unwrap().vmrss.unwrap();
     assert!(rss_kib < 40 * 1024, "the worker holds {rss_kib} KiB");
     server.wait_for_line("a queue-full line", |l| {
         l.contains("udp dropped reason=queue-full")
@@ -145,7 +145,7 @@ fn a_worker_out_of_memory_is_logged_as_an_abort_not_a_sandbox_kill() {
     let server = Server::spawn(command);
     let worker = server.children()[0].0;
     // The worker may map 2 MB more than it has now: a few delayed 60 KB answers, then no more.
-    let size_kib = status_kib(worker, "VmSize").unwrap();
+    let size_kib = status(worker).unwrap().vmsize.unwrap();
     let limit = size_kib * 1024 + (2 << 20);
     let pid = nix::unistd::Pid::from_raw(worker);
     if let Err(err) = prlimit_as(pid, limit) {

@@ -8,7 +8,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::sys::signal::Signal;
@@ -51,7 +51,7 @@ fn a_unix_socket_is_served_beside_an_ip_listener_and_names_its_client_by_credent
     let dir = Scratch::new("unix-beside");
     let sock = dir.path("fe.sock");
     let server = Server::start(&["-b", "127.0.0.1", "-b", &dir.unix("fe.sock")]);
-    assert_eq!(server.unix, [format!("unix:{}", sock.display())]);
+    assert_eq!(server.addresses().unix, std::slice::from_ref(&sock));
     assert!(
         std::fs::symlink_metadata(&sock)
             .unwrap()
@@ -82,9 +82,9 @@ fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_s
     let sock = dir.path("fe.sock");
     let mut server = Server::start(&["-b", &dir.unix("fe.sock")]);
     assert!(
-        server.addrs.is_empty(),
+        server.addresses().tcp.is_empty(),
         "no IP listener: {:?}",
-        server.addrs
+        server.addresses().tcp
     );
     let stopped = server.stop();
     assert!(stopped.contains("stopped"), "{stopped}");
@@ -196,7 +196,7 @@ fn the_mode_comes_from_the_umask_or_exactly_from_unix_mode() {
 fn an_abstract_name_is_served_and_has_no_file() {
     let name = format!("forkecho-test-{}", std::process::id());
     let server = Server::start(&["-b", &format!("unix:@{name}")]);
-    assert_eq!(server.unix, [format!("unix:@{name}")]);
+    assert_eq!(server.addresses().unix, [PathBuf::from(format!("@{name}"))]);
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
     let stream = UnixStream::connect_addr(&addr).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -397,7 +397,7 @@ fn systemd_socket_activate_passes_a_unix_socket_whose_file_forkecho_leaves_alone
         assert_eq!(first.join().unwrap(), b"activated");
         server
     });
-    assert_eq!(server.unix, [format!("unix:{}", sock.display())]);
+    assert_eq!(server.addresses().unix, std::slice::from_ref(&sock));
     let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
     assert!(line.contains("from=systemd"), "{line}");
     server.stop();

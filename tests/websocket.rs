@@ -9,7 +9,6 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::tls::{ClientSetup, connect_tls};
 use crate::util::{Scratch, Server, binary, connect, field, run_client, run_to_completion};
 
 /// A client's frame: FIN, `opcode`, `payload`, masked unless `unmasked`.
@@ -166,7 +165,7 @@ fn a_broken_protocol_gets_the_rfcs_close_code() {
         let mut rest = Vec::new();
         ws.read_to_end(&mut rest)
             .unwrap_or_else(|err| panic!("{what}: {err}"));
-        let line = server.close_line_for(client);
+        let line = server.closed(client).unwrap().line;
         assert_eq!(
             field(&line, "end"),
             Some("websocket-error"),
@@ -208,14 +207,8 @@ fn a_request_that_is_not_an_upgrade_gets_an_http_error() {
 
 #[test]
 fn wss_echoes_over_tls_with_the_runs_ca() {
-    let dir = Scratch::new("websocket-tls");
-    let ca = dir.path("ca.pem");
-    let server = Server::start(&["--websocket", "--tls", "--tls-ca-out", ca.to_str().unwrap()]);
-    let setup = ClientSetup {
-        ca: Some(&ca),
-        ..ClientSetup::default()
-    };
-    let tls = connect_tls(server.addr, &setup, "localhost").unwrap();
+    let server = Server::start(&["--websocket", "--tls"]);
+    let tls = server.connect_tls().unwrap();
     let url = format!("wss://localhost:{}/echo", server.addr.port());
     let (mut ws, response) = tungstenite::client(url.as_str(), tls).unwrap();
     assert_eq!(response.status(), 101);
@@ -332,7 +325,7 @@ fn faults_set_on_the_control_socket_reach_the_next_session() {
     let dir = Scratch::new("websocket-control");
     let control = dir.path("control.sock");
     let server = Server::start(&["--websocket", "--control", control.to_str().unwrap()]);
-    let reply = server.fixture.set_faults([("chunk", "2")]).unwrap();
+    let reply = server.set_faults([("chunk", "2")]).unwrap();
     assert_eq!(reply["from_connection"], 1);
     let mut ws = upgraded(&server);
     ws.write_all(&frame(true, 2, b"abcde", false)).unwrap();
@@ -340,7 +333,7 @@ fn faults_set_on_the_control_socket_reach_the_next_session() {
         message_frames(&mut ws),
         (2, vec![2, 2, 1], b"abcde".to_vec())
     );
-    server.fixture.clear_faults().unwrap();
+    server.clear_faults().unwrap();
     let mut ws = upgraded(&server);
     ws.write_all(&frame(true, 2, b"abcde", false)).unwrap();
     assert_eq!(message_frames(&mut ws), (2, vec![5], b"abcde".to_vec()));
@@ -361,7 +354,7 @@ fn a_client_that_reads_nothing_ends_as_a_write_timeout() {
             }
         }
     });
-    let line = server.close_line_for(client);
+    let line = server.closed(client).unwrap().line;
     assert_eq!(field(&line, "end"), Some("write-timeout"), "{line}");
     drop(ws);
     sending.join().unwrap();

@@ -35,7 +35,7 @@ fn rate(mut samples: Vec<Duration>, elapsed: Duration) -> Rate {
 /// The server's CPU time so far: the process's own (every thread's) and its reaped children's,
 /// from /proc/PID/stat. The load generator's CPU is not in it, whatever it costs.
 pub fn server_cpu(server: Pid) -> Duration {
-    procfs::stat(server.as_raw()).map_or(Duration::ZERO, |s| s.cpu() + s.children_cpu())
+    procfs::cpu(server.as_raw()).map_or(Duration::ZERO, |(own, reaped)| own + reaped)
 }
 
 /// Waits (up to 5 s) until a forking server has reaped every child, so their CPU time is in
@@ -62,7 +62,7 @@ impl Drop for Running {
 /// The CPU time of `root` and every process below it, live or reaped: a server whose children
 /// stay (the UDP worker) or are someone else's (ncat's cats).
 pub fn tree_cpu(root: Pid) -> Duration {
-    let own = procfs::stat(root.as_raw()).map_or(Duration::ZERO, |s| s.cpu() + s.children_cpu());
+    let own = procfs::cpu(root.as_raw()).map_or(Duration::ZERO, |(own, reaped)| own + reaped);
     own + children_of(root)
         .into_iter()
         .map(tree_cpu)
@@ -187,7 +187,7 @@ fn schedstat_ns(path: &str) -> Result<u64> {
 /// Nanoseconds on CPU of process `pid`, all its threads, exited ones included: utime + stime
 /// from /proc/PID/stat (clock-tick resolution; per-thread schedstat loses exited threads).
 fn process_cpu_ns(pid: Pid) -> u64 {
-    procfs::stat(pid.as_raw()).map_or(0, |stat| stat.cpu().as_nanos() as u64)
+    procfs::cpu(pid.as_raw()).map_or(0, |(own, _)| own.as_nanos() as u64)
 }
 
 /// Scenario 3: one connection, `total` bytes each way at once, half-close at the end. Returns

@@ -12,12 +12,11 @@ pub mod payload;
 pub mod procfs;
 pub mod scratch;
 pub mod server;
-pub mod tls;
 
 pub use clients::*;
 pub use logs::*;
 pub use payload::*;
-pub use procfs::{children_of_pid as children_of, process_state, start_time};
+pub use procfs::{children_of, process_state, start_time};
 pub use scratch::Scratch;
 pub use server::Server;
 
@@ -29,8 +28,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Generous, because CI machines are slow and busy; a passing test never waits this long.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+/// The fixture's: generous for slow, busy CI machines; a passing test never waits this long.
+pub use forkecho_fixture::DEADLINE;
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_forkecho")

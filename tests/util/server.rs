@@ -16,17 +16,13 @@ use forkecho_fixture::{Builder, Forkecho};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{DEADLINE, binary, children_of, connect, event, eventually, field, round_trip};
+use super::{DEADLINE, binary, children_of, event, eventually, round_trip};
 
 /// A running forkecho, stopped when dropped.
 pub struct Server {
-    pub fixture: Forkecho,
-    /// The first address of the readiness line.
+    fixture: Forkecho,
+    /// The first TCP address of the readiness lines (with --udp-only, the first UDP one).
     pub addr: SocketAddr,
-    /// Every IP address of the readiness line (several with several --bind).
-    pub addrs: Vec<SocketAddr>,
-    /// Every Unix socket of the readiness line, as it shows them (`unix:/path`).
-    pub unix: Vec<String>,
 }
 
 impl Server {
@@ -60,16 +56,9 @@ impl Server {
     fn new(started: std::io::Result<Forkecho>) -> Server {
         let fixture = started.unwrap_or_else(|err| panic!("{err}"));
         let found = fixture.addresses();
-        // With --udp-only the UDP sockets stand for the listeners.
-        let addrs = match found.tcp.is_empty() {
-            true => found.udp.clone(),
-            false => found.tcp.clone(),
-        };
-        let unix = found.unix.iter().map(|p| format!("unix:{}", p.display()));
+        let addr = found.tcp.first().or(found.udp.first()).copied();
         Server {
-            addr: addrs.first().copied().unwrap_or(([0, 0, 0, 0], 0).into()),
-            unix: unix.collect(),
-            addrs,
+            addr: addr.unwrap_or(([0, 0, 0, 0], 0).into()),
             fixture,
         }
     }
@@ -78,74 +67,38 @@ impl Server {
         Pid::from_raw(self.fixture.pid() as i32)
     }
 
-    /// The port on loopback: `127.0.0.1:PORT` or `[::1]:PORT` to match the bound family.
-    pub fn loopback(&self) -> SocketAddr {
-        let ip = match self.addr {
-            SocketAddr::V4(_) => "127.0.0.1".parse().unwrap(),
-            SocketAddr::V6(_) => "::1".parse().unwrap(),
-        };
-        SocketAddr::new(ip, self.addr.port())
-    }
-
+    /// The fixture's `connect`, which fails the test if it cannot connect.
     pub fn connect(&self) -> TcpStream {
-        connect(self.loopback())
-    }
-
-    /// The UDP addresses of the readiness lines (`listening on udp ADDR...`).
-    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        let udp = self.fixture.addresses().udp.clone();
-        assert!(!udp.is_empty(), "{}", self.fixture.readiness_lines());
-        udp
+        let connected = self.fixture.connect();
+        connected.unwrap_or_else(|err| panic!("connect to {}: {err}", self.addr))
     }
 
     /// Every log line so far, each with its newline.
     pub fn log(&self) -> String {
-        let lines = self.fixture.log_lines();
-        lines.iter().map(|line| format!("{line}\n")).collect()
+        self.log_lines()
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect()
     }
 
     /// Waits for a log line satisfying `matches` and returns it.
     pub fn wait_for_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        let found = self
-            .fixture
-            .wait_for_events(1, DEADLINE, |e| matches(&e.line));
+        let found = self.wait_for_events(1, DEADLINE, |e| matches(&e.line));
         let mut found = found.unwrap_or_else(|err| panic!("no log line with {what}: {err}"));
         found.remove(0).line
     }
 
     /// Waits until `count` log lines satisfy `matches`, and returns them.
     pub fn wait_for_lines(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        let found = self
-            .fixture
-            .wait_for_events(count, DEADLINE, |e| matches(&e.line));
+        let found = self.wait_for_events(count, DEADLINE, |e| matches(&e.line));
         let found = found.unwrap_or_else(|err| panic!("{err}"));
         found.into_iter().map(|event| event.line).collect()
     }
 
-    /// The accept line for the client whose local address is `client`.
-    pub fn accept_line_for(&self, client: SocketAddr) -> String {
-        self.line_for("accept", client)
-    }
-
-    /// The close line for the client whose local address is `client`.
-    pub fn close_line_for(&self, client: SocketAddr) -> String {
-        self.line_for("close", client)
-    }
-
-    fn line_for(&self, what: &str, client: SocketAddr) -> String {
-        let found = match what {
-            "close" => self.fixture.closed(client),
-            _ => self.fixture.accepted(client),
-        };
-        found
-            .unwrap_or_else(|err| panic!("no {what} line for {client}: {err}"))
-            .line
-    }
-
     /// The child serving the client whose local address is `client`.
     pub fn child_for(&self, client: SocketAddr) -> Pid {
-        let line = self.accept_line_for(client);
-        Pid::from_raw(field(&line, "pid").unwrap().parse().unwrap())
+        let accept = self.accepted(client).unwrap();
+        Pid::from_raw(accept.u64("pid").unwrap() as i32)
     }
 
     /// A connected client that has completed a round trip, and the child serving it.
@@ -171,7 +124,7 @@ impl Server {
 
     /// The server's child processes (pid, state letter), read from /proc.
     pub fn children(&self) -> Vec<(i32, char)> {
-        children_of(self.pid())
+        children_of(self.pid().as_raw())
     }
 
     pub fn wait_for_no_children(&self) {
@@ -195,6 +148,16 @@ impl Server {
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let exited = self.fixture.wait_exit(within);
         exited.unwrap_or_else(|err| panic!("{err}; the log:\n{}", self.log()))
+    }
+}
+
+/// The fixture's own methods (`addresses`, `closed`, `accepted`, `connect_tls`, the control
+/// verbs, ...) on the server itself.
+impl std::ops::Deref for Server {
+    type Target = Forkecho;
+
+    fn deref(&self) -> &Forkecho {
+        &self.fixture
     }
 }
 
