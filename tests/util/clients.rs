@@ -3,10 +3,10 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::thread;
 
-use super::{DEADLINE, eventually, output_within_deadline};
+use super::{DEADLINE, eventually};
 
 /// A loopback port that was free a moment ago, for programs that cannot bind port 0 and say
 /// which port they got.
@@ -81,19 +81,9 @@ pub fn have_ipv6() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
-/// Runs `program args`, feeding `input` on stdin then closing it, and returns its output; fails
-/// the test if it has not finished within the deadline.
+/// Runs the client `program args`, feeding it `input` (`run_with_input`).
 pub fn run_client(program: &str, args: &[&str], input: Vec<u8>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {program} (is it installed?): {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    output_within_deadline(child, &format!("{program} {args:?}"))
+    let mut command = Command::new(program);
+    command.args(args);
+    super::run_with_input(command, input)
 }

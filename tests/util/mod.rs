@@ -20,6 +20,7 @@ pub use procfs::{children_of, process_state, start_time};
 pub use scratch::Scratch;
 pub use server::Server;
 
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -62,14 +63,21 @@ pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool)
 }
 
 /// Runs forkecho to completion (for invocations that must fail fast), killing it at the deadline.
-pub fn run_to_completion(mut command: Command) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+pub fn run_to_completion(command: Command) -> Output {
+    run_with_input(command, Vec::new())
+}
+
+/// Runs `command`, feeding `input` on stdin then closing it, and returns its output; fails the
+/// test if it has not finished within the deadline.
+pub fn run_with_input(mut command: Command, input: Vec<u8>) -> Output {
+    let what = format!("{command:?}");
+    let mut child = (command.stdin(Stdio::piped()).stdout(Stdio::piped()))
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn forkecho");
-    output_within_deadline(child, "forkecho")
+        .unwrap_or_else(|e| panic!("run {what} (is it installed?): {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    thread::spawn(move || stdin.write_all(&input));
+    output_within_deadline(child, &what)
 }
 
 /// Runs forkecho with `args`, which must fail to start: exit status 1, no readiness line. Returns
