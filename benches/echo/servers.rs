@@ -26,6 +26,13 @@ pub enum Kind {
     /// that does nothing per connection but accept, fork, read, write, exit and be reaped), and
     /// the base of the second ratio table.
     CForkStatic,
+    /// The floor logging what forkecho logs per connection, as forkecho does (an accept line
+    /// from the parent, a close line from the child, each formatted with snprintf and written
+    /// with one write(2) to a file): the physical floor of per-connection logging here, against
+    /// which forkecho's logging is set.
+    CForkStaticLogging,
+    /// The same, the lines as JSON objects with a time stamp.
+    CForkStaticJsonLogging,
     ForkechoQuiet,
     /// `forkecho -q --no-sandbox`: what the sandbox (on by default) costs.
     ForkechoNoSandbox,
@@ -53,6 +60,8 @@ impl Kind {
         match self {
             Kind::CFork => "C fork (baseline)",
             Kind::CForkStatic => "C fork, static (the floor)",
+            Kind::CForkStaticLogging => "C fork, static, logging",
+            Kind::CForkStaticJsonLogging => "C fork, static, JSON logging",
             Kind::ForkechoQuiet => "forkecho -q",
             Kind::ForkechoNoSandbox => "forkecho -q --no-sandbox",
             Kind::ForkechoProxy => "forkecho -q --proxy-protocol",
@@ -72,6 +81,8 @@ impl Kind {
         match self {
             Kind::CFork => "c_fork",
             Kind::CForkStatic => "c_fork_static",
+            Kind::CForkStaticLogging => "c_fork_static_logging",
+            Kind::CForkStaticJsonLogging => "c_fork_static_json_logging",
             Kind::ForkechoQuiet => "forkecho_quiet",
             Kind::ForkechoNoSandbox => "forkecho_no_sandbox",
             Kind::ForkechoProxy => "forkecho_proxy",
@@ -172,7 +183,11 @@ impl Setup {
     pub fn kinds(&self) -> Vec<Kind> {
         let mut kinds = vec![Kind::CFork];
         if self.c_fork_static.is_some() {
-            kinds.push(Kind::CForkStatic);
+            kinds.extend([
+                Kind::CForkStatic,
+                Kind::CForkStaticLogging,
+                Kind::CForkStaticJsonLogging,
+            ]);
         }
         kinds.extend([
             Kind::ForkechoQuiet,
@@ -223,7 +238,16 @@ impl Setup {
         let max_clients = max_clients.to_string();
         let mut command = match kind {
             Kind::CFork => plain(&self.c_fork, &["0"]),
-            Kind::CForkStatic => plain(self.c_fork_static.as_deref().context("static")?, &["0"]),
+            Kind::CForkStatic | Kind::CForkStaticLogging | Kind::CForkStaticJsonLogging => {
+                let program = self.c_fork_static.as_deref().context("static")?;
+                // Its lines go to the file its stderr goes to, as forkecho's do.
+                let file = log.to_str().context("a UTF-8 path")?;
+                match kind {
+                    Kind::CForkStaticLogging => plain(program, &["0", file]),
+                    Kind::CForkStaticJsonLogging => plain(program, &["0", file, "json"]),
+                    _ => plain(program, &["0"]),
+                }
+            }
             Kind::CThread => plain(&self.c_thread, &["0"]),
             Kind::ForkechoQuiet
             | Kind::ForkechoNoSandbox
