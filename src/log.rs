@@ -14,6 +14,7 @@
 //! (`time`). Either way a control character a client could slip into a line (a PROXY header, a
 //! name) is escaped, never written raw. The format is fixed at startup, before the first fork.
 
+mod digits;
 mod fixed;
 mod json;
 mod sink;
@@ -23,6 +24,7 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+pub use digits::{Dec, ipv4};
 pub use sink::{Drops, share as share_drops};
 
 use fixed::LINE_MAX;
@@ -120,14 +122,27 @@ fn write(line: &[u8], format: u8) -> bool {
 }
 
 /// Writes `line` rendered as JSON: a frame of its own, so that the text path (every child's
-/// close line) reserves no stack for a second buffer.
-#[cold]
+/// close line) reserves no stack for a second buffer; rendered into `SHORT` bytes first, like
+/// the text (`emit`), and again into `LINE_MAX` (`write_json_long`) if it did not fit.
 #[inline(never)]
+#[unsafe(link_section = ".text.hot.child")]
 fn write_json(line: &[u8]) -> bool {
     let text = std::str::from_utf8(line).unwrap_or("");
     let text = text.trim_end_matches('\n');
     let text = text.strip_prefix(PREFIX).unwrap_or(text);
-    let json = json::JsonLine::render(time::Stamp::now().as_str(), text);
+    let stamp = time::Stamp::now();
+    let json = json::JsonLine::<SHORT>::render(stamp.as_str(), text);
+    match json.truncated() {
+        true => write_json_long(stamp.as_str(), text),
+        false => sink::write(json.as_bytes()),
+    }
+}
+
+/// `write_json` for a line longer than `SHORT` as JSON, in a frame of its own.
+#[cold]
+#[inline(never)]
+fn write_json_long(stamp: &str, text: &str) -> bool {
+    let json = json::JsonLine::<LINE_MAX>::render(stamp, text);
     sink::write(json.as_bytes())
 }
 
@@ -329,7 +344,10 @@ impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis =
             self.0.as_secs() * 1000 + u64::from(self.0.subsec_nanos() + 500_000) / 1_000_000;
-        write!(f, "{}.{:03}s", millis / 1000, millis % 1000)
+        f.write_str(digits::digits(millis / 1000, 1, &mut [0; 20]))?;
+        f.write_str(".")?;
+        f.write_str(digits::digits(millis % 1000, 3, &mut [0; 20]))?;
+        f.write_str("s")
     }
 }
 

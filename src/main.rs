@@ -23,6 +23,7 @@
 mod address;
 mod child;
 mod cli;
+mod clock;
 mod ctl;
 mod deadline;
 mod faults;

@@ -31,7 +31,10 @@ impl fmt::Display for Peer {
     #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Peer::Ip(addr) => SocketAddr::new(addr.ip().to_canonical(), addr.port()).fmt(f),
+            Peer::Ip(addr) => match SocketAddr::new(addr.ip().to_canonical(), addr.port()) {
+                SocketAddr::V4(v4) => crate::log::ipv4(&v4, f),
+                v6 => v6.fmt(f),
+            },
             Peer::Unix(Cred { uid, pid }) => write!(f, "unix:uid={uid},pid={pid}"),
         }
     }

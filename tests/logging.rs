@@ -429,3 +429,30 @@ fn json_log_fields_cannot_be_forged_through_the_control_socket() {
         "the pattern is inside the faults value: {set}"
     );
 }
+
+#[test]
+fn json_lines_longer_than_the_first_buffer_are_written_whole() {
+    use crate::util::{Scratch, Server};
+    use std::io::{BufRead, Write};
+    let dir = Scratch::new("json-long");
+    let control = dir.path("control.sock");
+    let server = Server::start(&[
+        "--log-format",
+        "json",
+        "--control",
+        control.to_str().unwrap(),
+    ]);
+    let mut stream = UnixStream::connect(&control).unwrap();
+    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    // A text line that fits the first 512 bytes but not as JSON, and one that fits neither.
+    for length in [440, 1500] {
+        let cmd = "x".repeat(length);
+        writeln!(stream, "{}", serde_json::json!({ "cmd": cmd })).unwrap();
+        let mut reply = String::new();
+        replies.read_line(&mut reply).unwrap();
+        let line = server.wait_for_line("the refused command", |l| l.contains(&cmd));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["cmd"], cmd.as_str(), "{line}");
+        assert!(v.get("truncated").is_none(), "{line}");
+    }
+}

@@ -673,7 +673,9 @@ impl Report<'_> {
                 conn >= 0.95,
             ));
             lines.push((
-                leak(format!("{name} / -q server CPU per connection <= {limit:.2}")),
+                leak(format!(
+                    "{name} / -q server CPU per connection <= {limit:.2}"
+                )),
                 cpu,
                 cpu <= limit,
             ));

@@ -31,7 +31,6 @@
 //! forked for a metrics scrape (`metrics`), or the UDP worker (`udp`), undoes the same inheritance
 //! and is confined the same way, then does its own `Job` instead.
 
-mod clock;
 pub mod connection;
 mod context;
 pub mod dump;

@@ -28,23 +28,27 @@ use forkecho_control::closing_quote;
 
 use super::fixed::{Fixed, LINE_MAX};
 
-/// The JSON rendering of one line.
-pub struct JsonLine {
-    buf: Fixed,
+/// The JSON rendering of one line, in `N` bytes: `log::emit` renders into a short buffer first
+/// (a log line's stack is stack a child copies after fork), and into `LINE_MAX` only a line that
+/// did not fit.
+pub struct JsonLine<const N: usize = LINE_MAX> {
+    buf: Fixed<N>,
     /// Set when a write found no room: the object is closed short.
     full: bool,
+    /// The line was cut to fit (`"truncated": true`).
+    truncated: bool,
 }
 
 /// Room kept free for the closing `,"truncated":true}` and the newline.
 const CLOSING: usize = 24;
 
-impl io::Write for JsonLine {
+impl<const N: usize> io::Write for JsonLine<N> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.full || self.buf.len() + data.len() > LINE_MAX - CLOSING {
+        if self.full || self.buf.len() + data.len() > N - CLOSING {
             self.full = true;
             return Err(io::ErrorKind::WriteZero.into());
         }
-        Ok(self.buf.push(data, LINE_MAX - CLOSING))
+        Ok(self.buf.push(data, N - CLOSING))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -52,12 +56,13 @@ impl io::Write for JsonLine {
     }
 }
 
-impl JsonLine {
+impl<const N: usize> JsonLine<N> {
     /// Renders `text` (one log line without its prefix and newline) stamped with `ts`.
-    pub fn render(ts: &str, text: &str) -> JsonLine {
+    pub fn render(ts: &str, text: &str) -> JsonLine<N> {
         let mut line = JsonLine {
             buf: Fixed::new(),
             full: false,
+            truncated: false,
         };
         let _ = line.fields(ts, text);
         line.finish();
@@ -66,6 +71,11 @@ impl JsonLine {
 
     pub fn as_bytes(&self) -> &[u8] {
         self.buf.as_bytes()
+    }
+
+    /// Whether the line was cut to fit.
+    pub fn truncated(&self) -> bool {
+        self.truncated
     }
 
     /// Writes the object's fields; stops at the first that does not fit.
@@ -254,13 +264,14 @@ impl JsonLine {
             true => b",\"truncated\":true}\n",
             false => b"}\n",
         };
+        self.truncated = self.full;
         self.full = false;
         // Cut back to the last complete field: a write that did not fit may have left half.
         if end.len() > 2 {
             let keep = last_field_end(self.buf.as_bytes());
             self.buf.truncate(keep);
         }
-        self.buf.push(end, LINE_MAX);
+        self.buf.push(end, N);
     }
 }
 

@@ -1,9 +1,7 @@
 //! Time stamps for log lines (`--log-format json`, `--log-time`): RFC 3339 in UTC with
-//! microseconds, `2026-12-02T10:20:00.123456Z`, formatted without allocating. Only a process
-//! that logs with a time stamp reads the clock for it.
-
-use std::fmt::{self, Write as _};
-use std::time::{SystemTime, UNIX_EPOCH};
+//! microseconds, `2026-12-02T10:20:00.123456Z`, formatted without allocating and without
+//! `core::fmt` (whose code a child's close line would fault in once more). Only a process that
+//! logs with a time stamp reads the clock for it, with the system call (`crate::clock`).
 
 /// A time stamp, formatted into a fixed buffer.
 pub struct Stamp {
@@ -12,14 +10,14 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    #[unsafe(link_section = ".text.hot.child")]
     pub fn now() -> Stamp {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = crate::clock::realtime();
         Stamp::at(since.as_secs() as i64, since.subsec_micros())
     }
 
-    /// `seconds` since the epoch and `micros` more.
+    /// `seconds` since the epoch and `micros` more (a year past 9999 shows its last 4 digits).
+    #[unsafe(link_section = ".text.hot.child")]
     pub fn at(seconds: i64, micros: u32) -> Stamp {
         let (days, in_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
         let (year, month, day) = civil(days);
@@ -27,30 +25,35 @@ impl Stamp {
             buf: [0; 32],
             len: 0,
         };
-        let _ = write!(
-            stamp,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            in_day / 3600,
-            in_day / 60 % 60,
-            in_day % 60
-        );
+        let in_day = in_day as u32;
+        let parts = [
+            (year.clamp(0, 9999) as u32, 4, b'-'),
+            (month, 2, b'-'),
+            (day, 2, b'T'),
+            (in_day / 3600, 2, b':'),
+            (in_day / 60 % 60, 2, b':'),
+            (in_day % 60, 2, b'.'),
+            (micros.min(999_999), 6, b'Z'),
+        ];
+        for (value, width, after) in parts {
+            stamp.digits(value, width);
+            stamp.buf[stamp.len] = after;
+            stamp.len += 1;
+        }
         stamp
+    }
+
+    /// `value` in `width` decimal digits, zero-padded (its last `width` digits if longer).
+    fn digits(&mut self, mut value: u32, width: usize) {
+        for at in (self.len..self.len + width).rev() {
+            self.buf[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        self.len += width;
     }
 
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl fmt::Write for Stamp {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        if end > self.buf.len() {
-            return Err(fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 

@@ -23,8 +23,8 @@ use super::state::{BACKOFF, Parent};
 use super::{handlers, oom};
 use crate::child::metrics::Figures;
 use crate::child::{self, Inherited, Job};
-use crate::log::Suppressed;
 use crate::log::logln;
+use crate::log::{Dec, Suppressed};
 use crate::peer::{Peer, PeerVia, Via};
 
 impl Parent {
@@ -52,9 +52,10 @@ impl Parent {
                 state.admission.opened(peer);
                 if !self.quiet {
                     logln!(
-                        "accept peer={} pid={pid} live={}",
+                        "accept peer={} pid={} live={}",
                         PeerVia(peer, via),
-                        state.children.serving()
+                        Dec(pid.as_raw() as u64),
+                        Dec(state.children.serving() as u64)
                     );
                 }
             }

@@ -294,7 +294,7 @@ impl Recorder {
 
 /// The time now, in nanoseconds since the epoch.
 fn now() -> u64 {
-    u64::try_from(crate::child::clock::realtime().as_nanos()).unwrap_or(u64::MAX)
+    u64::try_from(crate::clock::realtime().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One write(2), or pwritev2(2) with RWF_NOWAIT (at the file's offset) when `nowait`.

@@ -51,6 +51,7 @@ pub struct Info {
 pub struct Fields<'a>(pub Option<&'a Info>);
 
 impl fmt::Display for Fields<'_> {
+    #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some(info) = self.0 else {
             return Ok(());

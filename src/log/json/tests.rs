@@ -3,7 +3,7 @@
 use super::*;
 
 fn json(text: &str) -> serde_json::Value {
-    let line = JsonLine::render("2026-12-02T10:00:00.000000Z", text);
+    let line = <JsonLine>::render("2026-12-02T10:00:00.000000Z", text);
     let bytes = line.as_bytes();
     assert_eq!(bytes.last(), Some(&b'\n'));
     assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
@@ -114,7 +114,7 @@ fn warnings_keep_their_prose_and_counts_come_apart() {
 
 /// Every key of the line's object, in order (a reader keeps the last of a repeated one).
 fn keys(text: &str) -> Vec<String> {
-    let line = JsonLine::render("2026-12-02T10:00:00.000000Z", text);
+    let line = <JsonLine>::render("2026-12-02T10:00:00.000000Z", text);
     let text = std::str::from_utf8(line.as_bytes()).unwrap();
     let value: serde_json::Value = serde_json::from_str(text).unwrap();
     let keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
@@ -164,4 +164,20 @@ fn control_characters_are_escaped_and_long_lines_stay_objects() {
     let v = json(&long);
     assert_eq!(v["truncated"], true);
     assert_eq!(v["event"], "warning");
+}
+
+#[test]
+fn a_line_too_long_for_a_short_buffer_says_so_and_fits_a_whole_one() {
+    let text = format!(
+        "close peer=127.0.0.1:5 reason=\"{}\" end=error",
+        "x".repeat(600)
+    );
+    let short = JsonLine::<512>::render("2026-12-02T10:00:00.000000Z", &text);
+    assert!(short.truncated());
+    assert!(short.as_bytes().len() <= 512);
+    let whole = <JsonLine>::render("2026-12-02T10:00:00.000000Z", &text);
+    assert!(!whole.truncated());
+    let v: serde_json::Value = serde_json::from_slice(whole.as_bytes()).unwrap();
+    assert_eq!(v["reason"].as_str().unwrap().len(), 600);
+    assert_eq!(v["end"], "error");
 }
