@@ -679,17 +679,17 @@ impl Report<'_> {
                 cpu,
                 cpu <= limit,
             ));
-            // The same lines logged the same way by the floor: what per-connection logging
-            // costs here at all, whoever does it.
+            // Against the same lines logged the same way by the floor, in the same round: what
+            // per-connection logging costs here at all, whoever does it.
             if self.kinds.contains(&floor_logging) {
-                let own = r(floor_logging, 6, floor);
+                let (against, own) = (r(kind, 6, floor_logging), r(floor_logging, 6, floor));
                 lines.push((
                     leak(format!(
-                        "{name} / -q server CPU per connection <= the floor's own {name} / \
-                         the floor ({own:.2}) + 0.05"
+                        "{name}: server CPU per connection / the floor's own {name} <= 1.05 \
+                         (the floor's own {name} / the floor: {own:.2})"
                     )),
-                    cpu,
-                    cpu <= own + 0.05,
+                    against,
+                    against <= 1.05,
                 ));
             }
         }
