@@ -373,20 +373,42 @@ fn raw_keys(line: &str) -> Vec<String> {
     keys
 }
 
+/// A server logging JSON, with a control socket the test writes raw requests to.
+struct Controlled {
+    server: crate::util::Server,
+    stream: UnixStream,
+    replies: BufReader<UnixStream>,
+    _dir: crate::util::Scratch,
+}
+
+impl Controlled {
+    fn start(what: &str) -> Controlled {
+        let dir = crate::util::Scratch::new(what);
+        let control = dir.path("control.sock");
+        let control = control.to_str().unwrap();
+        let server = crate::util::Server::start(&["--log-format", "json", "--control", control]);
+        let stream = UnixStream::connect(control).unwrap();
+        let replies = BufReader::new(stream.try_clone().unwrap());
+        Controlled {
+            server,
+            stream,
+            replies,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `request` as one line and reads the reply's line.
+    fn request(&mut self, request: serde_json::Value) {
+        use std::io::{BufRead, Write};
+        writeln!(self.stream, "{request}").unwrap();
+        let mut reply = String::new();
+        self.replies.read_line(&mut reply).unwrap();
+    }
+}
+
 #[test]
 fn json_log_fields_cannot_be_forged_through_the_control_socket() {
-    use crate::util::{Scratch, Server};
-    use std::io::{BufRead, Write};
-    let dir = Scratch::new("json-forge");
-    let control = dir.path("control.sock");
-    let mut server = Server::start(&[
-        "--log-format",
-        "json",
-        "--control",
-        control.to_str().unwrap(),
-    ]);
-    let mut stream = UnixStream::connect(&control).unwrap();
-    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    let mut controlled = Controlled::start("json-forge");
     let forged_cmd = "x from=uid:4242 event=close";
     // A pattern's `\\` is one backslash.
     let forged_pattern = "q\" from=uid:4242 seed=7 \\\\";
@@ -394,10 +416,9 @@ fn json_log_fields_cannot_be_forged_through_the_control_socket() {
         serde_json::json!({ "cmd": forged_cmd }),
         serde_json::json!({ "cmd": "faults", "set": { "close-on": forged_pattern } }),
     ] {
-        writeln!(stream, "{request}").unwrap();
-        let mut reply = String::new();
-        replies.read_line(&mut reply).unwrap();
+        controlled.request(request);
     }
+    let server = &mut controlled.server;
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.wait_exit(DEADLINE).success());
     server.wait_for_line("the stopped object", |l| {
@@ -432,25 +453,14 @@ fn json_log_fields_cannot_be_forged_through_the_control_socket() {
 
 #[test]
 fn json_lines_longer_than_the_first_buffer_are_written_whole() {
-    use crate::util::{Scratch, Server};
-    use std::io::{BufRead, Write};
-    let dir = Scratch::new("json-long");
-    let control = dir.path("control.sock");
-    let server = Server::start(&[
-        "--log-format",
-        "json",
-        "--control",
-        control.to_str().unwrap(),
-    ]);
-    let mut stream = UnixStream::connect(&control).unwrap();
-    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    let mut controlled = Controlled::start("json-long");
     // A text line that fits the first 512 bytes but not as JSON, and one that fits neither.
     for length in [440, 1500] {
         let cmd = "x".repeat(length);
-        writeln!(stream, "{}", serde_json::json!({ "cmd": cmd })).unwrap();
-        let mut reply = String::new();
-        replies.read_line(&mut reply).unwrap();
-        let line = server.wait_for_line("the refused command", |l| l.contains(&cmd));
+        controlled.request(serde_json::json!({ "cmd": cmd }));
+        let line = controlled
+            .server
+            .wait_for_line("the refused command", |l| l.contains(&cmd));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["cmd"], cmd.as_str(), "{line}");
         assert!(v.get("truncated").is_none(), "{line}");
