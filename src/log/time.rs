@@ -16,7 +16,7 @@ impl Stamp {
         Stamp::at(since.as_secs() as i64, since.subsec_micros())
     }
 
-    /// `seconds` since the epoch and `micros` more (a year past 9999 shows its last 4 digits).
+    /// `seconds` since the epoch and `micros` more (a year outside 0 to 9999 shows as its bound).
     #[unsafe(link_section = ".text.hot.child")]
     pub fn at(seconds: i64, micros: u32) -> Stamp {
         let (days, in_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
