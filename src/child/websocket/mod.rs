@@ -15,7 +15,7 @@ mod stream;
 use std::fmt;
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::poll::PollFlags;
 use tungstenite::error::ProtocolError;
@@ -29,6 +29,7 @@ use super::context::Context;
 use super::echo::shapeable::Shapeable;
 use super::echo::{End, Outcome, Session};
 use super::stop;
+use crate::clock::monotonic;
 use crate::faults::{Acted, LimitKind, REASON_MAX};
 use shaping::Shaping;
 use stream::Waiting;
@@ -115,14 +116,14 @@ fn serve<S: Shapeable>(
 ) -> (u64, End) {
     let idle = Some(context.settings.idle_timeout).filter(|idle| !idle.is_zero());
     let mut bytes = 0u64;
-    let mut heard = Instant::now();
+    let mut heard = monotonic();
     let every = shaping.as_ref().and_then(|s| s.ping_every());
     let mut ping_at = every.map(|every| heard + every);
     loop {
         if let Some(kind) = shaping.as_mut().and_then(|s| s.limit_due(bytes)) {
             return (bytes, limit(ws, kind, context, shaping, info));
         }
-        let now = Instant::now();
+        let now = monotonic();
         if let (Some(at), Some(every), Some(s)) = (ping_at, every, shaping.as_mut())
             && now >= at
         {
@@ -132,7 +133,7 @@ fn serve<S: Shapeable>(
             if let Err(err) = ws.send(Message::Ping(payload.into_bytes().into())) {
                 return (bytes, ended(ws, err, info));
             }
-            ping_at = Some(at.max(now - every) + every);
+            ping_at = Some(at.max(now.saturating_sub(every)) + every);
         }
         // Reads wait until the client goes idle (SO_RCVTIMEO times each read call: the idle
         // timeout as it is), a ping is due, or a time-triggered limit comes.
@@ -147,7 +148,7 @@ fn serve<S: Shapeable>(
                 .into_iter()
                 .flatten()
                 .min()
-                .map(|at| at.saturating_duration_since(now)),
+                .map(|at| at.saturating_sub(now)),
         };
         ws.get_mut().read_within(within);
         // After the timeout is set: a stop that came before has set its own 1 ms one over it.
@@ -160,7 +161,7 @@ fn serve<S: Shapeable>(
             Err(Error::Io(err))
                 if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) =>
             {
-                let timed_out = idle_at.is_some_and(|at| Instant::now() >= at);
+                let timed_out = idle_at.is_some_and(|at| monotonic() >= at);
                 if timed_out || stop::requested() || ws.get_ref().write_timed_out {
                     return (bytes, ended(ws, Error::Io(err), info));
                 }
@@ -168,7 +169,7 @@ fn serve<S: Shapeable>(
             }
             Err(err) => return (bytes, ended(ws, err, info)),
         };
-        heard = Instant::now();
+        heard = monotonic();
         let sent = match message {
             Message::Text(_) | Message::Binary(_) => {
                 if let Some(kind) = shaping
@@ -265,9 +266,9 @@ fn send<S: Shapeable>(
 
 /// Waits `wait`, or less if a stop comes.
 fn pause(wait: Duration) {
-    let until = Instant::now() + wait;
+    let until = monotonic() + wait;
     while !stop::requested() {
-        let left = until.saturating_duration_since(Instant::now());
+        let left = until.saturating_sub(monotonic());
         if left.is_zero() {
             return;
         }
@@ -304,9 +305,9 @@ fn limit<S: Shapeable>(
 /// FIN changes nothing: a hung server does not notice it).
 fn stall(socket: &std::net::TcpStream, context: &Context) -> End {
     let idle = Some(context.settings.idle_timeout).filter(|idle| !idle.is_zero());
-    let until = idle.map(|idle| Instant::now() + idle);
+    let until = idle.map(|idle| monotonic() + idle);
     loop {
-        let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+        let left = until.map(|until| until.saturating_sub(monotonic()));
         if left.is_some_and(|left| left.is_zero()) || stop::requested() {
             return End::IdleTimeout;
         }

@@ -18,8 +18,9 @@
 //! - `--websocket-ping MS`: the server pings the client that often.
 //! - `--websocket-no-pong N`: the client's first N pings are answered, no later one.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::monotonic;
 use crate::faults::{Acted, Faults, LimitKind, Rng, Trigger};
 
 /// A connection's faults and what they did.
@@ -27,7 +28,8 @@ pub struct Shaping {
     pub faults: &'static Faults,
     rng: Rng,
     pub acted: Acted,
-    started: Instant,
+    /// When the connection started, on the monotonic clock (`crate::clock`).
+    started: Duration,
 }
 
 impl Shaping {
@@ -36,7 +38,7 @@ impl Shaping {
             faults,
             rng: faults.rng(serial),
             acted: Acted::default(),
-            started: Instant::now(),
+            started: monotonic(),
         }
     }
 
@@ -46,7 +48,7 @@ impl Shaping {
         let limit = self.faults.limit?;
         let due = match limit.at {
             Trigger::Bytes(bytes) => echoed >= bytes,
-            Trigger::After(after) => self.started.elapsed() >= after,
+            Trigger::After(after) => monotonic().saturating_sub(self.started) >= after,
             Trigger::Pattern(_) => false,
         };
         due.then(|| self.acts(limit.kind))
@@ -63,7 +65,7 @@ impl Shaping {
     }
 
     /// When a time-triggered limit comes, if one was asked for.
-    pub fn limit_at(&self) -> Option<Instant> {
+    pub fn limit_at(&self) -> Option<Duration> {
         match self.faults.limit?.at {
             Trigger::After(after) => Some(self.started + after),
             _ => None,
