@@ -622,7 +622,7 @@ fn tls_comes_after_a_proxy_header_and_works_on_unix_sockets() {
     let header = format!("PROXY TCP4 192.0.2.7 127.0.0.1 4242 {}\r\n", local.port());
     socket.write_all(header.as_bytes()).unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut conn = rustls::ClientConnection::new(trusting(&ca).config(), name).unwrap();
+    let mut conn = rustls::ClientConnection::new(trusting(&ca).config().unwrap(), name).unwrap();
     while conn.is_handshaking() {
         conn.complete_io(&mut socket).unwrap();
     }

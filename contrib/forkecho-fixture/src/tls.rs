@@ -43,8 +43,9 @@ pub struct ClientSetup<'a> {
 }
 
 impl ClientSetup<'_> {
-    /// The rustls configuration (ring's provider), for clients of your own.
-    pub fn config(&self) -> Arc<ClientConfig> {
+    /// The rustls configuration (ring's provider), for clients of your own; an error names a CA
+    /// file or an identity that cannot be used.
+    pub fn config(&self) -> io::Result<Arc<ClientConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions: &[&rustls::SupportedProtocolVersion] = match self.only_12 {
             true => &[&rustls::version::TLS12],
@@ -52,30 +53,32 @@ impl ClientSetup<'_> {
         };
         let mut roots = RootCertStore::empty();
         if let Some(ca) = self.ca {
-            let certs = CertificateDer::pem_file_iter(ca).expect("read the CA file");
-            for cert in certs {
-                roots
-                    .add(cert.expect("a PEM certificate"))
-                    .expect("a CA certificate");
+            let unusable = |err: &dyn std::fmt::Display| {
+                io::Error::other(format!("the CA file {}: {err}", ca.display()))
+            };
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|err| unusable(&err))? {
+                let cert = cert.map_err(|err| unusable(&err))?;
+                roots.add(cert).map_err(|err| unusable(&err))?;
             }
         }
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
-            .expect("ring supports these versions")
+            .map_err(io::Error::other)?
             .with_root_certificates(roots);
         let mut config = match &self.identity {
             Some((cert, key)) => {
                 let chain = CertificateDer::pem_slice_iter(cert.as_bytes());
-                let chain = chain.collect::<Result<_, _>>().expect("PEM certificates");
-                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("a PEM key");
+                let chain = chain.collect::<Result<_, _>>().map_err(io::Error::other)?;
+                let key =
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(io::Error::other)?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .expect("a usable identity")
+                    .map_err(io::Error::other)?
             }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        Arc::new(config)
+        Ok(Arc::new(config))
     }
 
     /// Connects to `addr` and completes the handshake for `name`; the error is the handshake's
@@ -84,7 +87,7 @@ impl ClientSetup<'_> {
         let mut socket = TcpStream::connect(addr)?;
         socket.set_read_timeout(Some(DEADLINE))?;
         let name = ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
-        let mut conn = ClientConnection::new(self.config(), name).map_err(io::Error::other)?;
+        let mut conn = ClientConnection::new(self.config()?, name).map_err(io::Error::other)?;
         while conn.is_handshaking() {
             conn.complete_io(&mut socket)?;
         }
