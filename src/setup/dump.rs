@@ -32,9 +32,9 @@ pub fn prepare(dir: &Path, limit: u64) -> Result<&'static Dump> {
         .context("unable to map shared memory for the dumps' counts")?;
     const { assert!(size_of::<DumpCounts>() <= 4096) };
     let counts = page.cast::<DumpCounts>();
-    // The mapping is never unmapped, and is shared with the children through fork.
-    // SAFETY: a fresh, zeroed, page-aligned page, large enough (asserted above); DumpCounts is
-    // atomics only, for which all zeroes is a valid value.
+    // The mapping is never unmapped, and is shared with the children through fork. DumpCounts
+    // is atomics only, for which all zeroes is a valid value.
+    // SAFETY: a fresh, zeroed, page-aligned page, large enough for DumpCounts (asserted above).
     let counts: &'static DumpCounts = unsafe {
         counts.write(DumpCounts::default());
         counts.as_ref()
