@@ -36,20 +36,14 @@ impl Stamp {
             (micros.min(999_999), 6, b'Z'),
         ];
         for (value, width, after) in parts {
-            stamp.digits(value, width);
-            stamp.buf[stamp.len] = after;
-            stamp.len += 1;
+            // Each value fits its width (clamped above), so it takes exactly `width` digits.
+            let mut buf = [0; 20];
+            let digits = super::digits::digits(u64::from(value), width, &mut buf);
+            stamp.buf[stamp.len..stamp.len + width].copy_from_slice(digits.as_bytes());
+            stamp.buf[stamp.len + width] = after;
+            stamp.len += width + 1;
         }
         stamp
-    }
-
-    /// `value` in `width` decimal digits, zero-padded (its last `width` digits if longer).
-    fn digits(&mut self, mut value: u32, width: usize) {
-        for at in (self.len..self.len + width).rev() {
-            self.buf[at] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-        self.len += width;
     }
 
     pub fn as_str(&self) -> &str {
