@@ -185,10 +185,7 @@ impl Forkecho {
                 SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
             });
         }
-        let stream = TcpStream::connect_timeout(&addr, DEADLINE)?;
-        stream.set_read_timeout(Some(DEADLINE))?;
-        stream.set_write_timeout(Some(DEADLINE))?;
-        Ok(stream)
+        connect_with_timeouts(addr)
     }
 
     /// Every address of the readiness lines.
@@ -408,6 +405,15 @@ impl Forkecho {
             }
         }
     }
+}
+
+/// A TCP client of `addr` that waits at most `DEADLINE` to connect, read or write (`connect`,
+/// and the `rustls` feature's TLS clients).
+pub(crate) fn connect_with_timeouts(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, DEADLINE)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.set_write_timeout(Some(DEADLINE))?;
+    Ok(stream)
 }
 
 impl Drop for Forkecho {

@@ -24,7 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use crate::{DEADLINE, Forkecho};
+use crate::Forkecho;
 
 /// A client's TLS stream, the handshake done.
 pub type Tls = StreamOwned<ClientConnection, TcpStream>;
@@ -84,8 +84,7 @@ impl ClientSetup<'_> {
     /// Connects to `addr` and completes the handshake for `name`; the error is the handshake's
     /// (a `rustls::Error` inside, see [`tls_error`], when TLS refused it).
     pub fn connect(&self, addr: SocketAddr, name: &str) -> io::Result<Tls> {
-        let mut socket = TcpStream::connect(addr)?;
-        socket.set_read_timeout(Some(DEADLINE))?;
+        let mut socket = crate::connect_with_timeouts(addr)?;
         let name = ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
         let mut conn = ClientConnection::new(self.config()?, name).map_err(io::Error::other)?;
         while conn.is_handshaking() {
