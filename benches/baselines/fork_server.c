@@ -29,7 +29,8 @@
 
 static int log_fd = -1;
 static int log_json = 0;
-static int live = 0;
+/* Written by the SIGCHLD handler too. */
+static volatile sig_atomic_t live = 0;
 
 /* One line, with one write(2): `event` and its fields, as text or as JSON with a time stamp. */
 static void log_line(const char *event, const char *fields_text, const char *fields_json) {
