@@ -35,11 +35,6 @@ fn trusting(ca: &std::path::Path) -> ClientSetup<'_> {
     }
 }
 
-/// The close line of the connection from `client` (a TLS stream's local address).
-fn close_of(server: &Server, local: std::net::SocketAddr) -> String {
-    server.closed(local).unwrap().line
-}
-
 #[test]
 fn a_tls_echo_verifies_against_the_written_ca_and_logs_the_session() {
     let (server, dir, ca) = tls_server("tls-echo", &[]);
@@ -53,7 +48,7 @@ fn a_tls_echo_verifies_against_the_written_ca_and_logs_the_session() {
         let local = tls.sock.local_addr().unwrap();
         let back = echo_tls(tls, &data).unwrap();
         assert_same_bytes(&back, &data);
-        let close = close_of(&server, local);
+        let close = server.closed(local).unwrap().line;
         assert_eq!(field(&close, "end"), Some("client-closed"), "{close}");
         assert_eq!(field(&close, "bytes"), Some(&*data.len().to_string()));
         assert_eq!(field(&close, "tls"), Some("1.3"), "{close}");
@@ -182,7 +177,7 @@ fn mutual_tls_takes_a_client_certificate_from_its_ca_and_refuses_none() {
         echo_tls(tls, b"with a certificate").unwrap(),
         b"with a certificate"
     );
-    let close = close_of(&server, local);
+    let close = server.closed(local).unwrap().line;
     assert!(close.ends_with("client=\"CN=test client\""), "{close}");
     // Without one: TLS 1.3 clients learn of it at their first read.
     let refused = trusting(&ca)
@@ -235,7 +230,10 @@ fn alpn_is_negotiated_from_the_servers_list() {
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
     let local = tls.sock.local_addr().unwrap();
     echo_tls(tls, b"alpn").unwrap();
-    assert_eq!(field(&close_of(&server, local), "alpn"), Some("h2"));
+    assert_eq!(
+        field(&server.closed(local).unwrap().line, "alpn"),
+        Some("h2")
+    );
     let setup = ClientSetup {
         ca: Some(&ca),
         alpn: &["imap"],
@@ -259,7 +257,10 @@ fn tls_1_2_is_served_unless_the_minimum_is_1_3() {
     let tls = setup.connect(server.addr, "localhost").unwrap();
     let local = tls.sock.local_addr().unwrap();
     assert_eq!(echo_tls(tls, b"twelve").unwrap(), b"twelve");
-    assert_eq!(field(&close_of(&server, local), "tls"), Some("1.2"));
+    assert_eq!(
+        field(&server.closed(local).unwrap().line, "tls"),
+        Some("1.2")
+    );
     let (strict, _dir, ca) = tls_server("tls-13", &["--tls-min-version", "1.3"]);
     let setup = ClientSetup {
         ca: Some(&ca),
@@ -317,7 +318,7 @@ fn close_after_over_tls_echoes_exactly_the_limit_then_close_notify() {
     // A clean end: close_notify, so read_to_end sees Ok(0), not an unexpected EOF.
     tls.read_to_end(&mut back).unwrap();
     assert_same_bytes(&back, &data[..100]);
-    let close = close_of(&server, tls.sock.local_addr().unwrap());
+    let close = server.closed(tls.sock.local_addr().unwrap()).unwrap().line;
     assert_eq!(field(&close, "end"), Some("close-after"), "{close}");
     assert_eq!(field(&close, "bytes"), Some("100"));
 }
