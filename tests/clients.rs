@@ -100,7 +100,9 @@ fn telnet_gets_back_what_was_typed() {
         seen.iter().any(|l| l.starts_with("Connected to")),
         "{seen:?}"
     );
-    let close = server.wait_for_line("the close line", |l| crate::util::event(l) == Some("close"));
+    let close = server
+        .wait_for(|l| l.name() == "close")
+        .expect("the close line");
     // telnet sends the typed line with CRLF: 17 characters + "\r\n".
-    assert_eq!(crate::util::field(&close, "bytes"), Some("19"), "{close}");
+    assert_eq!(close.u64("bytes"), Some(19), "{close}");
 }

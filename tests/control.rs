@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::{
-    DEADLINE, Scratch, Server, binary, event, exchange, field, nobody, round_trip,
-    run_to_completion,
+    DEADLINE, Scratch, Server, binary, exchange, nobody, round_trip, run_to_completion,
 };
 
 /// A server with `--control` (and `args`), its scratch directory and the socket's path.
@@ -57,8 +56,10 @@ fn a_retry_story_the_first_two_connections_reset_and_the_third_echoes() {
     assert_eq!(cleared["from_connection"], 3);
     assert!(cleared["faults"].is_null());
     assert_eq!(round_trip(&mut server.connect(), b"third"), b"third");
-    let lines = server.wait_for_lines(3, |l| event(l) == Some("close"));
-    let ends: Vec<_> = lines.iter().map(|l| field(l, "end").unwrap()).collect();
+    let lines = server
+        .wait_for_events(3, DEADLINE, |l| l.name() == "close")
+        .unwrap();
+    let ends: Vec<_> = lines.iter().map(|l| l.str("end").unwrap()).collect();
     assert_eq!(
         ends,
         ["reset-after", "reset-after", "client-closed"],
@@ -84,11 +85,8 @@ fn each_connection_keeps_the_faults_it_was_born_with() {
     assert!(started.elapsed() < Duration::from_millis(140));
     let (b, a) = (before.local_addr().unwrap(), after.local_addr().unwrap());
     drop((before, after));
-    assert_eq!(field(&server.closed(b).unwrap().line, "fault"), None);
-    assert_eq!(
-        field(&server.closed(a).unwrap().line, "fault"),
-        Some("delay")
-    );
+    assert_eq!(server.closed(b).unwrap().get("fault"), None);
+    assert_eq!(server.closed(a).unwrap().str("fault"), Some("delay"));
     let status = ok(&path, &["status"]);
     assert_eq!(status["from_connection"], 2);
     assert!(
@@ -166,15 +164,15 @@ fn close_and_reset_end_live_connections_optionally_by_source() {
     let mut buf = [0u8; 4];
     let err = a.read(&mut buf).expect_err("reset");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
-    let close = server.closed(a.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("control-reset"), "{close}");
+    let close = server.closed(a.local_addr().unwrap()).unwrap();
+    assert_eq!(close.str("end"), Some("control-reset"), "{close}");
     let mut b = server.connect();
     assert_eq!(round_trip(&mut b, b"b"), b"b");
     assert_eq!(ok(&path, &["close"])["connections"], 1);
     // A clean close: FIN, after everything echoed.
     assert_eq!(b.read(&mut buf).unwrap(), 0);
-    let close = server.closed(b.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+    let close = server.closed(b.local_addr().unwrap()).unwrap();
+    assert_eq!(close.str("end"), Some("shutdown"), "{close}");
     // The server goes on.
     assert_eq!(round_trip(&mut server.connect(), b"on"), b"on");
 }
@@ -319,15 +317,17 @@ fn faults_changed_under_load_split_the_connections_at_the_number_the_reply_gives
     crate::util::eventually("20 more served", DEADLINE, || accepted() >= from + 20);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let served = loader.join().unwrap();
-    let lines = server.wait_for_lines(served as usize, |l| event(l) == Some("close"));
+    let lines = server
+        .wait_for_events(served as usize, DEADLINE, |l| l.name() == "close")
+        .unwrap();
     let (mut before, mut after) = (0, 0);
     for line in lines {
-        let conn: u64 = field(&line, "conn").unwrap().parse().unwrap();
+        let conn: u64 = line.u64("conn").unwrap();
         let wanted = match conn < from {
             true => "chunk",
             false => "rate",
         };
-        assert_eq!(field(&line, "fault"), Some(wanted), "from {from}: {line}");
+        assert_eq!(line.str("fault"), Some(wanted), "from {from}: {line}");
         if conn < from {
             before += 1;
         } else {
@@ -412,7 +412,7 @@ fn down_and_up_under_load_count_no_accept_failure() {
     stop.store(true, Ordering::Relaxed);
     hammer.join().unwrap();
     let stopped = server.stop();
-    assert_eq!(field(&stopped, "accept-failures"), Some("0"), "{stopped}");
+    assert_eq!(stopped.u64("accept-failures"), Some(0), "{stopped}");
     assert!(!server.log().contains("accept failed"), "{}", server.log());
     // Under load indeed: connections reached the listener between the downs.
     assert!(

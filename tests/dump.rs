@@ -15,8 +15,8 @@ use std::time::Duration;
 use pcap_file::pcapng::{Block, PcapNgReader};
 
 use crate::util::{
-    Scratch, Server, assert_same_bytes, binary, echo_through, fails_to_start, field, pattern,
-    round_trip, run_client, run_to_completion,
+    DEADLINE, Event, Scratch, Server, assert_same_bytes, binary, echo_through, fails_to_start,
+    pattern, round_trip, run_client, run_to_completion,
 };
 use forkecho_fixture::tls::echo as echo_tls;
 
@@ -140,8 +140,10 @@ fn client_of(server: &Server) -> (TcpStream, SocketAddr) {
 }
 
 /// The dump the close line `close` names, in `dir`.
-fn dump_of(dir: &Scratch, close: &str) -> PathBuf {
-    let name = field(close, "dump").unwrap_or_else(|| panic!("no dump= field: {close}"));
+fn dump_of(dir: &Scratch, close: &Event) -> PathBuf {
+    let name = close
+        .str("dump")
+        .unwrap_or_else(|| panic!("no dump= field: {close}"));
     dir.path(name)
 }
 
@@ -155,7 +157,7 @@ fn a_connection_is_dumped_as_the_tcp_conversation_it_was() {
     let bulk = pattern(81, 300_000);
     let back = echo_through(client, &bulk);
     assert_same_bytes(&back, &bulk);
-    let close = server.closed(local).unwrap().line;
+    let close = server.closed(local).unwrap();
     let path = dump_of(&dir, &close);
     let name = path.file_name().unwrap().to_str().unwrap().to_string();
     assert!(
@@ -200,23 +202,25 @@ fn a_connection_is_dumped_as_the_tcp_conversation_it_was() {
     );
     let mut server = server;
     let stopped = server.stop();
-    assert_eq!(field(&stopped, "dump-files"), Some("1"), "{stopped}");
-    assert_eq!(field(&stopped, "dump-failed"), Some("0"), "{stopped}");
+    assert_eq!(stopped.u64("dump-files"), Some(1), "{stopped}");
+    assert_eq!(stopped.u64("dump-failed"), Some(0), "{stopped}");
 }
 
 #[test]
 fn the_startup_line_says_when_dumping_is_on_and_nothing_is_written_without_it() {
     let (server, dir) = dumping("dump-said", &["--dump-limit", "1M"]);
-    let said = server.wait_for_line("the dump line", |l| l.contains(" dump dir="));
-    assert_eq!(field(&said, "limit"), Some("1048576"), "{said}");
+    let said = server
+        .wait_for(|l| l.line.contains(" dump dir="))
+        .expect("the dump line");
+    assert_eq!(said.u64("limit"), Some(1048576), "{said}");
     drop(server);
     let quiet = Server::start(&[]);
     let mut client = quiet.connect();
     let local = client.local_addr().unwrap();
     assert_eq!(round_trip(&mut client, b"private"), b"private");
     drop(client);
-    let close = quiet.closed(local).unwrap().line;
-    assert_eq!(field(&close, "dump"), None, "{close}");
+    let close = quiet.closed(local).unwrap();
+    assert_eq!(close.get("dump"), None, "{close}");
     assert!(!quiet.log().contains("dump"), "{}", quiet.log());
     assert!(dir.names().is_empty(), "{:?}", dir.names());
 }
@@ -229,9 +233,9 @@ fn a_dump_at_its_limit_is_cut_and_the_echo_stays_whole() {
     let (client, local) = client_of(&server);
     let data = pattern(82, 256 * 1024);
     assert_same_bytes(&echo_through(client, &data), &data);
-    let close = server.closed(local).unwrap().line;
-    assert_eq!(field(&close, "dump-end"), Some("cut"), "{close}");
-    assert_eq!(field(&close, "bytes"), Some("262144"), "{close}");
+    let close = server.closed(local).unwrap();
+    assert_eq!(close.str("dump-end"), Some("cut"), "{close}");
+    assert_eq!(close.u64("bytes"), Some(262144), "{close}");
     let path = dump_of(&dir, &close);
     assert!(fs::metadata(&path).unwrap().len() <= 8192);
     // What was written is whole, and begins at the beginning.
@@ -313,15 +317,17 @@ fn a_full_disk_costs_the_dump_never_the_echo() {
     for _ in 0..2 {
         let (client, local) = client_of(&server);
         assert_same_bytes(&echo_through(client, &data), &data);
-        let close = server.closed(local).unwrap().line;
-        assert_eq!(field(&close, "end"), Some("client-closed"), "{close}");
-        assert_eq!(field(&close, "dump-end"), Some("failed"), "{close}");
+        let close = server.closed(local).unwrap();
+        assert_eq!(close.str("end"), Some("client-closed"), "{close}");
+        assert_eq!(close.str("dump-end"), Some("failed"), "{close}");
     }
-    let lost = server.wait_for_lines(2, |l| l.contains("lost, the echo goes on"));
-    assert!(lost[0].contains("No space left on device"), "{lost:?}");
+    let lost = server
+        .wait_for_events(2, DEADLINE, |l| l.line.contains("lost, the echo goes on"))
+        .unwrap();
+    assert!(lost[0].line.contains("No space left on device"), "{lost:?}");
     let stopped = server.stop();
-    assert_eq!(field(&stopped, "dump-failed"), Some("2"), "{stopped}");
-    assert_eq!(field(&stopped, "bytes"), Some("2097152"), "{stopped}");
+    assert_eq!(stopped.u64("dump-failed"), Some(2), "{stopped}");
+    assert_eq!(stopped.u64("bytes"), Some(2097152), "{stopped}");
 }
 
 #[test]
@@ -331,7 +337,7 @@ fn tls_is_dumped_as_its_plaintext_and_websocket_as_its_frames() {
     let local = tls.sock.local_addr().unwrap();
     let data = pattern(84, 100_000);
     assert_same_bytes(&echo_tls(tls, &data).unwrap(), &data);
-    let all = packets(&dump_of(&dir, &server.closed(local).unwrap().line));
+    let all = packets(&dump_of(&dir, &server.closed(local).unwrap()));
     assert_same_bytes(&stream_from(&all, local), &data);
     assert_same_bytes(&stream_from(&all, server.addr), &data);
 
@@ -348,7 +354,7 @@ fn tls_is_dumped_as_its_plaintext_and_websocket_as_its_frames() {
         .write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])
         .unwrap();
     let _ = crate::websocket::read_frame(&mut client);
-    let all = packets(&dump_of(&dir, &server.closed(local).unwrap().line));
+    let all = packets(&dump_of(&dir, &server.closed(local).unwrap()));
     let from_client = stream_from(&all, local);
     assert!(from_client.starts_with(b"GET /any/path HTTP/1.1\r\n"));
     let from_server = stream_from(&all, server.addr);
@@ -423,7 +429,7 @@ fn python_tls_echo(server: &Server, ca: &Path, keylog: Option<&Path>, message: &
     let out = run_client("python3", &["-c", &script], Vec::new());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    server.wait_for_line("the close", |l| l.contains(" end="));
+    server.wait_for(|l| l.name() == "close").expect("the close");
 }
 
 /// The `--tls-keylog` lines for the one TLS 1.3 session a Python client makes, and the client's
@@ -495,7 +501,7 @@ fn tshark_reads_a_dump_as_the_conversation_and_follows_its_stream() {
     let (client, local) = client_of(&server);
     let data = pattern(85, 200_000);
     assert_same_bytes(&echo_through(client, &data), &data);
-    let path = dump_of(&dir, &server.closed(local).unwrap().line);
+    let path = dump_of(&dir, &server.closed(local).unwrap());
     let fields = [
         "-T",
         "fields",
@@ -553,7 +559,7 @@ fn tshark_decodes_websocket_messages_and_udp_datagrams_in_dumps() {
     client.write_all(b"hello").unwrap();
     assert_eq!(crate::websocket::read_frame(&mut client).2, b"hello");
     drop::<TcpStream>(client);
-    let path = dump_of(&dir, &server.closed(local).unwrap().line);
+    let path = dump_of(&dir, &server.closed(local).unwrap());
     let port = format!("tcp.port=={},http", server.addr.port());
     let texts = ["-T", "fields", "-e", "websocket.payload.text"];
     let shown = tshark(
@@ -603,7 +609,7 @@ fn a_reset_client_ends_its_dump_with_its_reset() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(client);
-    let close = server.closed(local).unwrap().line;
+    let close = server.closed(local).unwrap();
     let all = packets(&dump_of(&dir, &close));
     let resets: Vec<&Packet> = all.iter().filter(|p| p.flags & RST != 0).collect();
     assert_eq!(resets.len(), 1, "{all:?}");

@@ -33,17 +33,11 @@ fn sixteen_mib_through_one_connection_with_half_close_is_byte_exact() {
     let data = pattern(16, 16 << 20);
     let echoed = echo_through(server.connect(), &data);
     assert_same_bytes(&echoed, &data);
-    let close = server.wait_for_line("the close line", |l| crate::util::event(l) == Some("close"));
-    assert_eq!(
-        crate::util::field(&close, "bytes"),
-        Some("16777216"),
-        "{close}"
-    );
-    assert_eq!(
-        crate::util::field(&close, "end"),
-        Some("client-closed"),
-        "{close}"
-    );
+    let close = server
+        .wait_for(|l| l.name() == "close")
+        .expect("the close line");
+    assert_eq!(close.u64("bytes"), Some(16777216), "{close}");
+    assert_eq!(close.str("end"), Some("client-closed"), "{close}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{DEADLINE, Server, echo_through, field, pattern, round_trip};
+use crate::util::{DEADLINE, Server, echo_through, pattern, round_trip};
 
 /// Reads until EOF or an error; returns the bytes and the error kind (None for EOF).
 fn read_until_end(stream: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
@@ -47,13 +47,10 @@ fn close_after_delivers_exactly_the_limit_then_a_clean_close_on_every_echo_path(
         let (got, error) = send_and_read(&mut client, &data);
         assert_eq!(error, None, "{extra:?}: a FIN, not a reset");
         crate::util::assert_same_bytes(&got, &data[..1000]);
-        let line = server.closed(client.local_addr().unwrap()).unwrap().line;
-        assert_eq!(field(&line, "bytes"), Some("1000"), "{line}");
-        assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
-        assert!(
-            field(&line, "fault").unwrap().contains("close-after"),
-            "{line}"
-        );
+        let line = server.closed(client.local_addr().unwrap()).unwrap();
+        assert_eq!(line.u64("bytes"), Some(1000), "{line}");
+        assert_eq!(line.str("end"), Some("close-after"), "{line}");
+        assert!(line.str("fault").unwrap().contains("close-after"), "{line}");
     }
 }
 
@@ -65,10 +62,10 @@ fn reset_after_delivers_exactly_the_limit_then_econnreset() {
     let (got, error) = send_and_read(&mut client, &data);
     assert_eq!(error, Some(ErrorKind::ConnectionReset));
     crate::util::assert_same_bytes(&got, &data[..1000]);
-    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&line, "bytes"), Some("1000"), "{line}");
-    assert_eq!(field(&line, "end"), Some("reset-after"), "{line}");
-    assert_eq!(field(&line, "fault"), Some("reset-after"), "{line}");
+    let line = server.closed(client.local_addr().unwrap()).unwrap();
+    assert_eq!(line.u64("bytes"), Some(1000), "{line}");
+    assert_eq!(line.str("end"), Some("reset-after"), "{line}");
+    assert_eq!(line.str("fault"), Some("reset-after"), "{line}");
 }
 
 #[test]
@@ -116,10 +113,10 @@ fn stall_after_echoes_the_limit_then_nothing_until_the_idle_timeout() {
         after >= Duration::from_millis(600),
         "ended {after:?} after the FIN"
     );
-    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&line, "bytes"), Some("4"), "{line}");
-    assert_eq!(field(&line, "end"), Some("idle-timeout"), "{line}");
-    assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
+    let line = server.closed(client.local_addr().unwrap()).unwrap();
+    assert_eq!(line.u64("bytes"), Some(4), "{line}");
+    assert_eq!(line.str("end"), Some("idle-timeout"), "{line}");
+    assert_eq!(line.str("fault"), Some("stall-after"), "{line}");
 }
 
 #[test]
@@ -135,9 +132,9 @@ fn a_stall_ends_at_the_idle_timeout_or_the_max_duration() {
         let (got, _) = read_until_end(&mut client);
         assert!(got.is_empty());
         assert!(started.elapsed() >= Duration::from_millis(290), "{limit}");
-        let line = server.closed(client.local_addr().unwrap()).unwrap().line;
-        assert_eq!(field(&line, "end"), Some(end), "{line}");
-        assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
+        let line = server.closed(client.local_addr().unwrap()).unwrap();
+        assert_eq!(line.str("end"), Some(end), "{line}");
+        assert_eq!(line.str("fault"), Some("stall-after"), "{line}");
     }
 }
 
@@ -155,8 +152,8 @@ fn delay_holds_every_echo_back_within_its_jitter() {
     // Five round trips of at most 120 ms each; a generous margin for a busy machine.
     assert!(started.elapsed() < Duration::from_secs(5));
     client.shutdown(Shutdown::Write).unwrap();
-    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&line, "fault"), Some("delay"), "{line}");
+    let line = server.closed(client.local_addr().unwrap()).unwrap();
+    assert_eq!(line.str("fault"), Some("delay"), "{line}");
 }
 
 #[test]
@@ -214,9 +211,9 @@ fn slow_close_answers_the_clients_fin_late_after_the_whole_echo() {
     let (got, error) = read_until_end(&mut client);
     assert_eq!((got.as_slice(), error), (&b"bye"[..], None));
     assert!(closed.elapsed() >= Duration::from_millis(300));
-    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&line, "fault"), Some("slow-close"), "{line}");
-    assert_eq!(field(&line, "end"), Some("client-closed"), "{line}");
+    let line = server.closed(client.local_addr().unwrap()).unwrap();
+    assert_eq!(line.str("fault"), Some("slow-close"), "{line}");
+    assert_eq!(line.str("end"), Some("client-closed"), "{line}");
 }
 
 /// Which of 24 sequential connections `--fault-rate 0.5 --close-after 0 --seed SEED` closes at
@@ -228,9 +225,9 @@ fn picked_connections(seed: &str) -> Vec<bool> {
             let client = server.connect();
             let local = client.local_addr().unwrap();
             let got = echo_through(client, b"x");
-            let line = server.closed(local).unwrap().line;
-            let faulted = field(&line, "fault") == Some("close-after");
-            assert!(faulted || field(&line, "fault") == Some("none"), "{line}");
+            let line = server.closed(local).unwrap();
+            let faulted = line.str("fault") == Some("close-after");
+            assert!(faulted || line.str("fault") == Some("none"), "{line}");
             assert_eq!(got.is_empty(), faulted, "{line}");
             faulted
         })
@@ -261,8 +258,8 @@ fn without_faults_the_close_line_has_no_fault_field() {
     let client = server.connect();
     let local = client.local_addr().unwrap();
     assert_eq!(echo_through(client, b"plain"), b"plain");
-    let line = server.closed(local).unwrap().line;
-    assert_eq!(field(&line, "fault"), None, "{line}");
+    let line = server.closed(local).unwrap();
+    assert_eq!(line.get("fault"), None, "{line}");
     assert!(!server.log().contains("faults"));
 }
 
@@ -334,8 +331,8 @@ fn a_stop_after_a_fault_ended_the_echo_leaves_the_close_line_naming_the_fault() 
     assert_eq!(got, b"hello");
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.wait_exit(DEADLINE).success());
-    let line = server.closed(client.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
+    let line = server.closed(client.local_addr().unwrap()).unwrap();
+    assert_eq!(line.str("end"), Some("close-after"), "{line}");
 }
 
 #[test]
@@ -353,13 +350,15 @@ fn fault_on_picks_connections_by_number() {
     }
     assert_eq!(reset, [true, true, false, false, true, false]);
     // Each close line says which connection number it was, faulted or not.
-    let lines = server.wait_for_lines(6, |l| l.contains(" end="));
-    let numbered: Vec<_> = lines.iter().map(|l| field(l, "conn").unwrap()).collect();
+    let lines = server
+        .wait_for_events(6, DEADLINE, |l| l.name() == "close")
+        .unwrap();
+    let numbered: Vec<_> = lines.iter().map(|l| l.u64("conn").unwrap()).collect();
     assert_eq!(numbered.len(), 6, "{lines:?}");
     let faulted: Vec<_> = lines
         .iter()
-        .filter(|l| field(l, "fault") == Some("reset-after"))
-        .map(|l| field(l, "conn").unwrap().to_string())
+        .filter(|l| l.str("fault") == Some("reset-after"))
+        .map(|l| l.u64("conn").unwrap().to_string())
         .collect();
     let mut faulted = faulted;
     faulted.sort();
@@ -394,8 +393,8 @@ fn limits_in_time_end_the_echo_that_long_after_the_accept() {
     let (back, err) = send_and_read(&mut client, b"too late");
     assert!(back.is_empty(), "{back:?}");
     assert_eq!(err, Some(ErrorKind::ConnectionReset));
-    let close = server.wait_for_line("close", |l| l.contains(" end="));
-    assert_eq!(field(&close, "bytes"), Some("0"), "{close}");
+    let close = server.wait_for(|l| l.name() == "close").expect("close");
+    assert_eq!(close.u64("bytes"), Some(0), "{close}");
 }
 
 #[test]
@@ -411,8 +410,8 @@ fn a_pattern_split_across_writes_ends_the_echo_just_before_it() {
     let (rest, err) = read_until_end(&mut client);
     assert!(rest.is_empty() && err.is_none(), "{rest:?} {err:?}");
     drop(client);
-    let close = server.wait_for_line("close", |l| l.contains(" end="));
-    assert_eq!(field(&close, "bytes"), Some("6"), "{close}");
+    let close = server.wait_for(|l| l.name() == "close").expect("close");
+    assert_eq!(close.u64("bytes"), Some(6), "{close}");
     // A prefix that turns out not to be the pattern is echoed whole once that is known.
     let mut client = server.connect();
     client.write_all(b"QUI").unwrap();
@@ -450,8 +449,10 @@ fn inband_lines_give_one_connection_its_own_faults() {
     near.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"FORKECHOES\n");
     drop(slow);
-    let close = server.wait_for_line("the delayed close", |l| l.contains("fault=delay,chunk"));
-    assert_eq!(field(&close, "bytes"), Some("5"), "{close}");
+    let close = server
+        .wait_for(|l| l.line.contains("fault=delay,chunk"))
+        .expect("the delayed close");
+    assert_eq!(close.u64("bytes"), Some(5), "{close}");
 }
 
 #[test]
@@ -471,8 +472,8 @@ fn a_malformed_inband_line_is_answered_and_closed_never_echoed() {
     assert_eq!(err, None, "a clean close");
     // Gone, so the server's lingering close ends at once, and with it the close line.
     drop(client);
-    let close = server.wait_for_line("close", |l| l.contains(" end="));
-    assert_eq!(field(&close, "end"), Some("inband-error"), "{close}");
+    let close = server.wait_for(|l| l.name() == "close").expect("close");
+    assert_eq!(close.str("end"), Some("inband-error"), "{close}");
 }
 
 #[test]
@@ -487,7 +488,7 @@ fn inband_lines_come_after_a_proxy_header() {
     let (back, err) = read_until_end(&mut client);
     assert_eq!(back, b"he");
     assert_eq!(err, Some(ErrorKind::ConnectionReset));
-    let close = server.wait_for_line("close", |l| l.contains(" end="));
-    assert_eq!(field(&close, "peer"), Some("192.0.2.9:4000"), "{close}");
-    assert_eq!(field(&close, "end"), Some("reset-after"), "{close}");
+    let close = server.wait_for(|l| l.name() == "close").expect("close");
+    assert_eq!(close.str("peer"), Some("192.0.2.9:4000"), "{close}");
+    assert_eq!(close.str("end"), Some("reset-after"), "{close}");
 }

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{DEADLINE, Server, event, eventually, field, fields, round_trip, start_time};
+use crate::util::{DEADLINE, Event, Server, eventually, round_trip, start_time};
 use nix::sys::signal::{Signal, kill};
 use socket2::{Domain, Socket, Type};
 
@@ -68,9 +68,12 @@ fn at_max_clients_new_connections_wait_and_are_served_when_a_slot_frees() {
     let server = Server::start(&["--max-clients", "2"]);
     let (first, _) = server.connected_child();
     let (_second, _) = server.connected_child();
-    server.wait_for_line("the limit line", |l| {
-        l.contains("limit max-clients=2 reached: new connections wait in the backlog")
-    });
+    server
+        .wait_for(|l| {
+            l.line
+                .contains("limit max-clients=2 reached: new connections wait in the backlog")
+        })
+        .expect("the limit line");
     let mut waiting = server.connect();
     crate::util::eventually(
         "the third connection to wait in the backlog",
@@ -105,9 +108,11 @@ fn over_max_per_ip_a_client_is_closed_at_once_and_other_addresses_are_served() {
     let mut refused = server.connect();
     let local = refused.local_addr().unwrap().to_string();
     assert!(read_until_closed(&mut refused).is_empty(), "told nothing");
-    let line = server.wait_for_line("the refusal", |l| event(l) == Some("refused"));
-    assert_eq!(field(&line, "peer"), Some(local.as_str()), "{line}");
-    assert_eq!(field(&line, "reason"), Some("max-per-ip"), "{line}");
+    let line = server
+        .wait_for(|l| l.name() == "refused")
+        .expect("the refusal");
+    assert_eq!(line.str("peer"), Some(local.as_str()), "{line}");
+    assert_eq!(line.str("reason"), Some("max-per-ip"), "{line}");
 
     let mut other = connect_from([127, 0, 0, 2], server.addr);
     assert_eq!(
@@ -131,9 +136,9 @@ fn silent_client_is_closed(extra: &[&str]) {
     let server = Server::start(&[&["--idle-timeout", "0.5"], extra].concat());
     let (mut silent, _) = server.connected_child();
     assert!(read_until_closed(&mut silent).is_empty());
-    let close = server.closed(silent.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("idle-timeout"), "{close}");
-    assert_eq!(field(&close, "bytes"), Some("4"), "{close}");
+    let close = server.closed(silent.local_addr().unwrap()).unwrap();
+    assert_eq!(close.str("end"), Some("idle-timeout"), "{close}");
+    assert_eq!(close.u64("bytes"), Some(4), "{close}");
 }
 
 #[test]
@@ -168,11 +173,12 @@ fn stalled_client_is_closed(extra: &[&str]) {
     for i in 0..20u8 {
         assert_eq!(round_trip(&mut other, &[i; 100]), [i; 100]);
     }
-    let close = server.closed(stalled_addr).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("write-timeout"), "{close}");
+    let close = server.closed(stalled_addr).unwrap();
+    assert_eq!(close.str("end"), Some("write-timeout"), "{close}");
     // One timeout after the last byte the client took (plus the moment it takes to fill the
     // buffers): per-call socket timeouts once made it two (read/write) or three (splice).
-    let lived: f64 = field(&close, "duration")
+    let lived: f64 = close
+        .str("duration")
         .and_then(|d| d.strip_suffix('s'))
         .unwrap()
         .parse()
@@ -231,27 +237,27 @@ fn sigusr1_logs_the_statistics_line() {
 
     // The child adds what it echoed to the shared count just after the write that delivered
     // it (a byte is counted once it reached the client): ask until the last echo is in.
-    let mut line = String::new();
+    let mut line = Event::parse("");
     let mut asked = 0;
     eventually("the stats line to count the last echo", DEADLINE, || {
         server.signal(Signal::SIGUSR1);
         asked += 1;
         line = server
-            .wait_for_lines(asked, |l| event(l) == Some("stats"))
+            .wait_for_events(asked, DEADLINE, |l| l.name() == "stats")
+            .unwrap()
             .pop()
             .unwrap();
-        fields(&line)["bytes"] == (5 + 5 + 4 + 2).to_string()
+        line.u64("bytes") == Some(5 + 5 + 4 + 2)
     });
-    let f = fields(&line);
-    assert_eq!(f["live"], "1", "{line}");
-    assert_eq!(f["accepted"], "3", "{line}");
-    assert_eq!(f["refused"], "1", "{line}");
-    assert_eq!(f["fork-failures"], "0", "{line}");
-    assert_eq!(f["accept-failures"], "0", "{line}");
-    assert_eq!(f["reaped"], "2", "{line}");
-    assert_eq!(f["bytes"], (5 + 5 + 4 + 2).to_string(), "{line}");
-    assert_eq!(f["log-dropped"], "0", "{line}");
-    assert!(f["uptime"].ends_with('s'), "{line}");
+    assert_eq!(line.u64("live"), Some(1), "{line}");
+    assert_eq!(line.u64("accepted"), Some(3), "{line}");
+    assert_eq!(line.u64("refused"), Some(1), "{line}");
+    assert_eq!(line.u64("fork-failures"), Some(0), "{line}");
+    assert_eq!(line.u64("accept-failures"), Some(0), "{line}");
+    assert_eq!(line.u64("reaped"), Some(2), "{line}");
+    assert_eq!(line.u64("bytes"), Some(5 + 5 + 4 + 2), "{line}");
+    assert_eq!(line.u64("log-dropped"), Some(0), "{line}");
+    assert!(line.str("uptime").unwrap().ends_with('s'), "{line}");
 }
 
 #[test]
@@ -262,9 +268,9 @@ fn sighup_stops_the_server_like_sigterm() {
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
     assert!(read_until_closed(&mut client).is_empty());
     // The process has exited; its last lines may still be on their way through the pipe.
-    server.wait_for_line("the stopping line", |l| {
-        l.ends_with("stopping signal=SIGHUP live=1")
-    });
+    server
+        .wait_for(|l| l.line.ends_with("stopping signal=SIGHUP live=1"))
+        .expect("the stopping line");
 }
 
 #[test]
@@ -274,9 +280,11 @@ fn a_stopped_child_is_not_reaped_and_resumes_on_sigcont() {
     let mut other = server.connect();
     assert_eq!(round_trip(&mut other, b"others go on"), b"others go on");
     server.signal(Signal::SIGUSR1);
-    let stats = server.wait_for_line("the stats line", |l| event(l) == Some("stats"));
-    assert_eq!(field(&stats, "live"), Some("2"), "{stats}");
-    assert_eq!(field(&stats, "reaped"), Some("0"), "{stats}");
+    let stats = server
+        .wait_for(|l| l.name() == "stats")
+        .expect("the stats line");
+    assert_eq!(stats.u64("live"), Some(2), "{stats}");
+    assert_eq!(stats.u64("reaped"), Some(0), "{stats}");
     kill(pid, Signal::SIGCONT).unwrap();
     assert_eq!(round_trip(&mut client, b"back"), b"back");
 }
@@ -288,9 +296,9 @@ fn children_that_outlast_the_grace_period_are_killed() {
     let (_client, _) = stopped_child(&server);
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
-    let stopped = server.stopped_line();
-    assert_eq!(field(&stopped, "killed"), Some("1"), "{stopped}");
-    assert_eq!(field(&stopped, "unreaped"), Some("0"), "{stopped}");
+    let stopped = server.stopped();
+    assert_eq!(stopped.u64("killed"), Some(1), "{stopped}");
+    assert_eq!(stopped.u64("unreaped"), Some(0), "{stopped}");
 }
 
 #[test]
@@ -304,10 +312,10 @@ fn a_short_grace_closes_idle_clients_instead_of_killing_their_children() {
     let _ = idle.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
-    let stopped = server.stopped_line();
-    assert_eq!(field(&stopped, "killed"), Some("0"), "{stopped}");
-    let close = server.closed(idle.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+    let stopped = server.stopped();
+    assert_eq!(stopped.u64("killed"), Some(0), "{stopped}");
+    let close = server.closed(idle.local_addr().unwrap()).unwrap();
+    assert_eq!(close.str("end"), Some("shutdown"), "{close}");
 }
 
 #[test]
@@ -316,10 +324,12 @@ fn a_second_stop_signal_cuts_the_grace_period_short() {
     let mut server = Server::start(&["--grace", "3600"]);
     let (_client, _) = stopped_child(&server);
     server.signal(Signal::SIGTERM);
-    server.wait_for_line("the stopping line", |l| event(l) == Some("stopping"));
+    server
+        .wait_for(|l| l.name() == "stopping")
+        .expect("the stopping line");
     server.signal(Signal::SIGINT);
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
-    assert_eq!(field(&server.stopped_line(), "killed"), Some("1"));
+    assert_eq!(server.stopped().u64("killed"), Some(1));
 }
 
 #[test]
@@ -381,8 +391,10 @@ fn user_and_group_are_dropped_after_binding_a_privileged_port() {
             "pid {pid} kept supplementary groups"
         );
     }
-    let dropped = server.wait_for_line("the privileges line", |l| l.contains("privileges dropped"));
-    assert_eq!(field(&dropped, "user"), Some("nobody"), "{dropped}");
+    let dropped = server
+        .wait_for(|l| l.line.contains("privileges dropped"))
+        .expect("the privileges line");
+    assert_eq!(dropped.str("user"), Some("nobody"), "{dropped}");
 }
 
 #[test]
@@ -441,13 +453,9 @@ fn max_duration_ends_a_trickling_client_that_the_idle_timeout_never_would() {
         lived >= Duration::from_millis(450),
         "closed after {lived:?}: {ended}"
     );
-    let close = server.closed(local).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("max-duration"), "{close}");
-    assert_eq!(
-        field(&close, "bytes"),
-        Some(echoed.to_string().as_str()),
-        "{close}"
-    );
+    let close = server.closed(local).unwrap();
+    assert_eq!(close.str("end"), Some("max-duration"), "{close}");
+    assert_eq!(close.u64("bytes"), Some(echoed as u64), "{close}");
 }
 
 #[test]

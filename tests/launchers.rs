@@ -15,8 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    Server, assert_same_bytes, binary, connect, connect_when_up, echo_through, event, field,
-    free_port, output_within_deadline, pattern, run_to_completion,
+    Event, Server, assert_same_bytes, binary, connect, connect_when_up, echo_through, free_port,
+    output_within_deadline, pattern, run_to_completion,
 };
 
 /// `forkecho args` run the way a service manager runs it: `passed` becomes fd 3, and
@@ -83,17 +83,20 @@ fn a_passed_listening_socket_is_served_instead_of_binding() {
     let server = Server::spawn(activated(listener.as_raw_fd(), &["--port", "1"]));
     drop(listener);
     assert_eq!(server.addr, addr, "announces the passed socket's address");
-    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
+    let line = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
     assert!(
-        line.contains(&format!("listening on {addr} from=systemd ")),
+        line.line
+            .contains(&format!("listening on {addr} from=systemd ")),
         "{line}"
     );
     let data = pattern(3, 200_000);
     let client = server.connect();
     let client_addr = client.local_addr().unwrap();
     assert_same_bytes(&echo_through(client, &data), &data);
-    let close = server.closed(client_addr).unwrap().line;
-    assert_eq!(field(&close, "bytes"), Some("200000"), "{close}");
+    let close = server.closed(client_addr).unwrap();
+    assert_eq!(close.u64("bytes"), Some(200000), "{close}");
 }
 
 #[test]
@@ -176,8 +179,10 @@ fn listen_variables_for_another_process_are_ignored() {
         .env("LISTEN_PID", "1")
         .env("LISTEN_FDS", "1");
     let server = Server::spawn(command);
-    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
-    assert!(!line.contains("from=systemd"), "{line}");
+    let line = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
+    assert!(!line.line.contains("from=systemd"), "{line}");
     let data = pattern(4, 1000);
     assert_same_bytes(&echo_through(server.connect(), &data), &data);
 }
@@ -215,10 +220,14 @@ fn inetd_mode_echoes_stdin_to_stdout_through_pipes() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert_same_bytes(&output.stdout, &data);
     let err = stderr_of(&output);
-    let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
-    assert_eq!(field(close, "peer"), Some("stdin"), "{close}");
-    assert_eq!(field(close, "bytes"), Some("300000"), "{close}");
-    assert_eq!(field(close, "end"), Some("client-closed"), "{close}");
+    let close = err
+        .lines()
+        .map(Event::parse)
+        .find(|l| l.name() == "close")
+        .unwrap();
+    assert_eq!(close.str("peer"), Some("stdin"), "{close}");
+    assert_eq!(close.u64("bytes"), Some(300000), "{close}");
+    assert_eq!(close.str("end"), Some("client-closed"), "{close}");
 }
 
 /// Runs `forkecho --inetd` on the server end of a fresh connection, as inetd would (stdin and
@@ -246,9 +255,13 @@ fn inetd_on_stdio(data: &[u8], stderr_too: bool) -> (Vec<u8>, Output) {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     if !stderr_too {
         let err = stderr_of(&output);
-        let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
-        assert_eq!(field(close, "peer"), Some(&*client_addr.to_string()));
-        assert_eq!(field(close, "bytes"), Some(&*data.len().to_string()));
+        let close = err
+            .lines()
+            .map(Event::parse)
+            .find(|l| l.name() == "close")
+            .unwrap();
+        assert_eq!(close.str("peer"), Some(&*client_addr.to_string()));
+        assert_eq!(close.u64("bytes"), Some(data.len() as u64));
     }
     (back, output)
 }
@@ -281,14 +294,18 @@ fn inetd_mode_echoes_a_unix_stream_socket_too() {
     let output = finish(forkecho);
     let err = stderr_of(&output);
     assert_eq!(output.status.code(), Some(0), "{err}");
-    let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
+    let close = err
+        .lines()
+        .map(Event::parse)
+        .find(|l| l.name() == "close")
+        .unwrap();
     // Named by the credentials of whoever made the pair: this test.
     let me = format!(
         "unix:uid={},pid={}",
         nix::unistd::getuid(),
         std::process::id()
     );
-    assert_eq!(field(close, "peer"), Some(me.as_str()), "{close}");
+    assert_eq!(close.str("peer"), Some(me.as_str()), "{close}");
 }
 
 #[test]
@@ -335,8 +352,12 @@ fn inetd_mode_applies_the_faults_too() {
     let output = finish(child);
     let err = stderr_of(&output);
     assert_eq!(output.status.code(), Some(0), "{err}");
-    let close = err.lines().find(|l| event(l) == Some("close")).unwrap();
-    assert_eq!(field(close, "end"), Some("close-after"), "{close}");
+    let close = err
+        .lines()
+        .map(Event::parse)
+        .find(|l| l.name() == "close")
+        .unwrap();
+    assert_eq!(close.str("end"), Some("close-after"), "{close}");
 }
 
 #[test]
@@ -543,8 +564,10 @@ fn systemd_socket_activate_starts_the_server_on_its_socket() {
         server
     });
     assert_eq!(server.addr, addr);
-    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
-    assert!(line.contains("from=systemd"), "{line}");
+    let line = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
+    assert!(line.line.contains("from=systemd"), "{line}");
     assert_same_bytes(&echo_through(server.connect(), &data), &data);
 }
 
@@ -579,8 +602,10 @@ fn systemd_socket_activate_passes_a_datagram_socket_to_udp_only() {
         server
     });
     assert_eq!(server.addr, addr);
-    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
-    assert!(line.contains("from=systemd"), "{line}");
+    let line = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
+    assert!(line.line.contains("from=systemd"), "{line}");
 }
 
 #[test]

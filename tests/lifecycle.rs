@@ -8,7 +8,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
 
-use crate::util::{DEADLINE, Server, event, field, fields, round_trip};
+use crate::util::{DEADLINE, Server, round_trip};
 use nix::sys::signal::{Signal, kill};
 
 #[test]
@@ -33,11 +33,11 @@ fn a_child_killed_with_sigkill_is_reaped_and_logged_while_the_server_keeps_servi
     let (mut victim, pid) = server.connected_child();
     let local = victim.local_addr().unwrap().to_string();
     kill(pid, Signal::SIGKILL).unwrap();
-    let line = server.wait_for_line("the reaper's line for the killed child", |l| {
-        event(l) == Some("child") && field(l, "pid") == Some(&pid.to_string())
-    });
-    assert_eq!(field(&line, "signal"), Some("SIGKILL"), "{line}");
-    assert_eq!(field(&line, "peer"), Some(local.as_str()), "{line}");
+    let line = server
+        .wait_for(|l| l.name() == "child" && l.u64("pid") == Some(pid.as_raw() as u64))
+        .expect("the reaper's line for the killed child");
+    assert_eq!(line.str("signal"), Some("SIGKILL"), "{line}");
+    assert_eq!(line.str("peer"), Some(local.as_str()), "{line}");
     let mut rest = Vec::new();
     match victim.read_to_end(&mut rest) {
         Ok(_) => assert!(rest.is_empty(), "nothing more after the child died"),
@@ -87,14 +87,13 @@ fn sigterm_with_live_clients_ends_children_and_exits_zero() {
         log.contains("forkecho: stopping signal=SIGTERM live=3"),
         "{log}"
     );
-    let shutdowns = log
-        .lines()
-        .filter(|l| event(l) == Some("close") && field(l, "end") == Some("shutdown"))
+    let shutdowns = (server.events().iter())
+        .filter(|l| l.name() == "close" && l.str("end") == Some("shutdown"))
         .count();
     assert_eq!(shutdowns, 3, "every child logs its clean close:\n{log}");
-    let stopped = server.stopped_line();
-    assert_eq!(field(&stopped, "accepted"), Some("3"), "{stopped}");
-    assert_eq!(field(&stopped, "killed"), Some("0"), "{stopped}");
+    let stopped = server.stopped();
+    assert_eq!(stopped.u64("accepted"), Some(3), "{stopped}");
+    assert_eq!(stopped.u64("killed"), Some(0), "{stopped}");
     assert!(
         !log.contains("forkecho: child "),
         "no abnormal exits:\n{log}"
@@ -107,9 +106,9 @@ fn sigint_stops_an_idle_server_with_status_zero() {
     server.signal(Signal::SIGINT);
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
     // The process has exited; its last lines may still be on their way through the pipe.
-    server.wait_for_line("the stopping line", |l| {
-        l.ends_with("stopping signal=SIGINT live=0")
-    });
+    server
+        .wait_for(|l| l.line.ends_with("stopping signal=SIGINT live=0"))
+        .expect("the stopping line");
 }
 
 #[test]
@@ -138,27 +137,32 @@ fn log_lines_stay_whole_under_concurrency() {
             .collect();
         workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
-    server.wait_for_lines(CLIENTS, |l| event(l) == Some("close"));
+    server
+        .wait_for_events(CLIENTS, DEADLINE, |l| l.name() == "close")
+        .unwrap();
     server.signal(Signal::SIGTERM);
     server.wait_exit(DEADLINE);
 
     let log = server.log();
     let (mut accepts, mut closes) = (HashSet::new(), HashSet::new());
-    for line in log.lines() {
-        let f = fields(line);
-        match event(line) {
-            Some("accept") => {
-                assert_eq!(f.len(), 3, "whole accept line: {line:?}");
-                assert!(f["pid"].parse::<u32>().is_ok() && f["live"].parse::<u32>().is_ok());
-                assert!(accepts.insert(f["peer"].to_string()), "duplicate: {line:?}");
+    for line in server.events() {
+        let peer = line.str("peer").map(str::to_string);
+        // The event's name and its fields.
+        let count = line.fields().len() - 1;
+        match line.name() {
+            "accept" => {
+                assert_eq!(count, 3, "whole accept line: {line}");
+                assert!(line.u64("pid").is_some() && line.u64("live").is_some());
+                assert!(accepts.insert(peer.unwrap()), "duplicate: {line}");
             }
-            Some("close") => {
-                assert_eq!(f.len(), 5, "whole close line: {line:?}");
-                assert!(f["bytes"].parse::<u64>().is_ok() && f["duration"].ends_with('s'));
-                assert_eq!(f["end"], "client-closed", "{line:?}");
-                assert!(closes.insert(f["peer"].to_string()), "duplicate: {line:?}");
+            "close" => {
+                assert_eq!(count, 5, "whole close line: {line}");
+                assert!(line.u64("bytes").is_some());
+                assert!(line.str("duration").unwrap().ends_with('s'), "{line}");
+                assert_eq!(line.str("end"), Some("client-closed"), "{line}");
+                assert!(closes.insert(peer.unwrap()), "duplicate: {line}");
             }
-            Some("listening" | "stopping" | "stopped") => {}
+            "listening" | "stopping" | "stopped" => {}
             _ => panic!("malformed or unexpected line: {line:?}\nwhole log:\n{log}"),
         }
     }
@@ -175,11 +179,10 @@ fn close_line_reports_bytes_and_the_reason() {
     let local = client.local_addr().unwrap();
     let pid = server.child_for(local);
     drop(client);
-    let close = server.closed(local).unwrap().line;
-    let f = fields(&close);
-    assert_eq!(f["pid"], pid.to_string());
-    assert_eq!(f["bytes"], "5");
-    assert_eq!(f["end"], "client-closed");
+    let close = server.closed(local).unwrap();
+    assert_eq!(close.u64("pid"), Some(pid.as_raw() as u64), "{close}");
+    assert_eq!(close.u64("bytes"), Some(5), "{close}");
+    assert_eq!(close.str("end"), Some("client-closed"), "{close}");
 }
 
 #[test]
@@ -193,8 +196,8 @@ fn a_client_reset_ends_its_child_normally() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(client);
-    let close = server.closed(local).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("reset"), "{close}");
+    let close = server.closed(local).unwrap();
+    assert_eq!(close.str("end"), Some("reset"), "{close}");
     server.wait_for_no_children();
     assert!(
         !server.log().contains("forkecho: child "),
@@ -213,7 +216,7 @@ fn quiet_mode_logs_no_connection_lines() {
     server.wait_exit(DEADLINE);
     let log = server.log();
     assert!(log.contains("forkecho: listening on "), "{log}");
-    assert_eq!(field(&server.stopped_line(), "accepted"), Some("1"));
+    assert_eq!(server.stopped().u64("accepted"), Some(1));
     assert!(!log.contains("accept peer="), "{log}");
     assert!(!log.contains("close peer="), "{log}");
 }
@@ -355,8 +358,8 @@ fn sigterm_sent_to_a_child_closes_only_that_connection_cleanly() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).expect("a clean EOF");
     assert!(rest.is_empty());
-    let close = server.closed(client.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+    let close = server.closed(client.local_addr().unwrap()).unwrap();
+    assert_eq!(close.str("end"), Some("shutdown"), "{close}");
     assert_eq!(round_trip(&mut other, b"unaffected"), b"unaffected");
     crate::util::eventually("the child to be reaped", DEADLINE, || {
         server.children().len() == 1
@@ -565,15 +568,15 @@ fn at_sigterm_streaming_clients_get_all_that_was_echoed_then_fin() {
         server.signal(Signal::SIGTERM);
         for (local, client) in clients {
             let (received, ended) = client.join().unwrap();
-            let close = server.closed(local).unwrap().line;
+            let close = server.closed(local).unwrap();
             assert!(
                 ended.is_ok(),
                 "{args:?}: {ended:?} after {received} bytes; {close}"
             );
-            assert_eq!(field(&close, "end"), Some("shutdown"), "{close}");
+            assert_eq!(close.str("end"), Some("shutdown"), "{close}");
             assert_eq!(
-                field(&close, "bytes"),
-                Some(received.to_string().as_str()),
+                close.u64("bytes"),
+                Some(received),
                 "{args:?}: the client got {received} bytes"
             );
         }

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use crate::util::{Server, binary, event, round_trip};
+use crate::util::{Server, binary, round_trip};
 
 /// The listening sockets among the fds of `pid` (by inode, from /proc/net/tcp{,6}), counted.
 fn listening_fds(pid: i32) -> usize {
@@ -71,9 +71,11 @@ fn several_binds_listen_on_each_in_one_loop_and_announce_all_on_one_line() {
     let (_client, child) = server.connected_child();
     assert_eq!(listening_fds(child.as_raw()), 0);
     assert_eq!(listening_fds(server.pid().as_raw()), 3);
-    let startup = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
+    let startup = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
     assert!(
-        startup.contains(&format!(
+        startup.line.contains(&format!(
             "listening on 127.0.0.1:{port} 127.0.0.2:{port} 127.0.0.3:{port} "
         )),
         "{startup}"
@@ -101,9 +103,9 @@ fn two_instances_with_reuse_port_share_a_port_and_both_serve() {
     // hundred connections from different ports, both instances get some.
     let accepted = |server: &Server| {
         server
-            .log()
-            .lines()
-            .filter(|l| event(l) == Some("accept"))
+            .events()
+            .iter()
+            .filter(|l| l.name() == "accept")
             .count()
     };
     for n in 0..200 {

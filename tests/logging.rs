@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 
-use crate::util::{DEADLINE, binary, event, field, fixture, round_trip};
+use crate::util::{DEADLINE, Event, binary, fixture, round_trip};
 
 /// forkecho on loopback with `stderr` as its stderr, started through `prefix` (a program that
 /// execs it) if any; returns it and its address.
@@ -115,7 +115,7 @@ fn recovers(reader: impl Read + Send + 'static, process: &Child, addr: SocketAdd
     let dropped = dropped_notice(&text).unwrap();
     assert!(dropped > 0, "{text}");
     let stats = stats_line(&text).unwrap();
-    let counted: u64 = field(stats, "log-dropped").unwrap().parse().unwrap();
+    let counted: u64 = stats.u64("log-dropped").unwrap();
     assert!(counted >= dropped, "{dropped} dropped, but {stats}");
 }
 
@@ -126,9 +126,10 @@ fn dropped_notice(text: &str) -> Option<u64> {
 }
 
 /// The first whole stats line in `text`.
-fn stats_line(text: &str) -> Option<&str> {
+fn stats_line(text: &str) -> Option<Event> {
     text.lines()
-        .find(|l| event(l) == Some("stats") && field(l, "uptime").is_some())
+        .map(Event::parse)
+        .find(|l| l.name() == "stats" && l.get("uptime").is_some())
 }
 
 #[test]
@@ -194,8 +195,10 @@ fn without_proc_the_server_says_which_guarantee_it_cannot_keep() {
     command.args(&prefix[1..]).arg(binary());
     command.args(["--bind", "127.0.0.1", "--port", "0"]);
     let server = crate::util::Server::spawn(command);
-    let warning = server.wait_for_line("the OOM warning", |l| l.contains("OOM killer"));
-    assert!(warning.starts_with("forkecho: warning: "), "{warning}");
+    let warning = server
+        .wait_for(|l| l.line.contains("OOM killer"))
+        .expect("the OOM warning");
+    assert!(warning.line.starts_with("forkecho: warning: "), "{warning}");
     let mut client = server.connect();
     assert_eq!(round_trip(&mut client, b"no /proc"), b"no /proc");
 }
@@ -289,12 +292,14 @@ fn json_logs_carry_every_event_as_one_parsed_object_a_line() {
     let _ = third.read_to_end(&mut rest);
     drop(first);
     server.signal(Signal::SIGUSR1);
-    server.wait_for_line("the stats object", |l| l.contains("\"event\":\"stats\""));
+    server
+        .wait_for(|l| l.line.contains("\"event\":\"stats\""))
+        .expect("the stats object");
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(DEADLINE).success());
-    server.wait_for_line("the stopped object", |l| {
-        l.contains("\"event\":\"stopped\"")
-    });
+    server
+        .wait_for(|l| l.line.contains("\"event\":\"stopped\""))
+        .expect("the stopped object");
     let lines = json_lines(&server.log());
     let event = |name: &str| {
         lines
@@ -421,9 +426,9 @@ fn json_log_fields_cannot_be_forged_through_the_control_socket() {
     let server = &mut controlled.server;
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.wait_exit(DEADLINE).success());
-    server.wait_for_line("the stopped object", |l| {
-        l.contains("\"event\":\"stopped\"")
-    });
+    server
+        .wait_for(|l| l.line.contains("\"event\":\"stopped\""))
+        .expect("the stopped object");
     let log = server.log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("\"control\"")).collect();
     assert_eq!(lines.len(), 2, "{log}");
@@ -460,8 +465,9 @@ fn json_lines_longer_than_the_first_buffer_are_written_whole() {
         controlled.request(serde_json::json!({ "cmd": cmd }));
         let line = controlled
             .server
-            .wait_for_line("the refused command", |l| l.contains(&cmd));
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            .wait_for(|l| l.line.contains(&cmd))
+            .expect("the refused command");
+        let v: serde_json::Value = serde_json::from_str(&line.line).unwrap();
         assert_eq!(v["cmd"], cmd.as_str(), "{line}");
         assert!(v.get("truncated").is_none(), "{line}");
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use nix::sys::signal::{Signal, kill};
 
-use crate::util::{DEADLINE, Server, binary, event, round_trip, run_to_completion};
+use crate::util::{DEADLINE, Server, binary, round_trip, run_to_completion};
 
 /// A server with `--metrics` on loopback port 0, and where its scrapes go: read as a harness
 /// does, from the last stdout line, `metrics on http://ADDR/metrics` (after the listening lines).
@@ -77,7 +77,9 @@ fn a_scrape_counts_what_was_served_and_is_not_counted_itself() {
         let mut client = server.connect();
         assert_eq!(round_trip(&mut client, b"0123456789"), b"0123456789");
     }
-    server.wait_for_lines(3, |l| event(l) == Some("close"));
+    server
+        .wait_for_events(3, DEADLINE, |l| l.name() == "close")
+        .unwrap();
     // Live until reaped.
     server.wait_for_no_children();
     let first = scrape(metrics);
@@ -107,7 +109,11 @@ fn a_scrape_counts_what_was_served_and_is_not_counted_itself() {
     assert!(second["forkecho_uptime_seconds"] >= first["forkecho_uptime_seconds"]);
     let log = server.log();
     assert_eq!(
-        log.lines().filter(|l| event(l) == Some("accept")).count(),
+        server
+            .events()
+            .iter()
+            .filter(|l| l.name() == "accept")
+            .count(),
         3,
         "{log}"
     );
@@ -180,7 +186,9 @@ fn a_full_server_is_still_scraped_and_faults_never_touch_a_scrape() {
     assert_eq!(samples["forkecho_live_connections"], 1.0);
     assert_eq!(samples["forkecho_connections_accepted_total"], 1.0);
     drop(held);
-    server.wait_for_line("the close line", |l| event(l) == Some("close"));
+    server
+        .wait_for(|l| l.name() == "close")
+        .expect("the close line");
     server.wait_for_no_children();
     let samples = scrape(metrics);
     assert_eq!(samples["forkecho_live_connections"], 0.0);
@@ -188,7 +196,9 @@ fn a_full_server_is_still_scraped_and_faults_never_touch_a_scrape() {
     assert_eq!(samples["forkecho_faults_total{fault=\"close-after\"}"], 0.0);
     let back = crate::util::echo_through(server.connect(), b"0123456789");
     assert_eq!(back, b"012");
-    server.wait_for_lines(2, |l| event(l) == Some("close"));
+    server
+        .wait_for_events(2, DEADLINE, |l| l.name() == "close")
+        .unwrap();
     let samples = scrape(metrics);
     assert_eq!(samples["forkecho_faults_total{fault=\"close-after\"}"], 1.0);
     assert_eq!(
@@ -210,7 +220,9 @@ fn the_counts_add_up_at_quiescence_after_load_refusals_and_a_killed_child() {
         .map(|&(pid, _)| pid)
         .expect("the victim's child");
     kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL).unwrap();
-    server.wait_for_line("the killed child", |l| l.contains("signal=SIGKILL"));
+    server
+        .wait_for(|l| l.line.contains("signal=SIGKILL"))
+        .expect("the killed child");
     // Bounded load: 4 threads of 30 connections; the rate lets about 60 through and refuses the
     // rest.
     let served: usize = std::thread::scope(|scope| {
@@ -331,14 +343,18 @@ fn promtool_accepts_a_scrape_taken_by_curl_under_load() {
 fn the_metrics_address_is_on_stdout_and_a_json_field() {
     let (server, metrics) = with_metrics(&["--log-format", "json"]);
     assert_ne!(metrics.port(), 0);
-    let line = server.wait_for_line("the metrics event", |l| l.contains(r#""event":"metrics""#));
-    let event: serde_json::Value = serde_json::from_str(line.trim_start_matches("forkecho: "))
+    let line = server
+        .wait_for(|l| l.line.contains(r#""event":"metrics""#))
+        .expect("the metrics event");
+    let event: serde_json::Value = serde_json::from_str(line.line.trim_start_matches("forkecho: "))
         .unwrap_or_else(|err| panic!("{err}: {line}"));
     assert_eq!(event["addresses"], serde_json::json!([metrics.to_string()]));
     assert_eq!(event["url"], format!("http://{metrics}/metrics"));
-    let line = server.wait_for_line("the listening event", |l| l.contains(r#""listening""#));
+    let line = server
+        .wait_for(|l| l.line.contains(r#""listening""#))
+        .expect("the listening event");
     let event: serde_json::Value =
-        serde_json::from_str(line.trim_start_matches("forkecho: ")).unwrap();
+        serde_json::from_str(line.line.trim_start_matches("forkecho: ")).unwrap();
     assert_eq!(
         event["addresses"],
         serde_json::json!([server.addr.to_string()])

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
 use std::thread;
 
-use crate::util::{Server, event, have_ipv6, run_to_completion};
+use crate::util::{DEADLINE, Server, have_ipv6, run_to_completion};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -65,11 +65,13 @@ fn probes_to_forkecho_all_come_back_intact() {
     assert!(text.contains("0% lost/corrupt"), "{text}");
     assert!(text.contains("rtt min/avg/max/mdev = "), "{text}");
     // One connection for the whole run.
-    server.wait_for_lines(1, |l| event(l) == Some("close"));
+    server
+        .wait_for_events(1, DEADLINE, |l| l.name() == "close")
+        .unwrap();
     let accepts = server
-        .log()
-        .lines()
-        .filter(|l| event(l) == Some("accept"))
+        .events()
+        .iter()
+        .filter(|l| l.name() == "accept")
         .count();
     assert_eq!(accepts, 1);
 }
@@ -82,12 +84,10 @@ fn a_connection_the_server_closed_while_idle_is_replaced_not_counted_corrupt() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(counts(&out), [2, 2, 0, 0]);
     // The first connection timed out idle; the second served the second probe.
-    let closes = server.wait_for_lines(2, |l| event(l) == Some("close"));
-    assert_eq!(
-        crate::util::field(&closes[0], "end"),
-        Some("idle-timeout"),
-        "{closes:?}"
-    );
+    let closes = server
+        .wait_for_events(2, DEADLINE, |l| l.name() == "close")
+        .unwrap();
+    assert_eq!(closes[0].str("end"), Some("idle-timeout"), "{closes:?}");
 }
 
 #[test]
@@ -102,7 +102,9 @@ fn connect_opens_a_connection_per_probe_and_times_it_apart() {
         );
     }
     assert!(stdout(&out).contains("connect min/avg/max/mdev = "));
-    server.wait_for_lines(3, |l| event(l) == Some("close"));
+    server
+        .wait_for_events(3, DEADLINE, |l| l.name() == "close")
+        .unwrap();
 }
 
 #[test]

@@ -173,7 +173,7 @@ fn a_clean_stop_leaves_a_socket_file_that_another_server_bound_since() {
     let b = Server::start(&["-b", &sock, "--control", control_arg]);
     let stopped = a.stop();
     assert!(
-        stopped.contains(&format!(
+        stopped.line.contains(&format!(
             "left-in-place=\"{sock} unix:{}\"",
             control.display()
         )),
@@ -189,6 +189,6 @@ fn a_clean_stop_leaves_a_socket_file_that_another_server_bound_since() {
     drop(b);
     // Its own files, at its own clean stop, are removed as ever.
     let mut c = Server::start(&["-b", &dir.unix("c.sock")]);
-    assert!(!c.stop().contains("left-in-place"));
+    assert!(!c.stop().line.contains("left-in-place"));
     assert!(!dir.path("c.sock").exists());
 }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::util::{Server, event, field, round_trip};
+use crate::util::{Event, Server, round_trip};
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -45,10 +45,10 @@ fn through(server: &Server, header: &[u8], data: &[u8]) -> (Vec<u8>, String) {
     (back, local)
 }
 
-fn close_line_via(server: &Server, balancer: &str) -> String {
-    server.wait_for_line(&format!("the close line via {balancer}"), |l| {
-        event(l) == Some("close") && l.contains(&format!(" via={balancer} "))
-    })
+fn close_line_via(server: &Server, balancer: &str) -> Event {
+    server
+        .wait_for(|l| l.name() == "close" && l.line.contains(&format!(" via={balancer} ")))
+        .unwrap_or_else(|e| panic!("the close line via {balancer}: {e}"))
 }
 
 #[test]
@@ -58,11 +58,15 @@ fn a_v1_header_names_the_client_and_is_not_echoed() {
     let (back, local) = through(&server, &v1("192.0.2.7", 41000), &data);
     crate::util::assert_same_bytes(&back, &data);
     let close = close_line_via(&server, &local);
-    assert_eq!(field(&close, "peer"), Some("192.0.2.7:41000"), "{close}");
-    assert_eq!(field(&close, "bytes"), Some("300000"), "{close}");
-    let accept = server.wait_for_line("the accept line", |l| event(l) == Some("accept"));
+    assert_eq!(close.str("peer"), Some("192.0.2.7:41000"), "{close}");
+    assert_eq!(close.u64("bytes"), Some(300000), "{close}");
+    let accept = server
+        .wait_for(|l| l.name() == "accept")
+        .expect("the accept line");
     assert!(
-        accept.contains(&format!("peer=192.0.2.7:41000 via={local} ")),
+        accept
+            .line
+            .contains(&format!("peer=192.0.2.7:41000 via={local} ")),
         "{accept}"
     );
 }
@@ -77,7 +81,7 @@ fn a_v2_header_with_tlvs_names_the_client_and_nothing_after_it_is_lost() {
     );
     assert_eq!(back, b"right after the header");
     let close = close_line_via(&server, &local);
-    assert_eq!(field(&close, "peer"), Some("203.0.113.9:5000"), "{close}");
+    assert_eq!(close.str("peer"), Some("203.0.113.9:5000"), "{close}");
 }
 
 #[test]
@@ -98,9 +102,11 @@ fn local_connections_are_served_under_the_balancers_address() {
     let server = Server::start(&["--proxy-protocol"]);
     let (back, local) = through(&server, &v2_local(), b"health check");
     assert_eq!(back, b"health check");
-    let close = server.wait_for_line("the close line", |l| event(l) == Some("close"));
-    assert_eq!(field(&close, "peer"), Some(local.as_str()), "{close}");
-    assert!(close.contains(" proxy=local "), "{close}");
+    let close = server
+        .wait_for(|l| l.name() == "close")
+        .expect("the close line");
+    assert_eq!(close.str("peer"), Some(local.as_str()), "{close}");
+    assert!(close.line.contains(" proxy=local "), "{close}");
     // v1's UNKNOWN is the same.
     let (back, _) = through(&server, b"PROXY UNKNOWN\r\n", b"unknown");
     assert_eq!(back, b"unknown");
@@ -108,16 +114,16 @@ fn local_connections_are_served_under_the_balancers_address() {
 
 /// Sends `first` and returns what comes back before the server closes (nothing, here), and the
 /// proxy-error line for this connection.
-fn refused(server: &Server, first: &[u8]) -> String {
+fn refused(server: &Server, first: &[u8]) -> Event {
     let mut client = server.connect();
     let local = client.local_addr().unwrap().to_string();
     let _ = client.write_all(first);
     let mut back = Vec::new();
     let _ = client.read_to_end(&mut back);
     assert!(back.is_empty(), "{back:?}");
-    server.wait_for_line("the proxy-error line", |l| {
-        event(l) == Some("proxy-error") && field(l, "peer") == Some(local.as_str())
-    })
+    server
+        .wait_for(|l| l.name() == "proxy-error" && l.str("peer") == Some(local.as_str()))
+        .expect("the proxy-error line")
 }
 
 #[test]
@@ -152,13 +158,13 @@ fn a_missing_broken_or_over_long_header_closes_that_connection_and_says_why() {
     for (first, why) in cases {
         let mut server = Server::start(&["--proxy-protocol"]);
         let line = refused(&server, &first);
-        assert!(line.contains(why), "{line}");
+        assert!(line.line.contains(why), "{line}");
         // The server goes on.
         let (back, _) = through(&server, &v1("192.0.2.9", 1234), b"still serving");
         assert_eq!(back, b"still serving");
         let stopped = server.stop();
-        assert_eq!(field(&stopped, "proxy-errors"), Some("1"), "{stopped}");
-        assert_eq!(field(&stopped, "accepted"), Some("1"), "{stopped}");
+        assert_eq!(stopped.u64("proxy-errors"), Some(1), "{stopped}");
+        assert_eq!(stopped.u64("accepted"), Some(1), "{stopped}");
     }
 }
 
@@ -176,11 +182,11 @@ fn a_client_that_sends_no_header_is_closed_at_the_deadline() {
     // parent gives it the deadline.
     assert!(waited >= Duration::from_millis(290), "{waited:?}");
     assert!(waited < Duration::from_secs(10), "{waited:?}");
-    let line = server.wait_for_line("the proxy-error line", |l| {
-        event(l) == Some("proxy-error") && field(l, "peer") == Some(local.as_str())
-    });
+    let line = server
+        .wait_for(|l| l.name() == "proxy-error" && l.str("peer") == Some(local.as_str()))
+        .expect("the proxy-error line");
     assert!(
-        line.contains("no complete PROXY header within 0.300s"),
+        line.line.contains("no complete PROXY header within 0.300s"),
         "{line}"
     );
 }
@@ -247,15 +253,17 @@ fn a_partial_header_then_the_clients_fin_is_a_failed_header_at_once() {
         "the parent spent {spent:?}"
     );
     // One line a second at most: the second is counted.
-    let line = server.wait_for_line("proxy-error", |l| event(l) == Some("proxy-error"));
+    let line = server
+        .wait_for(|l| l.name() == "proxy-error")
+        .expect("proxy-error");
     assert!(
-        line.contains("closed before its whole PROXY header"),
+        line.line.contains("closed before its whole PROXY header"),
         "{line}"
     );
     let (back, _) = through(&server, &v1("192.0.2.9", 1234), b"still serving");
     assert_eq!(back, b"still serving");
     let stopped = server.stop();
-    assert_eq!(field(&stopped, "proxy-errors"), Some("2"), "{stopped}");
+    assert_eq!(stopped.u64("proxy-errors"), Some(2), "{stopped}");
 }
 
 #[test]
@@ -270,8 +278,13 @@ fn max_per_ip_counts_the_client_the_header_names() {
     let mut back = Vec::new();
     let _ = second.read_to_end(&mut back);
     assert!(back.is_empty());
-    let refused = server.wait_for_line("the refusal", |l| event(l) == Some("refused"));
-    assert!(refused.contains("peer=192.0.2.50:1001 via="), "{refused}");
+    let refused = server
+        .wait_for(|l| l.name() == "refused")
+        .expect("the refusal");
+    assert!(
+        refused.line.contains("peer=192.0.2.50:1001 via="),
+        "{refused}"
+    );
     // Another client through the same balancer: served.
     let (back, _) = through(&server, &v1("192.0.2.51", 1000), b"other client");
     assert_eq!(back, b"other client");

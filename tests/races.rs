@@ -13,7 +13,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::thread;
 
-use crate::util::{DEADLINE, Server, binary, event, field};
+use crate::util::{DEADLINE, Server, binary};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -29,8 +29,10 @@ fn a_stop_signal_that_lands_while_the_loop_takes_a_wake_up_is_not_lost() {
     server.signal(Signal::SIGUSR1);
     let status = server.wait_exit(DEADLINE);
     assert!(status.success(), "{status}; stderr:\n{}", server.log());
-    let stopping = server.wait_for_line("the stopping line", |l| event(l) == Some("stopping"));
-    assert_eq!(field(&stopping, "signal"), Some("SIGTERM"), "{stopping}");
+    let stopping = server
+        .wait_for(|l| l.name() == "stopping")
+        .expect("the stopping line");
+    assert_eq!(stopping.str("signal"), Some("SIGTERM"), "{stopping}");
 }
 
 /// The child's side: a stop signal that lands after a child looked for one and before it waits
@@ -59,17 +61,10 @@ fn a_stop_signal_that_lands_just_before_a_child_waits_is_not_lost() {
             waited < std::time::Duration::from_secs(10),
             "{faults:?}: closed after {waited:?}"
         );
-        let close = server.closed(client.local_addr().unwrap()).unwrap().line;
-        assert_eq!(
-            field(&close, "end"),
-            Some("shutdown"),
-            "{faults:?}: {close}"
-        );
+        let close = server.closed(client.local_addr().unwrap()).unwrap();
+        assert_eq!(close.str("end"), Some("shutdown"), "{faults:?}: {close}");
         // What the close line counts is what the client got.
-        assert_eq!(
-            field(&close, "bytes"),
-            Some(back.len().to_string().as_str())
-        );
+        assert_eq!(close.u64("bytes"), Some(back.len() as u64));
     }
 }
 
@@ -136,22 +131,24 @@ fn recycled_pids_never_corrupt_the_child_table() {
         crate::util::children_of(forkecho.as_raw()).is_empty()
     });
     kill(forkecho, Signal::SIGUSR1).unwrap();
-    let stats = server.wait_for_line("the stats line", |l| event(l) == Some("stats"));
+    let stats = server
+        .wait_for(|l| l.name() == "stats")
+        .expect("the stats line");
     let log = server.log();
     assert!(!log.contains("not in the table"), "{log}");
     assert!(!log.contains("panic"), "{log}");
-    let count = |name: &str| -> u64 { field(&stats, name).unwrap().parse().unwrap() };
+    let count = |name: &str| stats.u64(name).unwrap();
     assert_eq!(count("live"), 0, "{stats}");
     assert_eq!(
         count("reaped") + count("fork-failures"),
         count("accepted"),
         "{stats}"
     );
-    let accepts = log.lines().filter(|l| event(l) == Some("accept")).count();
-    let pids: std::collections::HashSet<&str> = log
-        .lines()
-        .filter(|l| event(l) == Some("accept"))
-        .filter_map(|l| field(l, "pid"))
+    let events = server.events();
+    let accepts = events.iter().filter(|l| l.name() == "accept").count();
+    let pids: std::collections::HashSet<u64> = (events.iter())
+        .filter(|l| l.name() == "accept")
+        .filter_map(|l| l.u64("pid"))
         .collect();
     assert!(
         pids.len() <= 20 && accepts > 100,
@@ -203,18 +200,18 @@ fn a_panicking_child_ends_alone_with_status_101_and_the_server_serves_on() {
         let _ = client.write_all(b"anyone?");
         let _ = client.read_to_end(&mut rest);
         assert!(rest.is_empty(), "{rest:?}");
-        let pid = server.child_for(local).to_string();
-        let panic = server.wait_for_line("the child's panic line", |l| {
-            event(l) == Some("panic") && field(l, "pid") == Some(pid.as_str())
-        });
-        assert!(panic.contains("child-panics"), "{panic}");
-        let exit = server.wait_for_line("the child's exit line", |l| {
-            event(l) == Some("child") && field(l, "pid") == Some(pid.as_str())
-        });
-        assert_eq!(field(&exit, "status"), Some("101"), "{exit}");
+        let pid = server.child_for(local).as_raw() as u64;
+        let panic = server
+            .wait_for(|l| l.name() == "panic" && l.u64("pid") == Some(pid))
+            .expect("the child's panic line");
+        assert!(panic.line.contains("child-panics"), "{panic}");
+        let exit = server
+            .wait_for(|l| l.name() == "child" && l.u64("pid") == Some(pid))
+            .expect("the child's exit line");
+        assert_eq!(exit.u64("status"), Some(101), "{exit}");
     }
     server.wait_for_no_children();
     let stopped = server.stop();
-    assert_eq!(field(&stopped, "accepted"), Some("3"), "{stopped}");
-    assert_eq!(field(&stopped, "reaped"), Some("3"), "{stopped}");
+    assert_eq!(stopped.u64("accepted"), Some(3), "{stopped}");
+    assert_eq!(stopped.u64("reaped"), Some(3), "{stopped}");
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use crate::util::{DEADLINE, Server, binary, event, field, round_trip};
+use crate::util::{DEADLINE, Server, binary, round_trip};
 use nix::sys::signal::Signal;
 
 fn status_field(pid: i32, key: &str) -> String {
@@ -32,8 +32,10 @@ fn limit(pid: i32, name: &str) -> String {
 #[test]
 fn the_server_and_every_child_are_confined_and_children_have_no_room() {
     let server = Server::start(&[]);
-    let startup = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
-    assert_eq!(field(&startup, "sandbox"), Some("on"), "{startup}");
+    let startup = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
+    assert_eq!(startup.str("sandbox"), Some("on"), "{startup}");
     let (_client, child) = server.connected_child();
     let child = child.as_raw();
     let parent = server.pid().as_raw();
@@ -52,8 +54,10 @@ fn the_server_and_every_child_are_confined_and_children_have_no_room() {
 #[test]
 fn no_sandbox_leaves_children_unconfined() {
     let server = Server::start(&["--no-sandbox"]);
-    let startup = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
-    assert_eq!(field(&startup, "sandbox"), Some("off"), "{startup}");
+    let startup = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
+    assert_eq!(startup.str("sandbox"), Some("off"), "{startup}");
     let (_client, child) = server.connected_child();
     assert_eq!(status_field(child.as_raw(), "Seccomp"), "0");
     assert_eq!(status_field(server.pid().as_raw(), "Seccomp"), "0");
@@ -101,11 +105,11 @@ fn a_child_that_makes_a_forbidden_system_call_dies_of_sigsys_and_the_server_serv
     let mut rest = Vec::new();
     let _ = first.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
-    let pid = server.child_for(local).to_string();
-    let death = server.wait_for_line("the child's death", |l| {
-        event(l) == Some("child") && field(l, "pid") == Some(pid.as_str())
-    });
-    assert!(death.contains("killed signal=SIGSYS"), "{death}");
+    let pid = server.child_for(local).as_raw() as u64;
+    let death = server
+        .wait_for(|l| l.name() == "child" && l.u64("pid") == Some(pid))
+        .expect("the child's death");
+    assert!(death.line.contains("killed signal=SIGSYS"), "{death}");
     // Connection 2 is served as usual.
     let mut second = server.connect();
     assert_eq!(round_trip(&mut second, b"still here"), b"still here");

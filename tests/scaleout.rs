@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::util::{
-    DEADLINE, Server, assert_same_bytes, connect_when_up, echo_through, eventually, field,
-    free_port, pattern,
+    DEADLINE, Server, assert_same_bytes, connect_when_up, echo_through, eventually, free_port,
+    pattern,
 };
 use nix::sys::signal::Signal;
 
@@ -67,11 +67,10 @@ impl Drop for Haproxy {
 
 /// Close lines in `server`'s log for connections that echoed exactly `bytes` bytes.
 fn served(server: &Server, bytes: usize) -> usize {
-    let bytes = bytes.to_string();
     server
-        .log()
-        .lines()
-        .filter(|line| line.contains(" close ") && field(line, "bytes") == Some(&bytes))
+        .events()
+        .iter()
+        .filter(|line| line.name() == "close" && line.u64("bytes") == Some(bytes as u64))
         .count()
 }
 
@@ -142,14 +141,14 @@ fn haproxy_spreads_clients_and_survives_a_killed_backend() {
     assert!(echo1.log().contains(" proxy=local "), "{}", echo1.log());
     // The clients are logged as themselves, HAProxy as the way they came.
     let client_lines = echo1
-        .log()
-        .lines()
-        .filter(|l| l.contains(" close ") && field(l, "bytes") == Some(&*size.to_string()))
-        .map(str::to_string)
+        .events()
+        .iter()
+        .filter(|l| l.name() == "close" && l.u64("bytes") == Some(size as u64))
+        .cloned()
         .collect::<Vec<_>>();
     for line in &client_lines {
-        let peer: SocketAddr = field(line, "peer").unwrap().parse().unwrap();
-        let via: SocketAddr = field(line, "via").unwrap().parse().unwrap();
+        let peer: SocketAddr = line.str("peer").unwrap().parse().unwrap();
+        let via: SocketAddr = line.str("via").unwrap().parse().unwrap();
         assert_ne!(peer.port(), via.port(), "{line}");
     }
     assert!(!echo1.log().contains("proxy-error"), "{}", echo1.log());
@@ -208,8 +207,10 @@ fn through_haproxy_max_per_ip_counts_each_client_not_the_balancer() {
     let mut back = [0u8; 12];
     a1.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"first from A");
-    let accepted = echo.wait_for_line("A's accept line", |l| l.contains("accept peer=127.0.0.2:"));
-    assert!(accepted.contains(" via=127.0.0.1:"), "{accepted}");
+    let accepted = echo
+        .wait_for(|l| l.line.contains("accept peer=127.0.0.2:"))
+        .expect("A's accept line");
+    assert!(accepted.line.contains(" via=127.0.0.1:"), "{accepted}");
     // A second connection from A: refused by forkecho (no child, nothing echoed), so HAProxy
     // closes it.
     let mut a2 = connect_from([127, 0, 0, 2], front);
@@ -223,7 +224,8 @@ fn through_haproxy_max_per_ip_counts_each_client_not_the_balancer() {
         &echo_through(connect_from([127, 0, 0, 3], front), &data),
         &data,
     );
-    echo.wait_for_line("B's accept line", |l| l.contains("accept peer=127.0.0.3:"));
+    echo.wait_for(|l| l.line.contains("accept peer=127.0.0.3:"))
+        .expect("B's accept line");
     // One child for A, whatever the (rate-limited) refusal lines say.
     let from_a = echo.log().matches("accept peer=127.0.0.2:").count();
     assert_eq!(from_a, 1, "{}", echo.log());

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::Command;
 
-use crate::util::{DEADLINE, Server, event, field, round_trip};
+use crate::util::{DEADLINE, Server, round_trip};
 use nix::sys::signal::Signal;
 
 /// A uid no one else uses, so RLIMIT_NPROC counts only this test's server and its children.
@@ -51,10 +51,12 @@ fn fork_failure_closes_that_client_and_serving_resumes_when_processes_free_up() 
     // Closed at once with nothing echoed (EOF; a reset would also be acceptable).
     let _ = refused.read_to_end(&mut rest);
     assert!(rest.is_empty());
-    let warning = server.wait_for_line("the fork warning", |l| l.contains("fork failed"));
-    assert_eq!(field(&warning, "peer"), Some(local.as_str()), "{warning}");
+    let warning = server
+        .wait_for(|l| l.line.contains("fork failed"))
+        .expect("the fork warning");
+    assert_eq!(warning.str("peer"), Some(local.as_str()), "{warning}");
     assert!(
-        warning.contains("Resource temporarily unavailable"),
+        warning.line.contains("Resource temporarily unavailable"),
         "{warning}"
     );
 
@@ -62,8 +64,10 @@ fn fork_failure_closes_that_client_and_serving_resumes_when_processes_free_up() 
     // paused after every failure, so they are closed about ten a second, not all at once. The
     // second warning comes a second after the first and counts the failures in between.
     let mut more: Vec<_> = (0..15).map(|_| server.connect()).collect();
-    let warnings = server.wait_for_lines(2, |l| l.contains("fork failed"));
-    let held = suppressed_count(&warnings[1]);
+    let warnings = server
+        .wait_for_events(2, DEADLINE, |l| l.line.contains("fork failed"))
+        .unwrap();
+    let held = suppressed_count(&warnings[1].line);
     assert!(
         (1..=30).contains(&held),
         "{held} fork failures in one second"
@@ -83,12 +87,8 @@ fn fork_failure_closes_that_client_and_serving_resumes_when_processes_free_up() 
 
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
-    let log = server.log();
-    let stopped = log
-        .lines()
-        .find(|l| event(l) == Some("stopped"))
-        .expect(&log);
-    assert_ne!(field(stopped, "fork-failures"), Some("0"), "{stopped}");
+    let stopped = server.stopped();
+    assert_ne!(stopped.u64("fork-failures"), Some(0), "{stopped}");
 }
 
 #[test]
@@ -98,16 +98,20 @@ fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
     // description finds no room either: the readiness line is written to fd 1 itself.)
     let mut server = Server::spawn(limited("--nofile=8", false));
     let _waiting = server.connect(); // completes in the kernel backlog; accept then fails
-    let lines = server.wait_for_lines(2, |l| {
-        l.contains("accept failed") && l.contains("Too many open files")
-    });
+    let lines = server
+        .wait_for_events(2, DEADLINE, |l| {
+            l.line.contains("accept failed") && l.line.contains("Too many open files")
+        })
+        .unwrap();
     // The second warning comes a second after the first and counts the failures in between.
     // Pausing 100ms after each makes that about ten; a busy loop would make it thousands.
     let held: u64 = lines[1]
+        .line
         .strip_suffix(" similar suppressed)")
         .and_then(|s| s.rsplit_once(" (("))
         .or_else(|| {
             lines[1]
+                .line
                 .strip_suffix(" similar suppressed)")?
                 .rsplit_once('(')
         })

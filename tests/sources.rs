@@ -9,7 +9,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{DEADLINE, Server, event, field, round_trip};
+use crate::util::{DEADLINE, Server, round_trip};
 use socket2::{Domain, Socket, Type};
 
 /// A connection to `to` from address `from` (any port).
@@ -38,9 +38,9 @@ fn served(mut stream: TcpStream) -> bool {
 
 fn accepts(server: &Server) -> usize {
     server
-        .log()
-        .lines()
-        .filter(|l| event(l) == Some("accept"))
+        .events()
+        .iter()
+        .filter(|l| l.name() == "accept")
         .count()
 }
 
@@ -60,18 +60,18 @@ fn rate_per_ip_closes_connections_over_the_rate_before_any_fork() {
         !served(over),
         "the fourth within the minute is closed unserved"
     );
-    let refused = server.wait_for_line("the refusal", |l| {
-        event(l) == Some("refused") && field(l, "peer") == Some(&*local.to_string())
-    });
-    assert_eq!(field(&refused, "reason"), Some("rate-per-ip"), "{refused}");
-    assert_eq!(field(&refused, "limit"), Some("3/60s"), "{refused}");
+    let refused = server
+        .wait_for(|l| l.name() == "refused" && l.str("peer") == Some(&*local.to_string()))
+        .expect("the refusal");
+    assert_eq!(refused.str("reason"), Some("rate-per-ip"), "{refused}");
+    assert_eq!(refused.str("limit"), Some("3/60s"), "{refused}");
     assert_eq!(accepts(&server), 3, "no child for the refused one");
     // Another source has its own bucket.
     assert!(served(connect_from("127.0.0.2", server.addr)));
     drop(held);
     let stopped = server.stop();
-    assert_eq!(field(&stopped, "rate-limited"), Some("1"), "{stopped}");
-    assert_eq!(field(&stopped, "accepted"), Some("4"), "{stopped}");
+    assert_eq!(stopped.u64("rate-limited"), Some(1), "{stopped}");
+    assert_eq!(stopped.u64("accepted"), Some(4), "{stopped}");
 }
 
 #[test]
@@ -103,10 +103,10 @@ fn ipv4_prefix_groups_neighbours_for_max_per_ip() {
     let neighbour = connect_from("127.0.0.3", server.addr);
     let local = neighbour.local_addr().unwrap().to_string();
     assert!(!served(neighbour));
-    let refused = server.wait_for_line("the refusal", |l| {
-        event(l) == Some("refused") && field(l, "peer") == Some(local.as_str())
-    });
-    assert_eq!(field(&refused, "group"), Some("127.0.0.0/24"), "{refused}");
+    let refused = server
+        .wait_for(|l| l.name() == "refused" && l.str("peer") == Some(local.as_str()))
+        .expect("the refusal");
+    assert_eq!(refused.str("group"), Some("127.0.0.0/24"), "{refused}");
     // 127.0.1.2 is not.
     assert!(served(connect_from("127.0.1.2", server.addr)));
 
@@ -131,14 +131,10 @@ fn ipv6_clients_count_per_64_by_default() {
         let same_host = connect_from("2001:db8:0:1::2", to);
         let local = same_host.local_addr().unwrap().to_string();
         assert!(!served(same_host));
-        let refused = server.wait_for_line("the refusal", |l| {
-            event(l) == Some("refused") && field(l, "peer") == Some(local.as_str())
-        });
-        assert_eq!(
-            field(&refused, "group"),
-            Some("2001:db8:0:1::/64"),
-            "{refused}"
-        );
+        let refused = server
+            .wait_for(|l| l.name() == "refused" && l.str("peer") == Some(local.as_str()))
+            .expect("the refusal");
+        assert_eq!(refused.str("group"), Some("2001:db8:0:1::/64"), "{refused}");
         // Another /64 is another host.
         assert!(served(connect_from("2001:db8:0:2::1", to)));
     });

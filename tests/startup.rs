@@ -86,9 +86,9 @@ fn sigquit_stops_and_sigusr2_and_sigalrm_are_ignored() {
     drop(client);
     server.signal(Signal::SIGQUIT);
     assert!(server.wait_exit(DEADLINE).success(), "{}", server.log());
-    server.wait_for_line("the stopping line", |l| {
-        l.contains("stopping signal=SIGQUIT")
-    });
+    server
+        .wait_for(|l| l.line.contains("stopping signal=SIGQUIT"))
+        .expect("the stopping line");
 }
 
 #[test]
@@ -159,10 +159,10 @@ fn the_backlog_is_the_kernels_most_unless_asked_and_never_above_it() {
         (&["--backlog", "2000000000"][..], most),
     ] {
         let server = crate::util::Server::start(args);
-        let line = server.wait_for_line("the startup line", |l| {
-            crate::util::event(l) == Some("listening")
-        });
-        let backlog = crate::util::field(&line, "backlog").unwrap();
-        assert_eq!(backlog, want.to_string(), "{args:?}: {line}");
+        let line = server
+            .wait_for(|l| l.name() == "listening")
+            .expect("the startup line");
+        let backlog = line.u64("backlog").unwrap();
+        assert_eq!(backlog, want as u64, "{args:?}: {line}");
     }
 }

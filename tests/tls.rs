@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use rustls::{CertificateError, Error as TlsError};
 
 use crate::util::{
-    DEADLINE, Scratch, Server, assert_same_bytes, binary, event, fails_to_start, field,
-    output_within_deadline, pattern, run_client, run_to_completion,
+    DEADLINE, Scratch, Server, assert_same_bytes, binary, fails_to_start, output_within_deadline,
+    pattern, run_client, run_to_completion,
 };
 use forkecho_fixture::tls::{ClientSetup, echo as echo_tls, tls_error};
 
@@ -48,14 +48,14 @@ fn a_tls_echo_verifies_against_the_written_ca_and_logs_the_session() {
         let local = tls.sock.local_addr().unwrap();
         let back = echo_tls(tls, &data).unwrap();
         assert_same_bytes(&back, &data);
-        let close = server.closed(local).unwrap().line;
-        assert_eq!(field(&close, "end"), Some("client-closed"), "{close}");
-        assert_eq!(field(&close, "bytes"), Some(&*data.len().to_string()));
-        assert_eq!(field(&close, "tls"), Some("1.3"), "{close}");
-        assert!(field(&close, "cipher").is_some_and(|c| c.starts_with("TLS13_")));
+        let close = server.closed(local).unwrap();
+        assert_eq!(close.str("end"), Some("client-closed"), "{close}");
+        assert_eq!(close.u64("bytes"), Some(data.len() as u64));
+        assert_eq!(close.str("tls"), Some("1.3"), "{close}");
+        assert!(close.str("cipher").is_some_and(|c| c.starts_with("TLS13_")));
         // SNI carries names, never addresses.
         let sni = (name == "localhost").then_some("localhost");
-        assert_eq!(field(&close, "sni"), sni, "{close}");
+        assert_eq!(close.str("sni"), sni, "{close}");
     }
     assert!(server.log().contains("tls certificate made for 127.0.0.1,"));
 }
@@ -87,11 +87,14 @@ fn each_certificate_fault_fails_verification_with_its_own_error() {
             }
             other => panic!("--tls-fault {fault}: {err} ({other:?})"),
         }
-        let close = server.wait_for_line("the failed handshake's close line", |l| {
-            event(l) == Some("close")
-        });
-        assert_eq!(field(&close, "end"), Some("tls-handshake"), "{close}");
-        assert!(close.contains("reason=\"received fatal alert"), "{close}");
+        let close = server
+            .wait_for(|l| l.name() == "close")
+            .expect("the failed handshake's close line");
+        assert_eq!(close.str("end"), Some("tls-handshake"), "{close}");
+        assert!(
+            close.line.contains("reason=\"received fatal alert"),
+            "{close}"
+        );
         assert!(server.log().contains(&format!("fault={fault}")));
     }
 }
@@ -119,9 +122,9 @@ fn a_stalled_handshake_is_closed_at_the_idle_timeout_while_others_are_served() {
     let mut buf = [0u8; 16];
     assert_eq!(silent.read(&mut buf).unwrap(), 0, "closed without a word");
     assert!(started.elapsed() >= Duration::from_millis(450));
-    let close = server.closed(silent.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("tls-handshake"), "{close}");
-    assert!(close.contains("reason=\"timed out\""), "{close}");
+    let close = server.closed(silent.local_addr().unwrap()).unwrap();
+    assert_eq!(close.str("end"), Some("tls-handshake"), "{close}");
+    assert!(close.line.contains("reason=\"timed out\""), "{close}");
 }
 
 #[test]
@@ -135,9 +138,11 @@ fn stall_handshake_says_nothing_to_a_client_hello_until_the_idle_timeout() {
         .connect(server.addr, "localhost")
         .expect_err("a stalled handshake cannot succeed");
     assert!(started.elapsed() >= Duration::from_millis(350), "{err}");
-    let close = server.wait_for_line("close", |l| event(l) == Some("close"));
+    let close = server.wait_for(|l| l.name() == "close").expect("close");
     assert!(
-        close.contains("reason=\"stall-handshake fault, timed out\""),
+        close
+            .line
+            .contains("reason=\"stall-handshake fault, timed out\""),
         "{close}"
     );
 }
@@ -149,9 +154,9 @@ fn reset_in_handshake_resets_after_the_client_hello() {
         .connect(server.addr, "localhost")
         .expect_err("a reset handshake cannot succeed");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
-    let close = server.wait_for_line("close", |l| event(l) == Some("close"));
+    let close = server.wait_for(|l| l.name() == "close").expect("close");
     assert!(
-        close.contains("reason=\"reset-in-handshake fault\""),
+        close.line.contains("reason=\"reset-in-handshake fault\""),
         "{close}"
     );
 }
@@ -177,16 +182,18 @@ fn mutual_tls_takes_a_client_certificate_from_its_ca_and_refuses_none() {
         echo_tls(tls, b"with a certificate").unwrap(),
         b"with a certificate"
     );
-    let close = server.closed(local).unwrap().line;
-    assert!(close.ends_with("client=\"CN=test client\""), "{close}");
+    let close = server.closed(local).unwrap();
+    assert!(close.line.ends_with("client=\"CN=test client\""), "{close}");
     // Without one: TLS 1.3 clients learn of it at their first read.
     let refused = trusting(&ca)
         .connect(server.addr, "localhost")
         .and_then(|tls| echo_tls(tls, b"without"));
     assert!(refused.is_err(), "{refused:?}");
-    let line = server.wait_for_line("the refusal", |l| l.contains("end=tls-handshake"));
+    let line = server
+        .wait_for(|l| l.str("end") == Some("tls-handshake"))
+        .expect("the refusal");
     assert!(
-        line.contains("reason=\"peer sent no certificates\""),
+        line.line.contains("reason=\"peer sent no certificates\""),
         "{line}"
     );
     // A certificate from another CA is refused too.
@@ -230,10 +237,7 @@ fn alpn_is_negotiated_from_the_servers_list() {
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
     let local = tls.sock.local_addr().unwrap();
     echo_tls(tls, b"alpn").unwrap();
-    assert_eq!(
-        field(&server.closed(local).unwrap().line, "alpn"),
-        Some("h2")
-    );
+    assert_eq!(server.closed(local).unwrap().str("alpn"), Some("h2"));
     let setup = ClientSetup {
         ca: Some(&ca),
         alpn: &["imap"],
@@ -257,10 +261,7 @@ fn tls_1_2_is_served_unless_the_minimum_is_1_3() {
     let tls = setup.connect(server.addr, "localhost").unwrap();
     let local = tls.sock.local_addr().unwrap();
     assert_eq!(echo_tls(tls, b"twelve").unwrap(), b"twelve");
-    assert_eq!(
-        field(&server.closed(local).unwrap().line, "tls"),
-        Some("1.2")
-    );
+    assert_eq!(server.closed(local).unwrap().str("tls"), Some("1.2"));
     let (strict, _dir, ca) = tls_server("tls-13", &["--tls-min-version", "1.3"]);
     let setup = ClientSetup {
         ca: Some(&ca),
@@ -318,9 +319,9 @@ fn close_after_over_tls_echoes_exactly_the_limit_then_close_notify() {
     // A clean end: close_notify, so read_to_end sees Ok(0), not an unexpected EOF.
     tls.read_to_end(&mut back).unwrap();
     assert_same_bytes(&back, &data[..100]);
-    let close = server.closed(tls.sock.local_addr().unwrap()).unwrap().line;
-    assert_eq!(field(&close, "end"), Some("close-after"), "{close}");
-    assert_eq!(field(&close, "bytes"), Some("100"));
+    let close = server.closed(tls.sock.local_addr().unwrap()).unwrap();
+    assert_eq!(close.str("end"), Some("close-after"), "{close}");
+    assert_eq!(close.u64("bytes"), Some(100));
 }
 
 #[test]
@@ -350,7 +351,9 @@ fn a_certificate_from_files_is_served_and_bad_files_are_named() {
         .unwrap();
     assert_eq!(echo_tls(tls, b"from files").unwrap(), b"from files");
     let from = format!("tls certificate from {c}");
-    server.wait_for_line(&from, |l| l.contains(&from));
+    server
+        .wait_for(|l| l.line.contains(&from))
+        .unwrap_or_else(|e| panic!("{from}: {e}"));
     // Each broken start names the file and what is wrong with it.
     let (_, other_key) = server_identity(&["localhost"]);
     let other = dir.path("other.key");
@@ -481,9 +484,13 @@ fn a_tls_server_keeps_serving_through_garbage_and_half_handshakes() {
     drop(half);
     let tls = trusting(&ca).connect(server.addr, "localhost").unwrap();
     assert_eq!(echo_tls(tls, b"still here").unwrap(), b"still here");
-    let lines = server.wait_for_lines(2, |l| l.contains("end=tls-handshake"));
+    let lines = server
+        .wait_for_events(2, DEADLINE, |l| l.str("end") == Some("tls-handshake"))
+        .unwrap();
     assert!(
-        lines.iter().any(|l| l.contains("reason=\"client closed\"")),
+        lines
+            .iter()
+            .any(|l| l.line.contains("reason=\"client closed\"")),
         "{lines:?}"
     );
 }
@@ -629,9 +636,9 @@ fn tls_comes_after_a_proxy_header_and_works_on_unix_sockets() {
     }
     let tls = rustls::StreamOwned::new(conn, socket);
     assert_eq!(echo_tls(tls, b"behind a proxy").unwrap(), b"behind a proxy");
-    let close = server.wait_for_line("close", |l| event(l) == Some("close"));
-    assert_eq!(field(&close, "peer"), Some("192.0.2.7:4242"), "{close}");
-    assert_eq!(field(&close, "tls"), Some("1.3"), "{close}");
+    let close = server.wait_for(|l| l.name() == "close").expect("close");
+    assert_eq!(close.str("peer"), Some("192.0.2.7:4242"), "{close}");
+    assert_eq!(close.str("tls"), Some("1.3"), "{close}");
     // A Unix listener speaks TLS too: ping sends localhost as the name.
     let unix = Server::start(&["--tls", "--tls-ca-out", ca.to_str().unwrap(), "-b", &sock]);
     let mut command = Command::new(binary());
@@ -646,8 +653,8 @@ fn tls_comes_after_a_proxy_header_and_works_on_unix_sockets() {
     ]);
     let out = run_to_completion(command);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let close = unix.wait_for_line("close", |l| event(l) == Some("close"));
-    assert_eq!(field(&close, "sni"), Some("localhost"), "{close}");
+    let close = unix.wait_for(|l| l.name() == "close").expect("close");
+    assert_eq!(close.str("sni"), Some("localhost"), "{close}");
 }
 
 #[test]
@@ -664,7 +671,9 @@ fn failed_handshakes_are_counted_apart_by_the_metrics() {
             .connect(server.addr, "localhost")
             .is_err()
     );
-    server.wait_for_lines(2, |l| event(l) == Some("close"));
+    server
+        .wait_for_events(2, DEADLINE, |l| l.name() == "close")
+        .unwrap();
     let samples = crate::metrics::scrape(metrics);
     let ended = |end: &str| samples[&format!("forkecho_connections_closed_total{{end=\"{end}\"}}")];
     assert_eq!(ended("tls-handshake"), 1.0);

@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::util::{Scratch, Server, binary, fails_to_start, run_client, run_to_completion};
+use crate::util::{
+    DEADLINE, Scratch, Server, binary, fails_to_start, run_client, run_to_completion,
+};
 
 /// Runs `openssl` with `args` (split at spaces) in `dir`; panics with its stderr if it fails.
 fn openssl(dir: &Path, args: &str) {
@@ -77,13 +79,15 @@ fn a_version_1_client_certificate_is_refused_in_words() {
     make_ca(&dir.0);
     make_client(&dir.0, None);
     let (server, _) = mutual_tls(&dir, &[], b"hello\n");
-    let line = server.wait_for_line("the refused handshake", |l| l.contains("end=tls-handshake"));
+    let line = server
+        .wait_for(|l| l.str("end") == Some("tls-handshake"))
+        .expect("the refused handshake");
     assert!(
-        line.contains("the certificate is X.509 version 1"),
+        line.line.contains("the certificate is X.509 version 1"),
         "{line}"
     );
-    assert!(line.contains("extendedKeyUsage clientAuth"), "{line}");
-    assert!(line.contains("UnsupportedCertVersion"), "{line}");
+    assert!(line.line.contains("extendedKeyUsage clientAuth"), "{line}");
+    assert!(line.line.contains("UnsupportedCertVersion"), "{line}");
 }
 
 #[test]
@@ -133,8 +137,8 @@ fn the_man_page_recipe_for_a_client_certificate_is_taken() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert!(line.contains("client=\"CN=client\""), "{line}");
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert!(line.line.contains("client=\"CN=client\""), "{line}");
 }
 
 /// A server that makes the run's client certificate in `dir` (with `args`), and the path of
@@ -172,19 +176,28 @@ fn the_made_client_certificate_is_written_and_required() {
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
     }
     // Log lines are collected as they come, maybe after the readiness line: waited for.
-    server.wait_for_line("the client CA", |l| l.contains("client-ca=\""));
+    server
+        .wait_for(|l| l.line.contains("client-ca=\""))
+        .expect("the client CA");
     let out = ping(&server, &server_ca, Some(&dir));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = server.wait_for_line("the close", |l| l.contains("end=client-closed"));
-    assert!(line.contains("client=\"CN=forkecho client\""), "{line}");
+    let line = server
+        .wait_for(|l| l.line.contains("end=client-closed"))
+        .expect("the close");
+    assert!(
+        line.line.contains("client=\"CN=forkecho client\""),
+        "{line}"
+    );
     // Without the certificate, the handshake is refused.
     let out = ping(&server, &server_ca, None);
     assert_eq!(out.status.code(), Some(1));
-    server.wait_for_line("the refusal", |l| l.contains("end=tls-handshake"));
+    server
+        .wait_for(|l| l.str("end") == Some("tls-handshake"))
+        .expect("the refusal");
 }
 
 #[test]
@@ -203,8 +216,10 @@ fn another_client_ca_decides_over_the_made_one() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let line = server.wait_for_line("the refusal", |l| l.contains("end=tls-handshake"));
-    assert!(line.contains("UnknownIssuer"), "{line}");
+    let line = server
+        .wait_for(|l| l.str("end") == Some("tls-handshake"))
+        .expect("the refusal");
+    assert!(line.line.contains("UnknownIssuer"), "{line}");
     assert!(
         server
             .log()
@@ -269,6 +284,10 @@ fn openssl_and_python_present_the_made_client_certificate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines = server.wait_for_lines(2, |l| l.contains("client=\"CN=forkecho client\""));
+    let lines = server
+        .wait_for_events(2, DEADLINE, |l| {
+            l.line.contains("client=\"CN=forkecho client\"")
+        })
+        .unwrap();
     assert_eq!(lines.len(), 2);
 }

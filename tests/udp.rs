@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{DEADLINE, Server, event, field, pattern, run_client};
+use crate::util::{DEADLINE, Event, Server, pattern, run_client};
 
 /// A client socket on loopback that gives up after `wait`.
 pub(crate) fn client(wait: Duration) -> UdpSocket {
@@ -27,23 +27,26 @@ pub(crate) fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Option<Vec
 }
 
 /// The `stats` line's fields after SIGUSR1.
-pub(crate) fn stats(server: &Server) -> String {
+pub(crate) fn stats(server: &Server) -> Event {
     let before = server
-        .log()
-        .lines()
-        .filter(|l| event(l) == Some("stats"))
+        .events()
+        .iter()
+        .filter(|l| l.name() == "stats")
         .count();
     server.signal(Signal::SIGUSR1);
-    server.wait_for_lines(before + 1, |l| event(l) == Some("stats"))[before].clone()
+    server
+        .wait_for_events(before + 1, DEADLINE, |l| l.name() == "stats")
+        .unwrap()[before]
+        .clone()
 }
 
 /// The `stats` line once its field `key` reads `value`: the worker counts an answer just after
 /// sending it, so a client can have it a moment before the count does.
-pub(crate) fn stats_when(server: &Server, key: &str, value: &str) -> String {
-    let mut line = String::new();
+pub(crate) fn stats_when(server: &Server, key: &str, value: u64) -> Event {
+    let mut line = Event::parse("");
     crate::util::eventually(&format!("{key}={value}"), DEADLINE, || {
         line = stats(server);
-        field(&line, key) == Some(value)
+        line.u64(key) == Some(value)
     });
     line
 }
@@ -68,11 +71,8 @@ fn udp_echoes_every_size_beside_tcp_on_the_same_port() {
     }
     let mut tcp = server.connect();
     assert_eq!(crate::util::round_trip(&mut tcp, b"and TCP"), b"and TCP");
-    let line = stats_when(&server, "udp-echoed", "5");
-    assert_eq!(
-        field(&line, "udp-bytes"),
-        Some(&*(1400 + 9000 + 65_507 + 1).to_string())
-    );
+    let line = stats_when(&server, "udp-echoed", 5);
+    assert_eq!(line.u64("udp-bytes"), Some(1400 + 9000 + 65_507 + 1));
 }
 
 #[test]
@@ -90,8 +90,8 @@ fn udp_only_serves_no_tcp_and_a_datagram_larger_than_the_buffer_is_never_echoed_
         None,
         "truncated: dropped, not cut"
     );
-    let line = stats_when(&server, "udp-echoed", "1");
-    assert_eq!(field(&line, "udp-truncated"), Some("1"), "{line}");
+    let line = stats_when(&server, "udp-echoed", 1);
+    assert_eq!(line.u64("udp-truncated"), Some(1), "{line}");
 }
 
 #[test]
@@ -121,11 +121,7 @@ fn reflecting_source_ports_are_never_answered() {
         Some(b"ok".to_vec())
     );
     let line = stats(&server);
-    assert_eq!(
-        field(&line, "udp-source-port"),
-        Some(&*refused.to_string()),
-        "{line}"
-    );
+    assert_eq!(line.u64("udp-source-port"), Some(refused as u64), "{line}");
 }
 
 #[test]
@@ -137,7 +133,7 @@ fn rate_per_ip_limits_datagrams_per_source() {
         .count();
     assert_eq!(answered, 3, "a burst of 3, then nothing for 20 s");
     let line = stats(&server);
-    assert_eq!(field(&line, "udp-rate-limited"), Some("3"), "{line}");
+    assert_eq!(line.u64("udp-rate-limited"), Some(3), "{line}");
 }
 
 #[test]
@@ -149,22 +145,26 @@ fn a_killed_worker_is_restarted_and_serves_again() {
         Some(b"before".to_vec())
     );
     // Counted just after it was sent: killed before that, the worker would never count it.
-    stats_when(&server, "udp-echoed", "1");
+    stats_when(&server, "udp-echoed", 1);
     let worker = server.children();
     assert_eq!(worker.len(), 1, "one worker: {worker:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker[0].0), Signal::SIGKILL).unwrap();
-    let restarted = server.wait_for_line("the restart", |l| l.contains("udp worker restarted"));
-    let died = server.wait_for_line("the death", |l| l.contains("killed signal=SIGKILL"));
-    assert!(died.contains("restarting in 100ms"), "{died}");
-    let new = field(&restarted, "pid").unwrap();
-    assert_ne!(new, worker[0].0.to_string());
+    let restarted = server
+        .wait_for(|l| l.line.contains("udp worker restarted"))
+        .expect("the restart");
+    let died = server
+        .wait_for(|l| l.line.contains("killed signal=SIGKILL"))
+        .expect("the death");
+    assert!(died.line.contains("restarting in 100ms"), "{died}");
+    let new = restarted.u64("pid").unwrap();
+    assert_ne!(new, worker[0].0 as u64);
     assert_eq!(ask(&socket, server.addr, b"after"), Some(b"after".to_vec()));
-    let line = stats_when(&server, "udp-echoed", "2");
-    assert_eq!(field(&line, "udp-restarts"), Some("1"), "{line}");
+    let line = stats_when(&server, "udp-echoed", 2);
+    assert_eq!(line.u64("udp-restarts"), Some(1), "{line}");
     // No zombie, and a clean stop takes the worker too.
     let mut server = server;
     let stopped = server.stop();
-    assert!(stopped.contains("killed=0"), "{stopped}");
+    assert!(stopped.line.contains("killed=0"), "{stopped}");
 }
 
 /// Which of datagrams 1..=n a `--loss` server drops, as one client sees it.
@@ -205,13 +205,11 @@ fn duplicate_corrupt_and_reorder_do_what_they_say() {
     let back = ask(&socket, server.addr, &sent).expect("an answer");
     let differ: Vec<usize> = (0..100).filter(|&i| back[i] != sent[i]).collect();
     assert_eq!(differ.len(), 1, "one byte flipped");
-    let line = server.wait_for_line("the corrupt line", |l| l.contains("udp corrupt"));
-    assert_eq!(
-        field(&line, "byte"),
-        Some(&*differ[0].to_string()),
-        "{line}"
-    );
-    assert_eq!(field(&line, "datagram"), Some("1"), "{line}");
+    let line = server
+        .wait_for(|l| l.line.contains("udp corrupt"))
+        .expect("the corrupt line");
+    assert_eq!(line.u64("byte"), Some(differ[0] as u64), "{line}");
+    assert_eq!(line.u64("datagram"), Some(1), "{line}");
     drop(server);
 
     // Every answer held until the next goes: the first comes back after the second.
@@ -221,7 +219,7 @@ fn duplicate_corrupt_and_reorder_do_what_they_say() {
     let (n, _) = socket.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"first", "held until the second came");
     let line = stats(&server);
-    assert_eq!(field(&line, "udp-reordered"), Some("2"), "{line}");
+    assert_eq!(line.u64("udp-reordered"), Some(2), "{line}");
 }
 
 #[test]
@@ -231,12 +229,12 @@ fn a_quiet_source_gets_one_summary_line() {
     for _ in 0..3 {
         assert!(ask(&socket, server.addr, b"abcd").is_some());
     }
-    let line = server.wait_for_line("the summary", |l| event(l) == Some("udp"));
+    let line = server.wait_for(|l| l.name() == "udp").expect("the summary");
     let me = socket.local_addr().unwrap().to_string();
-    assert_eq!(field(&line, "peer"), Some(me.as_str()), "{line}");
-    assert_eq!(field(&line, "datagrams"), Some("3"), "{line}");
-    assert_eq!(field(&line, "bytes"), Some("12"), "{line}");
-    assert_eq!(field(&line, "dropped"), Some("0"), "{line}");
+    assert_eq!(line.str("peer"), Some(me.as_str()), "{line}");
+    assert_eq!(line.u64("datagrams"), Some(3), "{line}");
+    assert_eq!(line.u64("bytes"), Some(12), "{line}");
+    assert_eq!(line.u64("dropped"), Some(0), "{line}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::udp::{ask, client, stats, stats_when};
 use crate::util::procfs::status;
-use crate::util::{DEADLINE, Server, eventually, field};
+use crate::util::{DEADLINE, Event, Server, eventually};
 
 /// Sends one UDP datagram "from" `from` to `to` (IPv4) through a raw socket: None when this
 /// process may not open one.
@@ -47,8 +47,8 @@ fn v4(addr: SocketAddr) -> SocketAddrV4 {
     }
 }
 
-fn count(line: &str, key: &str) -> u64 {
-    field(line, key).and_then(|v| v.parse().ok()).unwrap_or(0)
+fn count(line: &Event, key: &str) -> u64 {
+    line.u64(key).unwrap_or(0)
 }
 
 #[test]
@@ -62,12 +62,12 @@ fn a_forged_datagram_between_two_forkechos_dies_out_at_once() {
         return;
     }
     // The loop runs until one side's guard drops an echo of its own echo.
-    let mut lines = (String::new(), String::new());
+    let mut lines = (Event::parse(""), Event::parse(""));
     eventually("one side drops the loop", DEADLINE, || {
         lines = (stats(&a), stats(&b));
         count(&lines.0, "udp-loop") + count(&lines.1, "udp-loop") >= 1
     });
-    let echoed = |(a, b): &(String, String)| count(a, "udp-echoed") + count(b, "udp-echoed");
+    let echoed = |(a, b): &(Event, Event)| count(a, "udp-echoed") + count(b, "udp-echoed");
     // The two were read one after the other, the first perhaps while the loop still ran: once a
     // side has dropped, nothing is in flight, so both are read again.
     let lines = (stats(&a), stats(&b));
@@ -96,9 +96,9 @@ fn a_datagram_from_the_servers_own_address_is_never_answered() {
     if forge(v4(server.addr), v4(server.addr), b"myself").is_none() {
         return;
     }
-    let line = stats_when(&server, "udp-loop", "1");
-    assert_eq!(field(&line, "udp-received"), Some("1"), "{line}");
-    assert_eq!(field(&line, "udp-echoed"), Some("0"), "{line}");
+    let line = stats_when(&server, "udp-loop", 1);
+    assert_eq!(line.u64("udp-received"), Some(1), "{line}");
+    assert_eq!(line.u64("udp-echoed"), Some(0), "{line}");
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn delayed_answers_wait_in_a_bounded_queue_and_the_rest_are_dropped_and_counted(
     let socket = client(Duration::from_millis(1));
     let big = vec![7u8; 60_000];
     let mut sent = 0;
-    let mut line = String::new();
+    let mut line = Event::parse("");
     // 16 MiB hold about 280 such datagrams; the socket buffer loses most on the way, so send
     // until the worker says its queue was full (at most 20 000: 1.2 GB through loopback).
     eventually("the queue fills", DEADLINE, || {
@@ -120,18 +120,14 @@ fn delayed_answers_wait_in_a_bounded_queue_and_the_rest_are_dropped_and_counted(
         line = stats(&server);
         count(&line, "udp-queue-full") >= 50
     });
-    assert_eq!(field(&line, "udp-restarts"), Some("0"), "{line}");
-    assert_eq!(
-        field(&line, "udp-echoed"),
-        Some("0"),
-        "still delayed: {line}"
-    );
+    assert_eq!(line.u64("udp-restarts"), Some(0), "{line}");
+    assert_eq!(line.u64("udp-echoed"), Some(0), "still delayed: {line}");
     let worker = server.children()[0].0;
     let rss_kib = status(worker).unwrap().vmrss.unwrap();
     assert!(rss_kib < 40 * 1024, "the worker holds {rss_kib} KiB");
-    server.wait_for_line("a queue-full line", |l| {
-        l.contains("udp dropped reason=queue-full")
-    });
+    server
+        .wait_for(|l| l.line.contains("udp dropped reason=queue-full"))
+        .expect("a queue-full line");
 }
 
 #[test]
@@ -154,13 +150,11 @@ fn a_worker_out_of_memory_is_logged_as_an_abort_not_a_sandbox_kill() {
     }
     let socket = client(Duration::from_millis(1));
     let big = vec![7u8; 60_000];
-    let mut line = String::new();
     eventually("the worker runs out of memory", DEADLINE, || {
         for _ in 0..100 {
             socket.send_to(&big, server.addr).unwrap();
         }
-        line = server.log();
-        line.contains("udp worker restarted")
+        server.log().contains("udp worker restarted")
     });
     let log = server.log();
     assert!(

@@ -14,8 +14,8 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    DEADLINE, Scratch, Server, assert_same_bytes, binary, event, fails_to_start, field, pattern,
-    round_trip, run_client, run_to_completion,
+    DEADLINE, Scratch, Server, assert_same_bytes, binary, fails_to_start, pattern, round_trip,
+    run_client, run_to_completion,
 };
 
 fn connect(path: &Path) -> UnixStream {
@@ -63,17 +63,15 @@ fn a_unix_socket_is_served_beside_an_ip_listener_and_names_its_client_by_credent
     assert_same_bytes(&echo(connect(&sock), &data), &data);
     let mut tcp = server.connect();
     assert_eq!(round_trip(&mut tcp, b"and over TCP"), b"and over TCP");
-    let close = server.wait_for_line("the Unix close line", |l| {
-        event(l) == Some("close") && field(l, "peer") == Some(me().as_str())
-    });
-    assert_eq!(
-        field(&close, "bytes"),
-        Some(&*data.len().to_string()),
-        "{close}"
-    );
-    assert_eq!(field(&close, "end"), Some("client-closed"), "{close}");
-    let accept = server.wait_for_line("the Unix accept line", |l| event(l) == Some("accept"));
-    assert_eq!(field(&accept, "peer"), Some(me().as_str()), "{accept}");
+    let close = server
+        .wait_for(|l| l.name() == "close" && l.str("peer") == Some(me().as_str()))
+        .expect("the Unix close line");
+    assert_eq!(close.u64("bytes"), Some(data.len() as u64), "{close}");
+    assert_eq!(close.str("end"), Some("client-closed"), "{close}");
+    let accept = server
+        .wait_for(|l| l.name() == "accept")
+        .expect("the Unix accept line");
+    assert_eq!(accept.str("peer"), Some(me().as_str()), "{accept}");
 }
 
 #[test]
@@ -87,7 +85,7 @@ fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_s
         server.addresses().tcp
     );
     let stopped = server.stop();
-    assert!(stopped.contains("stopped"), "{stopped}");
+    assert!(stopped.line.contains("stopped"), "{stopped}");
     assert!(
         !sock.exists(),
         "removed at a clean stop (under the sandbox)"
@@ -103,12 +101,14 @@ fn the_socket_file_is_removed_at_a_clean_stop_and_left_by_sigkill_for_the_next_s
     // A socket nobody listens on: stale, replaced, and said so.
     let server = Server::start(&["-b", &dir.unix("fe.sock")]);
     assert_eq!(echo(connect(&sock), b"again"), b"again");
-    server.wait_for_line("the replacement line", |l| {
-        l.contains(&format!(
-            "replaced the stale socket unix:{}",
-            sock.display()
-        ))
-    });
+    server
+        .wait_for(|l| {
+            l.line.contains(&format!(
+                "replaced the stale socket unix:{}",
+                sock.display()
+            ))
+        })
+        .expect("the replacement line");
 }
 
 #[test]
@@ -218,14 +218,16 @@ fn max_per_ip_and_rate_per_ip_count_unix_clients_per_user() {
     let mut buf = [0u8; 8];
     let _ = second.write_all(b"two");
     assert_eq!(second.read(&mut buf).unwrap_or(0), 0, "closed unserved");
-    let refused = server.wait_for_line("the refused line", |l| event(l) == Some("refused"));
+    let refused = server
+        .wait_for(|l| l.name() == "refused")
+        .expect("the refused line");
     let uid = nix::unistd::getuid().to_string();
     assert_eq!(
-        field(&refused, "group"),
+        refused.str("group"),
         Some(&*format!("uid:{uid}")),
         "{refused}"
     );
-    assert_eq!(field(&refused, "reason"), Some("max-per-ip"), "{refused}");
+    assert_eq!(refused.str("reason"), Some("max-per-ip"), "{refused}");
     drop(server);
 
     let server = Server::start(&["-b", &dir.unix("rate.sock"), "--rate-per-ip", "1/60"]);
@@ -237,10 +239,12 @@ fn max_per_ip_and_rate_per_ip_count_unix_clients_per_user() {
         Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("over the rate, yet served: {other:?}"),
     }
-    let refused = server.wait_for_line("the refused line", |l| event(l) == Some("refused"));
-    assert_eq!(field(&refused, "reason"), Some("rate-per-ip"), "{refused}");
+    let refused = server
+        .wait_for(|l| l.name() == "refused")
+        .expect("the refused line");
+    assert_eq!(refused.str("reason"), Some("rate-per-ip"), "{refused}");
     assert_eq!(
-        field(&refused, "group"),
+        refused.str("group"),
         Some(&*format!("uid:{uid}")),
         "{refused}"
     );
@@ -260,8 +264,10 @@ fn faults_apply_to_unix_connections_and_the_idle_timeout_holds() {
     let server = Server::start(&["-b", &dir.unix("fe.sock"), "--close-after", "5"]);
     let back = echo(connect(&sock), b"0123456789");
     assert_eq!(back, b"01234", "closed after five bytes");
-    let close = server.wait_for_line("the close line", |l| event(l) == Some("close"));
-    assert!(close.contains("fault=close-after"), "{close}");
+    let close = server
+        .wait_for(|l| l.name() == "close")
+        .expect("the close line");
+    assert!(close.line.contains("fault=close-after"), "{close}");
     drop(server);
 
     // A Unix socket copies no timeout from its listener: the child sets its own.
@@ -269,8 +275,10 @@ fn faults_apply_to_unix_connections_and_the_idle_timeout_holds() {
     let mut idle = connect(&dir.path("idle.sock"));
     let mut buf = [0u8; 4];
     assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed for idling");
-    let close = server.wait_for_line("the close line", |l| event(l) == Some("close"));
-    assert_eq!(field(&close, "end"), Some("idle-timeout"), "{close}");
+    let close = server
+        .wait_for(|l| l.name() == "close")
+        .expect("the close line");
+    assert_eq!(close.str("end"), Some("idle-timeout"), "{close}");
 }
 
 #[test]
@@ -278,8 +286,10 @@ fn json_logs_name_unix_peers_as_strings() {
     let dir = Scratch::new("unix-json");
     let server = Server::start(&["-b", &dir.unix("fe.sock"), "--log-format", "json"]);
     assert_eq!(echo(connect(&dir.path("fe.sock")), b"j"), b"j");
-    let line = server.wait_for_line("the close object", |l| l.contains("\"close\""));
-    let object: serde_json::Value = serde_json::from_str(line.trim()).expect(&line);
+    let line = server
+        .wait_for(|l| l.line.contains("\"close\""))
+        .expect("the close object");
+    let object: serde_json::Value = serde_json::from_str(&line.line).expect("JSON");
     assert_eq!(object["peer"], me(), "{line}");
 }
 
@@ -398,8 +408,10 @@ fn systemd_socket_activate_passes_a_unix_socket_whose_file_forkecho_leaves_alone
         server
     });
     assert_eq!(server.addresses().unix, std::slice::from_ref(&sock));
-    let line = server.wait_for_line("the startup line", |l| event(l) == Some("listening"));
-    assert!(line.contains("from=systemd"), "{line}");
+    let line = server
+        .wait_for(|l| l.name() == "listening")
+        .expect("the startup line");
+    assert!(line.line.contains("from=systemd"), "{line}");
     server.stop();
     assert!(
         sock.exists(),

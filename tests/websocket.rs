@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{Scratch, Server, binary, connect, field, run_client, run_to_completion};
+use crate::util::{DEADLINE, Scratch, Server, binary, connect, run_client, run_to_completion};
 
 /// A client's frame: FIN, `opcode`, `payload`, masked unless `unmasked`.
 fn frame(fin: bool, opcode: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
@@ -122,11 +122,11 @@ fn messages_come_back_whole_and_of_their_type_whatever_their_fragments() {
     let (fin, opcode, payload) = read_frame(&mut ws);
     assert_eq!((fin, opcode, close_code(&payload).0), (true, 8, 4000));
     drop(ws);
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert_eq!(field(&line, "end"), Some("client-closed"), "{line}");
-    assert_eq!(field(&line, "ws-messages"), Some("4"), "{line}");
-    assert_eq!(field(&line, "ws-close"), Some("4000"), "{line}");
-    assert_eq!(field(&line, "bytes"), Some("200019"), "{line}");
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert_eq!(line.str("end"), Some("client-closed"), "{line}");
+    assert_eq!(line.u64("ws-messages"), Some(4), "{line}");
+    assert_eq!(line.u64("ws-close"), Some(4000), "{line}");
+    assert_eq!(line.u64("bytes"), Some(200019), "{line}");
 }
 
 #[test]
@@ -165,17 +165,9 @@ fn a_broken_protocol_gets_the_rfcs_close_code() {
         let mut rest = Vec::new();
         ws.read_to_end(&mut rest)
             .unwrap_or_else(|err| panic!("{what}: {err}"));
-        let line = server.closed(client).unwrap().line;
-        assert_eq!(
-            field(&line, "end"),
-            Some("websocket-error"),
-            "{what}: {line}"
-        );
-        assert_eq!(
-            field(&line, "ws-close"),
-            Some(code.to_string().as_str()),
-            "{line}"
-        );
+        let line = server.closed(client).unwrap();
+        assert_eq!(line.str("end"), Some("websocket-error"), "{what}: {line}");
+        assert_eq!(line.u64("ws-close"), Some(code as u64), "{line}");
     }
 }
 
@@ -198,9 +190,11 @@ fn a_request_that_is_not_an_upgrade_gets_an_http_error() {
             assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"), "{answer}");
         }
     }
-    let lines = server.wait_for_lines(2, |l| l.contains("end=websocket-error"));
+    let lines = server
+        .wait_for_events(2, DEADLINE, |l| l.line.contains("end=websocket-error"))
+        .unwrap();
     assert!(
-        lines.iter().all(|l| l.contains("not an upgrade")),
+        lines.iter().all(|l| l.line.contains("not an upgrade")),
         "{lines:?}"
     );
 }
@@ -216,9 +210,9 @@ fn wss_echoes_over_tls_with_the_runs_ca() {
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("over TLS"));
     ws.close(None).unwrap();
     while ws.read().is_ok() {}
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert!(line.contains(" tls=1.3 "), "{line}");
-    assert_eq!(field(&line, "ws-close"), Some("1005"), "{line}");
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert!(line.line.contains(" tls=1.3 "), "{line}");
+    assert_eq!(line.u64("ws-close"), Some(1005), "{line}");
 }
 
 /// The frames of one message the server sends back: (opcode of the first, payload sizes).
@@ -252,8 +246,8 @@ fn chunk_and_delay_shape_each_message() {
         (1, vec![3, 3, 3, 1], b"ten bytes!".to_vec())
     );
     drop(ws);
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert_eq!(field(&line, "fault"), Some("delay,chunk"), "{line}");
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert_eq!(line.str("fault"), Some("delay,chunk"), "{line}");
 }
 
 #[test]
@@ -274,9 +268,9 @@ fn limits_act_at_message_boundaries() {
         (opcode, close_code(&payload)),
         (8, (1000, "close-after".into()))
     );
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert_eq!(field(&line, "end"), Some("close-after"), "{line}");
-    assert_eq!(field(&line, "ws-messages"), Some("2"), "{line}");
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert_eq!(line.str("end"), Some("close-after"), "{line}");
+    assert_eq!(line.u64("ws-messages"), Some(2), "{line}");
 
     // --reset-after: the echo, then a reset.
     let server = Server::start(&["--websocket", "--reset-after", "1"]);
@@ -315,9 +309,9 @@ fn stall_after_holds_the_session_until_the_idle_timeout() {
         "{:?}",
         started.elapsed()
     );
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert_eq!(field(&line, "end"), Some("idle-timeout"), "{line}");
-    assert_eq!(field(&line, "fault"), Some("stall-after"), "{line}");
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert_eq!(line.str("end"), Some("idle-timeout"), "{line}");
+    assert_eq!(line.str("fault"), Some("stall-after"), "{line}");
 }
 
 #[test]
@@ -354,8 +348,8 @@ fn a_client_that_reads_nothing_ends_as_a_write_timeout() {
             }
         }
     });
-    let line = server.closed(client).unwrap().line;
-    assert_eq!(field(&line, "end"), Some("write-timeout"), "{line}");
+    let line = server.closed(client).unwrap();
+    assert_eq!(line.str("end"), Some("write-timeout"), "{line}");
     drop(ws);
     sending.join().unwrap();
 }
@@ -373,9 +367,9 @@ fn the_server_pings_on_its_interval_and_counts_the_pongs() {
     ws.write_all(&frame(true, 8, &1000u16.to_be_bytes(), false))
         .unwrap();
     drop(ws);
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert_eq!(field(&line, "fault"), Some("websocket-ping"), "{line}");
-    let pongs: u64 = field(&line, "ws-pongs").unwrap().parse().unwrap();
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert_eq!(line.str("fault"), Some("websocket-ping"), "{line}");
+    let pongs: u64 = line.u64("ws-pongs").unwrap();
     assert_eq!(pongs, 2, "{line}");
 }
 
@@ -390,9 +384,9 @@ fn pings_past_the_first_n_go_unanswered() {
     ws.write_all(&frame(true, 1, b"still here", false)).unwrap();
     assert_eq!(read_frame(&mut ws), (true, 1, b"still here".to_vec()));
     drop(ws);
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
-    assert_eq!(field(&line, "ws-unanswered"), Some("1"), "{line}");
-    assert_eq!(field(&line, "fault"), Some("websocket-no-pong"), "{line}");
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
+    assert_eq!(line.u64("ws-unanswered"), Some(1), "{line}");
+    assert_eq!(line.str("fault"), Some("websocket-no-pong"), "{line}");
 }
 
 #[test]
@@ -410,13 +404,13 @@ fn a_close_limit_sends_the_chosen_code_and_reason() {
         (opcode, close_code(&payload)),
         (8, (1011, "restarting".into()))
     );
-    let line = server.wait_for_line("the close", |l| l.contains(" end="));
+    let line = server.wait_for(|l| l.name() == "close").expect("the close");
     assert_eq!(
-        field(&line, "fault"),
+        line.str("fault"),
         Some("close-after,websocket-close"),
         "{line}"
     );
-    assert_eq!(field(&line, "ws-close"), Some("1011"), "{line}");
+    assert_eq!(line.u64("ws-close"), Some(1011), "{line}");
 }
 
 #[test]
@@ -456,7 +450,9 @@ fn metrics_count_messages_and_close_codes() {
     ws.write_all(&frame(true, 1, b"bare", true)).unwrap();
     read_frame(&mut ws);
     drop(ws);
-    server.wait_for_lines(2, |l| l.contains(" end="));
+    server
+        .wait_for_events(2, DEADLINE, |l| l.name() == "close")
+        .unwrap();
     server.wait_for_no_children();
     let samples = crate::metrics::scrape(metrics);
     assert_eq!(samples["forkecho_websocket_messages_total"], 2.0);

@@ -1,12 +1,12 @@
-//! The tests' helpers, split by concern: the server harness (`server`), clients (`clients`),
-//! log-line parsing (`logs`), payloads (`payload`, shared with the benchmark), processes
-//! (`procfs`), starting and stopping a fixture (`fixture`, shared with the benchmark) and private
-//! network namespaces (`netns`). This file holds the deadline every test waits with: waiting is
-//! always polling for a state with a deadline, never a bare sleep.
+//! The tests' helpers, split by concern: the server harness (`server`; its log lines are read as
+//! the fixture's `Event`s, as a user's tests read them), clients (`clients`), payloads
+//! (`payload`, shared with the benchmark), processes (`procfs`), starting and stopping a fixture
+//! (`fixture`, shared with the benchmark) and private network namespaces (`netns`). This file
+//! holds the deadline every test waits with: waiting is always polling for a state with a
+//! deadline, never a bare sleep.
 
 pub mod clients;
 pub mod fixture;
-pub mod logs;
 pub mod netns;
 pub mod payload;
 pub mod procfs;
@@ -14,7 +14,7 @@ pub mod scratch;
 pub mod server;
 
 pub use clients::*;
-pub use logs::*;
+pub use forkecho_fixture::Event;
 pub use payload::*;
 pub use procfs::{children_of, process_state, start_time};
 pub use scratch::Scratch;

@@ -1,6 +1,6 @@
 //! The server harness: forkecho started by `forkecho-fixture`, the crate users get, on the binary
-//! cargo built, with what forkecho's own tests read on top: text log lines, the children and
-//! descriptors in /proc, signals.
+//! cargo built, with what forkecho's own tests read on top: the children and descriptors in
+//! /proc, signals.
 //!
 //! `Server::start` starts it on `--port 0` on loopback (unless the test says otherwise), logging
 //! text lines and without a control socket unless the test asks for one; `Server::spawn` runs a
@@ -12,11 +12,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use forkecho_fixture::{Builder, Forkecho};
+use forkecho_fixture::{Builder, Event, Forkecho};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{DEADLINE, binary, children_of, event, eventually, round_trip};
+use super::{DEADLINE, binary, children_of, eventually, round_trip};
 
 /// A running forkecho, stopped when dropped.
 pub struct Server {
@@ -81,20 +81,6 @@ impl Server {
             .collect()
     }
 
-    /// Waits for a log line satisfying `matches` and returns it.
-    pub fn wait_for_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        let found = self.wait_for_events(1, DEADLINE, |e| matches(&e.line));
-        let mut found = found.unwrap_or_else(|err| panic!("no log line with {what}: {err}"));
-        found.remove(0).line
-    }
-
-    /// Waits until `count` log lines satisfy `matches`, and returns them.
-    pub fn wait_for_lines(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        let found = self.wait_for_events(count, DEADLINE, |e| matches(&e.line));
-        let found = found.unwrap_or_else(|err| panic!("{err}"));
-        found.into_iter().map(|event| event.line).collect()
-    }
-
     /// The child serving the client whose local address is `client`.
     pub fn child_for(&self, client: SocketAddr) -> Pid {
         let accept = self.accepted(client).unwrap();
@@ -110,16 +96,17 @@ impl Server {
     }
 
     /// Stops the server with SIGTERM, checks that it exited with status 0, and returns its
-    /// `stopped` summary line.
-    pub fn stop(&mut self) -> String {
+    /// `stopped` summary.
+    pub fn stop(&mut self) -> Event {
         self.signal(Signal::SIGTERM);
         assert!(self.wait_exit(DEADLINE).success(), "{}", self.log());
-        self.stopped_line()
+        self.stopped()
     }
 
-    /// The `stopped` summary line (once the server has stopped).
-    pub fn stopped_line(&self) -> String {
-        self.wait_for_line("the stopped line", |l| event(l) == Some("stopped"))
+    /// The `stopped` summary (once the server has stopped).
+    pub fn stopped(&self) -> Event {
+        self.wait_for(|e| e.name() == "stopped")
+            .expect("the stopped line")
     }
 
     /// The server's child processes (pid, state letter), read from /proc.

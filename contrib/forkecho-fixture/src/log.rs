@@ -63,6 +63,13 @@ impl Event {
     }
 }
 
+/// The line as forkecho wrote it, for a failing assertion's message.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
 /// A text line's event and fields: the first word, then every `key=value` token.
 fn text_fields(line: &str) -> Map<String, Value> {
     let mut fields = Map::new();
