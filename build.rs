@@ -65,7 +65,8 @@ fn main() -> io::Result<()> {
 const HOT_ORDER: &str = "src/child/hot.order";
 
 /// Asks the linker to lay out the code and data a connection's child touches together
-/// (`src/child/hot.order`; `src/child/mod.rs` says why), where the linker is known to be LLD,
+/// (`src/child/hot.order`; `src/child/mod.rs` and `src/child/layout.rs` say why), with `.data`
+/// starting a page (`-z separate-loadable-segments`), where the linker is known to be LLD,
 /// which rustc uses on x86_64 Linux from 1.90 on unless told otherwise: GNU ld has no
 /// --symbol-ordering-file. Elsewhere the build is the same, its children a few page faults
 /// dearer.
@@ -78,10 +79,12 @@ fn lay_out_the_child() {
         return;
     }
     let order = Path::new(&var("CARGO_MANIFEST_DIR")).join(HOT_ORDER);
+    println!("cargo::rustc-env=FORKECHO_CHILD_LAID_OUT=1");
     for arg in [
         format!("--symbol-ordering-file={}", order.display()),
         "--no-warn-symbol-ordering".to_string(),
         "-zkeep-text-section-prefix".to_string(),
+        "-zseparate-loadable-segments".to_string(),
     ] {
         println!("cargo::rustc-link-arg-bins=-Wl,{arg}");
     }

@@ -3,7 +3,7 @@
 //! Tests that need third-party programs are `#[ignore]`d; `.ci/run` installs the programs and runs
 //! them with `cargo test -- --ignored`.
 
-/// The helpers: server harness, clients, log parsing, payloads, /proc, namespaces.
+/// The helpers: server harness, clients, payloads, /proc, namespaces.
 mod util;
 
 /// Round trips with nc, socat and telnet.
@@ -31,6 +31,8 @@ mod harness;
 mod house;
 /// Started by other programs: systemd socket activation, inetd, tcpserver.
 mod launchers;
+/// Where the data every child writes lies in the binary: on as few pages as it can.
+mod layout;
 /// Reaping, fds, killed children, stopping, logs.
 mod lifecycle;
 /// Several --bind addresses and several processes on one port.

@@ -1,0 +1,57 @@
+//! The data every connection's child writes, as the binary lays it out (`src/child/layout.rs`):
+//! what the C library's fork writes in every child, and the child's stop state, on one page of
+//! `.data` and one of `.bss`, whatever else the build holds. Read from the binary's symbol table,
+//! in a build that LLD laid out by `src/child/hot.order` (build.rs says which builds are).
+
+use object::{Object, ObjectSymbol};
+
+use crate::util::binary;
+
+const PAGE: u64 = 4096;
+
+/// The pages the named variables span. The first must be in the binary; the others are skipped
+/// where this C library has no such variable (they differ between glibc versions).
+fn pages(file: &object::File, names: &[&str]) -> Vec<u64> {
+    let found = |name: &&str| file.symbols().find(|s| s.name() == Ok(name));
+    assert!(
+        found(&names[0]).is_some(),
+        "no symbol {} in the binary",
+        names[0]
+    );
+    let mut pages: Vec<u64> = (names.iter().filter_map(found))
+        .flat_map(|symbol| {
+            let (start, size) = (symbol.address(), symbol.size().max(1));
+            [start / PAGE, (start + size - 1) / PAGE]
+        })
+        .collect();
+    pages.sort_unstable();
+    pages.dedup();
+    pages
+}
+
+#[test]
+fn what_every_child_writes_lies_on_one_page_of_data_and_one_of_bss() {
+    if option_env!("FORKECHO_CHILD_LAID_OUT").is_none() {
+        eprintln!("skipped: this build was not laid out by hot.order (not LLD)");
+        return;
+    }
+    let bytes = std::fs::read(binary()).expect("read the binary");
+    let file = object::File::parse(&*bytes).expect("parse the binary");
+    let data = [
+        "forkecho_child_stop_socket",
+        "_dl_load_lock",
+        "_dl_load_tls_lock",
+        "__nptl_nthreads",
+    ];
+    let data_pages = pages(&file, &data);
+    assert_eq!(data_pages.len(), 1, "data pages {data_pages:x?}");
+    let bss = [
+        "__fork_generation",
+        "__default_pthread_attr_lock",
+        "_dl_stack_cache_lock",
+        "_dl_stack_user",
+        "_dl_stack_used",
+    ];
+    let bss_pages = pages(&file, &bss);
+    assert_eq!(bss_pages.len(), 1, "bss pages {bss_pages:x?}");
+}
