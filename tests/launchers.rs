@@ -61,6 +61,12 @@ fn finish(child: Child) -> Output {
     output_within_deadline(child, "forkecho")
 }
 
+/// The close line in a finished forkecho's stderr `err`.
+fn close_in(err: &str) -> Event {
+    let close = err.lines().map(Event::parse).find(|l| l.name() == "close");
+    close.unwrap_or_else(|| panic!("no close line in:\n{err}"))
+}
+
 fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -220,11 +226,7 @@ fn inetd_mode_echoes_stdin_to_stdout_through_pipes() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert_same_bytes(&output.stdout, &data);
     let err = stderr_of(&output);
-    let close = err
-        .lines()
-        .map(Event::parse)
-        .find(|l| l.name() == "close")
-        .unwrap();
+    let close = close_in(&err);
     assert_eq!(close.str("peer"), Some("stdin"), "{close}");
     assert_eq!(close.u64("bytes"), Some(300000), "{close}");
     assert_eq!(close.str("end"), Some("client-closed"), "{close}");
@@ -255,11 +257,7 @@ fn inetd_on_stdio(data: &[u8], stderr_too: bool) -> (Vec<u8>, Output) {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     if !stderr_too {
         let err = stderr_of(&output);
-        let close = err
-            .lines()
-            .map(Event::parse)
-            .find(|l| l.name() == "close")
-            .unwrap();
+        let close = close_in(&err);
         assert_eq!(close.str("peer"), Some(&*client_addr.to_string()));
         assert_eq!(close.u64("bytes"), Some(data.len() as u64));
     }
@@ -294,11 +292,7 @@ fn inetd_mode_echoes_a_unix_stream_socket_too() {
     let output = finish(forkecho);
     let err = stderr_of(&output);
     assert_eq!(output.status.code(), Some(0), "{err}");
-    let close = err
-        .lines()
-        .map(Event::parse)
-        .find(|l| l.name() == "close")
-        .unwrap();
+    let close = close_in(&err);
     // Named by the credentials of whoever made the pair: this test.
     let me = format!(
         "unix:uid={},pid={}",
@@ -352,11 +346,7 @@ fn inetd_mode_applies_the_faults_too() {
     let output = finish(child);
     let err = stderr_of(&output);
     assert_eq!(output.status.code(), Some(0), "{err}");
-    let close = err
-        .lines()
-        .map(Event::parse)
-        .find(|l| l.name() == "close")
-        .unwrap();
+    let close = close_in(&err);
     assert_eq!(close.str("end"), Some("close-after"), "{close}");
 }
 

@@ -9,6 +9,25 @@ use crate::util::binary;
 
 const PAGE: u64 = 4096;
 
+/// What every child writes in `.data`: its stop state, then the C library's (the dynamic
+/// loader's locks, the thread count).
+const DATA: [&str; 4] = [
+    "forkecho_child_stop_socket",
+    "_dl_load_lock",
+    "_dl_load_tls_lock",
+    "__nptl_nthreads",
+];
+
+/// What the C library's fork writes in `.bss`: the fork generation, the default thread
+/// attributes' lock, the stack cache's lock and lists.
+const BSS: [&str; 5] = [
+    "__fork_generation",
+    "__default_pthread_attr_lock",
+    "_dl_stack_cache_lock",
+    "_dl_stack_user",
+    "_dl_stack_used",
+];
+
 /// The pages the named variables span. The first must be in the binary; the others are skipped
 /// where this C library has no such variable (they differ between glibc versions).
 fn pages(file: &object::File, names: &[&str]) -> Vec<u64> {
@@ -37,21 +56,9 @@ fn what_every_child_writes_lies_on_one_page_of_data_and_one_of_bss() {
     }
     let bytes = std::fs::read(binary()).expect("read the binary");
     let file = object::File::parse(&*bytes).expect("parse the binary");
-    let data = [
-        "forkecho_child_stop_socket",
-        "_dl_load_lock",
-        "_dl_load_tls_lock",
-        "__nptl_nthreads",
-    ];
-    let data_pages = pages(&file, &data);
-    assert_eq!(data_pages.len(), 1, "data pages {data_pages:x?}");
-    let bss = [
-        "__fork_generation",
-        "__default_pthread_attr_lock",
-        "_dl_stack_cache_lock",
-        "_dl_stack_user",
-        "_dl_stack_used",
-    ];
-    let bss_pages = pages(&file, &bss);
-    assert_eq!(bss_pages.len(), 1, "bss pages {bss_pages:x?}");
+    let groups = [(".data", &DATA[..]), (".bss", &BSS[..])];
+    for (section, names) in groups {
+        let spanned = pages(&file, names);
+        assert_eq!(spanned.len(), 1, "{section}: pages {spanned:x?}");
+    }
 }

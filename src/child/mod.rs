@@ -21,9 +21,10 @@
 //! and the C library's functions it calls, and the data it writes (`stop`'s socket, and what the
 //! C library's fork writes in every child: `layout`), in the order `hot.order` gives the linker
 //! (build.rs). A child of `-q` faults 9 times and writes 5 pages of its own (20 KiB), as the C
-//! floor's faults 8 times and writes 6; scattered, it was 16 faults (`benches/README.md`). Calls through closures and trait shims would land outside the
-//! section, and some C functions on a page of their own (sigprocmask goes through
-//! pthread_sigmask: `set_mask`), so the path avoids them.
+//! floor's faults 8 times and writes 6; scattered, it was 16 faults (`benches/README.md`). Calls
+//! through closures and trait shims would land outside the section, and some C functions on a
+//! page of their own (sigprocmask goes through pthread_sigmask: `set_mask`), so the path avoids
+//! them.
 //!
 //! A child gets everything it needs in one `Context`, by value: the `Settings` fixed at startup
 //! (`crate::settings`), its connection number, and the memory it shares with the parent
