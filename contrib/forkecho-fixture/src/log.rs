@@ -196,4 +196,12 @@ mod tests {
             "warning"
         );
     }
+
+    #[test]
+    fn an_event_displays_as_the_line_forkecho_wrote() {
+        let line = r#"forkecho: close peer=127.0.0.1:5 bytes=12 end=reset"#;
+        assert_eq!(Event::parse(line).to_string(), line);
+        let json = r#"{"event":"close","bytes":12}"#;
+        assert_eq!(format!("{}", Event::parse(json)), json);
+    }
 }
