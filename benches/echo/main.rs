@@ -696,6 +696,17 @@ impl Report<'_> {
         for (what, value, ok) in lines {
             let _ = writeln!(out, "- {what}: {value:.2}, {}", check(ok));
         }
+        let again = Kind::CForkStaticAgain;
+        if self.kinds.contains(&again) {
+            let _ = writeln!(
+                out,
+                "- (the floor against itself, this run's noise: connections/s {:.2}, server CPU \
+                 per connection {:.2}, KiB per connection {:.2})",
+                r(again, 0, floor),
+                r(again, 6, floor),
+                r(again, 4, floor)
+            );
+        }
         let metrics = Kind::ForkechoMetrics;
         let _ = writeln!(
             out,

@@ -26,6 +26,10 @@ pub enum Kind {
     /// that does nothing per connection but accept, fork, read, write, exit and be reaped), and
     /// the base of the second ratio table.
     CForkStatic,
+    /// The floor again, as a server of its own in every round: the floor against itself is
+    /// this run's noise, printed beside the targets (a ratio a target misses by less than that
+    /// says nothing about forkecho).
+    CForkStaticAgain,
     /// The floor logging what forkecho logs per connection, as forkecho does (an accept line
     /// from the parent, a close line from the child, each formatted with snprintf and written
     /// with one write(2) to a file): the physical floor of per-connection logging here, against
@@ -60,6 +64,7 @@ impl Kind {
         match self {
             Kind::CFork => "C fork (baseline)",
             Kind::CForkStatic => "C fork, static (the floor)",
+            Kind::CForkStaticAgain => "C fork, static, again (the noise)",
             Kind::CForkStaticLogging => "C fork, static, logging",
             Kind::CForkStaticJsonLogging => "C fork, static, JSON logging",
             Kind::ForkechoQuiet => "forkecho -q",
@@ -81,6 +86,7 @@ impl Kind {
         match self {
             Kind::CFork => "c_fork",
             Kind::CForkStatic => "c_fork_static",
+            Kind::CForkStaticAgain => "c_fork_static_again",
             Kind::CForkStaticLogging => "c_fork_static_logging",
             Kind::CForkStaticJsonLogging => "c_fork_static_json_logging",
             Kind::ForkechoQuiet => "forkecho_quiet",
@@ -185,6 +191,7 @@ impl Setup {
         if self.c_fork_static.is_some() {
             kinds.extend([
                 Kind::CForkStatic,
+                Kind::CForkStaticAgain,
                 Kind::CForkStaticLogging,
                 Kind::CForkStaticJsonLogging,
             ]);
@@ -238,7 +245,10 @@ impl Setup {
         let max_clients = max_clients.to_string();
         let mut command = match kind {
             Kind::CFork => plain(&self.c_fork, &["0"]),
-            Kind::CForkStatic | Kind::CForkStaticLogging | Kind::CForkStaticJsonLogging => {
+            Kind::CForkStatic
+            | Kind::CForkStaticAgain
+            | Kind::CForkStaticLogging
+            | Kind::CForkStaticJsonLogging => {
                 let program = self.c_fork_static.as_deref().context("static")?;
                 // Its lines go to the file its stderr goes to, as forkecho's do.
                 let file = log.to_str().context("a UTF-8 path")?;
