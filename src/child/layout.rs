@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU8;
 /// library's variables listed after it start a page of their own. Never touched, so never in
 /// memory.
 #[repr(C, align(4096))]
-pub struct Page(AtomicU8);
+struct Page(AtomicU8);
 
 #[used]
 #[unsafe(export_name = "forkecho_child_bss_page")]
