@@ -186,7 +186,7 @@ fn the_made_client_certificate_is_written_and_required() {
         String::from_utf8_lossy(&out.stderr)
     );
     let line = server
-        .wait_for(|l| l.line.contains("end=client-closed"))
+        .wait_for(|l| l.str("end") == Some("client-closed"))
         .expect("the close");
     assert!(
         line.line.contains("client=\"CN=forkecho client\""),

@@ -191,7 +191,7 @@ fn a_request_that_is_not_an_upgrade_gets_an_http_error() {
         }
     }
     let lines = server
-        .wait_for_events(2, DEADLINE, |l| l.line.contains("end=websocket-error"))
+        .wait_for_events(2, DEADLINE, |l| l.str("end") == Some("websocket-error"))
         .unwrap();
     assert!(
         lines.iter().all(|l| l.line.contains("not an upgrade")),
