@@ -344,9 +344,9 @@ impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis =
             self.0.as_secs() * 1000 + u64::from(self.0.subsec_nanos() + 500_000) / 1_000_000;
-        f.write_str(digits::digits(millis / 1000, 1, &mut [0; 20]))?;
+        digits::write(f, millis / 1000, 1)?;
         f.write_str(".")?;
-        f.write_str(digits::digits(millis % 1000, 3, &mut [0; 20]))?;
+        digits::write(f, millis % 1000, 3)?;
         f.write_str("s")
     }
 }

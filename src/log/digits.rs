@@ -13,8 +13,14 @@ pub struct Dec(pub u64);
 impl fmt::Display for Dec {
     #[unsafe(link_section = ".text.hot.child")]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(digits(self.0, 1, &mut [0; 20]))
+        write(f, self.0, 1)
     }
+}
+
+/// Writes `value` to `f` in decimal, zero-padded to at least `width` digits.
+#[unsafe(link_section = ".text.hot.child")]
+pub fn write(f: &mut fmt::Formatter<'_>, value: u64, width: usize) -> fmt::Result {
+    f.write_str(digits(value, width, &mut [0; 20]))
 }
 
 /// `value` in decimal, zero-padded to at least `width` digits (at most 20), at the end of `buf`.
@@ -38,10 +44,10 @@ pub fn ipv4(addr: &SocketAddrV4, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if i > 0 {
             f.write_str(".")?;
         }
-        f.write_str(digits(u64::from(octet), 1, &mut [0; 20]))?;
+        write(f, u64::from(octet), 1)?;
     }
     f.write_str(":")?;
-    f.write_str(digits(u64::from(addr.port()), 1, &mut [0; 20]))
+    write(f, u64::from(addr.port()), 1)
 }
 
 #[cfg(test)]
