@@ -178,6 +178,12 @@ impl Forkecho {
     /// wildcard address), with read and write timeouts of `DEADLINE`: a server that stalls fails
     /// the test instead of hanging it.
     pub fn connect(&self) -> io::Result<TcpStream> {
+        connect_with_timeouts(self.client_addr())
+    }
+
+    /// Where a client connects: `addr()`, or loopback on its port when that is a wildcard
+    /// address (`connect`, `connect_tls`).
+    pub(crate) fn client_addr(&self) -> SocketAddr {
         let mut addr = self.addr();
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr {
@@ -185,7 +191,7 @@ impl Forkecho {
                 SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
             });
         }
-        connect_with_timeouts(addr)
+        addr
     }
 
     /// Every address of the readiness lines.

@@ -95,7 +95,8 @@ impl ClientSetup<'_> {
 }
 
 impl Forkecho {
-    /// A TLS client connected to `addr()` as `localhost`, trusting the run's CA (`ca_path()`).
+    /// A TLS client connected as `connect` connects, for `localhost`, trusting the run's CA
+    /// (`ca_path()`).
     pub fn connect_tls(&self) -> io::Result<Tls> {
         let ca = self
             .ca_path()
@@ -104,7 +105,7 @@ impl Forkecho {
             ca: Some(ca),
             ..ClientSetup::default()
         };
-        setup.connect(self.addr(), "localhost")
+        setup.connect(self.client_addr(), "localhost")
     }
 }
 
