@@ -122,6 +122,23 @@ pub fn connection_rate(addr: Target, threads: usize, run_for: Duration) -> Resul
     Ok(rate(samples.concat(), started.elapsed()))
 }
 
+/// Scenario 1 (or a step of the concurrency curve) with the server's CPU around it: the rate,
+/// and the server's CPU time per connection in µs, read once every child of the scenario is
+/// reaped.
+pub fn rate_with_cpu(
+    to: Target,
+    server: Pid,
+    forks: bool,
+    threads: usize,
+    run_for: Duration,
+) -> Result<(Rate, f64)> {
+    let before = server_cpu(server);
+    let rate = connection_rate(to, threads, run_for)?;
+    settle(server, forks);
+    let cpu = server_cpu(server).saturating_sub(before);
+    Ok((rate, cpu.as_secs_f64() * 1e6 / rate.count.max(1) as f64))
+}
+
 /// Scenario 2: one connection, 64-byte ping-pong.
 pub fn round_trips(addr: Target, run_for: Duration) -> Result<Rate> {
     let mut stream = connect(addr)?;

@@ -23,7 +23,8 @@
 //! (another forkecho binary, say a build of an earlier commit, measured `-q` in the same rounds:
 //! an A/B of a change, interleaved with everything else), `--udp-only` (the UDP rounds alone),
 //! `--tls-only` (the TLS rounds alone), `--websocket-only` (the WebSocket rounds alone),
-//! `--tcp-only` (the TCP rounds alone).
+//! `--tcp-only` (the TCP rounds alone), `--rate-only` (the connection rate alone, for the
+//! servers the targets are judged on, in 15 rounds of 2 s by default: `rate`).
 
 mod chart;
 #[path = "../../tests/util/fixture.rs"]
@@ -33,6 +34,7 @@ mod load;
 mod payload;
 #[path = "../../tests/util/procfs.rs"]
 mod procfs;
+mod rate;
 mod servers;
 mod tls;
 mod udp;
@@ -48,12 +50,14 @@ use load::{Bulk, Burst, Crowd, Rate};
 use servers::{Kind, Setup};
 
 /// Connection-rate client threads.
-const CLIENT_THREADS: usize = 4;
+pub const CLIENT_THREADS: usize = 4;
 /// The concurrency curve: connect-echo-close with this many clients at once.
 const CURVE: [usize; 4] = [1, 4, 16, 64];
 
-struct Plan {
+pub struct Plan {
     quick: bool,
+    /// `--rate-only`: the connection-rate scenario alone, for the targets' servers (`rate`).
+    rate_only: bool,
     /// `--udp-only`: the UDP rounds alone.
     udp_only: bool,
     /// `--tls-only`: the TLS rounds alone.
@@ -63,10 +67,10 @@ struct Plan {
     /// `--tcp-only`: the TCP rounds alone (an A/B of a change to the plain path).
     tcp_only: bool,
     compare: Option<std::path::PathBuf>,
-    rounds: usize,
+    pub rounds: usize,
     clients: usize,
     burst: usize,
-    seconds: f64,
+    pub seconds: f64,
     bulk_bytes: usize,
 }
 
@@ -75,6 +79,7 @@ impl Plan {
         let mut args = std::env::args().skip(1);
         let mut plan = Plan {
             quick: false,
+            rate_only: false,
             udp_only: false,
             tls_only: false,
             websocket_only: false,
@@ -97,6 +102,7 @@ impl Plan {
                 "--tls-only" => plan.tls_only = true,
                 "--websocket-only" => plan.websocket_only = true,
                 "--tcp-only" => plan.tcp_only = true,
+                "--rate-only" => plan.rate_only = true,
                 "--rounds" => rounds = Some(value("--rounds")?.parse()?),
                 "--clients" => clients = Some(value("--clients")?.parse()?),
                 "--burst" => burst = Some(value("--burst")?.parse()?),
@@ -107,13 +113,15 @@ impl Plan {
                 other => bail!(
                     "unknown argument {other:?} (try --quick, --rounds N, --clients N, --burst N, \
                      --seconds S, --compare PATH, --udp-only, --tls-only, --websocket-only, \
-                     --tcp-only)"
+                     --tcp-only, --rate-only)"
                 ),
             }
         }
         if plan.quick {
             (plan.rounds, plan.clients, plan.seconds, plan.burst) = (1, 100, 0.5, 100);
             plan.bulk_bytes = 16 << 20;
+        } else if plan.rate_only {
+            (plan.rounds, plan.seconds) = (15, 2.0);
         }
         plan.rounds = rounds.unwrap_or(plan.rounds).max(1);
         plan.clients = clients.unwrap_or(plan.clients).max(1);
@@ -219,6 +227,20 @@ fn run() -> Result<()> {
     )?;
     if !setup.have_socat {
         eprintln!("note: socat is not installed; its column is left out");
+    }
+    if plan.rate_only {
+        let kinds = rate::kinds(&setup)?;
+        let samples = rate::rounds(&setup, &plan, &kinds)?;
+        let report = Report {
+            kinds: &kinds,
+            samples: &samples,
+            plan: &plan,
+        };
+        let markdown = report.markdown();
+        println!("{markdown}");
+        std::fs::write(out_dir.join("results-rate.md"), &markdown)?;
+        eprintln!("wrote results-rate.md to {}", out_dir.display());
+        return Ok(());
     }
     let kinds = setup.kinds();
     let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
@@ -368,7 +390,7 @@ fn websocket_rounds(setup: &Setup, plan: &Plan, baselines: &Path) -> Result<Stri
     Ok(websocket::markdown(&kinds, &samples, &plain))
 }
 
-fn index(kinds: &[Kind], kind: Kind) -> usize {
+pub fn index(kinds: &[Kind], kind: Kind) -> usize {
     kinds.iter().position(|&k| k == kind).expect("known kind")
 }
 
@@ -387,9 +409,8 @@ fn measure(setup: &Setup, kind: Kind, plan: &Plan, at: &str) -> Result<Sample> {
         (load::server_cpu(pid).saturating_sub(before)).as_secs_f64() * 1e6 / count.max(1) as f64
     };
     eprintln!("{at}: connection rate");
-    let before = load::server_cpu(pid);
-    let conn = load::connection_rate(to, CLIENT_THREADS, run_for).context("connection rate")?;
-    let conn_cpu_us = per(before, conn.count);
+    let (conn, conn_cpu_us) = load::rate_with_cpu(to, pid, kind.forks(), CLIENT_THREADS, run_for)
+        .context("connection rate")?;
     eprintln!("{at}: round trips");
     let before = load::server_cpu(pid);
     let rtt = load::round_trips(to, run_for).context("round trips")?;
@@ -417,9 +438,9 @@ fn measure(setup: &Setup, kind: Kind, plan: &Plan, at: &str) -> Result<Sample> {
     let mut curve = [(0.0, 0.0); 4];
     for (i, &clients) in CURVE.iter().enumerate() {
         eprintln!("{at}: {clients} concurrent clients");
-        let before = load::server_cpu(pid);
-        let rate = load::connection_rate(to, clients, run_for / 2).context("curve")?;
-        curve[i] = (rate.per_sec, per(before, rate.count));
+        let (rate, cpu) =
+            load::rate_with_cpu(to, pid, kind.forks(), clients, run_for / 2).context("curve")?;
+        curve[i] = (rate.per_sec, cpu);
     }
     Ok(Sample {
         conn,
@@ -526,6 +547,9 @@ impl Report<'_> {
     }
 
     fn markdown(&self) -> String {
+        if self.plan.rate_only {
+            return self.rate_markdown();
+        }
         let ms = |d: f64| d * 1e3;
         let mut out = String::new();
         let _ = writeln!(out, "{}\n", machine_line(self.plan));
@@ -576,6 +600,36 @@ impl Report<'_> {
             "Ratios to the C fork baseline, linked dynamically",
             Kind::CFork,
         ));
+        out.push_str(&self.targets());
+        out
+    }
+
+    /// `--rate-only`'s report: each server's medians, its ratios to the floor round by round (the
+    /// spread a median hides), and the targets.
+    fn rate_markdown(&self) -> String {
+        let mut out = format!("{}\n\n", machine_line(self.plan));
+        out.push_str(concat!(
+            "| server | connections/s | server CPU µs/conn | connections/s ÷ the floor's, ",
+            "round by round | CPU ÷ the floor's, round by round |\n|---|---:|---:|---|---|\n"
+        ));
+        let floor = self.floor();
+        for &kind in self.kinds {
+            let by_round = |metric: &Metric| {
+                let ratios = self.of(kind).iter().zip(self.of(floor));
+                let ratios =
+                    ratios.map(|(s, b)| format!("{:.2}", (metric.value)(s) / (metric.value)(b)));
+                ratios.collect::<Vec<_>>().join(" ")
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.1} | {} | {} |",
+                kind.name(),
+                self.median_of(kind, |s| s.conn.per_sec),
+                self.median_of(kind, |s| s.conn_cpu_us),
+                by_round(&METRICS[0]),
+                by_round(&METRICS[6]),
+            );
+        }
         out.push_str(&self.targets());
         out
     }
@@ -650,8 +704,11 @@ impl Report<'_> {
                 cpu <= 1.05,
             ),
             ("forkecho -q connections/s >= 0.95", conn, conn >= 0.95),
-            ("forkecho -q KiB per connection <= 1.00", kib, kib <= 1.0),
         ];
+        // The crowd, where memory is measured, is not in a rate-only run.
+        if !self.plan.rate_only {
+            lines.push(("forkecho -q KiB per connection <= 1.00", kib, kib <= 1.0));
+        }
         for (kind, floor_logging, name, limit) in [
             (
                 Kind::ForkechoLogging,
@@ -698,14 +755,20 @@ impl Report<'_> {
         }
         let again = Kind::CForkStaticAgain;
         if self.kinds.contains(&again) {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "- (the floor against itself, this run's noise: connections/s {:.2}, server CPU \
-                 per connection {:.2}, KiB per connection {:.2})",
+                 per connection {:.2}",
                 r(again, 0, floor),
                 r(again, 6, floor),
-                r(again, 4, floor)
             );
+            match self.plan.rate_only {
+                true => out.push_str(")\n"),
+                false => _ = writeln!(out, ", KiB per connection {:.2})", r(again, 4, floor)),
+            }
+        }
+        if self.plan.rate_only {
+            return out;
         }
         let metrics = Kind::ForkechoMetrics;
         let _ = writeln!(
@@ -830,20 +893,25 @@ fn machine_line(plan: &Plan) -> String {
         .map_or("unknown CPU", |(_, m)| m.trim());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let machine = format!("{cores} × {cpu}, Linux {}", kernel.trim());
+    if plan.rate_only {
+        return format!(
+            "{machine}; {} round(s) of the connection rate alone (--rate-only), {} s per server",
+            plan.rounds, plan.seconds
+        );
+    }
     format!(
         concat!(
-            "{cores} × {cpu}, Linux {}; {} round(s), {} s per rate scenario, {} MiB bulk, ",
+            "{machine}; {} round(s), {} s per rate scenario, {} MiB bulk, ",
             "{} concurrent clients, bursts of {}{}"
         ),
-        kernel.trim(),
         plan.rounds,
         plan.seconds,
         plan.bulk_bytes >> 20,
         plan.clients,
         plan.burst,
         if plan.quick { " (--quick)" } else { "" },
-        cores = cores,
-        cpu = cpu,
+        machine = machine,
     )
 }
 
