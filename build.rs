@@ -78,7 +78,15 @@ fn lay_out_the_child() {
     if linker_chosen || !lld_by_default {
         return;
     }
-    let order = Path::new(&var("CARGO_MANIFEST_DIR")).join(HOT_ORDER);
+    let listed = Path::new(&var("CARGO_MANIFEST_DIR")).join(HOT_ORDER);
+    let order = Path::new(&var("OUT_DIR")).join("hot.order");
+    let Ok(()) = write_order_file(&listed, &order) else {
+        println!(
+            "cargo::warning=could not write {}: the child is not laid out",
+            order.display()
+        );
+        return;
+    };
     println!("cargo::rustc-env=FORKECHO_CHILD_LAID_OUT=1");
     for arg in [
         format!("--symbol-ordering-file={}", order.display()),
@@ -88,6 +96,90 @@ fn lay_out_the_child() {
     ] {
         println!("cargo::rustc-link-arg-bins=-Wl,{arg}");
     }
+}
+
+/// Writes the order file lld gets: `listed` (`src/child/hot.order`) with each `core::` path
+/// replaced by the symbol that function of core has in this toolchain. Rust's v0 symbols name a
+/// crate with a hash (`_RNvNtCs<hash>_4core3fmt5write` for `core::fmt::write`) that changes with
+/// every release, so the file names the path and this finds the hash, in the core library of the
+/// sysroot. Where it cannot, the paths are left out, as the linker leaves out names not in the
+/// build: the children take a page fault or two more.
+fn write_order_file(listed: &Path, order: &Path) -> io::Result<()> {
+    let listed = fs::read_to_string(listed)?;
+    let paths = listed
+        .lines()
+        .filter_map(|line| line.strip_prefix("core::"));
+    let hash = paths.clone().next().and_then(core_hash);
+    let mut out = String::new();
+    for line in listed.lines() {
+        match (line.strip_prefix("core::"), &hash) {
+            (None, _) => out.push_str(line),
+            (Some(path), Some(hash)) => out.push_str(&core_symbol(hash, path)),
+            (Some(_), None) => continue,
+        }
+        out.push('\n');
+    }
+    fs::write(order, out)
+}
+
+/// The v0 symbol of `core::` + `path` (a free function), for core's crate hash `hash`:
+/// `fmt::write` is `_RNvNtCs<hash>_4core3fmt5write`.
+fn core_symbol(hash: &str, path: &str) -> String {
+    let (prefix, suffix) = core_symbol_parts(path);
+    format!("{prefix}{hash}{suffix}")
+}
+
+/// A v0 symbol of core's around the crate hash: `_RNvNtCs` and `_4core3fmt5write`.
+fn core_symbol_parts(path: &str) -> (String, String) {
+    let names: Vec<&str> = path.split("::").collect();
+    let prefix = format!("_RNv{}Cs", "Nt".repeat(names.len() - 1));
+    let suffix = names.iter().fold("_4core".to_string(), |mut suffix, name| {
+        suffix.push_str(&format!("{}{name}", name.len()));
+        suffix
+    });
+    (prefix, suffix)
+}
+
+/// Core's crate hash in this toolchain's symbols, read off the symbol of `core::` + `path` in
+/// the sysroot's libcore rlib.
+fn core_hash(path: &str) -> Option<String> {
+    let rustc = std::env::var_os("RUSTC")?;
+    let out = std::process::Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let sysroot = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    let target = std::env::var("TARGET").ok()?;
+    let lib = sysroot.join("lib/rustlib").join(target).join("lib");
+    let rlib = fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|file| {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("libcore-") && name.ends_with(".rlib")
+        })?;
+    let bytes = fs::read(rlib).ok()?;
+    let (prefix, suffix) = core_symbol_parts(path);
+    let (prefix, suffix) = (prefix.as_bytes(), suffix.as_bytes());
+    // The hash is base 62, up to 13 characters: between the prefix and the suffix.
+    bytes
+        .windows(suffix.len())
+        .enumerate()
+        .find_map(|(at, window)| {
+            let before = &bytes[at.saturating_sub(prefix.len() + 16)..at];
+            let start = (window == suffix).then(|| find_last(before, prefix))??;
+            let hash = &before[start + prefix.len()..];
+            let alphanumeric = !hash.is_empty() && hash.iter().all(u8::is_ascii_alphanumeric);
+            alphanumeric.then(|| String::from_utf8_lossy(hash).into_owned())
+        })
+}
+
+/// Where `needle` last begins in `haystack`.
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .rposition(|window| window == needle)
 }
 
 /// The minor version of the rustc building this (1.x), if it says.
