@@ -24,11 +24,21 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-pub use digits::{Dec, ipv4};
+pub use digits::{Dec, Secs, ipv4};
 pub use sink::{Drops, share as share_drops};
 
 use fixed::LINE_MAX;
-const PREFIX: &str = "forkecho: ";
+const PREFIX: &str = match std::str::from_utf8(&PREFIX_BYTES) {
+    Ok(prefix) => prefix,
+    Err(_) => panic!("the prefix is ASCII"),
+};
+
+/// The prefix of every text line, in `.data`, where `child/hot.order` puts it on the page of
+/// `.data` every child writes anyway: a string constant lies wherever the linker merges it, on a
+/// page the child's close line would fault in for these ten bytes alone.
+#[unsafe(export_name = "forkecho_log_prefix")]
+#[unsafe(link_section = ".data.forkecho_log_prefix")]
+static PREFIX_BYTES: [u8; 10] = *b"forkecho: ";
 
 /// The descriptor log lines go to (2, or a private description of it): a sandboxed child must
 /// keep it.
@@ -334,23 +344,6 @@ impl fmt::Display for Word<'_> {
     }
 }
 
-/// A duration in seconds with millisecond precision: `0.412s`.
-pub struct Secs(pub Duration);
-
-impl fmt::Display for Secs {
-    /// In 64-bit integers: float formatting (and 128-bit division) is code, and tables, a child
-    /// would fault in for this alone.
-    #[unsafe(link_section = ".text.hot.child")]
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let millis =
-            self.0.as_secs() * 1000 + u64::from(self.0.subsec_nanos() + 500_000) / 1_000_000;
-        digits::write(f, millis / 1000, 1)?;
-        f.write_str(".")?;
-        digits::write(f, millis % 1000, 3)?;
-        f.write_str("s")
-    }
-}
-
 /// Lets a repeated warning through at most once per interval and counts what it held back, so a
 /// fault that repeats thousands of times a second (EMFILE, EAGAIN from fork) costs a line a second.
 pub struct RateLimit {
@@ -465,14 +458,6 @@ mod tests {
         assert_eq!(Word("faults").to_string(), "faults");
         assert_eq!(Word("x event=close").to_string(), "\"x event=close\"");
         assert_eq!(Word("").to_string(), "\"\"");
-    }
-
-    #[test]
-    fn secs_shows_milliseconds() {
-        assert_eq!(Secs(Duration::from_millis(412)).to_string(), "0.412s");
-        assert_eq!(Secs(Duration::from_secs(61)).to_string(), "61.000s");
-        assert_eq!(Secs(Duration::from_micros(1_999_500)).to_string(), "2.000s");
-        assert_eq!(Secs(Duration::from_micros(499)).to_string(), "0.000s");
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Numbers and IPv4 addresses in decimal, written by hand for the lines every connection logs
+//! Numbers, durations and IPv4 addresses in decimal, written by hand for the lines every connection logs
 //! (accept and close): core's integer and address formatting is code and tables (`pad_integral`,
 //! the table of digit pairs) that a child would fault in for its close line alone, a page fault
 //! (some 2 µs, with the unmapping at exit) each. Used by the log lines' `Display` impls
-//! (`log::Secs`, `peer::Peer`) and the accept and close lines; nothing is kept.
+//! (`Secs` here, `peer::Peer`) and the accept and close lines; nothing is kept.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 /// A `u64` in decimal, as `{}` writes it.
 pub struct Dec(pub u64);
@@ -42,12 +43,29 @@ pub fn digits(mut value: u64, width: usize, buf: &mut [u8; 20]) -> &str {
 pub fn ipv4(addr: &SocketAddrV4, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     for (i, octet) in addr.ip().octets().into_iter().enumerate() {
         if i > 0 {
-            f.write_str(".")?;
+            f.write_char('.')?;
         }
         write(f, u64::from(octet), 1)?;
     }
-    f.write_str(":")?;
+    f.write_char(':')?;
     write(f, u64::from(addr.port()), 1)
+}
+
+/// A duration in seconds with millisecond precision: `0.412s`.
+pub struct Secs(pub Duration);
+
+impl fmt::Display for Secs {
+    /// In 64-bit integers: float formatting (and 128-bit division) is code, and tables, a child
+    /// would fault in for this alone.
+    #[unsafe(link_section = ".text.hot.child")]
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis =
+            self.0.as_secs() * 1000 + u64::from(self.0.subsec_nanos() + 500_000) / 1_000_000;
+        write(f, millis / 1000, 1)?;
+        f.write_char('.')?;
+        write(f, millis % 1000, 3)?;
+        f.write_char('s')
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +95,13 @@ mod tests {
             let addr: SocketAddrV4 = addr.parse().unwrap();
             assert_eq!(V4(addr).to_string(), addr.to_string());
         }
+    }
+
+    #[test]
+    fn secs_shows_milliseconds() {
+        assert_eq!(Secs(Duration::from_millis(412)).to_string(), "0.412s");
+        assert_eq!(Secs(Duration::from_secs(61)).to_string(), "61.000s");
+        assert_eq!(Secs(Duration::from_micros(1_999_500)).to_string(), "2.000s");
+        assert_eq!(Secs(Duration::from_micros(499)).to_string(), "0.000s");
     }
 }

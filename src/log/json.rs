@@ -19,8 +19,8 @@
 //! - after `warning:`, `fatal:` and `panic`, the rest of the line is the message as it stands
 //!   (apart from the suppressed count): it is prose, not fields.
 //!
-//! Strings are escaped by serde_json: no raw control character or newline reaches a line. A line
-//! too long for the buffer ends early as a valid object with `"truncated": true`.
+//! Strings are escaped as serde_json escapes them: no raw control character or newline reaches a
+//! line. A line too long for the buffer ends early as a valid object with `"truncated": true`.
 
 use std::io::{self, Write};
 
@@ -43,12 +43,19 @@ pub struct JsonLine<const N: usize = LINE_MAX> {
 const CLOSING: usize = 24;
 
 impl<const N: usize> io::Write for JsonLine<N> {
+    #[unsafe(link_section = ".text.hot.child")]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.full || self.buf.len() + data.len() > N - CLOSING {
             self.full = true;
             return Err(io::ErrorKind::WriteZero.into());
         }
         Ok(self.buf.push(data, N - CLOSING))
+    }
+
+    /// The trait's own `write_all`, here so that it lies with the child's code.
+    #[unsafe(link_section = ".text.hot.child")]
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write(data).map(drop)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -79,6 +86,7 @@ impl<const N: usize> JsonLine<N> {
     }
 
     /// Writes the object's fields; stops at the first that does not fit.
+    #[unsafe(link_section = ".text.hot.child")]
     fn fields(&mut self, ts: &str, text: &str) -> io::Result<()> {
         self.write_all(b"{\"ts\":")?;
         self.string(ts)?;
@@ -164,6 +172,7 @@ impl<const N: usize> JsonLine<N> {
     }
 
     /// `key=value` as `"key":value`.
+    #[unsafe(link_section = ".text.hot.child")]
     fn field(&mut self, token: &str) -> io::Result<()> {
         let (key, value) = token.split_once('=').unwrap_or((token, ""));
         self.write_all(b",")?;
@@ -223,8 +232,8 @@ impl<const N: usize> JsonLine<N> {
     }
 
     /// The free words of a line (what is not written as a field), as one string. Each word is
-    /// escaped by serde_json as a string of its own, then joined to the last: its opening quote
-    /// and the closing quote before it give way to a space.
+    /// escaped as a string of its own, then joined to the last: its opening quote and the
+    /// closing quote before it give way to a space.
     fn message(&mut self, words: &str) -> io::Result<()> {
         let mut first = true;
         let mut rest = words;
@@ -254,11 +263,41 @@ impl<const N: usize> JsonLine<N> {
         Ok(())
     }
 
+    #[unsafe(link_section = ".text.hot.child")]
     fn string(&mut self, text: &str) -> io::Result<()> {
-        serde_json::to_writer(&mut *self, text).map_err(io::Error::other)
+        // Escaped as serde_json escapes a string (the tests hold the two together), here, with
+        // the child's code, and with no table or constant a child would fault in a page for.
+        let quote = [b'"'];
+        self.write_all(&quote)?;
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        for (at, &byte) in bytes.iter().enumerate() {
+            if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+                continue;
+            }
+            self.write_all(&bytes[from..at])?;
+            from = at + 1;
+            let short = match byte {
+                b'"' | b'\\' => byte,
+                0x08 => b'b',
+                0x09 => b't',
+                0x0a => b'n',
+                0x0c => b'f',
+                0x0d => b'r',
+                _ => {
+                    let hex = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
+                    self.write_all(&[b'\\', b'u', b'0', b'0', hex(byte >> 4), hex(byte & 0xf)])?;
+                    continue;
+                }
+            };
+            self.write_all(&[b'\\', short])?;
+        }
+        self.write_all(&bytes[from..])?;
+        self.write_all(&quote)
     }
 
     /// Closes the object (saying so if it was cut short) and ends the line.
+    #[unsafe(link_section = ".text.hot.child")]
     fn finish(&mut self) {
         let end: &[u8] = match self.full {
             true => b",\"truncated\":true}\n",
@@ -304,6 +343,7 @@ impl<'a> Keys<'a> {
     }
 
     /// Whether `token` is a field to write (and its key, from now on, taken).
+    #[unsafe(link_section = ".text.hot.child")]
     fn field(&mut self, token: &'a str) -> bool {
         let Some((key, _)) = token.split_once('=') else {
             return false;
@@ -324,11 +364,12 @@ impl<'a> Keys<'a> {
 
 /// The next token of `text`: a word, a `key="quoted value"` (with `\"` and `\\` inside), or a
 /// parenthesised group; and what follows it (spaces skipped).
+#[unsafe(link_section = ".text.hot.child")]
 fn next_token(text: &str) -> (&str, &str) {
     let text = text.trim_start_matches(' ');
     let end = if text.starts_with('(') {
         text.find(')').map_or(text.len(), |close| close + 1)
-    } else if let Some(quote) = text.find("=\"").filter(|&q| !text[..q].contains(' ')) {
+    } else if let Some(quote) = key_quote(text).filter(|&q| !text[..q].contains(' ')) {
         closing_quote(&text[quote + 2..]).map_or(text.len(), |close| quote + 3 + close)
     } else {
         text.find(' ').unwrap_or(text.len())
@@ -340,11 +381,19 @@ fn next_token(text: &str) -> (&str, &str) {
 }
 
 /// `text` without a trailing ` (N similar suppressed)`, and N.
+#[unsafe(link_section = ".text.hot.child")]
 fn suppressed(text: &str) -> (&str, Option<u64>) {
+    // Most lines end otherwise: a byte compared, and no constant read.
+    if !text.ends_with(')') {
+        return (text, None);
+    }
+    // Byte by byte rather than by `rsplit_once`: a string search is code a child would fault in.
+    let open = |rest: &str| rest.bytes().rposition(|b| b == b'(').filter(|&at| at > 0);
     let found = text
         .strip_suffix(" similar suppressed)")
-        .and_then(|rest| rest.rsplit_once(" ("))
-        .and_then(|(before, count)| Some((before, count.parse().ok()?)));
+        .and_then(|rest| Some((rest, open(rest)?)))
+        .filter(|&(rest, at)| rest.as_bytes()[at - 1] == b' ')
+        .and_then(|(rest, at)| Some((&rest[..at - 1], rest[at + 1..].parse().ok()?)));
     match found {
         Some((before, count)) => (before, Some(count)),
         None => (text, None),
@@ -353,6 +402,17 @@ fn suppressed(text: &str) -> (&str, Option<u64>) {
 
 /// Where the last complete `,"key":value` of a cut-short object ends: the object is then closed
 /// right after it.
+/// Where `="` first appears in `text`: byte by byte, as a string search is code a child would
+/// fault in.
+#[unsafe(link_section = ".text.hot.child")]
+fn key_quote(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (1..bytes.len())
+        .find(|&at| bytes[at] == b'"' && bytes[at - 1] == b'=')
+        .map(|at| at - 1)
+}
+
+#[unsafe(link_section = ".text.hot.child")]
 fn last_field_end(written: &[u8]) -> usize {
     // Every field starts with `,"`; the one a cut interrupted is dropped whole. The quotes inside
     // strings are escaped, so a `,"` that follows a value's end is a field's start only where an

@@ -181,3 +181,46 @@ fn a_line_too_long_for_a_short_buffer_says_so_and_fits_a_whole_one() {
     assert_eq!(v["reason"].as_str().unwrap().len(), 600);
     assert_eq!(v["end"], "error");
 }
+
+#[test]
+fn strings_are_escaped_as_serde_json_escapes_them() {
+    let mut text: String = (0u8..0x80).map(char::from).collect();
+    text.push_str("é, ∑, 😀, \u{7f}\u{80}\u{2028}");
+    for sample in [text.as_str(), "", "plain", "\"", "\\", "a\"b\\c\nd"] {
+        let mut line = <JsonLine>::render("", "");
+        line.buf.truncate(0);
+        line.string(sample).unwrap();
+        let ours = String::from_utf8(line.as_bytes().to_vec()).unwrap();
+        assert_eq!(ours, serde_json::to_string(sample).unwrap());
+    }
+}
+
+#[test]
+fn a_suppressed_count_is_read_only_at_the_end() {
+    assert_eq!(suppressed("x (3 similar suppressed)"), ("x", Some(3)));
+    assert_eq!(suppressed("x (a (3 similar suppressed)"), ("x (a", Some(3)));
+    assert_eq!(
+        suppressed("x(3 similar suppressed)"),
+        ("x(3 similar suppressed)", None)
+    );
+    assert_eq!(
+        suppressed("x (y similar suppressed)"),
+        ("x (y similar suppressed)", None)
+    );
+    assert_eq!(
+        suppressed("(3 similar suppressed)"),
+        ("(3 similar suppressed)", None)
+    );
+    assert_eq!(
+        suppressed("x (3 similar suppressed) y"),
+        ("x (3 similar suppressed) y", None)
+    );
+}
+
+#[test]
+fn key_quote_finds_the_first_equals_quote() {
+    assert_eq!(key_quote("error=\"x\" b=\"y\""), Some(5));
+    assert_eq!(key_quote("a = \"x\""), None);
+    assert_eq!(key_quote("=\""), Some(0));
+    assert_eq!(key_quote(""), None);
+}
