@@ -1,8 +1,8 @@
-//! Numbers, durations and IPv4 addresses in decimal, written by hand for the lines every connection logs
-//! (accept and close): core's integer and address formatting is code and tables (`pad_integral`,
-//! the table of digit pairs) that a child would fault in for its close line alone, a page fault
-//! (some 2 µs, with the unmapping at exit) each. Used by the log lines' `Display` impls
-//! (`Secs` here, `peer::Peer`) and the accept and close lines; nothing is kept.
+//! Numbers, durations and IPv4 addresses in decimal, written by hand for the lines every
+//! connection logs (accept and close): core's integer and address formatting is code and tables
+//! (`pad_integral`, the table of digit pairs) that a child would fault in for its close line
+//! alone, a page fault (some 2 µs, with the unmapping at exit) each. Used by the log lines'
+//! `Display` impls (`Secs` here, `peer::Peer`) and the accept and close lines; nothing is kept.
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddrV4;
