@@ -12,6 +12,10 @@ use super::super::context::Context;
 use super::super::stop;
 
 /// Why an echo session ended.
+///
+/// Declared in the order of `KINDS`, so that `kind` is the enum's tag as it stands: in another
+/// order, the compiler maps one to the other with a table among the constants, a page every
+/// child that logs its close line faults in for it.
 #[derive(Debug)]
 pub enum End {
     /// The client sent FIN and everything it sent was echoed.
@@ -37,11 +41,11 @@ pub enum End {
     ControlReset,
     /// `--inband`: a malformed `FORKECHO` line (why), answered with an error line.
     InbandError(String),
+    /// Any other I/O error.
+    Failed(io::Error),
     /// `--websocket`: a request that was not an upgrade (answered 400 or 426), or a frame that
     /// broke the protocol (answered with a close of the code the close line's `ws-close=` says).
     WebSocket(String),
-    /// Any other I/O error.
-    Failed(io::Error),
 }
 
 impl End {
