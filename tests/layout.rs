@@ -52,11 +52,7 @@ fn pages(file: &object::File, names: &[&str]) -> Vec<u64> {
 
 #[test]
 fn what_every_child_writes_lies_on_one_page_of_data_and_one_of_bss() {
-    if option_env!("FORKECHO_CHILD_LAID_OUT").is_none() {
-        eprintln!("skipped: this build was not laid out by hot.order (not LLD)");
-        return;
-    }
-    let bytes = std::fs::read(binary()).expect("read the binary");
+    let Some(bytes) = laid_out() else { return };
     let file = object::File::parse(&*bytes).expect("parse the binary");
     if stripped(&file) {
         return;
@@ -66,6 +62,16 @@ fn what_every_child_writes_lies_on_one_page_of_data_and_one_of_bss() {
         let spanned = pages(&file, names);
         assert_eq!(spanned.len(), 1, "{section}: pages {spanned:x?}");
     }
+}
+
+/// The built binary, or None (the test says it is skipped) where LLD did not lay it out by
+/// `hot.order`.
+fn laid_out() -> Option<Vec<u8>> {
+    if option_env!("FORKECHO_CHILD_LAID_OUT").is_none() {
+        eprintln!("skipped: this build was not laid out by hot.order (not LLD)");
+        return None;
+    }
+    Some(std::fs::read(binary()).expect("read the binary"))
 }
 
 /// Whether the binary has no symbol table (the release build's is stripped): the tests that read
@@ -83,11 +89,7 @@ const WINDOW: u64 = 64 << 10;
 
 #[test]
 fn the_code_a_child_calls_outside_its_section_lies_in_one_fault_around_window() {
-    if option_env!("FORKECHO_CHILD_LAID_OUT").is_none() {
-        eprintln!("skipped: this build was not laid out by hot.order (not LLD)");
-        return;
-    }
-    let bytes = std::fs::read(binary()).expect("read the binary");
+    let Some(bytes) = laid_out() else { return };
     let file = object::File::parse(&*bytes).expect("parse the binary");
     if stripped(&file) {
         return;
@@ -142,11 +144,7 @@ fn the_code_a_child_calls_outside_its_section_lies_in_one_fault_around_window() 
 
 #[test]
 fn the_child_s_own_code_and_the_stubs_it_calls_through_lie_in_one_fault_around_window() {
-    if option_env!("FORKECHO_CHILD_LAID_OUT").is_none() {
-        eprintln!("skipped: this build was not laid out by hot.order (not LLD)");
-        return;
-    }
-    let bytes = std::fs::read(binary()).expect("read the binary");
+    let Some(bytes) = laid_out() else { return };
     let file = object::File::parse(&*bytes).expect("parse the binary");
     let hot = file
         .section_by_name(".text.hot")
