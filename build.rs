@@ -104,35 +104,41 @@ fn lay_out_the_child() {
     }
 }
 
-/// Writes `window.o`: one byte of code (never run) in a section `.text.hot.forkecho_window`
-/// aligned to 64 KiB, under the symbol `hot.order` puts first in `.text.hot`. So the child's own
-/// code starts on a 64 KiB boundary: it and the C library's stubs laid out after it (`.iplt`,
-/// through which a child calls memcpy) lie in one window of the kernel's fault-around, and a
-/// child maps them in with one fault. An object of its own, linked after Rust's: in Rust's, the
-/// section would come first in the object and move `.text.hot` ahead of `.text.unlikely`, away
-/// from the stubs.
+/// Writes `window.o`: two markers of one byte of code each (never run), each in a section
+/// aligned to 64 KiB under a symbol `hot.order` puts first in its output section:
+/// `forkecho_child_libc_window` in `.text`, before the C library's and core's functions a child
+/// calls, and `forkecho_child_text_window` in `.text.hot`, the child's own code, with the C
+/// library's stubs laid out after it (`.iplt`, through which a child calls memcpy). The kernel
+/// maps a file's pages in around a fault up to 64 KiB at a time, aligned, so each group is in
+/// memory after one fault (tests/layout.rs checks). An object of its own, linked after Rust's: in
+/// Rust's, a marker section would come first in the object and move `.text.hot` ahead of
+/// `.text.unlikely`, away from the stubs.
 fn write_window_object(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     use object::write::{Object, Symbol, SymbolSection};
     use object::{Architecture, BinaryFormat, Endianness, SectionFlags, SectionKind};
     use object::{SymbolFlags, SymbolKind, SymbolScope, elf};
     let mut file = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
-    let name = b".text.hot.forkecho_window".to_vec();
-    let section = file.add_section(Vec::new(), name, SectionKind::Text);
-    // Kept by the linker though nothing refers to it (SHF_GNU_RETAIN).
+    // Kept by the linker though nothing refers to them (SHF_GNU_RETAIN).
     let sh_flags = u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR | elf::SHF_GNU_RETAIN);
-    file.section_mut(section).flags = SectionFlags::Elf { sh_flags };
-    let int3 = 0xcc;
-    let value = file.append_section_data(section, &[int3], 64 << 10);
-    file.add_symbol(Symbol {
-        name: b"forkecho_child_text_window".to_vec(),
-        value,
-        size: 1,
-        kind: SymbolKind::Text,
-        scope: SymbolScope::Linkage,
-        weak: false,
-        section: SymbolSection::Section(section),
-        flags: SymbolFlags::None,
-    });
+    for (section, symbol) in [
+        (".text.forkecho_window", "forkecho_child_libc_window"),
+        (".text.hot.forkecho_window", "forkecho_child_text_window"),
+    ] {
+        let section = file.add_section(Vec::new(), section.into(), SectionKind::Text);
+        file.section_mut(section).flags = SectionFlags::Elf { sh_flags };
+        let int3 = 0xcc;
+        let value = file.append_section_data(section, &[int3], 64 << 10);
+        file.add_symbol(Symbol {
+            name: symbol.into(),
+            value,
+            size: 1,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(section),
+            flags: SymbolFlags::None,
+        });
+    }
     fs::write(path, file.write()?)?;
     Ok(())
 }
@@ -145,10 +151,8 @@ fn write_window_object(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 /// build: the children take a page fault or two more.
 fn write_order_file(listed: &Path, order: &Path) -> io::Result<()> {
     let listed = fs::read_to_string(listed)?;
-    let paths = listed
-        .lines()
-        .filter_map(|line| line.strip_prefix("core::"));
-    let hash = paths.clone().next().and_then(core_hash);
+    let first = listed.lines().find_map(|line| line.strip_prefix("core::"));
+    let hash = first.and_then(core_hash);
     let mut out = String::new();
     for line in listed.lines() {
         match (line.strip_prefix("core::"), &hash) {

@@ -1,14 +1,13 @@
-//! Where the data a connection's child writes lies, and where the code it calls outside its own
-//! section begins, for the linker (`hot.order`, passed by build.rs). Every page of the parent's
-//! data a child writes is copied for it: a page fault and 4 KiB of its own memory. The C
-//! library's fork writes a few variables in every child (the dynamic loader's locks in `.data`;
-//! the fork generation, the thread attribute lock and the stack lists in `.bss`), and where they
-//! fall followed the size of everything linked before them: one build in twenty-five split the
-//! locks across two pages. So `hot.order` puts them first in their sections, `.data` starts a
-//! page (`-z separate-loadable-segments`), and `.bss` opens with `BSS_PAGE` below, a page-aligned
-//! page that nothing touches, so that what follows it starts a page too: two pages a child
-//! writes, wherever the rest of the build puts things. Nothing reads or writes `BSS_PAGE`; it
-//! only holds the place.
+//! Where the data a connection's child writes lies, for the linker (`hot.order`, passed by
+//! build.rs). Every page of the parent's data a child writes is copied for it: a page fault and 4
+//! KiB of its own memory. The C library's fork writes a few variables in every child (the
+//! dynamic loader's locks in `.data`; the fork generation, the thread attribute lock and the
+//! stack lists in `.bss`), and where they fall followed the size of everything linked before
+//! them: one build in twenty-five split the locks across two pages. So `hot.order` puts them first
+//! in their sections, `.data` starts a page (`-z separate-loadable-segments`), and `.bss` opens
+//! with `BSS_PAGE` below, a page-aligned page that nothing touches, so that what follows it starts
+//! a page too: two pages a child writes, wherever the rest of the build puts things. Nothing
+//! reads or writes `BSS_PAGE`; it only holds the place.
 
 use std::sync::atomic::AtomicU8;
 
@@ -21,18 +20,3 @@ struct Page(AtomicU8);
 #[used]
 #[unsafe(export_name = "forkecho_child_bss_page")]
 static BSS_PAGE: Page = Page(AtomicU8::new(0));
-
-// The start of `.text` on a 64 KiB boundary: `hot.order` puts this marker first there, then the
-// C library's and core's functions a child calls. The kernel maps a file's pages in around a
-// fault up to 64 KiB at a time, aligned, so code laid out from such a boundary is in memory after
-// one fault (tests/layout.rs checks); laid out from wherever `.text` began, it took two. The
-// section is kept (`R`) though nothing refers to it; its one byte is never run.
-std::arch::global_asm!(
-    ".pushsection .text.forkecho_child_window,\"axR\",@progbits",
-    ".p2align 16",
-    ".globl forkecho_child_libc_window",
-    ".hidden forkecho_child_libc_window",
-    "forkecho_child_libc_window:",
-    "int3",
-    ".popsection",
-);
