@@ -51,9 +51,9 @@ use report::Report;
 use servers::{Kind, Setup};
 
 /// Connection-rate client threads.
-pub const CLIENT_THREADS: usize = 4;
+const CLIENT_THREADS: usize = 4;
 /// The concurrency curve: connect-echo-close with this many clients at once.
-pub const CURVE: [usize; 4] = [1, 4, 16, 64];
+const CURVE: [usize; 4] = [1, 4, 16, 64];
 
 pub struct Plan {
     quick: bool,
@@ -68,10 +68,10 @@ pub struct Plan {
     /// `--tcp-only`: the TCP rounds alone (an A/B of a change to the plain path).
     tcp_only: bool,
     compare: Option<std::path::PathBuf>,
-    pub rounds: usize,
+    rounds: usize,
     clients: usize,
     burst: usize,
-    pub seconds: f64,
+    seconds: f64,
     bulk_bytes: usize,
 }
 
@@ -391,7 +391,7 @@ fn websocket_rounds(setup: &Setup, plan: &Plan, baselines: &Path) -> Result<Stri
     Ok(websocket::markdown(&kinds, &samples, &plain))
 }
 
-pub fn index(kinds: &[Kind], kind: Kind) -> usize {
+fn index(kinds: &[Kind], kind: Kind) -> usize {
     kinds.iter().position(|&k| k == kind).expect("known kind")
 }
 

@@ -387,21 +387,19 @@ fn suppressed(text: &str) -> (&str, Option<u64>) {
     if !text.ends_with(')') {
         return (text, None);
     }
-    // Byte by byte rather than by `rsplit_once`: a string search is code a child would fault in.
-    let open = |rest: &str| rest.bytes().rposition(|b| b == b'(').filter(|&at| at > 0);
-    let found = text
-        .strip_suffix(" similar suppressed)")
-        .and_then(|rest| Some((rest, open(rest)?)))
-        .filter(|&(rest, at)| rest.as_bytes()[at - 1] == b' ')
-        .and_then(|(rest, at)| Some((&rest[..at - 1], rest[at + 1..].parse().ok()?)));
+    // The last `(` found byte by byte rather than by `rsplit_once`: a string search is code a
+    // child would fault in.
+    let found = text.strip_suffix(" similar suppressed)").and_then(|rest| {
+        let open = rest.bytes().rposition(|b| b == b'(')?;
+        let before = rest[..open].strip_suffix(' ')?;
+        Some((before, rest[open + 1..].parse().ok()?))
+    });
     match found {
         Some((before, count)) => (before, Some(count)),
         None => (text, None),
     }
 }
 
-/// Where the last complete `,"key":value` of a cut-short object ends: the object is then closed
-/// right after it.
 /// Where `="` first appears in `text`: byte by byte, as a string search is code a child would
 /// fault in.
 #[unsafe(link_section = ".text.hot.child")]
@@ -412,6 +410,8 @@ fn key_quote(text: &str) -> Option<usize> {
         .map(|at| at - 1)
 }
 
+/// Where the last complete `,"key":value` of a cut-short object ends: the object is then closed
+/// right after it.
 #[unsafe(link_section = ".text.hot.child")]
 fn last_field_end(written: &[u8]) -> usize {
     // Every field starts with `,"`; the one a cut interrupted is dropped whole. The quotes inside
