@@ -45,14 +45,15 @@ impl Report<'_> {
 
     /// The median over rounds of this kind's value divided by `base`'s in the same round.
     fn ratio_to(&self, kind: Kind, metric: &Metric, base: Kind) -> f64 {
-        let base = self.of(base);
-        median(
-            self.of(kind)
-                .iter()
-                .zip(base)
-                .map(|(s, b)| (metric.value)(s) / (metric.value)(b))
-                .collect(),
-        )
+        median(self.ratios(kind, metric, base))
+    }
+
+    /// This kind's value divided by `base`'s, round by round.
+    fn ratios(&self, kind: Kind, metric: &Metric, base: Kind) -> Vec<f64> {
+        let pairs = self.of(kind).iter().zip(self.of(base));
+        pairs
+            .map(|(s, b)| (metric.value)(s) / (metric.value)(b))
+            .collect()
     }
 
     /// Per server (`base` excluded): its ratio to `base` for every metric.
@@ -161,10 +162,11 @@ impl Report<'_> {
         let floor = self.floor();
         for &kind in self.kinds {
             let by_round = |metric: &Metric| {
-                let ratios = self.of(kind).iter().zip(self.of(floor));
-                let ratios =
-                    ratios.map(|(s, b)| format!("{:.2}", (metric.value)(s) / (metric.value)(b)));
-                ratios.collect::<Vec<_>>().join(" ")
+                let ratios = self.ratios(kind, metric, floor).into_iter();
+                ratios
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             };
             let _ = writeln!(
                 out,
